@@ -1,0 +1,100 @@
+//! Command-line flags of the aggregator role.
+
+use std::time::Duration;
+
+use crate::AggregatorError;
+
+/// Aggregator flags (clap, each with an env fallback).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AggregatorArgs {
+    /// How often pending rollups are published, milliseconds.
+    #[arg(
+        long = "flush-interval-ms",
+        env = "BEACON_FLUSH_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub flush_interval_ms: u64,
+    /// How often the partition state is snapshotted, seconds.
+    #[arg(
+        long = "snapshot-interval-s",
+        env = "BEACON_SNAPSHOT_INTERVAL_S",
+        default_value_t = 30
+    )]
+    pub snapshot_interval_s: u64,
+    /// Partitions this instance processes (comma-separated); all when empty.
+    #[arg(
+        long = "aggregator-partitions",
+        env = "BEACON_AGGREGATOR_PARTITIONS",
+        value_delimiter = ','
+    )]
+    pub own_partitions: Vec<u32>,
+}
+
+impl AggregatorArgs {
+    /// The flush interval, at least one millisecond.
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms.max(1))
+    }
+
+    /// The snapshot interval.
+    pub fn snapshot_interval(&self) -> Duration {
+        Duration::from_secs(self.snapshot_interval_s)
+    }
+
+    /// The partitions to process, sorted and deduplicated: every partition when none are named.
+    pub fn partitions(&self, partitions: u32) -> Result<Vec<u32>, AggregatorError> {
+        if self.own_partitions.is_empty() {
+            return Ok((0..partitions).collect());
+        }
+        let mut own = self.own_partitions.clone();
+        own.sort_unstable();
+        own.dedup();
+        match own.iter().find(|&&p| p >= partitions) {
+            Some(bad) => Err(AggregatorError::Config(format!(
+                "--aggregator-partitions names partition {bad}, but the deployment has {partitions} partitions (0 to {})",
+                partitions.saturating_sub(1)
+            ))),
+            None => Ok(own),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(own: Vec<u32>) -> AggregatorArgs {
+        AggregatorArgs {
+            flush_interval_ms: 0,
+            snapshot_interval_s: 30,
+            own_partitions: own,
+        }
+    }
+
+    #[test]
+    fn empty_means_all() {
+        assert_eq!(
+            args(vec![]).partitions(3).expect("partitions"),
+            vec![0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn named_partitions_are_sorted_and_deduplicated() {
+        assert_eq!(
+            args(vec![2, 0, 2]).partitions(4).expect("partitions"),
+            vec![0, 2]
+        );
+    }
+
+    #[test]
+    fn out_of_range_is_rejected() {
+        let err = args(vec![1, 8]).partitions(8).expect_err("out of range");
+        assert!(err.to_string().contains("partition 8"), "{err}");
+    }
+
+    #[test]
+    fn zero_flush_interval_is_clamped() {
+        assert_eq!(args(vec![]).flush_interval(), Duration::from_millis(1));
+    }
+}

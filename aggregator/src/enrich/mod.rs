@@ -1,0 +1,149 @@
+//! Enrichment: what an event's user agent, page URL and referrer say about the visit.
+//!
+//! Every function here is pure: the same event always gives the same result.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use beacon_proto::insights::v1::Dimension;
+use beacon_proto::pipeline::v1::LoggedEvent;
+
+pub mod referrer;
+pub mod ua;
+pub mod url;
+
+pub use self::referrer::{Source, SourceKind};
+pub use self::ua::UserAgent;
+pub use self::url::PageUrl;
+
+/// Country value of visitors whose country is unknown.
+pub const UNKNOWN_COUNTRY: &str = "(unknown)";
+
+/// Parsed user agents kept by [`Enricher`]; the cache is emptied when it grows past this.
+const UA_CACHE_LIMIT: usize = 10_000;
+
+/// Enriches events, caching user-agent parses (a few thousand agents cover most traffic).
+#[derive(Debug, Default)]
+pub struct Enricher {
+    agents: HashMap<String, Arc<UserAgent>>,
+}
+
+impl Enricher {
+    /// A new enricher with an empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The parsed user agent, from the cache when seen before.
+    pub fn user_agent(&mut self, agent: &str) -> Arc<UserAgent> {
+        if let Some(parsed) = self.agents.get(agent) {
+            return parsed.clone();
+        }
+        if self.agents.len() >= UA_CACHE_LIMIT {
+            self.agents.clear();
+        }
+        let parsed = Arc::new(ua::parse(agent));
+        self.agents.insert(agent.to_owned(), parsed.clone());
+        parsed
+    }
+}
+
+/// The session dimensions of a visit that starts with `event`, in a fixed order; UTM
+/// dimensions only when the landing URL carries them.
+pub fn session_dimensions(
+    event: &LoggedEvent,
+    agent: &UserAgent,
+    page: &PageUrl,
+) -> Vec<(Dimension, String)> {
+    let source = referrer::source(&event.referrer, &page.host, page.utm_source.as_deref());
+    let channel = referrer::channel(&source, page.utm_medium.as_deref());
+    let country = if event.country.trim().is_empty() {
+        UNKNOWN_COUNTRY
+    } else {
+        event.country.trim()
+    };
+    let mut dims = vec![
+        (Dimension::EntryPage, page.path.clone()),
+        (Dimension::Source, source.name),
+        (Dimension::Channel, channel.to_owned()),
+        (Dimension::Country, country.to_owned()),
+        (Dimension::Device, agent.device.to_owned()),
+        (Dimension::Browser, agent.browser.clone()),
+        (Dimension::Os, agent.os.clone()),
+    ];
+    let utm = [
+        (Dimension::UtmSource, &page.utm_source),
+        (Dimension::UtmMedium, &page.utm_medium),
+        (Dimension::UtmCampaign, &page.utm_campaign),
+    ];
+    dims.extend(
+        utm.into_iter()
+            .filter_map(|(dim, value)| value.clone().map(|v| (dim, v))),
+    );
+    dims
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+
+    fn event(url: &str, referrer: &str, country: &str) -> LoggedEvent {
+        LoggedEvent {
+            url: url.into(),
+            referrer: referrer.into(),
+            country: country.into(),
+            user_agent: CHROME.into(),
+            ..LoggedEvent::default()
+        }
+    }
+
+    fn dims(event: &LoggedEvent) -> Vec<(Dimension, String)> {
+        let agent = ua::parse(&event.user_agent);
+        session_dimensions(event, &agent, &url::parse(&event.url))
+    }
+
+    #[test]
+    fn organic_search_visit() {
+        let got = dims(&event(
+            "https://a.com/blog/post",
+            "https://www.google.com/",
+            "DE",
+        ));
+        let want: Vec<(Dimension, String)> = vec![
+            (Dimension::EntryPage, "/blog/post".into()),
+            (Dimension::Source, "Google".into()),
+            (Dimension::Channel, "Organic Search".into()),
+            (Dimension::Country, "DE".into()),
+            (Dimension::Device, "Desktop".into()),
+            (Dimension::Browser, "Chrome".into()),
+            (Dimension::Os, "Windows".into()),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn campaign_visit_has_utm_dimensions() {
+        let got = dims(&event(
+            "https://a.com/?utm_source=google&utm_medium=cpc&utm_campaign=brand",
+            "",
+            "",
+        ));
+        assert!(got.contains(&(Dimension::Channel, "Paid Search".into())));
+        assert!(got.contains(&(Dimension::Country, UNKNOWN_COUNTRY.into())));
+        assert!(got.contains(&(Dimension::UtmSource, "google".into())));
+        assert!(got.contains(&(Dimension::UtmMedium, "cpc".into())));
+        assert!(got.contains(&(Dimension::UtmCampaign, "brand".into())));
+        assert_eq!(got.len(), 10);
+    }
+
+    #[test]
+    fn cache_returns_the_same_parse() {
+        let mut enricher = Enricher::new();
+        let a = enricher.user_agent(CHROME);
+        let b = enricher.user_agent(CHROME);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(*a, ua::parse(CHROME));
+    }
+}

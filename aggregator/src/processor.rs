@@ -1,0 +1,239 @@
+//! The processing logic: from logged events to rollup deltas, deterministically.
+//!
+//! The same event sequence always gives the same deltas and state, so a crash and replay, or a
+//! reprocessing job reading the raw store, reproduces the same numbers.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::iter;
+
+use beacon_core::time::{hour_bucket, time_zone};
+use beacon_proto::insights::v1::Dimension;
+use beacon_proto::pipeline::v1::{AggregatorSnapshot, LoggedEvent, TenantRollup};
+use jiff::tz::TimeZone;
+
+use crate::AggregatorError;
+use crate::enrich::{self, Enricher, PageUrl, UserAgent};
+use crate::rollup::{Counters, PendingRollups};
+use crate::session::{Hit, SessionState, Sessions, Visit};
+
+/// Closed sessions are dropped after this many events.
+const CLEANUP_EVERY: u32 = 4096;
+
+/// Event name of pageviews.
+pub const PAGEVIEW: &str = "pageview";
+
+/// Sessions, watermark and pending deltas of one partition (or of one reprocessing run).
+#[derive(Debug, Default)]
+pub struct Processor {
+    sessions: Sessions,
+    watermark_ms: i64,
+    pending: PendingRollups,
+    enricher: Enricher,
+    zones: HashMap<String, TimeZone>,
+    since_cleanup: u32,
+}
+
+/// An event that passed validation, with its hour bucket: applying it cannot fail.
+#[derive(Debug)]
+pub struct Prepared<'a> {
+    event: &'a LoggedEvent,
+    hour_ms: i64,
+    local_date: String,
+}
+
+impl Processor {
+    /// An empty state: no sessions, watermark 0, nothing pending.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Processes one event: [`Processor::prepare`], then [`Processor::apply`]. On error the
+    /// state is unchanged.
+    pub fn process(&mut self, event: &LoggedEvent, emit: bool) -> Result<(), AggregatorError> {
+        let prepared = self.prepare(event)?;
+        self.apply(prepared, emit);
+        Ok(())
+    }
+
+    /// Validates an event (time zone, timestamp) and finds its hour bucket, without changing
+    /// the state.
+    pub fn prepare<'a>(&mut self, event: &'a LoggedEvent) -> Result<Prepared<'a>, AggregatorError> {
+        let invalid = |reason: String| AggregatorError::InvalidEvent {
+            tenant_id: event.tenant_id.clone(),
+            event_id: event.event_id.clone(),
+            reason,
+        };
+        let tz = self
+            .zone(&event.time_zone)
+            .map_err(|err| invalid(err.to_string()))?;
+        let (hour_ms, local_date) =
+            hour_bucket(event.timestamp_ms, &tz).map_err(|err| invalid(err.to_string()))?;
+        Ok(Prepared {
+            event,
+            hour_ms,
+            local_date,
+        })
+    }
+
+    /// Folds a prepared event into the state; with `emit`, also into the pending deltas (without,
+    /// only the state changes: its deltas were published before).
+    pub fn apply(&mut self, prepared: Prepared<'_>, emit: bool) {
+        let event = prepared.event;
+        let hour = (prepared.hour_ms, prepared.local_date.as_str());
+        let agent = self.enricher.user_agent(&event.user_agent);
+        let watermark_ms = self.watermark_ms;
+        self.watermark_ms = watermark_ms.max(event.timestamp_ms);
+        if agent.bot {
+            if emit {
+                let bot = Counters {
+                    bot_events: 1,
+                    ..Counters::default()
+                };
+                self.pending
+                    .add(&event.tenant_id, hour, Dimension::Unspecified, "", bot);
+            }
+            return;
+        }
+        let page = enrich::url::parse(&event.url);
+        let hit = Hit {
+            tenant_id: &event.tenant_id,
+            visitor: event.visitor,
+            ts: event.timestamp_ms,
+            pageview: event.name == PAGEVIEW,
+        };
+        let start = || new_session(event, &agent, &page, hour);
+        let (visit, session) = self.sessions.track(hit, watermark_ms, start);
+        if emit {
+            emit_deltas(&mut self.pending, hit, hour, &page.path, visit, &session);
+        }
+        self.maybe_cleanup();
+    }
+
+    /// Takes the pending deltas, in a deterministic order.
+    pub fn take_rollups(&mut self) -> Vec<TenantRollup> {
+        self.pending.take()
+    }
+
+    /// Whether deltas are pending.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Rough encoded size of the pending deltas, bytes.
+    pub fn pending_size_hint(&self) -> usize {
+        self.pending.size_hint()
+    }
+
+    /// Highest event time seen, Unix milliseconds.
+    pub fn watermark_ms(&self) -> i64 {
+        self.watermark_ms
+    }
+
+    /// Number of sessions held (open ones, and closed ones not yet dropped).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The state as a snapshot taken after event-log sequence `seq`. Pending deltas are not part
+    /// of it: snapshot right after publishing them.
+    pub fn snapshot(&self, partition: u32, seq: u64) -> AggregatorSnapshot {
+        AggregatorSnapshot {
+            partition,
+            event_seq: seq,
+            watermark_ms: self.watermark_ms,
+            sessions: self.sessions.to_proto(self.watermark_ms),
+        }
+    }
+
+    /// Replaces the state with a snapshot's; pending deltas are dropped.
+    pub fn restore(&mut self, snapshot: AggregatorSnapshot) -> Result<(), AggregatorError> {
+        self.sessions = Sessions::from_proto(snapshot.partition, snapshot.sessions)?;
+        self.watermark_ms = snapshot.watermark_ms;
+        self.pending = PendingRollups::default();
+        self.since_cleanup = 0;
+        Ok(())
+    }
+
+    fn zone(&mut self, name: &str) -> beacon_core::Result<TimeZone> {
+        if let Some(tz) = self.zones.get(name) {
+            return Ok(tz.clone());
+        }
+        let tz = time_zone(name)?;
+        self.zones.insert(name.to_owned(), tz.clone());
+        Ok(tz)
+    }
+
+    fn maybe_cleanup(&mut self) {
+        self.since_cleanup += 1;
+        if self.since_cleanup >= CLEANUP_EVERY {
+            self.since_cleanup = 0;
+            self.sessions.cleanup(self.watermark_ms);
+        }
+    }
+}
+
+fn new_session(
+    event: &LoggedEvent,
+    agent: &UserAgent,
+    page: &PageUrl,
+    hour: (i64, &str),
+) -> SessionState {
+    SessionState {
+        start_ms: event.timestamp_ms,
+        end_ms: event.timestamp_ms,
+        pageviews: u32::from(event.name == PAGEVIEW),
+        hour_ms: hour.0,
+        local_date: hour.1.to_owned(),
+        dims: enrich::session_dimensions(event, agent, page),
+    }
+}
+
+/// The deltas of one event: the session's at the session hour, the event's at the event hour.
+fn emit_deltas(
+    pending: &mut PendingRollups,
+    hit: Hit<'_>,
+    hour: (i64, &str),
+    path: &str,
+    visit: Visit,
+    session: &Cow<'_, SessionState>,
+) {
+    let tenant = hit.tenant_id;
+    let targets = || {
+        iter::once((Dimension::Unspecified, ""))
+            .chain(session.dims.iter().map(|(d, v)| (*d, v.as_str())))
+    };
+    let session_delta = match visit {
+        Visit::Started => Counters {
+            visits: 1,
+            bounces: 1,
+            ..Counters::default()
+        },
+        Visit::Joined {
+            extended_ms,
+            no_longer_bounce,
+        } => Counters {
+            duration_ms: extended_ms,
+            bounces: -i64::from(no_longer_bounce),
+            ..Counters::default()
+        },
+    };
+    if session_delta != Counters::default() {
+        let session_hour = (session.hour_ms, session.local_date.as_str());
+        for (dim, value) in targets() {
+            pending.add(tenant, session_hour, dim, value, session_delta);
+        }
+    }
+    let event_delta = Counters {
+        events: 1,
+        pageviews: i64::from(hit.pageview),
+        ..Counters::default()
+    };
+    for (dim, value) in targets().chain(iter::once((Dimension::Page, path))) {
+        pending.add_seen(tenant, hour, dim, value, event_delta, hit.visitor);
+    }
+}
+
+#[cfg(test)]
+#[path = "processor_tests.rs"]
+mod tests;

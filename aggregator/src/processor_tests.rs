@@ -1,0 +1,306 @@
+//! Unit tests of [`super::Processor`].
+
+use super::*;
+use beacon_proto::pipeline::v1::RollupRow;
+
+const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+const MIN: i64 = 60_000;
+/// 2026-03-01T10:00:00Z.
+const T0: i64 = 1_772_359_200_000;
+const HOUR: i64 = 3_600_000;
+
+fn ev(visitor: u64, ts: i64, name: &str, path: &str) -> LoggedEvent {
+    LoggedEvent {
+        tenant_id: "acme".into(),
+        event_id: format!("{visitor}-{ts}-{name}-{path}"),
+        name: name.into(),
+        timestamp_ms: ts,
+        received_ms: ts,
+        url: format!("https://acme.test{path}"),
+        referrer: "https://www.google.com/".into(),
+        user_agent: CHROME.into(),
+        country: "DE".into(),
+        visitor,
+        time_zone: "UTC".into(),
+        ..LoggedEvent::default()
+    }
+}
+
+fn pv(visitor: u64, ts: i64, path: &str) -> LoggedEvent {
+    ev(visitor, ts, PAGEVIEW, path)
+}
+
+fn run(events: &[LoggedEvent]) -> Vec<TenantRollup> {
+    let mut p = Processor::new();
+    for e in events {
+        p.process(e, true).expect("process");
+    }
+    p.take_rollups()
+}
+
+/// Sum of the rows of (dimension, value) over all hours and batches.
+fn total(rollups: &[TenantRollup], dim: Dimension, value: &str) -> Counters {
+    let mut sum = Counters::default();
+    let rows = rollups.iter().flat_map(|t| &t.rows);
+    for r in rows.filter(|r| r.dimension == dim as i32 && r.value == value) {
+        sum.pageviews += r.pageviews;
+        sum.events += r.events;
+        sum.visits += r.visits;
+        sum.bounces += r.bounces;
+        sum.duration_ms += r.duration_ms;
+        sum.bot_events += r.bot_events;
+    }
+    sum
+}
+
+fn totals(rollups: &[TenantRollup]) -> Counters {
+    total(rollups, Dimension::Unspecified, "")
+}
+
+fn rows_of(rollups: &[TenantRollup], dim: Dimension) -> Vec<&RollupRow> {
+    rollups
+        .iter()
+        .flat_map(|t| &t.rows)
+        .filter(|r| r.dimension == dim as i32)
+        .collect()
+}
+
+#[test]
+fn single_pageview_is_a_bounce() {
+    let out = run(&[pv(1, T0, "/")]);
+    let c = totals(&out);
+    assert_eq!(
+        (c.visits, c.bounces, c.pageviews, c.events, c.duration_ms),
+        (1, 1, 1, 1, 0)
+    );
+    assert_eq!(total(&out, Dimension::Source, "Google").visits, 1);
+    assert_eq!(total(&out, Dimension::Channel, "Organic Search").bounces, 1);
+    assert_eq!(total(&out, Dimension::Page, "/").pageviews, 1);
+    assert_eq!(
+        total(&out, Dimension::Page, "/").visits,
+        0,
+        "PAGE carries event metrics only"
+    );
+}
+
+#[test]
+fn second_pageview_ends_the_bounce_and_adds_duration() {
+    let out = run(&[
+        pv(1, T0, "/"),
+        pv(1, T0 + 5 * MIN, "/pricing"),
+        ev(1, T0 + 7 * MIN, "signup", "/pricing"),
+    ]);
+    let c = totals(&out);
+    assert_eq!((c.visits, c.bounces, c.pageviews, c.events), (1, 0, 2, 3));
+    assert_eq!(c.duration_ms, 7 * MIN);
+    let entry = total(&out, Dimension::EntryPage, "/");
+    assert_eq!(
+        (entry.visits, entry.bounces, entry.duration_ms, entry.events),
+        (1, 0, 7 * MIN, 3)
+    );
+    assert_eq!(total(&out, Dimension::Page, "/pricing").events, 2);
+}
+
+#[test]
+fn thirty_minutes_of_idle_splits_the_session() {
+    let out = run(&[
+        pv(1, T0, "/"),
+        pv(1, T0 + 30 * MIN, "/a"),
+        pv(1, T0 + 61 * MIN, "/b"),
+    ]);
+    let c = totals(&out);
+    assert_eq!(c.visits, 2);
+    assert_eq!(
+        c.bounces, 1,
+        "the first visit has two pageviews, the second one"
+    );
+    assert_eq!(c.duration_ms, 30 * MIN);
+    assert_eq!(total(&out, Dimension::EntryPage, "/b").visits, 1);
+}
+
+#[test]
+fn session_metrics_stay_in_the_session_hour() {
+    // Starts at 10:50, continues at 11:10: visit, bounce and duration belong to 10:00.
+    let out = run(&[pv(1, T0 + 50 * MIN, "/"), pv(1, T0 + 70 * MIN, "/a")]);
+    let total_rows = rows_of(&out, Dimension::Unspecified);
+    let at = |hour: i64| {
+        total_rows
+            .iter()
+            .find(|r| r.hour_ms == hour)
+            .map(|r| (r.visits, r.bounces, r.duration_ms, r.pageviews))
+    };
+    assert_eq!(at(T0), Some((1, 0, 20 * MIN, 1)));
+    assert_eq!(at(T0 + HOUR), Some((0, 0, 0, 1)));
+}
+
+#[test]
+fn late_event_updates_its_own_hour() {
+    let late = T0 - 5 * HOUR;
+    let out = run(&[pv(1, T0, "/"), pv(2, T0 + MIN, "/"), pv(1, late, "/old")]);
+    let total_rows = rows_of(&out, Dimension::Unspecified);
+    let old = total_rows
+        .iter()
+        .find(|r| r.hour_ms == late)
+        .expect("late hour row");
+    assert_eq!((old.visits, old.pageviews, old.bounces), (1, 1, 1));
+    assert_eq!(totals(&out).visits, 3);
+}
+
+#[test]
+fn late_event_does_not_break_the_open_session() {
+    let out = run(&[
+        pv(1, T0, "/"),
+        pv(1, T0 - 3 * HOUR, "/old"),
+        pv(1, T0 + 10 * MIN, "/next"),
+    ]);
+    let c = totals(&out);
+    assert_eq!(
+        c.visits, 2,
+        "the late event is its own visit; the open one continues"
+    );
+    assert_eq!(c.duration_ms, 10 * MIN);
+}
+
+#[test]
+fn event_slightly_out_of_order_joins_and_extends_the_start() {
+    let out = run(&[
+        pv(1, T0, "/"),
+        pv(1, T0 + 10 * MIN, "/b"),
+        pv(1, T0 - 2 * MIN, "/a"),
+    ]);
+    let c = totals(&out);
+    assert_eq!((c.visits, c.bounces, c.pageviews), (1, 0, 3));
+    assert_eq!(c.duration_ms, 12 * MIN);
+}
+
+#[test]
+fn bots_count_only_as_bot_events() {
+    let mut bot = pv(9, T0, "/");
+    bot.user_agent =
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)".into();
+    let mut empty = pv(10, T0, "/");
+    empty.user_agent = String::new();
+    let out = run(&[bot, empty]);
+    let c = totals(&out);
+    assert_eq!(
+        c,
+        Counters {
+            bot_events: 2,
+            ..Counters::default()
+        }
+    );
+    assert_eq!(out[0].rows.len(), 1, "only the TOTAL row");
+    assert!(out[0].visitors.is_empty());
+}
+
+#[test]
+fn half_hour_zone_buckets() {
+    let mut e = pv(1, T0 + 45 * MIN, "/");
+    e.time_zone = "Asia/Kolkata".into();
+    let out = run(&[e]);
+    let row = rows_of(&out, Dimension::Unspecified)[0];
+    assert_eq!(
+        row.hour_ms,
+        T0 + 30 * MIN,
+        "10:45Z is 16:15 IST; the 16:00 IST bucket starts at 10:30Z"
+    );
+    assert_eq!(row.local_date, "2026-03-01");
+}
+
+#[test]
+fn visitors_are_deduplicated_per_bucket() {
+    let out = run(&[
+        pv(1, T0, "/"),
+        pv(1, T0 + MIN, "/"),
+        pv(2, T0 + 2 * MIN, "/"),
+    ]);
+    let set = out[0]
+        .visitors
+        .iter()
+        .find(|v| v.dimension == Dimension::Page as i32 && v.value == "/")
+        .expect("page visitors");
+    assert_eq!(set.visitors, vec![1, 2]);
+}
+
+#[test]
+fn invalid_time_zone_leaves_the_state_unchanged() {
+    let mut p = Processor::new();
+    let mut e = pv(1, T0, "/");
+    e.time_zone = "Mars/Olympus".into();
+    let err = p.process(&e, true).expect_err("invalid zone");
+    assert!(err.to_string().contains("Mars/Olympus"), "{err}");
+    assert!(!p.has_pending());
+    assert_eq!((p.watermark_ms(), p.session_count()), (0, 0));
+}
+
+#[test]
+fn silent_processing_changes_state_only() {
+    let mut p = Processor::new();
+    p.process(&pv(1, T0, "/"), false).expect("process");
+    assert!(!p.has_pending());
+    p.process(&pv(1, T0 + MIN, "/a"), true).expect("process");
+    let c = totals(&p.take_rollups());
+    assert_eq!(
+        (c.visits, c.bounces, c.pageviews, c.duration_ms),
+        (0, -1, 1, MIN)
+    );
+}
+
+fn stream() -> Vec<LoggedEvent> {
+    let mut events = Vec::new();
+    for i in 0..400i64 {
+        let visitor = (i % 37) as u64;
+        let ts = T0 + i * 97_000 + (i % 5) * 13_000 - (i % 7) * 60_000;
+        let path = ["/", "/a", "/b", "/c"][(i % 4) as usize];
+        let name = if i % 6 == 0 { "signup" } else { PAGEVIEW };
+        let mut e = ev(visitor, ts, name, path);
+        if i % 11 == 0 {
+            e.referrer = "https://news.example.org/".into();
+        }
+        events.push(e);
+    }
+    events
+}
+
+#[test]
+fn same_input_gives_same_output() {
+    let events = stream();
+    assert_eq!(run(&events), run(&events));
+}
+
+#[test]
+fn snapshot_and_restore_mid_stream_gives_the_same_deltas() {
+    let events = stream();
+    let whole = run(&events);
+    for cut in [1, 57, 200, 399] {
+        let mut first = Processor::new();
+        let mut deltas = Vec::new();
+        for e in &events[..cut] {
+            first.process(e, true).expect("process");
+        }
+        deltas.extend(first.take_rollups());
+        let snapshot = first.snapshot(0, cut as u64);
+        let bytes = prost::Message::encode_to_vec(&snapshot);
+        let decoded: AggregatorSnapshot = prost::Message::decode(bytes.as_slice()).expect("decode");
+        let mut second = Processor::new();
+        second.restore(decoded).expect("restore");
+        for e in &events[cut..] {
+            second.process(e, true).expect("process");
+        }
+        deltas.extend(second.take_rollups());
+        for dim in [
+            Dimension::Unspecified,
+            Dimension::EntryPage,
+            Dimension::Page,
+            Dimension::Source,
+        ] {
+            for value in ["", "/", "/a", "/b", "/c", "Google", "news.example.org"] {
+                assert_eq!(
+                    total(&deltas, dim, value),
+                    total(&whole, dim, value),
+                    "cut {cut} {dim:?} {value}"
+                );
+            }
+        }
+    }
+}

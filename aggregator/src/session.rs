@@ -1,0 +1,320 @@
+//! Sessions: a visitor's events belong to one visit until 30 minutes pass without activity.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use beacon_proto::insights::v1::Dimension;
+use beacon_proto::pipeline::v1::Session;
+
+use crate::AggregatorError;
+
+/// Idle time that ends a session.
+pub const SESSION_IDLE_MS: i64 = 30 * 60 * 1000;
+
+/// One visit in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    /// Earliest event time.
+    pub start_ms: i64,
+    /// Latest event time.
+    pub end_ms: i64,
+    /// Pageviews so far.
+    pub pageviews: u32,
+    /// Hour bucket of the session start.
+    pub hour_ms: i64,
+    /// Local date of that bucket.
+    pub local_date: String,
+    /// Session dimensions, fixed at the start.
+    pub dims: Vec<(Dimension, String)>,
+}
+
+impl SessionState {
+    /// Open sessions can still be joined; closed ones never again, since the watermark only grows.
+    pub fn is_open(&self, watermark_ms: i64) -> bool {
+        self.end_ms.saturating_add(SESSION_IDLE_MS) >= watermark_ms
+    }
+
+    /// Whether an event at `ts` joins this session.
+    fn accepts(&self, ts: i64, watermark_ms: i64) -> bool {
+        self.is_open(watermark_ms)
+            && ts >= self.start_ms.saturating_sub(SESSION_IDLE_MS)
+            && ts <= self.end_ms.saturating_add(SESSION_IDLE_MS)
+    }
+}
+
+/// What an event did to its visitor's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visit {
+    /// The event started a new session.
+    Started,
+    /// The event joined the open session.
+    Joined {
+        /// How much longer the session got, milliseconds.
+        extended_ms: i64,
+        /// The event was the session's second pageview: it is no longer a bounce.
+        no_longer_bounce: bool,
+    },
+}
+
+/// One event of a visitor, as sessionization sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit<'a> {
+    /// Tenant.
+    pub tenant_id: &'a str,
+    /// Visitor hash.
+    pub visitor: u64,
+    /// Event time.
+    pub ts: i64,
+    /// Whether it is a pageview.
+    pub pageview: bool,
+}
+
+/// The sessions of a partition, by tenant and visitor.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_tenant: HashMap<String, HashMap<u64, SessionState>>,
+}
+
+impl Sessions {
+    /// Sessionizes one event against `watermark_ms` (the highest event time seen before it).
+    /// `start` builds the session the event starts, if it starts one.
+    ///
+    /// A new session replaces the visitor's previous one, unless it is closed already (an event
+    /// older than the watermark by more than the idle time): nothing can join it, so the open
+    /// session is kept instead.
+    pub fn track(
+        &mut self,
+        hit: Hit<'_>,
+        watermark_ms: i64,
+        start: impl FnOnce() -> SessionState,
+    ) -> (Visit, Cow<'_, SessionState>) {
+        let visitors = self.by_tenant.entry(hit.tenant_id.to_owned()).or_default();
+        match visitors.entry(hit.visitor) {
+            Entry::Occupied(occupied) if occupied.get().accepts(hit.ts, watermark_ms) => {
+                let session = occupied.into_mut();
+                let visit = join(session, hit);
+                (visit, Cow::Borrowed(session))
+            }
+            entry => {
+                let session = start();
+                if !session.is_open(watermark_ms) {
+                    return (Visit::Started, Cow::Owned(session));
+                }
+                (
+                    Visit::Started,
+                    Cow::Borrowed(entry.insert_entry(session).into_mut()),
+                )
+            }
+        }
+    }
+
+    /// Drops closed sessions. Safe at any time: closed sessions are never joined.
+    pub fn cleanup(&mut self, watermark_ms: i64) {
+        self.by_tenant.retain(|_, visitors| {
+            visitors.retain(|_, session| session.is_open(watermark_ms));
+            !visitors.is_empty()
+        });
+    }
+
+    /// Number of sessions held.
+    pub fn len(&self) -> usize {
+        self.by_tenant.values().map(HashMap::len).sum()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_tenant.values().all(HashMap::is_empty)
+    }
+
+    /// The open sessions, ordered by (tenant, visitor).
+    pub fn to_proto(&self, watermark_ms: i64) -> Vec<Session> {
+        let mut out: Vec<Session> = self
+            .by_tenant
+            .iter()
+            .flat_map(|(tenant, visitors)| {
+                visitors
+                    .iter()
+                    .filter(|(_, s)| s.is_open(watermark_ms))
+                    .map(move |(visitor, s)| session_proto(tenant, *visitor, s))
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.tenant_id, a.visitor).cmp(&(&b.tenant_id, b.visitor)));
+        out
+    }
+
+    /// Rebuilds the sessions of a snapshot.
+    pub fn from_proto(partition: u32, sessions: Vec<Session>) -> Result<Self, AggregatorError> {
+        let mut out = Self::default();
+        for session in sessions {
+            let tenant = session.tenant_id.clone();
+            let visitor = session.visitor;
+            let state = session_state(partition, session)?;
+            out.by_tenant
+                .entry(tenant)
+                .or_default()
+                .insert(visitor, state);
+        }
+        Ok(out)
+    }
+}
+
+fn join(session: &mut SessionState, hit: Hit<'_>) -> Visit {
+    let mut extended_ms = 0;
+    if hit.ts > session.end_ms {
+        extended_ms += hit.ts - session.end_ms;
+        session.end_ms = hit.ts;
+    }
+    if hit.ts < session.start_ms {
+        extended_ms += session.start_ms - hit.ts;
+        session.start_ms = hit.ts;
+    }
+    let mut no_longer_bounce = false;
+    if hit.pageview {
+        session.pageviews = session.pageviews.saturating_add(1);
+        no_longer_bounce = session.pageviews == 2;
+    }
+    Visit::Joined {
+        extended_ms,
+        no_longer_bounce,
+    }
+}
+
+fn session_proto(tenant: &str, visitor: u64, s: &SessionState) -> Session {
+    Session {
+        tenant_id: tenant.to_owned(),
+        visitor,
+        start_ms: s.start_ms,
+        end_ms: s.end_ms,
+        pageviews: s.pageviews,
+        hour_ms: s.hour_ms,
+        local_date: s.local_date.clone(),
+        dimension_values: s.dims.iter().map(|(_, v)| v.clone()).collect(),
+        dimension_kinds: s.dims.iter().map(|(d, _)| *d as i32).collect(),
+    }
+}
+
+fn session_state(partition: u32, s: Session) -> Result<SessionState, AggregatorError> {
+    let corrupt = |reason: String| AggregatorError::CorruptSnapshot { partition, reason };
+    if s.dimension_kinds.len() != s.dimension_values.len() {
+        return Err(corrupt(format!(
+            "session of tenant {:?} visitor {} has {} dimension kinds but {} values",
+            s.tenant_id,
+            s.visitor,
+            s.dimension_kinds.len(),
+            s.dimension_values.len()
+        )));
+    }
+    let mut dims = Vec::with_capacity(s.dimension_kinds.len());
+    for (kind, value) in s.dimension_kinds.iter().zip(s.dimension_values) {
+        let dim = Dimension::try_from(*kind).map_err(|_| {
+            corrupt(format!(
+                "session of tenant {:?} has unknown dimension {kind}",
+                s.tenant_id
+            ))
+        })?;
+        dims.push((dim, value));
+    }
+    Ok(SessionState {
+        start_ms: s.start_ms,
+        end_ms: s.end_ms,
+        pageviews: s.pageviews,
+        hour_ms: s.hour_ms,
+        local_date: s.local_date,
+        dims,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60 * 1000;
+
+    fn state(ts: i64) -> SessionState {
+        SessionState {
+            start_ms: ts,
+            end_ms: ts,
+            pageviews: 1,
+            hour_ms: ts,
+            local_date: "2026-01-01".into(),
+            dims: vec![(Dimension::Country, "DE".into())],
+        }
+    }
+
+    fn hit(ts: i64) -> Hit<'static> {
+        Hit {
+            tenant_id: "acme",
+            visitor: 7,
+            ts,
+            pageview: true,
+        }
+    }
+
+    #[test]
+    fn joins_within_idle_time_and_splits_after() {
+        let mut sessions = Sessions::default();
+        let (visit, _) = sessions.track(hit(0), 0, || state(0));
+        assert_eq!(visit, Visit::Started);
+        let (visit, s) = sessions.track(hit(10 * MIN), 0, || state(10 * MIN));
+        assert_eq!(
+            visit,
+            Visit::Joined {
+                extended_ms: 10 * MIN,
+                no_longer_bounce: true
+            }
+        );
+        assert_eq!((s.start_ms, s.end_ms, s.pageviews), (0, 10 * MIN, 2));
+        let (visit, _) = sessions.track(hit(41 * MIN), 10 * MIN, || state(41 * MIN));
+        assert_eq!(visit, Visit::Started);
+    }
+
+    #[test]
+    fn closed_by_watermark() {
+        let mut sessions = Sessions::default();
+        sessions.track(hit(0), 0, || state(0));
+        // Another visitor moved the watermark past the idle time: the session is closed.
+        let (visit, _) = sessions.track(hit(20 * MIN), 31 * MIN, || state(20 * MIN));
+        assert_eq!(visit, Visit::Started);
+    }
+
+    #[test]
+    fn dead_on_arrival_session_keeps_the_open_one() {
+        let mut sessions = Sessions::default();
+        sessions.track(hit(100 * MIN), 100 * MIN, || state(100 * MIN));
+        let (visit, _) = sessions.track(hit(0), 100 * MIN, || state(0));
+        assert_eq!(visit, Visit::Started);
+        let (visit, _) = sessions.track(hit(101 * MIN), 100 * MIN, || state(101 * MIN));
+        assert!(matches!(visit, Visit::Joined { extended_ms, .. } if extended_ms == MIN));
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_cleanup() {
+        let mut sessions = Sessions::default();
+        sessions.track(hit(0), 0, || state(0));
+        sessions.track(
+            Hit {
+                visitor: 8,
+                ..hit(40 * MIN)
+            },
+            0,
+            || state(40 * MIN),
+        );
+        let proto = sessions.to_proto(40 * MIN);
+        assert_eq!(proto.len(), 1, "the closed session is not saved");
+        let restored = Sessions::from_proto(0, proto.clone()).expect("restore");
+        assert_eq!(restored.to_proto(40 * MIN), proto);
+        sessions.cleanup(40 * MIN);
+        assert_eq!(sessions.len(), 1);
+    }
+
+    #[test]
+    fn corrupt_snapshot_is_named() {
+        let mut proto = Sessions::default();
+        proto.track(hit(0), 0, || state(0));
+        let mut saved = proto.to_proto(0);
+        saved[0].dimension_values.clear();
+        let err = Sessions::from_proto(3, saved).expect_err("corrupt");
+        assert!(err.to_string().contains("partition 3"), "{err}");
+    }
+}

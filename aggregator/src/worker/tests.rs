@@ -1,0 +1,260 @@
+//! Worker tests against the real embedded backends on a temporary folder.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use beacon_core::backends::{BackendArgs, Backends};
+use beacon_core::log::Log;
+use beacon_proto::pipeline::v1::{DeadLetter, EventBatch, LoggedEvent, RollupBatch};
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::rollup::Counters;
+use crate::{AggregatorArgs, run};
+
+const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+/// 2026-03-01T10:00:00Z.
+const T0: i64 = 1_772_359_200_000;
+const MIN: i64 = 60_000;
+const WAIT: Duration = Duration::from_secs(20);
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!(
+            "beacon-aggregator-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn backends(dir: &TempDir) -> Backends {
+    let args = BackendArgs {
+        data_dir: dir.0.clone(),
+        nats_url: None,
+        partitions: 1,
+        nats_replicas: 1,
+    };
+    Backends::open(&args).await.expect("open backends")
+}
+
+fn args() -> AggregatorArgs {
+    AggregatorArgs {
+        flush_interval_ms: 20,
+        snapshot_interval_s: 3600,
+        own_partitions: vec![],
+    }
+}
+
+fn pv(id: &str, visitor: u64, ts: i64) -> LoggedEvent {
+    LoggedEvent {
+        tenant_id: "acme".into(),
+        event_id: id.into(),
+        name: "pageview".into(),
+        timestamp_ms: ts,
+        received_ms: ts,
+        url: "https://acme.test/".into(),
+        user_agent: CHROME.into(),
+        country: "DE".into(),
+        visitor,
+        time_zone: "UTC".into(),
+        ..LoggedEvent::default()
+    }
+}
+
+async fn append(backends: &Backends, events: Vec<LoggedEvent>) -> u64 {
+    let payload = Bytes::from(EventBatch { events }.encode_to_vec());
+    append_raw(backends, payload).await
+}
+
+async fn append_raw(backends: &Backends, payload: Bytes) -> u64 {
+    let id = format!("test-{}", unique_id(&payload));
+    backends
+        .events
+        .append(0, &id, payload)
+        .await
+        .expect("append")
+}
+
+/// A message id unique per payload and call.
+fn unique_id(payload: &Bytes) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        payload.len(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    )
+}
+
+/// Every rollup batch of partition 0 up to the one covering `seq`.
+async fn rollups_until(log: &dyn Log, seq: u64) -> Vec<RollupBatch> {
+    let mut stream = log.subscribe(0, 0).await.expect("subscribe rollups");
+    let mut out = Vec::new();
+    while out
+        .last()
+        .is_none_or(|b: &RollupBatch| b.last_event_seq < seq)
+    {
+        let msg = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("rollup in time")
+            .expect("stream")
+            .expect("message");
+        out.push(RollupBatch::decode(msg.payload).expect("decode rollup"));
+    }
+    out
+}
+
+async fn dead_letters(log: &dyn Log, count: usize) -> Vec<DeadLetter> {
+    let mut stream = log.subscribe(0, 0).await.expect("subscribe dead letters");
+    let mut out = Vec::new();
+    while out.len() < count {
+        let msg = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("dead letter in time")
+            .expect("stream")
+            .expect("message");
+        out.push(DeadLetter::decode(msg.payload).expect("decode dead letter"));
+    }
+    out
+}
+
+fn totals(batches: &[RollupBatch]) -> Counters {
+    let mut sum = Counters::default();
+    let rows = batches
+        .iter()
+        .flat_map(|b| &b.tenants)
+        .flat_map(|t| &t.rows);
+    for r in rows.filter(|r| r.dimension == 0) {
+        sum.pageviews += r.pageviews;
+        sum.events += r.events;
+        sum.visits += r.visits;
+        sum.bounces += r.bounces;
+        sum.duration_ms += r.duration_ms;
+        sum.bot_events += r.bot_events;
+    }
+    sum
+}
+
+/// Runs the aggregator until the rollup log covers `seq`, then shuts it down gracefully.
+async fn run_until(backends: &Backends, seq: u64) -> Vec<RollupBatch> {
+    let token = CancellationToken::new();
+    let task = tokio::spawn(run(args(), backends.clone(), token.clone()));
+    let batches = rollups_until(backends.rollups.as_ref(), seq).await;
+    token.cancel();
+    task.await.expect("join").expect("aggregator");
+    batches
+}
+
+fn assert_contiguous(batches: &[RollupBatch]) {
+    for pair in batches.windows(2) {
+        assert!(
+            pair[1].first_event_seq > pair[0].last_event_seq,
+            "overlapping batches {pair:?}"
+        );
+    }
+    for b in batches {
+        assert!(b.first_event_seq <= b.last_event_seq);
+        assert_eq!(b.logic_version, crate::LOGIC_VERSION);
+    }
+}
+
+#[tokio::test]
+async fn counts_once_parks_failures_and_resumes_after_restart() {
+    let dir = TempDir::new("restart");
+    let backends = backends(&dir).await;
+    append(&backends, vec![pv("a", 1, T0), pv("b", 2, T0 + MIN)]).await;
+    // A client retry of "a" (another message): stored once, counted once.
+    append(&backends, vec![pv("a", 1, T0), pv("c", 1, T0 + 2 * MIN)]).await;
+    append_raw(&backends, Bytes::from_static(b"\xff\xff not protobuf")).await;
+    let mut bad_zone = pv("d", 3, T0);
+    bad_zone.time_zone = "Mars/Olympus".into();
+    let last = append(&backends, vec![bad_zone, pv("e", 3, T0 + 3 * MIN)]).await;
+
+    let batches = run_until(&backends, last).await;
+    assert_contiguous(&batches);
+    let c = totals(&batches);
+    assert_eq!((c.visits, c.pageviews, c.events, c.bounces), (3, 4, 4, 2));
+    assert_eq!(c.duration_ms, 2 * MIN);
+    let letters = dead_letters(backends.dead_letters.as_ref(), 2).await;
+    assert!(letters[0].reason.contains("undecodable"), "{letters:?}");
+    assert_eq!((letters[1].seq, letters[1].index), (last, 0));
+    assert!(letters[1].reason.contains("Mars/Olympus"));
+
+    // Restart: only the new message counts; the session of visitor 1 continues.
+    let next = append(&backends, vec![pv("f", 1, T0 + 4 * MIN)]).await;
+    let all = run_until(&backends, next).await;
+    assert_contiguous(&all);
+    let added = totals(&all[batches.len()..]);
+    assert_eq!(
+        (
+            added.visits,
+            added.pageviews,
+            added.bounces,
+            added.duration_ms
+        ),
+        (0, 1, 0, 2 * MIN)
+    );
+}
+
+#[tokio::test]
+async fn crash_before_snapshot_replays_silently() {
+    let dir = TempDir::new("crash");
+    let backends = backends(&dir).await;
+    let first = append(&backends, vec![pv("a", 1, T0), pv("b", 2, T0)]).await;
+    let token = CancellationToken::new();
+    let task = tokio::spawn(run(args(), backends.clone(), token.clone()));
+    let before = rollups_until(backends.rollups.as_ref(), first).await;
+    // A crash: no final flush, no snapshot.
+    task.abort();
+    let _ = task.await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        backends
+            .snapshots
+            .load("aggregator-p0")
+            .await
+            .expect("load")
+            .is_none()
+    );
+
+    let next = append(&backends, vec![pv("c", 1, T0 + 5 * MIN)]).await;
+    let all = run_until(&backends, next).await;
+    assert_contiguous(&all);
+    let added = totals(&all[before.len()..]);
+    // The session of visitor 1 was rebuilt by the silent replay: no new visit, no longer a bounce.
+    assert_eq!(
+        (
+            added.visits,
+            added.pageviews,
+            added.bounces,
+            added.duration_ms
+        ),
+        (0, 1, -1, 5 * MIN)
+    );
+    let c = totals(&all);
+    assert_eq!((c.visits, c.pageviews, c.bounces), (2, 3, 1));
+    assert!(
+        backends
+            .snapshots
+            .load("aggregator-p0")
+            .await
+            .expect("load")
+            .is_some(),
+        "saved on shutdown"
+    );
+}

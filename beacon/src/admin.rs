@@ -1,0 +1,103 @@
+//! `beacon admin`: tenants and keys through the gateway's admin API.
+
+use anyhow::Context;
+use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
+use beacon_proto::admin::v1::{
+    CreateKeyRequest, CreateTenantRequest, KeyKind, ListTenantsRequest,
+};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+/// `beacon admin` flags.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Gateway URL.
+    #[arg(long, env = "BEACON_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Admin token (printed by `beacon standalone`).
+    #[arg(long, env = "BEACON_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AdminCommand {
+    /// Creates a tenant and prints its ingest and read keys.
+    CreateTenant {
+        /// Tenant id, 1 to 64 characters of [a-z0-9_-]; generated when omitted.
+        #[arg(long, default_value = "")]
+        id: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// IANA time zone, for example Asia/Kolkata.
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
+    },
+    /// Lists tenants.
+    ListTenants,
+    /// Adds a key to a tenant.
+    CreateKey {
+        /// The tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// `ingest` (public, write-only) or `read` (secret).
+        #[arg(long, value_parser = ["ingest", "read"])]
+        kind: String,
+    },
+}
+
+fn request<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    let value = MetadataValue::try_from(format!("Bearer {token}"))
+        .context("the admin token has characters not allowed in a header")?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+/// Runs one admin command and prints its result as JSON.
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(args.url.clone())
+        .with_context(|| format!("gateway URL {:?}", args.url))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the gateway at {}", args.url))?;
+    let mut client = AdminServiceClient::new(channel);
+    let output = match args.command {
+        AdminCommand::CreateTenant { id, name, time_zone } => {
+            let reply = client
+                .create_tenant(request(&args.token, CreateTenantRequest { id, name, time_zone })?)
+                .await?
+                .into_inner();
+            let tenant = reply.tenant.unwrap_or_default();
+            serde_json::json!({
+                "tenant": tenant.id, "name": tenant.name, "time_zone": tenant.time_zone,
+                "ingest_key": reply.ingest_key, "read_key": reply.read_key,
+            })
+        }
+        AdminCommand::ListTenants => {
+            let reply = client
+                .list_tenants(request(&args.token, ListTenantsRequest {})?)
+                .await?
+                .into_inner();
+            serde_json::Value::Array(
+                reply
+                    .tenants
+                    .into_iter()
+                    .map(|t| serde_json::json!({"tenant": t.id, "name": t.name, "time_zone": t.time_zone}))
+                    .collect(),
+            )
+        }
+        AdminCommand::CreateKey { tenant, kind } => {
+            let kind = if kind == "read" { KeyKind::Read } else { KeyKind::Ingest };
+            let reply = client
+                .create_key(request(&args.token, CreateKeyRequest { tenant_id: tenant, kind: kind as i32 })?)
+                .await?
+                .into_inner();
+            serde_json::json!({ "key": reply.key })
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
+}

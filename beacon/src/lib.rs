@@ -1,0 +1,78 @@
+//! The `beacon` command line: `standalone` runs every role in one process; `ingest`,
+//! `aggregator`, `query` and `gateway` run one role each (cluster mode); `admin` manages tenants.
+
+mod admin;
+mod health;
+mod roles;
+mod standalone;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Beacon: a self-hostable analytics backend.
+#[derive(Debug, Parser)]
+#[command(name = "beacon", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every role in one process on a local data folder, no external services.
+    Standalone(Box<standalone::StandaloneArgs>),
+    /// The ingest role.
+    Ingest(roles::IngestCommand),
+    /// The aggregator role.
+    Aggregator(roles::AggregatorCommand),
+    /// The query role.
+    Query(roles::QueryCommand),
+    /// The public gateway.
+    Gateway(roles::GatewayCommand),
+    /// Tenants and keys, through the gateway's admin API.
+    Admin(admin::AdminArgs),
+    /// Reads a tenant's insights with a read key.
+    Stats(stats::StatsArgs),
+    /// Checks that a role is serving (for container health checks).
+    Health(health::HealthArgs),
+}
+
+/// Parses the command line, runs the command, and reports failure on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("beacon: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("beacon: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Admin(args) => admin::run(args).await,
+        Command::Health(args) => health::run(args).await,
+        Command::Stats(args) => stats::run(args).await,
+        command => {
+            let _telemetry = beacon_core::telemetry::init("beacon");
+            match command {
+                Command::Standalone(args) => standalone::run(*args).await,
+                Command::Ingest(cmd) => cmd.run().await,
+                Command::Aggregator(cmd) => cmd.run().await,
+                Command::Query(cmd) => cmd.run().await,
+                Command::Gateway(cmd) => cmd.run().await,
+                Command::Admin(_) | Command::Health(_) | Command::Stats(_) => Ok(()),
+            }
+        }
+    }
+}

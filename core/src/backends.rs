@@ -1,0 +1,107 @@
+//! Choosing and opening the backends: embedded on local disk, or NATS JetStream.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::ResultExt;
+use crate::log::Log;
+use crate::log::embedded::EmbeddedLog;
+use crate::log::nats::NatsLog;
+use crate::meta::embedded::EmbeddedMeta;
+use crate::meta::nats::NatsMeta;
+use crate::meta::{SaltStore, SnapshotStore, TenantStore};
+use crate::raw::RawStore;
+use crate::raw::embedded::EmbeddedRawStore;
+use crate::{Error, Result};
+
+/// Where Beacon keeps its state. Every flag has an environment-variable fallback.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// Folder for embedded stores and DuckDB shards.
+    #[arg(long, env = "BEACON_DATA_DIR", default_value = "beacon-data")]
+    pub data_dir: PathBuf,
+    /// NATS server URL. When set, the event and rollup logs, tenants, salts and snapshots live in
+    /// NATS JetStream; otherwise they are embedded on local disk (one process only).
+    #[arg(long, env = "BEACON_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Number of partitions P. Fixed for the life of a deployment.
+    #[arg(long, env = "BEACON_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub partitions: u32,
+    /// JetStream replicas of every stream and bucket.
+    #[arg(long, env = "BEACON_NATS_REPLICAS", default_value_t = 1)]
+    pub nats_replicas: usize,
+}
+
+/// The opened backends of one process.
+#[derive(Clone)]
+pub struct Backends {
+    /// Partition count.
+    pub partitions: u32,
+    /// Folder for local files.
+    pub data_dir: PathBuf,
+    /// The event log (`events.<p>`).
+    pub events: Arc<dyn Log>,
+    /// The rollup log (`rollups.<p>`).
+    pub rollups: Arc<dyn Log>,
+    /// Parked messages and events that failed after acceptance (`deadletters.<p>`).
+    pub dead_letters: Arc<dyn Log>,
+    /// Tenants and keys.
+    pub tenants: Arc<dyn TenantStore>,
+    /// Daily visitor salts.
+    pub salts: Arc<dyn SaltStore>,
+    /// Aggregator snapshots.
+    pub snapshots: Arc<dyn SnapshotStore>,
+}
+
+impl Backends {
+    /// Opens the backends `args` names, creating streams, buckets and files as needed.
+    pub async fn open(args: &BackendArgs) -> Result<Self> {
+        std::fs::create_dir_all(&args.data_dir)
+            .context(|| format!("creating data folder {}", args.data_dir.display()))?;
+        match &args.nats_url {
+            Some(url) => Self::open_nats(args, url).await,
+            None => Self::open_embedded(args),
+        }
+    }
+
+    fn open_embedded(args: &BackendArgs) -> Result<Self> {
+        let dir = &args.data_dir;
+        let meta = Arc::new(EmbeddedMeta::open(&dir.join("meta.redb"))?);
+        Ok(Self {
+            partitions: args.partitions,
+            data_dir: dir.clone(),
+            events: Arc::new(EmbeddedLog::open(&dir.join("events.redb"))?),
+            rollups: Arc::new(EmbeddedLog::open(&dir.join("rollups.redb"))?),
+            dead_letters: Arc::new(EmbeddedLog::open(&dir.join("deadletters.redb"))?),
+            tenants: meta.clone(),
+            salts: meta.clone(),
+            snapshots: meta,
+        })
+    }
+
+    async fn open_nats(args: &BackendArgs, url: &str) -> Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .name("beacon")
+            .connect(url)
+            .await
+            .map_err(|err| Error::Unavailable(format!("connecting to NATS at {url}: {err}")))?;
+        let js = async_nats::jetstream::new(client);
+        let replicas = args.nats_replicas;
+        let meta = Arc::new(NatsMeta::open(js.clone(), replicas).await?);
+        Ok(Self {
+            partitions: args.partitions,
+            data_dir: args.data_dir.clone(),
+            events: Arc::new(NatsLog::open(js.clone(), "events", replicas).await?),
+            rollups: Arc::new(NatsLog::open(js.clone(), "rollups", replicas).await?),
+            dead_letters: Arc::new(NatsLog::open(js, "deadletters", replicas).await?),
+            tenants: meta.clone(),
+            salts: meta.clone(),
+            snapshots: meta,
+        })
+    }
+
+    /// Opens the raw store. Only the aggregator writes raw events.
+    pub fn open_raw_store(&self) -> Result<Arc<dyn RawStore>> {
+        Ok(Arc::new(EmbeddedRawStore::open(&self.data_dir.join("raw.redb"))?))
+    }
+}

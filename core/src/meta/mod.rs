@@ -1,0 +1,76 @@
+//! Small shared state: tenants and keys, daily visitor salts, aggregator snapshots.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::Result;
+
+pub mod embedded;
+pub mod nats;
+
+#[cfg(test)]
+mod conformance;
+
+/// One merchant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tenant {
+    /// Stable id: 1 to 64 characters of `[a-z0-9_-]`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// IANA time zone; hour buckets start at its local hours.
+    pub time_zone: String,
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum KeyKind {
+    /// Send events only. May be public.
+    Ingest,
+    /// Read insights only. Secret.
+    Read,
+}
+
+/// What a key grants.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyGrant {
+    /// The tenant the key belongs to.
+    pub tenant_id: String,
+    /// What it may do.
+    pub kind: KeyKind,
+}
+
+/// Tenants and their keys. Keys are stored only as hashes.
+#[async_trait]
+pub trait TenantStore: Send + Sync + 'static {
+    /// Creates a tenant; [`crate::Error::AlreadyExists`] if the id is taken.
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<()>;
+    /// The tenant with this id.
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>>;
+    /// Every tenant, ordered by id.
+    async fn tenants(&self) -> Result<Vec<Tenant>>;
+    /// Records a key by its hash.
+    async fn put_key(&self, key_hash: &str, grant: &KeyGrant) -> Result<()>;
+    /// The grant of a key hash.
+    async fn key(&self, key_hash: &str) -> Result<Option<KeyGrant>>;
+}
+
+/// Daily salts for visitor hashes.
+///
+/// Invariant: every ingest replica gets the same salt for a day; salts older than 48 hours are
+/// deleted, so visitor hashes cannot be linked across days.
+#[async_trait]
+pub trait SaltStore: Send + Sync + 'static {
+    /// The salt of `day` ("YYYY-MM-DD", UTC). When none exists, stores `candidate` and returns
+    /// it; when another replica won the race, returns the stored one.
+    async fn salt(&self, day: &str, candidate: [u8; 32]) -> Result<[u8; 32]>;
+}
+
+/// Aggregator snapshots, one per name (for example `partition-3`), replaced on each save.
+#[async_trait]
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// Replaces the snapshot `name`, durably.
+    async fn save(&self, name: &str, bytes: Bytes) -> Result<()>;
+    /// The latest snapshot `name`.
+    async fn load(&self, name: &str) -> Result<Option<Bytes>>;
+}

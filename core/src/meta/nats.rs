@@ -1,0 +1,307 @@
+//! The clustered tenant, salt and snapshot stores on JetStream.
+//!
+//! - KV bucket `beacon_tenants`: `tenant.<id>` and `key.<hash>`, JSON values.
+//! - KV bucket `beacon_salts`: one key per day, 32 bytes, expiring after 48 hours.
+//! - Object store `beacon_snapshots`: one object per snapshot name (snapshots can exceed the
+//!   message size limit, the object store chunks them).
+
+use std::time::Duration;
+
+use async_nats::jetstream::Context;
+use async_nats::jetstream::kv::{self, CreateErrorKind};
+use async_nats::jetstream::object_store::{self, GetErrorKind, ObjectStore};
+use async_nats::jetstream::stream::StorageType;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use tokio::io::AsyncReadExt;
+
+use super::{KeyGrant, SaltStore, SnapshotStore, Tenant, TenantStore};
+use crate::{Error, Result};
+
+const TENANTS_BUCKET: &str = "beacon_tenants";
+const SALTS_BUCKET: &str = "beacon_salts";
+const SNAPSHOTS_BUCKET: &str = "beacon_snapshots";
+/// Salts are deleted by JetStream this long after they were chosen.
+const SALT_MAX_AGE: Duration = Duration::from_secs(48 * 3600);
+/// Longest wait for one snapshot download.
+const SNAPSHOT_READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a salt is tried again when it vanished between create and get.
+const SALT_ATTEMPTS: usize = 5;
+
+/// Tenants, keys, salts and snapshots on JetStream.
+pub struct NatsMeta {
+    tenants: kv::Store,
+    salts: kv::Store,
+    snapshots: ObjectStore,
+}
+
+impl NatsMeta {
+    /// Opens the buckets, creating them with `replicas` replicas if they do not exist.
+    pub async fn open(js: Context, replicas: usize) -> Result<Self> {
+        let tenants = kv_bucket(
+            &js,
+            kv::Config {
+                bucket: TENANTS_BUCKET.into(),
+                description: "Beacon tenants and key hashes".into(),
+                history: 1,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let salts = kv_bucket(
+            &js,
+            kv::Config {
+                bucket: SALTS_BUCKET.into(),
+                description: "Beacon daily visitor salts".into(),
+                history: 1,
+                max_age: SALT_MAX_AGE,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let snapshots = object_bucket(
+            &js,
+            object_store::Config {
+                bucket: SNAPSHOTS_BUCKET.into(),
+                description: Some("Beacon aggregator snapshots".into()),
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        tracing::info!(replicas, "JetStream metadata buckets opened");
+        Ok(Self {
+            tenants,
+            salts,
+            snapshots,
+        })
+    }
+}
+
+/// The KV bucket of `config`, created if it does not exist (an existing one is used as is).
+async fn kv_bucket(js: &Context, config: kv::Config) -> Result<kv::Store> {
+    let bucket = config.bucket.clone();
+    if let Ok(store) = js.get_key_value(bucket.as_str()).await {
+        return Ok(store);
+    }
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        // Another process may have created it meanwhile.
+        Err(create) => js
+            .get_key_value(bucket.as_str())
+            .await
+            .map_err(|_| Error::Unavailable(format!("opening KV bucket {bucket}: {create}"))),
+    }
+}
+
+/// The object store of `config`, created if it does not exist.
+async fn object_bucket(js: &Context, config: object_store::Config) -> Result<ObjectStore> {
+    let bucket = config.bucket.clone();
+    if let Ok(store) = js.get_object_store(bucket.as_str()).await {
+        return Ok(store);
+    }
+    match js.create_object_store(config).await {
+        Ok(store) => Ok(store),
+        Err(create) => js
+            .get_object_store(bucket.as_str())
+            .await
+            .map_err(|_| Error::Unavailable(format!("opening object store {bucket}: {create}"))),
+    }
+}
+
+fn tenant_key(id: &str) -> Result<String> {
+    kv_key("tenant id", "tenant.", id)
+}
+
+fn key_key(hash: &str) -> Result<String> {
+    kv_key("key hash", "key.", hash)
+}
+
+/// `prefix` + `value`, if `value` is a valid single KV key token.
+fn kv_key(what: &str, prefix: &str, value: &str) -> Result<String> {
+    let ok = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='));
+    if ok {
+        Ok(format!("{prefix}{value}"))
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what} {value:?} must be one or more characters of [A-Za-z0-9_=-]"
+        )))
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|err| Error::Corrupt(format!("{what}: {err}")))
+}
+
+fn encode_json<T: serde::Serialize>(what: &str, value: &T) -> Result<Bytes> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|err| Error::backend(format!("encoding {what}"), err))
+}
+
+fn unavailable(what: impl std::fmt::Display, err: impl std::fmt::Display) -> Error {
+    Error::Unavailable(format!("{what}: {err}"))
+}
+
+impl NatsMeta {
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.tenants.get(key).await {
+            Ok(Some(bytes)) => decode_json(&format!("{TENANTS_BUCKET}/{key}"), &bytes).map(Some),
+            Ok(None) => Ok(None),
+            Err(err) => Err(unavailable(format!("reading {TENANTS_BUCKET}/{key}"), err)),
+        }
+    }
+
+    /// The stored salt of `day`, if any.
+    async fn stored_salt(&self, day: &str) -> Result<Option<[u8; 32]>> {
+        let bytes = self
+            .salts
+            .get(day)
+            .await
+            .map_err(|err| unavailable(format!("reading the salt of {day}"), err))?;
+        bytes
+            .map(|bytes| {
+                <[u8; 32]>::try_from(bytes.as_ref()).map_err(|_| {
+                    Error::Corrupt(format!(
+                        "salt of {day} has {} bytes instead of 32",
+                        bytes.len()
+                    ))
+                })
+            })
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl TenantStore for NatsMeta {
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<()> {
+        let key = tenant_key(&tenant.id)?;
+        let json = encode_json(&format!("tenant {}", tenant.id), tenant)?;
+        match self.tenants.create(&key, json).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
+                Err(Error::AlreadyExists(format!("tenant {}", tenant.id)))
+            }
+            Err(err) => Err(unavailable(format!("creating tenant {}", tenant.id), err)),
+        }
+    }
+
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        self.get_json(&tenant_key(id)?).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>> {
+        let keys: Vec<String> = self
+            .tenants
+            .keys()
+            .await
+            .map_err(|err| unavailable("listing tenants", err))?
+            .try_collect()
+            .await
+            .map_err(|err| unavailable("listing tenants", err))?;
+        let mut tenants = Vec::new();
+        for key in keys.iter().filter(|key| key.starts_with("tenant.")) {
+            if let Some(tenant) = self.get_json::<Tenant>(key).await? {
+                tenants.push(tenant);
+            }
+        }
+        tenants.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(tenants)
+    }
+
+    async fn put_key(&self, key_hash: &str, grant: &KeyGrant) -> Result<()> {
+        let key = key_key(key_hash)?;
+        let json = encode_json(&format!("key {key_hash}"), grant)?;
+        self.tenants
+            .put(&key, json)
+            .await
+            .map(|_| ())
+            .map_err(|err| unavailable(format!("storing key {key_hash}"), err))
+    }
+
+    async fn key(&self, key_hash: &str) -> Result<Option<KeyGrant>> {
+        self.get_json(&key_key(key_hash)?).await
+    }
+}
+
+#[async_trait]
+impl SaltStore for NatsMeta {
+    async fn salt(&self, day: &str, candidate: [u8; 32]) -> Result<[u8; 32]> {
+        kv_key("salt day", "", day)?;
+        for _ in 0..SALT_ATTEMPTS {
+            let created = self
+                .salts
+                .create(day, Bytes::copy_from_slice(&candidate))
+                .await;
+            match created {
+                Ok(_) => return Ok(candidate),
+                Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
+                    if let Some(salt) = self.stored_salt(day).await? {
+                        return Ok(salt);
+                    }
+                    // Expired or deleted between the create and the get: try again.
+                }
+                Err(err) => return Err(unavailable(format!("storing the salt of {day}"), err)),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "the salt of {day} could neither be created nor read after {SALT_ATTEMPTS} attempts"
+        )))
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for NatsMeta {
+    async fn save(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let mut reader: &[u8] = &bytes;
+        self.snapshots
+            .put(name, &mut reader)
+            .await
+            .map(|_| ())
+            .map_err(|err| unavailable(format!("saving snapshot {name}"), err))
+    }
+
+    async fn load(&self, name: &str) -> Result<Option<Bytes>> {
+        let mut object = match self.snapshots.get(name).await {
+            Ok(object) => object,
+            Err(err) if err.kind() == GetErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(unavailable(format!("loading snapshot {name}"), err)),
+        };
+        let size = object.info.size;
+        let mut bytes = Vec::with_capacity(size);
+        tokio::time::timeout(SNAPSHOT_READ_TIMEOUT, object.read_to_end(&mut bytes))
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "loading snapshot {name} ({size} bytes) took more than {} s",
+                    SNAPSHOT_READ_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|err| unavailable(format!("loading snapshot {name}"), err))?;
+        Ok(Some(Bytes::from(bytes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_single_tokens() {
+        assert_eq!(tenant_key("acme-1").ok().as_deref(), Some("tenant.acme-1"));
+        assert_eq!(key_key("ab12").ok().as_deref(), Some("key.ab12"));
+        assert!(tenant_key("").is_err());
+        assert!(tenant_key("a.b").is_err());
+        assert!(tenant_key("a b").is_err());
+        assert!(kv_key("salt day", "", "2024-05-01").is_ok());
+    }
+}

@@ -1,0 +1,201 @@
+//! The behaviour every [`RawStore`] must show. Only the embedded store exists today; another
+//! backend adds one `raw_conformance!` invocation with its own opener.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::embedded::EmbeddedRawStore;
+use super::{Inserted, Origin, RawEvent, RawStore};
+use crate::testing::TempDir;
+
+use Inserted::{Duplicate, New, Replay};
+
+fn event(tenant: &str, id: &str, timestamp_ms: i64, seq: u64, index: u32) -> RawEvent {
+    RawEvent {
+        tenant_id: tenant.to_owned(),
+        event_id: id.to_owned(),
+        timestamp_ms,
+        origin: Origin { seq, index },
+        payload: Bytes::from(format!("{tenant}/{id}@{seq}.{index}")),
+    }
+}
+
+async fn insert(store: &dyn RawStore, events: &[RawEvent]) -> Vec<Inserted> {
+    store.insert(events).await.expect("insert raw events")
+}
+
+async fn scan_all(store: &dyn RawStore, tenant: &str, from_ms: i64, to_ms: i64) -> Vec<RawEvent> {
+    store
+        .scan(tenant, from_ms, to_ms, None, usize::MAX)
+        .await
+        .expect("scan raw events")
+}
+
+/// New, replayed and duplicated events, across and inside batches.
+async fn new_replay_duplicate(store: Arc<dyn RawStore>) {
+    let store = &*store;
+    let a = event("t1", "a", 1_000, 1, 0);
+    let b = event("t1", "b", 2_000, 1, 1);
+    assert_eq!(insert(store, &[a.clone(), b.clone()]).await, [New, New]);
+    assert_eq!(
+        insert(store, &[a.clone(), b.clone()]).await,
+        [Replay, Replay]
+    );
+
+    let retry = RawEvent {
+        payload: Bytes::from_static(b"retry"),
+        ..event("t1", "a", 1_500, 2, 0)
+    };
+    assert_eq!(insert(store, &[retry]).await, [Duplicate]);
+
+    let elsewhere = event("t2", "a", 1_000, 2, 1);
+    assert_eq!(
+        insert(store, &[elsewhere.clone()]).await,
+        [New],
+        "event ids are per tenant"
+    );
+
+    let c0 = event("t1", "c", 3_000, 3, 0);
+    let c1 = RawEvent {
+        payload: Bytes::from_static(b"second copy"),
+        ..event("t1", "c", 3_000, 3, 1)
+    };
+    assert_eq!(
+        insert(store, &[c0.clone(), c1.clone()]).await,
+        [New, Duplicate]
+    );
+    assert_eq!(insert(store, &[c0.clone(), c1]).await, [Replay, Duplicate]);
+    assert_eq!(
+        insert(store, &[c0.clone(), c0.clone()]).await,
+        [Replay, Duplicate]
+    );
+    assert!(insert(store, &[]).await.is_empty());
+
+    // Stored once, with the first origin, timestamp and payload.
+    assert_eq!(scan_all(store, "t1", 0, 10_000).await, vec![a, b, c0]);
+    assert_eq!(scan_all(store, "t2", 0, 10_000).await, vec![elsewhere]);
+}
+
+/// Scans are ordered by (timestamp, event id), bounded, per tenant, and page with `after`.
+async fn scan_order_and_paging(store: Arc<dyn RawStore>) {
+    let store = &*store;
+    let mut inside: Vec<RawEvent> = (0..30u32)
+        .map(|i| {
+            let id = format!("e{:02}", (i * 17) % 30);
+            event("t1", &id, 1_000 + i64::from(i % 7) * 10, 10, i)
+        })
+        .collect();
+    let outside = vec![
+        event("t1", "early", 999, 11, 0),
+        event("t1", "late", 1_061, 11, 1),
+        event("t10", "other-tenant", 1_020, 11, 2),
+        event("t0", "other-tenant", 1_020, 11, 3),
+    ];
+    for chunk in inside.chunks(8).rev() {
+        assert!(insert(store, chunk).await.iter().all(|r| *r == New));
+    }
+    assert!(insert(store, &outside).await.iter().all(|r| *r == New));
+    inside.sort_by(|x, y| (x.timestamp_ms, &x.event_id).cmp(&(y.timestamp_ms, &y.event_id)));
+
+    assert_eq!(scan_all(store, "t1", 1_000, 1_061).await, inside);
+
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .scan("t1", 1_000, 1_061, after.clone(), 7)
+            .await
+            .expect("scan page");
+        assert!(page.len() <= 7);
+        let Some(last) = page.last() else { break };
+        after = Some((last.timestamp_ms, last.event_id.clone()));
+        paged.extend(page);
+    }
+    assert_eq!(paged, inside, "pages concatenate to the full scan");
+
+    let before_range = Some((500, "zzz".to_owned()));
+    assert_eq!(
+        store
+            .scan("t1", 1_000, 1_061, before_range, 100)
+            .await
+            .expect("scan"),
+        inside
+    );
+    let past_range = Some((1_061, String::new()));
+    assert!(
+        store
+            .scan("t1", 1_000, 1_061, past_range, 100)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+    assert!(
+        store
+            .scan("t1", 1_000, 1_061, None, 0)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+    assert!(
+        store
+            .scan("t1", 1_061, 1_000, None, 10)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+    assert!(
+        store
+            .scan("nobody", 0, i64::MAX, None, 10)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+
+    let negative = event("t1", "before-epoch", -5, 12, 0);
+    assert_eq!(insert(store, &[negative.clone()]).await, [New]);
+    assert_eq!(scan_all(store, "t1", -10, 0).await, vec![negative]);
+}
+
+fn temp_dir() -> TempDir {
+    TempDir::new("beacon-raw-test").expect("temp dir")
+}
+
+fn open_embedded(dir: &TempDir) -> Arc<dyn RawStore> {
+    Arc::new(EmbeddedRawStore::open(&dir.path().join("raw.redb")).expect("open raw store"))
+}
+
+/// One test per body for a backend: `raw_conformance!(module_name, opener)` where the opener
+/// is an `async fn(&TempDir) -> Arc<dyn RawStore>`-like expression.
+macro_rules! raw_conformance {
+    ($module:ident, |$dir:ident| $open:expr, [$($body:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $body() {
+                    let $dir = super::temp_dir();
+                    let store = $open;
+                    super::$body(store).await;
+                }
+            )*
+        }
+    };
+}
+
+raw_conformance!(
+    embedded_raw,
+    |dir| super::open_embedded(&dir),
+    [new_replay_duplicate, scan_order_and_paging]
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_raw_store_survives_reopen() {
+    let dir = temp_dir();
+    let store = open_embedded(&dir);
+    let a = event("t1", "a", 1_000, 1, 0);
+    assert_eq!(insert(&*store, &[a.clone()]).await, [New]);
+    drop(store);
+    let store = open_embedded(&dir);
+    assert_eq!(insert(&*store, &[a.clone()]).await, [Replay]);
+    assert_eq!(scan_all(&*store, "t1", 0, 2_000).await, vec![a]);
+}

@@ -1,0 +1,72 @@
+//! Time helpers: tenant-local hour buckets.
+
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, Unit, ZonedDateTime};
+
+use crate::{Error, Result};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    Timestamp::now().as_millisecond()
+}
+
+/// Parses an IANA time zone name, naming it in the error.
+pub fn time_zone(name: &str) -> Result<TimeZone> {
+    TimeZone::get(name)
+        .map_err(|err| Error::InvalidArgument(format!("time_zone {name:?} is not an IANA time zone: {err}")))
+}
+
+/// The tenant-local hour bucket of an instant: the UTC instant (Unix ms) of the local hour
+/// boundary at or before it, and the local calendar date ("YYYY-MM-DD") of that hour.
+///
+/// Invariant: buckets start at local hour boundaries, so a UTC+5:30 tenant's buckets start at
+/// :30 UTC, and a DST day has 23 or 25 buckets.
+pub fn hour_bucket(timestamp_ms: i64, tz: &TimeZone) -> Result<(i64, String)> {
+    let ts = Timestamp::from_millisecond(timestamp_ms)
+        .map_err(|err| Error::InvalidArgument(format!("timestamp {timestamp_ms} ms: {err}")))?;
+    let zoned: ZonedDateTime = ts.to_zoned_datetime(tz.clone());
+    let hour = zoned
+        .round(jiff::ZonedDateTimeRound::new().smallest(Unit::Hour).mode(jiff::RoundMode::Trunc))
+        .map_err(|err| Error::InvalidArgument(format!("timestamp {timestamp_ms} ms: {err}")))?;
+    Ok((hour.timestamp().as_millisecond(), hour.date().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        s.parse::<Timestamp>().expect("timestamp").as_millisecond()
+    }
+
+    #[test]
+    fn half_hour_zone_buckets_start_at_half_past() {
+        let tz = time_zone("Asia/Kolkata").expect("tz");
+        let (hour, date) = hour_bucket(ms("2026-03-01T18:45:00Z"), &tz).expect("bucket");
+        assert_eq!(hour, ms("2026-03-01T18:30:00Z"));
+        assert_eq!(date, "2026-03-02");
+    }
+
+    #[test]
+    fn utc_buckets() {
+        let tz = time_zone("UTC").expect("tz");
+        let (hour, date) = hour_bucket(ms("2026-03-01T23:59:59Z"), &tz).expect("bucket");
+        assert_eq!(hour, ms("2026-03-01T23:00:00Z"));
+        assert_eq!(date, "2026-03-01");
+    }
+
+    #[test]
+    fn dst_fall_back_has_two_one_oclock_buckets() {
+        let tz = time_zone("America/New_York").expect("tz");
+        let (a, _) = hour_bucket(ms("2026-11-01T05:10:00Z"), &tz).expect("bucket");
+        let (b, _) = hour_bucket(ms("2026-11-01T06:10:00Z"), &tz).expect("bucket");
+        assert_eq!(a, ms("2026-11-01T05:00:00Z"));
+        assert_eq!(b, ms("2026-11-01T06:00:00Z"));
+    }
+
+    #[test]
+    fn unknown_zone_is_named() {
+        let err = time_zone("Mars/Olympus").expect_err("unknown");
+        assert!(err.to_string().contains("Mars/Olympus"));
+    }
+}

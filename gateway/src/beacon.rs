@@ -1,0 +1,256 @@
+//! Plausible-compatible HTTP beacons: `POST /api/event` with a JSON body (`name`, `url`,
+//! `domain`, `referrer`, `props`, `revenue`, or their one-letter forms), the key in
+//! `Authorization: Bearer`, `X-Beacon-Key` or `?key=`, the visitor's `User-Agent` and
+//! `X-Forwarded-For` headers. Answers `202 ok` once the event is durable.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use beacon_core::MAX_BODY_BYTES;
+use beacon_proto::ingest::v1::ingest_service_server::IngestService;
+use beacon_proto::ingest::v1::{Event, PropValue, Revenue, SendEventsRequest, prop_value};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::transport::server::TcpConnectInfo;
+
+use crate::proxy::IngestProxy;
+
+/// The beacon route.
+pub fn router(ingest: IngestProxy) -> axum::Router {
+    axum::Router::new()
+        .route("/api/event", post(event))
+        .with_state(ingest)
+}
+
+/// A Plausible Events API body.
+#[derive(Debug, Deserialize)]
+struct Body {
+    #[serde(alias = "n")]
+    name: String,
+    #[serde(alias = "u")]
+    url: String,
+    #[serde(default, alias = "d")]
+    #[allow(dead_code)]
+    domain: Option<String>,
+    #[serde(default, alias = "r")]
+    referrer: Option<String>,
+    #[serde(default, alias = "p", alias = "m")]
+    props: Option<Value>,
+    #[serde(default, alias = "$")]
+    revenue: Option<Value>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    timestamp: Option<Value>,
+}
+
+type Rejection = (StatusCode, String);
+
+async fn event(State(ingest): State<IngestProxy>, request: Request) -> Response {
+    match handle(&ingest, request).await {
+        Ok(()) => (StatusCode::ACCEPTED, "ok").into_response(),
+        Err((status, error)) => (status, Json(json!({ "error": error }))).into_response(),
+    }
+}
+
+async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection> {
+    let (parts, body) = request.into_parts();
+    let key = beacon_key(&parts.headers, parts.uri.query())?;
+    let peer = parts
+        .extensions
+        .get::<TcpConnectInfo>()
+        .and_then(|info| info.remote_addr())
+        .map(|addr| addr.ip());
+    let client_ip = forwarded_for(&parts.headers).or(peer);
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body: larger than the limit of {MAX_BODY_BYTES} bytes"),
+        )
+    })?;
+    let event = to_event(&bytes, &parts.headers)?;
+    let mut grpc = tonic::Request::new(SendEventsRequest {
+        events: vec![event],
+    });
+    let auth = MetadataValue::try_from(format!("Bearer {key}"))
+        .map_err(|_| (StatusCode::UNAUTHORIZED, "the key has invalid characters".to_owned()))?;
+    grpc.metadata_mut().insert("authorization", auth);
+    if let Some(value) = client_ip.and_then(|ip| MetadataValue::try_from(ip.to_string()).ok()) {
+        grpc.metadata_mut().insert("x-forwarded-for", value);
+    }
+    let reply = ingest
+        .send_events(grpc)
+        .await
+        .map_err(|status| (http_status(status.code()), status.message().to_owned()))?
+        .into_inner();
+    match reply.results.first() {
+        Some(result) if !result.error.is_empty() => {
+            Err((StatusCode::BAD_REQUEST, result.error.clone()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn beacon_key(headers: &HeaderMap, query: Option<&str>) -> Result<String, Rejection> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(auth) = header("authorization") {
+        if let Some(key) = auth.strip_prefix("Bearer ") {
+            return Ok(key.trim().to_owned());
+        }
+    }
+    if let Some(key) = header("x-beacon-key") {
+        return Ok(key.trim().to_owned());
+    }
+    let params: HashMap<String, String> = query
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    params.get("key").cloned().ok_or_else(|| {
+        (
+            StatusCode::UNAUTHORIZED,
+            "missing ingest key: send \"Authorization: Bearer <key>\", \"X-Beacon-Key\" or ?key=".to_owned(),
+        )
+    })
+}
+
+fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|first| first.trim().parse().ok())
+}
+
+fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<Event, Rejection> {
+    let bad = |msg: String| (StatusCode::BAD_REQUEST, msg);
+    let body: Body = serde_json::from_slice(bytes)
+        .map_err(|err| bad(format!("malformed JSON body: {err}")))?;
+    let user_agent = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Event {
+        id: body.id.unwrap_or_default(),
+        name: body.name,
+        url: body.url,
+        referrer: body.referrer.unwrap_or_default(),
+        title: String::new(),
+        user_agent,
+        client_ip: String::new(),
+        timestamp: body.timestamp.map(timestamp).transpose().map_err(bad)?,
+        props: body.props.map(props).transpose().map_err(bad)?.unwrap_or_default(),
+        revenue: body.revenue.map(revenue).transpose().map_err(bad)?,
+    })
+}
+
+fn props(value: Value) -> Result<HashMap<String, PropValue>, String> {
+    let value = match value {
+        // Plausible's script sends props as a JSON-encoded string.
+        Value::String(text) => serde_json::from_str(&text)
+            .map_err(|err| format!("props: not a JSON object ({err})"))?,
+        other => other,
+    };
+    let Value::Object(map) = value else {
+        return Err("props: must be an object of strings and numbers".into());
+    };
+    map.into_iter()
+        .map(|(key, value)| {
+            let kind = match value {
+                Value::String(s) => prop_value::Kind::StringValue(s),
+                Value::Number(n) => prop_value::Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
+                Value::Bool(b) => prop_value::Kind::StringValue(b.to_string()),
+                _ => return Err(format!("props[{key:?}]: must be a string or a number")),
+            };
+            Ok((key, PropValue { kind: Some(kind) }))
+        })
+        .collect()
+}
+
+fn revenue(value: Value) -> Result<Revenue, String> {
+    let currency = value
+        .get("currency")
+        .and_then(Value::as_str)
+        .ok_or("revenue.currency: required, an ISO 4217 code")?
+        .to_owned();
+    let amount = match value.get("amount") {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|_| format!("revenue.amount: {s:?} is not a number"))?,
+        _ => return Err("revenue.amount: required, a number".into()),
+    };
+    Ok(Revenue { amount, currency })
+}
+
+fn timestamp(value: Value) -> Result<prost_types::Timestamp, String> {
+    let ms = match &value {
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| format!("timestamp: {n} is not whole Unix milliseconds"))?,
+        Value::String(s) => s
+            .parse::<jiff::Timestamp>()
+            .map_err(|err| format!("timestamp: {s:?} is not RFC 3339 ({err})"))?
+            .as_millisecond(),
+        _ => return Err("timestamp: must be RFC 3339 text or Unix milliseconds".into()),
+    };
+    Ok(prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    })
+}
+
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable | Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plausible_short_names_and_string_props() {
+        let body = br#"{"n":"pageview","u":"https://a.example/x","d":"a.example","r":"https://google.com/","p":"{\"plan\":\"pro\",\"n\":2}"}"#;
+        let event = to_event(body, &HeaderMap::new()).expect("valid");
+        assert_eq!(event.name, "pageview");
+        assert_eq!(event.referrer, "https://google.com/");
+        assert_eq!(event.props.len(), 2);
+    }
+
+    #[test]
+    fn malformed_json_is_named() {
+        let (status, msg) = to_event(b"{not json", &HeaderMap::new()).expect_err("bad");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(msg.starts_with("malformed JSON body"), "{msg}");
+        let (_, msg) = to_event(br#"{"url":"https://a.example/"}"#, &HeaderMap::new()).expect_err("bad");
+        assert!(msg.contains("missing field `name`"), "{msg}");
+    }
+
+    #[test]
+    fn nested_props_are_rejected() {
+        let body = br#"{"name":"x","url":"https://a.example/","props":{"a":{"b":1}}}"#;
+        let (_, msg) = to_event(body, &HeaderMap::new()).expect_err("bad");
+        assert_eq!(msg, "props[\"a\"]: must be a string or a number");
+    }
+
+    #[test]
+    fn revenue_accepts_string_amounts() {
+        let body = br#"{"name":"buy","url":"https://a.example/","revenue":{"currency":"EUR","amount":"12.5"}}"#;
+        let event = to_event(body, &HeaderMap::new()).expect("valid");
+        assert_eq!(event.revenue.map(|r| r.amount), Some(12.5));
+    }
+}

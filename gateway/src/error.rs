@@ -1,0 +1,30 @@
+//! Gateway errors.
+
+/// What can go wrong starting or running the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A shared-crate error.
+    #[error(transparent)]
+    Core(#[from] beacon_core::Error),
+    /// An upstream URL is invalid.
+    #[error("upstream URL {url:?}: {source}")]
+    Upstream {
+        /// The URL.
+        url: String,
+        /// Why it is invalid.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A rate limit of zero.
+    #[error("{0} must be at least 1")]
+    ZeroLimit(&'static str),
+    /// The server failed.
+    #[error("serving the public port on {addr}: {source}")]
+    Serve {
+        /// The address.
+        addr: String,
+        /// The transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}

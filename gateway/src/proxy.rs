@@ -1,0 +1,123 @@
+//! Forwarding the public gRPC APIs to ingest and query replicas after the guard admitted them.
+
+use std::net::IpAddr;
+
+use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
+use beacon_proto::ingest::v1::ingest_service_server::IngestService;
+use beacon_proto::ingest::v1::{SendEventsRequest, SendEventsResponse};
+use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
+use beacon_proto::insights::v1::insights_service_server::InsightsService;
+use beacon_proto::insights::v1::{
+    GetAggregateRequest, GetAggregateResponse, GetBreakdownRequest, GetBreakdownResponse,
+    GetTimeseriesRequest, GetTimeseriesResponse,
+};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::GatewayError;
+use crate::guard::Guard;
+
+/// A load-balanced channel over `urls`, connecting lazily.
+pub fn channel(urls: &[String]) -> Result<Channel, GatewayError> {
+    let endpoints = urls
+        .iter()
+        .map(|url| {
+            Endpoint::from_shared(url.clone())
+                .map(|e| e.tcp_nodelay(true))
+                .map_err(|source| GatewayError::Upstream {
+                    url: url.clone(),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Channel::balance_list(endpoints.into_iter()))
+}
+
+/// Re-wraps a request for an upstream: keeps the API key and states the client's address in
+/// `x-forwarded-for` (the first entry of an incoming one, else the TCP peer).
+pub fn forward<T>(request: Request<T>, client_ip: Option<IpAddr>) -> Request<T> {
+    let metadata = request.metadata().clone();
+    let mut out = Request::new(request.into_inner());
+    for name in ["authorization", "x-beacon-key"] {
+        if let Some(value) = metadata.get(name) {
+            out.metadata_mut().insert(name, value.clone());
+        }
+    }
+    if let Some(ip) = client_ip {
+        if let Ok(value) = MetadataValue::try_from(ip.to_string()) {
+            out.metadata_mut().insert("x-forwarded-for", value);
+        }
+    }
+    out
+}
+
+/// The client address of a request: the first `x-forwarded-for` entry, else the TCP peer.
+pub fn client_ip<T>(request: &Request<T>) -> Option<IpAddr> {
+    request
+        .metadata()
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .and_then(|first| first.trim().parse().ok())
+        .or_else(|| request.remote_addr().map(|addr| addr.ip()))
+}
+
+/// Public `IngestService`: admits, then forwards to an ingest replica.
+#[derive(Clone)]
+pub struct IngestProxy {
+    /// The edge checks.
+    pub guard: Guard,
+    /// Ingest replicas.
+    pub upstream: IngestServiceClient<Channel>,
+}
+
+#[tonic::async_trait]
+impl IngestService for IngestProxy {
+    async fn send_events(
+        &self,
+        request: Request<SendEventsRequest>,
+    ) -> Result<Response<SendEventsResponse>, Status> {
+        self.guard
+            .ingest(request.metadata(), request.get_ref().events.len())
+            .await?;
+        let ip = client_ip(&request);
+        self.upstream.clone().send_events(forward(request, ip)).await
+    }
+}
+
+/// Public `InsightsService`: admits, then forwards to a query replica.
+#[derive(Clone)]
+pub struct InsightsProxy {
+    /// The edge checks.
+    pub guard: Guard,
+    /// Query replicas.
+    pub upstream: InsightsServiceClient<Channel>,
+}
+
+#[tonic::async_trait]
+impl InsightsService for InsightsProxy {
+    async fn get_aggregate(
+        &self,
+        request: Request<GetAggregateRequest>,
+    ) -> Result<Response<GetAggregateResponse>, Status> {
+        self.guard.query(request.metadata()).await?;
+        self.upstream.clone().get_aggregate(forward(request, None)).await
+    }
+
+    async fn get_timeseries(
+        &self,
+        request: Request<GetTimeseriesRequest>,
+    ) -> Result<Response<GetTimeseriesResponse>, Status> {
+        self.guard.query(request.metadata()).await?;
+        self.upstream.clone().get_timeseries(forward(request, None)).await
+    }
+
+    async fn get_breakdown(
+        &self,
+        request: Request<GetBreakdownRequest>,
+    ) -> Result<Response<GetBreakdownResponse>, Status> {
+        self.guard.query(request.metadata()).await?;
+        self.upstream.clone().get_breakdown(forward(request, None)).await
+    }
+}

@@ -1,0 +1,63 @@
+//! The ingest role: validates events, authenticates the tenant by its ingest key, turns the client
+//! IP into geo fields and a visitor hash (then drops it), and answers only once the event log has
+//! acknowledged the events. It does no other processing.
+
+mod error;
+mod geo;
+mod publisher;
+mod service;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use beacon_core::backends::Backends;
+use beacon_proto::ingest::v1::ingest_service_server::IngestServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::IngestError;
+pub use geo::GeoIp;
+pub use publisher::Publisher;
+pub use service::IngestService;
+pub use validate::{Limits, MAX_BATCH_EVENTS, MAX_BODY_BYTES};
+
+/// Ingest flags; each has an environment-variable fallback.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestArgs {
+    /// Address of the internal ingest gRPC API.
+    #[arg(long = "ingest-listen", env = "BEACON_INGEST_LISTEN", default_value = "127.0.0.1:7001")]
+    pub listen: SocketAddr,
+    /// MaxMind database (GeoLite2/GeoIP2 Country or City) used to turn IPs into places.
+    #[arg(long = "geoip-db", env = "BEACON_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
+    /// How long events wait to be group-committed with others of their partition, milliseconds.
+    #[arg(long = "linger-ms", env = "BEACON_LINGER_MS", default_value_t = 2)]
+    pub linger_ms: u64,
+}
+
+/// Serves the ingest API on `listener` until `shutdown`, then finishes the publishes in flight.
+pub async fn run(
+    args: IngestArgs,
+    backends: Backends,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let service = IngestService::new(&args, &backends)?;
+    let publisher = service.publisher();
+    let routes = tonic::service::Routes::new(
+        IngestServiceServer::new(service)
+            .max_decoding_message_size(MAX_BODY_BYTES)
+            .max_encoding_message_size(usize::MAX),
+    );
+    beacon_core::grpc::serve(
+        listener,
+        routes,
+        &["beacon.ingest.v1.IngestService"],
+        shutdown,
+    )
+    .await?;
+    publisher.close(Duration::from_secs(10)).await;
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! The `beacon.ingest.v1.IngestService` implementation.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use beacon_core::auth::{Registry, request_key};
+use beacon_core::backends::Backends;
+use beacon_core::meta::{KeyKind, Tenant};
+use beacon_core::partition::partition_of;
+use beacon_core::time::now_ms;
+use beacon_core::visitor::VisitorHasher;
+use beacon_proto::ingest::v1::{
+    Event, EventResult, EventStatus, SendEventsRequest, SendEventsResponse,
+    ingest_service_server,
+};
+use beacon_proto::pipeline::v1::LoggedEvent;
+use tonic::{Request, Response, Status};
+
+use crate::geo::GeoIp;
+use crate::publisher::Publisher;
+use crate::validate::{Limits, check_batch};
+use crate::{IngestArgs, IngestError};
+
+/// Validates, authenticates and publishes events.
+pub struct IngestService {
+    registry: Registry,
+    hasher: VisitorHasher,
+    geo: GeoIp,
+    publisher: Publisher,
+    partitions: u32,
+    limits: Limits,
+}
+
+impl IngestService {
+    /// Builds the service over `backends`.
+    pub fn new(args: &IngestArgs, backends: &Backends) -> Result<Self, IngestError> {
+        Ok(Self {
+            registry: Registry::new(backends.tenants.clone()),
+            hasher: VisitorHasher::new(backends.salts.clone()),
+            geo: GeoIp::open(args.geoip_db.as_deref())?,
+            publisher: Publisher::new(
+                backends.events.clone(),
+                backends.partitions,
+                Duration::from_millis(args.linger_ms),
+            ),
+            partitions: backends.partitions,
+            limits: Limits::default(),
+        })
+    }
+
+    /// The publisher, to close it after the server stopped.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    async fn to_logged(
+        &self,
+        tenant: &Tenant,
+        event: Event,
+        timestamp_ms: i64,
+        received_ms: i64,
+        fallback_ip: Option<IpAddr>,
+    ) -> Result<LoggedEvent, String> {
+        let ip = if event.client_ip.is_empty() {
+            fallback_ip
+        } else {
+            Some(event.client_ip.parse::<IpAddr>().map_err(|_| {
+                format!("client_ip: {:?} is not an IPv4 or IPv6 address", event.client_ip)
+            })?)
+        };
+        let ip_text = ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let visitor = self
+            .hasher
+            .hash(&ip_text, &event.user_agent, &tenant.id)
+            .await
+            .map_err(|err| format!("visitor salt unavailable: {err}"))?;
+        let place = ip.map(|ip| self.geo.locate(ip)).unwrap_or_default();
+        let event_id = if event.id.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            event.id
+        };
+        Ok(LoggedEvent {
+            tenant_id: tenant.id.clone(),
+            event_id,
+            name: event.name,
+            timestamp_ms,
+            received_ms,
+            url: event.url,
+            referrer: event.referrer,
+            title: event.title,
+            user_agent: event.user_agent,
+            props: event.props,
+            revenue: event.revenue,
+            country: place.country,
+            region: place.region,
+            city: place.city,
+            visitor,
+            time_zone: tenant.time_zone.clone(),
+        })
+    }
+}
+
+/// The caller's address: the first `x-forwarded-for` entry, else the TCP peer.
+fn caller_ip<T>(request: &Request<T>) -> Option<IpAddr> {
+    request
+        .metadata()
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .and_then(|first| first.trim().parse().ok())
+        .or_else(|| request.remote_addr().map(|addr| addr.ip()))
+}
+
+fn rejected(id: String, error: String) -> EventResult {
+    EventResult {
+        id,
+        status: EventStatus::Rejected as i32,
+        error,
+    }
+}
+
+#[tonic::async_trait]
+impl ingest_service_server::IngestService for IngestService {
+    async fn send_events(
+        &self,
+        request: Request<SendEventsRequest>,
+    ) -> Result<Response<SendEventsResponse>, Status> {
+        let key = request_key(request.metadata())?;
+        let tenant = self.registry.authenticate(&key, KeyKind::Ingest).await?;
+        let fallback_ip = caller_ip(&request);
+        let events = request.into_inner().events;
+        check_batch(events.len()).map_err(Status::invalid_argument)?;
+        let now = now_ms();
+        let mut results = Vec::with_capacity(events.len());
+        let mut accepted = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            let checked = self.limits.check(&event, now);
+            let id = event.id.clone();
+            let logged = match checked {
+                Ok(ts) => self.to_logged(&tenant, event, ts, now, fallback_ip).await,
+                Err(err) => Err(err),
+            };
+            match logged {
+                Ok(logged) => {
+                    results.push(EventResult {
+                        id: logged.event_id.clone(),
+                        status: EventStatus::Accepted as i32,
+                        error: String::new(),
+                    });
+                    accepted.push(logged);
+                }
+                Err(err) => results.push(rejected(id, format!("events[{index}].{err}"))),
+            }
+        }
+        let accepted_count = accepted.len() as u32;
+        if !accepted.is_empty() {
+            let partition = partition_of(&tenant.id, self.partitions);
+            self.publisher.publish(partition, accepted).await?;
+        }
+        tracing::debug!(tenant = %tenant.id, accepted = accepted_count, rejected = results.len() as u32 - accepted_count, "events ingested");
+        Ok(Response::new(SendEventsResponse {
+            rejected: results.len() as u32 - accepted_count,
+            accepted: accepted_count,
+            results,
+        }))
+    }
+}

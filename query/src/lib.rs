@@ -1,0 +1,84 @@
+//! beacon-query: the query role.
+//!
+//! It consumes the rollup log of the partitions it serves, applies every tenant's rollups to
+//! that tenant's DuckDB shard file exactly once ([`apply`], [`shard`]), and answers the
+//! Insights gRPC API ([`insights`], [`service`]).
+//!
+//! Invariants: one writer per shard file (this process); DuckDB never runs on the async
+//! runtime; the watermark of every partition lives in the shard, in the same transaction as the
+//! data it protects; the tenant of every query comes only from its read key.
+
+use std::sync::Arc;
+
+use beacon_core::auth::Registry;
+use beacon_core::backends::Backends;
+use beacon_core::shutdown::Tasks;
+use beacon_proto::insights::v1::insights_service_server::InsightsServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub mod apply;
+mod args;
+mod error;
+pub mod insights;
+pub mod metrics;
+pub mod progress;
+pub mod range;
+pub mod service;
+pub mod shard;
+
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
+pub use args::QueryArgs;
+pub use error::QueryError;
+pub use insights::Insights;
+pub use service::InsightsApi;
+pub use shard::{DuckShardStore, ShardStore};
+
+/// The gRPC service name the query role serves.
+pub const SERVICE_NAME: &str = "beacon.insights.v1.InsightsService";
+
+/// Applies the rollup log to the shards and serves InsightsService on `listener` until `shutdown`.
+///
+/// Shards live in `<data_dir>/shards/<tenant_id>.duckdb`, consumer progress in
+/// `<data_dir>/query/progress-p{p}`. On shutdown the server drains open requests and every
+/// consumer finishes its current message and saves its progress before this returns.
+pub async fn run(
+    args: QueryArgs,
+    backends: Backends,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), QueryError> {
+    let partitions = args.partitions(backends.partitions)?;
+    let store = DuckShardStore::new(backends.data_dir.join("shards"), args.max_open_shards)?;
+    let shared: Arc<dyn ShardStore> = Arc::new(store.clone());
+
+    let consumers = Tasks::new(shutdown.child_token());
+    let progress_dir = backends.data_dir.join("query");
+    for &partition in &partitions {
+        let consumer = apply::Consumer::new(
+            partition,
+            backends.rollups.clone(),
+            backends.dead_letters.clone(),
+            shared.clone(),
+            progress::Progress::new(progress_dir.clone(), partition),
+            consumers.token().clone(),
+        );
+        consumers.spawn(consumer.run());
+    }
+    tracing::info!(?partitions, max_open_shards = args.max_open_shards, "query role started");
+
+    let api = InsightsApi::new(Registry::new(backends.tenants.clone()), Insights::new(shared));
+    let routes = tonic::service::Routes::new(InsightsServiceServer::new(api));
+    let served = beacon_core::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown).await;
+
+    // The server stops on shutdown or on error; the consumers stop with it either way.
+    consumers.token().cancel();
+    consumers.drain().await;
+    store.close_idle().await?;
+    tracing::info!("query role stopped");
+    Ok(served?)
+}

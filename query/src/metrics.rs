@@ -1,0 +1,157 @@
+//! The seven metrics, computed from summed rollup counters and distinct visitors.
+
+use beacon_proto::insights::v1::{Metric, MetricValue};
+
+use crate::QueryError;
+
+/// Every metric, in enum order: what an empty `metrics` list means.
+pub const ALL_METRICS: [Metric; 7] = [
+    Metric::Visitors,
+    Metric::Visits,
+    Metric::Pageviews,
+    Metric::Events,
+    Metric::BounceRate,
+    Metric::VisitDuration,
+    Metric::ViewsPerVisit,
+];
+
+/// Summed counters of one group of rollup rows (a day, an hour, a dimension value or the
+/// whole range) and the number of distinct visitors seen in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sums {
+    /// The group: a date, an hour's Unix milliseconds, a dimension value, or empty for totals.
+    pub key: String,
+    /// Distinct visitors.
+    pub visitors: u64,
+    /// Visits.
+    pub visits: i64,
+    /// Pageviews.
+    pub pageviews: i64,
+    /// Events, pageviews included.
+    pub events: i64,
+    /// Visits with at most one pageview.
+    pub bounces: i64,
+    /// Summed visit duration, milliseconds.
+    pub duration_ms: i64,
+    /// Bot events (excluded from every metric).
+    pub bot_events: i64,
+}
+
+/// The metrics a request asks for, in its order without repeats; all seven when empty.
+pub fn requested(metrics: &[i32]) -> Result<Vec<Metric>, QueryError> {
+    if metrics.is_empty() {
+        return Ok(ALL_METRICS.to_vec());
+    }
+    let mut out = Vec::with_capacity(ALL_METRICS.len());
+    for (index, &raw) in metrics.iter().enumerate() {
+        let metric = match Metric::try_from(raw) {
+            Ok(Metric::Unspecified) | Err(_) => {
+                return Err(QueryError::invalid(format!(
+                    "metrics[{index}] = {raw} is not a metric: use METRIC_VISITORS (1) to METRIC_VIEWS_PER_VISIT (7)"
+                )));
+            }
+            Ok(metric) => metric,
+        };
+        if !out.contains(&metric) {
+            out.push(metric);
+        }
+    }
+    Ok(out)
+}
+
+/// The value of `metric` over `sums`. Ratios are 0 when there were no visits.
+pub fn value(metric: Metric, sums: &Sums) -> f64 {
+    let visits = sums.visits as f64;
+    let per_visit = |x: f64| if sums.visits > 0 { x / visits } else { 0.0 };
+    match metric {
+        Metric::Unspecified => 0.0,
+        Metric::Visitors => sums.visitors as f64,
+        Metric::Visits => visits,
+        Metric::Pageviews => sums.pageviews as f64,
+        Metric::Events => sums.events as f64,
+        Metric::BounceRate => per_visit(100.0 * sums.bounces as f64),
+        Metric::VisitDuration => per_visit(sums.duration_ms as f64) / 1000.0,
+        Metric::ViewsPerVisit => per_visit(sums.pageviews as f64),
+    }
+}
+
+/// One [`MetricValue`] per metric, in order.
+pub fn values(metrics: &[Metric], sums: &Sums) -> Vec<MetricValue> {
+    metrics
+        .iter()
+        .map(|&metric| MetricValue {
+            metric: metric as i32,
+            value: value(metric, sums),
+        })
+        .collect()
+}
+
+/// The SQL expression of `metric` over the columns `uv, vi, pv, ev, bo, du` of a summed row,
+/// computed the same way as [`value`] so that SQL ordering matches the returned numbers.
+pub fn order_sql(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Unspecified => "0",
+        Metric::Visitors => "uv",
+        Metric::Visits => "vi",
+        Metric::Pageviews => "pv",
+        Metric::Events => "ev",
+        Metric::BounceRate => {
+            "CASE WHEN vi > 0 THEN (100.0::DOUBLE * bo::DOUBLE) / vi::DOUBLE ELSE 0.0::DOUBLE END"
+        }
+        Metric::VisitDuration => {
+            "CASE WHEN vi > 0 THEN (du::DOUBLE / vi::DOUBLE) / 1000.0::DOUBLE ELSE 0.0::DOUBLE END"
+        }
+        Metric::ViewsPerVisit => "CASE WHEN vi > 0 THEN pv::DOUBLE / vi::DOUBLE ELSE 0.0::DOUBLE END",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sums() -> Sums {
+        Sums {
+            key: String::new(),
+            visitors: 3,
+            visits: 4,
+            pageviews: 10,
+            events: 12,
+            bounces: 1,
+            duration_ms: 8_000,
+            bot_events: 2,
+        }
+    }
+
+    #[test]
+    fn computes_every_metric() {
+        let got: Vec<f64> = values(&ALL_METRICS, &sums()).iter().map(|v| v.value).collect();
+        assert_eq!(got, vec![3.0, 4.0, 10.0, 12.0, 25.0, 2.0, 2.5]);
+    }
+
+    #[test]
+    fn ratios_are_zero_without_visits() {
+        let empty = Sums::default();
+        for metric in ALL_METRICS {
+            assert_eq!(value(metric, &empty), 0.0, "{metric:?}");
+        }
+    }
+
+    #[test]
+    fn empty_means_all_in_enum_order() {
+        assert_eq!(requested(&[]).expect("metrics"), ALL_METRICS.to_vec());
+    }
+
+    #[test]
+    fn keeps_order_and_drops_repeats() {
+        let raw = [Metric::Pageviews as i32, Metric::Visitors as i32, Metric::Pageviews as i32];
+        assert_eq!(requested(&raw).expect("metrics"), vec![Metric::Pageviews, Metric::Visitors]);
+    }
+
+    #[test]
+    fn rejects_unknown_metrics_by_index() {
+        let err = requested(&[1, 0]).expect_err("unspecified");
+        assert!(err.to_string().contains("metrics[1] = 0"), "{err}");
+        let err = requested(&[42]).expect_err("unknown");
+        assert!(err.to_string().contains("metrics[0] = 42"), "{err}");
+    }
+}

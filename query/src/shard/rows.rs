@@ -1,0 +1,99 @@
+//! Checks a tenant's rollup before it reaches DuckDB, and derives the typed keys of its rows.
+
+use beacon_proto::insights::v1::Dimension;
+use beacon_proto::pipeline::v1::TenantRollup;
+use jiff::civil::Date;
+
+use crate::QueryError;
+
+const EPOCH: Date = Date::constant(1970, 1, 1);
+
+/// The DuckDB keys of a rollup's rows and visitor sets, index-aligned with them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Keys {
+    /// (days since 1970-01-01, dimension) of each row.
+    pub rows: Vec<(i32, i16)>,
+    /// (days since 1970-01-01, dimension) of each visitor set.
+    pub visitors: Vec<(i32, i16)>,
+}
+
+/// Validates `rollup`: a well-formed tenant id, known dimensions and "YYYY-MM-DD" dates.
+pub(crate) fn validate(rollup: &TenantRollup) -> Result<Keys, QueryError> {
+    let tenant = &rollup.tenant_id;
+    beacon_core::auth::validate_tenant_id(tenant)
+        .map_err(|err| QueryError::InvalidRollup(format!("tenant_id: {err}")))?;
+    let key = |field: &str, index: usize, date: &str, dimension: i32| {
+        let day = epoch_day(date).map_err(|why| {
+            QueryError::InvalidRollup(format!("tenant {tenant:?} {field}[{index}].local_date {date:?}: {why}"))
+        })?;
+        let dimension = dimension_code(dimension).ok_or_else(|| {
+            QueryError::InvalidRollup(format!(
+                "tenant {tenant:?} {field}[{index}].dimension {dimension} is not a known Dimension"
+            ))
+        })?;
+        Ok::<_, QueryError>((day, dimension))
+    };
+    let rows = rollup
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| key("rows", i, &row.local_date, row.dimension))
+        .collect::<Result<_, _>>()?;
+    let visitors = rollup
+        .visitors
+        .iter()
+        .enumerate()
+        .map(|(i, set)| key("visitors", i, &set.local_date, set.dimension))
+        .collect::<Result<_, _>>()?;
+    Ok(Keys { rows, visitors })
+}
+
+fn epoch_day(text: &str) -> Result<i32, String> {
+    let date: Date = text.parse().map_err(|err| format!("is not a YYYY-MM-DD date: {err}"))?;
+    let days = date.duration_since(EPOCH).as_secs() / 86_400;
+    i32::try_from(days).map_err(|_| "is out of range".to_owned())
+}
+
+fn dimension_code(raw: i32) -> Option<i16> {
+    Dimension::try_from(raw).ok().and_then(|d| i16::try_from(d as i32).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use beacon_proto::pipeline::v1::{RollupRow, VisitorSet};
+
+    use super::*;
+
+    fn rollup(tenant: &str, date: &str, dimension: i32) -> TenantRollup {
+        TenantRollup {
+            tenant_id: tenant.into(),
+            rows: vec![RollupRow {
+                local_date: date.into(),
+                dimension,
+                ..Default::default()
+            }],
+            visitors: vec![VisitorSet {
+                local_date: "1970-01-02".into(),
+                dimension: Dimension::Page as i32,
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn derives_epoch_days_and_dimensions() {
+        let keys = validate(&rollup("acme", "2026-03-01", Dimension::Country as i32)).expect("valid");
+        assert_eq!(keys.rows, vec![(20_513, 4)]);
+        assert_eq!(keys.visitors, vec![(1, 1)]);
+    }
+
+    #[test]
+    fn rejects_bad_input_naming_it() {
+        let err = validate(&rollup("../etc", "2026-03-01", 0)).expect_err("tenant");
+        assert!(err.to_string().contains("tenant_id"), "{err}");
+        let err = validate(&rollup("acme", "2026-02-30", 0)).expect_err("date");
+        assert!(err.to_string().contains("rows[0].local_date \"2026-02-30\""), "{err}");
+        let err = validate(&rollup("acme", "2026-02-03", 99)).expect_err("dimension");
+        assert!(err.to_string().contains("rows[0].dimension 99"), "{err}");
+    }
+}

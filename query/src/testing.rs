@@ -1,0 +1,74 @@
+//! Test helpers: temporary folders and rollups built from hits.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use beacon_proto::insights::v1::Dimension;
+use beacon_proto::pipeline::v1::{RollupRow, TenantRollup, VisitorSet};
+
+/// A folder removed when dropped.
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new, empty folder under the system temp folder.
+    pub(crate) fn new(name: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "beacon-query-{name}-{}-{n}-{}",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond()
+        ));
+        std::fs::create_dir_all(&path).expect("create temp folder");
+        Self(path)
+    }
+
+    /// The folder.
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One bounced single-pageview visit at instant `at` (RFC 3339) in zone `tz`: a row and the
+/// visitor for `dimension`/`value`.
+pub(crate) fn hit(at: &str, tz: &str, dimension: Dimension, value: &str, visitor: u64) -> (RollupRow, VisitorSet) {
+    let ms = at.parse::<jiff::Timestamp>().expect("instant").as_millisecond();
+    let zone = beacon_core::time::time_zone(tz).expect("zone");
+    let (hour_ms, local_date) = beacon_core::time::hour_bucket(ms, &zone).expect("bucket");
+    let row = RollupRow {
+        hour_ms,
+        local_date: local_date.clone(),
+        dimension: dimension as i32,
+        value: value.into(),
+        pageviews: 1,
+        events: 1,
+        visits: 1,
+        bounces: 1,
+        duration_ms: 0,
+        bot_events: 0,
+    };
+    let set = VisitorSet {
+        hour_ms,
+        local_date,
+        dimension: dimension as i32,
+        value: value.into(),
+        visitors: vec![visitor],
+    };
+    (row, set)
+}
+
+/// A tenant's rollup of `hits`.
+pub(crate) fn rollup(tenant: &str, hits: Vec<(RollupRow, VisitorSet)>) -> TenantRollup {
+    let (rows, visitors) = hits.into_iter().unzip();
+    TenantRollup {
+        tenant_id: tenant.into(),
+        rows,
+        visitors,
+    }
+}

@@ -1,0 +1,117 @@
+//! The query role end to end: rollup log in, authenticated gRPC answers out.
+
+use std::time::{Duration, Instant};
+
+use beacon_core::backends::{BackendArgs, Backends};
+use beacon_core::partition::partition_of;
+use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
+use beacon_proto::insights::v1::{DateRange, Dimension, GetAggregateRequest, Metric};
+use beacon_proto::pipeline::v1::RollupBatch;
+use prost::Message;
+use prost::bytes::Bytes;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use super::*;
+use crate::testing::{TempDir, hit, rollup};
+
+fn request(key: Option<&str>) -> tonic::Request<GetAggregateRequest> {
+    let mut request = tonic::Request::new(GetAggregateRequest {
+        date_range: Some(DateRange {
+            start_date: "2026-03-01".into(),
+            end_date: "2026-03-01".into(),
+        }),
+        metrics: vec![Metric::Pageviews as i32],
+    });
+    if let Some(key) = key {
+        let value = format!("Bearer {key}").parse().expect("metadata value");
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+async fn pageviews(client: &mut InsightsServiceClient<Channel>, key: &str) -> f64 {
+    let reply = client.get_aggregate(request(Some(key))).await.expect("aggregate");
+    reply.into_inner().values[0].value
+}
+
+#[tokio::test]
+async fn serves_applied_rollups_to_the_key_holder_only() {
+    let dir = TempDir::new("e2e");
+    let backend_args = BackendArgs {
+        data_dir: dir.path().to_owned(),
+        nats_url: None,
+        partitions: 2,
+        nats_replicas: 1,
+    };
+    let backends = Backends::open(&backend_args).await.expect("backends");
+    let registry = Registry::new(backends.tenants.clone());
+    let (tenant, ingest_key, read_key) = registry.create_tenant("acme", "Acme", "UTC").await.expect("tenant");
+    let (_, _, other_key) = registry.create_tenant("other", "Other", "UTC").await.expect("tenant");
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let args = QueryArgs {
+        listen: addr,
+        max_open_shards: 4,
+        own_partitions: vec![],
+    };
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(run(args, backends.clone(), listener, shutdown.clone()));
+
+    let tenants = vec![rollup(
+        &tenant.id,
+        vec![hit("2026-03-01T12:00:00Z", "UTC", Dimension::Unspecified, "", 1)],
+    )];
+    let partition = partition_of(&tenant.id, 2);
+    let payload = RollupBatch {
+        partition,
+        tenants,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    backends
+        .rollups
+        .append(partition, "r1", Bytes::from(payload))
+        .await
+        .expect("append rollup");
+
+    let mut client = connect(addr).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pageviews(&mut client, &read_key).await < 1.0 {
+        assert!(Instant::now() < deadline, "rollup never became visible");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pageviews(&mut client, &other_key).await, 0.0);
+
+    let status = client.get_aggregate(request(None)).await.expect_err("no key");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = client.get_aggregate(request(Some(&ingest_key))).await.expect_err("ingest key");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = client.get_aggregate(request(Some("bk_read_unknown"))).await.expect_err("unknown key");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut invalid = request(Some(&read_key));
+    invalid.get_mut().date_range = None;
+    let status = client.get_aggregate(invalid).await.expect_err("no range");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("date_range is required"), "{}", status.message());
+
+    shutdown.cancel();
+    server.await.expect("server task").expect("server result");
+    let progress = std::fs::read_to_string(dir.path().join(format!("query/progress-p{partition}")))
+        .expect("progress file");
+    assert_eq!(progress.trim(), "1");
+}
+
+async fn connect(addr: std::net::SocketAddr) -> InsightsServiceClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match InsightsServiceClient::connect(format!("http://{addr}")).await {
+            Ok(client) => return client,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "cannot connect: {err}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}

