@@ -23,6 +23,7 @@ pub struct AggregatorArgs {
     pub snapshot_interval_s: u64,
     /// Partitions this instance processes (comma-separated); all when empty.
     #[arg(
+        id = "aggregator_partitions",
         long = "aggregator-partitions",
         env = "BEACON_AGGREGATOR_PARTITIONS",
         value_delimiter = ','

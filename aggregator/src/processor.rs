@@ -15,7 +15,7 @@ use jiff::tz::TimeZone;
 use crate::AggregatorError;
 use crate::enrich::{self, Enricher, PageUrl, UserAgent};
 use crate::rollup::{Counters, PendingRollups};
-use crate::session::{Hit, SessionState, Sessions, Visit};
+use crate::session::{Hit, NO_WATERMARK, SessionState, Sessions, Visit};
 
 /// Closed sessions are dropped after this many events.
 const CLEANUP_EVERY: u32 = 4096;
@@ -23,11 +23,18 @@ const CLEANUP_EVERY: u32 = 4096;
 /// Event name of pageviews.
 pub const PAGEVIEW: &str = "pageview";
 
-/// Sessions, watermark and pending deltas of one partition (or of one reprocessing run).
+/// Sessions, watermarks and pending deltas of one partition (or of one reprocessing run).
+///
+/// Sessions expire against their tenant's watermark (the highest event time of the tenant seen
+/// so far), so a tenant's numbers depend on its own events only, never on other tenants sharing
+/// the partition.
 #[derive(Debug, Default)]
 pub struct Processor {
     sessions: Sessions,
+    /// Highest event time seen in the partition.
     watermark_ms: i64,
+    /// Highest event time seen per tenant.
+    watermarks: HashMap<String, i64>,
     pending: PendingRollups,
     enricher: Enricher,
     zones: HashMap<String, TimeZone>,
@@ -43,7 +50,7 @@ pub struct Prepared<'a> {
 }
 
 impl Processor {
-    /// An empty state: no sessions, watermark 0, nothing pending.
+    /// An empty state: no sessions, no watermarks, nothing pending.
     pub fn new() -> Self {
         Self::default()
     }
@@ -82,8 +89,7 @@ impl Processor {
         let event = prepared.event;
         let hour = (prepared.hour_ms, prepared.local_date.as_str());
         let agent = self.enricher.user_agent(&event.user_agent);
-        let watermark_ms = self.watermark_ms;
-        self.watermark_ms = watermark_ms.max(event.timestamp_ms);
+        let watermark_ms = self.advance_watermark(&event.tenant_id, event.timestamp_ms);
         if agent.bot {
             if emit {
                 let bot = Counters {
@@ -125,7 +131,7 @@ impl Processor {
         self.pending.size_hint()
     }
 
-    /// Highest event time seen, Unix milliseconds.
+    /// Highest event time seen in the partition, Unix milliseconds.
     pub fn watermark_ms(&self) -> i64 {
         self.watermark_ms
     }
@@ -142,7 +148,8 @@ impl Processor {
             partition,
             event_seq: seq,
             watermark_ms: self.watermark_ms,
-            sessions: self.sessions.to_proto(self.watermark_ms),
+            sessions: self.sessions.to_proto(&self.watermarks),
+            tenant_watermarks_ms: self.watermarks.clone(),
         }
     }
 
@@ -150,6 +157,7 @@ impl Processor {
     pub fn restore(&mut self, snapshot: AggregatorSnapshot) -> Result<(), AggregatorError> {
         self.sessions = Sessions::from_proto(snapshot.partition, snapshot.sessions)?;
         self.watermark_ms = snapshot.watermark_ms;
+        self.watermarks = snapshot.tenant_watermarks_ms;
         self.pending = PendingRollups::default();
         self.since_cleanup = 0;
         Ok(())
@@ -164,11 +172,28 @@ impl Processor {
         Ok(tz)
     }
 
+    /// Moves the tenant's and the partition's watermark to `ts`; returns the tenant's watermark
+    /// before it.
+    fn advance_watermark(&mut self, tenant: &str, ts: i64) -> i64 {
+        self.watermark_ms = self.watermark_ms.max(ts);
+        match self.watermarks.get_mut(tenant) {
+            Some(watermark) => {
+                let before = *watermark;
+                *watermark = before.max(ts);
+                before
+            }
+            None => {
+                self.watermarks.insert(tenant.to_owned(), ts);
+                NO_WATERMARK
+            }
+        }
+    }
+
     fn maybe_cleanup(&mut self) {
         self.since_cleanup += 1;
         if self.since_cleanup >= CLEANUP_EVERY {
             self.since_cleanup = 0;
-            self.sessions.cleanup(self.watermark_ms);
+            self.sessions.cleanup(&self.watermarks);
         }
     }
 }

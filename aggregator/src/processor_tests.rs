@@ -304,3 +304,13 @@ fn snapshot_and_restore_mid_stream_gives_the_same_deltas() {
         }
     }
 }
+
+#[test]
+fn other_tenants_do_not_close_sessions() {
+    let mut other = pv(5, T0 + 3 * HOUR, "/");
+    other.tenant_id = "globex".into();
+    let out = run(&[pv(1, T0, "/"), other, pv(1, T0 + 20 * MIN, "/a")]);
+    let acme = out.iter().find(|t| t.tenant_id == "acme").expect("acme");
+    let c = totals(std::slice::from_ref(acme));
+    assert_eq!((c.visits, c.bounces, c.duration_ms), (1, 0, 20 * MIN));
+}

@@ -37,15 +37,6 @@ impl Counters {
     }
 }
 
-/// A tenant-local hour bucket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hour {
-    /// Bucket start, Unix milliseconds.
-    pub ms: i64,
-    /// Local calendar date, "YYYY-MM-DD".
-    pub date: String,
-}
-
 #[derive(Debug, Default)]
 struct Bucket {
     local_date: String,
@@ -233,7 +224,7 @@ mod tests {
         let mut pending = PendingRollups::default();
         pending.add_seen(
             "b",
-            (3600_000, "1970-01-01"),
+            (3_600_000, "1970-01-01"),
             Dimension::Page,
             "/x",
             ONE_EVENT,
@@ -241,7 +232,7 @@ mod tests {
         );
         pending.add_seen(
             "a",
-            (3600_000, "1970-01-01"),
+            (3_600_000, "1970-01-01"),
             Dimension::Page,
             "/y",
             ONE_EVENT,
@@ -275,7 +266,7 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            [(0, 0, "", 1), (0, 1, "/y", 2), (3600_000, 1, "/y", 1)]
+            [(0, 0, "", 1), (0, 1, "/y", 2), (3_600_000, 1, "/y", 1)]
         );
         assert_eq!(a.visitors[1].visitors, vec![5]);
     }

@@ -109,9 +109,11 @@ impl Sessions {
         }
     }
 
-    /// Drops closed sessions. Safe at any time: closed sessions are never joined.
-    pub fn cleanup(&mut self, watermark_ms: i64) {
-        self.by_tenant.retain(|_, visitors| {
+    /// Drops closed sessions, given each tenant's watermark. Safe at any time: closed sessions
+    /// are never joined.
+    pub fn cleanup(&mut self, watermarks: &HashMap<String, i64>) {
+        self.by_tenant.retain(|tenant, visitors| {
+            let watermark_ms = watermark_of(watermarks, tenant);
             visitors.retain(|_, session| session.is_open(watermark_ms));
             !visitors.is_empty()
         });
@@ -122,20 +124,16 @@ impl Sessions {
         self.by_tenant.values().map(HashMap::len).sum()
     }
 
-    /// Whether no session is held.
-    pub fn is_empty(&self) -> bool {
-        self.by_tenant.values().all(HashMap::is_empty)
-    }
-
-    /// The open sessions, ordered by (tenant, visitor).
-    pub fn to_proto(&self, watermark_ms: i64) -> Vec<Session> {
+    /// The open sessions, given each tenant's watermark, ordered by (tenant, visitor).
+    pub fn to_proto(&self, watermarks: &HashMap<String, i64>) -> Vec<Session> {
         let mut out: Vec<Session> = self
             .by_tenant
             .iter()
             .flat_map(|(tenant, visitors)| {
+                let watermark_ms = watermark_of(watermarks, tenant);
                 visitors
                     .iter()
-                    .filter(|(_, s)| s.is_open(watermark_ms))
+                    .filter(move |(_, s)| s.is_open(watermark_ms))
                     .map(move |(visitor, s)| session_proto(tenant, *visitor, s))
             })
             .collect();
@@ -157,6 +155,14 @@ impl Sessions {
         }
         Ok(out)
     }
+}
+
+/// The watermark of a tenant without events yet: every session is open against it.
+pub const NO_WATERMARK: i64 = i64::MIN;
+
+/// A tenant's watermark.
+fn watermark_of(watermarks: &HashMap<String, i64>, tenant: &str) -> i64 {
+    watermarks.get(tenant).copied().unwrap_or(NO_WATERMARK)
 }
 
 fn join(session: &mut SessionState, hit: Hit<'_>) -> Visit {
@@ -300,11 +306,12 @@ mod tests {
             0,
             || state(40 * MIN),
         );
-        let proto = sessions.to_proto(40 * MIN);
+        let watermarks = HashMap::from([("acme".to_owned(), 40 * MIN)]);
+        let proto = sessions.to_proto(&watermarks);
         assert_eq!(proto.len(), 1, "the closed session is not saved");
         let restored = Sessions::from_proto(0, proto.clone()).expect("restore");
-        assert_eq!(restored.to_proto(40 * MIN), proto);
-        sessions.cleanup(40 * MIN);
+        assert_eq!(restored.to_proto(&watermarks), proto);
+        sessions.cleanup(&watermarks);
         assert_eq!(sessions.len(), 1);
     }
 
@@ -312,7 +319,7 @@ mod tests {
     fn corrupt_snapshot_is_named() {
         let mut proto = Sessions::default();
         proto.track(hit(0), 0, || state(0));
-        let mut saved = proto.to_proto(0);
+        let mut saved = proto.to_proto(&HashMap::new());
         saved[0].dimension_values.clear();
         let err = Sessions::from_proto(3, saved).expect_err("corrupt");
         assert!(err.to_string().contains("partition 3"), "{err}");

@@ -227,19 +227,24 @@ impl Worker {
                         tracing::warn!(partition = self.partition, seq = self.processed_seq, "event stream ended; resubscribing");
                         return Ok(Flow::Resubscribe { progressed });
                     };
+                    let mut messages = Vec::with_capacity(chunk.len());
+                    let mut failure = None;
                     for item in chunk {
                         match item {
-                            Ok(msg) => {
-                                if !self.handle(msg).await? {
-                                    return Ok(Flow::Stop);
-                                }
-                                progressed = true;
-                            }
+                            Ok(msg) => messages.push(msg),
                             Err(err) => {
-                                tracing::error!(partition = self.partition, seq = self.processed_seq, error = %err, "event stream failed; resubscribing");
-                                return Ok(Flow::Resubscribe { progressed });
+                                failure = Some(err);
+                                break;
                             }
                         }
+                    }
+                    progressed |= !messages.is_empty();
+                    if !self.handle_chunk(messages).await? {
+                        return Ok(Flow::Stop);
+                    }
+                    if let Some(err) = failure {
+                        tracing::error!(partition = self.partition, seq = self.processed_seq, error = %err, "event stream failed; resubscribing");
+                        return Ok(Flow::Resubscribe { progressed });
                     }
                 }
             }

@@ -2,9 +2,7 @@
 
 use anyhow::Context;
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
-use beacon_proto::admin::v1::{
-    CreateKeyRequest, CreateTenantRequest, KeyKind, ListTenantsRequest,
-};
+use beacon_proto::admin::v1::{CreateKeyRequest, CreateTenantRequest, KeyKind, ListTenantsRequest};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
@@ -65,9 +63,20 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to the gateway at {}", args.url))?;
     let mut client = AdminServiceClient::new(channel);
     let output = match args.command {
-        AdminCommand::CreateTenant { id, name, time_zone } => {
+        AdminCommand::CreateTenant {
+            id,
+            name,
+            time_zone,
+        } => {
             let reply = client
-                .create_tenant(request(&args.token, CreateTenantRequest { id, name, time_zone })?)
+                .create_tenant(request(
+                    &args.token,
+                    CreateTenantRequest {
+                        id,
+                        name,
+                        time_zone,
+                    },
+                )?)
                 .await?
                 .into_inner();
             let tenant = reply.tenant.unwrap_or_default();
@@ -90,9 +99,19 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             )
         }
         AdminCommand::CreateKey { tenant, kind } => {
-            let kind = if kind == "read" { KeyKind::Read } else { KeyKind::Ingest };
+            let kind = if kind == "read" {
+                KeyKind::Read
+            } else {
+                KeyKind::Ingest
+            };
             let reply = client
-                .create_key(request(&args.token, CreateKeyRequest { tenant_id: tenant, kind: kind as i32 })?)
+                .create_key(request(
+                    &args.token,
+                    CreateKeyRequest {
+                        tenant_id: tenant,
+                        kind: kind as i32,
+                    },
+                )?)
                 .await?
                 .into_inner();
             serde_json::json!({ "key": reply.key })

@@ -16,11 +16,16 @@ pub struct HealthArgs {
 
 /// Exits successfully when the role reports SERVING.
 pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
-    let mut client = HealthClient::connect(args.url.clone())
+    let channel = tonic::transport::Channel::from_shared(args.url.clone())
+        .with_context(|| format!("role URL {:?}", args.url))?
+        .connect()
         .await
         .with_context(|| format!("connecting to {}", args.url))?;
+    let mut client = HealthClient::new(channel);
     let reply = client
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .with_context(|| format!("health check of {}", args.url))?
         .into_inner();

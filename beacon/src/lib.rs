@@ -42,7 +42,10 @@ enum Command {
 /// Parses the command line, runs the command, and reports failure on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("beacon: cannot start the async runtime: {err}");
@@ -74,5 +77,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Command::Admin(_) | Command::Health(_) | Command::Stats(_) => Ok(()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

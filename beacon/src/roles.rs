@@ -61,7 +61,12 @@ pub struct AggregatorCommand {
     #[command(flatten)]
     aggregator: AggregatorArgs,
     /// Address of the health and reflection gRPC endpoint.
-    #[arg(long = "aggregator-listen", env = "BEACON_AGGREGATOR_LISTEN", default_value = "127.0.0.1:7002")]
+    #[arg(
+        id = "aggregator_listen",
+        long = "aggregator-listen",
+        env = "BEACON_AGGREGATOR_LISTEN",
+        default_value = "127.0.0.1:7002"
+    )]
     listen: SocketAddr,
 }
 

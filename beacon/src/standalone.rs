@@ -33,7 +33,11 @@ pub struct StandaloneArgs {
     #[command(flatten)]
     query: QueryArgs,
     /// Time zone of the demo tenant created on first start.
-    #[arg(long = "demo-time-zone", env = "BEACON_DEMO_TIME_ZONE", default_value = "UTC")]
+    #[arg(
+        long = "demo-time-zone",
+        env = "BEACON_DEMO_TIME_ZONE",
+        default_value = "UTC"
+    )]
     demo_time_zone: String,
 }
 
@@ -58,10 +62,29 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     let tokens: [CancellationToken; 4] = Default::default();
     let [gateway_stop, ingest_stop, aggregator_stop, query_stop] = tokens.clone();
     let roles: [Role; 4] = [
-        spawn(beacon_gateway::run(args.gateway, backends.clone(), gateway_listener, gateway_stop)),
-        spawn(beacon_ingest::run(args.ingest, backends.clone(), ingest_listener, ingest_stop)),
-        spawn(beacon_aggregator::run(args.aggregator, backends.clone(), aggregator_stop)),
-        spawn(beacon_query::run(args.query, backends, query_listener, query_stop)),
+        spawn(beacon_gateway::run(
+            args.gateway,
+            backends.clone(),
+            gateway_listener,
+            gateway_stop,
+        )),
+        spawn(beacon_ingest::run(
+            args.ingest,
+            backends.clone(),
+            ingest_listener,
+            ingest_stop,
+        )),
+        spawn(beacon_aggregator::run(
+            args.aggregator,
+            backends.clone(),
+            aggregator_stop,
+        )),
+        spawn(beacon_query::run(
+            args.query,
+            backends,
+            query_listener,
+            query_stop,
+        )),
     ];
     announce(&gateway_addr.to_string(), &demo, &admin_token);
     supervise(roles, tokens).await
@@ -72,7 +95,10 @@ fn localhost_any() -> std::net::SocketAddr {
 }
 
 fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
-    Ok(format!("http://{}", listener.local_addr().context("listener address")?))
+    Ok(format!(
+        "http://{}",
+        listener.local_addr().context("listener address")?
+    ))
 }
 
 fn spawn<F, E>(role: F) -> Role
@@ -93,8 +119,14 @@ async fn supervise(mut roles: [Role; 4], tokens: [CancellationToken; 4]) -> anyh
     };
     let outcome = match &first {
         None => Ok(()),
-        Some((index, Ok(()))) => Err(anyhow::anyhow!("the {} role stopped unexpectedly", NAMES[*index])),
-        Some((index, Err(err))) => Err(anyhow::anyhow!("the {} role failed: {err:#}", NAMES[*index])),
+        Some((index, Ok(()))) => Err(anyhow::anyhow!(
+            "the {} role stopped unexpectedly",
+            NAMES[*index]
+        )),
+        Some((index, Err(err))) => Err(anyhow::anyhow!(
+            "the {} role failed: {err:#}",
+            NAMES[*index]
+        )),
     };
     for (index, (token, role)) in tokens.iter().zip(roles.iter_mut()).enumerate() {
         token.cancel();
@@ -122,7 +154,8 @@ fn admin_token(data_dir: &Path, given: Option<String>) -> anyhow::Result<String>
     if let Ok(token) = std::fs::read_to_string(&path) {
         return Ok(token.trim().to_owned());
     }
-    let token = beacon_core::auth::new_key(beacon_core::meta::KeyKind::Read).replace("bk_read_", "bk_admin_");
+    let token = beacon_core::auth::new_key(beacon_core::meta::KeyKind::Read)
+        .replace("bk_read_", "bk_admin_");
     write_private(&path, &token)?;
     Ok(token)
 }
@@ -163,10 +196,19 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 fn announce(gateway: &str, demo: &serde_json::Value, admin_token: &str) {
-    let field = |name: &str| demo.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let field = |name: &str| {
+        demo.get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
     println!("Beacon is running (standalone).");
     println!("  gateway:      http://{gateway}  (gRPC, gRPC-web, POST /api/event)");
-    println!("  demo tenant:  {} ({})", field("tenant"), field("time_zone"));
+    println!(
+        "  demo tenant:  {} ({})",
+        field("tenant"),
+        field("time_zone")
+    );
     println!("  ingest key:   {}", field("ingest_key"));
     println!("  read key:     {}", field("read_key"));
     println!("  admin token:  {admin_token}");

@@ -3,8 +3,8 @@
 use anyhow::Context;
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::{
-    DateRange, Dimension, GetAggregateRequest, GetBreakdownRequest, GetTimeseriesRequest,
-    Interval, MetricValue,
+    DateRange, Dimension, GetAggregateRequest, GetBreakdownRequest, GetTimeseriesRequest, Interval,
+    MetricValue,
 };
 use serde_json::{Map, Value, json};
 use tonic::metadata::MetadataValue;
@@ -47,17 +47,24 @@ fn metrics(values: &[MetricValue]) -> Value {
 
 fn with_key<T>(key: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
-    let value = MetadataValue::try_from(format!("Bearer {key}")).context("the key is not a valid header value")?;
+    let value = MetadataValue::try_from(format!("Bearer {key}"))
+        .context("the key is not a valid header value")?;
     request.metadata_mut().insert("authorization", value);
     Ok(request)
 }
 
 /// Prints totals, and optionally a time series and a breakdown.
 pub async fn run(args: StatsArgs) -> anyhow::Result<()> {
-    let today = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::UTC).date().to_string();
+    let today = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .date()
+        .to_string();
     let from = args.from.clone().unwrap_or(today);
     let to = args.to.clone().unwrap_or_else(|| from.clone());
-    let range = Some(DateRange { start_date: from, end_date: to });
+    let range = Some(DateRange {
+        start_date: from,
+        end_date: to,
+    });
     let channel = Channel::from_shared(args.url.clone())
         .with_context(|| format!("gateway URL {:?}", args.url))?
         .connect()
@@ -65,26 +72,59 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to the gateway at {}", args.url))?;
     let mut client = InsightsServiceClient::new(channel);
     let totals = client
-        .get_aggregate(with_key(&args.key, GetAggregateRequest { date_range: range.clone(), metrics: vec![] })?)
+        .get_aggregate(with_key(
+            &args.key,
+            GetAggregateRequest {
+                date_range: range.clone(),
+                metrics: vec![],
+            },
+        )?)
         .await?
         .into_inner();
     let mut out = json!({ "totals": metrics(&totals.values), "bot_events": totals.bot_events });
     if let Some(interval) = &args.interval {
-        let interval = if interval == "hour" { Interval::Hour } else { Interval::Day };
+        let interval = if interval == "hour" {
+            Interval::Hour
+        } else {
+            Interval::Day
+        };
         let series = client
-            .get_timeseries(with_key(&args.key, GetTimeseriesRequest { date_range: range.clone(), interval: interval as i32, metrics: vec![] })?)
+            .get_timeseries(with_key(
+                &args.key,
+                GetTimeseriesRequest {
+                    date_range: range.clone(),
+                    interval: interval as i32,
+                    metrics: vec![],
+                },
+            )?)
             .await?
             .into_inner();
-        out["timeseries"] = series.points.iter().map(|p| json!({ "label": p.label, "metrics": metrics(&p.values) })).collect();
+        out["timeseries"] = series
+            .points
+            .iter()
+            .map(|p| json!({ "label": p.label, "metrics": metrics(&p.values) }))
+            .collect();
     }
     if let Some(name) = &args.breakdown {
         let dimension = Dimension::from_str_name(&format!("DIMENSION_{}", name.to_uppercase()))
             .with_context(|| format!("unknown dimension {name:?}"))?;
         let rows = client
-            .get_breakdown(with_key(&args.key, GetBreakdownRequest { date_range: range, dimension: dimension as i32, metrics: vec![], limit: 10 })?)
+            .get_breakdown(with_key(
+                &args.key,
+                GetBreakdownRequest {
+                    date_range: range,
+                    dimension: dimension as i32,
+                    metrics: vec![],
+                    limit: 10,
+                },
+            )?)
             .await?
             .into_inner();
-        out["breakdown"] = rows.rows.iter().map(|r| json!({ "value": r.value, "metrics": metrics(&r.values) })).collect();
+        out["breakdown"] = rows
+            .rows
+            .iter()
+            .map(|r| json!({ "value": r.value, "metrics": metrics(&r.values) }))
+            .collect();
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

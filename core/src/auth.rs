@@ -95,13 +95,19 @@ impl Registry {
             .await?
             .ok_or_else(|| Error::Unauthenticated("unknown API key".into()))?;
         let tenant = self.store.tenant(&grant.tenant_id).await?.ok_or_else(|| {
-            Error::Unauthenticated(format!("the key's tenant {:?} no longer exists", grant.tenant_id))
+            Error::Unauthenticated(format!(
+                "the key's tenant {:?} no longer exists",
+                grant.tenant_id
+            ))
         })?;
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() > 100_000 {
                 cache.clear();
             }
-            cache.insert(hash.to_owned(), (Instant::now(), tenant.clone(), grant.kind));
+            cache.insert(
+                hash.to_owned(),
+                (Instant::now(), tenant.clone(), grant.kind),
+            );
         }
         Ok((tenant, grant.kind))
     }
@@ -116,15 +122,24 @@ impl Registry {
     ) -> Result<(Tenant, String, String)> {
         let id = if id.is_empty() {
             let bytes: [u8; 6] = rand::random();
-            format!("t-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            format!(
+                "t-{}",
+                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
         } else {
             id.to_owned()
         };
         validate_tenant_id(&id)?;
         if name.chars().count() > 200 {
-            return Err(Error::InvalidArgument("name is longer than 200 characters".into()));
+            return Err(Error::InvalidArgument(
+                "name is longer than 200 characters".into(),
+            ));
         }
-        let time_zone = if time_zone.is_empty() { "UTC" } else { time_zone };
+        let time_zone = if time_zone.is_empty() {
+            "UTC"
+        } else {
+            time_zone
+        };
         crate::time::time_zone(time_zone)?;
         let tenant = Tenant {
             id,
@@ -174,7 +189,9 @@ pub fn request_key(metadata: &tonic::metadata::MetadataMap) -> Result<String> {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .map(|key| key.trim().to_owned())
-            .ok_or_else(|| Error::Unauthenticated("authorization must be \"Bearer <key>\"".into()));
+            .ok_or_else(|| {
+                Error::Unauthenticated("authorization must be \"Bearer <key>\"".into())
+            });
     }
     if let Some(value) = metadata.get("x-beacon-key") {
         return value

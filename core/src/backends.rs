@@ -102,6 +102,8 @@ impl Backends {
 
     /// Opens the raw store. Only the aggregator writes raw events.
     pub fn open_raw_store(&self) -> Result<Arc<dyn RawStore>> {
-        Ok(Arc::new(EmbeddedRawStore::open(&self.data_dir.join("raw.redb"))?))
+        Ok(Arc::new(EmbeddedRawStore::open(
+            &self.data_dir.join("raw.redb"),
+        )?))
     }
 }

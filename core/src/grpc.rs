@@ -34,7 +34,9 @@ pub async fn serve(
     services: &[&str],
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let addr = listener.local_addr().context(|| "reading listener address".into())?;
+    let addr = listener
+        .local_addr()
+        .context(|| "reading listener address".into())?;
     let routes = with_health_and_reflection(routes, services).await?;
     tracing::info!(%addr, ?services, "gRPC listening");
     Server::builder()

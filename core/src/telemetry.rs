@@ -26,16 +26,21 @@ impl Drop for TelemetryGuard {
 pub fn init(service: &'static str) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = if std::env::var("BEACON_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
     };
     let provider = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .and_then(|_| otlp_provider(service));
-    let otel = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer().with_tracer(provider.tracer(service))
-    });
+    let otel = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service)));
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
@@ -45,7 +50,10 @@ pub fn init(service: &'static str) -> TelemetryGuard {
 }
 
 fn otlp_provider(service: &'static str) -> Option<SdkTracerProvider> {
-    let exporter = match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+    {
         Ok(exporter) => exporter,
         Err(err) => {
             eprintln!("OTLP trace export disabled: {err}");

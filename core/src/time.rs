@@ -12,8 +12,11 @@ pub fn now_ms() -> i64 {
 
 /// Parses an IANA time zone name, naming it in the error.
 pub fn time_zone(name: &str) -> Result<TimeZone> {
-    TimeZone::get(name)
-        .map_err(|err| Error::InvalidArgument(format!("time_zone {name:?} is not an IANA time zone: {err}")))
+    TimeZone::get(name).map_err(|err| {
+        Error::InvalidArgument(format!(
+            "time_zone {name:?} is not an IANA time zone: {err}"
+        ))
+    })
 }
 
 /// The tenant-local hour bucket of an instant: the UTC instant (Unix ms) of the local hour
@@ -26,7 +29,11 @@ pub fn hour_bucket(timestamp_ms: i64, tz: &TimeZone) -> Result<(i64, String)> {
         .map_err(|err| Error::InvalidArgument(format!("timestamp {timestamp_ms} ms: {err}")))?;
     let zoned: ZonedDateTime = ts.to_zoned_datetime(tz.clone());
     let hour = zoned
-        .round(jiff::ZonedDateTimeRound::new().smallest(Unit::Hour).mode(jiff::RoundMode::Trunc))
+        .round(
+            jiff::ZonedDateTimeRound::new()
+                .smallest(Unit::Hour)
+                .mode(jiff::RoundMode::Trunc),
+        )
         .map_err(|err| Error::InvalidArgument(format!("timestamp {timestamp_ms} ms: {err}")))?;
     Ok((hour.timestamp().as_millisecond(), hour.date().to_string()))
 }

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -70,18 +69,24 @@ async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection>
         .and_then(|info| info.remote_addr())
         .map(|addr| addr.ip());
     let client_ip = forwarded_for(&parts.headers).or(peer);
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body: larger than the limit of {MAX_BODY_BYTES} bytes"),
-        )
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body: larger than the limit of {MAX_BODY_BYTES} bytes"),
+            )
+        })?;
     let event = to_event(&bytes, &parts.headers)?;
     let mut grpc = tonic::Request::new(SendEventsRequest {
         events: vec![event],
     });
-    let auth = MetadataValue::try_from(format!("Bearer {key}"))
-        .map_err(|_| (StatusCode::UNAUTHORIZED, "the key has invalid characters".to_owned()))?;
+    let auth = MetadataValue::try_from(format!("Bearer {key}")).map_err(|_| {
+        (
+            StatusCode::UNAUTHORIZED,
+            "the key has invalid characters".to_owned(),
+        )
+    })?;
     grpc.metadata_mut().insert("authorization", auth);
     if let Some(value) = client_ip.and_then(|ip| MetadataValue::try_from(ip.to_string()).ok()) {
         grpc.metadata_mut().insert("x-forwarded-for", value);
@@ -110,12 +115,17 @@ fn beacon_key(headers: &HeaderMap, query: Option<&str>) -> Result<String, Reject
         return Ok(key.trim().to_owned());
     }
     let params: HashMap<String, String> = query
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     params.get("key").cloned().ok_or_else(|| {
         (
             StatusCode::UNAUTHORIZED,
-            "missing ingest key: send \"Authorization: Bearer <key>\", \"X-Beacon-Key\" or ?key=".to_owned(),
+            "missing ingest key: send \"Authorization: Bearer <key>\", \"X-Beacon-Key\" or ?key="
+                .to_owned(),
         )
     })
 }
@@ -130,8 +140,8 @@ fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
 
 fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<Event, Rejection> {
     let bad = |msg: String| (StatusCode::BAD_REQUEST, msg);
-    let body: Body = serde_json::from_slice(bytes)
-        .map_err(|err| bad(format!("malformed JSON body: {err}")))?;
+    let body: Body =
+        serde_json::from_slice(bytes).map_err(|err| bad(format!("malformed JSON body: {err}")))?;
     let user_agent = headers
         .get("user-agent")
         .and_then(|v| v.to_str().ok())
@@ -146,7 +156,12 @@ fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<Event, Rejection> {
         user_agent,
         client_ip: String::new(),
         timestamp: body.timestamp.map(timestamp).transpose().map_err(bad)?,
-        props: body.props.map(props).transpose().map_err(bad)?.unwrap_or_default(),
+        props: body
+            .props
+            .map(props)
+            .transpose()
+            .map_err(bad)?
+            .unwrap_or_default(),
         revenue: body.revenue.map(revenue).transpose().map_err(bad)?,
     })
 }
@@ -236,7 +251,8 @@ mod tests {
         let (status, msg) = to_event(b"{not json", &HeaderMap::new()).expect_err("bad");
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(msg.starts_with("malformed JSON body"), "{msg}");
-        let (_, msg) = to_event(br#"{"url":"https://a.example/"}"#, &HeaderMap::new()).expect_err("bad");
+        let (_, msg) =
+            to_event(br#"{"url":"https://a.example/"}"#, &HeaderMap::new()).expect_err("bad");
         assert!(msg.contains("missing field `name`"), "{msg}");
     }
 

@@ -22,22 +22,49 @@ pub use error::GatewayError;
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
     /// Public address (gRPC, gRPC-web and HTTP beacons).
-    #[arg(long = "listen", env = "BEACON_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        id = "gateway_listen",
+        long = "listen",
+        env = "BEACON_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
     /// Ingest replicas (comma-separated URLs).
-    #[arg(long = "ingest-url", env = "BEACON_INGEST_URL", value_delimiter = ',', default_value = "http://127.0.0.1:7001")]
+    #[arg(
+        long = "ingest-url",
+        env = "BEACON_INGEST_URL",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7001"
+    )]
     pub ingest_urls: Vec<String>,
     /// Query replicas (comma-separated URLs).
-    #[arg(long = "query-url", env = "BEACON_QUERY_URL", value_delimiter = ',', default_value = "http://127.0.0.1:7003")]
+    #[arg(
+        long = "query-url",
+        env = "BEACON_QUERY_URL",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7003"
+    )]
     pub query_urls: Vec<String>,
     /// Token for the admin API; the admin API is disabled without one.
-    #[arg(long = "admin-token", env = "BEACON_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "admin-token",
+        env = "BEACON_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
     /// Events per second one tenant may send (sustained; bursts of the same size).
-    #[arg(long = "tenant-events-per-second", env = "BEACON_TENANT_EVENTS_PER_SECOND", default_value_t = 100_000)]
+    #[arg(
+        long = "tenant-events-per-second",
+        env = "BEACON_TENANT_EVENTS_PER_SECOND",
+        default_value_t = 100_000
+    )]
     pub events_per_second: u32,
     /// Insights requests per second one tenant may make.
-    #[arg(long = "tenant-queries-per-second", env = "BEACON_TENANT_QUERIES_PER_SECOND", default_value_t = 200)]
+    #[arg(
+        long = "tenant-queries-per-second",
+        env = "BEACON_TENANT_QUERIES_PER_SECOND",
+        default_value_t = 200
+    )]
     pub queries_per_second: u32,
 }
 

@@ -82,7 +82,10 @@ impl IngestService for IngestProxy {
             .ingest(request.metadata(), request.get_ref().events.len())
             .await?;
         let ip = client_ip(&request);
-        self.upstream.clone().send_events(forward(request, ip)).await
+        self.upstream
+            .clone()
+            .send_events(forward(request, ip))
+            .await
     }
 }
 
@@ -102,7 +105,10 @@ impl InsightsService for InsightsProxy {
         request: Request<GetAggregateRequest>,
     ) -> Result<Response<GetAggregateResponse>, Status> {
         self.guard.query(request.metadata()).await?;
-        self.upstream.clone().get_aggregate(forward(request, None)).await
+        self.upstream
+            .clone()
+            .get_aggregate(forward(request, None))
+            .await
     }
 
     async fn get_timeseries(
@@ -110,7 +116,10 @@ impl InsightsService for InsightsProxy {
         request: Request<GetTimeseriesRequest>,
     ) -> Result<Response<GetTimeseriesResponse>, Status> {
         self.guard.query(request.metadata()).await?;
-        self.upstream.clone().get_timeseries(forward(request, None)).await
+        self.upstream
+            .clone()
+            .get_timeseries(forward(request, None))
+            .await
     }
 
     async fn get_breakdown(
@@ -118,6 +127,9 @@ impl InsightsService for InsightsProxy {
         request: Request<GetBreakdownRequest>,
     ) -> Result<Response<GetBreakdownResponse>, Status> {
         self.guard.query(request.metadata()).await?;
-        self.upstream.clone().get_breakdown(forward(request, None)).await
+        self.upstream
+            .clone()
+            .get_breakdown(forward(request, None))
+            .await
     }
 }

@@ -18,7 +18,7 @@ use tower_http::cors::CorsLayer;
 
 use crate::admin::Admin;
 use crate::guard::Guard;
-use crate::proxy::{InsightsProxy, IngestProxy, channel};
+use crate::proxy::{IngestProxy, InsightsProxy, channel};
 use crate::{GatewayArgs, GatewayError, beacon};
 
 const SERVICES: &[&str] = &[
@@ -55,7 +55,11 @@ pub async fn serve(
     .add_service(InsightsServiceServer::new(insights))
     .add_service(AdminServiceServer::new(admin));
     let routes = with_health_and_reflection(routes, SERVICES).await?;
-    let router = routes.into_axum_router().merge(beacon::router(ingest));
+    // gRPC-web is translated for the gRPC routes only: the layer refuses other HTTP/1 requests.
+    let router = routes
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new())
+        .merge(beacon::router(ingest));
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -64,7 +68,6 @@ pub async fn serve(
     Server::builder()
         .accept_http1(true)
         .layer(CorsLayer::permissive())
-        .layer(tonic_web::GrpcWebLayer::new())
         .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await

@@ -45,7 +45,10 @@ impl GeoIp {
         let Some(reader) = &self.reader else {
             return Place::default();
         };
-        let city = match reader.lookup(ip).and_then(|found| found.decode::<geoip2::City>()) {
+        let city = match reader
+            .lookup(ip)
+            .and_then(|found| found.decode::<geoip2::City>())
+        {
             Ok(Some(city)) => city,
             Ok(None) => return Place::default(),
             Err(err) => {

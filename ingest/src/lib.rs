@@ -27,7 +27,12 @@ pub use validate::{Limits, MAX_BATCH_EVENTS, MAX_BODY_BYTES};
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestArgs {
     /// Address of the internal ingest gRPC API.
-    #[arg(long = "ingest-listen", env = "BEACON_INGEST_LISTEN", default_value = "127.0.0.1:7001")]
+    #[arg(
+        id = "ingest_listen",
+        long = "ingest-listen",
+        env = "BEACON_INGEST_LISTEN",
+        default_value = "127.0.0.1:7001"
+    )]
     pub listen: SocketAddr,
     /// MaxMind database (GeoLite2/GeoIP2 Country or City) used to turn IPs into places.
     #[arg(long = "geoip-db", env = "BEACON_GEOIP_DB")]

@@ -65,10 +65,9 @@ impl Publisher {
     /// Appends `events` to `partition`'s log, possibly together with other callers' events, and
     /// returns once all of them are durable.
     pub async fn publish(&self, partition: u32, events: Vec<LoggedEvent>) -> Result<()> {
-        let lane = self
-            .lanes
-            .get(partition as usize)
-            .ok_or_else(|| Error::InvalidArgument(format!("partition {partition} does not exist")))?;
+        let lane = self.lanes.get(partition as usize).ok_or_else(|| {
+            Error::InvalidArgument(format!("partition {partition} does not exist"))
+        })?;
         let mut waits = Vec::new();
         for chunk in chunk_by_size(events) {
             let (done, wait) = oneshot::channel();
@@ -94,7 +93,10 @@ impl Publisher {
     pub async fn close(&self, timeout: Duration) {
         self.stop.cancel();
         self.tasks.close();
-        if tokio::time::timeout(timeout, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(?timeout, "event publishes still in flight at shutdown");
         }
     }

@@ -10,8 +10,7 @@ use beacon_core::partition::partition_of;
 use beacon_core::time::now_ms;
 use beacon_core::visitor::VisitorHasher;
 use beacon_proto::ingest::v1::{
-    Event, EventResult, EventStatus, SendEventsRequest, SendEventsResponse,
-    ingest_service_server,
+    Event, EventResult, EventStatus, SendEventsRequest, SendEventsResponse, ingest_service_server,
 };
 use beacon_proto::pipeline::v1::LoggedEvent;
 use tonic::{Request, Response, Status};
@@ -65,7 +64,10 @@ impl IngestService {
             fallback_ip
         } else {
             Some(event.client_ip.parse::<IpAddr>().map_err(|_| {
-                format!("client_ip: {:?} is not an IPv4 or IPv6 address", event.client_ip)
+                format!(
+                    "client_ip: {:?} is not an IPv4 or IPv6 address",
+                    event.client_ip
+                )
             })?)
         };
         let ip_text = ip.map(|ip| ip.to_string()).unwrap_or_default();

@@ -60,7 +60,9 @@ impl Limits {
     pub fn check(&self, event: &Event, now_ms: i64) -> Result<i64, String> {
         self.check_text("id", &event.id, self.id)?;
         if event.name.trim().is_empty() {
-            return Err("name: required, 1 to 120 characters (\"pageview\" or a custom name)".into());
+            return Err(
+                "name: required, 1 to 120 characters (\"pageview\" or a custom name)".into(),
+            );
         }
         self.check_text("name", &event.name, self.name)?;
         self.check_url(&event.url)?;
@@ -78,9 +80,7 @@ impl Limits {
     fn check_text(&self, field: &str, value: &str, limit: usize) -> Result<(), String> {
         let chars = value.chars().count();
         if chars > limit {
-            return Err(format!(
-                "{field}: {chars} characters, the limit is {limit}"
-            ));
+            return Err(format!("{field}: {chars} characters, the limit is {limit}"));
         }
         Ok(())
     }
@@ -181,7 +181,9 @@ mod tests {
     }
 
     fn err(event: &Event) -> String {
-        Limits::default().check(event, NOW).expect_err("must be rejected")
+        Limits::default()
+            .check(event, NOW)
+            .expect_err("must be rejected")
     }
 
     #[test]

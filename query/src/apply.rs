@@ -73,7 +73,10 @@ impl Consumer {
             tracing::warn!(partition, error = %err, "progress unreadable; replaying the partition");
             0
         });
-        let mut saved = Saved { seq: done, at: Instant::now() };
+        let mut saved = Saved {
+            seq: done,
+            at: Instant::now(),
+        };
         let mut backoff = Backoff::default();
         tracing::info!(partition, after = done, "rollup consumer started");
         'subscribe: while !self.shutdown.is_cancelled() {
@@ -113,7 +116,11 @@ impl Consumer {
                         continue 'subscribe;
                     }
                     None => {
-                        tracing::warn!(partition, after = done, "rollup stream ended; resubscribing");
+                        tracing::warn!(
+                            partition,
+                            after = done,
+                            "rollup stream ended; resubscribing"
+                        );
                         if !backoff.wait(&self.shutdown).await {
                             break 'subscribe;
                         }
@@ -142,7 +149,9 @@ impl Consumer {
     async fn save(&self, seq: u64, saved: &mut Saved) {
         match self.progress.save(seq).await {
             Ok(()) => saved.seq = seq,
-            Err(err) => tracing::warn!(partition = self.partition, seq, error = %err, "saving progress failed"),
+            Err(err) => {
+                tracing::warn!(partition = self.partition, seq, error = %err, "saving progress failed")
+            }
         }
         saved.at = Instant::now();
     }
@@ -152,10 +161,19 @@ impl Consumer {
         let (partition, seq) = (self.partition, message.seq);
         let batch = match RollupBatch::decode(message.payload.clone()) {
             Ok(batch) => batch,
-            Err(err) => return self.park(message, 0, format!("undecodable RollupBatch: {err}")).await,
+            Err(err) => {
+                return self
+                    .park(message, 0, format!("undecodable RollupBatch: {err}"))
+                    .await;
+            }
         };
         if batch.partition != partition {
-            tracing::warn!(partition, seq, batch_partition = batch.partition, "rollup batch names another partition");
+            tracing::warn!(
+                partition,
+                seq,
+                batch_partition = batch.partition,
+                "rollup batch names another partition"
+            );
         }
         let parts: Vec<Part> = futures::stream::iter(batch.tenants.into_iter().enumerate())
             .map(|(index, part)| self.apply_part(seq, index, Arc::new(part)))
@@ -167,7 +185,9 @@ impl Consumer {
             match part {
                 Part::Done => {}
                 Part::Stopped => finished = false,
-                Part::Invalid { index, reason } => finished &= self.park(message, index, reason).await,
+                Part::Invalid { index, reason } => {
+                    finished &= self.park(message, index, reason).await
+                }
             }
         }
         finished
@@ -216,7 +236,11 @@ impl Consumer {
         let msg_id = format!("query-rollups-{partition}-{seq}-{index}");
         let mut backoff = Backoff::default();
         loop {
-            match self.dead_letters.append(partition, &msg_id, payload.clone()).await {
+            match self
+                .dead_letters
+                .append(partition, &msg_id, payload.clone())
+                .await
+            {
                 Ok(_) => return true,
                 Err(err) => {
                     tracing::error!(partition, seq, index, error = %err, "parking in the dead-letter log failed; retrying");
@@ -242,7 +266,9 @@ struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { delay: BACKOFF_START }
+        Self {
+            delay: BACKOFF_START,
+        }
     }
 }
 

@@ -6,13 +6,27 @@ use crate::QueryError;
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueryArgs {
     /// Address of the internal Insights gRPC API.
-    #[arg(long = "query-listen", env = "BEACON_QUERY_LISTEN", default_value = "127.0.0.1:7003")]
+    #[arg(
+        id = "query_listen",
+        long = "query-listen",
+        env = "BEACON_QUERY_LISTEN",
+        default_value = "127.0.0.1:7003"
+    )]
     pub listen: std::net::SocketAddr,
     /// Most DuckDB shard files kept open at once.
-    #[arg(long = "max-open-shards", env = "BEACON_MAX_OPEN_SHARDS", default_value_t = 256)]
+    #[arg(
+        long = "max-open-shards",
+        env = "BEACON_MAX_OPEN_SHARDS",
+        default_value_t = 256
+    )]
     pub max_open_shards: usize,
     /// Partitions whose rollups this instance applies (comma-separated); all when empty.
-    #[arg(long = "query-partitions", env = "BEACON_QUERY_PARTITIONS", value_delimiter = ',')]
+    #[arg(
+        id = "query_partitions",
+        long = "query-partitions",
+        env = "BEACON_QUERY_PARTITIONS",
+        value_delimiter = ','
+    )]
     pub own_partitions: Vec<u32>,
 }
 
@@ -52,13 +66,22 @@ mod tests {
 
     #[test]
     fn all_partitions_when_empty() {
-        assert_eq!(args(vec![]).partitions(3).expect("partitions"), vec![0, 1, 2]);
+        assert_eq!(
+            args(vec![]).partitions(3).expect("partitions"),
+            vec![0, 1, 2]
+        );
     }
 
     #[test]
     fn own_partitions_sorted_and_checked() {
-        assert_eq!(args(vec![2, 0, 2]).partitions(3).expect("partitions"), vec![0, 2]);
+        assert_eq!(
+            args(vec![2, 0, 2]).partitions(3).expect("partitions"),
+            vec![0, 2]
+        );
         let err = args(vec![3]).partitions(3).expect_err("out of range");
-        assert!(err.to_string().contains("partition 3 is out of range 0..3"), "{err}");
+        assert!(
+            err.to_string().contains("partition 3 is out of range 0..3"),
+            "{err}"
+        );
     }
 }

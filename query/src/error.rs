@@ -51,7 +51,10 @@ impl From<QueryError> for beacon_core::Error {
                 tenant_id,
                 what,
                 source,
-            } => beacon_core::Error::backend(format!("{what} in the shard of tenant {tenant_id:?}"), source),
+            } => beacon_core::Error::backend(
+                format!("{what} in the shard of tenant {tenant_id:?}"),
+                source,
+            ),
             QueryError::InvalidRollup(reason) => beacon_core::Error::Corrupt(reason),
             QueryError::Task(err) => beacon_core::Error::backend("running a shard task", err),
         }
@@ -72,15 +75,28 @@ mod tests {
 
     #[test]
     fn maps_to_status_codes() {
-        assert_eq!(Status::from(QueryError::invalid("limit")).code(), Code::InvalidArgument);
-        let unauthenticated = QueryError::Core(beacon_core::Error::Unauthenticated("no key".into()));
+        assert_eq!(
+            Status::from(QueryError::invalid("limit")).code(),
+            Code::InvalidArgument
+        );
+        let unauthenticated =
+            QueryError::Core(beacon_core::Error::Unauthenticated("no key".into()));
         assert_eq!(Status::from(unauthenticated).code(), Code::Unauthenticated);
-        assert_eq!(Status::from(QueryError::InvalidRollup("bad".into())).code(), Code::Internal);
+        assert_eq!(
+            Status::from(QueryError::InvalidRollup("bad".into())).code(),
+            Code::Internal
+        );
     }
 
     #[test]
     fn invalid_message_is_kept() {
-        let status = Status::from(QueryError::invalid("limit 5000 is above the maximum of 1,000"));
-        assert!(status.message().contains("limit 5000"), "{}", status.message());
+        let status = Status::from(QueryError::invalid(
+            "limit 5000 is above the maximum of 1,000",
+        ));
+        assert!(
+            status.message().contains("limit 5000"),
+            "{}",
+            status.message()
+        );
     }
 }

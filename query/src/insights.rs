@@ -6,13 +6,14 @@ use std::sync::Arc;
 use beacon_core::meta::Tenant;
 use beacon_proto::insights::v1::{
     BreakdownRow, Dimension, GetAggregateRequest, GetAggregateResponse, GetBreakdownRequest,
-    GetBreakdownResponse, GetTimeseriesRequest, GetTimeseriesResponse, Interval, Metric, TimeseriesPoint,
+    GetBreakdownResponse, GetTimeseriesRequest, GetTimeseriesResponse, Interval, Metric,
+    TimeseriesPoint,
 };
 
+use crate::QueryError;
 use crate::metrics::{self, Sums};
 use crate::range::{self, Range};
 use crate::shard::{GroupBy, ShardQuery, ShardStore, Top};
-use crate::QueryError;
 
 /// Answers a tenant's questions from its shard. The tenant is always the authenticated one.
 #[derive(Clone)]
@@ -27,7 +28,11 @@ impl Insights {
     }
 
     /// Totals of the range, and its bot events.
-    pub async fn aggregate(&self, tenant: &Tenant, req: GetAggregateRequest) -> Result<GetAggregateResponse, QueryError> {
+    pub async fn aggregate(
+        &self,
+        tenant: &Tenant,
+        req: GetAggregateRequest,
+    ) -> Result<GetAggregateResponse, QueryError> {
         let range = range::parse(req.date_range.as_ref())?;
         let metrics = metrics::requested(&req.metrics)?;
         let sums = self.sums(tenant, 0, range, GroupBy::Total, None).await?;
@@ -39,7 +44,11 @@ impl Insights {
     }
 
     /// One point per local day or hour of the range, in order, empty ones included.
-    pub async fn timeseries(&self, tenant: &Tenant, req: GetTimeseriesRequest) -> Result<GetTimeseriesResponse, QueryError> {
+    pub async fn timeseries(
+        &self,
+        tenant: &Tenant,
+        req: GetTimeseriesRequest,
+    ) -> Result<GetTimeseriesResponse, QueryError> {
         let range = range::parse(req.date_range.as_ref())?;
         let interval = Interval::try_from(req.interval).map_err(|_| {
             QueryError::invalid(format!(
@@ -53,11 +62,22 @@ impl Insights {
             Interval::Hour => {
                 let tz = beacon_core::time::time_zone(&tenant.time_zone)?;
                 let hours = range::hours(&range, &tz)?;
-                (GroupBy::Hour, hours.into_iter().map(|h| (h.hour_ms.to_string(), h.label)).collect())
+                (
+                    GroupBy::Hour,
+                    hours
+                        .into_iter()
+                        .map(|h| (h.hour_ms.to_string(), h.label))
+                        .collect(),
+                )
             }
             Interval::Day | Interval::Unspecified => {
                 let days = range::days(&range)?;
-                (GroupBy::Day, days.into_iter().map(|d| (d.to_string(), d.to_string())).collect())
+                (
+                    GroupBy::Day,
+                    days.into_iter()
+                        .map(|d| (d.to_string(), d.to_string()))
+                        .collect(),
+                )
             }
         };
         let sums = self.sums(tenant, 0, range, group, None).await?;
@@ -74,7 +94,11 @@ impl Insights {
     }
 
     /// The top values of a dimension, by the first requested metric, then by value.
-    pub async fn breakdown(&self, tenant: &Tenant, req: GetBreakdownRequest) -> Result<GetBreakdownResponse, QueryError> {
+    pub async fn breakdown(
+        &self,
+        tenant: &Tenant,
+        req: GetBreakdownRequest,
+    ) -> Result<GetBreakdownResponse, QueryError> {
         let range = range::parse(req.date_range.as_ref())?;
         let dimension = breakdown_dimension(req.dimension)?;
         let metrics = metrics::requested(&req.metrics)?;
@@ -83,7 +107,9 @@ impl Insights {
             metric: metrics.first().copied().unwrap_or(Metric::Visitors),
             limit,
         };
-        let sums = self.sums(tenant, dimension as i32, range, GroupBy::Value, Some(top)).await?;
+        let sums = self
+            .sums(tenant, dimension as i32, range, GroupBy::Value, Some(top))
+            .await?;
         let rows = sums
             .into_iter()
             .map(|sums| BreakdownRow {

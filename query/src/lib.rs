@@ -69,9 +69,16 @@ pub async fn run(
         );
         consumers.spawn(consumer.run());
     }
-    tracing::info!(?partitions, max_open_shards = args.max_open_shards, "query role started");
+    tracing::info!(
+        ?partitions,
+        max_open_shards = args.max_open_shards,
+        "query role started"
+    );
 
-    let api = InsightsApi::new(Registry::new(backends.tenants.clone()), Insights::new(shared));
+    let api = InsightsApi::new(
+        Registry::new(backends.tenants.clone()),
+        Insights::new(shared),
+    );
     let routes = tonic::service::Routes::new(InsightsServiceServer::new(api));
     let served = beacon_core::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown).await;
 

@@ -101,7 +101,9 @@ pub fn order_sql(metric: Metric) -> &'static str {
         Metric::VisitDuration => {
             "CASE WHEN vi > 0 THEN (du::DOUBLE / vi::DOUBLE) / 1000.0::DOUBLE ELSE 0.0::DOUBLE END"
         }
-        Metric::ViewsPerVisit => "CASE WHEN vi > 0 THEN pv::DOUBLE / vi::DOUBLE ELSE 0.0::DOUBLE END",
+        Metric::ViewsPerVisit => {
+            "CASE WHEN vi > 0 THEN pv::DOUBLE / vi::DOUBLE ELSE 0.0::DOUBLE END"
+        }
     }
 }
 
@@ -124,7 +126,10 @@ mod tests {
 
     #[test]
     fn computes_every_metric() {
-        let got: Vec<f64> = values(&ALL_METRICS, &sums()).iter().map(|v| v.value).collect();
+        let got: Vec<f64> = values(&ALL_METRICS, &sums())
+            .iter()
+            .map(|v| v.value)
+            .collect();
         assert_eq!(got, vec![3.0, 4.0, 10.0, 12.0, 25.0, 2.0, 2.5]);
     }
 
@@ -143,8 +148,15 @@ mod tests {
 
     #[test]
     fn keeps_order_and_drops_repeats() {
-        let raw = [Metric::Pageviews as i32, Metric::Visitors as i32, Metric::Pageviews as i32];
-        assert_eq!(requested(&raw).expect("metrics"), vec![Metric::Pageviews, Metric::Visitors]);
+        let raw = [
+            Metric::Pageviews as i32,
+            Metric::Visitors as i32,
+            Metric::Pageviews as i32,
+        ];
+        assert_eq!(
+            requested(&raw).expect("metrics"),
+            vec![Metric::Pageviews, Metric::Visitors]
+        );
     }
 
     #[test]

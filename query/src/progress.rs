@@ -50,12 +50,15 @@ fn write_atomically(path: &std::path::Path, seq: u64) -> Result<(), QueryError> 
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp).context(|| format!("creating {}", temp.display()))?;
+    let mut file =
+        std::fs::File::create(&temp).context(|| format!("creating {}", temp.display()))?;
     file.write_all(format!("{seq}\n").as_bytes())
         .context(|| format!("writing {}", temp.display()))?;
-    file.sync_all().context(|| format!("syncing {}", temp.display()))?;
+    file.sync_all()
+        .context(|| format!("syncing {}", temp.display()))?;
     drop(file);
-    std::fs::rename(&temp, path).context(|| format!("renaming {} to {}", temp.display(), path.display()))?;
+    std::fs::rename(&temp, path)
+        .context(|| format!("renaming {} to {}", temp.display(), path.display()))?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .context(|| format!("syncing folder {}", dir.display()))?;
@@ -82,6 +85,12 @@ mod tests {
     async fn garbage_reads_as_zero() {
         let dir = TempDir::new("progress-garbage");
         std::fs::write(dir.path().join("progress-p0"), "not a number").expect("write");
-        assert_eq!(Progress::new(dir.path().to_owned(), 0).load().await.expect("load"), 0);
+        assert_eq!(
+            Progress::new(dir.path().to_owned(), 0)
+                .load()
+                .await
+                .expect("load"),
+            0
+        );
     }
 }

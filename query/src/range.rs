@@ -51,11 +51,16 @@ fn parse_date(field: &str, text: &str) -> Result<Date, QueryError> {
             4 | 7 => *b == b'-',
             _ => b.is_ascii_digit(),
         });
-    let invalid = |why: String| QueryError::invalid(format!("{field} {text:?} is not a date in YYYY-MM-DD form{why}"));
+    let invalid = |why: String| {
+        QueryError::invalid(format!(
+            "{field} {text:?} is not a date in YYYY-MM-DD form{why}"
+        ))
+    };
     if !shaped {
         return Err(invalid(String::new()));
     }
-    text.parse::<Date>().map_err(|err| invalid(format!(": {err}")))
+    text.parse::<Date>()
+        .map_err(|err| invalid(format!(": {err}")))
 }
 
 /// The breakdown row limit: 0 means [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`].
@@ -63,7 +68,9 @@ pub fn limit(limit: u32) -> Result<u32, QueryError> {
     match limit {
         0 => Ok(DEFAULT_LIMIT),
         1..=MAX_LIMIT => Ok(limit),
-        _ => Err(QueryError::invalid(format!("limit {limit} is above the maximum of 1,000"))),
+        _ => Err(QueryError::invalid(format!(
+            "limit {limit} is above the maximum of 1,000"
+        ))),
     }
 }
 
@@ -73,9 +80,9 @@ pub fn days(range: &Range) -> Result<Vec<Date>, QueryError> {
     let mut day = range.start;
     while day <= range.end {
         out.push(day);
-        day = day
-            .tomorrow()
-            .map_err(|err| QueryError::invalid(format!("date_range.end_date {}: {err}", range.end)))?;
+        day = day.tomorrow().map_err(|err| {
+            QueryError::invalid(format!("date_range.end_date {}: {err}", range.end))
+        })?;
     }
     Ok(out)
 }
@@ -100,10 +107,11 @@ pub fn hours(range: &Range, tz: &TimeZone) -> Result<Vec<Hour>, QueryError> {
 }
 
 fn day_hours(day: Date, tz: &TimeZone, out: &mut Vec<Hour>) -> Result<(), QueryError> {
-    let midnight = day
-        .to_zoned_datetime(tz.clone())
-        .map_err(|err| QueryError::invalid(format!("day {day} in the tenant's time zone: {err}")))?;
-    let (mut hour_ms, mut date) = beacon_core::time::hour_bucket(midnight.timestamp().as_millisecond(), tz)?;
+    let midnight = day.to_zoned_datetime(tz.clone()).map_err(|err| {
+        QueryError::invalid(format!("day {day} in the tenant's time zone: {err}"))
+    })?;
+    let (mut hour_ms, mut date) =
+        beacon_core::time::hour_bucket(midnight.timestamp().as_millisecond(), tz)?;
     let want = day.to_string();
     // A local day has at most 25 hour buckets; the bound only guards against a broken zone.
     for _ in 0..26 {
@@ -128,7 +136,10 @@ fn day_hours(day: Date, tz: &TimeZone, out: &mut Vec<Hour>) -> Result<(), QueryE
 fn label(hour_ms: i64, tz: &TimeZone) -> Result<String, QueryError> {
     let ts = jiff::Timestamp::from_millisecond(hour_ms)
         .map_err(|err| QueryError::invalid(format!("hour {hour_ms} ms: {err}")))?;
-    Ok(ts.to_zoned_datetime(tz.clone()).strftime("%Y-%m-%dT%H:00").to_string())
+    Ok(ts
+        .to_zoned_datetime(tz.clone())
+        .strftime("%Y-%m-%dT%H:00")
+        .to_string())
 }
 
 #[cfg(test)]
@@ -143,7 +154,9 @@ mod tests {
     }
 
     fn ms(text: &str) -> i64 {
-        text.parse::<jiff::Timestamp>().expect("timestamp").as_millisecond()
+        text.parse::<jiff::Timestamp>()
+            .expect("timestamp")
+            .as_millisecond()
     }
 
     fn tz(name: &str) -> TimeZone {
@@ -158,11 +171,20 @@ mod tests {
     fn validates_dates_naming_the_field() {
         assert!(err(parse(None)).contains("date_range is required"));
         let msg = err(parse(Some(&range("2026-13-01", "2026-12-31"))));
-        assert!(msg.contains("date_range.start_date \"2026-13-01\""), "{msg}");
+        assert!(
+            msg.contains("date_range.start_date \"2026-13-01\""),
+            "{msg}"
+        );
         let msg = err(parse(Some(&range("2026-01-01", "2026/01/02"))));
-        assert!(msg.contains("date_range.end_date \"2026/01/02\" is not a date in YYYY-MM-DD form"), "{msg}");
+        assert!(
+            msg.contains("date_range.end_date \"2026/01/02\" is not a date in YYYY-MM-DD form"),
+            "{msg}"
+        );
         let msg = err(parse(Some(&range("2026-01-02", "2026-01-01"))));
-        assert!(msg.contains("start_date 2026-01-02 is after date_range.end_date 2026-01-01"), "{msg}");
+        assert!(
+            msg.contains("start_date 2026-01-02 is after date_range.end_date 2026-01-01"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -170,7 +192,10 @@ mod tests {
         // 2024 is a leap year: 2024-01-01 ..= 2027-01-04 is 366 + 365 + 365 + 4 = 1,100 days.
         assert!(parse(Some(&range("2024-01-01", "2027-01-04"))).is_ok());
         let msg = err(parse(Some(&range("2024-01-01", "2027-01-05"))));
-        assert!(msg.contains("date_range spans 1101 days; at most 1,100"), "{msg}");
+        assert!(
+            msg.contains("date_range spans 1101 days; at most 1,100"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -178,14 +203,24 @@ mod tests {
         assert_eq!(limit(0).expect("default"), 10);
         assert_eq!(limit(1_000).expect("max"), 1_000);
         let msg = limit(1_001).expect_err("too many").to_string();
-        assert!(msg.contains("limit 1001 is above the maximum of 1,000"), "{msg}");
+        assert!(
+            msg.contains("limit 1001 is above the maximum of 1,000"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn enumerates_days() {
         let r = parse(Some(&range("2026-02-27", "2026-03-02"))).expect("range");
-        let got: Vec<String> = days(&r).expect("days").iter().map(ToString::to_string).collect();
-        assert_eq!(got, ["2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"]);
+        let got: Vec<String> = days(&r)
+            .expect("days")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            ["2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"]
+        );
     }
 
     #[test]
@@ -219,6 +254,10 @@ mod tests {
         let r = parse(Some(&range("2026-10-31", "2026-11-02"))).expect("range");
         let hours = hours(&r, &tz("America/New_York")).expect("hours");
         assert_eq!(hours.len(), 24 + 25 + 24);
-        assert!(hours.windows(2).all(|w| w[1].hour_ms - w[0].hour_ms == HOUR_MS));
+        assert!(
+            hours
+                .windows(2)
+                .all(|w| w[1].hour_ms - w[0].hour_ms == HOUR_MS)
+        );
     }
 }

@@ -41,7 +41,10 @@ impl InsightsService for InsightsApi {
         request: Request<GetAggregateRequest>,
     ) -> Result<Response<GetAggregateResponse>, Status> {
         let tenant = self.tenant(request.metadata()).await?;
-        let reply = self.insights.aggregate(&tenant, request.into_inner()).await?;
+        let reply = self
+            .insights
+            .aggregate(&tenant, request.into_inner())
+            .await?;
         Ok(Response::new(reply))
     }
 
@@ -50,7 +53,10 @@ impl InsightsService for InsightsApi {
         request: Request<GetTimeseriesRequest>,
     ) -> Result<Response<GetTimeseriesResponse>, Status> {
         let tenant = self.tenant(request.metadata()).await?;
-        let reply = self.insights.timeseries(&tenant, request.into_inner()).await?;
+        let reply = self
+            .insights
+            .timeseries(&tenant, request.into_inner())
+            .await?;
         Ok(Response::new(reply))
     }
 
@@ -59,7 +65,10 @@ impl InsightsService for InsightsApi {
         request: Request<GetBreakdownRequest>,
     ) -> Result<Response<GetBreakdownResponse>, Status> {
         let tenant = self.tenant(request.metadata()).await?;
-        let reply = self.insights.breakdown(&tenant, request.into_inner()).await?;
+        let reply = self
+            .insights
+            .breakdown(&tenant, request.into_inner())
+            .await?;
         Ok(Response::new(reply))
     }
 }

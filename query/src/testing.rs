@@ -37,8 +37,17 @@ impl Drop for TempDir {
 
 /// One bounced single-pageview visit at instant `at` (RFC 3339) in zone `tz`: a row and the
 /// visitor for `dimension`/`value`.
-pub(crate) fn hit(at: &str, tz: &str, dimension: Dimension, value: &str, visitor: u64) -> (RollupRow, VisitorSet) {
-    let ms = at.parse::<jiff::Timestamp>().expect("instant").as_millisecond();
+pub(crate) fn hit(
+    at: &str,
+    tz: &str,
+    dimension: Dimension,
+    value: &str,
+    visitor: u64,
+) -> (RollupRow, VisitorSet) {
+    let ms = at
+        .parse::<jiff::Timestamp>()
+        .expect("instant")
+        .as_millisecond();
     let zone = beacon_core::time::time_zone(tz).expect("zone");
     let (hour_ms, local_date) = beacon_core::time::hour_bucket(ms, &zone).expect("bucket");
     let row = RollupRow {

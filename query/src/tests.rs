@@ -31,7 +31,10 @@ fn request(key: Option<&str>) -> tonic::Request<GetAggregateRequest> {
 }
 
 async fn pageviews(client: &mut InsightsServiceClient<Channel>, key: &str) -> f64 {
-    let reply = client.get_aggregate(request(Some(key))).await.expect("aggregate");
+    let reply = client
+        .get_aggregate(request(Some(key)))
+        .await
+        .expect("aggregate");
     reply.into_inner().values[0].value
 }
 
@@ -46,8 +49,14 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
     };
     let backends = Backends::open(&backend_args).await.expect("backends");
     let registry = Registry::new(backends.tenants.clone());
-    let (tenant, ingest_key, read_key) = registry.create_tenant("acme", "Acme", "UTC").await.expect("tenant");
-    let (_, _, other_key) = registry.create_tenant("other", "Other", "UTC").await.expect("tenant");
+    let (tenant, ingest_key, read_key) = registry
+        .create_tenant("acme", "Acme", "UTC")
+        .await
+        .expect("tenant");
+    let (_, _, other_key) = registry
+        .create_tenant("other", "Other", "UTC")
+        .await
+        .expect("tenant");
 
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -61,7 +70,13 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
 
     let tenants = vec![rollup(
         &tenant.id,
-        vec![hit("2026-03-01T12:00:00Z", "UTC", Dimension::Unspecified, "", 1)],
+        vec![hit(
+            "2026-03-01T12:00:00Z",
+            "UTC",
+            Dimension::Unspecified,
+            "",
+            1,
+        )],
     )];
     let partition = partition_of(&tenant.id, 2);
     let payload = RollupBatch {
@@ -84,17 +99,30 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
     }
     assert_eq!(pageviews(&mut client, &other_key).await, 0.0);
 
-    let status = client.get_aggregate(request(None)).await.expect_err("no key");
+    let status = client
+        .get_aggregate(request(None))
+        .await
+        .expect_err("no key");
     assert_eq!(status.code(), Code::Unauthenticated);
-    let status = client.get_aggregate(request(Some(&ingest_key))).await.expect_err("ingest key");
+    let status = client
+        .get_aggregate(request(Some(&ingest_key)))
+        .await
+        .expect_err("ingest key");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let status = client.get_aggregate(request(Some("bk_read_unknown"))).await.expect_err("unknown key");
+    let status = client
+        .get_aggregate(request(Some("bk_read_unknown")))
+        .await
+        .expect_err("unknown key");
     assert_eq!(status.code(), Code::Unauthenticated);
     let mut invalid = request(Some(&read_key));
     invalid.get_mut().date_range = None;
     let status = client.get_aggregate(invalid).await.expect_err("no range");
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("date_range is required"), "{}", status.message());
+    assert!(
+        status.message().contains("date_range is required"),
+        "{}",
+        status.message()
+    );
 
     shutdown.cancel();
     server.await.expect("server task").expect("server result");

@@ -92,7 +92,12 @@ impl Client {
     }
 
     /// Creates a tenant (retrying while upstreams start) and returns (ingest key, read key).
-    pub async fn create_tenant(&self, admin_token: &str, id: &str, time_zone: &str) -> anyhow::Result<(String, String)> {
+    pub async fn create_tenant(
+        &self,
+        admin_token: &str,
+        id: &str,
+        time_zone: &str,
+    ) -> anyhow::Result<(String, String)> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let request = with_key(
@@ -103,7 +108,10 @@ impl Client {
                     time_zone: time_zone.into(),
                 },
             );
-            match AdminServiceClient::new(self.channel.clone()).create_tenant(request).await {
+            match AdminServiceClient::new(self.channel.clone())
+                .create_tenant(request)
+                .await
+            {
                 Ok(reply) => {
                     let reply = reply.into_inner();
                     return Ok((reply.ingest_key, reply.read_key));
@@ -125,7 +133,12 @@ impl Client {
     }
 
     /// Daily numbers of a local date range, with a read key.
-    pub async fn daily(&self, key: &str, start: &str, end: &str) -> Result<BTreeMap<String, Counts>, Status> {
+    pub async fn daily(
+        &self,
+        key: &str,
+        start: &str,
+        end: &str,
+    ) -> Result<BTreeMap<String, Counts>, Status> {
         let request = GetTimeseriesRequest {
             date_range: Some(DateRange {
                 start_date: start.into(),
@@ -162,7 +175,12 @@ impl Client {
     }
 
     /// Posts an HTTP beacon; returns the status code and body.
-    pub async fn beacon(&self, key: Option<&str>, body: Vec<u8>, headers: &[(&str, &str)]) -> anyhow::Result<(u16, String)> {
+    pub async fn beacon(
+        &self,
+        key: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, String)> {
         let mut request = self.http.post(format!("{}/api/event", self.url)).body(body);
         if let Some(key) = key {
             request = request.header("authorization", format!("Bearer {key}"));
@@ -176,7 +194,12 @@ impl Client {
     }
 
     /// Raw HTTP POST of `body` to `path` with `content_type`; returns the response headers and body.
-    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<(reqwest::header::HeaderMap, Vec<u8>)> {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(reqwest::header::HeaderMap, Vec<u8>)> {
         let response = self
             .http
             .post(format!("{}{path}", self.url))

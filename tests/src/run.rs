@@ -15,7 +15,13 @@ pub const BATCH: usize = 100;
 /// Sends `traffic` in order in batches, resending every `retry_every`-th batch (the same event
 /// ids, as a client retry would), retrying failed calls until `deadline`. Returns how many
 /// calls were made.
-pub async fn send_all(client: &Client, key: &str, traffic: &Traffic, retry_every: usize, deadline: Duration) -> anyhow::Result<usize> {
+pub async fn send_all(
+    client: &Client,
+    key: &str,
+    traffic: &Traffic,
+    retry_every: usize,
+    deadline: Duration,
+) -> anyhow::Result<usize> {
     let mut calls = 0;
     for (n, batch) in traffic.events.chunks(BATCH).enumerate() {
         calls += send_acknowledged(client, key, batch.to_vec(), deadline).await?;
@@ -28,14 +34,23 @@ pub async fn send_all(client: &Client, key: &str, traffic: &Traffic, retry_every
 
 /// Sends one batch until every event is acknowledged, retrying transport errors (a process may
 /// be restarting) until `deadline`. Returns how many calls it took.
-pub async fn send_acknowledged(client: &Client, key: &str, batch: Vec<Event>, deadline: Duration) -> anyhow::Result<usize> {
+pub async fn send_acknowledged(
+    client: &Client,
+    key: &str,
+    batch: Vec<Event>,
+    deadline: Duration,
+) -> anyhow::Result<usize> {
     let until = Instant::now() + deadline;
     let mut calls = 0;
     loop {
         calls += 1;
         match client.send(key, batch.clone()).await {
             Ok(reply) => {
-                if let Some(bad) = reply.results.iter().find(|r| r.status != EventStatus::Accepted as i32) {
+                if let Some(bad) = reply
+                    .results
+                    .iter()
+                    .find(|r| r.status != EventStatus::Accepted as i32)
+                {
                     bail!("event {} rejected: {}", bad.id, bad.error);
                 }
                 return Ok(calls);
@@ -48,13 +63,21 @@ pub async fn send_acknowledged(client: &Client, key: &str, batch: Vec<Event>, de
 
 /// Polls the daily numbers of `traffic`'s tenant until they equal the expected ones, or fails
 /// after `timeout` with both tables.
-pub async fn wait_exact(client: &Client, read_key: &str, traffic: &Traffic, timeout: Duration) -> anyhow::Result<Duration> {
+pub async fn wait_exact(
+    client: &Client,
+    read_key: &str,
+    traffic: &Traffic,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let (first, last) = traffic.date_range();
     let mut seen: BTreeMap<String, Counts> = BTreeMap::new();
     while started.elapsed() < timeout {
         if let Ok(daily) = client.daily(read_key, &first, &last).await {
-            seen = daily.into_iter().filter(|(_, c)| *c != Counts::default()).collect();
+            seen = daily
+                .into_iter()
+                .filter(|(_, c)| *c != Counts::default())
+                .collect();
             if seen == traffic.expected {
                 return Ok(started.elapsed());
             }

@@ -17,7 +17,14 @@ pub const USER_AGENTS: &[&str] = &[
     "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
 ];
 
-const PATHS: &[&str] = &["/", "/pricing", "/blog/launch", "/docs", "/signup", "/about"];
+const PATHS: &[&str] = &[
+    "/",
+    "/pricing",
+    "/blog/launch",
+    "/docs",
+    "/signup",
+    "/about",
+];
 const REFERRERS: &[&str] = &[
     "",
     "https://www.google.com/",
@@ -50,7 +57,12 @@ impl Traffic {
     /// First and last local dates with traffic.
     pub fn date_range(&self) -> (String, String) {
         let first = self.expected.keys().next().cloned().unwrap_or_default();
-        let last = self.expected.keys().next_back().cloned().unwrap_or_default();
+        let last = self
+            .expected
+            .keys()
+            .next_back()
+            .cloned()
+            .unwrap_or_default();
         (first, last)
     }
 
@@ -85,7 +97,12 @@ pub fn generate(seed: u64, tenant: &TenantSpec, events: usize, now_ms: i64) -> T
     let mut days: BTreeMap<String, (Counts, BTreeSet<u32>)> = BTreeMap::new();
     while out.len() < events {
         visitor += 1;
-        let ip = format!("10.{}.{}.{}", (visitor >> 16) & 255, (visitor >> 8) & 255, visitor & 255);
+        let ip = format!(
+            "10.{}.{}.{}",
+            (visitor >> 16) & 255,
+            (visitor >> 8) & 255,
+            visitor & 255
+        );
         let ua = USER_AGENTS[rng.random_range(0..USER_AGENTS.len())];
         let mut start = now_ms - 60 * hour + rng.random_range(0..10 * hour);
         for _ in 0..rng.random_range(1..=3) {
@@ -104,7 +121,16 @@ pub fn generate(seed: u64, tenant: &TenantSpec, events: usize, now_ms: i64) -> T
                 day.0.events += 1;
                 day.0.pageviews += u64::from(pageview);
                 day.1.insert(visitor);
-                out.push(make_event(&mut rng, tenant, out.len(), ts, pageview, j == 0, &ip, ua));
+                out.push(make_event(
+                    &mut rng,
+                    tenant,
+                    out.len(),
+                    ts,
+                    pageview,
+                    j == 0,
+                    &ip,
+                    ua,
+                ));
                 ts += rng.random_range(30_000..300_000);
             }
             start = ts + 2 * hour + rng.random_range(0..8 * hour);
@@ -148,7 +174,11 @@ fn make_event(
     }
     Event {
         id: format!("{}-{n}", tenant.id),
-        name: if pageview { "pageview".into() } else { "signup".into() },
+        name: if pageview {
+            "pageview".into()
+        } else {
+            "signup".into()
+        },
         url: format!("https://{}.example{path}", tenant.id),
         referrer: if landing {
             REFERRERS[rng.random_range(0..REFERRERS.len())].into()
@@ -165,8 +195,9 @@ fn make_event(
 }
 
 fn fxhash(text: &str) -> u64 {
-    text.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -185,6 +216,10 @@ mod tests {
         assert_eq!(a.events, b.events);
         assert_eq!(a.events.len(), 500);
         assert_eq!(a.total_events(), 500);
-        assert!(a.expected.values().all(|c| c.visitors > 0 && c.pageviews <= c.events));
+        assert!(
+            a.expected
+                .values()
+                .all(|c| c.visitors > 0 && c.pageviews <= c.events)
+        );
     }
 }

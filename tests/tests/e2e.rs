@@ -22,19 +22,30 @@ async fn ten_thousand_events_give_exact_daily_numbers() -> anyhow::Result<()> {
     let mut work = Vec::new();
     for (i, (id, tz)) in ZONES.iter().enumerate() {
         let (ingest, read) = client.create_tenant(&cluster.admin_token, id, tz).await?;
-        let spec = TenantSpec { id: (*id).into(), time_zone: (*tz).into() };
+        let spec = TenantSpec {
+            id: (*id).into(),
+            time_zone: (*tz).into(),
+        };
         work.push((generate(42 + i as u64, &spec, 2500, now), ingest, read));
     }
     let started = Instant::now();
-    let sends = work.iter().map(|(traffic, ingest, _)| send_all(&client, ingest, traffic, 10, Duration::from_secs(30)));
-    let calls: usize = futures::future::try_join_all(sends).await?.into_iter().sum();
+    let sends = work.iter().map(|(traffic, ingest, _)| {
+        send_all(&client, ingest, traffic, 10, Duration::from_secs(30))
+    });
+    let calls: usize = futures::future::try_join_all(sends)
+        .await?
+        .into_iter()
+        .sum();
     let sent = started.elapsed();
     let total: u64 = work.iter().map(|(t, _, _)| t.total_events()).sum();
     for (traffic, _, read) in &work {
         let lag = wait_exact(&client, read, traffic, Duration::from_secs(90))
             .await
             .map_err(|err| anyhow::anyhow!("{err}\n{}", cluster.logs()))?;
-        println!("tenant {}: exact after {lag:?} from the last acknowledgement", traffic.tenant.id);
+        println!(
+            "tenant {}: exact after {lag:?} from the last acknowledgement",
+            traffic.tenant.id
+        );
     }
     println!(
         "sent {total} events in {calls} calls in {sent:?}: {:.0} events/s acknowledged",

@@ -11,8 +11,13 @@ use beacon_tests::{Client, Cluster, Role, Standalone};
 async fn cluster_survives_sigkill_of_aggregator_and_query() -> anyhow::Result<()> {
     let mut cluster = Cluster::start()?;
     let client = Client::connect(&cluster.gateway()).await?;
-    let spec = TenantSpec { id: "faulty".into(), time_zone: "Asia/Kolkata".into() };
-    let (ingest, read) = client.create_tenant(&cluster.admin_token, &spec.id, &spec.time_zone).await?;
+    let spec = TenantSpec {
+        id: "faulty".into(),
+        time_zone: "Asia/Kolkata".into(),
+    };
+    let (ingest, read) = client
+        .create_tenant(&cluster.admin_token, &spec.id, &spec.time_zone)
+        .await?;
     let traffic = generate(7, &spec, 4000, beacon_core::time::now_ms());
     let batches: Vec<_> = traffic.events.chunks(BATCH).map(<[_]>::to_vec).collect();
     let third = batches.len() / 3;
@@ -45,39 +50,72 @@ async fn standalone_survives_sigkill_during_ingest() -> anyhow::Result<()> {
     let mut beacon = Standalone::start(&data, port, &[])?;
     let ready = beacon.ready.clone();
     let client = Client::connect(&ready.gateway).await?;
-    let spec = TenantSpec { id: ready.tenant.clone(), time_zone: "UTC".into() };
-    let traffic = generate(11, &spec, 3000, beacon_core::time::now_ms());
-    let batches: Vec<_> = traffic.events.chunks(BATCH).map(<[_]>::to_vec).collect();
-
-    // Send concurrently, and SIGKILL the process while calls are in flight.
-    let mut pending = Vec::new();
-    let mut sends = futures::stream::FuturesUnordered::new();
-    for batch in &batches {
-        let (client, key, batch) = (client.clone(), ready.ingest_key.clone(), batch.clone());
-        sends.push(async move {
-            let acked = client.send(&key, batch.clone()).await.is_ok();
-            (acked, batch)
-        });
+    let now = beacon_core::time::now_ms();
+    let mut tenants = Vec::new();
+    for (i, tz) in [
+        "UTC",
+        "Asia/Kolkata",
+        "Europe/Berlin",
+        "America/Los_Angeles",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let id = format!("kill-{i}");
+        let (ingest, read) = client.create_tenant(&ready.admin_token, &id, tz).await?;
+        let spec = TenantSpec {
+            id,
+            time_zone: (*tz).into(),
+        };
+        tenants.push((generate(11 + i as u64, &spec, 1500, now), ingest, read));
     }
-    let mut done = 0;
-    while let Some((acked, batch)) = futures::StreamExt::next(&mut sends).await {
-        done += 1;
-        if done == batches.len() / 2 {
-            beacon.proc.kill9();
-        }
-        if !acked {
-            pending.push(batch);
-        }
-    }
-    assert!(!pending.is_empty(), "the kill came too late to interrupt any call");
 
-    // Restart on the same data folder and port; the client retries what was not acknowledged,
-    // and also retries some that were (the same ids must not count twice).
+    // Each tenant sends its batches in order; all tenants at once, so calls are in flight when
+    // the process is killed. A tenant stops at its first unacknowledged batch.
+    let progress = std::sync::atomic::AtomicUsize::new(0);
+    let sent = futures::future::join_all(tenants.iter().map(|(traffic, ingest, _)| {
+        let (client, progress) = (client.clone(), &progress);
+        async move {
+            let mut acked = 0;
+            for batch in traffic.events.chunks(BATCH) {
+                if client.send(ingest, batch.to_vec()).await.is_err() {
+                    break;
+                }
+                acked += 1;
+                progress.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            acked
+        }
+    }));
+    let total_batches: usize = tenants
+        .iter()
+        .map(|(t, _, _)| t.events.chunks(BATCH).count())
+        .sum();
+    let killer = async {
+        while progress.load(std::sync::atomic::Ordering::SeqCst) < total_batches / 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        beacon.proc.kill9();
+    };
+    let (acked, ()) = tokio::join!(sent, killer);
+    let batches = tenants[0].0.events.chunks(BATCH).count();
+    assert!(
+        acked.iter().any(|&n| n < batches),
+        "the kill came after every call: {acked:?}"
+    );
+
+    // Restart on the same data folder and port. Each tenant retries from its first
+    // unacknowledged batch (which may or may not have been stored) and also resends its last
+    // acknowledged one: the same ids must count once.
     let _beacon = Standalone::start(&data, port, &[])?;
     let client = Client::connect(&ready.gateway).await?;
-    for batch in pending.into_iter().chain(batches.iter().take(3).cloned()) {
-        send_acknowledged(&client, &ready.ingest_key, batch, Duration::from_secs(30)).await?;
+    for ((traffic, ingest, _), acked) in tenants.iter().zip(&acked) {
+        for batch in traffic.events.chunks(BATCH).skip(acked.saturating_sub(1)) {
+            send_acknowledged(&client, ingest, batch.to_vec(), Duration::from_secs(30)).await?;
+        }
     }
-    wait_exact(&client, &ready.read_key, &traffic, Duration::from_secs(120)).await?;
+    for (traffic, _, read) in &tenants {
+        wait_exact(&client, read, traffic, Duration::from_secs(120)).await?;
+    }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Handling one event-log message: decode, store raw events, process, park failures.
+//! Handling event-log messages: decode, store raw events, process, park failures.
 
 use beacon_core::log::LogMessage;
 use beacon_core::raw::{Inserted, Origin, RawEvent};
@@ -10,56 +10,84 @@ use super::{MAX_PENDING_BYTES, Worker};
 use crate::AggregatorError;
 use crate::retry::{Limit, retry};
 
+/// One message of a chunk, decoded or not.
+struct Decoded {
+    seq: u64,
+    payload: Bytes,
+    batch: Result<EventBatch, prost::DecodeError>,
+}
+
 impl Worker {
-    /// Folds one message into the state. False when shut down before it was fully handled; the
-    /// state is then unchanged by it.
-    pub(super) async fn handle(&mut self, msg: LogMessage) -> Result<bool, AggregatorError> {
-        let (partition, seq) = (self.partition, msg.seq);
-        if seq <= self.processed_seq {
-            tracing::warn!(
-                partition,
-                seq,
-                processed_seq = self.processed_seq,
-                "skipping a message processed before"
-            );
-            return Ok(true);
+    /// Folds consecutive messages into the state. Their raw events are stored with one insert
+    /// (one durable write instead of one per message). False when shut down before every message
+    /// was handled; the state then covers exactly the messages up to `processed_seq`.
+    pub(super) async fn handle_chunk(
+        &mut self,
+        messages: Vec<LogMessage>,
+    ) -> Result<bool, AggregatorError> {
+        let mut last = self.processed_seq;
+        let mut decoded = Vec::with_capacity(messages.len());
+        for msg in messages {
+            if msg.seq <= last {
+                tracing::warn!(
+                    partition = self.partition,
+                    seq = msg.seq,
+                    processed_seq = last,
+                    "skipping a message processed before"
+                );
+                continue;
+            }
+            last = msg.seq;
+            let batch = EventBatch::decode(msg.payload.clone());
+            decoded.push(Decoded {
+                seq: msg.seq,
+                payload: msg.payload,
+                batch,
+            });
         }
+        let raws: Vec<RawEvent> = decoded
+            .iter()
+            .filter_map(|d| d.batch.as_ref().ok().map(|b| (d.seq, b)))
+            .flat_map(|(seq, batch)| raw_events(seq, &batch.events))
+            .collect();
+        let Some(inserted) = self.insert(&raws).await? else {
+            return Ok(false);
+        };
+        let mut results = inserted.into_iter().zip(raws);
+        for message in decoded {
+            let handled = match &message.batch {
+                Ok(batch) => {
+                    let results: Vec<(Inserted, RawEvent)> =
+                        results.by_ref().take(batch.events.len()).collect();
+                    self.fold(message.seq, batch, results).await?
+                }
+                Err(err) => self.park_message(&message, err).await?,
+            };
+            if !handled {
+                return Ok(false);
+            }
+            if self.processor.pending_size_hint() >= MAX_PENDING_BYTES && !self.flush().await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Processes the events of message `seq` whose raw events are stored.
+    async fn fold(
+        &mut self,
+        seq: u64,
+        batch: &EventBatch,
+        results: Vec<(Inserted, RawEvent)>,
+    ) -> Result<bool, AggregatorError> {
         // Messages covered by a published rollup are replayed silently: their dead letters are
         // parked already and their deltas published.
         let emit = seq > self.published_seq;
-        let batch = match EventBatch::decode(msg.payload.clone()) {
-            Ok(batch) => batch,
-            Err(err) => {
-                let letter = dead_letter(
-                    partition,
-                    seq,
-                    0,
-                    format!("undecodable event batch: {err}"),
-                    msg.payload,
-                );
-                let letters = if emit {
-                    vec![(format!("dead-{partition}-{seq}"), letter)]
-                } else {
-                    Vec::new()
-                };
-                if !self.park(letters).await? {
-                    return Ok(false);
-                }
-                self.stats.dead_letters += 1;
-                self.mark_processed(seq, emit);
-                return Ok(true);
-            }
-        };
-        let raws = raw_events(seq, &batch.events);
-        let Some(inserted) = self.insert(seq, &raws).await? else {
-            return Ok(false);
-        };
+        let partition = self.partition;
         let mut prepared = Vec::with_capacity(batch.events.len());
         let mut letters = Vec::new();
-        for (index, ((event, status), raw)) in
-            batch.events.iter().zip(&inserted).zip(raws).enumerate()
-        {
-            if *status == Inserted::Duplicate {
+        for (index, (event, (status, raw))) in batch.events.iter().zip(results).enumerate() {
+            if status == Inserted::Duplicate {
                 self.stats.duplicates += 1;
                 continue;
             }
@@ -73,7 +101,6 @@ impl Worker {
                 Err(_) => {}
             }
         }
-        self.stats.dead_letters += letters.len() as u64;
         if !self.park(letters).await? {
             return Ok(false);
         }
@@ -85,24 +112,44 @@ impl Worker {
             self.stats.received_ms = self.stats.received_ms.max(received_ms);
         }
         self.mark_processed(seq, emit);
-        if self.processor.pending_size_hint() >= MAX_PENDING_BYTES {
-            return self.flush().await;
-        }
         Ok(true)
     }
 
-    /// Stores the raw events of message `seq`; `None` when shut down first.
-    async fn insert(
-        &self,
-        seq: u64,
-        raws: &[RawEvent],
-    ) -> Result<Option<Vec<Inserted>>, AggregatorError> {
-        if raws.is_empty() {
-            return Ok(Some(Vec::new()));
+    /// Parks an undecodable message whole.
+    async fn park_message(
+        &mut self,
+        message: &Decoded,
+        err: &prost::DecodeError,
+    ) -> Result<bool, AggregatorError> {
+        let (partition, seq) = (self.partition, message.seq);
+        let emit = seq > self.published_seq;
+        if emit {
+            let reason = format!("undecodable event batch: {err}");
+            let letter = dead_letter(partition, seq, 0, reason, message.payload.clone());
+            if !self
+                .park(vec![(format!("dead-{partition}-{seq}"), letter)])
+                .await?
+            {
+                return Ok(false);
+            }
         }
+        self.mark_processed(seq, emit);
+        Ok(true)
+    }
+
+    /// Stores raw events; `None` when shut down first.
+    async fn insert(&self, raws: &[RawEvent]) -> Result<Option<Vec<Inserted>>, AggregatorError> {
+        let (Some(first), Some(last)) = (raws.first(), raws.last()) else {
+            return Ok(Some(Vec::new()));
+        };
         let (store, partition) = (&self.raw, self.partition);
         let limit = Limit::UntilCancelled(&self.shutdown);
-        let what = format!("storing the raw events of seq {seq}");
+        let what = format!(
+            "storing {} raw events of seq {} to {}",
+            raws.len(),
+            first.origin.seq,
+            last.origin.seq
+        );
         let Some(inserted) = retry(partition, &what, limit, || store.insert(raws)).await? else {
             return Ok(None);
         };
@@ -121,7 +168,7 @@ impl Worker {
     }
 
     /// Appends dead letters durably; false when shut down first.
-    async fn park(&self, letters: Vec<(String, DeadLetter)>) -> Result<bool, AggregatorError> {
+    async fn park(&mut self, letters: Vec<(String, DeadLetter)>) -> Result<bool, AggregatorError> {
         let (log, partition) = (&self.backends.dead_letters, self.partition);
         for (msg_id, letter) in letters {
             tracing::warn!(partition, seq = letter.seq, index = letter.index, reason = %letter.reason, "parking a dead letter");
@@ -134,6 +181,7 @@ impl Worker {
             if parked.is_none() {
                 return Ok(false);
             }
+            self.stats.dead_letters += 1;
         }
         Ok(true)
     }

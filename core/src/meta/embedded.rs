@@ -25,10 +25,14 @@ use crate::{Error, Result};
 
 /// Page cache of the metadata file.
 const CACHE_BYTES: usize = 16 << 20;
-const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
-const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
-const SALTS: TableDefinition<&str, &[u8]> = TableDefinition::new("salts");
-const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+
+/// Every table maps a string to bytes.
+type BytesTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
+const TENANTS: BytesTable = TableDefinition::new("tenants");
+const KEYS: BytesTable = TableDefinition::new("keys");
+const SALTS: BytesTable = TableDefinition::new("salts");
+const SNAPSHOTS: BytesTable = TableDefinition::new("snapshots");
 
 /// How many days before the requested one a salt is kept.
 const SALT_KEEP_DAYS: i64 = 2;
@@ -127,23 +131,14 @@ fn begin_durable(db: &Database) -> Result<WriteTransaction, StoreError> {
 }
 
 /// The value stored under `key` in `table`.
-fn get(
-    db: &Database,
-    table: TableDefinition<&str, &[u8]>,
-    key: &str,
-) -> Result<Option<Vec<u8>>, StoreError> {
+fn get(db: &Database, table: BytesTable, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(table)?;
     Ok(table.get(key)?.map(|value| value.value().to_vec()))
 }
 
 /// Stores `value` under `key` in `table`, replacing any previous value.
-fn put(
-    db: &Database,
-    table: TableDefinition<&str, &[u8]>,
-    key: &str,
-    value: &[u8],
-) -> Result<(), StoreError> {
+fn put(db: &Database, table: BytesTable, key: &str, value: &[u8]) -> Result<(), StoreError> {
     let txn = begin_durable(db)?;
     txn.open_table(table)?.insert(key, value)?;
     txn.commit()?;

@@ -25,7 +25,13 @@ fn batch(tenants: Vec<TenantRollup>) -> Bytes {
 fn visit(tenant: &str, visitor: u64) -> TenantRollup {
     rollup(
         tenant,
-        vec![hit("2026-03-01T10:00:00Z", "UTC", Dimension::Unspecified, "", visitor)],
+        vec![hit(
+            "2026-03-01T10:00:00Z",
+            "UTC",
+            Dimension::Unspecified,
+            "",
+            visitor,
+        )],
     )
 }
 
@@ -70,7 +76,10 @@ async fn consume_until(s: &Setup, progress: &Progress, tenant: &str, seq: u64) {
     let task = tokio::spawn(consumer.run());
     let deadline = Instant::now() + Duration::from_secs(20);
     while s.store.watermark(tenant, 0).await.expect("watermark") < Some(seq) {
-        assert!(Instant::now() < deadline, "consumer did not reach seq {seq}");
+        assert!(
+            Instant::now() < deadline,
+            "consumer did not reach seq {seq}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     shutdown.cancel();
@@ -82,11 +91,20 @@ async fn applies_in_order_parks_bad_input_and_replays_exactly_once() {
     let dir = TempDir::new("consumer");
     let s = setup(dir.path());
     let progress = Progress::new(dir.path().join("query"), 0);
-    s.rollups.append(0, "m1", batch(vec![visit("a", 1), visit("b", 2)])).await.expect("append");
-    s.rollups.append(0, "m2", Bytes::from_static(b"\xff\xff not protobuf")).await.expect("append");
+    s.rollups
+        .append(0, "m1", batch(vec![visit("a", 1), visit("b", 2)]))
+        .await
+        .expect("append");
+    s.rollups
+        .append(0, "m2", Bytes::from_static(b"\xff\xff not protobuf"))
+        .await
+        .expect("append");
     let mut bad = visit("c", 3);
     bad.rows[0].local_date = "yesterday".into();
-    s.rollups.append(0, "m3", batch(vec![bad, visit("a", 4)])).await.expect("append");
+    s.rollups
+        .append(0, "m3", batch(vec![bad, visit("a", 4)]))
+        .await
+        .expect("append");
 
     consume_until(&s, &progress, "a", 3).await;
     assert_eq!(progress.load().await.expect("progress"), 3);
@@ -102,13 +120,20 @@ async fn applies_in_order_parks_bad_input_and_replays_exactly_once() {
         reasons.push((letter.seq, letter.index, letter.reason));
     }
     assert_eq!((reasons[0].0, reasons[0].1), (2, 0));
-    assert!(reasons[0].2.contains("undecodable RollupBatch"), "{}", reasons[0].2);
+    assert!(
+        reasons[0].2.contains("undecodable RollupBatch"),
+        "{}",
+        reasons[0].2
+    );
     assert_eq!((reasons[1].0, reasons[1].1), (3, 0));
     assert!(reasons[1].2.contains("\"yesterday\""), "{}", reasons[1].2);
 
     // Losing the progress file replays the partition; the shard watermarks keep counts exact.
     std::fs::remove_file(dir.path().join("query/progress-p0")).expect("remove progress");
-    s.rollups.append(0, "m4", batch(vec![visit("b", 5)])).await.expect("append");
+    s.rollups
+        .append(0, "m4", batch(vec![visit("b", 5)]))
+        .await
+        .expect("append");
     consume_until(&s, &progress, "b", 4).await;
     assert_eq!(pageviews(&s.store, "a").await, 2);
     assert_eq!(pageviews(&s.store, "b").await, 2);

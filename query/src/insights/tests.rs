@@ -53,7 +53,15 @@ async fn visits(store: &DuckShardStore, seq: u64, tenant: &Tenant, at: &[&str]) 
     let hits = at
         .iter()
         .enumerate()
-        .map(|(i, at)| hit(at, &tenant.time_zone, Dimension::Unspecified, "", i as u64 + seq * 1000))
+        .map(|(i, at)| {
+            hit(
+                at,
+                &tenant.time_zone,
+                Dimension::Unspecified,
+                "",
+                i as u64 + seq * 1000,
+            )
+        })
         .collect();
     store
         .apply(0, seq, Arc::new(rollup(&tenant.id, hits)))
@@ -66,7 +74,13 @@ async fn half_hour_zone_days_and_hours() {
     let f = fixture("kolkata");
     let t = tenant("kolkata", "Asia/Kolkata");
     // 23:50 local on March 1st, and 00:15 local on March 2nd.
-    visits(&f.store, 1, &t, &["2026-03-01T18:20:00Z", "2026-03-01T18:45:00Z"]).await;
+    visits(
+        &f.store,
+        1,
+        &t,
+        &["2026-03-01T18:20:00Z", "2026-03-01T18:45:00Z"],
+    )
+    .await;
 
     let req = GetTimeseriesRequest {
         date_range: dates("2026-03-01", "2026-03-02"),
@@ -74,7 +88,10 @@ async fn half_hour_zone_days_and_hours() {
         metrics: vec![Metric::Pageviews as i32],
     };
     let days = f.insights.timeseries(&t, req).await.expect("days").points;
-    let got: Vec<(&str, f64)> = days.iter().map(|p| (p.label.as_str(), pageviews(p))).collect();
+    let got: Vec<(&str, f64)> = days
+        .iter()
+        .map(|p| (p.label.as_str(), pageviews(p)))
+        .collect();
     assert_eq!(got, [("2026-03-01", 1.0), ("2026-03-02", 1.0)]);
 
     let req = GetTimeseriesRequest {
@@ -103,7 +120,17 @@ async fn dst_fall_back_day_has_25_hours() {
     let f = fixture("newyork");
     let t = tenant("ny", "America/New_York");
     // 01:10 EDT and 01:10 EST: the same local hour twice.
-    visits(&f.store, 1, &t, &["2026-11-01T05:10:00Z", "2026-11-01T06:10:00Z", "2026-11-01T06:20:00Z"]).await;
+    visits(
+        &f.store,
+        1,
+        &t,
+        &[
+            "2026-11-01T05:10:00Z",
+            "2026-11-01T06:10:00Z",
+            "2026-11-01T06:20:00Z",
+        ],
+    )
+    .await;
     let req = GetTimeseriesRequest {
         date_range: dates("2026-11-01", "2026-11-01"),
         interval: Interval::Hour as i32,
@@ -111,8 +138,14 @@ async fn dst_fall_back_day_has_25_hours() {
     };
     let hours = f.insights.timeseries(&t, req).await.expect("hours").points;
     assert_eq!(hours.len(), 25);
-    assert_eq!((hours[1].label.as_str(), pageviews(&hours[1])), ("2026-11-01T01:00", 1.0));
-    assert_eq!((hours[2].label.as_str(), pageviews(&hours[2])), ("2026-11-01T01:00", 2.0));
+    assert_eq!(
+        (hours[1].label.as_str(), pageviews(&hours[1])),
+        ("2026-11-01T01:00", 1.0)
+    );
+    assert_eq!(
+        (hours[2].label.as_str(), pageviews(&hours[2])),
+        ("2026-11-01T01:00", 2.0)
+    );
     assert_eq!(hours[24].label, "2026-11-01T23:00");
 }
 
@@ -120,11 +153,18 @@ async fn dst_fall_back_day_has_25_hours() {
 async fn visitors_over_a_range_are_not_summed_per_hour() {
     let f = fixture("unique");
     let t = tenant("unique", "UTC");
-    let hits = ["2026-03-01T10:00:00Z", "2026-03-01T11:00:00Z", "2026-03-02T12:00:00Z"]
-        .iter()
-        .map(|at| hit(at, "UTC", Dimension::Unspecified, "", 42))
-        .collect();
-    f.store.apply(0, 1, Arc::new(rollup("unique", hits))).await.expect("apply");
+    let hits = [
+        "2026-03-01T10:00:00Z",
+        "2026-03-01T11:00:00Z",
+        "2026-03-02T12:00:00Z",
+    ]
+    .iter()
+    .map(|at| hit(at, "UTC", Dimension::Unspecified, "", 42))
+    .collect();
+    f.store
+        .apply(0, 1, Arc::new(rollup("unique", hits)))
+        .await
+        .expect("apply");
     let req = GetAggregateRequest {
         date_range: dates("2026-03-01", "2026-03-02"),
         metrics: vec![Metric::Visitors as i32, Metric::Visits as i32],
@@ -150,14 +190,29 @@ async fn tenant_without_shard_answers_zeros() {
         interval: Interval::Unspecified as i32,
         metrics: vec![],
     };
-    assert_eq!(f.insights.timeseries(&t, req).await.expect("series").points.len(), 31);
+    assert_eq!(
+        f.insights
+            .timeseries(&t, req)
+            .await
+            .expect("series")
+            .points
+            .len(),
+        31
+    );
     let req = GetBreakdownRequest {
         date_range: dates("2026-03-01", "2026-03-31"),
         dimension: Dimension::Page as i32,
         metrics: vec![],
         limit: 0,
     };
-    assert!(f.insights.breakdown(&t, req).await.expect("breakdown").rows.is_empty());
+    assert!(
+        f.insights
+            .breakdown(&t, req)
+            .await
+            .expect("breakdown")
+            .rows
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -176,7 +231,10 @@ async fn breakdown_orders_by_first_metric_then_value_and_limits() {
         hits.push(hit(at, "UTC", Dimension::Page, "/q", 0));
     }
     hits.push(hit(at, "UTC", Dimension::Country, "NZ", 9));
-    f.store.apply(0, 1, Arc::new(rollup("shop", hits))).await.expect("apply");
+    f.store
+        .apply(0, 1, Arc::new(rollup("shop", hits)))
+        .await
+        .expect("apply");
 
     let req = |metrics: Vec<i32>, limit| GetBreakdownRequest {
         date_range: dates("2026-03-01", "2026-03-01"),
@@ -184,7 +242,12 @@ async fn breakdown_orders_by_first_metric_then_value_and_limits() {
         metrics,
         limit,
     };
-    let rows = f.insights.breakdown(&t, req(vec![], 3)).await.expect("breakdown").rows;
+    let rows = f
+        .insights
+        .breakdown(&t, req(vec![], 3))
+        .await
+        .expect("breakdown")
+        .rows;
     let got: Vec<(&str, f64)> = rows
         .iter()
         .map(|r| (r.value.as_str(), value(&r.values, Metric::Visitors)))
@@ -209,14 +272,23 @@ async fn aggregate_reports_bot_events() {
     let t = tenant("bots", "UTC");
     let (mut row, set) = hit("2026-03-01T10:00:00Z", "UTC", Dimension::Unspecified, "", 1);
     row.bot_events = 6;
-    f.store.apply(0, 1, Arc::new(rollup("bots", vec![(row, set)]))).await.expect("apply");
+    f.store
+        .apply(0, 1, Arc::new(rollup("bots", vec![(row, set)])))
+        .await
+        .expect("apply");
     let req = GetAggregateRequest {
         date_range: dates("2026-03-01", "2026-03-01"),
         metrics: vec![Metric::Events as i32],
     };
     let totals = f.insights.aggregate(&t, req).await.expect("aggregate");
     assert_eq!(totals.bot_events, 6);
-    assert_eq!(totals.values, vec![MetricValue { metric: Metric::Events as i32, value: 1.0 }]);
+    assert_eq!(
+        totals.values,
+        vec![MetricValue {
+            metric: Metric::Events as i32,
+            value: 1.0
+        }]
+    );
 }
 
 #[tokio::test]
@@ -225,7 +297,11 @@ async fn validation_names_field_and_limit() {
     let t = tenant("v", "UTC");
     let message = |err: QueryError| err.to_string();
 
-    let err = f.insights.aggregate(&t, GetAggregateRequest::default()).await.expect_err("no range");
+    let err = f
+        .insights
+        .aggregate(&t, GetAggregateRequest::default())
+        .await
+        .expect_err("no range");
     assert!(message(err).contains("date_range is required"));
 
     let req = GetTimeseriesRequest {
@@ -242,11 +318,23 @@ async fn validation_names_field_and_limit() {
         metrics: vec![],
         limit,
     };
-    let err = f.insights.breakdown(&t, breakdown(0, 10)).await.expect_err("dimension");
+    let err = f
+        .insights
+        .breakdown(&t, breakdown(0, 10))
+        .await
+        .expect_err("dimension");
     assert!(message(err).contains("dimension is required"));
-    let err = f.insights.breakdown(&t, breakdown(77, 10)).await.expect_err("dimension");
+    let err = f
+        .insights
+        .breakdown(&t, breakdown(77, 10))
+        .await
+        .expect_err("dimension");
     assert!(message(err).contains("dimension 77"));
-    let err = f.insights.breakdown(&t, breakdown(1, 1_001)).await.expect_err("limit");
+    let err = f
+        .insights
+        .breakdown(&t, breakdown(1, 1_001))
+        .await
+        .expect_err("limit");
     assert!(message(err).contains("limit 1001 is above the maximum of 1,000"));
 
     let req = GetAggregateRequest {

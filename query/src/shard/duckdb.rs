@@ -51,18 +51,26 @@ impl DuckShardStore {
 
 #[async_trait]
 impl ShardStore for DuckShardStore {
-    async fn apply(&self, partition: u32, seq: u64, rollup: Arc<TenantRollup>) -> Result<ApplyOutcome, QueryError> {
-        self.blocking(move |shards| apply(shards, partition, seq, &rollup)).await
+    async fn apply(
+        &self,
+        partition: u32,
+        seq: u64,
+        rollup: Arc<TenantRollup>,
+    ) -> Result<ApplyOutcome, QueryError> {
+        self.blocking(move |shards| apply(shards, partition, seq, &rollup))
+            .await
     }
 
     async fn watermark(&self, tenant_id: &str, partition: u32) -> Result<Option<u64>, QueryError> {
         let tenant_id = checked_tenant(tenant_id)?;
-        self.blocking(move |shards| watermark(shards, &tenant_id, partition)).await
+        self.blocking(move |shards| watermark(shards, &tenant_id, partition))
+            .await
     }
 
     async fn query(&self, tenant_id: &str, query: ShardQuery) -> Result<Vec<Sums>, QueryError> {
         let tenant_id = checked_tenant(tenant_id)?;
-        self.blocking(move |shards| read(shards, &tenant_id, &query)).await
+        self.blocking(move |shards| read(shards, &tenant_id, &query))
+            .await
     }
 }
 
@@ -72,16 +80,35 @@ fn checked_tenant(tenant_id: &str) -> Result<String, QueryError> {
     Ok(tenant_id.to_owned())
 }
 
-fn apply(shards: &OpenShards, partition: u32, seq: u64, rollup: &TenantRollup) -> Result<ApplyOutcome, QueryError> {
+fn apply(
+    shards: &OpenShards,
+    partition: u32,
+    seq: u64,
+    rollup: &TenantRollup,
+) -> Result<ApplyOutcome, QueryError> {
     let keys = rows::validate(rollup)?;
     let tenant = rollup.tenant_id.as_str();
     let shard = shards
         .get(tenant, true)
-        .map_err(|err| QueryError::shard(tenant, format!("opening {}", shards.path(tenant).display()), err))?
-        .ok_or_else(|| QueryError::InvalidRollup(format!("tenant {tenant:?}: shard could not be created")))?;
+        .map_err(|err| {
+            QueryError::shard(
+                tenant,
+                format!("opening {}", shards.path(tenant).display()),
+                err,
+            )
+        })?
+        .ok_or_else(|| {
+            QueryError::InvalidRollup(format!("tenant {tenant:?}: shard could not be created"))
+        })?;
     shard
         .with_writer(|conn| apply_tx(conn, partition, seq, rollup, &keys))
-        .map_err(|err| QueryError::shard(tenant, format!("applying rollup-log partition {partition} seq {seq}"), err))
+        .map_err(|err| {
+            QueryError::shard(
+                tenant,
+                format!("applying rollup-log partition {partition} seq {seq}"),
+                err,
+            )
+        })
 }
 
 /// The exactly-once step: the watermark check, the additive upsert, the visitors and the new
@@ -137,14 +164,24 @@ fn stage_rows(tx: &Transaction<'_>, rollup: &TenantRollup, keys: &Keys) -> ::duc
     Ok(())
 }
 
-fn append_visitors(tx: &Transaction<'_>, rollup: &TenantRollup, keys: &Keys) -> ::duckdb::Result<()> {
+fn append_visitors(
+    tx: &Transaction<'_>,
+    rollup: &TenantRollup,
+    keys: &Keys,
+) -> ::duckdb::Result<()> {
     if rollup.visitors.iter().all(|set| set.visitors.is_empty()) {
         return Ok(());
     }
     let mut appender = tx.appender("visitors")?;
     for (set, &(day, dimension)) in rollup.visitors.iter().zip(&keys.visitors) {
         for visitor in &set.visitors {
-            appender.append_row(params![set.hour_ms, Value::Date32(day), dimension, set.value, visitor])?;
+            appender.append_row(params![
+                set.hour_ms,
+                Value::Date32(day),
+                dimension,
+                set.value,
+                visitor
+            ])?;
         }
     }
     appender.flush()
@@ -162,7 +199,13 @@ fn watermark(shards: &OpenShards, tenant: &str, partition: u32) -> Result<Option
             conn.query_row(schema::SELECT_WATERMARK, [partition], |row| row.get(0))
                 .optional()
         })
-        .map_err(|err| QueryError::shard(tenant, format!("reading the watermark of partition {partition}"), err))
+        .map_err(|err| {
+            QueryError::shard(
+                tenant,
+                format!("reading the watermark of partition {partition}"),
+                err,
+            )
+        })
 }
 
 fn read(shards: &OpenShards, tenant: &str, query: &ShardQuery) -> Result<Vec<Sums>, QueryError> {
@@ -172,8 +215,12 @@ fn read(shards: &OpenShards, tenant: &str, query: &ShardQuery) -> Result<Vec<Sum
     else {
         return Ok(Vec::new());
     };
-    let dimension = i16::try_from(query.dimension)
-        .map_err(|_| QueryError::invalid(format!("dimension {} is not a known Dimension", query.dimension)))?;
+    let dimension = i16::try_from(query.dimension).map_err(|_| {
+        QueryError::invalid(format!(
+            "dimension {} is not a known Dimension",
+            query.dimension
+        ))
+    })?;
     let sql = schema::select_sums(query.group, query.top);
     shard
         .with_reader(|conn| {

@@ -76,7 +76,12 @@ pub trait ShardStore: Send + Sync + 'static {
     /// exactly once: in one transaction with the partition's watermark, and not at all when
     /// the watermark is at or past `seq`. Data that can never be applied is
     /// [`QueryError::InvalidRollup`].
-    async fn apply(&self, partition: u32, seq: u64, rollup: Arc<TenantRollup>) -> Result<ApplyOutcome, QueryError>;
+    async fn apply(
+        &self,
+        partition: u32,
+        seq: u64,
+        rollup: Arc<TenantRollup>,
+    ) -> Result<ApplyOutcome, QueryError>;
 
     /// The last rollup-log sequence of `partition` applied to the tenant's shard.
     async fn watermark(&self, tenant_id: &str, partition: u32) -> Result<Option<u64>, QueryError>;

@@ -33,7 +33,9 @@ pub(crate) struct Shard {
 
 impl Shard {
     fn open(path: &Path) -> duckdb::Result<Self> {
-        let config = Config::default().threads(SHARD_THREADS)?.max_memory(SHARD_MEMORY)?;
+        let config = Config::default()
+            .threads(SHARD_THREADS)?
+            .max_memory(SHARD_MEMORY)?;
         let write = Connection::open_with_flags(path, config)?;
         write.execute_batch(schema::CREATE)?;
         write.execute_batch(schema::CREATE_STAGING)?;
@@ -46,12 +48,18 @@ impl Shard {
     }
 
     /// Runs `f` with the shard's only write connection.
-    pub(crate) fn with_writer<T>(&self, f: impl FnOnce(&mut Connection) -> duckdb::Result<T>) -> duckdb::Result<T> {
+    pub(crate) fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> duckdb::Result<T>,
+    ) -> duckdb::Result<T> {
         f(&mut lock(&self.write))
     }
 
     /// Runs `f` with a read connection of its own, concurrently with writes and other reads.
-    pub(crate) fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> duckdb::Result<T>) -> duckdb::Result<T> {
+    pub(crate) fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> duckdb::Result<T>,
+    ) -> duckdb::Result<T> {
         let idle = lock(&self.readers).pop();
         let conn = match idle {
             Some(conn) => conn,

@@ -24,7 +24,9 @@ pub(crate) fn validate(rollup: &TenantRollup) -> Result<Keys, QueryError> {
         .map_err(|err| QueryError::InvalidRollup(format!("tenant_id: {err}")))?;
     let key = |field: &str, index: usize, date: &str, dimension: i32| {
         let day = epoch_day(date).map_err(|why| {
-            QueryError::InvalidRollup(format!("tenant {tenant:?} {field}[{index}].local_date {date:?}: {why}"))
+            QueryError::InvalidRollup(format!(
+                "tenant {tenant:?} {field}[{index}].local_date {date:?}: {why}"
+            ))
         })?;
         let dimension = dimension_code(dimension).ok_or_else(|| {
             QueryError::InvalidRollup(format!(
@@ -49,13 +51,17 @@ pub(crate) fn validate(rollup: &TenantRollup) -> Result<Keys, QueryError> {
 }
 
 fn epoch_day(text: &str) -> Result<i32, String> {
-    let date: Date = text.parse().map_err(|err| format!("is not a YYYY-MM-DD date: {err}"))?;
+    let date: Date = text
+        .parse()
+        .map_err(|err| format!("is not a YYYY-MM-DD date: {err}"))?;
     let days = date.duration_since(EPOCH).as_secs() / 86_400;
     i32::try_from(days).map_err(|_| "is out of range".to_owned())
 }
 
 fn dimension_code(raw: i32) -> Option<i16> {
-    Dimension::try_from(raw).ok().and_then(|d| i16::try_from(d as i32).ok())
+    Dimension::try_from(raw)
+        .ok()
+        .and_then(|d| i16::try_from(d as i32).ok())
 }
 
 #[cfg(test)]
@@ -82,7 +88,8 @@ mod tests {
 
     #[test]
     fn derives_epoch_days_and_dimensions() {
-        let keys = validate(&rollup("acme", "2026-03-01", Dimension::Country as i32)).expect("valid");
+        let keys =
+            validate(&rollup("acme", "2026-03-01", Dimension::Country as i32)).expect("valid");
         assert_eq!(keys.rows, vec![(20_513, 4)]);
         assert_eq!(keys.visitors, vec![(1, 1)]);
     }
@@ -92,7 +99,11 @@ mod tests {
         let err = validate(&rollup("../etc", "2026-03-01", 0)).expect_err("tenant");
         assert!(err.to_string().contains("tenant_id"), "{err}");
         let err = validate(&rollup("acme", "2026-02-30", 0)).expect_err("date");
-        assert!(err.to_string().contains("rows[0].local_date \"2026-02-30\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("rows[0].local_date \"2026-02-30\""),
+            "{err}"
+        );
         let err = validate(&rollup("acme", "2026-02-03", 99)).expect_err("dimension");
         assert!(err.to_string().contains("rows[0].dimension 99"), "{err}");
     }

@@ -40,16 +40,28 @@ async fn same_rollup_twice_counts_once() {
     let dir = TempDir::new("twice");
     let store = store(&dir, 8);
     let batch = one_visit("acme", "2026-03-01T10:15:00Z", 7);
-    assert_eq!(store.apply(0, 5, batch.clone()).await.expect("apply"), ApplyOutcome::Applied);
+    assert_eq!(
+        store.apply(0, 5, batch.clone()).await.expect("apply"),
+        ApplyOutcome::Applied
+    );
     let again = store.apply(0, 5, batch.clone()).await.expect("apply again");
     assert_eq!(again, ApplyOutcome::AlreadyApplied { watermark: 5 });
     let older = store.apply(0, 4, batch).await.expect("apply older");
     assert_eq!(older, ApplyOutcome::AlreadyApplied { watermark: 5 });
 
-    let sums = store.query("acme", totals("2026-03-01", "2026-03-01")).await.expect("query");
+    let sums = store
+        .query("acme", totals("2026-03-01", "2026-03-01"))
+        .await
+        .expect("query");
     assert_eq!(sums.len(), 1);
-    assert_eq!((sums[0].pageviews, sums[0].visits, sums[0].visitors), (1, 1, 1));
-    assert_eq!(store.watermark("acme", 0).await.expect("watermark"), Some(5));
+    assert_eq!(
+        (sums[0].pageviews, sums[0].visits, sums[0].visitors),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        store.watermark("acme", 0).await.expect("watermark"),
+        Some(5)
+    );
     assert_eq!(store.watermark("acme", 1).await.expect("watermark"), None);
 }
 
@@ -57,12 +69,27 @@ async fn same_rollup_twice_counts_once() {
 async fn visitors_are_distinct_and_rows_add_up() {
     let dir = TempDir::new("distinct");
     let store = store(&dir, 8);
-    store.apply(0, 1, one_visit("acme", "2026-03-01T10:15:00Z", 7)).await.expect("apply");
-    store.apply(0, 2, one_visit("acme", "2026-03-01T10:45:00Z", 7)).await.expect("apply");
-    store.apply(0, 3, one_visit("acme", "2026-03-02T11:00:00Z", 8)).await.expect("apply");
-    let sums = store.query("acme", totals("2026-03-01", "2026-03-02")).await.expect("query");
+    store
+        .apply(0, 1, one_visit("acme", "2026-03-01T10:15:00Z", 7))
+        .await
+        .expect("apply");
+    store
+        .apply(0, 2, one_visit("acme", "2026-03-01T10:45:00Z", 7))
+        .await
+        .expect("apply");
+    store
+        .apply(0, 3, one_visit("acme", "2026-03-02T11:00:00Z", 8))
+        .await
+        .expect("apply");
+    let sums = store
+        .query("acme", totals("2026-03-01", "2026-03-02"))
+        .await
+        .expect("query");
     assert_eq!((sums[0].pageviews, sums[0].visitors), (3, 2));
-    let first = store.query("acme", totals("2026-03-01", "2026-03-01")).await.expect("query");
+    let first = store
+        .query("acme", totals("2026-03-01", "2026-03-01"))
+        .await
+        .expect("query");
     assert_eq!((first[0].pageviews, first[0].visitors), (2, 1));
 }
 
@@ -74,16 +101,31 @@ async fn repeated_keys_in_one_rollup_are_summed() {
         hit("2026-03-01T10:15:00Z", "UTC", Dimension::Unspecified, "", 1),
         hit("2026-03-01T10:20:00Z", "UTC", Dimension::Unspecified, "", 2),
     ];
-    store.apply(3, 9, Arc::new(rollup("acme", hits))).await.expect("apply");
-    let sums = store.query("acme", totals("2026-03-01", "2026-03-01")).await.expect("query");
-    assert_eq!((sums[0].pageviews, sums[0].visits, sums[0].visitors), (2, 2, 2));
+    store
+        .apply(3, 9, Arc::new(rollup("acme", hits)))
+        .await
+        .expect("apply");
+    let sums = store
+        .query("acme", totals("2026-03-01", "2026-03-01"))
+        .await
+        .expect("query");
+    assert_eq!(
+        (sums[0].pageviews, sums[0].visits, sums[0].visitors),
+        (2, 2, 2)
+    );
 }
 
 #[tokio::test]
 async fn fresh_folder_answers_nothing_and_creates_no_file() {
     let dir = TempDir::new("fresh");
     let store = store(&dir, 8);
-    assert!(store.query("nobody", totals("2026-03-01", "2026-03-31")).await.expect("query").is_empty());
+    assert!(
+        store
+            .query("nobody", totals("2026-03-01", "2026-03-31"))
+            .await
+            .expect("query")
+            .is_empty()
+    );
     assert!(!dir.path().join("shards/nobody.duckdb").exists());
     assert_eq!(store.watermark("nobody", 0).await.expect("watermark"), None);
 }
@@ -93,12 +135,21 @@ async fn watermark_survives_reopening() {
     let dir = TempDir::new("reopen");
     {
         let store = store(&dir, 8);
-        store.apply(2, 11, one_visit("acme", "2026-03-01T10:15:00Z", 7)).await.expect("apply");
+        store
+            .apply(2, 11, one_visit("acme", "2026-03-01T10:15:00Z", 7))
+            .await
+            .expect("apply");
         store.close_idle().await.expect("close");
     }
     let store = store(&dir, 8);
-    assert_eq!(store.watermark("acme", 2).await.expect("watermark"), Some(11));
-    let again = store.apply(2, 11, one_visit("acme", "2026-03-01T10:15:00Z", 7)).await.expect("apply");
+    assert_eq!(
+        store.watermark("acme", 2).await.expect("watermark"),
+        Some(11)
+    );
+    let again = store
+        .apply(2, 11, one_visit("acme", "2026-03-01T10:15:00Z", 7))
+        .await
+        .expect("apply");
     assert_eq!(again, ApplyOutcome::AlreadyApplied { watermark: 11 });
 }
 
@@ -107,11 +158,21 @@ async fn lru_closes_idle_shards_and_reopens_them() {
     let dir = TempDir::new("lru");
     let store = store(&dir, 1);
     for (seq, tenant) in ["a", "b", "c"].into_iter().enumerate() {
-        store.apply(0, seq as u64 + 1, one_visit(tenant, "2026-03-01T10:15:00Z", 1)).await.expect("apply");
+        store
+            .apply(
+                0,
+                seq as u64 + 1,
+                one_visit(tenant, "2026-03-01T10:15:00Z", 1),
+            )
+            .await
+            .expect("apply");
     }
     assert_eq!(store.shards.held(), 1);
     for tenant in ["a", "b", "c"] {
-        let sums = store.query(tenant, totals("2026-03-01", "2026-03-01")).await.expect("query");
+        let sums = store
+            .query(tenant, totals("2026-03-01", "2026-03-01"))
+            .await
+            .expect("query");
         assert_eq!(sums[0].pageviews, 1, "{tenant}");
     }
 }
@@ -120,7 +181,10 @@ async fn lru_closes_idle_shards_and_reopens_them() {
 async fn invalid_rollup_is_rejected_without_a_write() {
     let dir = TempDir::new("invalid");
     let store = store(&dir, 8);
-    let mut bad = rollup("acme", vec![hit("2026-03-01T10:15:00Z", "UTC", Dimension::Page, "/", 1)]);
+    let mut bad = rollup(
+        "acme",
+        vec![hit("2026-03-01T10:15:00Z", "UTC", Dimension::Page, "/", 1)],
+    );
     bad.rows[0].local_date = "March 1st".into();
     let err = store.apply(0, 1, Arc::new(bad)).await.expect_err("invalid");
     assert!(matches!(err, QueryError::InvalidRollup(_)), "{err}");
@@ -138,7 +202,10 @@ async fn top_values_ordered_by_metric_then_value() {
             hits.push(hit(at, "UTC", Dimension::Page, page, v));
         }
     }
-    store.apply(0, 1, Arc::new(rollup("acme", hits))).await.expect("apply");
+    store
+        .apply(0, 1, Arc::new(rollup("acme", hits)))
+        .await
+        .expect("apply");
     let query = ShardQuery {
         dimension: Dimension::Page as i32,
         group: GroupBy::Value,
@@ -167,6 +234,9 @@ async fn top_values_ordered_by_metric_then_value() {
 async fn bad_tenant_id_never_becomes_a_path() {
     let dir = TempDir::new("path");
     let store = store(&dir, 8);
-    let err = store.query("../x", totals("2026-03-01", "2026-03-01")).await.expect_err("bad id");
+    let err = store
+        .query("../x", totals("2026-03-01", "2026-03-01"))
+        .await
+        .expect_err("bad id");
     assert!(err.to_string().contains("../x"), "{err}");
 }
