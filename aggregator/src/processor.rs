@@ -3,7 +3,6 @@
 //! The same event sequence always gives the same deltas and state, so a crash and replay, or a
 //! reprocessing job reading the raw store, reproduces the same numbers.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::iter;
 
@@ -111,7 +110,14 @@ impl Processor {
         let start = || new_session(event, &agent, &page, hour);
         let (visit, session) = self.sessions.track(hit, watermark_ms, start);
         if emit {
-            emit_deltas(&mut self.pending, hit, hour, &page.path, visit, &session);
+            emit_deltas(
+                &mut self.pending,
+                hit,
+                hour,
+                &page.path,
+                visit,
+                session.as_ref(),
+            );
         }
         self.maybe_cleanup();
     }
@@ -221,7 +227,7 @@ fn emit_deltas(
     hour: (i64, &str),
     path: &str,
     visit: Visit,
-    session: &Cow<'_, SessionState>,
+    session: &SessionState,
 ) {
     let tenant = hit.tenant_id;
     let targets = || {

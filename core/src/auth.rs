@@ -45,11 +45,14 @@ pub fn validate_tenant_id(id: &str) -> Result<()> {
     }
 }
 
+/// A key hash's lookup result and when it was made.
+type CachedKey = (Instant, Tenant, KeyKind);
+
 /// Authenticates keys and manages tenants over a [`TenantStore`].
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn TenantStore>,
-    cache: Arc<Mutex<HashMap<String, (Instant, Tenant, KeyKind)>>>,
+    cache: Arc<Mutex<HashMap<String, CachedKey>>>,
 }
 
 impl Registry {

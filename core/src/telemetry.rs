@@ -13,10 +13,8 @@ pub struct TelemetryGuard {
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        if let Some(provider) = self.provider.take() {
-            if let Err(err) = provider.shutdown() {
-                eprintln!("flushing traces failed: {err}");
-            }
+        if let Some(Err(err)) = self.provider.take().map(|provider| provider.shutdown()) {
+            eprintln!("flushing traces failed: {err}");
         }
     }
 }

@@ -8,11 +8,14 @@ use std::sync::{Arc, Mutex};
 use crate::Result;
 use crate::meta::SaltStore;
 
+/// A UTC day ("YYYY-MM-DD") and its salt.
+type DaySalt = (String, [u8; 32]);
+
 /// Hashes visitors with the current day's salt, shared by every ingest replica.
 #[derive(Clone)]
 pub struct VisitorHasher {
     store: Arc<dyn SaltStore>,
-    current: Arc<Mutex<Option<(String, [u8; 32])>>>,
+    current: Arc<Mutex<Option<DaySalt>>>,
 }
 
 impl VisitorHasher {
@@ -42,12 +45,11 @@ impl VisitorHasher {
             .to_zoned_datetime(jiff::tz::TimeZone::UTC)
             .date()
             .to_string();
-        if let Ok(current) = self.current.lock() {
-            if let Some((cached_day, salt)) = current.as_ref() {
-                if *cached_day == day {
-                    return Ok(*salt);
-                }
-            }
+        let cached = self.current.lock().ok().and_then(|current| current.clone());
+        if let Some((cached_day, salt)) = cached
+            && cached_day == day
+        {
+            return Ok(salt);
         }
         let salt = self.store.salt(&day, rand::random()).await?;
         if let Ok(mut current) = self.current.lock() {

@@ -106,10 +106,8 @@ async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection>
 
 fn beacon_key(headers: &HeaderMap, query: Option<&str>) -> Result<String, Rejection> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(auth) = header("authorization") {
-        if let Some(key) = auth.strip_prefix("Bearer ") {
-            return Ok(key.trim().to_owned());
-        }
+    if let Some(key) = header("authorization").and_then(|auth| auth.strip_prefix("Bearer ")) {
+        return Ok(key.trim().to_owned());
     }
     if let Some(key) = header("x-beacon-key") {
         return Ok(key.trim().to_owned());

@@ -44,10 +44,8 @@ pub fn forward<T>(request: Request<T>, client_ip: Option<IpAddr>) -> Request<T> 
             out.metadata_mut().insert(name, value.clone());
         }
     }
-    if let Some(ip) = client_ip {
-        if let Ok(value) = MetadataValue::try_from(ip.to_string()) {
-            out.metadata_mut().insert("x-forwarded-for", value);
-        }
+    if let Some(value) = client_ip.and_then(|ip| MetadataValue::try_from(ip.to_string()).ok()) {
+        out.metadata_mut().insert("x-forwarded-for", value);
     }
     out
 }

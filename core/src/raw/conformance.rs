@@ -51,7 +51,7 @@ async fn new_replay_duplicate(store: Arc<dyn RawStore>) {
 
     let elsewhere = event("t2", "a", 1_000, 2, 1);
     assert_eq!(
-        insert(store, &[elsewhere.clone()]).await,
+        insert(store, std::slice::from_ref(&elsewhere)).await,
         [New],
         "event ids are per tenant"
     );
@@ -153,7 +153,7 @@ async fn scan_order_and_paging(store: Arc<dyn RawStore>) {
     );
 
     let negative = event("t1", "before-epoch", -5, 12, 0);
-    assert_eq!(insert(store, &[negative.clone()]).await, [New]);
+    assert_eq!(insert(store, std::slice::from_ref(&negative)).await, [New]);
     assert_eq!(scan_all(store, "t1", -10, 0).await, vec![negative]);
 }
 
@@ -193,9 +193,9 @@ async fn embedded_raw_store_survives_reopen() {
     let dir = temp_dir();
     let store = open_embedded(&dir);
     let a = event("t1", "a", 1_000, 1, 0);
-    assert_eq!(insert(&*store, &[a.clone()]).await, [New]);
+    assert_eq!(insert(&*store, std::slice::from_ref(&a)).await, [New]);
     drop(store);
     let store = open_embedded(&dir);
-    assert_eq!(insert(&*store, &[a.clone()]).await, [Replay]);
+    assert_eq!(insert(&*store, std::slice::from_ref(&a)).await, [Replay]);
     assert_eq!(scan_all(&*store, "t1", 0, 2_000).await, vec![a]);
 }
