@@ -10,7 +10,8 @@ use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::ingest::v1::{Event, SendEventsRequest, SendEventsResponse};
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::{
-    DateRange, GetAggregateRequest, GetTimeseriesRequest, Interval, Metric,
+    DateRange, Dimension, GetAggregateRequest, GetBreakdownRequest, GetTimeseriesRequest, Interval,
+    Metric,
 };
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -172,6 +173,34 @@ impl Client {
             .await?
             .into_inner();
         Ok(counts(&reply.values))
+    }
+
+    /// Top values of `dimension` over a local date range, with a read key.
+    pub async fn breakdown(
+        &self,
+        key: &str,
+        dimension: Dimension,
+        start: &str,
+        end: &str,
+    ) -> Result<Vec<(String, Counts)>, Status> {
+        let request = GetBreakdownRequest {
+            date_range: Some(DateRange {
+                start_date: start.into(),
+                end_date: end.into(),
+            }),
+            dimension: dimension as i32,
+            metrics: METRICS.iter().map(|m| *m as i32).collect(),
+            limit: 100,
+        };
+        let reply = InsightsServiceClient::new(self.channel.clone())
+            .get_breakdown(with_key(key, request))
+            .await?
+            .into_inner();
+        Ok(reply
+            .rows
+            .into_iter()
+            .map(|r| (r.value, counts(&r.values)))
+            .collect())
     }
 
     /// Posts an HTTP beacon; returns the status code and body.

@@ -12,24 +12,81 @@ use crate::traffic::Traffic;
 /// Batch size used by [`send_all`].
 pub const BATCH: usize = 100;
 
-/// Sends `traffic` in order in batches, resending every `retry_every`-th batch (the same event
-/// ids, as a client retry would), retrying failed calls until `deadline`. Returns how many
-/// calls were made.
+/// Sends `traffic` in order in gRPC batches (every `beacon_every`-th batch as HTTP beacons
+/// instead, when not 0), resending every `retry_every`-th batch (the same event ids, as a
+/// client retry would), retrying failed calls until `deadline`. Returns how many gRPC calls
+/// were made.
 pub async fn send_all(
     client: &Client,
     key: &str,
     traffic: &Traffic,
     retry_every: usize,
+    beacon_every: usize,
     deadline: Duration,
 ) -> anyhow::Result<usize> {
     let mut calls = 0;
     for (n, batch) in traffic.events.chunks(BATCH).enumerate() {
+        if beacon_every > 0 && n % beacon_every == beacon_every - 1 {
+            send_beacons(client, key, batch, deadline).await?;
+            continue;
+        }
         calls += send_acknowledged(client, key, batch.to_vec(), deadline).await?;
         if retry_every > 0 && n % retry_every == 0 {
             calls += send_acknowledged(client, key, batch.to_vec(), deadline).await?;
         }
     }
     Ok(calls)
+}
+
+/// Sends each event of `batch` as a Plausible-style HTTP beacon (`POST /api/event`) with the
+/// visitor's `User-Agent` and `X-Forwarded-For` headers, retrying until `202` or `deadline`.
+pub async fn send_beacons(
+    client: &Client,
+    key: &str,
+    batch: &[Event],
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    for event in batch {
+        let ts = event
+            .timestamp
+            .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+        let props: serde_json::Map<String, serde_json::Value> = event
+            .props
+            .iter()
+            .filter_map(|(k, v)| match &v.kind {
+                Some(beacon_proto::ingest::v1::prop_value::Kind::StringValue(s)) => {
+                    Some((k.clone(), s.clone().into()))
+                }
+                Some(beacon_proto::ingest::v1::prop_value::Kind::NumberValue(n)) => {
+                    Some((k.clone(), (*n).into()))
+                }
+                None => None,
+            })
+            .collect();
+        let body = serde_json::json!({
+            "name": event.name, "url": event.url, "referrer": event.referrer,
+            "domain": "ignored.example", "id": event.id, "timestamp": ts, "props": props,
+        });
+        let until = Instant::now() + deadline;
+        loop {
+            let headers = [
+                ("user-agent", event.user_agent.as_str()),
+                ("x-forwarded-for", event.client_ip.as_str()),
+            ];
+            match client
+                .beacon(Some(key), body.to_string().into_bytes(), &headers)
+                .await
+            {
+                Ok((202, _)) => break,
+                Ok((status, text)) if status < 500 => {
+                    bail!("beacon {} refused: {status} {text}", event.id)
+                }
+                _ if Instant::now() > until => bail!("beacon {} not acknowledged", event.id),
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sends one batch until every event is acknowledged, retrying transport errors (a process may

@@ -30,7 +30,7 @@ async fn ten_thousand_events_give_exact_daily_numbers() -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let sends = work.iter().map(|(traffic, ingest, _)| {
-        send_all(&client, ingest, traffic, 10, Duration::from_secs(30))
+        send_all(&client, ingest, traffic, 10, 5, Duration::from_secs(30))
     });
     let calls: usize = futures::future::try_join_all(sends)
         .await?
