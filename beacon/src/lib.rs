@@ -37,6 +37,8 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Checks that a role is serving (for container health checks).
     Health(health::HealthArgs),
+    /// Runs the benchmarks and prints every figure beside a same-run baseline.
+    Bench(beacon_bench::BenchArgs),
 }
 
 /// Parses the command line, runs the command, and reports failure on stderr.
@@ -66,6 +68,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Admin(args) => admin::run(args).await,
         Command::Health(args) => health::run(args).await,
         Command::Stats(args) => stats::run(args).await,
+        Command::Bench(args) => beacon_bench::run(args).await,
         command => {
             let _telemetry = beacon_core::telemetry::init("beacon");
             match command {
@@ -74,7 +77,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Command::Aggregator(cmd) => cmd.run().await,
                 Command::Query(cmd) => cmd.run().await,
                 Command::Gateway(cmd) => cmd.run().await,
-                Command::Admin(_) | Command::Health(_) | Command::Stats(_) => Ok(()),
+                Command::Admin(_) | Command::Health(_) | Command::Stats(_) | Command::Bench(_) => {
+                    Ok(())
+                }
             }
         }
     }

@@ -1,1 +1,118 @@
-//! beacon-bench
+//! Beacon's load generator and benchmarks.
+//!
+//! `beacon bench` starts what it needs (nats-server, `beacon standalone`, one process per role),
+//! runs each scenario and prints one table: every figure beside a baseline measured in the same
+//! run, and their ratio. These machines are noisy: only same-run ratios mean something.
+
+pub mod procs;
+pub mod send;
+pub mod tenants;
+pub mod traffic;
+
+mod baseline;
+mod freshness;
+mod ingest;
+mod query;
+mod report;
+
+use std::time::Duration;
+
+pub use report::Table;
+
+/// `beacon bench` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// A small run (well under 3 minutes) that exercises every scenario; used by CI.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seed of the traffic model.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Events sent in each ingest run (default: 40,000 quick, 1,000,000 full).
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Tenants in the traffic model (default: 50 quick, 1,000 full).
+    #[arg(long)]
+    pub tenants: Option<usize>,
+    /// Steady rate of the freshness run, events/s (default: 5,000 quick, 20,000 full).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Calls in flight during the ingest runs.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+}
+
+/// The sizes of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Traffic seed.
+    pub seed: u64,
+    /// Events per ingest run.
+    pub events: u64,
+    /// Tenants.
+    pub tenants: usize,
+    /// Freshness load, events/s.
+    pub rate: u64,
+    /// How long the loaded freshness run lasts.
+    pub freshness_for: Duration,
+    /// Freshness probes per phase.
+    pub probes: usize,
+    /// Calls in flight.
+    pub concurrency: usize,
+    /// Events of the largest tenant's month of history.
+    pub largest_tenant_events: usize,
+    /// Events of the median tenant's month of history.
+    pub median_tenant_events: usize,
+    /// Dashboards requested per latency measurement.
+    pub query_requests: usize,
+}
+
+impl Plan {
+    /// The plan `args` ask for.
+    pub fn from_args(args: &BenchArgs) -> Self {
+        let quick = args.quick;
+        Self {
+            seed: args.seed,
+            events: args
+                .events
+                .unwrap_or(if quick { 40_000 } else { 1_000_000 }),
+            tenants: args.tenants.unwrap_or(if quick { 50 } else { 1_000 }),
+            rate: args.rate.unwrap_or(if quick { 5_000 } else { 20_000 }),
+            freshness_for: Duration::from_secs(if quick { 8 } else { 60 }),
+            probes: if quick { 10 } else { 100 },
+            concurrency: args.concurrency,
+            largest_tenant_events: if quick { 100_000 } else { 10_000_000 },
+            median_tenant_events: if quick { 2_000 } else { 30_000 },
+            query_requests: if quick { 48 } else { 480 },
+        }
+    }
+}
+
+/// Runs every scenario and prints the table.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let plan = Plan::from_args(&args);
+    let mut table = Table::new(&plan);
+    let measured = baseline::jetstream_publish(&plan).await?;
+    let baseline = measured.events_per_s;
+    table.throughput(
+        "JetStream async publish, one message per event (bare async-nats)",
+        baseline,
+        baseline,
+    );
+    let standalone = ingest::standalone(&plan, &mut table, measured.nats_peak_rss).await?;
+    table.throughput(
+        "ingest end to end, standalone (first byte to rollups applied)",
+        standalone,
+        baseline,
+    );
+    let cluster = ingest::cluster(&plan, &mut table).await?;
+    table.throughput(
+        "ingest end to end, cluster (first byte to rollups applied)",
+        cluster,
+        baseline,
+    );
+    freshness::run(&plan, &mut table).await?;
+    query::run(&plan, &mut table).await?;
+    table.print();
+    Ok(())
+}

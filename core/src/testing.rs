@@ -94,6 +94,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The server's process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server with SIGKILL (no clean shutdown) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -3,9 +3,9 @@
 //! and reads the numbers back through the public gateway.
 
 pub mod client;
-pub mod process;
 pub mod run;
 pub mod traffic;
 
+pub use beacon_bench::procs as process;
+pub use beacon_bench::procs::{Cluster, Role, Standalone};
 pub use client::Client;
-pub use process::{Cluster, Role, Standalone};

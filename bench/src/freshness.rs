@@ -1,0 +1,136 @@
+//! Freshness: time from an acknowledged event to its appearance in a query, idle and under a
+//! steady load.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
+use beacon_proto::ingest::v1::{Event, SendEventsRequest};
+use hdrhistogram::Histogram;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use crate::ingest::{bench_env, counted, setup};
+use crate::procs::Standalone;
+use crate::send::{SendConfig, send};
+use crate::tenants::{TenantKeys, create_tenants};
+use crate::traffic::TenantSpec;
+use crate::{Plan, Table};
+
+/// Measures idle and loaded freshness on a fresh `beacon standalone` and adds four rows.
+pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env())?;
+    let (gateway, admin) = (
+        beacon.ready.gateway.clone(),
+        beacon.ready.admin_token.clone(),
+    );
+    let (mut model, keys) = setup(plan, &gateway, &admin).await?;
+    let probe_spec = TenantSpec {
+        id: "probe".into(),
+        time_zone: "UTC".into(),
+        weight: 0.0,
+    };
+    let probe_keys = create_tenants(&gateway, &admin, std::slice::from_ref(&probe_spec), 1).await?;
+    let probe = Probe::connect(&gateway, &probe_keys[0]).await?;
+
+    let idle = probe.measure(plan.probes, None).await?;
+    let config = SendConfig {
+        gateway: gateway.clone(),
+        concurrency: plan.concurrency,
+        batch: 100,
+        rate: Some(plan.rate),
+        http_share: 0.02,
+    };
+    let total = plan.rate * plan.freshness_for.as_secs();
+    let load = send(&config, &mut model, &keys, total);
+    let probing = probe.measure(usize::MAX, Some(plan.freshness_for));
+    let (report, loaded) = tokio::join!(load, probing);
+    let (report, loaded) = (report?, loaded?);
+    let achieved = report.acked as f64 / report.elapsed.as_secs_f64();
+    for (quantile, name) in [(0.5, "p50"), (0.99, "p99")] {
+        table.latency(
+            &format!("freshness {name}, ack to visible in a query, under {achieved:.0} events/s"),
+            loaded.value_at_quantile(quantile) as f64 / 1000.0,
+            &format!("idle {name}, same process"),
+            idle.value_at_quantile(quantile) as f64 / 1000.0,
+        );
+    }
+    table.latency(
+        "ingest call latency p99 under the freshness load (100-event gRPC batch)",
+        report.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+        "p50 of the same calls",
+        report.latency_us.value_at_quantile(0.5) as f64 / 1000.0,
+    );
+    Ok(())
+}
+
+/// Sends one event at a time to a dedicated tenant and waits until a query counts it.
+struct Probe {
+    channel: Channel,
+    keys: TenantKeys,
+}
+
+impl Probe {
+    async fn connect(gateway: &str, keys: &TenantKeys) -> anyhow::Result<Self> {
+        Ok(Self {
+            channel: Channel::from_shared(gateway.to_owned())?.connect().await?,
+            keys: keys.clone(),
+        })
+    }
+
+    /// Up to `count` probes, or as many as fit in `window`; microseconds from ack to visible.
+    async fn measure(
+        &self,
+        count: usize,
+        window: Option<Duration>,
+    ) -> anyhow::Result<Histogram<u64>> {
+        let mut histogram = Histogram::<u64>::new(3)?;
+        let started = Instant::now();
+        let mut seen = counted(&self.channel, &self.keys.read_key).await?;
+        for n in 0..count {
+            if window.is_some_and(|w| started.elapsed() >= w) {
+                break;
+            }
+            let acked = self.send(n).await?;
+            let deadline = acked + Duration::from_secs(60);
+            loop {
+                let now = counted(&self.channel, &self.keys.read_key).await?;
+                if now > seen {
+                    seen = now;
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("probe event {n} not visible 60 s after its acknowledgement");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            histogram.record(acked.elapsed().as_micros() as u64)?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(histogram)
+    }
+
+    async fn send(&self, n: usize) -> anyhow::Result<Instant> {
+        let event = Event {
+            id: format!("probe-{}-{n}", beacon_core::time::now_ms()),
+            name: "pageview".into(),
+            url: "https://probe.example/".into(),
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
+                .into(),
+            client_ip: "198.51.100.7".into(),
+            ..Default::default()
+        };
+        let mut request = tonic::Request::new(SendEventsRequest {
+            events: vec![event],
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {}", self.keys.ingest_key))?,
+        );
+        IngestServiceClient::new(self.channel.clone())
+            .send_events(request)
+            .await?;
+        Ok(Instant::now())
+    }
+}

@@ -1,0 +1,170 @@
+//! End-to-end ingest: events in through the public gateway until their rollups are applied and
+//! visible in queries, standalone and in cluster mode.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
+use beacon_proto::insights::v1::{DateRange, GetAggregateRequest, Metric};
+use futures::StreamExt;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use crate::procs::{Cluster, Standalone};
+use crate::report::mib;
+use crate::send::{SendConfig, send};
+use crate::tenants::{TenantKeys, create_tenants};
+use crate::traffic::{TrafficConfig, TrafficModel};
+use crate::{Plan, Table};
+
+/// Environment of the benchmarked processes: production defaults, quieter logs.
+pub fn bench_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("BEACON_PARTITIONS", "8".into()),
+        ("BEACON_FLUSH_INTERVAL_MS", "1000".into()),
+        ("BEACON_SNAPSHOT_INTERVAL_S", "30".into()),
+        ("RUST_LOG", "warn".into()),
+    ]
+}
+
+/// The model's tenants, created through `gateway`.
+pub async fn setup(
+    plan: &Plan,
+    gateway: &str,
+    admin_token: &str,
+) -> anyhow::Result<(TrafficModel, Vec<TenantKeys>)> {
+    let model = TrafficModel::new(TrafficConfig {
+        seed: plan.seed,
+        tenants: plan.tenants,
+        zipf_exponent: 1.1,
+    });
+    let keys = create_tenants(gateway, admin_token, model.tenants(), 16).await?;
+    Ok((model, keys))
+}
+
+/// Sends the plan's events as fast as the gateway takes them and returns events/s from the first
+/// byte until every acknowledged event is counted in queries.
+async fn drive(plan: &Plan, gateway: &str, admin_token: &str) -> anyhow::Result<f64> {
+    let (mut model, keys) = setup(plan, gateway, admin_token).await?;
+    let config = SendConfig {
+        gateway: gateway.to_owned(),
+        concurrency: plan.concurrency,
+        batch: 100,
+        rate: None,
+        http_share: 0.02,
+    };
+    let started = Instant::now();
+    let report = send(&config, &mut model, &keys, plan.events).await?;
+    if report.failed_calls > 0 {
+        bail!("{} calls failed during the ingest run", report.failed_calls);
+    }
+    wait_counted(gateway, &keys, report.acked, Duration::from_secs(600)).await?;
+    Ok(report.acked as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `beacon standalone` on a fresh folder.
+pub async fn standalone(plan: &Plan, table: &mut Table, nats_rss: u64) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env())?;
+    let rate = drive(plan, &beacon.ready.gateway, &beacon.ready.admin_token).await?;
+    let rss = beacon.proc.peak_rss().unwrap_or(0);
+    table.row(
+        "peak RSS, beacon standalone (all roles, ingest run)",
+        mib(rss),
+        format!("{} (nats-server, baseline run)", mib(nats_rss)),
+        format!("{:.2}x", rss as f64 / nats_rss.max(1) as f64),
+    );
+    Ok(rate)
+}
+
+/// nats-server and one process per role.
+pub async fn cluster(plan: &Plan, table: &mut Table) -> anyhow::Result<f64> {
+    let cluster = Cluster::start_with(&bench_env())?;
+    let rate = drive(plan, &cluster.gateway(), &cluster.admin_token).await?;
+    let nats_pid = cluster.nats.pid();
+    let nats = nats_pid.and_then(crate::procs::peak_rss).unwrap_or(0);
+    let nats_cpu = nats_pid.and_then(crate::procs::cpu_seconds).unwrap_or(0.0);
+    for (role, cpu) in cluster.cpu_seconds() {
+        table.row(
+            &format!(
+                "CPU seconds, {} role (whole cluster run, {} events)",
+                role.name(),
+                plan.events
+            ),
+            format!("{cpu:.1} s"),
+            format!("{nats_cpu:.1} s (nats-server, same run)"),
+            format!("{:.2}x", cpu / nats_cpu.max(0.01)),
+        );
+    }
+    for (role, rss) in cluster.peak_rss() {
+        table.row(
+            &format!("peak RSS, {} role (cluster ingest run)", role.name()),
+            mib(rss),
+            format!("{} (nats-server, same run)", mib(nats)),
+            format!("{:.2}x", rss as f64 / nats.max(1) as f64),
+        );
+    }
+    Ok(rate)
+}
+
+/// A read-key request for one tenant's totals around today.
+pub fn totals_request(read_key: &str) -> anyhow::Result<tonic::Request<GetAggregateRequest>> {
+    let today = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .date();
+    let day = |d: jiff::civil::Date| d.to_string();
+    let range = DateRange {
+        start_date: day(today.yesterday()?),
+        end_date: day(today.tomorrow()?),
+    };
+    let mut request = tonic::Request::new(GetAggregateRequest {
+        date_range: Some(range),
+        metrics: vec![Metric::Events as i32],
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {read_key}"))?,
+    );
+    Ok(request)
+}
+
+/// Events plus bot events counted for a tenant around today.
+pub async fn counted(channel: &Channel, read_key: &str) -> anyhow::Result<u64> {
+    let reply = InsightsServiceClient::new(channel.clone())
+        .get_aggregate(totals_request(read_key)?)
+        .await?
+        .into_inner();
+    let events = reply
+        .values
+        .first()
+        .map(|v| v.value.round() as u64)
+        .unwrap_or(0);
+    Ok(events + reply.bot_events)
+}
+
+/// Waits until the tenants' counted events add up to `expected`.
+pub async fn wait_counted(
+    gateway: &str,
+    keys: &[TenantKeys],
+    expected: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(gateway.to_owned())?.connect().await?;
+    let deadline = Instant::now() + timeout;
+    let mut seen = 0;
+    while Instant::now() < deadline {
+        let counts = futures::stream::iter(keys.iter().map(|k| counted(&channel, &k.read_key)))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        seen = counts.into_iter().filter_map(Result::ok).sum::<u64>();
+        if seen == expected {
+            return Ok(());
+        }
+        if seen > expected {
+            bail!("{seen} events counted but only {expected} were acknowledged");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("only {seen} of {expected} acknowledged events were counted after {timeout:?}")
+}
