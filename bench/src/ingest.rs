@@ -42,9 +42,17 @@ pub async fn setup(
     Ok((model, keys))
 }
 
-/// Sends the plan's events as fast as the gateway takes them and returns events/s from the first
-/// byte until every acknowledged event is counted in queries.
-async fn drive(plan: &Plan, gateway: &str, admin_token: &str) -> anyhow::Result<f64> {
+/// Rates of one ingest run.
+#[derive(Debug, Clone, Copy)]
+pub struct Rates {
+    /// Events/s from the first byte until the last acknowledgement.
+    pub acknowledged: f64,
+    /// Events/s from the first byte until every acknowledged event is counted in queries.
+    pub applied: f64,
+}
+
+/// Sends the plan's events as fast as the gateway takes them and measures both rates.
+async fn drive(plan: &Plan, gateway: &str, admin_token: &str) -> anyhow::Result<Rates> {
     let (mut model, keys) = setup(plan, gateway, admin_token).await?;
     let config = SendConfig {
         gateway: gateway.to_owned(),
@@ -58,12 +66,16 @@ async fn drive(plan: &Plan, gateway: &str, admin_token: &str) -> anyhow::Result<
     if report.failed_calls > 0 {
         bail!("{} calls failed during the ingest run", report.failed_calls);
     }
+    let acknowledged = report.acked as f64 / started.elapsed().as_secs_f64();
     wait_counted(gateway, &keys, report.acked, Duration::from_secs(600)).await?;
-    Ok(report.acked as f64 / started.elapsed().as_secs_f64())
+    Ok(Rates {
+        acknowledged,
+        applied: report.acked as f64 / started.elapsed().as_secs_f64(),
+    })
 }
 
 /// `beacon standalone` on a fresh folder.
-pub async fn standalone(plan: &Plan, table: &mut Table, nats_rss: u64) -> anyhow::Result<f64> {
+pub async fn standalone(plan: &Plan, table: &mut Table, nats_rss: u64) -> anyhow::Result<Rates> {
     let dir = tempfile::tempdir()?;
     let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env())?;
     let rate = drive(plan, &beacon.ready.gateway, &beacon.ready.admin_token).await?;
@@ -78,7 +90,7 @@ pub async fn standalone(plan: &Plan, table: &mut Table, nats_rss: u64) -> anyhow
 }
 
 /// nats-server and one process per role.
-pub async fn cluster(plan: &Plan, table: &mut Table) -> anyhow::Result<f64> {
+pub async fn cluster(plan: &Plan, table: &mut Table) -> anyhow::Result<Rates> {
     let cluster = Cluster::start_with(&bench_env())?;
     let rate = drive(plan, &cluster.gateway(), &cluster.admin_token).await?;
     let nats_pid = cluster.nats.pid();
@@ -164,7 +176,7 @@ pub async fn wait_counted(
         if seen > expected {
             bail!("{seen} events counted but only {expected} were acknowledged");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     bail!("only {seen} of {expected} acknowledged events were counted after {timeout:?}")
 }

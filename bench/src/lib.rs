@@ -100,17 +100,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         baseline,
     );
     let standalone = ingest::standalone(&plan, &mut table, measured.nats_peak_rss).await?;
-    table.throughput(
-        "ingest end to end, standalone (first byte to rollups applied)",
-        standalone,
-        baseline,
-    );
     let cluster = ingest::cluster(&plan, &mut table).await?;
-    table.throughput(
-        "ingest end to end, cluster (first byte to rollups applied)",
-        cluster,
-        baseline,
-    );
+    for (mode, rates) in [("standalone", standalone), ("cluster", cluster)] {
+        table.throughput(
+            &format!("ingest acknowledged, {mode} (first byte to last ack)"),
+            rates.acknowledged,
+            baseline,
+        );
+        table.throughput(
+            &format!("ingest end to end, {mode} (first byte to rollups applied)"),
+            rates.applied,
+            baseline,
+        );
+    }
     freshness::run(&plan, &mut table).await?;
     query::run(&plan, &mut table).await?;
     table.print();
