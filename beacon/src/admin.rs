@@ -1,9 +1,9 @@
 //! `beacon admin`: tenants and keys through the gateway's admin API.
 
 use anyhow::Context;
+use beacon_core::auth::with_bearer;
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
 use beacon_proto::admin::v1::{CreateKeyRequest, CreateTenantRequest, KeyKind, ListTenantsRequest};
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 /// `beacon admin` flags.
@@ -46,14 +46,6 @@ enum AdminCommand {
     },
 }
 
-fn request<T>(token: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    let value = MetadataValue::try_from(format!("Bearer {token}"))
-        .context("the admin token has characters not allowed in a header")?;
-    request.metadata_mut().insert("authorization", value);
-    Ok(request)
-}
-
 /// Runs one admin command and prints its result as JSON.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let channel = Channel::from_shared(args.url.clone())
@@ -69,7 +61,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             time_zone,
         } => {
             let reply = client
-                .create_tenant(request(
+                .create_tenant(with_bearer(
                     &args.token,
                     CreateTenantRequest {
                         id,
@@ -87,7 +79,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::ListTenants => {
             let reply = client
-                .list_tenants(request(&args.token, ListTenantsRequest {})?)
+                .list_tenants(with_bearer(&args.token, ListTenantsRequest {})?)
                 .await?
                 .into_inner();
             serde_json::Value::Array(
@@ -105,7 +97,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 KeyKind::Ingest
             };
             let reply = client
-                .create_key(request(
+                .create_key(with_bearer(
                     &args.token,
                     CreateKeyRequest {
                         tenant_id: tenant,

@@ -1,13 +1,13 @@
 //! `beacon stats`: reads a tenant's insights through the gateway with a read key, as JSON.
 
 use anyhow::Context;
+use beacon_core::auth::with_bearer;
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::{
     DateRange, Dimension, GetAggregateRequest, GetBreakdownRequest, GetTimeseriesRequest, Interval,
     MetricValue,
 };
 use serde_json::{Map, Value, json};
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 /// `beacon stats` flags.
@@ -45,14 +45,6 @@ fn metrics(values: &[MetricValue]) -> Value {
     Value::Object(map)
 }
 
-fn with_key<T>(key: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    let value = MetadataValue::try_from(format!("Bearer {key}"))
-        .context("the key is not a valid header value")?;
-    request.metadata_mut().insert("authorization", value);
-    Ok(request)
-}
-
 /// Prints totals, and optionally a time series and a breakdown.
 pub async fn run(args: StatsArgs) -> anyhow::Result<()> {
     let today = jiff::Timestamp::now()
@@ -72,7 +64,7 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to the gateway at {}", args.url))?;
     let mut client = InsightsServiceClient::new(channel);
     let totals = client
-        .get_aggregate(with_key(
+        .get_aggregate(with_bearer(
             &args.key,
             GetAggregateRequest {
                 date_range: range.clone(),
@@ -89,7 +81,7 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<()> {
             Interval::Day
         };
         let series = client
-            .get_timeseries(with_key(
+            .get_timeseries(with_bearer(
                 &args.key,
                 GetTimeseriesRequest {
                     date_range: range.clone(),
@@ -109,7 +101,7 @@ pub async fn run(args: StatsArgs) -> anyhow::Result<()> {
         let dimension = Dimension::from_str_name(&format!("DIMENSION_{}", name.to_uppercase()))
             .with_context(|| format!("unknown dimension {name:?}"))?;
         let rows = client
-            .get_breakdown(with_key(
+            .get_breakdown(with_bearer(
                 &args.key,
                 GetBreakdownRequest {
                     date_range: range,

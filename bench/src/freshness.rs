@@ -7,7 +7,6 @@ use anyhow::bail;
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::ingest::v1::{Event, SendEventsRequest};
 use hdrhistogram::Histogram;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::ingest::{bench_env, counted, setup};
@@ -121,13 +120,12 @@ impl Probe {
             client_ip: "198.51.100.7".into(),
             ..Default::default()
         };
-        let mut request = tonic::Request::new(SendEventsRequest {
-            events: vec![event],
-        });
-        request.metadata_mut().insert(
-            "authorization",
-            MetadataValue::try_from(format!("Bearer {}", self.keys.ingest_key))?,
-        );
+        let request = crate::send::authorized(
+            &self.keys.ingest_key,
+            SendEventsRequest {
+                events: vec![event],
+            },
+        )?;
         IngestServiceClient::new(self.channel.clone())
             .send_events(request)
             .await?;

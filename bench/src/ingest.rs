@@ -7,7 +7,6 @@ use anyhow::bail;
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::{DateRange, GetAggregateRequest, Metric};
 use futures::StreamExt;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::procs::{Cluster, Standalone};
@@ -129,15 +128,13 @@ pub fn totals_request(read_key: &str) -> anyhow::Result<tonic::Request<GetAggreg
         start_date: day(today.yesterday()?),
         end_date: day(today.tomorrow()?),
     };
-    let mut request = tonic::Request::new(GetAggregateRequest {
-        date_range: Some(range),
-        metrics: vec![Metric::Events as i32],
-    });
-    request.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {read_key}"))?,
-    );
-    Ok(request)
+    crate::send::authorized(
+        read_key,
+        GetAggregateRequest {
+            date_range: Some(range),
+            metrics: vec![Metric::Events as i32],
+        },
+    )
 }
 
 /// Events plus bot events counted for a tenant around today.

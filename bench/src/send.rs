@@ -168,11 +168,10 @@ pub async fn connect(gateway: &str, window: Duration) -> anyhow::Result<Channel>
 
 /// `message` with `authorization: Bearer <key>` metadata.
 pub fn authorized<T>(key: &str, message: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", bearer(key)?);
-    Ok(request)
+    Ok(beacon_core::auth::with_bearer(key, message)?)
 }
 
+/// The `authorization` value of `key`, encoded once for many calls.
 fn bearer(key: &str) -> anyhow::Result<MetadataValue<Ascii>> {
     MetadataValue::try_from(format!("Bearer {key}")).map_err(|_| {
         anyhow!(

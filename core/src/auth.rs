@@ -182,6 +182,20 @@ fn kind_name(kind: KeyKind) -> &'static str {
     }
 }
 
+/// `message` as a gRPC request carrying `authorization: Bearer <key>`.
+pub fn with_bearer<T>(key: &str, message: T) -> Result<tonic::Request<T>> {
+    let value =
+        tonic::metadata::MetadataValue::try_from(format!("Bearer {key}")).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "a key of {} characters is not valid header text",
+                key.len()
+            ))
+        })?;
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
 /// The API key of a gRPC request: `authorization: Bearer <key>` or `x-beacon-key: <key>`.
 pub fn request_key(metadata: &tonic::metadata::MetadataMap) -> Result<String> {
     if let Some(value) = metadata.get("authorization") {

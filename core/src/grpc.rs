@@ -9,6 +9,17 @@ use tonic::transport::Server;
 use crate::error::ResultExt;
 use crate::{Error, Result};
 
+/// The client's address: the first `x-forwarded-for` entry, else the TCP peer.
+pub fn client_ip<T>(request: &tonic::Request<T>) -> Option<std::net::IpAddr> {
+    request
+        .metadata()
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .and_then(|first| first.trim().parse().ok())
+        .or_else(|| request.remote_addr().map(|addr| addr.ip()))
+}
+
 /// Adds gRPC health (`grpc.health.v1`, every name in `services` and the empty name reported
 /// SERVING) and server reflection (every Beacon proto) to `routes`.
 pub async fn with_health_and_reflection(routes: Routes, services: &[&str]) -> Result<Routes> {

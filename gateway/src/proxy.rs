@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use beacon_core::grpc::client_ip;
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::ingest::v1::ingest_service_server::IngestService;
 use beacon_proto::ingest::v1::{SendEventsRequest, SendEventsResponse};
@@ -48,17 +49,6 @@ pub fn forward<T>(request: Request<T>, client_ip: Option<IpAddr>) -> Request<T> 
         out.metadata_mut().insert("x-forwarded-for", value);
     }
     out
-}
-
-/// The client address of a request: the first `x-forwarded-for` entry, else the TCP peer.
-pub fn client_ip<T>(request: &Request<T>) -> Option<IpAddr> {
-    request
-        .metadata()
-        .get("x-forwarded-for")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(',').next())
-        .and_then(|first| first.trim().parse().ok())
-        .or_else(|| request.remote_addr().map(|addr| addr.ip()))
 }
 
 /// Public `IngestService`: admits, then forwards to an ingest replica.

@@ -103,17 +103,6 @@ impl IngestService {
     }
 }
 
-/// The caller's address: the first `x-forwarded-for` entry, else the TCP peer.
-fn caller_ip<T>(request: &Request<T>) -> Option<IpAddr> {
-    request
-        .metadata()
-        .get("x-forwarded-for")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(',').next())
-        .and_then(|first| first.trim().parse().ok())
-        .or_else(|| request.remote_addr().map(|addr| addr.ip()))
-}
-
 fn rejected(id: String, error: String) -> EventResult {
     EventResult {
         id,
@@ -130,7 +119,7 @@ impl ingest_service_server::IngestService for IngestService {
     ) -> Result<Response<SendEventsResponse>, Status> {
         let key = request_key(request.metadata())?;
         let tenant = self.registry.authenticate(&key, KeyKind::Ingest).await?;
-        let fallback_ip = caller_ip(&request);
+        let fallback_ip = beacon_core::grpc::client_ip(&request);
         let events = request.into_inner().events;
         check_batch(events.len()).map_err(Status::invalid_argument)?;
         let now = now_ms();

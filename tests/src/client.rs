@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use beacon_core::auth::with_bearer;
 use beacon_proto::admin::v1::CreateTenantRequest;
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
@@ -13,9 +14,8 @@ use beacon_proto::insights::v1::{
     DateRange, Dimension, GetAggregateRequest, GetBreakdownRequest, GetTimeseriesRequest, Interval,
     Metric,
 };
-use tonic::metadata::MetadataValue;
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 
 /// The four numbers the tests compare.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -51,15 +51,6 @@ fn counts(values: &[beacon_proto::insights::v1::MetricValue]) -> Counts {
         pageviews: get(Metric::Pageviews),
         events: get(Metric::Events),
     }
-}
-
-/// Attaches `authorization: Bearer <key>`.
-pub fn with_key<T>(key: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Ok(value) = MetadataValue::try_from(format!("Bearer {key}")) {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 /// A gateway client.
@@ -101,14 +92,14 @@ impl Client {
     ) -> anyhow::Result<(String, String)> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let request = with_key(
+            let request = with_bearer(
                 admin_token,
                 CreateTenantRequest {
                     id: id.into(),
                     name: id.into(),
                     time_zone: time_zone.into(),
                 },
-            );
+            )?;
             match AdminServiceClient::new(self.channel.clone())
                 .create_tenant(request)
                 .await
@@ -128,7 +119,7 @@ impl Client {
     /// Sends a batch of events with an ingest key.
     pub async fn send(&self, key: &str, events: Vec<Event>) -> Result<SendEventsResponse, Status> {
         IngestServiceClient::new(self.channel.clone())
-            .send_events(with_key(key, SendEventsRequest { events }))
+            .send_events(with_bearer(key, SendEventsRequest { events })?)
             .await
             .map(tonic::Response::into_inner)
     }
@@ -149,7 +140,7 @@ impl Client {
             metrics: METRICS.iter().map(|m| *m as i32).collect(),
         };
         let reply = InsightsServiceClient::new(self.channel.clone())
-            .get_timeseries(with_key(key, request))
+            .get_timeseries(with_bearer(key, request)?)
             .await?
             .into_inner();
         Ok(reply
@@ -169,7 +160,7 @@ impl Client {
             metrics: METRICS.iter().map(|m| *m as i32).collect(),
         };
         let reply = InsightsServiceClient::new(self.channel.clone())
-            .get_aggregate(with_key(key, request))
+            .get_aggregate(with_bearer(key, request)?)
             .await?
             .into_inner();
         Ok(counts(&reply.values))
@@ -193,7 +184,7 @@ impl Client {
             limit: 100,
         };
         let reply = InsightsServiceClient::new(self.channel.clone())
-            .get_breakdown(with_key(key, request))
+            .get_breakdown(with_bearer(key, request)?)
             .await?
             .into_inner();
         Ok(reply
