@@ -100,7 +100,7 @@ fn apply(
         .ok_or_else(|| {
             QueryError::InvalidRollup(format!("tenant {tenant:?}: shard could not be created"))
         })?;
-    shard
+    let outcome = shard
         .with_writer(|conn| apply_tx(conn, partition, seq, rollup, &keys))
         .map_err(|err| {
             QueryError::shard(
@@ -108,7 +108,23 @@ fn apply(
                 format!("applying rollup-log partition {partition} seq {seq}"),
                 err,
             )
-        })
+        })?;
+    let rows = rollup.rows.len()
+        + rollup
+            .visitors
+            .iter()
+            .map(|set| set.visitors.len())
+            .sum::<usize>();
+    if matches!(outcome, ApplyOutcome::Applied)
+        && shard.note_appended(rows as u64) >= COMPACT_AFTER_ROWS
+    {
+        shard
+            .with_writer(compact)
+            .map_err(|err| QueryError::shard(tenant, "compacting", err))?;
+        shard.reset_appended();
+        tracing::debug!(tenant, "shard compacted");
+    }
+    Ok(outcome)
 }
 
 /// The exactly-once step: the watermark check, the additive upsert, the visitors and the new
@@ -133,7 +149,7 @@ fn apply_tx(
         tx.rollback()?;
         return Ok(ApplyOutcome::AlreadyApplied { watermark });
     }
-    stage_rows(&tx, rollup, keys)?;
+    append_rows(&tx, rollup, keys)?;
     append_visitors(&tx, rollup, keys)?;
     tx.prepare_cached(schema::UPSERT_WATERMARK)?
         .execute(params![partition, seq])?;
@@ -141,13 +157,11 @@ fn apply_tx(
     Ok(ApplyOutcome::Applied)
 }
 
-fn stage_rows(tx: &Transaction<'_>, rollup: &TenantRollup, keys: &Keys) -> ::duckdb::Result<()> {
+fn append_rows(tx: &Transaction<'_>, rollup: &TenantRollup, keys: &Keys) -> ::duckdb::Result<()> {
     if rollup.rows.is_empty() {
         return Ok(());
     }
-    tx.prepare_cached(schema::CLEAR_STAGING)?.execute([])?;
-    let (table, catalog, schema_name) = schema::STAGING;
-    let mut appender = tx.appender_to_catalog_and_db(table, catalog, schema_name)?;
+    let mut appender = tx.appender("rollups")?;
     for (row, &(day, dimension)) in rollup.rows.iter().zip(&keys.rows) {
         appender.append_row(params![
             row.hour_ms,
@@ -162,10 +176,17 @@ fn stage_rows(tx: &Transaction<'_>, rollup: &TenantRollup, keys: &Keys) -> ::duc
             row.bot_events,
         ])?;
     }
-    appender.flush()?;
-    drop(appender);
-    tx.prepare_cached(schema::UPSERT_ROLLUPS)?.execute([])?;
-    Ok(())
+    appender.flush()
+}
+
+/// Folds appended deltas once this many rows (deltas and visitors) arrived since the last fold.
+const COMPACT_AFTER_ROWS: u64 = 200_000;
+
+/// Compacts the shard's tables in one transaction (readers keep their snapshot).
+fn compact(conn: &mut Connection) -> ::duckdb::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(schema::COMPACT)?;
+    tx.commit()
 }
 
 fn append_visitors(

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use duckdb::{Config, Connection};
@@ -33,6 +34,7 @@ pub(crate) struct Shard {
     readers: Mutex<Vec<Connection>>,
     active: Mutex<usize>,
     freed: Condvar,
+    appended: AtomicU64,
 }
 
 /// A running read; frees its place when dropped.
@@ -52,7 +54,6 @@ impl Shard {
             .max_memory(SHARD_MEMORY)?;
         let write = Connection::open_with_flags(path, config)?;
         write.execute_batch(schema::CREATE)?;
-        write.execute_batch(schema::CREATE_STAGING)?;
         let origin = write.try_clone()?;
         Ok(Self {
             write: Mutex::new(write),
@@ -60,7 +61,18 @@ impl Shard {
             readers: Mutex::new(Vec::new()),
             active: Mutex::new(0),
             freed: Condvar::new(),
+            appended: AtomicU64::new(0),
         })
+    }
+
+    /// Counts `rows` appended and returns the count since the last compaction.
+    pub(crate) fn note_appended(&self, rows: u64) -> u64 {
+        self.appended.fetch_add(rows, Ordering::Relaxed) + rows
+    }
+
+    /// Restarts the count after a compaction.
+    pub(crate) fn reset_appended(&self) {
+        self.appended.store(0, Ordering::Relaxed);
     }
 
     /// Runs `f` with the shard's only write connection.

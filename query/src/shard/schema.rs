@@ -1,6 +1,11 @@
 //! The shard schema and the statements of the apply path.
 
 /// Tables of a shard file, created when absent. Dimension 0 holds the tenant's totals.
+///
+/// `rollups` holds additive deltas, appended as they arrive; reads sum them, and compaction
+/// folds them into one row per (hour, dimension, value). Appending with DuckDB's appender is
+/// cheap, while an `INSERT … ON CONFLICT` upsert was re-planned on every apply and dominated the
+/// query role's CPU profile.
 pub(crate) const CREATE: &str = r#"
 CREATE TABLE IF NOT EXISTS applied (
     "partition" INTEGER PRIMARY KEY,
@@ -16,8 +21,7 @@ CREATE TABLE IF NOT EXISTS rollups (
     visits BIGINT,
     bounces BIGINT,
     duration_ms BIGINT,
-    bot_events BIGINT,
-    PRIMARY KEY (hour_ms, dimension, "value")
+    bot_events BIGINT
 );
 CREATE TABLE IF NOT EXISTS visitors (
     hour_ms BIGINT,
@@ -28,28 +32,6 @@ CREATE TABLE IF NOT EXISTS visitors (
 );
 "#;
 
-/// The write connection's staging table for rollup rows (connection-local, never persisted).
-pub(crate) const CREATE_STAGING: &str = r#"
-CREATE TEMP TABLE IF NOT EXISTS staged_rollups (
-    hour_ms BIGINT,
-    local_date DATE,
-    dimension SMALLINT,
-    "value" VARCHAR,
-    pageviews BIGINT,
-    events BIGINT,
-    visits BIGINT,
-    bounces BIGINT,
-    duration_ms BIGINT,
-    bot_events BIGINT
-);
-"#;
-
-/// Catalog and schema of the staging table, for the appender.
-pub(crate) const STAGING: (&str, &str, &str) = ("staged_rollups", "temp", "main");
-
-/// Empties the staging table.
-pub(crate) const CLEAR_STAGING: &str = "DELETE FROM temp.main.staged_rollups";
-
 /// The applied rollup-log sequence of a partition.
 pub(crate) const SELECT_WATERMARK: &str = r#"SELECT seq FROM applied WHERE "partition" = ?"#;
 
@@ -59,21 +41,21 @@ INSERT INTO applied ("partition", seq) VALUES (?, ?)
 ON CONFLICT ("partition") DO UPDATE SET seq = excluded.seq
 "#;
 
-/// Adds the staged rows to `rollups`. Staged rows are summed per key first: one INSERT may
-/// not update the same row twice.
-pub(crate) const UPSERT_ROLLUPS: &str = r#"
-INSERT INTO rollups (hour_ms, local_date, dimension, "value", pageviews, events, visits, bounces, duration_ms, bot_events)
-SELECT hour_ms, min(local_date), dimension, "value",
-       sum(pageviews), sum(events), sum(visits), sum(bounces), sum(duration_ms), sum(bot_events)
-FROM temp.main.staged_rollups
-GROUP BY hour_ms, dimension, "value"
-ON CONFLICT (hour_ms, dimension, "value") DO UPDATE SET
-    pageviews = pageviews + excluded.pageviews,
-    events = events + excluded.events,
-    visits = visits + excluded.visits,
-    bounces = bounces + excluded.bounces,
-    duration_ms = duration_ms + excluded.duration_ms,
-    bot_events = bot_events + excluded.bot_events
+/// Folds `rollups` into one row per (hour, dimension, value) and `visitors` into distinct
+/// rows; sums and distinct counts are unchanged.
+pub(crate) const COMPACT: &str = r#"
+CREATE TABLE rollups_compacted AS
+    SELECT hour_ms, min(local_date) AS local_date, dimension, "value",
+           sum(pageviews)::BIGINT AS pageviews, sum(events)::BIGINT AS events,
+           sum(visits)::BIGINT AS visits, sum(bounces)::BIGINT AS bounces,
+           sum(duration_ms)::BIGINT AS duration_ms, sum(bot_events)::BIGINT AS bot_events
+    FROM rollups GROUP BY hour_ms, dimension, "value" ORDER BY hour_ms;
+DROP TABLE rollups;
+ALTER TABLE rollups_compacted RENAME TO rollups;
+CREATE TABLE visitors_compacted AS
+    SELECT DISTINCT hour_ms, local_date, dimension, "value", visitor FROM visitors ORDER BY hour_ms;
+DROP TABLE visitors;
+ALTER TABLE visitors_compacted RENAME TO visitors;
 "#;
 
 /// The read of a [`ShardQuery`](super::ShardQuery): parameters `$1` dimension, `$2` first

@@ -240,3 +240,51 @@ async fn bad_tenant_id_never_becomes_a_path() {
         .expect_err("bad id");
     assert!(err.to_string().contains("../x"), "{err}");
 }
+
+#[tokio::test]
+async fn compaction_keeps_sums_and_distinct_visitors() {
+    let dir = TempDir::new("compact");
+    let store = store(&dir, 8);
+    for (seq, visitor) in [(1, 7), (2, 7), (3, 8)] {
+        store
+            .apply(0, seq, one_visit("acme", "2026-03-01T10:15:00Z", visitor))
+            .await
+            .expect("apply");
+    }
+    let before = store
+        .query("acme", totals("2026-03-01", "2026-03-01"))
+        .await
+        .expect("query");
+    let shard = store
+        .shards
+        .get("acme", false)
+        .expect("open")
+        .expect("exists");
+    shard.with_writer(compact).expect("compact");
+    let rows: i64 = shard
+        .with_reader(|conn| {
+            conn.query_row(
+                "SELECT count(*) FROM rollups WHERE dimension = 0",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .expect("count");
+    drop(shard);
+    let after = store
+        .query("acme", totals("2026-03-01", "2026-03-01"))
+        .await
+        .expect("query");
+    assert_eq!(
+        rows, 1,
+        "one row per (hour, dimension, value) after compaction"
+    );
+    assert_eq!(
+        (after[0].pageviews, after[0].visits, after[0].visitors),
+        (3, 3, 2)
+    );
+    assert_eq!(
+        (before[0].pageviews, before[0].visits, before[0].visitors),
+        (after[0].pageviews, after[0].visits, after[0].visitors)
+    );
+}
