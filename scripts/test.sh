@@ -16,10 +16,12 @@ fi
 export NATS_SERVER_BIN
 echo "nats-server: $("$NATS_SERVER_BIN" --version)"
 
-if command -v npx >/dev/null 2>&1; then
-  npx --yes @bufbuild/buf lint proto
-  echo "buf lint: clean"
+if ! command -v npx >/dev/null 2>&1; then
+  echo "npx (Node.js) is needed to run buf lint on the protobuf contracts" >&2
+  exit 1
 fi
+npx --yes @bufbuild/buf lint proto
+echo "buf lint: clean"
 
 cargo fmt --all -- --check
 cargo build --workspace --all-targets

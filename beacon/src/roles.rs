@@ -82,7 +82,13 @@ impl AggregatorCommand {
             &[],
             token.clone(),
         );
-        let work = beacon_aggregator::run(self.aggregator, backends, token);
+        // When the workers stop (failure included), stop the health endpoint too, so the process
+        // exits instead of reporting SERVING while nothing is consumed.
+        let work = async {
+            let result = beacon_aggregator::run(self.aggregator, backends, token.clone()).await;
+            token.cancel();
+            result
+        };
         let (health, work) = tokio::join!(health, work);
         work?;
         health?;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use beacon_aggregator::AggregatorArgs;
 use beacon_core::auth::Registry;
 use beacon_core::backends::{BackendArgs, Backends};
+use beacon_core::meta::KeyKind;
 use beacon_gateway::GatewayArgs;
 use beacon_ingest::IngestArgs;
 use beacon_query::QueryArgs;
@@ -167,10 +168,21 @@ async fn demo_tenant(backends: &Backends, time_zone: &str) -> anyhow::Result<ser
         return serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()));
     }
     let registry = Registry::new(backends.tenants.clone());
-    let (tenant, ingest_key, read_key) = registry
-        .create_tenant("demo", "Demo", time_zone)
-        .await
-        .context("creating the demo tenant")?;
+    let (tenant, ingest_key, read_key) =
+        match registry.create_tenant("demo", "Demo", time_zone).await {
+            // Created by an earlier start that stopped before saving the keys: issue new ones.
+            Err(beacon_core::Error::AlreadyExists(_)) => {
+                let tenant = backends
+                    .tenants
+                    .tenant("demo")
+                    .await?
+                    .context("the demo tenant exists but cannot be read")?;
+                let ingest = registry.create_key("demo", KeyKind::Ingest).await?;
+                let read = registry.create_key("demo", KeyKind::Read).await?;
+                (tenant, ingest, read)
+            }
+            created => created.context("creating the demo tenant")?,
+        };
     let demo = json!({
         "tenant": tenant.id,
         "time_zone": tenant.time_zone,

@@ -55,7 +55,10 @@ pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     let insights = Arc::new(Insights::new(store));
     let range = month(now)?;
     for (label, loaded) in [("largest", &largest), ("median", &median)] {
-        let baseline = raw_scan(&loaded.raw, &range, plan.query_requests.min(50))?;
+        // DuckDB blocks: keep it off the async workers.
+        let baseline = tokio::task::block_in_place(|| {
+            raw_scan(&loaded.raw, &range, plan.query_requests.min(50))
+        })?;
         for clients in [1usize, 16] {
             let latency = dashboards(
                 &insights,
@@ -146,36 +149,43 @@ async fn load(
     };
     let tz = beacon_core::time::time_zone(&tenant.time_zone)?;
     let events = model.history(index, count, now - 30 * DAY_MS, now);
-    let raw = duckdb::Connection::open_in_memory()?;
-    raw.execute_batch(
-        "CREATE TABLE raw_events (ts BIGINT, local_date DATE, name VARCHAR, path VARCHAR, source VARCHAR, visitor UBIGINT)",
-    )?;
-    let mut processor = Processor::new();
-    let mut seq = 0u64;
-    {
-        let mut appender = raw.appender("raw_events")?;
-        for (n, event) in events.into_iter().enumerate() {
-            let event = logged(&tenant, event);
-            let page = url::parse(&event.url);
-            let source = referrer::source(&event.referrer, &page.host, page.utm_source.as_deref());
-            let (_, date) = beacon_core::time::hour_bucket(event.timestamp_ms, &tz)?;
-            appender.append_row(duckdb::params![
-                event.timestamp_ms,
-                date,
-                event.name,
-                page.path,
-                source.name,
-                event.visitor
-            ])?;
-            processor.process(&event, true)?;
-            if (n + 1) % 50_000 == 0 {
-                seq += 1;
-                apply(store, &mut processor, seq).await?;
+    // DuckDB and the processor block: run them off the async workers, waiting for the shard
+    // store's applies from there.
+    let runtime = tokio::runtime::Handle::current();
+    let raw = tokio::task::block_in_place(|| -> anyhow::Result<duckdb::Connection> {
+        let raw = duckdb::Connection::open_in_memory()?;
+        raw.execute_batch(
+            "CREATE TABLE raw_events (ts BIGINT, local_date DATE, name VARCHAR, path VARCHAR, source VARCHAR, visitor UBIGINT)",
+        )?;
+        let mut processor = Processor::new();
+        let mut seq = 0u64;
+        {
+            let mut appender = raw.appender("raw_events")?;
+            for (n, event) in events.into_iter().enumerate() {
+                let event = logged(&tenant, event);
+                let page = url::parse(&event.url);
+                let source =
+                    referrer::source(&event.referrer, &page.host, page.utm_source.as_deref());
+                let (_, date) = beacon_core::time::hour_bucket(event.timestamp_ms, &tz)?;
+                appender.append_row(duckdb::params![
+                    event.timestamp_ms,
+                    date,
+                    event.name,
+                    page.path,
+                    source.name,
+                    event.visitor
+                ])?;
+                processor.process(&event, true)?;
+                if (n + 1) % 50_000 == 0 {
+                    seq += 1;
+                    runtime.block_on(apply(store, &mut processor, seq))?;
+                }
             }
+            appender.flush()?;
         }
-        appender.flush()?;
-    }
-    apply(store, &mut processor, seq + 1).await?;
+        runtime.block_on(apply(store, &mut processor, seq + 1))?;
+        Ok(raw)
+    })?;
     Ok(Loaded {
         tenant,
         events: count,

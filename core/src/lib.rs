@@ -1,7 +1,8 @@
 //! Shared building blocks of every Beacon role.
 //!
 //! Every external system sits behind a small trait with an embedded implementation (standalone
-//! mode, local disk, durable) and a clustered one (NATS JetStream, Cassandra):
+//! mode, local disk, durable) and a clustered one (NATS JetStream; the raw store's Cassandra
+//! implementation is still to come, and every process uses the embedded one until then):
 //!
 //! - [`log::Log`]: the partitioned event and rollup logs.
 //! - [`raw::RawStore`]: raw events, idempotent on event id.

@@ -298,34 +298,23 @@ async fn nats_meta_survives_kill_and_restart() {
     verify_durable(&open_nats(&server).await, salt).await;
 }
 
-/// Salts more than two days older than the requested day are deleted (embedded; JetStream
-/// expires them by age instead).
+/// Only today's and yesterday's salts are kept (embedded; JetStream expires them by age
+/// instead): a salt is gone two days after its own, so it lives 48 hours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_salts_are_kept_48_hours() {
     let dir = temp_dir();
     let salts = open_embedded(&dir).salts;
-    assert_eq!(
-        salts.salt("2024-03-01", [1; 32]).await.expect("salt"),
-        [1; 32]
-    );
-    assert_eq!(
-        salts.salt("2024-03-02", [2; 32]).await.expect("salt"),
-        [2; 32]
-    );
-    assert_eq!(
-        salts.salt("2024-03-04", [4; 32]).await.expect("salt"),
-        [4; 32]
-    );
-    assert_eq!(
-        salts.salt("2024-03-02", [5; 32]).await.expect("salt"),
-        [2; 32],
-        "kept"
-    );
-    assert_eq!(
-        salts.salt("2024-03-01", [6; 32]).await.expect("salt"),
-        [6; 32],
-        "deleted"
-    );
+    let salt = |day: &'static str, candidate: u8| {
+        let salts = salts.clone();
+        async move { salts.salt(day, [candidate; 32]).await.expect("salt")[0] }
+    };
+    assert_eq!(salt("2024-03-01", 1).await, 1);
+    assert_eq!(salt("2024-03-02", 2).await, 2);
+    assert_eq!(salt("2024-03-01", 9).await, 1, "yesterday's salt is kept");
+    assert_eq!(salt("2024-03-03", 3).await, 3);
+    assert_eq!(salt("2024-03-02", 8).await, 2, "yesterday's salt is kept");
+    assert_eq!(salt("2024-03-04", 4).await, 4);
+    assert_eq!(salt("2024-03-02", 5).await, 5, "deleted two days later");
     let invalid = salts.salt("March 1st", [0; 32]).await;
     assert!(
         matches!(invalid, Err(Error::InvalidArgument(_))),

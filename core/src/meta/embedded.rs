@@ -34,8 +34,9 @@ const KEYS: BytesTable = TableDefinition::new("keys");
 const SALTS: BytesTable = TableDefinition::new("salts");
 const SNAPSHOTS: BytesTable = TableDefinition::new("snapshots");
 
-/// How many days before the requested one a salt is kept.
-const SALT_KEEP_DAYS: i64 = 2;
+/// How many days before the requested one a salt is kept: today's and yesterday's, so a salt
+/// is gone at the first request two UTC days after its own (48 hours after it began).
+const SALT_KEEP_DAYS: i64 = 1;
 
 /// Tenants, keys, salts and snapshots in one local redb file.
 pub struct EmbeddedMeta {
@@ -305,13 +306,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn salt_cutoff_is_two_days_before() {
+    fn salt_cutoff_is_one_day_before() {
         assert_eq!(
             salt_cutoff("2024-03-01").ok().as_deref(),
-            Some("2024-02-28")
+            Some("2024-02-29")
         );
         assert_eq!(
-            salt_cutoff("2024-01-02").ok().as_deref(),
+            salt_cutoff("2024-01-01").ok().as_deref(),
             Some("2023-12-31")
         );
         assert!(matches!(
