@@ -104,13 +104,13 @@ async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection>
     }
 }
 
+/// The ingest key: the headers gRPC requests use (`beacon_core::auth::request_key`), else
+/// `?key=` for `navigator.sendBeacon`, which cannot set headers.
 fn beacon_key(headers: &HeaderMap, query: Option<&str>) -> Result<String, Rejection> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(key) = header("authorization").and_then(|auth| auth.strip_prefix("Bearer ")) {
-        return Ok(key.trim().to_owned());
-    }
-    if let Some(key) = header("x-beacon-key") {
-        return Ok(key.trim().to_owned());
+    let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
+    if metadata.contains_key("authorization") || metadata.contains_key("x-beacon-key") {
+        return beacon_core::auth::request_key(&metadata)
+            .map_err(|err| (StatusCode::UNAUTHORIZED, err.to_string()));
     }
     let params: HashMap<String, String> = query
         .map(|q| {
