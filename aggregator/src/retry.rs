@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use beacon_core::retry::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::AggregatorError;
@@ -21,39 +22,9 @@ pub enum Limit<'a> {
     Attempts(u32),
 }
 
-/// Exponential backoff between attempts.
-#[derive(Debug)]
-pub struct Backoff {
-    delay: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { delay: FIRST_DELAY }
-    }
-}
-
-impl Backoff {
-    /// Starts over at the shortest pause.
-    pub fn reset(&mut self) {
-        self.delay = FIRST_DELAY;
-    }
-
-    /// Sleeps for the current pause, then doubles it. Returns false when `token` is cancelled first.
-    pub async fn sleep(&mut self, token: Option<&CancellationToken>) -> bool {
-        let delay = self.delay;
-        self.delay = (self.delay * 2).min(MAX_DELAY);
-        match token {
-            Some(token) => tokio::select! {
-                () = token.cancelled() => false,
-                () = tokio::time::sleep(delay) => true,
-            },
-            None => {
-                tokio::time::sleep(delay).await;
-                true
-            }
-        }
-    }
+/// The aggregator's backoff: 100 ms doubling up to 5 s.
+pub fn backoff() -> Backoff {
+    Backoff::new(FIRST_DELAY, MAX_DELAY)
 }
 
 /// Runs `op` until it succeeds. `Ok(None)` when cancelled first; an error when the attempts ran
@@ -68,7 +39,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = beacon_core::Result<T>>,
 {
-    let mut backoff = Backoff::default();
+    let mut backoff = backoff();
     let mut attempt = 0u32;
     loop {
         attempt += 1;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AggregatorError;
 use crate::processor::Processor;
-use crate::retry::{Backoff, Limit, retry};
+use crate::retry::{Limit, backoff, retry};
 
 mod handle;
 mod publish;
@@ -177,7 +177,7 @@ impl Worker {
     async fn run(mut self) -> Result<(), AggregatorError> {
         let mut interval = tokio::time::interval(self.timing.flush_interval);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut backoff = Backoff::default();
+        let mut backoff = backoff();
         let token = self.shutdown.clone();
         while !token.is_cancelled() {
             let (events, after, partition) =

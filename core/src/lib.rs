@@ -19,6 +19,7 @@ pub mod log;
 pub mod meta;
 pub mod partition;
 pub mod raw;
+pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beacon_core::log::{Log, LogMessage};
+use beacon_core::retry::Backoff;
 use beacon_proto::pipeline::v1::{DeadLetter, RollupBatch, TenantRollup};
 use futures::StreamExt;
 use prost::Message;
@@ -77,7 +78,7 @@ impl Consumer {
             seq: done,
             at: Instant::now(),
         };
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
         tracing::info!(partition, after = done, "rollup consumer started");
         'subscribe: while !self.shutdown.is_cancelled() {
             let subscribed = tokio::select! {
@@ -89,7 +90,7 @@ impl Consumer {
                 Ok(stream) => stream,
                 Err(err) => {
                     tracing::warn!(partition, after = done, error = %err, "subscribing to the rollup log failed; retrying");
-                    if !backoff.wait(&self.shutdown).await {
+                    if !backoff.sleep(Some(&self.shutdown)).await {
                         break;
                     }
                     continue;
@@ -110,7 +111,7 @@ impl Consumer {
                     Some(Ok(message)) => message,
                     Some(Err(err)) => {
                         tracing::warn!(partition, after = done, error = %err, "rollup stream failed; resubscribing");
-                        if !backoff.wait(&self.shutdown).await {
+                        if !backoff.sleep(Some(&self.shutdown)).await {
                             break 'subscribe;
                         }
                         continue 'subscribe;
@@ -121,7 +122,7 @@ impl Consumer {
                             after = done,
                             "rollup stream ended; resubscribing"
                         );
-                        if !backoff.wait(&self.shutdown).await {
+                        if !backoff.sleep(Some(&self.shutdown)).await {
                             break 'subscribe;
                         }
                         continue 'subscribe;
@@ -195,7 +196,7 @@ impl Consumer {
 
     async fn apply_part(&self, seq: u64, index: usize, part: Arc<TenantRollup>) -> Part {
         let partition = self.partition;
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
         loop {
             match self.store.apply(partition, seq, part.clone()).await {
                 Ok(ApplyOutcome::Applied) => {
@@ -212,7 +213,7 @@ impl Consumer {
                 }
                 Err(err) => {
                     tracing::error!(partition, seq, tenant = %part.tenant_id, error = %err, "applying rollup failed; retrying");
-                    if !backoff.wait(&self.shutdown).await {
+                    if !backoff.sleep(Some(&self.shutdown)).await {
                         return Part::Stopped;
                     }
                 }
@@ -234,7 +235,7 @@ impl Consumer {
         };
         let payload = Bytes::from(letter.encode_to_vec());
         let msg_id = format!("query-rollups-{partition}-{seq}-{index}");
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
         loop {
             match self
                 .dead_letters
@@ -244,7 +245,7 @@ impl Consumer {
                 Ok(_) => return true,
                 Err(err) => {
                     tracing::error!(partition, seq, index, error = %err, "parking in the dead-letter log failed; retrying");
-                    if !backoff.wait(&self.shutdown).await {
+                    if !backoff.sleep(Some(&self.shutdown)).await {
                         return false;
                     }
                 }
@@ -257,35 +258,6 @@ impl Consumer {
 struct Saved {
     seq: u64,
     at: Instant,
-}
-
-/// Doubling delays between retries, cut short by shutdown.
-struct Backoff {
-    delay: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            delay: BACKOFF_START,
-        }
-    }
-}
-
-impl Backoff {
-    fn reset(&mut self) {
-        self.delay = BACKOFF_START;
-    }
-
-    /// Waits the current delay and doubles it; false when shutdown came first.
-    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
-        let delay = self.delay;
-        self.delay = (delay * 2).min(BACKOFF_MAX);
-        tokio::select! {
-            () = shutdown.cancelled() => false,
-            () = tokio::time::sleep(delay) => true,
-        }
-    }
 }
 
 #[cfg(test)]
