@@ -11,13 +11,16 @@ use crate::{Error, Result};
 
 /// The client's address: the first `x-forwarded-for` entry, else the TCP peer.
 pub fn client_ip<T>(request: &tonic::Request<T>) -> Option<std::net::IpAddr> {
-    request
-        .metadata()
+    forwarded_for(request.metadata()).or_else(|| request.remote_addr().map(|addr| addr.ip()))
+}
+
+/// The first address of an `x-forwarded-for` header, when it parses.
+pub fn forwarded_for(metadata: &tonic::metadata::MetadataMap) -> Option<std::net::IpAddr> {
+    metadata
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(',').next())
         .and_then(|first| first.trim().parse().ok())
-        .or_else(|| request.remote_addr().map(|addr| addr.ip()))
 }
 
 /// Adds gRPC health (`grpc.health.v1`, every name in `services` and the empty name reported

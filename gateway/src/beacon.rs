@@ -4,7 +4,6 @@
 //! `X-Forwarded-For` headers. Answers `202 ok` once the event is durable.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -62,13 +61,14 @@ async fn event(State(ingest): State<IngestProxy>, request: Request) -> Response 
 
 async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection> {
     let (parts, body) = request.into_parts();
-    let key = beacon_key(&parts.headers, parts.uri.query())?;
+    let metadata = tonic::metadata::MetadataMap::from_headers(parts.headers.clone());
+    let key = beacon_key(&metadata, parts.uri.query())?;
     let peer = parts
         .extensions
         .get::<TcpConnectInfo>()
         .and_then(|info| info.remote_addr())
         .map(|addr| addr.ip());
-    let client_ip = forwarded_for(&parts.headers).or(peer);
+    let client_ip = beacon_core::grpc::forwarded_for(&metadata).or(peer);
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| {
@@ -106,10 +106,12 @@ async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection>
 
 /// The ingest key: the headers gRPC requests use (`beacon_core::auth::request_key`), else
 /// `?key=` for `navigator.sendBeacon`, which cannot set headers.
-fn beacon_key(headers: &HeaderMap, query: Option<&str>) -> Result<String, Rejection> {
-    let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
+fn beacon_key(
+    metadata: &tonic::metadata::MetadataMap,
+    query: Option<&str>,
+) -> Result<String, Rejection> {
     if metadata.contains_key("authorization") || metadata.contains_key("x-beacon-key") {
-        return beacon_core::auth::request_key(&metadata)
+        return beacon_core::auth::request_key(metadata)
             .map_err(|err| (StatusCode::UNAUTHORIZED, err.to_string()));
     }
     let params: HashMap<String, String> = query
@@ -126,14 +128,6 @@ fn beacon_key(headers: &HeaderMap, query: Option<&str>) -> Result<String, Reject
                 .to_owned(),
         )
     })
-}
-
-fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|first| first.trim().parse().ok())
 }
 
 fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<Event, Rejection> {

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use beacon_core::log::Log;
+use beacon_core::shutdown::Tasks;
 use beacon_core::{Error, Result};
 use beacon_proto::pipeline::v1::{EventBatch, LoggedEvent};
 use prost::Message;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Largest encoded event batch in one log message (JetStream's default limit is 1 MiB).
 const MAX_MESSAGE_BYTES: usize = 768 * 1024;
@@ -32,15 +31,13 @@ struct Pending {
 #[derive(Clone)]
 pub struct Publisher {
     lanes: Arc<Vec<mpsc::Sender<Pending>>>,
-    stop: CancellationToken,
-    tasks: TaskTracker,
+    tasks: Tasks,
 }
 
 impl Publisher {
     /// Starts one lane per partition, each lingering `linger` to gather a batch.
     pub fn new(log: Arc<dyn Log>, partitions: u32, linger: Duration) -> Self {
-        let stop = CancellationToken::new();
-        let tasks = TaskTracker::new();
+        let tasks = Tasks::new(Default::default());
         let lanes = (0..partitions)
             .map(|partition| {
                 let (tx, rx) = mpsc::channel(QUEUE_PER_PARTITION);
@@ -51,13 +48,12 @@ impl Publisher {
                     in_flight: Arc::new(Semaphore::new(IN_FLIGHT_PER_PARTITION)),
                     tasks: tasks.clone(),
                 };
-                tasks.spawn(lane.run(rx, stop.clone()));
+                tasks.spawn(lane.run(rx));
                 tx
             })
             .collect();
         Self {
             lanes: Arc::new(lanes),
-            stop,
             tasks,
         }
     }
@@ -91,9 +87,8 @@ impl Publisher {
 
     /// Stops accepting, publishes what is queued, and waits up to `timeout` for it.
     pub async fn close(&self, timeout: Duration) {
-        self.stop.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(timeout, self.tasks.wait())
+        self.tasks.token().cancel();
+        if tokio::time::timeout(timeout, self.tasks.drain())
             .await
             .is_err()
         {
@@ -125,11 +120,12 @@ struct Lane {
     log: Arc<dyn Log>,
     linger: Duration,
     in_flight: Arc<Semaphore>,
-    tasks: TaskTracker,
+    tasks: Tasks,
 }
 
 impl Lane {
-    async fn run(self, mut rx: mpsc::Receiver<Pending>, stop: CancellationToken) {
+    async fn run(self, mut rx: mpsc::Receiver<Pending>) {
+        let stop = self.tasks.token().clone();
         loop {
             let first = tokio::select! {
                 biased;

@@ -26,9 +26,9 @@ use super::{Log, LogMessage, LogStream};
 use crate::error::ResultExt;
 use crate::{Error, Result};
 
-/// The single table: `(partition, seq)` to payload.
 /// Page cache of one log file; reads are mostly of the recent tail.
 const CACHE_BYTES: usize = 64 << 20;
+/// The single table: `(partition, seq)` to payload.
 const LOG: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("log");
 /// Most appends written by one transaction.
 const MAX_BATCH: usize = 4096;

@@ -20,9 +20,9 @@ use super::{Inserted, Origin, RawEvent, RawStore};
 use crate::error::ResultExt;
 use crate::{Error, Result};
 
-/// `(tenant, event id)` to `(seq, index, timestamp)`.
 /// Page cache of the raw store.
 const CACHE_BYTES: usize = 256 << 20;
+/// `(tenant, event id)` to `(seq, index, timestamp)`.
 const IDS: TableDefinition<(&str, &str), (u64, u32, i64)> = TableDefinition::new("ids");
 /// `(tenant, timestamp, event id)` to origin header and payload.
 const EVENTS: TableDefinition<(&str, i64, &str), &[u8]> = TableDefinition::new("events");
