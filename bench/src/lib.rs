@@ -65,6 +65,10 @@ pub struct Plan {
     pub median_tenant_events: usize,
     /// Dashboards requested per latency measurement.
     pub query_requests: usize,
+    /// Tenants loaded for the tenant-scale rows: the baseline count, then the measured one.
+    pub scale_tenants: (usize, usize),
+    /// Events of each tenant loaded for the tenant-scale rows.
+    pub scale_events_per_tenant: usize,
 }
 
 impl Plan {
@@ -84,6 +88,12 @@ impl Plan {
             largest_tenant_events: if quick { 100_000 } else { 10_000_000 },
             median_tenant_events: if quick { 2_000 } else { 30_000 },
             query_requests: if quick { 48 } else { 480 },
+            scale_tenants: if quick {
+                (200, 5_000)
+            } else {
+                (1_000, 100_000)
+            },
+            scale_events_per_tenant: 10,
         }
     }
 }
@@ -115,6 +125,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     freshness::run(&plan, &mut table).await?;
     query::run(&plan, &mut table).await?;
+    query::scale::run(&plan, &mut table).await?;
     table.print();
     Ok(())
 }

@@ -9,22 +9,24 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use beacon_aggregator::Processor;
 use beacon_aggregator::enrich::{referrer, url};
 use beacon_core::meta::Tenant;
-use beacon_proto::ingest::v1::Event;
 use beacon_proto::insights::v1::{
     DateRange, Dimension, GetAggregateRequest, GetBreakdownRequest, GetTimeseriesRequest, Interval,
     Metric,
 };
-use beacon_proto::pipeline::v1::LoggedEvent;
-use beacon_query::{DuckShardStore, Insights, ShardStore};
+use beacon_query::Insights;
 use hdrhistogram::Histogram;
 
 use crate::traffic::{TrafficConfig, TrafficModel};
-use crate::{Plan, Table};
 
-const DAY_MS: i64 = 86_400_000;
+mod load;
+pub mod scale;
+
+use crate::{Plan, Table};
+pub use load::Loader;
+
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// One tenant's month of history, loaded into a shard and into a raw DuckDB table.
 struct Loaded {
@@ -36,23 +38,27 @@ struct Loaded {
 /// Measures dashboard latency for the largest and the median tenant and adds rows.
 pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn ShardStore> = Arc::new(DuckShardStore::new(dir.path().join("shards"), 64)?);
     let mut model = TrafficModel::new(TrafficConfig {
         seed: plan.seed,
         tenants: plan.tenants,
         zipf_exponent: 1.1,
     });
     let now = beacon_core::time::now_ms();
-    let largest = load(&mut model, &store, 0, plan.largest_tenant_events, now).await?;
-    let median = load(
-        &mut model,
-        &store,
-        plan.tenants / 2,
-        plan.median_tenant_events,
-        now,
-    )
-    .await?;
-    let insights = Arc::new(Insights::new(store));
+    // The processor and DuckDB block: keep them off the async workers.
+    let (loader, largest, median) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+        let mut loader = Loader::new(dir.path())?;
+        let largest = load(&mut model, &mut loader, 0, plan.largest_tenant_events, now)?;
+        let median = load(
+            &mut model,
+            &mut loader,
+            plan.tenants / 2,
+            plan.median_tenant_events,
+            now,
+        )?;
+        loader.finish()?;
+        Ok((loader, largest, median))
+    })?;
+    let insights = Arc::new(Insights::new(Arc::new(loader.store)));
     let range = month(now)?;
     for (label, loaded) in [("largest", &largest), ("median", &median)] {
         // DuckDB blocks: keep it off the async workers.
@@ -85,7 +91,7 @@ pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
 }
 
 /// The last 30 local days (UTC dates).
-fn month(now: i64) -> anyhow::Result<DateRange> {
+pub(crate) fn month(now: i64) -> anyhow::Result<DateRange> {
     let date = |ms: i64| -> anyhow::Result<String> {
         Ok(jiff::Timestamp::from_millisecond(ms)?
             .to_zoned_datetime(jiff::tz::TimeZone::UTC)
@@ -98,45 +104,11 @@ fn month(now: i64) -> anyhow::Result<DateRange> {
     })
 }
 
-fn logged(tenant: &Tenant, event: Event) -> LoggedEvent {
-    let visitor = visitor_id(&event.client_ip, &event.user_agent);
-    LoggedEvent {
-        tenant_id: tenant.id.clone(),
-        event_id: event.id,
-        name: event.name,
-        timestamp_ms: event
-            .timestamp
-            .map(|t| t.seconds * 1000)
-            .unwrap_or_default(),
-        received_ms: 0,
-        url: event.url,
-        referrer: event.referrer,
-        title: event.title,
-        user_agent: event.user_agent,
-        props: event.props,
-        revenue: event.revenue,
-        country: String::new(),
-        region: String::new(),
-        city: String::new(),
-        visitor,
-        time_zone: tenant.time_zone.clone(),
-    }
-}
-
-/// A stable 64-bit visitor id for the benchmark (ingest uses a salted keyed hash).
-fn visitor_id(ip: &str, user_agent: &str) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in ip.bytes().chain([0]).chain(user_agent.bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    }
-    h
-}
-
-/// Generates `count` events of tenant `index` over the last 30 days, folds them through the
-/// aggregator's processor into the shard store, and loads them raw into an in-memory DuckDB.
-async fn load(
+/// Generates `count` events of tenant `index` over the last 30 days, a day at a time, folds
+/// them into `loader`, and loads them raw into an in-memory DuckDB table.
+fn load(
     model: &mut TrafficModel,
-    store: &Arc<dyn ShardStore>,
+    loader: &mut Loader,
     index: usize,
     count: usize,
     now: i64,
@@ -148,21 +120,17 @@ async fn load(
         time_zone: spec.time_zone.clone(),
     };
     let tz = beacon_core::time::time_zone(&tenant.time_zone)?;
-    let events = model.history(index, count, now - 30 * DAY_MS, now);
-    // DuckDB and the processor block: run them off the async workers, waiting for the shard
-    // store's applies from there.
-    let runtime = tokio::runtime::Handle::current();
-    let raw = tokio::task::block_in_place(|| -> anyhow::Result<duckdb::Connection> {
-        let raw = duckdb::Connection::open_in_memory()?;
-        raw.execute_batch(
-            "CREATE TABLE raw_events (ts BIGINT, local_date DATE, name VARCHAR, path VARCHAR, source VARCHAR, visitor UBIGINT)",
-        )?;
-        let mut processor = Processor::new();
-        let mut seq = 0u64;
-        {
-            let mut appender = raw.appender("raw_events")?;
-            for (n, event) in events.into_iter().enumerate() {
-                let event = logged(&tenant, event);
+    let raw = duckdb::Connection::open_in_memory()?;
+    raw.execute_batch(
+        "CREATE TABLE raw_events (ts BIGINT, local_date DATE, name VARCHAR, path VARCHAR, source VARCHAR, visitor UBIGINT)",
+    )?;
+    {
+        let mut appender = raw.appender("raw_events")?;
+        for day in 0..30usize {
+            let per_day = count / 30 + usize::from(day < count % 30);
+            let start = now - (30 - day as i64) * DAY_MS;
+            for event in model.history(index, per_day, start, start + DAY_MS) {
+                let event = loader.add(&tenant, event)?;
                 let page = url::parse(&event.url);
                 let source =
                     referrer::source(&event.referrer, &page.host, page.utm_source.as_deref());
@@ -175,17 +143,10 @@ async fn load(
                     source.name,
                     event.visitor
                 ])?;
-                processor.process(&event, true)?;
-                if (n + 1) % 50_000 == 0 {
-                    seq += 1;
-                    runtime.block_on(apply(store, &mut processor, seq))?;
-                }
             }
-            appender.flush()?;
         }
-        runtime.block_on(apply(store, &mut processor, seq + 1))?;
-        Ok(raw)
-    })?;
+        appender.flush()?;
+    }
     Ok(Loaded {
         tenant,
         events: count,
@@ -193,19 +154,8 @@ async fn load(
     })
 }
 
-async fn apply(
-    store: &Arc<dyn ShardStore>,
-    processor: &mut Processor,
-    seq: u64,
-) -> anyhow::Result<()> {
-    for rollup in processor.take_rollups() {
-        store.apply(0, seq, Arc::new(rollup)).await?;
-    }
-    Ok(())
-}
-
 /// `requests` dashboards from `clients` concurrent clients; microseconds per dashboard.
-async fn dashboards(
+pub(crate) async fn dashboards(
     insights: &Arc<Insights>,
     tenant: &Tenant,
     range: &DateRange,

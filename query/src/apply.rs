@@ -5,25 +5,29 @@
 //! moves past it; an undecodable message or an unappliable part goes to the dead-letter log
 //! with its reason, never dropped, and never stalls the partition.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use beacon_core::log::{Log, LogMessage};
+use beacon_core::log::{Log, LogMessage, LogStream};
 use beacon_core::retry::Backoff;
-use beacon_proto::pipeline::v1::{DeadLetter, RollupBatch, TenantRollup};
-use futures::StreamExt;
+use beacon_proto::pipeline::v1::{DeadLetter, RollupBatch};
+use futures::stream::Peekable;
+use futures::{FutureExt, StreamExt};
 use prost::Message;
 use prost::bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::QueryError;
 use crate::progress::Progress;
-use crate::shard::{ApplyOutcome, ShardStore};
+use crate::shard::{RollupMessage, ShardStore};
 
 /// Progress is saved at most this often (and after the last message before an idle pause).
 const SAVE_INTERVAL: Duration = Duration::from_millis(200);
-/// Tenant parts of one message applied at once (each to its own shard).
-const APPLY_CONCURRENCY: usize = 8;
+/// Most messages applied in one shard transaction.
+const MAX_BATCH_MESSAGES: usize = 256;
+/// Most payload bytes applied in one shard transaction (a larger message still goes alone).
+const MAX_BATCH_BYTES: usize = 8 << 20;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -35,16 +39,6 @@ pub struct Consumer {
     store: Arc<dyn ShardStore>,
     progress: Progress,
     shutdown: CancellationToken,
-}
-
-/// What became of one tenant part of a message.
-enum Part {
-    /// Applied now or before.
-    Done,
-    /// Can never be applied; to be parked.
-    Invalid { index: u32, reason: String },
-    /// Shutdown came while retrying.
-    Stopped,
 }
 
 impl Consumer {
@@ -87,7 +81,7 @@ impl Consumer {
                 subscribed = self.rollups.subscribe(partition, done) => subscribed,
             };
             let mut stream = match subscribed {
-                Ok(stream) => stream,
+                Ok(stream) => stream.peekable(),
                 Err(err) => {
                     tracing::warn!(partition, after = done, error = %err, "subscribing to the rollup log failed; retrying");
                     if !backoff.sleep(Some(&self.shutdown)).await {
@@ -131,10 +125,11 @@ impl Consumer {
                 if message.seq <= done {
                     continue;
                 }
-                if !self.handle(&message).await {
+                let batch = gather(&mut stream, message);
+                if !self.handle(&batch).await {
                     break 'subscribe;
                 }
-                done = message.seq;
+                done = batch.last().map_or(done, |m| m.seq);
                 backoff.reset();
                 if saved.at.elapsed() >= SAVE_INTERVAL {
                     self.save(done, &mut saved).await;
@@ -157,15 +152,32 @@ impl Consumer {
         saved.at = Instant::now();
     }
 
-    /// Applies every tenant part of `message`; false when shutdown interrupted it.
-    async fn handle(&self, message: &LogMessage) -> bool {
+    /// Applies `messages` in one shard transaction, after parking what can never be applied;
+    /// false when shutdown interrupted it.
+    async fn handle(&self, messages: &[LogMessage]) -> bool {
+        let mut ready = Vec::with_capacity(messages.len());
+        for message in messages {
+            match self.validate(message).await {
+                Some(valid) => ready.push(valid),
+                None => return false,
+            }
+        }
+        self.apply(ready.into()).await
+    }
+
+    /// The valid tenant parts of `message`; the rest are parked first. `None` when shutdown
+    /// came while parking.
+    async fn validate(&self, message: &LogMessage) -> Option<RollupMessage> {
         let (partition, seq) = (self.partition, message.seq);
+        let mut valid = RollupMessage {
+            seq,
+            tenants: Vec::new(),
+        };
         let batch = match RollupBatch::decode(message.payload.clone()) {
             Ok(batch) => batch,
             Err(err) => {
-                return self
-                    .park(message, 0, format!("undecodable RollupBatch: {err}"))
-                    .await;
+                let reason = format!("undecodable RollupBatch: {err}");
+                return self.park(message, 0, reason).await.then_some(valid);
             }
         };
         if batch.partition != partition {
@@ -176,45 +188,49 @@ impl Consumer {
                 "rollup batch names another partition"
             );
         }
-        let parts: Vec<Part> = futures::stream::iter(batch.tenants.into_iter().enumerate())
-            .map(|(index, part)| self.apply_part(seq, index, Arc::new(part)))
-            .buffer_unordered(APPLY_CONCURRENCY)
-            .collect()
-            .await;
-        let mut finished = true;
-        for part in parts {
-            match part {
-                Part::Done => {}
-                Part::Stopped => finished = false,
-                Part::Invalid { index, reason } => {
-                    finished &= self.park(message, index, reason).await
+        for (index, part) in batch.tenants.into_iter().enumerate() {
+            match self.store.validate(partition, part) {
+                Ok(part) => valid.tenants.push(part),
+                Err(err) => {
+                    let reason = match err {
+                        QueryError::InvalidRollup(reason) => reason,
+                        other => other.to_string(),
+                    };
+                    let index = u32::try_from(index).unwrap_or(u32::MAX);
+                    if !self.park(message, index, reason).await {
+                        return None;
+                    }
                 }
             }
         }
-        finished
+        Some(valid)
     }
 
-    async fn apply_part(&self, seq: u64, index: usize, part: Arc<TenantRollup>) -> Part {
+    /// Applies `messages`, retrying until it succeeds; false when shutdown came first.
+    async fn apply(&self, messages: Arc<[RollupMessage]>) -> bool {
         let partition = self.partition;
+        let (first, last) = match (messages.first(), messages.last()) {
+            (Some(first), Some(last)) => (first.seq, last.seq),
+            _ => return true,
+        };
         let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
         loop {
-            match self.store.apply(partition, seq, part.clone()).await {
-                Ok(ApplyOutcome::Applied) => {
-                    tracing::debug!(partition, seq, tenant = %part.tenant_id, rows = part.rows.len(), "rollup applied");
-                    return Part::Done;
-                }
-                Ok(ApplyOutcome::AlreadyApplied { watermark }) => {
-                    tracing::debug!(partition, seq, watermark, tenant = %part.tenant_id, "rollup already applied");
-                    return Part::Done;
-                }
-                Err(QueryError::InvalidRollup(reason)) => {
-                    let index = u32::try_from(index).unwrap_or(u32::MAX);
-                    return Part::Invalid { index, reason };
+            match self.store.apply(partition, messages.clone()).await {
+                Ok(applied) => {
+                    tracing::debug!(
+                        partition,
+                        first,
+                        last,
+                        applied = applied.messages,
+                        watermark = applied.watermark,
+                        "rollups applied"
+                    );
+                    return true;
                 }
                 Err(err) => {
-                    tracing::error!(partition, seq, tenant = %part.tenant_id, error = %err, "applying rollup failed; retrying");
+                    tracing::error!(partition, first, last, error = %err, "applying rollups failed; retrying");
                     if !backoff.sleep(Some(&self.shutdown)).await {
-                        return Part::Stopped;
+                        return false;
                     }
                 }
             }
@@ -252,6 +268,27 @@ impl Consumer {
             }
         }
     }
+}
+
+/// `first` and the messages that are ready after it, up to [`MAX_BATCH_MESSAGES`] and
+/// [`MAX_BATCH_BYTES`]. A failure or the end of the stream stays in the stream.
+fn gather(stream: &mut Peekable<LogStream>, first: LogMessage) -> Vec<LogMessage> {
+    let mut bytes = first.payload.len();
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH_MESSAGES {
+        let Some(Some(Ok(next))) = Pin::new(&mut *stream).peek().now_or_never() else {
+            break;
+        };
+        if bytes + next.payload.len() > MAX_BATCH_BYTES {
+            break;
+        }
+        bytes += next.payload.len();
+        match stream.next().now_or_never() {
+            Some(Some(Ok(next))) => batch.push(next),
+            _ => break,
+        }
+    }
+    batch
 }
 
 /// The last saved progress.

@@ -13,13 +13,13 @@ pub struct QueryArgs {
         default_value = "127.0.0.1:7003"
     )]
     pub listen: std::net::SocketAddr,
-    /// Most DuckDB shard files kept open at once.
+    /// Memory limit of each shard file's DuckDB instance (one per partition), e.g. "256MB".
     #[arg(
-        long = "max-open-shards",
-        env = "BEACON_MAX_OPEN_SHARDS",
-        default_value_t = 256
+        long = "shard-memory",
+        env = "BEACON_SHARD_MEMORY",
+        default_value = "256MB"
     )]
-    pub max_open_shards: usize,
+    pub shard_memory: String,
     /// Partitions whose rollups this instance applies (comma-separated); all when empty.
     #[arg(
         id = "query_partitions",
@@ -34,9 +34,6 @@ impl QueryArgs {
     /// The partitions to consume, ascending and without repeats: `own_partitions`, or every
     /// partition of `0..partitions` when it is empty.
     pub fn partitions(&self, partitions: u32) -> Result<Vec<u32>, QueryError> {
-        if self.max_open_shards == 0 {
-            return Err(QueryError::invalid("--max-open-shards must be at least 1"));
-        }
         if self.own_partitions.is_empty() {
             return Ok((0..partitions).collect());
         }
@@ -59,7 +56,7 @@ mod tests {
     fn args(own: Vec<u32>) -> QueryArgs {
         QueryArgs {
             listen: ([127, 0, 0, 1], 0).into(),
-            max_open_shards: 4,
+            shard_memory: "64MB".into(),
             own_partitions: own,
         }
     }

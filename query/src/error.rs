@@ -8,16 +8,16 @@ pub enum QueryError {
     /// A shared error: invalid request, authentication, backend failure.
     #[error(transparent)]
     Core(#[from] beacon_core::Error),
-    /// A DuckDB shard failed.
-    #[error("{what} in the shard of tenant {tenant_id:?}: {source}")]
+    /// A shard file failed.
+    #[error("{what} in shard {shard}: {source}")]
     Shard {
-        /// The shard's tenant.
-        tenant_id: String,
+        /// The shard file.
+        shard: String,
         /// What was being done.
         what: String,
-        /// DuckDB's error.
+        /// DuckDB's or the sketch library's error.
         #[source]
-        source: duckdb::Error,
+        source: ShardFailure,
     },
     /// A rollup-log message holds data that can never be applied (parked, not retried).
     #[error("invalid rollup: {0}")]
@@ -27,13 +27,28 @@ pub enum QueryError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// The cause of a shard failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardFailure {
+    /// DuckDB failed.
+    #[error(transparent)]
+    DuckDb(#[from] duckdb::Error),
+    /// A stored visitor sketch could not be read or built.
+    #[error("HLL sketch: {0}")]
+    Sketch(#[from] datasketches::error::Error),
+}
+
 impl QueryError {
-    /// Wraps a DuckDB error of `tenant_id`'s shard with what was being done.
-    pub fn shard(tenant_id: &str, what: impl Into<String>, source: duckdb::Error) -> Self {
+    /// Wraps a failure of `shard` (a file name) with what was being done.
+    pub fn shard(
+        shard: impl Into<String>,
+        what: impl Into<String>,
+        source: impl Into<ShardFailure>,
+    ) -> Self {
         Self::Shard {
-            tenant_id: tenant_id.to_owned(),
+            shard: shard.into(),
             what: what.into(),
-            source,
+            source: source.into(),
         }
     }
 
@@ -48,13 +63,10 @@ impl From<QueryError> for beacon_core::Error {
         match err {
             QueryError::Core(err) => err,
             QueryError::Shard {
-                tenant_id,
+                shard,
                 what,
                 source,
-            } => beacon_core::Error::backend(
-                format!("{what} in the shard of tenant {tenant_id:?}"),
-                source,
-            ),
+            } => beacon_core::Error::backend(format!("{what} in shard {shard}"), source),
             QueryError::InvalidRollup(reason) => beacon_core::Error::Corrupt(reason),
             QueryError::Task(err) => beacon_core::Error::backend("running a shard task", err),
         }

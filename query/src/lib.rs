@@ -1,8 +1,9 @@
 //! beacon-query: the query role.
 //!
-//! It consumes the rollup log of the partitions it serves, applies every tenant's rollups to
-//! that tenant's DuckDB shard file exactly once ([`apply`], [`shard`]), and answers the
-//! Insights gRPC API ([`insights`], [`service`]).
+//! It consumes the rollup log of the partitions it serves, applies the rollups of each
+//! partition to that partition's DuckDB shard file exactly once, several messages per
+//! transaction ([`apply`], [`shard`]), and answers the Insights gRPC API ([`insights`],
+//! [`service`]).
 //!
 //! Invariants: one writer per shard file (this process); DuckDB never runs on the async
 //! runtime; the watermark of every partition lives in the shard, in the same transaction as the
@@ -36,14 +37,14 @@ pub use args::QueryArgs;
 pub use error::QueryError;
 pub use insights::Insights;
 pub use service::InsightsApi;
-pub use shard::{DuckShardStore, ShardStore};
+pub use shard::{Applied, DuckShardStore, RollupMessage, ShardStore, ValidRollup};
 
 /// The gRPC service name the query role serves.
 pub const SERVICE_NAME: &str = "beacon.insights.v1.InsightsService";
 
 /// Applies the rollup log to the shards and serves InsightsService on `listener` until `shutdown`.
 ///
-/// Shards live in `<data_dir>/shards/<tenant_id>.duckdb`, consumer progress in
+/// Shards live in `<data_dir>/shards/p<partition>.duckdb`, consumer progress in
 /// `<data_dir>/query/progress-p{p}`. On shutdown the server drains open requests and every
 /// consumer finishes its current message and saves its progress before this returns.
 pub async fn run(
@@ -53,7 +54,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), QueryError> {
     let partitions = args.partitions(backends.partitions)?;
-    let store = DuckShardStore::new(backends.data_dir.join("shards"), args.max_open_shards)?;
+    let store = DuckShardStore::new(
+        backends.data_dir.join("shards"),
+        backends.partitions,
+        &args.shard_memory,
+    )?;
     let shared: Arc<dyn ShardStore> = Arc::new(store.clone());
 
     let consumers = Tasks::new(shutdown.child_token());
@@ -71,7 +76,7 @@ pub async fn run(
     }
     tracing::info!(
         ?partitions,
-        max_open_shards = args.max_open_shards,
+        shard_memory = %args.shard_memory,
         "query role started"
     );
 
@@ -85,7 +90,7 @@ pub async fn run(
     // The server stops on shutdown or on error; the consumers stop with it either way.
     consumers.token().cancel();
     consumers.drain().await;
-    store.close_idle().await?;
+    store.close().await?;
     tracing::info!("query role stopped");
     Ok(served?)
 }

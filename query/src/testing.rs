@@ -81,3 +81,23 @@ pub(crate) fn rollup(tenant: &str, hits: Vec<(RollupRow, VisitorSet)>) -> Tenant
         visitors,
     }
 }
+
+/// A store of one partition (every tenant lands in partition 0) in `dir`.
+pub(crate) fn one_partition_store(dir: &TempDir) -> crate::DuckShardStore {
+    crate::DuckShardStore::new(dir.path().join("shards"), 1, "64MB").expect("store")
+}
+
+/// Applies `rollups` as message `seq` of partition 0.
+pub(crate) async fn apply(
+    store: &crate::DuckShardStore,
+    seq: u64,
+    rollups: Vec<TenantRollup>,
+) -> crate::Applied {
+    use crate::ShardStore;
+    let tenants = rollups
+        .into_iter()
+        .map(|rollup| store.validate(0, rollup).expect("valid rollup"))
+        .collect();
+    let message = crate::RollupMessage { seq, tenants };
+    store.apply(0, vec![message].into()).await.expect("apply")
+}

@@ -62,7 +62,7 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
     let addr = listener.local_addr().expect("addr");
     let args = QueryArgs {
         listen: addr,
-        max_open_shards: 4,
+        shard_memory: "64MB".into(),
         own_partitions: vec![],
     };
     let shutdown = CancellationToken::new();

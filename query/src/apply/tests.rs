@@ -2,7 +2,7 @@ use std::path::Path;
 
 use beacon_core::log::embedded::EmbeddedLog;
 use beacon_proto::insights::v1::Dimension;
-use beacon_proto::pipeline::v1::RollupBatch;
+use beacon_proto::pipeline::v1::{RollupBatch, TenantRollup};
 use jiff::civil::Date;
 
 use super::*;
@@ -58,12 +58,12 @@ fn setup(dir: &Path) -> Setup {
     Setup {
         rollups: Arc::new(EmbeddedLog::open(&dir.join("rollups.redb")).expect("rollups")),
         dead_letters: Arc::new(EmbeddedLog::open(&dir.join("dead.redb")).expect("dead letters")),
-        store: DuckShardStore::new(dir.join("shards"), 8).expect("store"),
+        store: DuckShardStore::new(dir.join("shards"), 1, "64MB").expect("store"),
     }
 }
 
-/// Runs a consumer of partition 0 until the shard of `tenant` has applied `seq`.
-async fn consume_until(s: &Setup, progress: &Progress, tenant: &str, seq: u64) {
+/// Runs a consumer of partition 0 until its shard has applied `seq`.
+async fn consume_until(s: &Setup, progress: &Progress, seq: u64) {
     let shutdown = CancellationToken::new();
     let consumer = Consumer::new(
         0,
@@ -75,7 +75,7 @@ async fn consume_until(s: &Setup, progress: &Progress, tenant: &str, seq: u64) {
     );
     let task = tokio::spawn(consumer.run());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while s.store.watermark(tenant, 0).await.expect("watermark") < Some(seq) {
+    while s.store.watermark(0).await.expect("watermark") < Some(seq) {
         assert!(
             Instant::now() < deadline,
             "consumer did not reach seq {seq}"
@@ -106,7 +106,7 @@ async fn applies_in_order_parks_bad_input_and_replays_exactly_once() {
         .await
         .expect("append");
 
-    consume_until(&s, &progress, "a", 3).await;
+    consume_until(&s, &progress, 3).await;
     assert_eq!(progress.load().await.expect("progress"), 3);
     assert_eq!(pageviews(&s.store, "a").await, 2);
     assert_eq!(pageviews(&s.store, "b").await, 1);
@@ -134,7 +134,7 @@ async fn applies_in_order_parks_bad_input_and_replays_exactly_once() {
         .append(0, "m4", batch(vec![visit("b", 5)]))
         .await
         .expect("append");
-    consume_until(&s, &progress, "b", 4).await;
+    consume_until(&s, &progress, 4).await;
     assert_eq!(pageviews(&s.store, "a").await, 2);
     assert_eq!(pageviews(&s.store, "b").await, 2);
     assert_eq!(progress.load().await.expect("progress"), 4);

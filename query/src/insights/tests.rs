@@ -2,7 +2,7 @@ use beacon_proto::insights::v1::{DateRange, MetricValue};
 
 use super::*;
 use crate::shard::DuckShardStore;
-use crate::testing::{TempDir, hit, rollup};
+use crate::testing::{TempDir, apply, hit, one_partition_store, rollup};
 
 fn tenant(id: &str, tz: &str) -> Tenant {
     Tenant {
@@ -39,7 +39,7 @@ struct Fixture {
 
 fn fixture(name: &str) -> Fixture {
     let dir = TempDir::new(name);
-    let store = DuckShardStore::new(dir.path().join("shards"), 16).expect("store");
+    let store = one_partition_store(&dir);
     let insights = Insights::new(Arc::new(store.clone()));
     Fixture {
         _dir: dir,
@@ -63,10 +63,7 @@ async fn visits(store: &DuckShardStore, seq: u64, tenant: &Tenant, at: &[&str]) 
             )
         })
         .collect();
-    store
-        .apply(0, seq, Arc::new(rollup(&tenant.id, hits)))
-        .await
-        .expect("apply");
+    apply(store, seq, vec![rollup(&tenant.id, hits)]).await;
 }
 
 #[tokio::test]
@@ -161,10 +158,7 @@ async fn visitors_over_a_range_are_not_summed_per_hour() {
     .iter()
     .map(|at| hit(at, "UTC", Dimension::Unspecified, "", 42))
     .collect();
-    f.store
-        .apply(0, 1, Arc::new(rollup("unique", hits)))
-        .await
-        .expect("apply");
+    apply(&f.store, 1, vec![rollup("unique", hits)]).await;
     let req = GetAggregateRequest {
         date_range: dates("2026-03-01", "2026-03-02"),
         metrics: vec![Metric::Visitors as i32, Metric::Visits as i32],
@@ -231,10 +225,7 @@ async fn breakdown_orders_by_first_metric_then_value_and_limits() {
         hits.push(hit(at, "UTC", Dimension::Page, "/q", 0));
     }
     hits.push(hit(at, "UTC", Dimension::Country, "NZ", 9));
-    f.store
-        .apply(0, 1, Arc::new(rollup("shop", hits)))
-        .await
-        .expect("apply");
+    apply(&f.store, 1, vec![rollup("shop", hits)]).await;
 
     let req = |metrics: Vec<i32>, limit| GetBreakdownRequest {
         date_range: dates("2026-03-01", "2026-03-01"),
@@ -272,10 +263,7 @@ async fn aggregate_reports_bot_events() {
     let t = tenant("bots", "UTC");
     let (mut row, set) = hit("2026-03-01T10:00:00Z", "UTC", Dimension::Unspecified, "", 1);
     row.bot_events = 6;
-    f.store
-        .apply(0, 1, Arc::new(rollup("bots", vec![(row, set)])))
-        .await
-        .expect("apply");
+    apply(&f.store, 1, vec![rollup("bots", vec![(row, set)])]).await;
     let req = GetAggregateRequest {
         date_range: dates("2026-03-01", "2026-03-01"),
         metrics: vec![Metric::Events as i32],

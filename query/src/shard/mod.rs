@@ -1,4 +1,5 @@
-//! Per-tenant shard files: the rollups of one tenant, applied exactly once, and queried.
+//! Shard files: the rollups of the tenants of one rollup-log partition, applied exactly once,
+//! and queried per tenant.
 //!
 //! Invariant: one writer per shard file (this process), and every DuckDB call runs off the
 //! async runtime.
@@ -13,23 +14,33 @@ use jiff::civil::Date;
 use crate::QueryError;
 use crate::metrics::Sums;
 
+mod compact;
 pub mod duckdb;
 mod open;
+mod read;
 mod rows;
 mod schema;
+mod sketch;
 
 pub use self::duckdb::DuckShardStore;
+pub use self::rows::ValidRollup;
 
-/// What applying a tenant's rollup did.
+/// One rollup-log message: its sequence and its tenant parts that passed validation.
+#[derive(Debug, Clone)]
+pub struct RollupMessage {
+    /// Rollup-log sequence of the message within its partition.
+    pub seq: u64,
+    /// The message's valid tenant parts.
+    pub tenants: Vec<ValidRollup>,
+}
+
+/// What applying a run of rollup messages did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyOutcome {
-    /// The rows were added and the partition's watermark moved to the rollup's sequence.
-    Applied,
-    /// The shard had applied this partition up to `watermark` already; nothing changed.
-    AlreadyApplied {
-        /// The shard's applied rollup-log sequence of the partition.
-        watermark: u64,
-    },
+pub struct Applied {
+    /// Messages applied now; the others were at or below the watermark already.
+    pub messages: usize,
+    /// The partition's watermark afterwards.
+    pub watermark: u64,
 }
 
 /// How a query groups rows.
@@ -39,7 +50,8 @@ pub enum GroupBy {
     Total,
     /// One group per local date (key "YYYY-MM-DD").
     Day,
-    /// One group per hour bucket (key: the bucket's Unix milliseconds in decimal).
+    /// One group per hour bucket (key: the bucket's Unix milliseconds in decimal). Totals
+    /// (dimension 0) only: hourly visitor sketches are kept for totals alone.
     Hour,
     /// One group per dimension value (key: the value).
     Value,
@@ -54,7 +66,7 @@ pub struct Top {
     pub limit: u32,
 }
 
-/// A read of one tenant's shard.
+/// A read of one tenant's rollups.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardQuery {
     /// The dimension (`Dimension as i32`); 0 reads the tenant's totals.
@@ -72,21 +84,22 @@ pub struct ShardQuery {
 /// Stores tenants' rollups and answers queries over them.
 #[async_trait]
 pub trait ShardStore: Send + Sync + 'static {
-    /// Applies `rollup` (of rollup-log `partition` at sequence `seq`) to its tenant's shard,
-    /// exactly once: in one transaction with the partition's watermark, and not at all when
-    /// the watermark is at or past `seq`. Data that can never be applied is
-    /// [`QueryError::InvalidRollup`].
+    /// Checks a tenant part of a message of rollup-log `partition` before it is applied: data
+    /// that can never be applied is [`QueryError::InvalidRollup`], naming the field.
+    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, QueryError>;
+
+    /// Applies `messages` of rollup-log `partition` (ascending sequences) exactly once: in one
+    /// transaction with the partition's watermark, skipping messages at or below it.
     async fn apply(
         &self,
         partition: u32,
-        seq: u64,
-        rollup: Arc<TenantRollup>,
-    ) -> Result<ApplyOutcome, QueryError>;
+        messages: Arc<[RollupMessage]>,
+    ) -> Result<Applied, QueryError>;
 
-    /// The last rollup-log sequence of `partition` applied to the tenant's shard.
-    async fn watermark(&self, tenant_id: &str, partition: u32) -> Result<Option<u64>, QueryError>;
+    /// The last rollup-log sequence of `partition` applied here.
+    async fn watermark(&self, partition: u32) -> Result<Option<u64>, QueryError>;
 
-    /// Summed counters and distinct visitors of the tenant's rows matching `query`. A tenant
-    /// without a shard yet has no rows.
+    /// Summed counters and unique visitors of the tenant's rows matching `query`. A tenant
+    /// without rollups has no rows.
     async fn query(&self, tenant_id: &str, query: ShardQuery) -> Result<Vec<Sums>, QueryError>;
 }

@@ -1,10 +1,10 @@
-//! The open shard files: at most `max_open` DuckDB databases, least recently used closed first.
+//! The open shard files: one DuckDB database per rollup-log partition, opened on first use
+//! and kept open.
 //!
-//! Invariant: a file is open at most once in this process. A shard is closed only while no one
-//! uses it, under the map lock, so it can never be reopened while it is still closing.
+//! Invariant: a file is open at most once in this process.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -12,14 +12,11 @@ use duckdb::{Config, Connection};
 
 use super::schema;
 
-/// Read connections per shard: idle ones kept, and queries running at once. More concurrent
-/// queries wait: each runs within the shard's memory limit, and 16 dashboards at once on one
-/// shard ran DuckDB out of memory.
-const MAX_READERS: usize = 4;
-/// DuckDB worker threads per shard: queries of one tenant are small.
+/// Reads running at once on one shard; more wait. Each read runs on its caller's thread
+/// (DuckDB threads = 1), so this also bounds the blocking threads a shard occupies.
+const MAX_READERS: usize = 8;
+/// DuckDB worker threads per shard: one, the caller's.
 const SHARD_THREADS: i64 = 1;
-/// Memory limit of each shard's DuckDB instance.
-const SHARD_MEMORY: &str = "128MB";
 
 /// Locks `mutex`, recovering the data if a holder panicked (DuckDB rolls back an open
 /// transaction when its guard is dropped, so the connection stays usable).
@@ -29,6 +26,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One open shard file: a write connection and a pool of read connections.
 pub(crate) struct Shard {
+    /// The file's name, for errors and logs.
+    pub(crate) name: String,
     write: Mutex<Connection>,
     origin: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
@@ -48,14 +47,15 @@ impl Drop for ReadPermit<'_> {
 }
 
 impl Shard {
-    fn open(path: &Path) -> duckdb::Result<Self> {
+    fn open(path: PathBuf, memory: &str) -> duckdb::Result<Self> {
         let config = Config::default()
             .threads(SHARD_THREADS)?
-            .max_memory(SHARD_MEMORY)?;
-        let write = Connection::open_with_flags(path, config)?;
+            .max_memory(memory)?;
+        let write = Connection::open_with_flags(&path, config)?;
         write.execute_batch(schema::CREATE)?;
         let origin = write.try_clone()?;
         Ok(Self {
+            name: path.display().to_string(),
             write: Mutex::new(write),
             origin: Mutex::new(origin),
             readers: Mutex::new(Vec::new()),
@@ -65,21 +65,21 @@ impl Shard {
         })
     }
 
-    /// Counts `rows` appended and returns the count since the last compaction.
+    /// Counts `rows` appended and returns the count since the last fold.
     pub(crate) fn note_appended(&self, rows: u64) -> u64 {
         self.appended.fetch_add(rows, Ordering::Relaxed) + rows
     }
 
-    /// Restarts the count after a compaction.
+    /// Restarts the count after a fold.
     pub(crate) fn reset_appended(&self) {
         self.appended.store(0, Ordering::Relaxed);
     }
 
     /// Runs `f` with the shard's only write connection.
-    pub(crate) fn with_writer<T>(
+    pub(crate) fn with_writer<T, E>(
         &self,
-        f: impl FnOnce(&mut Connection) -> duckdb::Result<T>,
-    ) -> duckdb::Result<T> {
+        f: impl FnOnce(&mut Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
         f(&mut lock(&self.write))
     }
 
@@ -97,10 +97,10 @@ impl Shard {
     }
 
     /// Runs `f` with a read connection of its own, concurrently with writes and other reads.
-    pub(crate) fn with_reader<T>(
+    pub(crate) fn with_reader<T, E: From<duckdb::Error>>(
         &self,
-        f: impl FnOnce(&Connection) -> duckdb::Result<T>,
-    ) -> duckdb::Result<T> {
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
         let _permit = self.read_permit();
         let idle = lock(&self.readers).pop();
         let conn = match idle {
@@ -118,110 +118,47 @@ impl Shard {
     }
 }
 
-/// A place for one tenant's shard; empty until first opened.
-#[derive(Default)]
-struct Slot {
-    shard: Mutex<Option<Arc<Shard>>>,
-}
-
-/// A shard in use. While it lives the shard stays open.
-pub(crate) struct ShardRef {
-    // Dropped first: when the slot reference goes, no other handle to the shard is left.
-    shard: Arc<Shard>,
-    _slot: Arc<Slot>,
-}
-
-impl std::ops::Deref for ShardRef {
-    type Target = Shard;
-
-    fn deref(&self) -> &Shard {
-        &self.shard
-    }
-}
-
-#[derive(Default)]
-struct Lru {
-    tick: u64,
-    slots: HashMap<String, (u64, Arc<Slot>)>,
-}
-
-/// The open shards of one folder. Every method blocks: call from blocking threads only.
+/// The shard files of one folder. Every method blocks: call from blocking threads only.
 pub(crate) struct OpenShards {
     dir: PathBuf,
-    max_open: usize,
-    lru: Mutex<Lru>,
+    memory: String,
+    open: Mutex<HashMap<u32, Arc<Shard>>>,
 }
 
 impl OpenShards {
-    /// Shards of `dir`, at most `max_open` (at least 1) open at once while idle.
-    pub(crate) fn new(dir: PathBuf, max_open: usize) -> Self {
+    /// Shards of `dir`, each DuckDB instance limited to `memory` (DuckDB's syntax, "256MB").
+    pub(crate) fn new(dir: PathBuf, memory: String) -> Self {
         Self {
             dir,
-            max_open: max_open.max(1),
-            lru: Mutex::default(),
+            memory,
+            open: Mutex::default(),
         }
     }
 
-    /// The file of a tenant's shard.
-    pub(crate) fn path(&self, tenant_id: &str) -> PathBuf {
-        self.dir.join(format!("{tenant_id}.duckdb"))
+    /// The file of a partition's shard.
+    pub(crate) fn path(&self, partition: u32) -> PathBuf {
+        self.dir.join(format!("p{partition}.duckdb"))
     }
 
-    /// The tenant's shard, opened (and created when `create`) as needed. `None` when the file
-    /// does not exist and `create` is false.
-    pub(crate) fn get(&self, tenant_id: &str, create: bool) -> duckdb::Result<Option<ShardRef>> {
-        let slot = self.slot(tenant_id);
-        let mut current = lock(&slot.shard);
-        if current.is_none() {
-            let path = self.path(tenant_id);
-            if !create && !path.exists() {
-                return Ok(None);
-            }
-            *current = Some(Arc::new(Shard::open(&path)?));
-            tracing::debug!(tenant = tenant_id, path = %path.display(), "shard opened");
+    /// The partition's shard, opened (and created when `create`) as needed. `None` when the
+    /// file does not exist and `create` is false.
+    pub(crate) fn get(&self, partition: u32, create: bool) -> duckdb::Result<Option<Arc<Shard>>> {
+        let mut open = lock(&self.open);
+        if let Some(shard) = open.get(&partition) {
+            return Ok(Some(shard.clone()));
         }
-        let shard = current.clone();
-        drop(current);
-        Ok(shard.map(|shard| ShardRef { shard, _slot: slot }))
-    }
-
-    fn slot(&self, tenant_id: &str) -> Arc<Slot> {
-        let mut lru = lock(&self.lru);
-        lru.tick += 1;
-        let tick = lru.tick;
-        let entry = lru.slots.entry(tenant_id.to_owned()).or_default();
-        entry.0 = tick;
-        let slot = entry.1.clone();
-        self.evict(&mut lru);
-        slot
-    }
-
-    /// Closes the least recently used idle shards until at most `max_open` remain. Shards in
-    /// use are skipped, so the count may exceed the limit while they are busy.
-    fn evict(&self, lru: &mut Lru) {
-        while lru.slots.len() > self.max_open {
-            let victim = lru
-                .slots
-                .iter()
-                .filter(|(_, (_, slot))| Arc::strong_count(slot) == 1)
-                .min_by_key(|(_, (tick, _))| *tick)
-                .map(|(tenant, _)| tenant.clone());
-            let Some(victim) = victim else { break };
-            // Dropped here, under the lock: the file is closed before anyone can reopen it.
-            lru.slots.remove(&victim);
-            tracing::debug!(tenant = %victim, "shard closed");
+        let path = self.path(partition);
+        if !create && !path.exists() {
+            return Ok(None);
         }
+        let shard = Arc::new(Shard::open(path, &self.memory)?);
+        tracing::debug!(partition, shard = %shard.name, "shard opened");
+        open.insert(partition, shard.clone());
+        Ok(Some(shard))
     }
 
-    /// Closes every idle shard.
-    pub(crate) fn close_idle(&self) {
-        let mut lru = lock(&self.lru);
-        lru.slots.retain(|_, (_, slot)| Arc::strong_count(slot) > 1);
-    }
-
-    /// Number of shard slots held (open or known absent).
-    #[cfg(test)]
-    pub(crate) fn held(&self) -> usize {
-        lock(&self.lru).slots.len()
+    /// Closes every shard (checkpointing it) once no one else holds it.
+    pub(crate) fn close(&self) {
+        lock(&self.open).clear();
     }
 }

@@ -9,7 +9,7 @@ use crate::QueryError;
 const EPOCH: Date = Date::constant(1970, 1, 1);
 
 /// The DuckDB keys of a rollup's rows and visitor sets, index-aligned with them.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Keys {
     /// (days since 1970-01-01, dimension) of each row.
     pub rows: Vec<(i32, i16)>,
@@ -17,8 +17,38 @@ pub(crate) struct Keys {
     pub visitors: Vec<(i32, i16)>,
 }
 
+/// A tenant's rollup that passed [`validate`], with the typed keys of its rows.
+#[derive(Debug, Clone)]
+pub struct ValidRollup {
+    pub(crate) rollup: TenantRollup,
+    pub(crate) keys: Keys,
+}
+
+impl ValidRollup {
+    /// The tenant the rollup belongs to.
+    pub fn tenant_id(&self) -> &str {
+        &self.rollup.tenant_id
+    }
+
+    /// Rows and visitor entries carried: the amount of work the rollup is.
+    pub fn weight(&self) -> usize {
+        self.rollup.rows.len()
+            + self
+                .rollup
+                .visitors
+                .iter()
+                .map(|set| set.visitors.len())
+                .sum::<usize>()
+    }
+}
+
 /// Validates `rollup`: a well-formed tenant id, known dimensions and "YYYY-MM-DD" dates.
-pub(crate) fn validate(rollup: &TenantRollup) -> Result<Keys, QueryError> {
+pub(crate) fn validate(rollup: TenantRollup) -> Result<ValidRollup, QueryError> {
+    let keys = keys(&rollup)?;
+    Ok(ValidRollup { rollup, keys })
+}
+
+fn keys(rollup: &TenantRollup) -> Result<Keys, QueryError> {
     let tenant = &rollup.tenant_id;
     beacon_core::auth::validate_tenant_id(tenant)
         .map_err(|err| QueryError::InvalidRollup(format!("tenant_id: {err}")))?;
@@ -88,23 +118,24 @@ mod tests {
 
     #[test]
     fn derives_epoch_days_and_dimensions() {
-        let keys =
-            validate(&rollup("acme", "2026-03-01", Dimension::Country as i32)).expect("valid");
+        let keys = validate(rollup("acme", "2026-03-01", Dimension::Country as i32))
+            .expect("valid")
+            .keys;
         assert_eq!(keys.rows, vec![(20_513, 4)]);
         assert_eq!(keys.visitors, vec![(1, 1)]);
     }
 
     #[test]
     fn rejects_bad_input_naming_it() {
-        let err = validate(&rollup("../etc", "2026-03-01", 0)).expect_err("tenant");
+        let err = validate(rollup("../etc", "2026-03-01", 0)).expect_err("tenant");
         assert!(err.to_string().contains("tenant_id"), "{err}");
-        let err = validate(&rollup("acme", "2026-02-30", 0)).expect_err("date");
+        let err = validate(rollup("acme", "2026-02-30", 0)).expect_err("date");
         assert!(
             err.to_string()
                 .contains("rows[0].local_date \"2026-02-30\""),
             "{err}"
         );
-        let err = validate(&rollup("acme", "2026-02-03", 99)).expect_err("dimension");
+        let err = validate(rollup("acme", "2026-02-03", 99)).expect_err("dimension");
         assert!(err.to_string().contains("rows[0].dimension 99"), "{err}");
     }
 }

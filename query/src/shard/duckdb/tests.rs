@@ -1,11 +1,9 @@
-use std::sync::Arc;
-
 use beacon_proto::insights::v1::{Dimension, Metric};
 use jiff::civil::Date;
 
 use super::*;
 use crate::shard::{GroupBy, Top};
-use crate::testing::{TempDir, hit, rollup};
+use crate::testing::{TempDir, apply as apply_one, hit, one_partition_store as store, rollup};
 
 fn date(text: &str) -> Date {
     text.parse().expect("date")
@@ -21,180 +19,244 @@ fn totals(start: &str, end: &str) -> ShardQuery {
     }
 }
 
-fn store(dir: &TempDir, max_open: usize) -> DuckShardStore {
-    DuckShardStore::new(dir.path().join("shards"), max_open).expect("store")
-}
-
-fn one_visit(tenant: &str, at: &str, visitor: u64) -> Arc<TenantRollup> {
-    Arc::new(rollup(
+fn one_visit(tenant: &str, at: &str, visitor: u64) -> TenantRollup {
+    rollup(
         tenant,
         vec![
             hit(at, "UTC", Dimension::Unspecified, "", visitor),
             hit(at, "UTC", Dimension::Page, "/", visitor),
         ],
-    ))
+    )
+}
+
+async fn total(store: &DuckShardStore, tenant: &str, start: &str, end: &str) -> Sums {
+    let sums = store
+        .query(tenant, totals(start, end))
+        .await
+        .expect("query");
+    assert!(sums.len() <= 1, "{sums:?}");
+    sums.into_iter().next().unwrap_or_default()
 }
 
 #[tokio::test]
-async fn same_rollup_twice_counts_once() {
+async fn same_message_twice_counts_once() {
     let dir = TempDir::new("twice");
-    let store = store(&dir, 8);
-    let batch = one_visit("acme", "2026-03-01T10:15:00Z", 7);
+    let store = store(&dir);
+    let visit = || vec![one_visit("acme", "2026-03-01T10:15:00Z", 7)];
+    let applied = apply_one(&store, 5, visit()).await;
     assert_eq!(
-        store.apply(0, 5, batch.clone()).await.expect("apply"),
-        ApplyOutcome::Applied
+        applied,
+        Applied {
+            messages: 1,
+            watermark: 5
+        }
     );
-    let again = store.apply(0, 5, batch.clone()).await.expect("apply again");
-    assert_eq!(again, ApplyOutcome::AlreadyApplied { watermark: 5 });
-    let older = store.apply(0, 4, batch).await.expect("apply older");
-    assert_eq!(older, ApplyOutcome::AlreadyApplied { watermark: 5 });
+    assert_eq!(apply_one(&store, 5, visit()).await.messages, 0);
+    let older = apply_one(&store, 4, visit()).await;
+    assert_eq!(
+        older,
+        Applied {
+            messages: 0,
+            watermark: 5
+        }
+    );
 
-    let sums = store
-        .query("acme", totals("2026-03-01", "2026-03-01"))
-        .await
-        .expect("query");
-    assert_eq!(sums.len(), 1);
-    assert_eq!(
-        (sums[0].pageviews, sums[0].visits, sums[0].visitors),
-        (1, 1, 1)
-    );
-    assert_eq!(
-        store.watermark("acme", 0).await.expect("watermark"),
-        Some(5)
-    );
-    assert_eq!(store.watermark("acme", 1).await.expect("watermark"), None);
+    let sums = total(&store, "acme", "2026-03-01", "2026-03-01").await;
+    assert_eq!((sums.pageviews, sums.visits, sums.visitors), (1, 1, 1));
+    assert_eq!(store.watermark(0).await.expect("watermark"), Some(5));
 }
 
 #[tokio::test]
-async fn visitors_are_distinct_and_rows_add_up() {
+async fn a_run_of_messages_applies_only_past_the_watermark() {
+    let dir = TempDir::new("run");
+    let store = store(&dir);
+    apply_one(
+        &store,
+        2,
+        vec![one_visit("acme", "2026-03-01T10:15:00Z", 1)],
+    )
+    .await;
+    let messages: Vec<RollupMessage> = (1..=4)
+        .map(|seq| RollupMessage {
+            seq,
+            tenants: vec![
+                store
+                    .validate(0, one_visit("acme", "2026-03-01T10:15:00Z", seq))
+                    .expect("valid"),
+            ],
+        })
+        .collect();
+    let applied = store.apply(0, messages.into()).await.expect("apply");
+    assert_eq!(
+        applied,
+        Applied {
+            messages: 2,
+            watermark: 4
+        }
+    );
+    let sums = total(&store, "acme", "2026-03-01", "2026-03-01").await;
+    assert_eq!((sums.pageviews, sums.visitors), (3, 3));
+}
+
+#[tokio::test]
+async fn visitors_are_unique_and_rows_add_up() {
     let dir = TempDir::new("distinct");
-    let store = store(&dir, 8);
-    store
-        .apply(0, 1, one_visit("acme", "2026-03-01T10:15:00Z", 7))
+    let store = store(&dir);
+    apply_one(
+        &store,
+        1,
+        vec![one_visit("acme", "2026-03-01T10:15:00Z", 7)],
+    )
+    .await;
+    apply_one(
+        &store,
+        2,
+        vec![one_visit("acme", "2026-03-01T11:45:00Z", 7)],
+    )
+    .await;
+    apply_one(
+        &store,
+        3,
+        vec![one_visit("acme", "2026-03-02T11:00:00Z", 8)],
+    )
+    .await;
+    let both = total(&store, "acme", "2026-03-01", "2026-03-02").await;
+    assert_eq!((both.pageviews, both.visitors), (3, 2));
+    let first = total(&store, "acme", "2026-03-01", "2026-03-01").await;
+    assert_eq!((first.pageviews, first.visitors), (2, 1));
+    let hours = store
+        .query(
+            "acme",
+            ShardQuery {
+                group: GroupBy::Hour,
+                ..totals("2026-03-01", "2026-03-01")
+            },
+        )
         .await
-        .expect("apply");
-    store
-        .apply(0, 2, one_visit("acme", "2026-03-01T10:45:00Z", 7))
-        .await
-        .expect("apply");
-    store
-        .apply(0, 3, one_visit("acme", "2026-03-02T11:00:00Z", 8))
-        .await
-        .expect("apply");
-    let sums = store
-        .query("acme", totals("2026-03-01", "2026-03-02"))
-        .await
-        .expect("query");
-    assert_eq!((sums[0].pageviews, sums[0].visitors), (3, 2));
-    let first = store
-        .query("acme", totals("2026-03-01", "2026-03-01"))
-        .await
-        .expect("query");
-    assert_eq!((first[0].pageviews, first[0].visitors), (2, 1));
+        .expect("hours");
+    assert_eq!(hours.len(), 2);
+    assert!(hours.iter().all(|h| h.visitors == 1), "{hours:?}");
 }
 
 #[tokio::test]
-async fn repeated_keys_in_one_rollup_are_summed() {
-    let dir = TempDir::new("repeat");
-    let store = store(&dir, 8);
-    let hits = vec![
-        hit("2026-03-01T10:15:00Z", "UTC", Dimension::Unspecified, "", 1),
-        hit("2026-03-01T10:20:00Z", "UTC", Dimension::Unspecified, "", 2),
-    ];
-    store
-        .apply(3, 9, Arc::new(rollup("acme", hits)))
-        .await
-        .expect("apply");
-    let sums = store
-        .query("acme", totals("2026-03-01", "2026-03-01"))
-        .await
-        .expect("query");
+async fn tenants_of_one_partition_stay_apart() {
+    let dir = TempDir::new("apart");
+    let store = store(&dir);
+    apply_one(
+        &store,
+        1,
+        vec![
+            one_visit("acme", "2026-03-01T10:15:00Z", 1),
+            one_visit("zeta", "2026-03-01T10:15:00Z", 2),
+            one_visit("zeta", "2026-03-01T10:20:00Z", 3),
+        ],
+    )
+    .await;
     assert_eq!(
-        (sums[0].pageviews, sums[0].visits, sums[0].visitors),
-        (2, 2, 2)
+        total(&store, "acme", "2026-03-01", "2026-03-01")
+            .await
+            .visitors,
+        1
+    );
+    assert_eq!(
+        total(&store, "zeta", "2026-03-01", "2026-03-01")
+            .await
+            .visitors,
+        2
+    );
+    assert_eq!(
+        total(&store, "nobody", "2026-03-01", "2026-03-01").await,
+        Sums::default()
+    );
+}
+
+#[tokio::test]
+async fn rollups_of_another_partition_are_invalid() {
+    let dir = TempDir::new("owner");
+    let store = DuckShardStore::new(dir.path().join("shards"), 8, "64MB").expect("store");
+    let owner = partition_of("acme", 8);
+    let other = (owner + 1) % 8;
+    let err = store
+        .validate(other, one_visit("acme", "2026-03-01T10:15:00Z", 1))
+        .expect_err("wrong partition");
+    assert!(
+        err.to_string()
+            .contains(&format!("belongs to partition {owner} of 8, not {other}")),
+        "{err}"
+    );
+    assert!(
+        store
+            .validate(owner, one_visit("acme", "2026-03-01T10:15:00Z", 1))
+            .is_ok()
     );
 }
 
 #[tokio::test]
 async fn fresh_folder_answers_nothing_and_creates_no_file() {
     let dir = TempDir::new("fresh");
-    let store = store(&dir, 8);
-    assert!(
-        store
-            .query("nobody", totals("2026-03-01", "2026-03-31"))
-            .await
-            .expect("query")
-            .is_empty()
+    let store = store(&dir);
+    assert_eq!(
+        total(&store, "nobody", "2026-03-01", "2026-03-31").await,
+        Sums::default()
     );
-    assert!(!dir.path().join("shards/nobody.duckdb").exists());
-    assert_eq!(store.watermark("nobody", 0).await.expect("watermark"), None);
+    assert!(!dir.path().join("shards/p0.duckdb").exists());
+    assert_eq!(store.watermark(0).await.expect("watermark"), None);
 }
 
 #[tokio::test]
-async fn watermark_survives_reopening() {
+async fn watermark_and_rows_survive_reopening() {
     let dir = TempDir::new("reopen");
     {
-        let store = store(&dir, 8);
-        store
-            .apply(2, 11, one_visit("acme", "2026-03-01T10:15:00Z", 7))
-            .await
-            .expect("apply");
-        store.close_idle().await.expect("close");
+        let store = store(&dir);
+        apply_one(
+            &store,
+            11,
+            vec![one_visit("acme", "2026-03-01T10:15:00Z", 7)],
+        )
+        .await;
+        store.close().await.expect("close");
     }
-    let store = store(&dir, 8);
+    let store = store(&dir);
+    assert_eq!(store.watermark(0).await.expect("watermark"), Some(11));
+    let again = apply_one(
+        &store,
+        11,
+        vec![one_visit("acme", "2026-03-01T10:15:00Z", 7)],
+    )
+    .await;
     assert_eq!(
-        store.watermark("acme", 2).await.expect("watermark"),
-        Some(11)
+        again,
+        Applied {
+            messages: 0,
+            watermark: 11
+        }
     );
-    let again = store
-        .apply(2, 11, one_visit("acme", "2026-03-01T10:15:00Z", 7))
-        .await
-        .expect("apply");
-    assert_eq!(again, ApplyOutcome::AlreadyApplied { watermark: 11 });
+    assert_eq!(
+        total(&store, "acme", "2026-03-01", "2026-03-01")
+            .await
+            .visitors,
+        1
+    );
 }
 
 #[tokio::test]
-async fn lru_closes_idle_shards_and_reopens_them() {
-    let dir = TempDir::new("lru");
-    let store = store(&dir, 1);
-    for (seq, tenant) in ["a", "b", "c"].into_iter().enumerate() {
-        store
-            .apply(
-                0,
-                seq as u64 + 1,
-                one_visit(tenant, "2026-03-01T10:15:00Z", 1),
-            )
-            .await
-            .expect("apply");
-    }
-    assert_eq!(store.shards.held(), 1);
-    for tenant in ["a", "b", "c"] {
-        let sums = store
-            .query(tenant, totals("2026-03-01", "2026-03-01"))
-            .await
-            .expect("query");
-        assert_eq!(sums[0].pageviews, 1, "{tenant}");
-    }
-}
-
-#[tokio::test]
-async fn invalid_rollup_is_rejected_without_a_write() {
+async fn invalid_rollup_names_the_field() {
     let dir = TempDir::new("invalid");
-    let store = store(&dir, 8);
+    let store = store(&dir);
     let mut bad = rollup(
         "acme",
         vec![hit("2026-03-01T10:15:00Z", "UTC", Dimension::Page, "/", 1)],
     );
     bad.rows[0].local_date = "March 1st".into();
-    let err = store.apply(0, 1, Arc::new(bad)).await.expect_err("invalid");
+    let err = store.validate(0, bad).expect_err("invalid");
     assert!(matches!(err, QueryError::InvalidRollup(_)), "{err}");
-    assert!(!dir.path().join("shards/acme.duckdb").exists());
+    assert!(err.to_string().contains("rows[0].local_date"), "{err}");
 }
 
 #[tokio::test]
 async fn top_values_ordered_by_metric_then_value() {
     let dir = TempDir::new("top");
-    let store = store(&dir, 8);
+    let store = store(&dir);
     let at = "2026-03-01T10:15:00Z";
     let mut hits = Vec::new();
     for (page, n) in [("/a", 3u64), ("/c", 5), ("/b", 5), ("/d", 1)] {
@@ -202,10 +264,7 @@ async fn top_values_ordered_by_metric_then_value() {
             hits.push(hit(at, "UTC", Dimension::Page, page, v));
         }
     }
-    store
-        .apply(0, 1, Arc::new(rollup("acme", hits)))
-        .await
-        .expect("apply");
+    apply_one(&store, 1, vec![rollup("acme", hits)]).await;
     let query = ShardQuery {
         dimension: Dimension::Page as i32,
         group: GroupBy::Value,
@@ -218,22 +277,25 @@ async fn top_values_ordered_by_metric_then_value() {
     let sums = store.query("acme", query.clone()).await.expect("query");
     let keys: Vec<&str> = sums.iter().map(|s| s.key.as_str()).collect();
     assert_eq!(keys, ["/b", "/c", "/a"]);
-    let by_rate = ShardQuery {
-        top: Some(Top {
-            metric: Metric::BounceRate,
-            limit: 2,
-        }),
-        ..query
-    };
-    let sums = store.query("acme", by_rate).await.expect("query");
-    let keys: Vec<&str> = sums.iter().map(|s| s.key.as_str()).collect();
-    assert_eq!(keys, ["/a", "/b"]);
+    assert_eq!(sums[0].visitors, 5, "winners get their visitors");
+    for (metric, want) in [
+        (Metric::BounceRate, ["/a", "/b"]),
+        (Metric::Visitors, ["/b", "/c"]),
+    ] {
+        let ranked = ShardQuery {
+            top: Some(Top { metric, limit: 2 }),
+            ..query.clone()
+        };
+        let sums = store.query("acme", ranked).await.expect("query");
+        let keys: Vec<&str> = sums.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, want, "{metric:?}");
+    }
 }
 
 #[tokio::test]
-async fn bad_tenant_id_never_becomes_a_path() {
+async fn bad_tenant_id_is_refused() {
     let dir = TempDir::new("path");
-    let store = store(&dir, 8);
+    let store = store(&dir);
     let err = store
         .query("../x", totals("2026-03-01", "2026-03-01"))
         .await
@@ -242,49 +304,47 @@ async fn bad_tenant_id_never_becomes_a_path() {
 }
 
 #[tokio::test]
-async fn compaction_keeps_sums_and_distinct_visitors() {
-    let dir = TempDir::new("compact");
-    let store = store(&dir, 8);
-    for (seq, visitor) in [(1, 7), (2, 7), (3, 8)] {
-        store
-            .apply(0, seq, one_visit("acme", "2026-03-01T10:15:00Z", visitor))
-            .await
-            .expect("apply");
+async fn folding_keeps_sums_and_unique_visitors() {
+    let dir = TempDir::new("fold");
+    let store = store(&dir);
+    for (seq, (visitor, at)) in [
+        (7, "2026-03-01T10:15:00Z"),
+        (7, "2026-03-01T10:25:00Z"),
+        (8, "2026-03-02T09:00:00Z"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        apply_one(&store, seq as u64 + 1, vec![one_visit("acme", at, visitor)]).await;
     }
-    let before = store
-        .query("acme", totals("2026-03-01", "2026-03-01"))
-        .await
-        .expect("query");
-    let shard = store
-        .shards
-        .get("acme", false)
-        .expect("open")
-        .expect("exists");
-    shard.with_writer(compact).expect("compact");
-    let rows: i64 = shard
-        .with_reader(|conn| {
-            conn.query_row(
-                "SELECT count(*) FROM rollups WHERE dimension = 0",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .expect("count");
-    drop(shard);
-    let after = store
-        .query("acme", totals("2026-03-01", "2026-03-01"))
-        .await
-        .expect("query");
+    let before = total(&store, "acme", "2026-03-01", "2026-03-02").await;
+    store.fold().await.expect("fold");
+    let shard = store.shards.get(0, false).expect("open").expect("exists");
+    let count = |sql: &str| -> i64 {
+        shard
+            .with_reader(|conn| conn.query_row(sql, [], |r| r.get(0)))
+            .expect("count")
+    };
+    assert_eq!(count("SELECT count(*) FROM rollups WHERE dimension = 0"), 2);
     assert_eq!(
-        rows, 1,
-        "one row per (hour, dimension, value) after compaction"
+        count("SELECT count(*) FROM day_visitors WHERE dimension = 0"),
+        2
     );
-    assert_eq!(
-        (after[0].pageviews, after[0].visits, after[0].visitors),
-        (3, 3, 2)
-    );
-    assert_eq!(
-        (before[0].pageviews, before[0].visits, before[0].visitors),
-        (after[0].pageviews, after[0].visits, after[0].visitors)
-    );
+    assert_eq!(count("SELECT count(*) FROM hour_visitors"), 2);
+    assert_eq!(count("SELECT count(*) FROM rollups WHERE NOT folded"), 0);
+    let after = total(&store, "acme", "2026-03-01", "2026-03-02").await;
+    assert_eq!((after.pageviews, after.visits, after.visitors), (3, 3, 2));
+    assert_eq!(before, after);
+    // Deltas after a fold fold again, merging with the folded rows of their hour.
+    apply_one(
+        &store,
+        9,
+        vec![one_visit("acme", "2026-03-02T09:30:00Z", 9)],
+    )
+    .await;
+    store.fold().await.expect("fold again");
+    assert_eq!(count("SELECT count(*) FROM rollups WHERE dimension = 0"), 2);
+    assert_eq!(count("SELECT count(*) FROM hour_visitors"), 2);
+    let day = total(&store, "acme", "2026-03-02", "2026-03-02").await;
+    assert_eq!((day.pageviews, day.visitors), (2, 2));
 }
