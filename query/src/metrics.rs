@@ -86,27 +86,6 @@ pub fn values(metrics: &[Metric], sums: &Sums) -> Vec<MetricValue> {
         .collect()
 }
 
-/// The SQL expression of `metric` over the columns `uv, vi, pv, ev, bo, du` of a summed row,
-/// computed the same way as [`value`] so that SQL ordering matches the returned numbers.
-pub fn order_sql(metric: Metric) -> &'static str {
-    match metric {
-        Metric::Unspecified => "0",
-        Metric::Visitors => "uv",
-        Metric::Visits => "vi",
-        Metric::Pageviews => "pv",
-        Metric::Events => "ev",
-        Metric::BounceRate => {
-            "CASE WHEN vi > 0 THEN (100.0::DOUBLE * bo::DOUBLE) / vi::DOUBLE ELSE 0.0::DOUBLE END"
-        }
-        Metric::VisitDuration => {
-            "CASE WHEN vi > 0 THEN (du::DOUBLE / vi::DOUBLE) / 1000.0::DOUBLE ELSE 0.0::DOUBLE END"
-        }
-        Metric::ViewsPerVisit => {
-            "CASE WHEN vi > 0 THEN pv::DOUBLE / vi::DOUBLE ELSE 0.0::DOUBLE END"
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

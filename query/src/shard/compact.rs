@@ -1,94 +1,79 @@
-//! Folding: rewrites the rows of the hours and days that received deltas into one row per
-//! key, sorted by tenant. Old hours are never rewritten again, so a fold costs what arrived
-//! since the last one (plus the rest of its hours), not the size of the shard.
+//! Folding: rewrites the days and hours that received rows into one row per key, sorted by
+//! tenant. Older days and hours are never rewritten again, so a fold costs what arrived since
+//! the last one (plus the rest of its days), not the size of the shard.
 
 use ::duckdb::types::Value;
-use ::duckdb::{Connection, OptionalExt, Transaction, params};
+use ::duckdb::{Connection, OptionalExt, Row, Transaction, params};
 
+use super::cell::Cell;
 use super::schema;
-use super::sketch::Merge;
 use crate::error::ShardFailure;
 
-/// Folds every table of the shard in one transaction (readers keep their snapshot).
+/// Folds both tables of the shard in one transaction (readers keep their snapshot).
 pub(crate) fn fold(conn: &mut Connection) -> Result<(), ShardFailure> {
     let tx = conn.transaction()?;
-    if let Some(from_ms) = dirty(&tx, schema::DIRTY_HOURS)? {
-        tx.execute_batch(&schema::fold_rollups(from_ms))?;
-    }
     if let Some(from_day) = dirty(&tx, schema::DIRTY_DAYS)? {
-        fold_day_sketches(&tx, from_day)?;
+        fold_days(&tx, from_day)?;
     }
-    if let Some(from_ms) = dirty(&tx, schema::DIRTY_SKETCH_HOURS)? {
-        fold_hour_sketches(&tx, from_ms)?;
+    if let Some(from_ms) = dirty(&tx, schema::DIRTY_HOURS)? {
+        fold_hours(&tx, from_ms)?;
     }
     tx.commit()?;
     Ok(())
 }
 
-/// The first hour (or day) with unfolded rows.
+/// The first day (or hour) with unfolded rows.
 fn dirty(tx: &Transaction<'_>, sql: &str) -> Result<Option<i64>, ShardFailure> {
     let first: Option<Option<i64>> = tx.query_row(sql, [], |row| row.get(0)).optional()?;
     Ok(first.flatten())
 }
 
-/// Groups consecutive rows with equal keys and merges their sketches.
-struct Folder<K> {
-    current: Option<(K, Merge)>,
-    done: Vec<(K, Vec<u8>)>,
+/// Reads the rows of `sql` (ordered by key) and adds up the cells of equal keys.
+fn folded<K: PartialEq>(
+    tx: &Transaction<'_>,
+    sql: &str,
+    from: i64,
+    key: impl Fn(&Row<'_>) -> ::duckdb::Result<K>,
+    cell_column: usize,
+) -> Result<Vec<(K, Cell)>, ShardFailure> {
+    let mut out: Vec<(K, Cell)> = Vec::new();
+    let mut statement = tx.prepare(sql)?;
+    let mut rows = statement.query([from])?;
+    while let Some(row) = rows.next()? {
+        let (key, cell) = (key(row)?, Cell::read(row, cell_column)?);
+        match out.last_mut() {
+            Some((last, sum)) if *last == key => sum.add(cell),
+            _ => out.push((key, cell)),
+        }
+    }
+    Ok(out)
 }
 
-impl<K: PartialEq> Folder<K> {
-    fn new() -> Self {
-        Self {
-            current: None,
-            done: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, key: K, sketch: Vec<u8>) -> Result<(), ShardFailure> {
-        match &mut self.current {
-            Some((current, merge)) if *current == key => merge.add(&sketch)?,
-            _ => {
-                self.finish_current();
-                self.current = Some((key, Merge::of(sketch)));
-            }
-        }
-        Ok(())
-    }
-
-    fn finish_current(&mut self) {
-        if let Some((key, merge)) = self.current.take() {
-            self.done.push((key, merge.into_bytes()));
-        }
-    }
-
-    fn finish(mut self) -> Vec<(K, Vec<u8>)> {
-        self.finish_current();
-        self.done
-    }
+fn day(days: i64) -> Value {
+    Value::Date32(i32::try_from(days).unwrap_or(i32::MAX))
 }
 
-type DayKey = (String, i64, i16, String);
-
-fn fold_day_sketches(tx: &Transaction<'_>, from_day: i64) -> Result<(), ShardFailure> {
-    let mut folder = Folder::<DayKey>::new();
-    {
-        let mut statement = tx.prepare(schema::DAY_SKETCHES_FROM)?;
-        let mut rows = statement.query([from_day])?;
-        while let Some(row) = rows.next()? {
-            let key = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-            folder.push(key, row.get(4)?)?;
-        }
-    }
-    tx.execute(schema::DELETE_DAY_SKETCHES_FROM, [from_day])?;
-    let mut appender = tx.appender("day_visitors")?;
-    for ((tenant, day, dimension, value), sketch) in folder.finish() {
-        let day = i32::try_from(day).unwrap_or(i32::MAX);
+fn fold_days(tx: &Transaction<'_>, from_day: i64) -> Result<(), ShardFailure> {
+    let key = |row: &Row<'_>| -> ::duckdb::Result<(String, i64, i16, String)> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    };
+    let rows = folded(tx, &schema::days_from(), from_day, key, 4)?;
+    tx.execute(schema::DELETE_DAYS_FROM, [from_day])?;
+    let mut appender = tx.appender("days")?;
+    for ((tenant, days, dimension, value), cell) in rows {
+        let [pv, ev, vi, bo, du, bot] = cell.counters;
+        let sketch = cell.into_sketch_bytes()?;
         appender.append_row(params![
             tenant,
-            Value::Date32(day),
+            day(days),
             dimension,
             value,
+            pv,
+            ev,
+            vi,
+            bo,
+            du,
+            bot,
             sketch,
             true
         ])?;
@@ -97,23 +82,29 @@ fn fold_day_sketches(tx: &Transaction<'_>, from_day: i64) -> Result<(), ShardFai
     Ok(())
 }
 
-type HourKey = (String, i64, i64);
-
-fn fold_hour_sketches(tx: &Transaction<'_>, from_ms: i64) -> Result<(), ShardFailure> {
-    let mut folder = Folder::<HourKey>::new();
-    {
-        let mut statement = tx.prepare(schema::HOUR_SKETCHES_FROM)?;
-        let mut rows = statement.query([from_ms])?;
-        while let Some(row) = rows.next()? {
-            let key = (row.get(0)?, row.get(1)?, row.get(2)?);
-            folder.push(key, row.get(3)?)?;
-        }
-    }
-    tx.execute(schema::DELETE_HOUR_SKETCHES_FROM, [from_ms])?;
-    let mut appender = tx.appender("hour_visitors")?;
-    for ((tenant, hour_ms, day), sketch) in folder.finish() {
-        let day = i32::try_from(day).unwrap_or(i32::MAX);
-        appender.append_row(params![tenant, hour_ms, Value::Date32(day), sketch, true])?;
+fn fold_hours(tx: &Transaction<'_>, from_ms: i64) -> Result<(), ShardFailure> {
+    let key = |row: &Row<'_>| -> ::duckdb::Result<(String, i64, i64)> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    };
+    let rows = folded(tx, &schema::hours_from(), from_ms, key, 3)?;
+    tx.execute(schema::DELETE_HOURS_FROM, [from_ms])?;
+    let mut appender = tx.appender("hours")?;
+    for ((tenant, hour_ms, days), cell) in rows {
+        let [pv, ev, vi, bo, du, bot] = cell.counters;
+        let sketch = cell.into_sketch_bytes()?;
+        appender.append_row(params![
+            tenant,
+            hour_ms,
+            day(days),
+            pv,
+            ev,
+            vi,
+            bo,
+            du,
+            bot,
+            sketch,
+            true
+        ])?;
     }
     appender.flush()?;
     Ok(())

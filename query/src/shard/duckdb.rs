@@ -2,7 +2,6 @@
 //! holding the rollups of every tenant of that partition.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,16 +10,16 @@ use ::duckdb::{Connection, OptionalExt, Transaction, params};
 use async_trait::async_trait;
 use beacon_core::partition::partition_of;
 use beacon_proto::pipeline::v1::TenantRollup;
-use datasketches::hll::HllSketch;
 
+use super::cell::NewCell;
 use super::open::{OpenShards, Shard};
+use super::schema;
 use super::{Applied, RollupMessage, ShardQuery, ShardStore, ValidRollup, compact, read, rows};
-use super::{schema, sketch};
 use crate::QueryError;
 use crate::error::ShardFailure;
 use crate::metrics::Sums;
 
-/// Folds a shard once this many rows (counter deltas and sketches) arrived since the last fold.
+/// Folds a shard once this many rows arrived since the last fold.
 const FOLD_AFTER_ROWS: u64 = 100_000;
 
 /// [`ShardStore`] over DuckDB files. Every DuckDB call runs on a blocking thread.
@@ -221,7 +220,7 @@ fn apply_tx(
         ));
     };
     let parts: Vec<&ValidRollup> = fresh.iter().flat_map(|m| &m.tenants).collect();
-    let rows = append_rows(&tx, &parts)? + append_sketches(&tx, &parts)?;
+    let rows = append_cells(&tx, &parts)?;
     tx.prepare_cached(schema::UPSERT_WATERMARK)?
         .execute(params![partition, last])?;
     tx.commit()?;
@@ -234,95 +233,94 @@ fn apply_tx(
     ))
 }
 
-fn append_rows(tx: &Transaction<'_>, parts: &[&ValidRollup]) -> Result<u64, ShardFailure> {
-    let mut appender = tx.appender("rollups")?;
-    let mut rows = 0;
-    for part in parts {
-        let tenant = part.tenant_id();
-        for (row, &(day, dimension)) in part.rollup.rows.iter().zip(&part.keys.rows) {
-            appender.append_row(params![
-                tenant,
-                row.hour_ms,
-                Value::Date32(day),
-                dimension,
-                row.value,
-                row.pageviews,
-                row.events,
-                row.visits,
-                row.bounces,
-                row.duration_ms,
-                row.bot_events,
-                false,
-            ])?;
-            rows += 1;
-        }
-    }
-    appender.flush()?;
-    Ok(rows)
-}
-
-/// Sketches of the parts' visitors: one per (tenant, day, dimension, value), and one per
+/// The cells of the parts: one per (tenant, day, dimension, value), and one per
 /// (tenant, hour) of the totals.
 #[derive(Default)]
-struct NewSketches<'a> {
-    days: HashMap<(&'a str, i32, i16, &'a str), HllSketch>,
-    hours: HashMap<(&'a str, i64), (i32, HllSketch)>,
+struct NewCells<'a> {
+    days: HashMap<(&'a str, i32, i16, &'a str), NewCell>,
+    hours: HashMap<(&'a str, i64), (i32, NewCell)>,
 }
 
-impl<'a> NewSketches<'a> {
+impl<'a> NewCells<'a> {
     fn of(parts: &[&'a ValidRollup]) -> Result<Self, ShardFailure> {
         let mut out = Self::default();
         for part in parts {
             let tenant = part.tenant_id();
-            for (set, &(day, dimension)) in part.rollup.visitors.iter().zip(&part.keys.visitors) {
+            let rows = part.rollup.rows.iter().zip(&part.keys.rows);
+            for (row, &(day, dimension)) in rows {
+                out.day(tenant, day, dimension, &row.value).add_row(row);
+                if dimension == 0 {
+                    out.hour(tenant, row.hour_ms, day).add_row(row);
+                }
+            }
+            let sets = part.rollup.visitors.iter().zip(&part.keys.visitors);
+            for (set, &(day, dimension)) in sets {
                 if set.visitors.is_empty() {
                     continue;
                 }
-                let sketch = match out.days.entry((tenant, day, dimension, &set.value)) {
-                    Entry::Occupied(entry) => entry.into_mut(),
-                    Entry::Vacant(entry) => entry.insert(sketch::new()?),
-                };
-                set.visitors
-                    .iter()
-                    .for_each(|&visitor| sketch.update(visitor));
-                if dimension != 0 {
-                    continue;
+                out.day(tenant, day, dimension, &set.value)
+                    .add_visitors(&set.visitors)?;
+                if dimension == 0 {
+                    out.hour(tenant, set.hour_ms, day)
+                        .add_visitors(&set.visitors)?;
                 }
-                let (_, sketch) = match out.hours.entry((tenant, set.hour_ms)) {
-                    Entry::Occupied(entry) => entry.into_mut(),
-                    Entry::Vacant(entry) => entry.insert((day, sketch::new()?)),
-                };
-                set.visitors
-                    .iter()
-                    .for_each(|&visitor| sketch.update(visitor));
             }
         }
         Ok(out)
     }
+
+    fn day(&mut self, tenant: &'a str, day: i32, dimension: i16, value: &'a str) -> &mut NewCell {
+        self.days
+            .entry((tenant, day, dimension, value))
+            .or_insert_with(NewCell::new)
+    }
+
+    fn hour(&mut self, tenant: &'a str, hour_ms: i64, day: i32) -> &mut NewCell {
+        &mut self
+            .hours
+            .entry((tenant, hour_ms))
+            .or_insert_with(|| (day, NewCell::new()))
+            .1
+    }
 }
 
-fn append_sketches(tx: &Transaction<'_>, parts: &[&ValidRollup]) -> Result<u64, ShardFailure> {
-    let sketches = NewSketches::of(parts)?;
-    let rows = (sketches.days.len() + sketches.hours.len()) as u64;
-    let mut appender = tx.appender("day_visitors")?;
-    for ((tenant, day, dimension, value), sketch) in sketches.days {
+/// Appends the parts' cells; returns the rows appended.
+fn append_cells(tx: &Transaction<'_>, parts: &[&ValidRollup]) -> Result<u64, ShardFailure> {
+    let cells = NewCells::of(parts)?;
+    let rows = (cells.days.len() + cells.hours.len()) as u64;
+    let mut appender = tx.appender("days")?;
+    for ((tenant, day, dimension, value), cell) in &cells.days {
+        let [pv, ev, vi, bo, du, bot] = cell.counters;
         appender.append_row(params![
             tenant,
-            Value::Date32(day),
+            Value::Date32(*day),
             dimension,
             value,
-            sketch.serialize(),
+            pv,
+            ev,
+            vi,
+            bo,
+            du,
+            bot,
+            cell.sketch_bytes(),
             false
         ])?;
     }
     appender.flush()?;
-    let mut appender = tx.appender("hour_visitors")?;
-    for ((tenant, hour_ms), (day, sketch)) in sketches.hours {
+    let mut appender = tx.appender("hours")?;
+    for ((tenant, hour_ms), (day, cell)) in &cells.hours {
+        let [pv, ev, vi, bo, du, bot] = cell.counters;
         appender.append_row(params![
             tenant,
             hour_ms,
-            Value::Date32(day),
-            sketch.serialize(),
+            Value::Date32(*day),
+            pv,
+            ev,
+            vi,
+            bo,
+            du,
+            bot,
+            cell.sketch_bytes(),
             false
         ])?;
     }

@@ -14,6 +14,7 @@ use jiff::civil::Date;
 use crate::QueryError;
 use crate::metrics::Sums;
 
+mod cell;
 mod compact;
 pub mod duckdb;
 mod open;

@@ -2,26 +2,27 @@
 //!
 //! Every table leads with the tenant: a shard file holds the tenants of one rollup-log
 //! partition, and folds write rows sorted by tenant so that DuckDB's zone maps skip the row
-//! groups of other tenants.
+//! groups of other tenants. Reads are plain filtered scans; sums and sketch merges happen in
+//! Rust, because DuckDB plans every statement again on each execution and planning was half
+//! of a dashboard's CPU time.
 
-/// Tables of a shard file, created when absent. Dimension 0 holds each tenant's totals.
+/// Tables of a shard file, created when absent.
 ///
-/// `rollups` holds additive deltas, appended as they arrive (`folded` false); reads sum them,
-/// and folding rewrites the rows of the hours that received deltas into one row per key.
-/// Appending with DuckDB's appender is cheap, while an `INSERT … ON CONFLICT` upsert was
-/// re-planned on every apply and dominated the query role's CPU profile.
-///
-/// Unique visitors are HLL sketches: per (day, dimension, value) for every dimension, and
-/// per hour for the totals only (the hourly time series). Several sketch rows of one key are
-/// merged on read and folded into one.
+/// `days` holds one row per (tenant, local day, dimension, value) for every dimension, with
+/// dimension 0 for the tenant's totals; `hours` holds the totals per (tenant, hour) for the
+/// hourly series. Each row carries additive counters and an HLL sketch of its unique visitors
+/// (NULL when it saw none, e.g. bots only). Rows are appended as they arrive (`folded` false);
+/// reads add up every row of a key, and folding rewrites the days and hours that received rows
+/// into one row per key. Appending with DuckDB's appender is cheap, while an
+/// `INSERT … ON CONFLICT` upsert was re-planned on every apply and dominated the query role's
+/// CPU profile.
 pub(crate) const CREATE: &str = r#"
 CREATE TABLE IF NOT EXISTS applied (
     "partition" INTEGER PRIMARY KEY,
     seq UBIGINT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS rollups (
+CREATE TABLE IF NOT EXISTS days (
     tenant VARCHAR,
-    hour_ms BIGINT,
     local_date DATE,
     dimension SMALLINT,
     "value" VARCHAR,
@@ -31,20 +32,19 @@ CREATE TABLE IF NOT EXISTS rollups (
     bounces BIGINT,
     duration_ms BIGINT,
     bot_events BIGINT,
-    folded BOOLEAN
-);
-CREATE TABLE IF NOT EXISTS day_visitors (
-    tenant VARCHAR,
-    local_date DATE,
-    dimension SMALLINT,
-    "value" VARCHAR,
     sketch BLOB,
     folded BOOLEAN
 );
-CREATE TABLE IF NOT EXISTS hour_visitors (
+CREATE TABLE IF NOT EXISTS hours (
     tenant VARCHAR,
     hour_ms BIGINT,
     local_date DATE,
+    pageviews BIGINT,
+    events BIGINT,
+    visits BIGINT,
+    bounces BIGINT,
+    duration_ms BIGINT,
+    bot_events BIGINT,
     sketch BLOB,
     folded BOOLEAN
 );
@@ -59,97 +59,57 @@ INSERT INTO applied ("partition", seq) VALUES (?, ?)
 ON CONFLICT ("partition") DO UPDATE SET seq = excluded.seq
 "#;
 
-/// The earliest hour with unfolded deltas, if any.
-pub(crate) const DIRTY_HOURS: &str = "SELECT min(hour_ms) FROM rollups WHERE NOT folded";
+/// The counter columns, in [`Cell`](super::cell::Cell) order, then the sketch.
+const CELL: &str = "pageviews, events, visits, bounces, duration_ms, bot_events, sketch";
 
-/// Folds the counters of every hour from `from_ms` on into one row per key, sorted by tenant.
-pub(crate) fn fold_rollups(from_ms: i64) -> String {
+/// The earliest day with unfolded rows, as days since 1970-01-01.
+pub(crate) const DIRTY_DAYS: &str =
+    "SELECT min(local_date) - DATE '1970-01-01' FROM days WHERE NOT folded";
+
+/// Day rows from a day on (days since 1970-01-01), ordered by key. Columns: tenant, day,
+/// dimension, value, then the cell.
+pub(crate) fn days_from() -> String {
     format!(
-        r#"
-CREATE TEMP TABLE rollups_fold AS
-    SELECT tenant, hour_ms, min(local_date) AS local_date, dimension, "value",
-           sum(pageviews)::BIGINT AS pageviews, sum(events)::BIGINT AS events,
-           sum(visits)::BIGINT AS visits, sum(bounces)::BIGINT AS bounces,
-           sum(duration_ms)::BIGINT AS duration_ms, sum(bot_events)::BIGINT AS bot_events,
-           true AS folded
-    FROM rollups WHERE hour_ms >= {from_ms}
-    GROUP BY tenant, hour_ms, dimension, "value";
-DELETE FROM rollups WHERE hour_ms >= {from_ms};
-INSERT INTO rollups SELECT * FROM rollups_fold ORDER BY tenant, dimension, hour_ms, "value";
-DROP TABLE rollups_fold;
-"#
+        r#"SELECT tenant, local_date - DATE '1970-01-01', dimension, "value", {CELL} FROM days
+WHERE local_date >= DATE '1970-01-01' + CAST(? AS INTEGER)
+ORDER BY tenant, dimension, local_date, "value""#
     )
 }
 
-/// The earliest day with unfolded day sketches, as days since 1970-01-01.
-pub(crate) const DIRTY_DAYS: &str =
-    "SELECT min(local_date) - DATE '1970-01-01' FROM day_visitors WHERE NOT folded";
+/// Drops the day rows from a day on (they are written back folded).
+pub(crate) const DELETE_DAYS_FROM: &str =
+    "DELETE FROM days WHERE local_date >= DATE '1970-01-01' + CAST(? AS INTEGER)";
 
-/// Day sketches from a day on, ordered by key: parameter days since 1970-01-01.
-pub(crate) const DAY_SKETCHES_FROM: &str = r#"
-SELECT tenant, local_date - DATE '1970-01-01', dimension, "value", sketch FROM day_visitors
-WHERE local_date >= DATE '1970-01-01' + CAST(? AS INTEGER)
-ORDER BY tenant, dimension, local_date, "value"
-"#;
+/// The earliest hour with unfolded rows.
+pub(crate) const DIRTY_HOURS: &str = "SELECT min(hour_ms) FROM hours WHERE NOT folded";
 
-/// Drops the day sketches from a day on (they are written back folded).
-pub(crate) const DELETE_DAY_SKETCHES_FROM: &str =
-    "DELETE FROM day_visitors WHERE local_date >= DATE '1970-01-01' + CAST(? AS INTEGER)";
+/// Hour rows from an hour on, ordered by key. Columns: tenant, hour, day, then the cell.
+pub(crate) fn hours_from() -> String {
+    format!(
+        "SELECT tenant, hour_ms, local_date - DATE '1970-01-01', {CELL} FROM hours \
+         WHERE hour_ms >= ? ORDER BY tenant, hour_ms"
+    )
+}
 
-/// The earliest hour with unfolded hour sketches.
-pub(crate) const DIRTY_SKETCH_HOURS: &str =
-    "SELECT min(hour_ms) FROM hour_visitors WHERE NOT folded";
+/// Drops the hour rows from an hour on.
+pub(crate) const DELETE_HOURS_FROM: &str = "DELETE FROM hours WHERE hour_ms >= ?";
 
-/// Hour sketches from an hour on, ordered by key.
-pub(crate) const HOUR_SKETCHES_FROM: &str = r#"
-SELECT tenant, hour_ms, local_date - DATE '1970-01-01', sketch FROM hour_visitors
-WHERE hour_ms >= ? ORDER BY tenant, hour_ms
-"#;
-
-/// Drops the hour sketches from an hour on.
-pub(crate) const DELETE_HOUR_SKETCHES_FROM: &str = "DELETE FROM hour_visitors WHERE hour_ms >= ?";
-
-/// The SQL key of a grouping.
-fn key(group: super::GroupBy) -> &'static str {
+/// A tenant's rows for a read: parameters tenant, dimension, first and last local date
+/// ("YYYY-MM-DD"). Columns: the group key, then the cell. Hourly groups read `hours`
+/// (dimension 0 only).
+pub(crate) fn select(group: super::GroupBy) -> String {
     use super::GroupBy;
-    match group {
+    let range = "local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)";
+    let key = match group {
+        GroupBy::Hour => {
+            return format!(
+                "SELECT CAST(hour_ms AS VARCHAR), {CELL} FROM hours \
+                 WHERE tenant = ? AND 0 = ? AND {range}"
+            );
+        }
         GroupBy::Total => "''",
         GroupBy::Day => "CAST(local_date AS VARCHAR)",
-        GroupBy::Hour => "CAST(hour_ms AS VARCHAR)",
         GroupBy::Value => r#""value""#,
-    }
-}
-
-/// Summed counters of a tenant's rows: parameters tenant, dimension, first and last local
-/// date ("YYYY-MM-DD"). Columns: key, visits, pageviews, events, bounces, duration_ms,
-/// bot_events.
-pub(crate) fn select_counters(group: super::GroupBy) -> String {
-    format!(
-        r#"
-SELECT {key} AS k,
-       CAST(sum(visits) AS BIGINT), CAST(sum(pageviews) AS BIGINT),
-       CAST(sum(events) AS BIGINT), CAST(sum(bounces) AS BIGINT),
-       CAST(sum(duration_ms) AS BIGINT), CAST(sum(bot_events) AS BIGINT)
-FROM rollups
-WHERE tenant = ? AND dimension = ? AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)
-GROUP BY 1"#,
-        key = key(group)
-    )
-}
-
-/// A tenant's visitor sketches: parameters tenant, dimension, first and last local date.
-/// Columns: key, sketch. Hourly groups read the totals' hour sketches (dimension 0 only).
-pub(crate) fn select_sketches(group: super::GroupBy) -> String {
-    let range = "local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)";
-    match group {
-        super::GroupBy::Hour => format!(
-            "SELECT CAST(hour_ms AS VARCHAR), sketch FROM hour_visitors \
-             WHERE tenant = ? AND 0 = ? AND {range}"
-        ),
-        group => format!(
-            "SELECT {key}, sketch FROM day_visitors \
-             WHERE tenant = ? AND dimension = ? AND {range}",
-            key = key(group)
-        ),
-    }
+    };
+    format!("SELECT {key}, {CELL} FROM days WHERE tenant = ? AND dimension = ? AND {range}")
 }

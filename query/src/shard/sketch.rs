@@ -19,48 +19,52 @@ pub(crate) fn new() -> Result<HllSketch, ShardFailure> {
     Ok(HllSketch::new(LG_K, HLL_TYPE)?)
 }
 
-/// Merges serialized sketches, without decoding when there is only one.
-pub(crate) enum Merge {
-    /// A single sketch, as stored.
-    One(Vec<u8>),
-    /// The union of several.
-    Many(Box<HllUnion>),
+/// Serialized sketches of one key, merged only when their count or their union is needed.
+pub(crate) struct Merge {
+    sketches: Vec<Vec<u8>>,
 }
 
 impl Merge {
     /// A merge holding the serialized sketch `bytes`.
     pub(crate) fn of(bytes: Vec<u8>) -> Self {
-        Merge::One(bytes)
+        Self {
+            sketches: vec![bytes],
+        }
     }
 
-    /// Adds the serialized sketch `bytes`.
-    pub(crate) fn add(&mut self, bytes: &[u8]) -> Result<(), ShardFailure> {
-        if let Merge::One(first) = self {
-            let mut union = HllUnion::new(LG_K)?;
-            union.update(&HllSketch::deserialize(first)?);
-            *self = Merge::Many(Box::new(union));
+    /// Adds the sketches of `other`.
+    pub(crate) fn add(&mut self, other: Merge) {
+        self.sketches.extend(other.sketches);
+    }
+
+    /// The union of several sketches; `None` for a single one.
+    fn union(&self) -> Result<Option<HllUnion>, ShardFailure> {
+        if self.sketches.len() < 2 {
+            return Ok(None);
         }
-        if let Merge::Many(union) = self {
+        let mut union = HllUnion::new(LG_K)?;
+        for bytes in &self.sketches {
             union.update(&HllSketch::deserialize(bytes)?);
         }
-        Ok(())
+        Ok(Some(union))
     }
 
     /// The merged number of unique visitors, rounded.
     pub(crate) fn count(&self) -> Result<u64, ShardFailure> {
-        let estimate = match self {
-            Merge::One(bytes) => HllSketch::deserialize(bytes)?.estimate(),
-            Merge::Many(union) => union.estimate(),
+        let estimate = match (self.union()?, self.sketches.first()) {
+            (Some(union), _) => union.estimate(),
+            (None, Some(bytes)) => HllSketch::deserialize(bytes)?.estimate(),
+            (None, None) => 0.0,
         };
         Ok(estimate.round() as u64)
     }
 
     /// The merged sketch, serialized.
-    pub(crate) fn into_bytes(self) -> Vec<u8> {
-        match self {
-            Merge::One(bytes) => bytes,
-            Merge::Many(union) => union.to_sketch(HLL_TYPE).serialize(),
-        }
+    pub(crate) fn into_bytes(mut self) -> Result<Vec<u8>, ShardFailure> {
+        Ok(match self.union()? {
+            Some(union) => union.to_sketch(HLL_TYPE).serialize(),
+            None => self.sketches.pop().unwrap_or_default(),
+        })
     }
 }
 
@@ -79,16 +83,16 @@ mod tests {
     #[test]
     fn small_sets_count_exactly_across_merges() {
         let mut merge = Merge::of(bytes(0..700));
-        merge.add(&bytes(500..1_200)).expect("add");
+        merge.add(Merge::of(bytes(500..1_200)));
         assert_eq!(merge.count().expect("count"), 1_200);
-        let folded = Merge::of(merge.into_bytes());
+        let folded = Merge::of(merge.into_bytes().expect("bytes"));
         assert_eq!(folded.count().expect("count"), 1_200);
     }
 
     #[test]
     fn large_sets_stay_within_one_percent() {
         let mut merge = Merge::of(bytes(0..60_000));
-        merge.add(&bytes(30_000..100_000)).expect("add");
+        merge.add(Merge::of(bytes(30_000..100_000)));
         let count = merge.count().expect("count") as f64;
         assert!((count - 100_000.0).abs() / 100_000.0 < 0.01, "{count}");
     }
@@ -96,6 +100,7 @@ mod tests {
     #[test]
     fn garbage_is_an_error() {
         let mut merge = Merge::of(bytes([1]));
-        assert!(merge.add(b"not a sketch").is_err());
+        merge.add(Merge::of(b"not a sketch".to_vec()));
+        assert!(merge.count().is_err());
     }
 }

@@ -325,13 +325,9 @@ async fn folding_keeps_sums_and_unique_visitors() {
             .with_reader(|conn| conn.query_row(sql, [], |r| r.get(0)))
             .expect("count")
     };
-    assert_eq!(count("SELECT count(*) FROM rollups WHERE dimension = 0"), 2);
-    assert_eq!(
-        count("SELECT count(*) FROM day_visitors WHERE dimension = 0"),
-        2
-    );
-    assert_eq!(count("SELECT count(*) FROM hour_visitors"), 2);
-    assert_eq!(count("SELECT count(*) FROM rollups WHERE NOT folded"), 0);
+    assert_eq!(count("SELECT count(*) FROM days WHERE dimension = 0"), 2);
+    assert_eq!(count("SELECT count(*) FROM hours"), 2);
+    assert_eq!(count("SELECT count(*) FROM days WHERE NOT folded"), 0);
     let after = total(&store, "acme", "2026-03-01", "2026-03-02").await;
     assert_eq!((after.pageviews, after.visits, after.visitors), (3, 3, 2));
     assert_eq!(before, after);
@@ -343,8 +339,8 @@ async fn folding_keeps_sums_and_unique_visitors() {
     )
     .await;
     store.fold().await.expect("fold again");
-    assert_eq!(count("SELECT count(*) FROM rollups WHERE dimension = 0"), 2);
-    assert_eq!(count("SELECT count(*) FROM hour_visitors"), 2);
+    assert_eq!(count("SELECT count(*) FROM days WHERE dimension = 0"), 2);
+    assert_eq!(count("SELECT count(*) FROM hours"), 2);
     let day = total(&store, "acme", "2026-03-02", "2026-03-02").await;
     assert_eq!((day.pageviews, day.visitors), (2, 2));
 }

@@ -1,0 +1,127 @@
+//! A cell: the additive counters and the visitor sketch of one key, as stored in a row, and
+//! how cells of one key add up (on apply, on fold and on read).
+
+use ::duckdb::Row;
+use beacon_proto::pipeline::v1::RollupRow;
+use datasketches::hll::HllSketch;
+
+use super::sketch::{self, Merge};
+use crate::error::ShardFailure;
+use crate::metrics::Sums;
+
+/// Additive counters in column order: pageviews, events, visits, bounces, duration_ms,
+/// bot_events.
+pub(crate) type Counters = [i64; 6];
+
+/// The counters of a rollup row.
+pub(crate) fn counters(row: &RollupRow) -> Counters {
+    [
+        row.pageviews,
+        row.events,
+        row.visits,
+        row.bounces,
+        row.duration_ms,
+        row.bot_events,
+    ]
+}
+
+fn add(into: &mut Counters, other: &Counters) {
+    for (a, b) in into.iter_mut().zip(other) {
+        *a += b;
+    }
+}
+
+/// Counters and a sketch being built from rollups (the apply path).
+pub(crate) struct NewCell {
+    /// Summed counters.
+    pub counters: Counters,
+    /// Visitors seen, if any.
+    pub sketch: Option<HllSketch>,
+}
+
+impl NewCell {
+    /// An empty cell.
+    pub(crate) fn new() -> Self {
+        Self {
+            counters: [0; 6],
+            sketch: None,
+        }
+    }
+
+    /// Adds a rollup row's counters.
+    pub(crate) fn add_row(&mut self, row: &RollupRow) {
+        add(&mut self.counters, &counters(row));
+    }
+
+    /// Records visitors.
+    pub(crate) fn add_visitors(&mut self, visitors: &[u64]) -> Result<(), ShardFailure> {
+        let sketch = match &mut self.sketch {
+            Some(sketch) => sketch,
+            None => self.sketch.insert(sketch::new()?),
+        };
+        visitors.iter().for_each(|&visitor| sketch.update(visitor));
+        Ok(())
+    }
+
+    /// The sketch as stored.
+    pub(crate) fn sketch_bytes(&self) -> Option<Vec<u8>> {
+        self.sketch.as_ref().map(HllSketch::serialize)
+    }
+}
+
+/// Stored cells of one key being added up (the fold and read paths).
+pub(crate) struct Cell {
+    /// Summed counters.
+    pub counters: Counters,
+    /// Merged sketches; `None` while no row had visitors.
+    pub sketch: Option<Merge>,
+}
+
+impl Cell {
+    /// The cell of a row whose cell columns start at `first`.
+    pub(crate) fn read(row: &Row<'_>, first: usize) -> ::duckdb::Result<Self> {
+        let mut counters = [0; 6];
+        for (i, counter) in counters.iter_mut().enumerate() {
+            *counter = row.get(first + i)?;
+        }
+        let sketch: Option<Vec<u8>> = row.get(first + 6)?;
+        Ok(Self {
+            counters,
+            sketch: sketch.map(Merge::of),
+        })
+    }
+
+    /// Adds `other`'s counters and sketches (merged when needed).
+    pub(crate) fn add(&mut self, other: Cell) {
+        add(&mut self.counters, &other.counters);
+        match (&mut self.sketch, other.sketch) {
+            (_, None) => {}
+            (None, Some(sketch)) => self.sketch = Some(sketch),
+            (Some(mine), Some(theirs)) => mine.add(theirs),
+        }
+    }
+
+    /// The merged sketch as stored.
+    pub(crate) fn into_sketch_bytes(self) -> Result<Option<Vec<u8>>, ShardFailure> {
+        self.sketch.map(Merge::into_bytes).transpose()
+    }
+
+    /// The group's sums, unique visitors counted when `count_visitors`.
+    pub(crate) fn sums(&self, key: String, count_visitors: bool) -> Result<Sums, ShardFailure> {
+        let visitors = match (&self.sketch, count_visitors) {
+            (Some(merge), true) => merge.count()?,
+            _ => 0,
+        };
+        let [pageviews, events, visits, bounces, duration_ms, bot_events] = self.counters;
+        Ok(Sums {
+            key,
+            visitors,
+            visits,
+            pageviews,
+            events,
+            bounces,
+            duration_ms,
+            bot_events,
+        })
+    }
+}
