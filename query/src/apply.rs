@@ -1,13 +1,13 @@
-//! The rollup consumer: applies one partition of the rollup log to the tenants' shards, in
-//! order, exactly once.
+//! The rollup consumer: applies one partition of the rollup log to the partition's shard, in
+//! order, exactly once, several ready messages per transaction.
 //!
-//! Invariants: a message is finished (every tenant part applied or parked) before progress
-//! moves past it; an undecodable message or an unappliable part goes to the dead-letter log
-//! with its reason, never dropped, and never stalls the partition.
+//! Invariants: the consumer resumes after the shard's own watermark, so the shard decides what
+//! is applied; an undecodable message or an unappliable part goes to the dead-letter log with
+//! its reason before the message is applied, never dropped, and never stalls the partition.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use beacon_core::log::{Log, LogMessage, LogStream};
 use beacon_core::retry::Backoff;
@@ -19,11 +19,8 @@ use prost::bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::QueryError;
-use crate::progress::Progress;
 use crate::shard::{RollupMessage, ShardStore};
 
-/// Progress is saved at most this often (and after the last message before an idle pause).
-const SAVE_INTERVAL: Duration = Duration::from_millis(200);
 /// Most messages applied in one shard transaction.
 const MAX_BATCH_MESSAGES: usize = 256;
 /// Most payload bytes applied in one shard transaction (a larger message still goes alone).
@@ -37,7 +34,6 @@ pub struct Consumer {
     rollups: Arc<dyn Log>,
     dead_letters: Arc<dyn Log>,
     store: Arc<dyn ShardStore>,
-    progress: Progress,
     shutdown: CancellationToken,
 }
 
@@ -48,7 +44,6 @@ impl Consumer {
         rollups: Arc<dyn Log>,
         dead_letters: Arc<dyn Log>,
         store: Arc<dyn ShardStore>,
-        progress: Progress,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -56,23 +51,25 @@ impl Consumer {
             rollups,
             dead_letters,
             store,
-            progress,
             shutdown,
         }
     }
 
-    /// Consumes until `shutdown`: finishes the current message, saves progress, returns.
+    /// Consumes until `shutdown`: finishes the current batch, returns.
     pub async fn run(self) {
         let partition = self.partition;
-        let mut done = self.progress.load().await.unwrap_or_else(|err| {
-            tracing::warn!(partition, error = %err, "progress unreadable; replaying the partition");
-            0
-        });
-        let mut saved = Saved {
-            seq: done,
-            at: Instant::now(),
-        };
         let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
+        let mut done = loop {
+            match self.store.watermark(partition).await {
+                Ok(watermark) => break watermark.unwrap_or(0),
+                Err(err) => {
+                    tracing::error!(partition, error = %err, "reading the shard watermark failed; retrying");
+                    if !backoff.sleep(Some(&self.shutdown)).await {
+                        return;
+                    }
+                }
+            }
+        };
         tracing::info!(partition, after = done, "rollup consumer started");
         'subscribe: while !self.shutdown.is_cancelled() {
             let subscribed = tokio::select! {
@@ -91,14 +88,9 @@ impl Consumer {
                 }
             };
             loop {
-                let dirty = done != saved.seq;
                 let next = tokio::select! {
                     biased;
                     () = self.shutdown.cancelled() => break 'subscribe,
-                    () = tokio::time::sleep(SAVE_INTERVAL), if dirty => {
-                        self.save(done, &mut saved).await;
-                        continue;
-                    }
                     next = stream.next() => next,
                 };
                 let message = match next {
@@ -131,25 +123,9 @@ impl Consumer {
                 }
                 done = batch.last().map_or(done, |m| m.seq);
                 backoff.reset();
-                if saved.at.elapsed() >= SAVE_INTERVAL {
-                    self.save(done, &mut saved).await;
-                }
             }
-        }
-        if done != saved.seq {
-            self.save(done, &mut saved).await;
         }
         tracing::info!(partition, seq = done, "rollup consumer stopped");
-    }
-
-    async fn save(&self, seq: u64, saved: &mut Saved) {
-        match self.progress.save(seq).await {
-            Ok(()) => saved.seq = seq,
-            Err(err) => {
-                tracing::warn!(partition = self.partition, seq, error = %err, "saving progress failed")
-            }
-        }
-        saved.at = Instant::now();
     }
 
     /// Applies `messages` in one shard transaction, after parking what can never be applied;
@@ -279,7 +255,8 @@ fn gather(stream: &mut Peekable<LogStream>, first: LogMessage) -> Vec<LogMessage
         let Some(Some(Ok(next))) = Pin::new(&mut *stream).peek().now_or_never() else {
             break;
         };
-        if bytes + next.payload.len() > MAX_BATCH_BYTES {
+        let increasing = batch.last().is_some_and(|last| next.seq > last.seq);
+        if !increasing || bytes + next.payload.len() > MAX_BATCH_BYTES {
             break;
         }
         bytes += next.payload.len();
@@ -289,12 +266,6 @@ fn gather(stream: &mut Peekable<LogStream>, first: LogMessage) -> Vec<LogMessage
         }
     }
     batch
-}
-
-/// The last saved progress.
-struct Saved {
-    seq: u64,
-    at: Instant,
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@ mod args;
 mod error;
 pub mod insights;
 pub mod metrics;
-pub mod progress;
 pub mod range;
 pub mod service;
 pub mod shard;
@@ -44,9 +43,9 @@ pub const SERVICE_NAME: &str = "beacon.insights.v1.InsightsService";
 
 /// Applies the rollup log to the shards and serves InsightsService on `listener` until `shutdown`.
 ///
-/// Shards live in `<data_dir>/shards/p<partition>.duckdb`, consumer progress in
-/// `<data_dir>/query/progress-p{p}`. On shutdown the server drains open requests and every
-/// consumer finishes its current message and saves its progress before this returns.
+/// Shards live in `<data_dir>/shards/partition.<p>.duckdb`; each consumer resumes after its
+/// shard's watermark. On shutdown the server drains open requests and every consumer finishes
+/// its current batch before this returns.
 pub async fn run(
     args: QueryArgs,
     backends: Backends,
@@ -62,14 +61,12 @@ pub async fn run(
     let shared: Arc<dyn ShardStore> = Arc::new(store.clone());
 
     let consumers = Tasks::new(shutdown.child_token());
-    let progress_dir = backends.data_dir.join("query");
     for &partition in &partitions {
         let consumer = apply::Consumer::new(
             partition,
             backends.rollups.clone(),
             backends.dead_letters.clone(),
             shared.clone(),
-            progress::Progress::new(progress_dir.clone(), partition),
             consumers.token().clone(),
         );
         consumers.spawn(consumer.run());

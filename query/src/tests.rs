@@ -126,9 +126,12 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
 
     shutdown.cancel();
     server.await.expect("server task").expect("server result");
-    let progress = std::fs::read_to_string(dir.path().join(format!("query/progress-p{partition}")))
-        .expect("progress file");
-    assert_eq!(progress.trim(), "1");
+    let store = crate::DuckShardStore::new(dir.path().join("shards"), 2, "64MB").expect("store");
+    assert_eq!(
+        store.watermark(partition).await.expect("watermark"),
+        Some(1),
+        "the shard records what it applied"
+    );
 }
 
 async fn connect(addr: std::net::SocketAddr) -> InsightsServiceClient<Channel> {

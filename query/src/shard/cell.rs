@@ -1,7 +1,8 @@
 //! A cell: the additive counters and the visitor sketch of one key, as stored in a row, and
 //! how cells of one key add up (on apply, on fold and on read).
 
-use ::duckdb::Row;
+use ::duckdb::types::Value;
+use ::duckdb::{Appender, Row, params};
 use beacon_proto::pipeline::v1::RollupRow;
 use datasketches::hll::HllSketch;
 
@@ -26,8 +27,9 @@ pub(crate) fn counters(row: &RollupRow) -> Counters {
 }
 
 fn add(into: &mut Counters, other: &Counters) {
+    // Saturating: a corrupt but decodable rollup must not panic every read of its tenant.
     for (a, b) in into.iter_mut().zip(other) {
-        *a += b;
+        *a = a.saturating_add(*b);
     }
 }
 
@@ -124,4 +126,67 @@ impl Cell {
             bot_events,
         })
     }
+}
+
+/// The key of a `days` row.
+pub(crate) struct DayKey<'a> {
+    /// Tenant id.
+    pub tenant: &'a str,
+    /// Local date, days since 1970-01-01.
+    pub day: i32,
+    /// Dimension (0 for totals).
+    pub dimension: i16,
+    /// Dimension value ("" for totals).
+    pub value: &'a str,
+}
+
+/// Appends a `days` row.
+pub(crate) fn append_day(
+    appender: &mut Appender<'_>,
+    key: &DayKey<'_>,
+    counters: &Counters,
+    sketch: Option<Vec<u8>>,
+    folded: bool,
+) -> ::duckdb::Result<()> {
+    let [pv, ev, vi, bo, du, bot] = *counters;
+    appender.append_row(params![
+        key.tenant,
+        Value::Date32(key.day),
+        key.dimension,
+        key.value,
+        pv,
+        ev,
+        vi,
+        bo,
+        du,
+        bot,
+        sketch,
+        folded
+    ])
+}
+
+/// Appends an `hours` row: `day` is the hour's local date, days since 1970-01-01.
+pub(crate) fn append_hour(
+    appender: &mut Appender<'_>,
+    tenant: &str,
+    hour_ms: i64,
+    day: i32,
+    counters: &Counters,
+    sketch: Option<Vec<u8>>,
+    folded: bool,
+) -> ::duckdb::Result<()> {
+    let [pv, ev, vi, bo, du, bot] = *counters;
+    appender.append_row(params![
+        tenant,
+        hour_ms,
+        Value::Date32(day),
+        pv,
+        ev,
+        vi,
+        bo,
+        du,
+        bot,
+        sketch,
+        folded
+    ])
 }

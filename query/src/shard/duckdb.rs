@@ -1,17 +1,16 @@
-//! The DuckDB shard store: one file per rollup-log partition, `<dir>/p<partition>.duckdb`,
+//! The DuckDB shard store: one file per rollup-log partition, `<dir>/partition.<p>.duckdb`,
 //! holding the rollups of every tenant of that partition.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ::duckdb::types::Value;
 use ::duckdb::{Connection, OptionalExt, Transaction, params};
 use async_trait::async_trait;
 use beacon_core::partition::partition_of;
 use beacon_proto::pipeline::v1::TenantRollup;
 
-use super::cell::NewCell;
+use super::cell::{DayKey, NewCell, append_day, append_hour};
 use super::open::{OpenShards, Shard};
 use super::schema;
 use super::{Applied, RollupMessage, ShardQuery, ShardStore, ValidRollup, compact, read, rows};
@@ -159,9 +158,11 @@ fn apply(
     partition: u32,
     messages: &[RollupMessage],
 ) -> Result<Applied, QueryError> {
-    let shard = open(shards, partition, true)?.ok_or_else(|| {
-        QueryError::InvalidRollup(format!("partition {partition}: shard could not be created"))
-    })?;
+    let Some(shard) = open(shards, partition, true)? else {
+        return Err(QueryError::invalid(format!(
+            "partition {partition}: shard file was not created"
+        )));
+    };
     let (first, last) = (
         messages.first().map_or(0, |m| m.seq),
         messages.last().map_or(0, |m| m.seq),
@@ -175,17 +176,20 @@ fn apply(
                 err,
             )
         })?;
-    if shard.note_appended(rows) >= FOLD_AFTER_ROWS {
-        fold(&shard)?;
+    if shard.note_appended(rows) >= FOLD_AFTER_ROWS
+        && let Err(err) = fold(&shard)
+    {
+        // The rows are applied; unfolded rows only cost read time. Try again later.
+        tracing::warn!(shard = %shard.name, error = %err, "folding failed");
     }
     Ok(applied)
 }
 
 fn fold(shard: &Shard) -> Result<(), QueryError> {
+    shard.reset_appended();
     shard
         .with_writer(compact::fold)
         .map_err(|err| QueryError::shard(&shard.name, "folding deltas", err))?;
-    shard.reset_appended();
     tracing::debug!(shard = %shard.name, "shard folded");
     Ok(())
 }
@@ -204,9 +208,17 @@ fn apply_tx(
         .prepare_cached(schema::SELECT_WATERMARK)?
         .query_row([partition], |row| row.get(0))
         .optional()?;
+    // Past the watermark, and each sequence once even if a run repeated one.
+    let mut high = watermark;
     let fresh: Vec<&RollupMessage> = messages
         .iter()
-        .filter(|m| watermark.is_none_or(|w| m.seq > w))
+        .filter(|m| {
+            let new = high.is_none_or(|w| m.seq > w);
+            if new {
+                high = Some(m.seq);
+            }
+            new
+        })
         .collect();
     let Some(last) = fresh.last().map(|m| m.seq) else {
         tx.rollback()?;
@@ -234,11 +246,11 @@ fn apply_tx(
 }
 
 /// The cells of the parts: one per (tenant, day, dimension, value), and one per
-/// (tenant, hour) of the totals.
+/// (tenant, hour, day) of the totals.
 #[derive(Default)]
 struct NewCells<'a> {
     days: HashMap<(&'a str, i32, i16, &'a str), NewCell>,
-    hours: HashMap<(&'a str, i64), (i32, NewCell)>,
+    hours: HashMap<(&'a str, i64, i32), NewCell>,
 }
 
 impl<'a> NewCells<'a> {
@@ -276,11 +288,9 @@ impl<'a> NewCells<'a> {
     }
 
     fn hour(&mut self, tenant: &'a str, hour_ms: i64, day: i32) -> &mut NewCell {
-        &mut self
-            .hours
-            .entry((tenant, hour_ms))
-            .or_insert_with(|| (day, NewCell::new()))
-            .1
+        self.hours
+            .entry((tenant, hour_ms, day))
+            .or_insert_with(NewCell::new)
     }
 }
 
@@ -289,40 +299,34 @@ fn append_cells(tx: &Transaction<'_>, parts: &[&ValidRollup]) -> Result<u64, Sha
     let cells = NewCells::of(parts)?;
     let rows = (cells.days.len() + cells.hours.len()) as u64;
     let mut appender = tx.appender("days")?;
-    for ((tenant, day, dimension, value), cell) in &cells.days {
-        let [pv, ev, vi, bo, du, bot] = cell.counters;
-        appender.append_row(params![
+    for (&(tenant, day, dimension, value), cell) in &cells.days {
+        let key = DayKey {
             tenant,
-            Value::Date32(*day),
+            day,
             dimension,
             value,
-            pv,
-            ev,
-            vi,
-            bo,
-            du,
-            bot,
+        };
+        append_day(
+            &mut appender,
+            &key,
+            &cell.counters,
             cell.sketch_bytes(),
-            false
-        ])?;
+            false,
+        )?;
     }
     appender.flush()?;
     let mut appender = tx.appender("hours")?;
-    for ((tenant, hour_ms), (day, cell)) in &cells.hours {
-        let [pv, ev, vi, bo, du, bot] = cell.counters;
-        appender.append_row(params![
+    for (&(tenant, hour_ms, day), cell) in &cells.hours {
+        let sketch = cell.sketch_bytes();
+        append_hour(
+            &mut appender,
             tenant,
             hour_ms,
-            Value::Date32(*day),
-            pv,
-            ev,
-            vi,
-            bo,
-            du,
-            bot,
-            cell.sketch_bytes(),
-            false
-        ])?;
+            day,
+            &cell.counters,
+            sketch,
+            false,
+        )?;
     }
     appender.flush()?;
     Ok(rows)

@@ -135,9 +135,10 @@ impl OpenShards {
         }
     }
 
-    /// The file of a partition's shard.
+    /// The file of a partition's shard. The dot keeps it apart from any tenant-named file:
+    /// tenant ids are `[a-z0-9_-]`.
     pub(crate) fn path(&self, partition: u32) -> PathBuf {
-        self.dir.join(format!("p{partition}.duckdb"))
+        self.dir.join(format!("partition.{partition}.duckdb"))
     }
 
     /// The partition's shard, opened (and created when `create`) as needed. `None` when the

@@ -29,17 +29,6 @@ impl ValidRollup {
     pub fn tenant_id(&self) -> &str {
         &self.rollup.tenant_id
     }
-
-    /// Rows and visitor entries carried: the amount of work the rollup is.
-    pub fn weight(&self) -> usize {
-        self.rollup.rows.len()
-            + self
-                .rollup
-                .visitors
-                .iter()
-                .map(|set| set.visitors.len())
-                .sum::<usize>()
-    }
 }
 
 /// Validates `rollup`: a well-formed tenant id, known dimensions and "YYYY-MM-DD" dates.

@@ -62,37 +62,43 @@ ON CONFLICT ("partition") DO UPDATE SET seq = excluded.seq
 /// The counter columns, in [`Cell`](super::cell::Cell) order, then the sketch.
 const CELL: &str = "pageviews, events, visits, bounces, duration_ms, bot_events, sketch";
 
-/// The earliest day with unfolded rows, as days since 1970-01-01.
-pub(crate) const DIRTY_DAYS: &str =
-    "SELECT min(local_date) - DATE '1970-01-01' FROM days WHERE NOT folded";
+/// Collects the (tenant, day) keys with unfolded rows.
+pub(crate) const DIRTY_DAYS: &str = "CREATE TEMP TABLE dirty_days AS \
+    SELECT DISTINCT tenant, local_date FROM days WHERE NOT folded";
 
-/// Day rows from a day on (days since 1970-01-01), ordered by key. Columns: tenant, day,
-/// dimension, value, then the cell.
-pub(crate) fn days_from() -> String {
+/// The rows of the dirty (tenant, day) keys, ordered by key. Columns: tenant, days since
+/// 1970-01-01, dimension, value, then the cell.
+pub(crate) fn dirty_day_rows() -> String {
     format!(
-        r#"SELECT tenant, local_date - DATE '1970-01-01', dimension, "value", {CELL} FROM days
-WHERE local_date >= DATE '1970-01-01' + CAST(? AS INTEGER)
-ORDER BY tenant, dimension, local_date, "value""#
+        r#"SELECT d.tenant, CAST(d.local_date - DATE '1970-01-01' AS INTEGER), d.dimension, d."value", {CELL}
+FROM days d JOIN dirty_days k ON d.tenant = k.tenant AND d.local_date = k.local_date
+ORDER BY d.tenant, d.dimension, d.local_date, d."value""#
     )
 }
 
-/// Drops the day rows from a day on (they are written back folded).
-pub(crate) const DELETE_DAYS_FROM: &str =
-    "DELETE FROM days WHERE local_date >= DATE '1970-01-01' + CAST(? AS INTEGER)";
+/// Drops the rows of the dirty (tenant, day) keys (they are written back folded).
+pub(crate) const DELETE_DIRTY_DAYS: &str = "DELETE FROM days WHERE EXISTS (\
+    SELECT 1 FROM dirty_days k WHERE k.tenant = days.tenant AND k.local_date = days.local_date);
+    DROP TABLE dirty_days;";
 
-/// The earliest hour with unfolded rows.
-pub(crate) const DIRTY_HOURS: &str = "SELECT min(hour_ms) FROM hours WHERE NOT folded";
+/// Collects the (tenant, hour) keys with unfolded rows.
+pub(crate) const DIRTY_HOURS: &str = "CREATE TEMP TABLE dirty_hours AS \
+    SELECT DISTINCT tenant, hour_ms FROM hours WHERE NOT folded";
 
-/// Hour rows from an hour on, ordered by key. Columns: tenant, hour, day, then the cell.
-pub(crate) fn hours_from() -> String {
+/// The rows of the dirty (tenant, hour) keys, ordered by key. Columns: tenant, hour, days
+/// since 1970-01-01, then the cell.
+pub(crate) fn dirty_hour_rows() -> String {
     format!(
-        "SELECT tenant, hour_ms, local_date - DATE '1970-01-01', {CELL} FROM hours \
-         WHERE hour_ms >= ? ORDER BY tenant, hour_ms"
+        "SELECT h.tenant, h.hour_ms, CAST(h.local_date - DATE '1970-01-01' AS INTEGER), {CELL} \
+         FROM hours h JOIN dirty_hours k ON h.tenant = k.tenant AND h.hour_ms = k.hour_ms \
+         ORDER BY h.tenant, h.hour_ms, h.local_date"
     )
 }
 
-/// Drops the hour rows from an hour on.
-pub(crate) const DELETE_HOURS_FROM: &str = "DELETE FROM hours WHERE hour_ms >= ?";
+/// Drops the rows of the dirty (tenant, hour) keys.
+pub(crate) const DELETE_DIRTY_HOURS: &str = "DELETE FROM hours WHERE EXISTS (\
+    SELECT 1 FROM dirty_hours k WHERE k.tenant = hours.tenant AND k.hour_ms = hours.hour_ms);
+    DROP TABLE dirty_hours;";
 
 /// A tenant's rows for a read: parameters tenant, dimension, first and last local date
 /// ("YYYY-MM-DD"). Columns: the group key, then the cell. Hourly groups read `hours`

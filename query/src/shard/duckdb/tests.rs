@@ -199,7 +199,7 @@ async fn fresh_folder_answers_nothing_and_creates_no_file() {
         total(&store, "nobody", "2026-03-01", "2026-03-31").await,
         Sums::default()
     );
-    assert!(!dir.path().join("shards/p0.duckdb").exists());
+    assert!(!dir.path().join("shards/partition.0.duckdb").exists());
     assert_eq!(store.watermark(0).await.expect("watermark"), None);
 }
 
