@@ -344,3 +344,12 @@ async fn folding_keeps_sums_and_unique_visitors() {
     let day = total(&store, "acme", "2026-03-02", "2026-03-02").await;
     assert_eq!((day.pageviews, day.visitors), (2, 2));
 }
+
+#[test]
+fn a_bad_memory_limit_is_refused_naming_it() {
+    let dir = TempDir::new("memory");
+    let err = DuckShardStore::new(dir.path().join("shards"), 1, "lots")
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("\"lots\""), "{err}");
+}
