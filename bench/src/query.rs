@@ -113,12 +113,7 @@ fn load(
     count: usize,
     now: i64,
 ) -> anyhow::Result<Loaded> {
-    let spec = model.tenants()[index].clone();
-    let tenant = Tenant {
-        id: spec.id.clone(),
-        name: spec.id.clone(),
-        time_zone: spec.time_zone.clone(),
-    };
+    let tenant = load::tenant(&model.tenants()[index]);
     let tz = beacon_core::time::time_zone(&tenant.time_zone)?;
     let raw = duckdb::Connection::open_in_memory()?;
     raw.execute_batch(

@@ -10,6 +10,8 @@ use beacon_proto::ingest::v1::Event;
 use beacon_proto::pipeline::v1::LoggedEvent;
 use beacon_query::{DuckShardStore, RollupMessage, ShardStore};
 
+use crate::traffic::TenantSpec;
+
 /// Partitions of the benchmark's stores (the default deployment's).
 pub const PARTITIONS: u32 = 8;
 /// Events folded before their rollups are applied.
@@ -73,6 +75,15 @@ impl Loader {
         self.flush()?;
         tokio::runtime::Handle::current().block_on(self.store.fold())?;
         Ok(())
+    }
+}
+
+/// The tenant of a model spec.
+pub fn tenant(spec: &TenantSpec) -> Tenant {
+    Tenant {
+        id: spec.id.clone(),
+        name: spec.id.clone(),
+        time_zone: spec.time_zone.clone(),
     }
 }
 

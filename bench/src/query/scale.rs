@@ -121,12 +121,7 @@ fn add_rows(plan: &Plan, table: &mut Table, few: &Figures, many: &Figures) {
 }
 
 fn tenant(model: &TrafficModel, index: usize) -> Tenant {
-    let spec = &model.tenants()[index];
-    Tenant {
-        id: spec.id.clone(),
-        name: spec.id.clone(),
-        time_zone: spec.time_zone.clone(),
-    }
+    super::load::tenant(&model.tenants()[index])
 }
 
 /// Loads `events` events of each tenant of `tenants` over the last 30 days.

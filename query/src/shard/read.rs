@@ -41,13 +41,12 @@ pub(crate) fn sums(
         Some(top) if top.metric != Metric::Visitors => {
             let mut ranked = all(&groups, false)?;
             rank(&mut ranked, top);
-            ranked
-                .into_iter()
-                .map(|sums| match groups.get(&sums.key) {
-                    Some(cell) => cell.sums(sums.key, true),
-                    None => Ok(sums),
-                })
-                .collect()
+            for sums in &mut ranked {
+                if let Some(merge) = groups.get(&sums.key).and_then(|cell| cell.sketch.as_ref()) {
+                    sums.visitors = merge.count()?;
+                }
+            }
+            Ok(ranked)
         }
         top => {
             let mut out = all(&groups, true)?;
