@@ -52,6 +52,12 @@ pub enum AggregatorError {
     },
 }
 
+impl From<beacon_core::Error> for AggregatorError {
+    fn from(source: beacon_core::Error) -> Self {
+        Self::backend("consuming the event log", source)
+    }
+}
+
 impl AggregatorError {
     /// Wraps a backend error with a description of the failed operation.
     pub fn backend(context: impl Into<String>, source: beacon_core::Error) -> Self {

@@ -7,14 +7,15 @@
 use std::collections::HashMap;
 
 use beacon_core::backends::Backends;
+use beacon_core::consumer::Lane;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 mod args;
+pub mod cap;
 pub mod enrich;
 mod error;
 pub mod processor;
-mod retry;
 mod rollup;
 mod session;
 mod worker;
@@ -25,7 +26,9 @@ pub use processor::{Prepared, Processor};
 
 /// Version of the processing logic, stamped on every rollup batch. Bump it whenever a change
 /// alters the rollups computed from the same raw events.
-pub const LOGIC_VERSION: u32 = 1;
+///
+/// 2: dimension values are capped in length and per-day cardinality, paths are percent-decoded.
+pub const LOGIC_VERSION: u32 = 2;
 
 /// Runs one worker per owned partition until `shutdown` is cancelled; then flushes, snapshots and returns.
 ///
@@ -52,13 +55,13 @@ pub async fn run(
     let mut workers = JoinSet::new();
     let mut owners = HashMap::new();
     for partition in partitions {
-        let task = worker::run_partition(
+        let lane = Lane::new(
+            "aggregator",
             partition,
-            timing,
-            backends.clone(),
-            raw.clone(),
+            backends.dead_letters.clone(),
             stop.clone(),
         );
+        let task = worker::run_partition(lane, timing, backends.clone(), raw.clone());
         owners.insert(workers.spawn(task).id(), partition);
     }
     let mut first_error = None;

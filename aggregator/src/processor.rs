@@ -12,6 +12,7 @@ use beacon_proto::pipeline::v1::{AggregatorSnapshot, LoggedEvent, TenantRollup};
 use jiff::tz::TimeZone;
 
 use crate::AggregatorError;
+use crate::cap::{Admitted, cap_length};
 use crate::enrich::{self, Enricher, PageUrl, UserAgent};
 use crate::rollup::{Counters, PendingRollups};
 use crate::session::{Hit, NO_WATERMARK, SessionState, Sessions, Visit};
@@ -35,6 +36,8 @@ pub struct Processor {
     /// Highest event time seen per tenant.
     watermarks: HashMap<String, i64>,
     pending: PendingRollups,
+    /// Values counted under their own name, per (tenant, local day, dimension).
+    admitted: Admitted,
     enricher: Enricher,
     zones: HashMap<String, TimeZone>,
     since_cleanup: u32,
@@ -46,6 +49,13 @@ pub struct Prepared<'a> {
     event: &'a LoggedEvent,
     hour_ms: i64,
     local_date: String,
+}
+
+impl Prepared<'_> {
+    /// When ingest received the event, Unix milliseconds.
+    pub fn received_ms(&self) -> i64 {
+        self.event.received_ms
+    }
 }
 
 impl Processor {
@@ -100,24 +110,24 @@ impl Processor {
             }
             return;
         }
-        let page = enrich::url::parse(&event.url);
+        let mut page = enrich::url::parse(&event.url);
+        page.path = cap_length(page.path);
+        let tenant = event.tenant_id.as_str();
+        let path = self
+            .admitted
+            .admit(tenant, hour.1, Dimension::Page, &page.path)
+            .to_owned();
         let hit = Hit {
-            tenant_id: &event.tenant_id,
+            tenant_id: tenant,
             visitor: event.visitor,
             ts: event.timestamp_ms,
             pageview: event.name == PAGEVIEW,
         };
-        let start = || new_session(event, &agent, &page, hour);
+        let admitted = &mut self.admitted;
+        let start = || new_session(event, &agent, &page, hour, admitted);
         let (visit, session) = self.sessions.track(hit, watermark_ms, start);
         if emit {
-            emit_deltas(
-                &mut self.pending,
-                hit,
-                hour,
-                &page.path,
-                visit,
-                session.as_ref(),
-            );
+            emit_deltas(&mut self.pending, hit, hour, &path, visit, session.as_ref());
         }
         self.maybe_cleanup();
     }
@@ -132,9 +142,9 @@ impl Processor {
         !self.pending.is_empty()
     }
 
-    /// Rough encoded size of the pending deltas, bytes.
-    pub fn pending_size_hint(&self) -> usize {
-        self.pending.size_hint()
+    /// Upper bound of the encoded size of the pending tenant parts, bytes.
+    pub fn pending_size_bound(&self) -> usize {
+        self.pending.size_bound()
     }
 
     /// Highest event time seen in the partition, Unix milliseconds.
@@ -156,6 +166,7 @@ impl Processor {
             watermark_ms: self.watermark_ms,
             sessions: self.sessions.to_proto(&self.watermarks),
             tenant_watermarks_ms: self.watermarks.clone(),
+            admitted: self.admitted.to_proto(),
         }
     }
 
@@ -164,6 +175,7 @@ impl Processor {
         self.sessions = Sessions::from_proto(snapshot.partition, snapshot.sessions)?;
         self.watermark_ms = snapshot.watermark_ms;
         self.watermarks = snapshot.tenant_watermarks_ms;
+        self.admitted = Admitted::from_proto(snapshot.admitted);
         self.pending = PendingRollups::default();
         self.since_cleanup = 0;
         Ok(())
@@ -200,23 +212,34 @@ impl Processor {
         if self.since_cleanup >= CLEANUP_EVERY {
             self.since_cleanup = 0;
             self.sessions.cleanup(&self.watermarks);
+            self.admitted.prune(&self.watermarks);
         }
     }
 }
 
+/// The session `event` starts; its open-ended dimensions pass the cardinality cap of the
+/// session's day.
 fn new_session(
     event: &LoggedEvent,
     agent: &UserAgent,
     page: &PageUrl,
     hour: (i64, &str),
+    admitted: &mut Admitted,
 ) -> SessionState {
+    let dims = enrich::session_dimensions(event, agent, page)
+        .into_iter()
+        .map(|(dim, value)| {
+            let kept = admitted.admit(&event.tenant_id, hour.1, dim, &value);
+            (dim, kept.to_owned())
+        })
+        .collect();
     SessionState {
         start_ms: event.timestamp_ms,
         end_ms: event.timestamp_ms,
         pageviews: u32::from(event.name == PAGEVIEW),
         hour_ms: hour.0,
         local_date: hour.1.to_owned(),
-        dims: enrich::session_dimensions(event, agent, page),
+        dims,
     }
 }
 

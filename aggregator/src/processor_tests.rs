@@ -190,7 +190,7 @@ fn bots_count_only_as_bot_events() {
         }
     );
     assert_eq!(out[0].rows.len(), 1, "only the TOTAL row");
-    assert!(out[0].visitors.is_empty());
+    assert!(out[0].rows[0].visitors.is_empty());
 }
 
 #[test]
@@ -214,12 +214,12 @@ fn visitors_are_deduplicated_per_bucket() {
         pv(1, T0 + MIN, "/"),
         pv(2, T0 + 2 * MIN, "/"),
     ]);
-    let set = out[0]
-        .visitors
+    let row = out[0]
+        .rows
         .iter()
-        .find(|v| v.dimension == Dimension::Page as i32 && v.value == "/")
-        .expect("page visitors");
-    assert_eq!(set.visitors, vec![1, 2]);
+        .find(|r| r.dimension == Dimension::Page as i32 && r.value == "/")
+        .expect("page row");
+    assert_eq!(row.visitors, vec![1, 2]);
 }
 
 #[test]
@@ -313,4 +313,55 @@ fn other_tenants_do_not_close_sessions() {
     let acme = out.iter().find(|t| t.tenant_id == "acme").expect("acme");
     let c = totals(std::slice::from_ref(acme));
     assert_eq!((c.visits, c.bounces, c.duration_ms), (1, 0, 20 * MIN));
+}
+
+#[test]
+fn values_are_capped_in_length_and_per_day_cardinality() {
+    use crate::cap::{MAX_VALUE_BYTES, MAX_VALUES_PER_DAY, OTHER};
+    let extra = 200;
+    let events: Vec<LoggedEvent> = (0..MAX_VALUES_PER_DAY + extra)
+        .map(|n| {
+            let mut e = pv(n as u64, T0 + n as i64, &format!("/{n}{}", "ü".repeat(900)));
+            e.url
+                .push_str(&format!("?utm_campaign={n}{}", "c".repeat(3000)));
+            e
+        })
+        .collect();
+    let out = run(&events);
+    let rows: Vec<&RollupRow> = out.iter().flat_map(|t| &t.rows).collect();
+    assert!(rows.iter().all(|r| r.value.len() <= MAX_VALUE_BYTES));
+    let pages = rows_of(&out, Dimension::Page);
+    assert_eq!(
+        pages.len(),
+        MAX_VALUES_PER_DAY + 1,
+        "the admitted pages and (other)"
+    );
+    assert_eq!(total(&out, Dimension::Page, OTHER).pageviews, extra as i64);
+    assert_eq!(
+        total(&out, Dimension::UtmCampaign, OTHER).visits,
+        extra as i64
+    );
+    assert_eq!(totals(&out).pageviews, (MAX_VALUES_PER_DAY + extra) as i64);
+    // The next day starts with room again.
+    let next_day = pv(1, T0 + 24 * HOUR, "/fresh");
+    let out = run(&[events[..MAX_VALUES_PER_DAY].to_vec(), vec![next_day]].concat());
+    assert_eq!(total(&out, Dimension::Page, "/fresh").pageviews, 1);
+}
+
+#[test]
+fn admission_survives_a_snapshot() {
+    use crate::cap::{MAX_VALUES_PER_DAY, OTHER};
+    let mut p = Processor::new();
+    for n in 0..MAX_VALUES_PER_DAY {
+        p.process(&pv(1, T0 + n as i64, &format!("/p{n}")), true)
+            .expect("process");
+    }
+    let snapshot = p.snapshot(0, 9);
+    let mut restored = Processor::new();
+    restored.restore(snapshot).expect("restore");
+    restored
+        .process(&pv(1, T0 + HOUR, "/late-new"), true)
+        .expect("process");
+    let out = restored.take_rollups();
+    assert_eq!(total(&out, Dimension::Page, OTHER).pageviews, 1);
 }

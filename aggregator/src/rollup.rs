@@ -1,9 +1,10 @@
-//! Pending rollup deltas: additive counters and visitor sets per (tenant, hour, dimension, value).
+//! Pending rollup deltas: additive counters and visitors per (tenant, hour, dimension, value),
+//! with an upper bound of their encoded size that is kept up to date as they grow.
 
 use std::collections::{HashMap, HashSet};
 
 use beacon_proto::insights::v1::Dimension;
-use beacon_proto::pipeline::v1::{RollupRow, TenantRollup, VisitorSet};
+use beacon_proto::pipeline::v1::{RollupRow, TenantRollup};
 
 /// Additive changes to one bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,12 +55,20 @@ struct TenantPending {
 #[derive(Debug, Default)]
 pub struct PendingRollups {
     tenants: HashMap<String, TenantPending>,
-    /// Rough encoded size, bytes, to bound the size of a rollup message.
-    size_hint: usize,
+    /// Upper bound of the encoded size of the tenants' parts, bytes.
+    bound: usize,
 }
 
-/// Rough encoded size of a new bucket (keys, date, counters).
-const BUCKET_BYTES: usize = 64;
+/// Most bytes a `RollupBatch` needs besides its tenant parts: partition, two positions, logic
+/// version and replay flag, each with its tag, at the longest varint.
+pub const BATCH_OVERHEAD: usize = 64;
+/// Most bytes a tenant part needs besides its rows: its tag, length and tenant id field
+/// (tenant ids are at most 64 bytes).
+const TENANT_BYTES: usize = 1 + 5 + 2 + 64;
+/// Most bytes a row needs besides its value and visitors: its tag and length (5), hour (11),
+/// date (12), dimension (11), value tag and length (3), six counters (66) and the visitors'
+/// tag and length (6).
+const ROW_BYTES: usize = 5 + 11 + 12 + 11 + 3 + 66 + 6;
 /// Encoded size of one visitor hash.
 const VISITOR_BYTES: usize = 8;
 
@@ -96,7 +105,7 @@ impl PendingRollups {
             None => false,
         };
         if new_visitor {
-            self.size_hint += VISITOR_BYTES;
+            self.bound += VISITOR_BYTES;
         }
     }
 
@@ -105,20 +114,21 @@ impl PendingRollups {
         self.tenants.is_empty()
     }
 
-    /// Rough encoded size of the pending deltas, bytes.
-    pub fn size_hint(&self) -> usize {
-        self.size_hint
+    /// Upper bound of the encoded size of the pending tenant parts, bytes: never below what
+    /// [`PendingRollups::take`] encodes to.
+    pub fn size_bound(&self) -> usize {
+        self.bound
     }
 
-    /// Takes every pending delta, in a deterministic order: tenants by id, rows and visitor sets
-    /// by (hour, dimension, value), visitors ascending.
+    /// Takes every pending delta, in a deterministic order: tenants by id, rows by (hour,
+    /// dimension, value), visitors ascending.
     pub fn take(&mut self) -> Vec<TenantRollup> {
-        self.size_hint = 0;
+        self.bound = 0;
         let mut tenants: Vec<TenantRollup> = self
             .tenants
             .drain()
             .map(|(tenant_id, pending)| tenant_rollup(tenant_id, pending))
-            .filter(|t| !t.rows.is_empty() || !t.visitors.is_empty())
+            .filter(|t| !t.rows.is_empty())
             .collect();
         tenants.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         tenants
@@ -133,6 +143,7 @@ impl PendingRollups {
         value: &str,
     ) -> Option<&mut Bucket> {
         if !self.tenants.contains_key(tenant) {
+            self.bound += TENANT_BYTES;
             self.tenants
                 .insert(tenant.to_owned(), TenantPending::default());
         }
@@ -143,7 +154,7 @@ impl PendingRollups {
             .entry((hour.0, dim))
             .or_default();
         if !values.contains_key(value) {
-            self.size_hint += BUCKET_BYTES + value.len();
+            self.bound += ROW_BYTES + value.len();
             let bucket = Bucket {
                 local_date: hour.1.to_owned(),
                 ..Bucket::default()
@@ -165,36 +176,21 @@ fn tenant_rollup(tenant_id: String, pending: TenantPending) -> TenantRollup {
         })
         .collect();
     buckets.sort_by(|a, b| (a.0.0, a.0.1 as i32, &a.0.2).cmp(&(b.0.0, b.0.1 as i32, &b.0.2)));
-    let mut rollup = TenantRollup {
-        tenant_id,
-        rows: Vec::new(),
-        visitors: Vec::new(),
-    };
-    for ((hour_ms, dim, value), bucket) in buckets {
-        if !bucket.visitors.is_empty() {
-            let mut visitors: Vec<u64> = bucket.visitors.into_iter().collect();
-            visitors.sort_unstable();
-            rollup.visitors.push(VisitorSet {
-                hour_ms,
-                local_date: bucket.local_date.clone(),
-                dimension: dim as i32,
-                value: value.clone(),
-                visitors,
-            });
-        }
-        if !bucket.counters.is_zero() {
-            rollup
-                .rows
-                .push(row(hour_ms, bucket.local_date, dim, value, bucket.counters));
-        }
-    }
-    rollup
+    let rows = buckets
+        .into_iter()
+        .filter(|(_, bucket)| !bucket.counters.is_zero() || !bucket.visitors.is_empty())
+        .map(|((hour_ms, dim, value), bucket)| row(hour_ms, dim, value, bucket))
+        .collect();
+    TenantRollup { tenant_id, rows }
 }
 
-fn row(hour_ms: i64, local_date: String, dim: Dimension, value: String, c: Counters) -> RollupRow {
+fn row(hour_ms: i64, dim: Dimension, value: String, bucket: Bucket) -> RollupRow {
+    let c = bucket.counters;
+    let mut visitors: Vec<u64> = bucket.visitors.into_iter().collect();
+    visitors.sort_unstable();
     RollupRow {
         hour_ms,
-        local_date,
+        local_date: bucket.local_date,
         dimension: dim as i32,
         value,
         pageviews: c.pageviews,
@@ -203,6 +199,7 @@ fn row(hour_ms: i64, local_date: String, dim: Dimension, value: String, c: Count
         bounces: c.bounces,
         duration_ms: c.duration_ms,
         bot_events: c.bot_events,
+        visitors,
     }
 }
 
@@ -250,7 +247,7 @@ mod tests {
         );
         let taken = pending.take();
         assert!(pending.is_empty());
-        assert_eq!(pending.size_hint(), 0);
+        assert_eq!(pending.size_bound(), 0);
         assert_eq!(
             taken
                 .iter()
@@ -268,7 +265,7 @@ mod tests {
             keys,
             [(0, 0, "", 1), (0, 1, "/y", 2), (3_600_000, 1, "/y", 1)]
         );
-        assert_eq!(a.visitors[1].visitors, vec![5]);
+        assert_eq!(a.rows[1].visitors, vec![5]);
     }
 
     #[test]
@@ -285,18 +282,69 @@ mod tests {
         pending.add("a", (0, "1970-01-01"), Dimension::Unspecified, "", plus);
         pending.add_seen("a", (0, "1970-01-01"), Dimension::Unspecified, "", minus, 3);
         let taken = pending.take();
-        assert!(taken[0].rows.is_empty());
-        assert_eq!(taken[0].visitors.len(), 1);
+        assert_eq!(
+            taken[0].rows.len(),
+            1,
+            "the zero row is kept for its visitor"
+        );
+        assert_eq!(taken[0].rows[0].visitors, vec![3]);
+        assert_eq!(taken[0].rows[0].bounces, 0);
     }
 
     #[test]
-    fn size_hint_grows_with_visitors() {
+    fn size_bound_grows_with_visitors() {
         let mut pending = PendingRollups::default();
         pending.add_seen("a", (0, "d"), Dimension::Unspecified, "", ONE_EVENT, 1);
-        let one = pending.size_hint();
+        let one = pending.size_bound();
         pending.add_seen("a", (0, "d"), Dimension::Unspecified, "", ONE_EVENT, 2);
-        assert_eq!(pending.size_hint(), one + VISITOR_BYTES);
+        assert_eq!(pending.size_bound(), one + VISITOR_BYTES);
         pending.add_seen("a", (0, "d"), Dimension::Unspecified, "", ONE_EVENT, 2);
-        assert_eq!(pending.size_hint(), one + VISITOR_BYTES);
+        assert_eq!(pending.size_bound(), one + VISITOR_BYTES);
+    }
+
+    #[test]
+    fn the_bound_holds_for_extreme_values() {
+        use prost::Message;
+        let mut pending = PendingRollups::default();
+        let big = Counters {
+            pageviews: i64::MIN,
+            events: i64::MAX,
+            visits: i64::MIN,
+            bounces: i64::MAX,
+            duration_ms: i64::MIN,
+            bot_events: i64::MAX,
+        };
+        let tenant = "t".repeat(64);
+        for n in 0..300u64 {
+            let value = "é".repeat((n % 128) as usize);
+            let hour = (i64::MIN + n as i64, "2026-03-01");
+            pending.add_seen(
+                &tenant,
+                hour,
+                Dimension::UtmCampaign,
+                &value,
+                big,
+                u64::MAX - n,
+            );
+            let none = Counters::default();
+            pending.add_seen(&tenant, hour, Dimension::UtmCampaign, &value, none, n);
+        }
+        let bound = pending.size_bound() + BATCH_OVERHEAD;
+        let batch = beacon_proto::pipeline::v1::RollupBatch {
+            partition: u32::MAX,
+            first_event_seq: u64::MAX,
+            last_event_seq: u64::MAX,
+            logic_version: u32::MAX,
+            tenants: pending.take(),
+            first_event_index: u32::MAX,
+            last_event_index: u32::MAX,
+            replay: true,
+        };
+        let exact = batch.encoded_len();
+        assert!(exact <= bound, "encoded {exact} > bound {bound}");
+        assert!(
+            bound - exact < bound / 4,
+            "a loose bound: {bound} for {exact}"
+        );
     }
 }

@@ -1,34 +1,38 @@
 //! One partition's worker: consumes the event log, publishes rollups, saves snapshots.
 //!
-//! Exactly-once rests on two numbers: the snapshot's event sequence C (state after C) and the
-//! last published rollup's `last_event_seq` W. After a restart, messages in (C, W] are replayed
-//! silently (their rollups exist), and deltas are kept from W + 1 on. A snapshot is only saved
-//! for a sequence whose rollups are published, so C <= W always holds.
+//! Positions name single events: an event-log sequence and the event's index in that message
+//! ([`Position`]). Exactly-once rests on two of them: the snapshot's C (the state after every
+//! event of message C) and the last published rollup's end W. After a restart, events in
+//! (C, W] are replayed silently (their rollups exist), and deltas are kept from the event after
+//! W on. A rollup may end between any two events, so a message with many large events is split
+//! over several rollups; a snapshot is only saved at a message boundary whose rollups are
+//! published, so C <= W always holds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beacon_core::backends::Backends;
-use beacon_core::log::{LogMessage, LogStream};
+use beacon_core::consumer::{self, ChunkLimits, Halt, Lane};
+use beacon_core::log::LogMessage;
 use beacon_core::raw::RawStore;
 use beacon_proto::pipeline::v1::{AggregatorSnapshot, RollupBatch};
 use bytes::Bytes;
-use futures::StreamExt;
 use prost::Message;
-use tokio::time::{Interval, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
 
 use crate::AggregatorError;
 use crate::processor::Processor;
-use crate::retry::{Limit, backoff, retry};
 
 mod handle;
 mod publish;
 
-/// Event-log messages taken from the stream at once.
-const CHUNK: usize = 256;
-/// Pending deltas are published early once their encoding grows past this, bytes.
-const MAX_PENDING_BYTES: usize = 256 * 1024;
+/// Most event-log messages handled at once (their raw events are stored in one write).
+const CHUNK: ChunkLimits = ChunkLimits {
+    messages: 256,
+    bytes: 16 << 20,
+};
+/// Pending deltas are published once their encoding may exceed this, bytes. One event adds at
+/// most a few KiB, so a rollup stays far below the log's 1 MiB message limit.
+const FLUSH_BYTES: usize = 256 * 1024;
 /// Attempts to publish the last rollup while shutting down.
 const FINAL_ATTEMPTS: u32 = 5;
 
@@ -46,13 +50,71 @@ pub fn snapshot_name(partition: u32) -> String {
     format!("aggregator-p{partition}")
 }
 
+/// An event's place in a partition: its message's sequence and its index in the message.
+/// `index == u32::MAX` stands for "after every event of the message".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// Event-log sequence.
+    pub seq: u64,
+    /// Index of the event in the message.
+    pub index: u32,
+}
+
+impl Position {
+    /// After every event of message `seq`.
+    pub fn end_of(seq: u64) -> Self {
+        Self {
+            seq,
+            index: u32::MAX,
+        }
+    }
+
+    /// Whether this is a message boundary.
+    pub fn is_boundary(self) -> bool {
+        self.index == u32::MAX
+    }
+}
+
 /// A rollup batch encoded and waiting to be published.
 #[derive(Debug)]
 struct Outgoing {
-    first_seq: u64,
-    last_seq: u64,
+    first: Position,
+    last: Position,
     tenants: usize,
     payload: Bytes,
+}
+
+/// The aggregator's instruments.
+#[derive(Clone)]
+struct Instruments {
+    /// Events by outcome: counted, duplicate (a client retry), parked.
+    events: opentelemetry::metrics::Counter<u64>,
+    /// Encoded size of published rollups.
+    rollup_bytes: opentelemetry::metrics::Histogram<u64>,
+}
+
+impl Instruments {
+    fn new() -> Self {
+        let meter = beacon_core::observe::meter();
+        Self {
+            events: meter
+                .u64_counter("beacon_aggregator_events")
+                .with_description("Events handled by the aggregator, by outcome")
+                .build(),
+            rollup_bytes: meter
+                .u64_histogram("beacon_rollup_size")
+                .with_description("Encoded size of each published rollup")
+                .with_unit("By")
+                .build(),
+        }
+    }
+
+    fn count(&self, outcome: &'static str, n: u64) {
+        if n > 0 {
+            self.events
+                .add(n, &[opentelemetry::KeyValue::new("outcome", outcome)]);
+        }
+    }
 }
 
 /// Counts since the last publish, for the logs.
@@ -65,214 +127,175 @@ struct Stats {
     received_ms: i64,
 }
 
-/// Whether the consume loop stops or resubscribes.
-enum Flow {
-    Stop,
-    Resubscribe { progressed: bool },
-}
-
 /// The state of one partition's worker.
 pub struct Worker {
-    partition: u32,
+    lane: Lane,
     timing: Timing,
     backends: Backends,
     raw: Arc<dyn RawStore>,
-    shutdown: CancellationToken,
     processor: Processor,
-    /// W: the last event sequence covered by a published rollup.
-    published_seq: u64,
-    /// The last event sequence folded into the processor.
-    processed_seq: u64,
-    /// C: the event sequence of the last saved snapshot.
+    /// W: the last event covered by a published rollup.
+    published: Position,
+    /// The last event folded into the processor.
+    processed: Position,
+    /// C: the message boundary of the last saved snapshot.
     snapshot_seq: u64,
-    /// The first sequence whose deltas are pending.
-    first_pending: Option<u64>,
+    /// The first event whose deltas are pending.
+    first_pending: Option<Position>,
     outgoing: Option<Outgoing>,
     last_snapshot: Instant,
     stats: Stats,
+    instruments: Instruments,
 }
 
 /// Runs a partition's worker until `shutdown` is cancelled; then publishes, snapshots and returns.
 pub async fn run_partition(
-    partition: u32,
+    lane: Lane,
     timing: Timing,
     backends: Backends,
     raw: Arc<dyn RawStore>,
-    shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
-    match Worker::start(partition, timing, backends, raw, shutdown).await? {
-        Some(worker) => worker.run().await,
-        None => Ok(()),
-    }
+    let mut worker = match Worker::start(lane, timing, backends, raw).await {
+        Ok(worker) => worker,
+        Err(Halt::Stopped) => return Ok(()),
+        Err(Halt::Failed(err)) => return Err(err),
+    };
+    let events = worker.backends.events.clone();
+    let lane = worker.lane.clone();
+    let tick = Some(worker.timing.flush_interval);
+    consumer::consume(&lane, events.as_ref(), &mut worker, CHUNK, tick).await?;
+    worker.finish().await
 }
 
 impl Worker {
-    /// Loads the snapshot and the last published rollup. `None` when shut down meanwhile.
+    /// Loads the snapshot and the last published rollup.
     async fn start(
-        partition: u32,
+        lane: Lane,
         timing: Timing,
         backends: Backends,
         raw: Arc<dyn RawStore>,
-        shutdown: CancellationToken,
-    ) -> Result<Option<Self>, AggregatorError> {
-        let limit = Limit::UntilCancelled(&shutdown);
+    ) -> Result<Self, Halt<AggregatorError>> {
+        let partition = lane.partition();
         let name = snapshot_name(partition);
         let snapshots = &backends.snapshots;
-        let Some(saved) = retry(partition, "loading the snapshot", limit, || {
-            snapshots.load(&name)
-        })
-        .await?
-        else {
-            return Ok(None);
-        };
+        let saved = lane
+            .retry("loading the snapshot", || snapshots.load(&name))
+            .await
+            .map_err(|halt| failed(halt, format!("loading snapshot {name}")))?;
         let mut processor = Processor::new();
         let snapshot_seq = match saved {
-            Some(bytes) => restore(&mut processor, partition, &name, bytes)?,
+            Some(bytes) => {
+                restore(&mut processor, partition, &name, bytes).map_err(Halt::Failed)?
+            }
             None => 0,
         };
         let rollups = &backends.rollups;
-        let Some(last) = retry(partition, "reading the last rollup", limit, || {
-            rollups.last(partition)
-        })
-        .await?
-        else {
-            return Ok(None);
+        let last = lane
+            .retry("reading the last rollup", || rollups.last(partition))
+            .await
+            .map_err(|halt| failed(halt, format!("reading the last rollup of {partition}")))?;
+        let published = match last {
+            Some(msg) => end_of_rollup(&decode_rollup(partition, msg).map_err(Halt::Failed)?),
+            None => Position::default(),
         };
-        let published_seq = match last {
-            Some(msg) => decode_rollup(partition, msg)?.last_event_seq,
-            None => 0,
-        };
-        if published_seq < snapshot_seq {
-            tracing::error!(
-                partition,
-                snapshot_seq,
-                published_seq,
-                "the snapshot is ahead of the rollup log: rollups of the events in between are missing"
-            );
-        }
+        // A snapshot may be ahead of the last rollup: the messages in between made no deltas.
+        let processed = Position::end_of(snapshot_seq);
         tracing::info!(
             partition,
             snapshot_seq,
-            published_seq,
+            published_seq = published.seq,
+            published_index = published.index,
             sessions = processor.session_count(),
             "partition worker starting"
         );
-        Ok(Some(Self {
-            partition,
+        Ok(Self {
+            lane,
             timing,
             backends,
             raw,
-            shutdown,
             processor,
-            published_seq,
-            processed_seq: snapshot_seq,
+            published,
+            processed,
             snapshot_seq,
             first_pending: None,
             outgoing: None,
             last_snapshot: Instant::now(),
             stats: Stats::default(),
-        }))
+            instruments: Instruments::new(),
+        })
     }
 
-    async fn run(mut self) -> Result<(), AggregatorError> {
-        let mut interval = tokio::time::interval(self.timing.flush_interval);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut backoff = backoff();
-        let token = self.shutdown.clone();
-        while !token.is_cancelled() {
-            let (events, after, partition) =
-                (&self.backends.events, self.processed_seq, self.partition);
-            let subscribed = retry(
-                partition,
-                "subscribing to the event log",
-                Limit::UntilCancelled(&token),
-                || events.subscribe(partition, after),
-            )
-            .await?;
-            let Some(stream) = subscribed else { break };
-            match self.consume(stream, &mut interval).await? {
-                Flow::Stop => break,
-                Flow::Resubscribe { progressed } => {
-                    if progressed {
-                        backoff.reset();
-                    }
-                    if !backoff.sleep(Some(&token)).await {
-                        break;
-                    }
-                }
-            }
-        }
-        self.finish().await
-    }
-
-    async fn consume(
-        &mut self,
-        stream: LogStream,
-        interval: &mut Interval,
-    ) -> Result<Flow, AggregatorError> {
-        let mut chunks = stream.ready_chunks(CHUNK);
-        let token = self.shutdown.clone();
-        let mut progressed = false;
-        loop {
-            tokio::select! {
-                biased;
-                () = token.cancelled() => return Ok(Flow::Stop),
-                _ = interval.tick() => {
-                    if !self.flush().await? {
-                        return Ok(Flow::Stop);
-                    }
-                }
-                chunk = chunks.next() => {
-                    let Some(chunk) = chunk else {
-                        tracing::warn!(partition = self.partition, seq = self.processed_seq, "event stream ended; resubscribing");
-                        return Ok(Flow::Resubscribe { progressed });
-                    };
-                    let mut messages = Vec::with_capacity(chunk.len());
-                    let mut failure = None;
-                    for item in chunk {
-                        match item {
-                            Ok(msg) => messages.push(msg),
-                            Err(err) => {
-                                failure = Some(err);
-                                break;
-                            }
-                        }
-                    }
-                    progressed |= !messages.is_empty();
-                    if !self.handle_chunk(messages).await? {
-                        return Ok(Flow::Stop);
-                    }
-                    if let Some(err) = failure {
-                        tracing::error!(partition = self.partition, seq = self.processed_seq, error = %err, "event stream failed; resubscribing");
-                        return Ok(Flow::Resubscribe { progressed });
-                    }
-                }
-            }
-        }
-    }
-
-    /// Publishes what is pending and snapshots; the rollup is retried a few times only.
+    /// Publishes what is pending (a few attempts only) and snapshots at a message boundary.
     async fn finish(mut self) -> Result<(), AggregatorError> {
-        self.publish(Limit::Attempts(FINAL_ATTEMPTS)).await?;
-        if self.processed_seq > self.snapshot_seq {
+        self.publish_final().await?;
+        if self.processed.is_boundary() && self.processed.seq > self.snapshot_seq {
             self.save_snapshot().await;
         }
         tracing::info!(
-            partition = self.partition,
-            seq = self.processed_seq,
-            published_seq = self.published_seq,
+            partition = self.lane.partition(),
+            seq = self.processed.seq,
+            published_seq = self.published.seq,
             "partition worker stopped"
         );
         Ok(())
     }
 
-    /// Records that message `seq` is folded into the state.
-    fn mark_processed(&mut self, seq: u64, emit: bool) {
-        self.processed_seq = seq;
+    /// Records that the event at `position` is folded into the state.
+    fn mark_processed(&mut self, position: Position, emit: bool) {
+        self.processed = position;
         if emit && self.first_pending.is_none() {
-            self.first_pending = Some(seq);
+            self.first_pending = Some(position);
         }
-        self.stats.messages += 1;
+    }
+
+    /// The sequence after which a subscription resumes: a message folded only in part is read
+    /// again, and its folded events skipped.
+    fn resume_seq(&self) -> u64 {
+        if self.processed.is_boundary() {
+            self.processed.seq
+        } else {
+            self.processed.seq.saturating_sub(1)
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl consumer::Handler for Worker {
+    type Error = AggregatorError;
+
+    fn resume_after(&self) -> u64 {
+        self.resume_seq()
+    }
+
+    async fn handle(
+        &mut self,
+        _lane: &Lane,
+        messages: Vec<LogMessage>,
+    ) -> Result<(), Halt<AggregatorError>> {
+        self.handle_chunk(messages).await
+    }
+
+    async fn tick(&mut self, _lane: &Lane) -> Result<(), Halt<AggregatorError>> {
+        self.flush().await
+    }
+}
+
+/// The last event a rollup covers. Rollups of logic version 1 ended at message boundaries.
+fn end_of_rollup(batch: &RollupBatch) -> Position {
+    if batch.logic_version < 2 {
+        return Position::end_of(batch.last_event_seq);
+    }
+    Position {
+        seq: batch.last_event_seq,
+        index: batch.last_event_index,
+    }
+}
+
+/// A failed backend call as the worker's error.
+fn failed(halt: Halt<beacon_core::Error>, what: String) -> Halt<AggregatorError> {
+    match halt {
+        Halt::Stopped => Halt::Stopped,
+        Halt::Failed(err) => Halt::Failed(AggregatorError::backend(what, err)),
     }
 }
 

@@ -6,15 +6,39 @@ use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
 use beacon_proto::admin::v1::{CreateKeyRequest, CreateTenantRequest, KeyKind, ListTenantsRequest};
 use tonic::transport::Channel;
 
+/// Where the admin API is and the token it takes.
+#[derive(Debug, clap::Args)]
+pub struct AdminConnection {
+    /// Gateway URL.
+    #[arg(long, env = "BEACON_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Admin token (printed by `beacon standalone`).
+    #[arg(long, env = "BEACON_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+impl AdminConnection {
+    /// A client of the admin API.
+    pub async fn connect(&self) -> anyhow::Result<AdminServiceClient<Channel>> {
+        let channel = Channel::from_shared(self.url.clone())
+            .with_context(|| format!("gateway URL {:?}", self.url))?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to the gateway at {}", self.url))?;
+        Ok(AdminServiceClient::new(channel))
+    }
+
+    /// `message` with the admin token attached.
+    pub fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+        Ok(with_bearer(&self.token, message)?)
+    }
+}
+
 /// `beacon admin` flags.
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
-    /// Gateway URL.
-    #[arg(long, env = "BEACON_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// Admin token (printed by `beacon standalone`).
-    #[arg(long, env = "BEACON_ADMIN_TOKEN", hide_env_values = true)]
-    token: String,
+    #[command(flatten)]
+    connection: AdminConnection,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -48,12 +72,8 @@ enum AdminCommand {
 
 /// Runs one admin command and prints its result as JSON.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let channel = Channel::from_shared(args.url.clone())
-        .with_context(|| format!("gateway URL {:?}", args.url))?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to the gateway at {}", args.url))?;
-    let mut client = AdminServiceClient::new(channel);
+    let admin = &args.connection;
+    let mut client = admin.connect().await?;
     let output = match args.command {
         AdminCommand::CreateTenant {
             id,
@@ -61,14 +81,11 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             time_zone,
         } => {
             let reply = client
-                .create_tenant(with_bearer(
-                    &args.token,
-                    CreateTenantRequest {
-                        id,
-                        name,
-                        time_zone,
-                    },
-                )?)
+                .create_tenant(admin.request(CreateTenantRequest {
+                    id,
+                    name,
+                    time_zone,
+                })?)
                 .await?
                 .into_inner();
             let tenant = reply.tenant.unwrap_or_default();
@@ -79,7 +96,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminCommand::ListTenants => {
             let reply = client
-                .list_tenants(with_bearer(&args.token, ListTenantsRequest {})?)
+                .list_tenants(admin.request(ListTenantsRequest {})?)
                 .await?
                 .into_inner();
             serde_json::Value::Array(
@@ -97,13 +114,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 KeyKind::Ingest
             };
             let reply = client
-                .create_key(with_bearer(
-                    &args.token,
-                    CreateKeyRequest {
-                        tenant_id: tenant,
-                        kind: kind as i32,
-                    },
-                )?)
+                .create_key(admin.request(CreateKeyRequest {
+                    tenant_id: tenant,
+                    kind: kind as i32,
+                })?)
                 .await?
                 .into_inner();
             serde_json::json!({ "key": reply.key })

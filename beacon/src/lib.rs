@@ -2,6 +2,7 @@
 //! `aggregator`, `query` and `gateway` run one role each (cluster mode); `admin` manages tenants.
 
 mod admin;
+mod deadletters;
 mod health;
 mod roles;
 mod standalone;
@@ -33,6 +34,8 @@ enum Command {
     Gateway(roles::GatewayCommand),
     /// Tenants and keys, through the gateway's admin API.
     Admin(admin::AdminArgs),
+    /// Dead letters (what failed after it was accepted): list, show, replay, drop.
+    Deadletters(deadletters::DeadLettersArgs),
     /// Reads a tenant's insights with a read key.
     Stats(stats::StatsArgs),
     /// Checks that a role is serving (for container health checks).
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Admin(args) => admin::run(args).await,
+        Command::Deadletters(args) => deadletters::run(args).await,
         Command::Health(args) => health::run(args).await,
         Command::Stats(args) => stats::run(args).await,
         Command::Bench(args) => beacon_bench::run(args).await,
@@ -77,9 +81,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Command::Aggregator(cmd) => cmd.run().await,
                 Command::Query(cmd) => cmd.run().await,
                 Command::Gateway(cmd) => cmd.run().await,
-                Command::Admin(_) | Command::Health(_) | Command::Stats(_) | Command::Bench(_) => {
-                    Ok(())
-                }
+                Command::Admin(_)
+                | Command::Deadletters(_)
+                | Command::Health(_)
+                | Command::Stats(_)
+                | Command::Bench(_) => Ok(()),
             }
         }
     }

@@ -30,6 +30,21 @@ pub struct BackendArgs {
     /// JetStream replicas of every stream and bucket.
     #[arg(long, env = "BEACON_NATS_REPLICAS", default_value_t = 1)]
     pub nats_replicas: usize,
+    /// Most bytes the event log may hold ("64MiB", "20GB"); at the limit, ingest answers
+    /// UNAVAILABLE until the aggregator catches up and trims. Unlimited when not set.
+    #[arg(long, env = "BEACON_EVENT_LOG_MAX_BYTES", value_parser = parse_bytes)]
+    pub event_log_max_bytes: Option<u64>,
+    /// How long a partition's consumer may stay behind its log's end before health reports
+    /// NOT_SERVING ("60s", "2m 30s").
+    #[arg(long, env = "BEACON_STALL_AFTER", default_value = "60s", value_parser = crate::time::parse_duration)]
+    pub stall_after: std::time::Duration,
+}
+
+/// Parses a byte size flag such as "64MiB" or "20GB" (for clap's `value_parser`).
+pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|err| format!("{text:?} is not a byte size such as \"64MiB\" or \"20GB\": {err}"))
 }
 
 /// The opened backends of one process.
@@ -56,6 +71,10 @@ pub struct Backends {
 impl Backends {
     /// Opens the backends `args` names, creating streams, buckets and files as needed.
     pub async fn open(args: &BackendArgs) -> Result<Self> {
+        let health = crate::observe::health();
+        health.set_stall_after(args.stall_after);
+        static GAUGES: std::sync::Once = std::sync::Once::new();
+        GAUGES.call_once(|| health.register_gauges());
         std::fs::create_dir_all(&args.data_dir)
             .context(|| format!("creating data folder {}", args.data_dir.display()))?;
         match &args.nats_url {
@@ -70,7 +89,10 @@ impl Backends {
         Ok(Self {
             partitions: args.partitions,
             data_dir: dir.clone(),
-            events: Arc::new(EmbeddedLog::open(&dir.join("events.redb"))?),
+            events: Arc::new(EmbeddedLog::open_limited(
+                &dir.join("events.redb"),
+                args.event_log_max_bytes,
+            )?),
             rollups: Arc::new(EmbeddedLog::open(&dir.join("rollups.redb"))?),
             dead_letters: Arc::new(EmbeddedLog::open(&dir.join("deadletters.redb"))?),
             tenants: meta.clone(),
@@ -91,9 +113,11 @@ impl Backends {
         Ok(Self {
             partitions: args.partitions,
             data_dir: args.data_dir.clone(),
-            events: Arc::new(NatsLog::open(js.clone(), "events", replicas).await?),
-            rollups: Arc::new(NatsLog::open(js.clone(), "rollups", replicas).await?),
-            dead_letters: Arc::new(NatsLog::open(js, "deadletters", replicas).await?),
+            events: Arc::new(
+                NatsLog::open(js.clone(), "events", replicas, args.event_log_max_bytes).await?,
+            ),
+            rollups: Arc::new(NatsLog::open(js.clone(), "rollups", replicas, None).await?),
+            dead_letters: Arc::new(NatsLog::open(js, "deadletters", replicas, None).await?),
             tenants: meta.clone(),
             salts: meta.clone(),
             snapshots: meta,

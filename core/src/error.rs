@@ -41,6 +41,9 @@ pub enum Error {
     /// Stored data could not be decoded.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// A conditional write lost a race (the log moved on since it was read); read again.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl Error {
@@ -66,7 +69,18 @@ impl Error {
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Unavailable(_) => Code::Unavailable,
             Self::RateLimited(_) => Code::ResourceExhausted,
+            Self::Conflict(_) => Code::Aborted,
         }
+    }
+
+    /// Whether trying the same call again later may succeed: a backend that is down, busy or
+    /// racing. Invalid input, missing or corrupt data and refused keys fail the same way on
+    /// every attempt, so retrying them would stall whoever waits for the call.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Backend { .. } | Self::Unavailable(_) | Self::RateLimited(_) | Self::Conflict(_)
+        )
     }
 }
 

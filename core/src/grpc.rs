@@ -23,15 +23,22 @@ pub fn forwarded_for(metadata: &tonic::metadata::MetadataMap) -> Option<std::net
         .and_then(|first| first.trim().parse().ok())
 }
 
-/// Adds gRPC health (`grpc.health.v1`, every name in `services` and the empty name reported
-/// SERVING) and server reflection (every Beacon proto) to `routes`.
+/// How often the health status is recomputed.
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Adds gRPC health (`grpc.health.v1`: every name in `services` and the empty name, SERVING
+/// while the process has no stalled partition and no failing store, NOT_SERVING otherwise, see
+/// [`crate::observe::Health`]) and server reflection (every Beacon proto) to `routes`.
 pub async fn with_health_and_reflection(routes: Routes, services: &[&str]) -> Result<Routes> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    for name in services.iter().copied().chain([""]) {
-        reporter
-            .set_service_status(name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
+    let names: Vec<String> = services
+        .iter()
+        .copied()
+        .chain([""])
+        .map(str::to_owned)
+        .collect();
+    set_status(&reporter, &names, tonic_health::ServingStatus::Serving).await;
+    tokio::spawn(watch_health(reporter, names));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(beacon_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -40,8 +47,50 @@ pub async fn with_health_and_reflection(routes: Routes, services: &[&str]) -> Re
     Ok(routes.add_service(health).add_service(reflection))
 }
 
-/// Serves `routes` (with health and reflection) on `listener` until `shutdown` is cancelled,
-/// then drains open requests.
+async fn set_status(
+    reporter: &tonic_health::server::HealthReporter,
+    names: &[String],
+    status: tonic_health::ServingStatus,
+) {
+    for name in names {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Keeps the reported status in line with the process's health, logging every change.
+async fn watch_health(reporter: tonic_health::server::HealthReporter, names: Vec<String>) {
+    let mut serving = true;
+    let mut interval = tokio::time::interval(HEALTH_EVERY);
+    loop {
+        interval.tick().await;
+        let problems = crate::observe::health().problems();
+        if problems.is_empty() != serving {
+            serving = problems.is_empty();
+            let status = if serving {
+                tracing::info!(services = ?names, "healthy again: SERVING");
+                tonic_health::ServingStatus::Serving
+            } else {
+                tracing::error!(services = ?names, ?problems, "unhealthy: NOT_SERVING");
+                tonic_health::ServingStatus::NotServing
+            };
+            set_status(&reporter, &names, status).await;
+        }
+    }
+}
+
+/// The Prometheus text of every metric of the process (`GET /metrics`).
+pub async fn metrics_text() -> impl axum::response::IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::observe::render(),
+    )
+}
+
+/// Serves `routes` (with health and reflection, and `GET /metrics`) on `listener` until
+/// `shutdown` is cancelled, then drains open requests. Meant for internal ports only.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
@@ -52,9 +101,13 @@ pub async fn serve(
         .local_addr()
         .context(|| "reading listener address".into())?;
     let routes = with_health_and_reflection(routes, services).await?;
-    tracing::info!(%addr, ?services, "gRPC listening");
+    let router = routes
+        .into_axum_router()
+        .route("/metrics", axum::routing::get(metrics_text));
+    tracing::info!(%addr, ?services, "gRPC and /metrics listening");
     Server::builder()
-        .add_routes(routes)
+        .accept_http1(true)
+        .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
         .context(|| format!("serving gRPC on {addr}"))

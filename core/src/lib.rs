@@ -13,10 +13,13 @@
 
 pub mod auth;
 pub mod backends;
+pub mod consumer;
+pub mod deadletter;
 pub mod error;
 pub mod grpc;
 pub mod log;
 pub mod meta;
+pub mod observe;
 pub mod partition;
 pub mod raw;
 pub mod retry;

@@ -1,4 +1,5 @@
-//! Structured logs with `tracing`, and OpenTelemetry traces when an OTLP endpoint is set.
+//! Structured logs with `tracing`, OpenTelemetry metrics ([`crate::observe`]), and OpenTelemetry
+//! traces and metrics over OTLP when an endpoint is set.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -44,6 +45,7 @@ pub fn init(service: &'static str) -> TelemetryGuard {
         .with(fmt)
         .with(otel)
         .try_init();
+    crate::observe::init_metrics(service);
     TelemetryGuard { provider }
 }
 

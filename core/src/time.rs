@@ -10,6 +10,14 @@ pub fn now_ms() -> i64 {
     Timestamp::now().as_millisecond()
 }
 
+/// Parses a duration flag such as "60s", "2m 30s" or "PT1M" (for clap's `value_parser`).
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let signed: jiff::SignedDuration = text.parse().map_err(|err| {
+        format!("{text:?} is not a duration such as \"60s\" or \"2m 30s\": {err}")
+    })?;
+    std::time::Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
+}
+
 /// Parses an IANA time zone name, naming it in the error.
 pub fn time_zone(name: &str) -> Result<TimeZone> {
     TimeZone::get(name).map_err(|err| {
@@ -41,6 +49,16 @@ pub fn hour_bucket(timestamp_ms: i64, tz: &TimeZone) -> Result<(i64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_in_friendly_and_iso_form() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2m 30s"), Ok(Duration::from_secs(150)));
+        assert_eq!(parse_duration("PT1M"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
 
     fn ms(s: &str) -> i64 {
         s.parse::<Timestamp>().expect("timestamp").as_millisecond()

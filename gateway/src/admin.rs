@@ -1,21 +1,40 @@
-//! The admin API: tenants and keys, behind the admin token.
+//! The admin API: tenants and keys, and the dead-letter tools, behind the admin token.
+
+use std::sync::Arc;
 
 use beacon_core::auth::{Registry, request_key};
+use beacon_core::deadletter::{DeadLetters, Parked, source_name};
+use beacon_core::log::Log;
 use beacon_core::meta::{self, KeyKind};
 use beacon_proto::admin::v1::admin_service_server::AdminService;
 use beacon_proto::admin::v1::{
-    CreateKeyRequest, CreateKeyResponse, CreateTenantRequest, CreateTenantResponse,
-    ListTenantsRequest, ListTenantsResponse, Tenant,
+    CreateKeyRequest, CreateKeyResponse, CreateTenantRequest, CreateTenantResponse, DeadLetterInfo,
+    DropDeadLetterRequest, DropDeadLetterResponse, GetDeadLetterRequest, GetDeadLetterResponse,
+    ListDeadLettersRequest, ListDeadLettersResponse, ListTenantsRequest, ListTenantsResponse,
+    ReplayDeadLetterRequest, ReplayDeadLetterResponse, Tenant,
 };
 use tonic::{Request, Response, Status};
 
-/// Admin API over the tenant registry.
+/// Most dead letters one list call returns.
+const MAX_LIST: u32 = 1000;
+/// Dead letters one list call returns when the request does not say.
+const DEFAULT_LIST: u32 = 100;
+
+/// Admin API over the tenant registry and the dead-letter log.
 #[derive(Clone)]
 pub struct Admin {
     /// The registry.
     pub registry: Registry,
     /// The admin token; `None` disables the API.
     pub token: Option<String>,
+    /// The dead-letter log.
+    pub dead_letters: DeadLetters,
+    /// The event log, for replays.
+    pub events: Arc<dyn Log>,
+    /// The rollup log, for replays.
+    pub rollups: Arc<dyn Log>,
+    /// Partition count.
+    pub partitions: u32,
 }
 
 impl Admin {
@@ -36,6 +55,70 @@ impl Admin {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn info(parked: &Parked) -> DeadLetterInfo {
+    let letter = &parked.letter;
+    DeadLetterInfo {
+        partition: parked.partition,
+        seq: parked.seq,
+        source: source_name(letter.source).to_owned(),
+        source_seq: letter.seq,
+        index: letter.index,
+        cause: letter.cause.clone(),
+        reason: letter.reason.clone(),
+        tenant_id: letter.tenant_id.clone(),
+        parked_ms: letter.parked_ms,
+        payload_bytes: letter.payload_bytes,
+        payload_kept: !letter.payload.is_empty(),
+    }
+}
+
+/// A page position: "<partition>:<seq>", the last letter returned.
+fn parse_token(token: &str) -> Result<(u32, u64), Status> {
+    if token.is_empty() {
+        return Ok((0, 0));
+    }
+    token
+        .split_once(':')
+        .and_then(|(p, s)| Some((p.parse().ok()?, s.parse().ok()?)))
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "page_token {token:?} is not a token from a previous response"
+            ))
+        })
+}
+
+impl Admin {
+    /// One page of letters from `(partition, after)` on.
+    async fn page(
+        &self,
+        mut partition: u32,
+        mut after: u64,
+        limit: usize,
+        cause: &str,
+    ) -> Result<(Vec<DeadLetterInfo>, String), Status> {
+        let mut letters = Vec::new();
+        while partition < self.partitions && letters.len() < limit {
+            let page = self.dead_letters.list(partition, after, limit).await?;
+            let Some(last) = page.last() else {
+                partition += 1;
+                after = 0;
+                continue;
+            };
+            after = last.seq;
+            for parked in &page {
+                if letters.len() < limit && (cause.is_empty() || parked.letter.cause == cause) {
+                    letters.push(info(parked));
+                }
+            }
+        }
+        let token = match letters.last() {
+            Some(last) if letters.len() >= limit => format!("{}:{}", last.partition, last.seq),
+            _ => String::new(),
+        };
+        Ok((letters, token))
+    }
 }
 
 fn to_proto(tenant: meta::Tenant) -> Tenant {
@@ -94,5 +177,93 @@ impl AdminService for Admin {
         };
         let key = self.registry.create_key(&req.tenant_id, kind).await?;
         Ok(Response::new(CreateKeyResponse { key }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => DEFAULT_LIST,
+            n if n <= MAX_LIST => n,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "limit {n} is over the maximum of {MAX_LIST}"
+                )));
+            }
+        };
+        let (partition, after) = parse_token(&req.page_token)?;
+        let (letters, next_page_token) = self
+            .page(partition, after, limit as usize, &req.cause)
+            .await?;
+        let counts_by_cause = self
+            .dead_letters
+            .counts(self.partitions)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(Response::new(ListDeadLettersResponse {
+            letters,
+            next_page_token,
+            counts_by_cause,
+        }))
+    }
+
+    async fn get_dead_letter(
+        &self,
+        request: Request<GetDeadLetterRequest>,
+    ) -> Result<Response<GetDeadLetterResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        let parked = self.dead_letters.get(req.partition, req.seq).await?;
+        Ok(Response::new(GetDeadLetterResponse {
+            letter: Some(info(&parked)),
+            payload: parked.letter.payload,
+        }))
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        request: Request<ReplayDeadLetterRequest>,
+    ) -> Result<Response<ReplayDeadLetterResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        let (log, seq) = self
+            .dead_letters
+            .replay(
+                req.partition,
+                req.seq,
+                self.events.as_ref(),
+                self.rollups.as_ref(),
+            )
+            .await?;
+        tracing::info!(
+            partition = req.partition,
+            dead_letter = req.seq,
+            log,
+            seq,
+            "dead letter replayed"
+        );
+        Ok(Response::new(ReplayDeadLetterResponse {
+            log: log.to_owned(),
+            seq,
+        }))
+    }
+
+    async fn drop_dead_letter(
+        &self,
+        request: Request<DropDeadLetterRequest>,
+    ) -> Result<Response<DropDeadLetterResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        self.dead_letters.remove(req.partition, req.seq).await?;
+        tracing::info!(
+            partition = req.partition,
+            dead_letter = req.seq,
+            "dead letter dropped"
+        );
+        Ok(Response::new(DropDeadLetterResponse {}))
     }
 }

@@ -3,6 +3,7 @@
 use beacon_core::MAX_BODY_BYTES;
 use beacon_core::auth::Registry;
 use beacon_core::backends::Backends;
+use beacon_core::deadletter::DeadLetters;
 use beacon_core::grpc::with_health_and_reflection;
 use beacon_proto::admin::v1::admin_service_server::AdminServiceServer;
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
@@ -48,6 +49,10 @@ pub async fn serve(
     let admin = Admin {
         registry,
         token: args.admin_token.clone(),
+        dead_letters: DeadLetters::new(backends.dead_letters.clone()),
+        events: backends.events.clone(),
+        rollups: backends.rollups.clone(),
+        partitions: backends.partitions,
     };
     let routes = Routes::new(
         IngestServiceServer::new(ingest.clone()).max_decoding_message_size(MAX_BODY_BYTES),

@@ -28,6 +28,8 @@ pub struct IngestService {
     publisher: Publisher,
     partitions: u32,
     limits: Limits,
+    /// Events by outcome (accepted, rejected) and, for rejections, the field at fault.
+    events: opentelemetry::metrics::Counter<u64>,
 }
 
 impl IngestService {
@@ -44,7 +46,21 @@ impl IngestService {
             ),
             partitions: backends.partitions,
             limits: Limits::default(),
+            events: beacon_core::observe::meter()
+                .u64_counter("beacon_ingest_events")
+                .with_description("Events received by ingest, by outcome and rejected field")
+                .build(),
         })
+    }
+
+    fn count(&self, outcome: &'static str, field: &str, n: u64) {
+        if n > 0 {
+            let labels = [
+                opentelemetry::KeyValue::new("outcome", outcome),
+                opentelemetry::KeyValue::new("field", field.to_owned()),
+            ];
+            self.events.add(n, &labels);
+        }
     }
 
     /// The publisher, to close it after the server stopped.
@@ -52,6 +68,8 @@ impl IngestService {
         self.publisher.clone()
     }
 
+    /// The logged form of `event`: the inner error rejects this event (its field and limit),
+    /// the outer one fails the whole call (a backend that may work on a retry).
     async fn to_logged(
         &self,
         tenant: &Tenant,
@@ -59,30 +77,37 @@ impl IngestService {
         timestamp_ms: i64,
         received_ms: i64,
         fallback_ip: Option<IpAddr>,
-    ) -> Result<LoggedEvent, String> {
+    ) -> Result<Result<LoggedEvent, String>, Status> {
         let ip = if event.client_ip.is_empty() {
             fallback_ip
         } else {
-            Some(event.client_ip.parse::<IpAddr>().map_err(|_| {
-                format!(
-                    "client_ip: {:?} is not an IPv4 or IPv6 address",
-                    event.client_ip
-                )
-            })?)
+            match event.client_ip.parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    return Ok(Err(format!(
+                        "client_ip: {:?} is not an IPv4 or IPv6 address",
+                        event.client_ip
+                    )));
+                }
+            }
         };
         let ip_text = ip.map(|ip| ip.to_string()).unwrap_or_default();
         let visitor = self
             .hasher
             .hash(&ip_text, &event.user_agent, &tenant.id)
             .await
-            .map_err(|err| format!("visitor salt unavailable: {err}"))?;
+            .map_err(|err| {
+                Status::unavailable(format!(
+                    "the visitor salt store is unavailable, nothing of this call was accepted; retry: {err}"
+                ))
+            })?;
         let place = ip.map(|ip| self.geo.locate(ip)).unwrap_or_default();
         let event_id = if event.id.is_empty() {
             uuid::Uuid::now_v7().to_string()
         } else {
             event.id
         };
-        Ok(LoggedEvent {
+        Ok(Ok(LoggedEvent {
             tenant_id: tenant.id.clone(),
             event_id,
             name: event.name,
@@ -99,7 +124,7 @@ impl IngestService {
             city: place.city,
             visitor,
             time_zone: tenant.time_zone.clone(),
-        })
+        }))
     }
 }
 
@@ -129,7 +154,7 @@ impl ingest_service_server::IngestService for IngestService {
             let checked = self.limits.check(&event, now);
             let id = event.id.clone();
             let logged = match checked {
-                Ok(ts) => self.to_logged(&tenant, event, ts, now, fallback_ip).await,
+                Ok(ts) => self.to_logged(&tenant, event, ts, now, fallback_ip).await?,
                 Err(err) => Err(err),
             };
             match logged {
@@ -141,13 +166,21 @@ impl ingest_service_server::IngestService for IngestService {
                     });
                     accepted.push(logged);
                 }
-                Err(err) => results.push(rejected(id, format!("events[{index}].{err}"))),
+                Err(err) => {
+                    let field = err
+                        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .next()
+                        .unwrap_or_default();
+                    self.count("rejected", field, 1);
+                    results.push(rejected(id, format!("events[{index}].{err}")));
+                }
             }
         }
         let accepted_count = accepted.len() as u32;
         if !accepted.is_empty() {
             let partition = partition_of(&tenant.id, self.partitions);
             self.publisher.publish(partition, accepted).await?;
+            self.count("accepted", "", u64::from(accepted_count));
         }
         tracing::debug!(tenant = %tenant.id, accepted = accepted_count, rejected = results.len() as u32 - accepted_count, "events ingested");
         Ok(Response::new(SendEventsResponse {

@@ -1,150 +1,102 @@
 //! The rollup consumer: applies one partition of the rollup log to the partition's shard, in
-//! order, exactly once, several ready messages per transaction.
+//! order, exactly once, several ready messages per transaction, on the shared partition-consumer
+//! skeleton ([`beacon_core::consumer`]).
 //!
 //! Invariants: the consumer resumes after the shard's own watermark, so the shard decides what
-//! is applied; an undecodable message or an unappliable part goes to the dead-letter log with
-//! its reason before the message is applied, never dropped, and never stalls the partition.
+//! is applied. What can never be applied goes to the dead-letter log with its reason, never
+//! dropped, and never stalls the partition: an undecodable message whole, an invalid tenant part
+//! alone. A run that fails to apply is retried, then split in halves down to the failing
+//! message, whose failing tenant parts (found by applying each alone and rolling back) are
+//! parked while the rest is applied.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use beacon_core::log::{Log, LogMessage, LogStream};
-use beacon_core::retry::Backoff;
-use beacon_proto::pipeline::v1::{DeadLetter, RollupBatch};
-use futures::stream::Peekable;
-use futures::{FutureExt, StreamExt};
+use beacon_core::consumer::{self, ChunkLimits, Halt, Lane};
+use beacon_core::deadletter::Failure;
+use beacon_core::log::{Log, LogMessage};
+use beacon_core::meta::SnapshotStore;
+use beacon_proto::pipeline::v1::{DeadLetterSource, RollupBatch};
 use prost::Message;
 use prost::bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
+use self::retention::Marks;
 use crate::QueryError;
 use crate::shard::{RollupMessage, ShardStore};
 
-/// Most messages applied in one shard transaction.
-const MAX_BATCH_MESSAGES: usize = 256;
-/// Most payload bytes applied in one shard transaction (a larger message still goes alone).
-const MAX_BATCH_BYTES: usize = 8 << 20;
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+mod retention;
+
+/// Most messages and bytes applied in one shard transaction.
+const CHUNK: ChunkLimits = ChunkLimits {
+    messages: 256,
+    bytes: 8 << 20,
+};
+/// Attempts at applying a run before it is split to find what fails.
+const ATTEMPTS: u32 = 3;
 
 /// Applies one partition of the rollup log until shutdown.
 pub struct Consumer {
-    partition: u32,
+    lane: Lane,
     rollups: Arc<dyn Log>,
-    dead_letters: Arc<dyn Log>,
     store: Arc<dyn ShardStore>,
-    shutdown: CancellationToken,
+    /// The last rollup-log sequence applied (the shard's watermark).
+    done: u64,
+    /// Time to apply one run of messages.
+    apply_time: opentelemetry::metrics::Histogram<f64>,
+    /// This replica's position, for trimming the rollup log.
+    marks: Marks,
 }
 
 impl Consumer {
-    /// A consumer of `partition` of `rollups`, parking failures in `dead_letters`.
+    /// A consumer of `lane`'s partition of `rollups` into `store`; as replica `replica` it
+    /// records its position in `marks` and trims `rollups` below every replica's.
     pub fn new(
-        partition: u32,
+        lane: Lane,
         rollups: Arc<dyn Log>,
-        dead_letters: Arc<dyn Log>,
         store: Arc<dyn ShardStore>,
-        shutdown: CancellationToken,
+        marks: Arc<dyn SnapshotStore>,
+        replica: &str,
     ) -> Self {
+        let marks = Marks::new(marks, replica, lane.partition());
+        let apply_time = beacon_core::observe::meter()
+            .f64_histogram("beacon_rollup_apply_duration")
+            .with_description("Time to apply one run of rollup messages to a shard")
+            .with_unit("s")
+            .build();
         Self {
-            partition,
+            lane,
             rollups,
-            dead_letters,
             store,
-            shutdown,
+            done: 0,
+            apply_time,
+            marks,
         }
     }
 
-    /// Consumes until `shutdown`: finishes the current batch, returns.
-    pub async fn run(self) {
-        let partition = self.partition;
-        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
-        let mut done = loop {
-            match self.store.watermark(partition).await {
-                Ok(watermark) => break watermark.unwrap_or(0),
-                Err(err) => {
-                    tracing::error!(partition, error = %err, "reading the shard watermark failed; retrying");
-                    if !backoff.sleep(Some(&self.shutdown)).await {
-                        return;
-                    }
-                }
-            }
+    /// Consumes until shutdown; finishes the current run first.
+    pub async fn run(mut self) {
+        let partition = self.lane.partition();
+        let store = self.store.clone();
+        let lane = self.lane.clone();
+        let watermark = lane
+            .retry("reading the shard watermark", || async {
+                store.watermark(partition).await.map_err(transient)
+            })
+            .await;
+        self.done = match watermark {
+            Ok(watermark) => watermark.unwrap_or(0),
+            Err(_) => return,
         };
-        tracing::info!(partition, after = done, "rollup consumer started");
-        'subscribe: while !self.shutdown.is_cancelled() {
-            let subscribed = tokio::select! {
-                biased;
-                () = self.shutdown.cancelled() => break,
-                subscribed = self.rollups.subscribe(partition, done) => subscribed,
-            };
-            let mut stream = match subscribed {
-                Ok(stream) => stream.peekable(),
-                Err(err) => {
-                    tracing::warn!(partition, after = done, error = %err, "subscribing to the rollup log failed; retrying");
-                    if !backoff.sleep(Some(&self.shutdown)).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    () = self.shutdown.cancelled() => break 'subscribe,
-                    next = stream.next() => next,
-                };
-                let message = match next {
-                    Some(Ok(message)) => message,
-                    Some(Err(err)) => {
-                        tracing::warn!(partition, after = done, error = %err, "rollup stream failed; resubscribing");
-                        if !backoff.sleep(Some(&self.shutdown)).await {
-                            break 'subscribe;
-                        }
-                        continue 'subscribe;
-                    }
-                    None => {
-                        tracing::warn!(
-                            partition,
-                            after = done,
-                            "rollup stream ended; resubscribing"
-                        );
-                        if !backoff.sleep(Some(&self.shutdown)).await {
-                            break 'subscribe;
-                        }
-                        continue 'subscribe;
-                    }
-                };
-                if message.seq <= done {
-                    continue;
-                }
-                let batch = gather(&mut stream, message);
-                if !self.handle(&batch).await {
-                    break 'subscribe;
-                }
-                done = batch.last().map_or(done, |m| m.seq);
-                backoff.reset();
-            }
+        tracing::info!(partition, after = self.done, "rollup consumer started");
+        let rollups = self.rollups.clone();
+        if let Err(err) = consumer::consume(&lane, rollups.as_ref(), &mut self, CHUNK, None).await {
+            tracing::error!(partition, error = %err, "rollup consumer failed");
         }
-        tracing::info!(partition, seq = done, "rollup consumer stopped");
+        tracing::info!(partition, seq = self.done, "rollup consumer stopped");
     }
 
-    /// Applies `messages` in one shard transaction, after parking what can never be applied;
-    /// false when shutdown interrupted it.
-    async fn handle(&self, messages: &[LogMessage]) -> bool {
-        let mut ready = Vec::with_capacity(messages.len());
-        for message in messages {
-            match self.validate(message).await {
-                Some(valid) => ready.push(valid),
-                None => return false,
-            }
-        }
-        self.apply(ready.into()).await
-    }
-
-    /// The valid tenant parts of `message`; the rest are parked first. `None` when shutdown
-    /// came while parking.
-    async fn validate(&self, message: &LogMessage) -> Option<RollupMessage> {
-        let (partition, seq) = (self.partition, message.seq);
+    /// The valid tenant parts of `message`; the rest are parked first.
+    async fn validate(&self, message: &LogMessage) -> Result<RollupMessage, Halt<QueryError>> {
+        let (partition, seq) = (self.lane.partition(), message.seq);
         let mut valid = RollupMessage {
             seq,
             tenants: Vec::new(),
@@ -153,7 +105,17 @@ impl Consumer {
             Ok(batch) => batch,
             Err(err) => {
                 let reason = format!("undecodable RollupBatch: {err}");
-                return self.park(message, 0, reason).await.then_some(valid);
+                let failure = failure(
+                    partition,
+                    seq,
+                    0,
+                    "undecodable_batch",
+                    reason,
+                    String::new(),
+                    message.payload.clone(),
+                );
+                self.lane.park(failure).await?;
+                return Ok(valid);
             }
         };
         if batch.partition != partition {
@@ -165,80 +127,154 @@ impl Consumer {
             );
         }
         for (index, part) in batch.tenants.into_iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let (tenant, bytes) = (part.tenant_id.clone(), Bytes::from(part.encode_to_vec()));
             match self.store.validate(partition, part) {
-                Ok(part) => valid.tenants.push(part),
+                Ok(mut part) => {
+                    part.index = index;
+                    valid.tenants.push(part);
+                }
                 Err(err) => {
                     let reason = match err {
                         QueryError::InvalidRollup(reason) => reason,
                         other => other.to_string(),
                     };
-                    let index = u32::try_from(index).unwrap_or(u32::MAX);
-                    if !self.park(message, index, reason).await {
-                        return None;
-                    }
+                    let failure = failure(
+                        partition,
+                        seq,
+                        index,
+                        "invalid_rollup",
+                        reason,
+                        tenant,
+                        bytes,
+                    );
+                    self.lane.park(failure).await?;
                 }
             }
         }
-        Some(valid)
+        Ok(valid)
     }
 
-    /// Applies `messages`, retrying until it succeeds; false when shutdown came first.
-    async fn apply(&self, messages: Arc<[RollupMessage]>) -> bool {
-        let partition = self.partition;
-        let (first, last) = match (messages.first(), messages.last()) {
-            (Some(first), Some(last)) => (first.seq, last.seq),
-            _ => return true,
+    /// Applies `run`; on repeated failure splits it to the failing message and parks only the
+    /// failing tenant parts.
+    async fn apply_run(&self, run: Vec<RollupMessage>) -> Result<(), Halt<QueryError>> {
+        let Some(err) = self.try_apply(&run).await? else {
+            return Ok(());
         };
-        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
+        if run.len() > 1 {
+            let mut first = run;
+            let second = first.split_off(first.len() / 2);
+            tracing::warn!(partition = self.lane.partition(), first = first[0].seq, error = %err, "applying a run failed; splitting it");
+            Box::pin(self.apply_run(first)).await?;
+            return Box::pin(self.apply_run(second)).await;
+        }
+        let Some(message) = run.into_iter().next() else {
+            return Ok(());
+        };
+        let message = self.drop_failing_parts(message, &err).await?;
+        self.apply_until_done(message).await
+    }
+
+    /// Applies `run` up to [`ATTEMPTS`] times; the last error when it never succeeded.
+    async fn try_apply(
+        &self,
+        run: &[RollupMessage],
+    ) -> Result<Option<QueryError>, Halt<QueryError>> {
+        let partition = self.lane.partition();
+        let mut backoff = self.lane.backoff();
+        let messages: Arc<[RollupMessage]> = run.to_vec().into();
+        let mut attempt = 0;
         loop {
+            attempt += 1;
+            let started = std::time::Instant::now();
             match self.store.apply(partition, messages.clone()).await {
                 Ok(applied) => {
+                    self.apply_time.record(started.elapsed().as_secs_f64(), &[]);
                     tracing::debug!(
                         partition,
-                        first,
-                        last,
                         applied = applied.messages,
                         watermark = applied.watermark,
                         "rollups applied"
                     );
-                    return true;
+                    return Ok(None);
                 }
+                Err(err) if attempt >= ATTEMPTS => return Ok(Some(err)),
                 Err(err) => {
-                    tracing::error!(partition, first, last, error = %err, "applying rollups failed; retrying");
-                    if !backoff.sleep(Some(&self.shutdown)).await {
-                        return false;
+                    tracing::warn!(partition, attempt, error = %err, "applying rollups failed; retrying");
+                    if !backoff.sleep(Some(self.lane.token())).await {
+                        return Err(Halt::Stopped);
                     }
                 }
             }
         }
     }
 
-    /// Appends `message` to the dead-letter log with `reason`, retrying until it is stored;
-    /// false when shutdown came first.
-    async fn park(&self, message: &LogMessage, index: u32, reason: String) -> bool {
-        let (partition, seq) = (self.partition, message.seq);
-        tracing::warn!(partition, seq, index, reason = %reason, "parking rollup message in the dead-letter log");
-        let letter = DeadLetter {
-            partition,
-            seq,
-            index,
-            reason,
-            payload: message.payload.to_vec(),
+    /// `message` without the tenant parts that fail when applied alone, which are parked. A
+    /// part is at fault when it is invalid, or when it fails while others of the message apply;
+    /// when every part fails for another reason the shard is at fault, and nothing is parked.
+    async fn drop_failing_parts(
+        &self,
+        message: RollupMessage,
+        err: &QueryError,
+    ) -> Result<RollupMessage, Halt<QueryError>> {
+        let partition = self.lane.partition();
+        let mut kept = Vec::new();
+        let mut failing = Vec::new();
+        for part in message.tenants {
+            match self.store.probe(partition, part.clone()).await {
+                Ok(()) => kept.push(part),
+                Err(why) => failing.push((part, why)),
+            }
+        }
+        let invalid = |why: &QueryError| {
+            matches!(
+                why,
+                QueryError::InvalidRollup(_)
+                    | QueryError::Core(beacon_core::Error::InvalidArgument(_))
+            )
         };
-        let payload = Bytes::from(letter.encode_to_vec());
-        let msg_id = format!("query-rollups-{partition}-{seq}-{index}");
-        let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
+        if kept.is_empty() && !failing.iter().all(|(_, why)| invalid(why)) {
+            tracing::error!(partition, seq = message.seq, error = %err, "the shard fails; retrying the message");
+            let tenants = failing.into_iter().map(|(part, _)| part).collect();
+            return Ok(RollupMessage {
+                seq: message.seq,
+                tenants,
+            });
+        }
+        for (part, why) in failing {
+            let (tenant, bytes) = (
+                part.tenant_id().to_owned(),
+                Bytes::from(part.rollup.encode_to_vec()),
+            );
+            let failure = failure(
+                partition,
+                message.seq,
+                part.index,
+                "unappliable_rollup",
+                why.to_string(),
+                tenant,
+                bytes,
+            );
+            self.lane.park(failure).await?;
+        }
+        Ok(RollupMessage {
+            seq: message.seq,
+            tenants: kept,
+        })
+    }
+
+    /// Applies one message, retrying with backoff until it succeeds (the shard is at fault).
+    async fn apply_until_done(&self, message: RollupMessage) -> Result<(), Halt<QueryError>> {
+        let partition = self.lane.partition();
+        let messages: Arc<[RollupMessage]> = vec![message].into();
+        let mut backoff = self.lane.backoff();
         loop {
-            match self
-                .dead_letters
-                .append(partition, &msg_id, payload.clone())
-                .await
-            {
-                Ok(_) => return true,
+            match self.store.apply(partition, messages.clone()).await {
+                Ok(_) => return Ok(()),
                 Err(err) => {
-                    tracing::error!(partition, seq, index, error = %err, "parking in the dead-letter log failed; retrying");
-                    if !backoff.sleep(Some(&self.shutdown)).await {
-                        return false;
+                    tracing::error!(partition, seq = messages[0].seq, error = %err, "applying a rollup failed; retrying");
+                    if !backoff.sleep(Some(self.lane.token())).await {
+                        return Err(Halt::Stopped);
                     }
                 }
             }
@@ -246,26 +282,67 @@ impl Consumer {
     }
 }
 
-/// `first` and the messages that are ready after it, up to [`MAX_BATCH_MESSAGES`] and
-/// [`MAX_BATCH_BYTES`]. A failure or the end of the stream stays in the stream.
-fn gather(stream: &mut Peekable<LogStream>, first: LogMessage) -> Vec<LogMessage> {
-    let mut bytes = first.payload.len();
-    let mut batch = vec![first];
-    while batch.len() < MAX_BATCH_MESSAGES {
-        let Some(Some(Ok(next))) = Pin::new(&mut *stream).peek().now_or_never() else {
-            break;
-        };
-        let increasing = batch.last().is_some_and(|last| next.seq > last.seq);
-        if !increasing || bytes + next.payload.len() > MAX_BATCH_BYTES {
-            break;
-        }
-        bytes += next.payload.len();
-        match stream.next().now_or_never() {
-            Some(Some(Ok(next))) => batch.push(next),
-            _ => break,
-        }
+#[async_trait::async_trait]
+impl consumer::Handler for Consumer {
+    type Error = QueryError;
+
+    fn resume_after(&self) -> u64 {
+        self.done
     }
-    batch
+
+    async fn handle(
+        &mut self,
+        _lane: &Lane,
+        messages: Vec<LogMessage>,
+    ) -> Result<(), Halt<QueryError>> {
+        let mut run = Vec::with_capacity(messages.len());
+        let mut last = self.done;
+        for message in messages.iter().filter(|m| m.seq > self.done) {
+            if message.seq <= last {
+                continue;
+            }
+            last = message.seq;
+            run.push(self.validate(message).await?);
+        }
+        if run.is_empty() {
+            return Ok(());
+        }
+        self.apply_run(run).await?;
+        self.done = last;
+        let rollups = self.rollups.clone();
+        self.marks.record(rollups.as_ref(), last).await;
+        Ok(())
+    }
+}
+
+/// A shard error is worth retrying; anything else keeps its class.
+fn transient(err: QueryError) -> beacon_core::Error {
+    match err {
+        QueryError::Core(err) => err,
+        other => beacon_core::Error::Unavailable(other.to_string()),
+    }
+}
+
+/// A failed item of the rollup log.
+fn failure(
+    partition: u32,
+    seq: u64,
+    index: u32,
+    cause: &'static str,
+    reason: String,
+    tenant_id: String,
+    payload: Bytes,
+) -> Failure {
+    Failure {
+        source: DeadLetterSource::Rollups,
+        partition,
+        seq,
+        index,
+        cause,
+        reason,
+        tenant_id,
+        payload,
+    }
 }
 
 #[cfg(test)]

@@ -28,9 +28,41 @@ pub struct QueryArgs {
         value_delimiter = ','
     )]
     pub own_partitions: Vec<u32>,
+    /// This replica's name, unique among the query replicas: the rollup log is trimmed only
+    /// below the lowest position any replica recorded (1 to 64 characters of [a-z0-9_-]). By
+    /// default the host name (`HOSTNAME`), else "query".
+    #[arg(long = "replica-id", env = "BEACON_REPLICA_ID")]
+    pub replica_id: Option<String>,
 }
 
 impl QueryArgs {
+    /// This replica's name: `--replica-id`, else the host name made a valid id, else "query".
+    pub fn replica(&self) -> Result<String, QueryError> {
+        let id = match &self.replica_id {
+            Some(id) => id.clone(),
+            None => std::env::var("HOSTNAME")
+                .ok()
+                .map(|host| {
+                    host.to_ascii_lowercase()
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '_' {
+                                c
+                            } else {
+                                '-'
+                            }
+                        })
+                        .take(64)
+                        .collect::<String>()
+                })
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| "query".to_owned()),
+        };
+        beacon_core::auth::validate_tenant_id(&id)
+            .map_err(|err| QueryError::invalid(format!("--replica-id {id:?}: {err}")))?;
+        Ok(id)
+    }
+
     /// The partitions to consume, ascending and without repeats: `own_partitions`, or every
     /// partition of `0..partitions` when it is empty.
     pub fn partitions(&self, partitions: u32) -> Result<Vec<u32>, QueryError> {
@@ -58,6 +90,7 @@ mod tests {
             listen: ([127, 0, 0, 1], 0).into(),
             shard_memory: "64MB".into(),
             own_partitions: own,
+            replica_id: None,
         }
     }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use beacon_core::auth::Registry;
 use beacon_core::backends::Backends;
+use beacon_core::consumer::Lane;
 use beacon_core::shutdown::Tasks;
 use beacon_proto::insights::v1::insights_service_server::InsightsServiceServer;
 use tokio::net::TcpListener;
@@ -53,6 +54,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), QueryError> {
     let partitions = args.partitions(backends.partitions)?;
+    let replica = args.replica()?;
     let store = DuckShardStore::new(
         backends.data_dir.join("shards"),
         backends.partitions,
@@ -62,17 +64,24 @@ pub async fn run(
 
     let consumers = Tasks::new(shutdown.child_token());
     for &partition in &partitions {
-        let consumer = apply::Consumer::new(
+        let lane = Lane::new(
+            "query",
             partition,
-            backends.rollups.clone(),
             backends.dead_letters.clone(),
-            shared.clone(),
             consumers.token().clone(),
+        );
+        let consumer = apply::Consumer::new(
+            lane,
+            backends.rollups.clone(),
+            shared.clone(),
+            backends.snapshots.clone(),
+            &replica,
         );
         consumers.spawn(consumer.run());
     }
     tracing::info!(
         ?partitions,
+        replica,
         shard_memory = %args.shard_memory,
         "query role started"
     );

@@ -2,6 +2,8 @@
 //!
 //! Invariant: the tenant comes only from the key, never from the request.
 
+use std::time::Instant;
+
 use beacon_core::auth::{Registry, request_key};
 use beacon_core::meta::{KeyKind, Tenant};
 use beacon_proto::insights::v1::insights_service_server::InsightsService;
@@ -9,6 +11,8 @@ use beacon_proto::insights::v1::{
     GetAggregateRequest, GetAggregateResponse, GetBreakdownRequest, GetBreakdownResponse,
     GetTimeseriesRequest, GetTimeseriesResponse,
 };
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Histogram;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
@@ -20,17 +24,39 @@ use crate::insights::Insights;
 pub struct InsightsApi {
     registry: Registry,
     insights: Insights,
+    latency: Histogram<f64>,
 }
 
 impl InsightsApi {
     /// Serves `insights` to callers holding a read key known to `registry`.
     pub fn new(registry: Registry, insights: Insights) -> Self {
-        Self { registry, insights }
+        let latency = beacon_core::observe::meter()
+            .f64_histogram("beacon_query_duration")
+            .with_description("Time to answer an Insights call, by method and outcome")
+            .with_unit("s")
+            .build();
+        Self {
+            registry,
+            insights,
+            latency,
+        }
     }
 
     async fn tenant(&self, metadata: &MetadataMap) -> Result<Tenant, QueryError> {
         let key = request_key(metadata)?;
         Ok(self.registry.authenticate(&key, KeyKind::Read).await?)
+    }
+
+    /// Records how long `method` took and how it ended.
+    fn observe<T>(&self, method: &'static str, started: Instant, result: &Result<T, Status>) {
+        let code = match result {
+            Ok(_) => "ok".to_owned(),
+            Err(status) => format!("{:?}", status.code()),
+        };
+        self.latency.record(
+            started.elapsed().as_secs_f64(),
+            &[KeyValue::new("method", method), KeyValue::new("code", code)],
+        );
     }
 }
 
@@ -40,35 +66,53 @@ impl InsightsService for InsightsApi {
         &self,
         request: Request<GetAggregateRequest>,
     ) -> Result<Response<GetAggregateResponse>, Status> {
-        let tenant = self.tenant(request.metadata()).await?;
-        let reply = self
-            .insights
-            .aggregate(&tenant, request.into_inner())
-            .await?;
-        Ok(Response::new(reply))
+        let started = Instant::now();
+        let result: Result<Response<_>, Status> = async {
+            let tenant = self.tenant(request.metadata()).await?;
+            let reply = self
+                .insights
+                .aggregate(&tenant, request.into_inner())
+                .await?;
+            Ok(Response::new(reply))
+        }
+        .await;
+        self.observe("aggregate", started, &result);
+        result
     }
 
     async fn get_timeseries(
         &self,
         request: Request<GetTimeseriesRequest>,
     ) -> Result<Response<GetTimeseriesResponse>, Status> {
-        let tenant = self.tenant(request.metadata()).await?;
-        let reply = self
-            .insights
-            .timeseries(&tenant, request.into_inner())
-            .await?;
-        Ok(Response::new(reply))
+        let started = Instant::now();
+        let result: Result<Response<_>, Status> = async {
+            let tenant = self.tenant(request.metadata()).await?;
+            let reply = self
+                .insights
+                .timeseries(&tenant, request.into_inner())
+                .await?;
+            Ok(Response::new(reply))
+        }
+        .await;
+        self.observe("timeseries", started, &result);
+        result
     }
 
     async fn get_breakdown(
         &self,
         request: Request<GetBreakdownRequest>,
     ) -> Result<Response<GetBreakdownResponse>, Status> {
-        let tenant = self.tenant(request.metadata()).await?;
-        let reply = self
-            .insights
-            .breakdown(&tenant, request.into_inner())
-            .await?;
-        Ok(Response::new(reply))
+        let started = Instant::now();
+        let result: Result<Response<_>, Status> = async {
+            let tenant = self.tenant(request.metadata()).await?;
+            let reply = self
+                .insights
+                .breakdown(&tenant, request.into_inner())
+                .await?;
+            Ok(Response::new(reply))
+        }
+        .await;
+        self.observe("breakdown", started, &result);
+        result
     }
 }

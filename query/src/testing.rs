@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use beacon_proto::insights::v1::Dimension;
-use beacon_proto::pipeline::v1::{RollupRow, TenantRollup, VisitorSet};
+use beacon_proto::pipeline::v1::{RollupRow, TenantRollup};
 
 /// A folder removed when dropped.
 pub(crate) struct TempDir(PathBuf);
@@ -35,7 +35,7 @@ impl Drop for TempDir {
     }
 }
 
-/// One bounced single-pageview visit at instant `at` (RFC 3339) in zone `tz`: a row and the
+/// One bounced single-pageview visit at instant `at` (RFC 3339) in zone `tz`: a row with its
 /// visitor for `dimension`/`value`.
 pub(crate) fn hit(
     at: &str,
@@ -43,16 +43,16 @@ pub(crate) fn hit(
     dimension: Dimension,
     value: &str,
     visitor: u64,
-) -> (RollupRow, VisitorSet) {
+) -> RollupRow {
     let ms = at
         .parse::<jiff::Timestamp>()
         .expect("instant")
         .as_millisecond();
     let zone = beacon_core::time::time_zone(tz).expect("zone");
     let (hour_ms, local_date) = beacon_core::time::hour_bucket(ms, &zone).expect("bucket");
-    let row = RollupRow {
+    RollupRow {
         hour_ms,
-        local_date: local_date.clone(),
+        local_date,
         dimension: dimension as i32,
         value: value.into(),
         pageviews: 1,
@@ -61,24 +61,15 @@ pub(crate) fn hit(
         bounces: 1,
         duration_ms: 0,
         bot_events: 0,
-    };
-    let set = VisitorSet {
-        hour_ms,
-        local_date,
-        dimension: dimension as i32,
-        value: value.into(),
         visitors: vec![visitor],
-    };
-    (row, set)
+    }
 }
 
 /// A tenant's rollup of `hits`.
-pub(crate) fn rollup(tenant: &str, hits: Vec<(RollupRow, VisitorSet)>) -> TenantRollup {
-    let (rows, visitors) = hits.into_iter().unzip();
+pub(crate) fn rollup(tenant: &str, rows: Vec<RollupRow>) -> TenantRollup {
     TenantRollup {
         tenant_id: tenant.into(),
         rows,
-        visitors,
     }
 }
 

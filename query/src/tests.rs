@@ -46,6 +46,8 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
         nats_url: None,
         partitions: 2,
         nats_replicas: 1,
+        event_log_max_bytes: None,
+        stall_after: beacon_core::observe::DEFAULT_STALL_AFTER,
     };
     let backends = Backends::open(&backend_args).await.expect("backends");
     let registry = Registry::new(backends.tenants.clone());
@@ -64,6 +66,7 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
         listen: addr,
         shard_memory: "64MB".into(),
         own_partitions: vec![],
+        replica_id: None,
     };
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(run(args, backends.clone(), listener, shutdown.clone()));

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use beacon_proto::insights::v1::Dimension;
 use beacon_proto::pipeline::v1::LoggedEvent;
 
+use crate::cap::cap_length;
+
 pub mod referrer;
 pub mod ua;
 pub mod url;
@@ -49,7 +51,8 @@ impl Enricher {
 }
 
 /// The session dimensions of a visit that starts with `event`, in a fixed order; UTM
-/// dimensions only when the landing URL carries them.
+/// dimensions only when the landing URL carries them. Every value is cut to
+/// [`crate::cap::MAX_VALUE_BYTES`].
 pub fn session_dimensions(
     event: &LoggedEvent,
     agent: &UserAgent,
@@ -80,7 +83,9 @@ pub fn session_dimensions(
         utm.into_iter()
             .filter_map(|(dim, value)| value.clone().map(|v| (dim, v))),
     );
-    dims
+    dims.into_iter()
+        .map(|(dim, value)| (dim, cap_length(value)))
+        .collect()
 }
 
 #[cfg(test)]

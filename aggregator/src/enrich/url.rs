@@ -11,7 +11,7 @@ static RELATIVE_BASE: std::sync::LazyLock<Option<Url>> =
 pub struct PageUrl {
     /// Host, lowercase; empty when the URL has none.
     pub host: String,
-    /// Path without query or fragment; "/" when empty.
+    /// Path without query or fragment, percent-decoded when that gives UTF-8; "/" when empty.
     pub path: String,
     /// `utm_source`, when present and not blank.
     pub utm_source: Option<String>,
@@ -63,9 +63,11 @@ fn from_url(url: &Url, absolute: bool) -> PageUrl {
 
 fn non_empty_path(path: &str) -> String {
     if path.is_empty() {
-        "/".to_owned()
-    } else {
-        path.to_owned()
+        return "/".to_owned();
+    }
+    match percent_encoding::percent_decode_str(path).decode_utf8() {
+        Ok(decoded) => decoded.into_owned(),
+        Err(_) => path.to_owned(),
     }
 }
 
@@ -109,6 +111,17 @@ mod tests {
         assert_eq!(page.host, "");
         assert_eq!(page.path, "/docs/start");
         assert_eq!(page.utm_source.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn paths_are_percent_decoded() {
+        assert_eq!(parse("https://a.de/%C3%BCber/caf%C3%A9").path, "/über/café");
+        assert_eq!(parse("https://a.de/über").path, "/über");
+        assert_eq!(
+            parse("https://a.de/%FF").path,
+            "/%FF",
+            "not UTF-8: kept encoded"
+        );
     }
 
     #[test]

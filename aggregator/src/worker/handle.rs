@@ -1,14 +1,21 @@
-//! Handling event-log messages: decode, store raw events, process, park failures.
+//! Handling event-log messages: decode, check, store raw events, fold, park failures.
+//!
+//! An event that can never be processed (undecodable message, invalid time zone or timestamp,
+//! refused by the raw store) is parked in the dead-letter log and never stored as a raw event,
+//! so replaying its dead letter later stores and counts it once.
 
+use beacon_core::consumer::Halt;
+use beacon_core::deadletter::Failure;
 use beacon_core::log::LogMessage;
 use beacon_core::raw::{Inserted, Origin, RawEvent};
-use beacon_proto::pipeline::v1::{DeadLetter, EventBatch, LoggedEvent};
+use beacon_proto::pipeline::v1::{DeadLetterSource, EventBatch, LoggedEvent};
 use bytes::Bytes;
 use prost::Message;
 
-use super::{MAX_PENDING_BYTES, Worker};
+use super::{FLUSH_BYTES, Position, Worker};
 use crate::AggregatorError;
-use crate::retry::{Limit, retry};
+use crate::processor::Prepared;
+use crate::rollup::BATCH_OVERHEAD;
 
 /// One message of a chunk, decoded or not.
 struct Decoded {
@@ -17,200 +24,254 @@ struct Decoded {
     batch: Result<EventBatch, prost::DecodeError>,
 }
 
+/// What to do at one position, in order.
+enum Step<'a> {
+    /// Fold a checked event whose raw event is `raws[raw]`.
+    Fold { prepared: Prepared<'a>, raw: usize },
+    /// Nothing to fold (the event was parked): only advance.
+    Skip,
+    /// Every event of the message is handled.
+    End,
+}
+
 impl Worker {
-    /// Folds consecutive messages into the state. Their raw events are stored with one insert
-    /// (one durable write instead of one per message). False when shut down before every message
-    /// was handled; the state then covers exactly the messages up to `processed_seq`.
+    /// Folds consecutive messages into the state; their raw events are stored with one write.
+    /// A rollup is published whenever the pending deltas grow past [`FLUSH_BYTES`], also in the
+    /// middle of a message.
     pub(super) async fn handle_chunk(
         &mut self,
         messages: Vec<LogMessage>,
-    ) -> Result<bool, AggregatorError> {
-        let mut last = self.processed_seq;
-        let mut decoded = Vec::with_capacity(messages.len());
-        for msg in messages {
-            if msg.seq <= last {
-                tracing::warn!(
-                    partition = self.partition,
-                    seq = msg.seq,
-                    processed_seq = last,
-                    "skipping a message processed before"
-                );
-                continue;
+    ) -> Result<(), Halt<AggregatorError>> {
+        let decoded = self.decode(messages);
+        let mut raws = Vec::new();
+        let mut failures = Vec::new();
+        let steps = self.plan(&decoded, &mut raws, &mut failures);
+        for failure in failures {
+            self.park(failure).await?;
+        }
+        let inserted = self.insert(&raws).await?;
+        for (position, step) in steps {
+            let emit = position > self.published;
+            match step {
+                Step::Fold { prepared, raw } => match inserted[raw] {
+                    Some(Inserted::Duplicate) => {
+                        self.stats.duplicates += 1;
+                        self.mark_processed(position, false);
+                    }
+                    Some(_) => {
+                        self.stats.received_ms = self.stats.received_ms.max(prepared.received_ms());
+                        self.processor.apply(prepared, emit);
+                        self.stats.events += 1;
+                        self.mark_processed(position, emit);
+                    }
+                    None => self.mark_processed(position, false),
+                },
+                Step::Skip => self.mark_processed(position, false),
+                Step::End => {
+                    self.stats.messages += 1;
+                    self.mark_processed(position, false);
+                }
             }
-            last = msg.seq;
-            let batch = EventBatch::decode(msg.payload.clone());
-            decoded.push(Decoded {
+            if self.processor.pending_size_bound() + BATCH_OVERHEAD >= FLUSH_BYTES {
+                self.publish_pending().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes the messages not folded yet.
+    fn decode(&self, messages: Vec<LogMessage>) -> Vec<Decoded> {
+        let done = self.resume_seq();
+        messages
+            .into_iter()
+            .filter(|msg| msg.seq > done)
+            .map(|msg| Decoded {
                 seq: msg.seq,
+                batch: EventBatch::decode(msg.payload.clone()),
                 payload: msg.payload,
-                batch,
-            });
-        }
-        let raws: Vec<RawEvent> = decoded
-            .iter()
-            .filter_map(|d| d.batch.as_ref().ok().map(|b| (d.seq, b)))
-            .flat_map(|(seq, batch)| raw_events(seq, &batch.events))
-            .collect();
-        let Some(inserted) = self.insert(&raws).await? else {
-            return Ok(false);
-        };
-        let mut results = inserted.into_iter().zip(raws);
+            })
+            .collect()
+    }
+
+    /// Checks every event not folded yet: the valid ones become raw events and fold steps, the
+    /// others failures (parked only past W: earlier ones were parked before the crash).
+    fn plan<'a>(
+        &mut self,
+        decoded: &'a [Decoded],
+        raws: &mut Vec<RawEvent>,
+        failures: &mut Vec<Failure>,
+    ) -> Vec<(Position, Step<'a>)> {
+        let partition = self.lane.partition();
+        let mut steps = Vec::new();
         for message in decoded {
-            let handled = match &message.batch {
-                Ok(batch) => {
-                    let results: Vec<(Inserted, RawEvent)> =
-                        results.by_ref().take(batch.events.len()).collect();
-                    self.fold(message.seq, batch, results).await?
+            let seq = message.seq;
+            let batch = match &message.batch {
+                Ok(batch) => batch,
+                Err(err) => {
+                    if (Position { seq, index: 0 }) > self.published {
+                        failures.push(Failure {
+                            source: DeadLetterSource::Events,
+                            partition,
+                            seq,
+                            index: 0,
+                            cause: "undecodable_batch",
+                            reason: format!("undecodable EventBatch: {err}"),
+                            tenant_id: String::new(),
+                            payload: message.payload.clone(),
+                        });
+                        self.stats.dead_letters += 1;
+                    }
+                    steps.push((Position::end_of(seq), Step::End));
+                    continue;
                 }
-                Err(err) => self.park_message(&message, err).await?,
             };
-            if !handled {
-                return Ok(false);
-            }
-            if self.processor.pending_size_hint() >= MAX_PENDING_BYTES && !self.flush().await? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Processes the events of message `seq` whose raw events are stored.
-    async fn fold(
-        &mut self,
-        seq: u64,
-        batch: &EventBatch,
-        results: Vec<(Inserted, RawEvent)>,
-    ) -> Result<bool, AggregatorError> {
-        // Messages covered by a published rollup are replayed silently: their dead letters are
-        // parked already and their deltas published.
-        let emit = seq > self.published_seq;
-        let partition = self.partition;
-        let mut prepared = Vec::with_capacity(batch.events.len());
-        let mut letters = Vec::new();
-        for (index, (event, (status, raw))) in batch.events.iter().zip(results).enumerate() {
-            if status == Inserted::Duplicate {
-                self.stats.duplicates += 1;
-                continue;
-            }
-            match self.processor.prepare(event) {
-                Ok(ready) => prepared.push(ready),
-                Err(err) if emit => {
-                    let letter =
-                        dead_letter(partition, seq, index as u32, err.to_string(), raw.payload);
-                    letters.push((format!("dead-{partition}-{seq}-{index}"), letter));
+            for (index, event) in batch.events.iter().enumerate() {
+                let index = u32::try_from(index).unwrap_or(u32::MAX - 1);
+                let position = Position { seq, index };
+                if position <= self.processed {
+                    continue;
                 }
-                Err(_) => {}
+                match self.processor.prepare(event) {
+                    Ok(prepared) => {
+                        steps.push((
+                            position,
+                            Step::Fold {
+                                prepared,
+                                raw: raws.len(),
+                            },
+                        ));
+                        raws.push(raw_event(position, event));
+                    }
+                    Err(err) => {
+                        if position > self.published {
+                            failures.push(event_failure(
+                                partition,
+                                position,
+                                event,
+                                "invalid_event",
+                                err.to_string(),
+                            ));
+                            self.stats.dead_letters += 1;
+                        }
+                        steps.push((position, Step::Skip));
+                    }
+                }
             }
+            steps.push((Position::end_of(seq), Step::End));
         }
-        if !self.park(letters).await? {
-            return Ok(false);
-        }
-        self.stats.events += prepared.len() as u64;
-        for ready in prepared {
-            self.processor.apply(ready, emit);
-        }
-        if let Some(received_ms) = batch.events.iter().map(|e| e.received_ms).max() {
-            self.stats.received_ms = self.stats.received_ms.max(received_ms);
-        }
-        self.mark_processed(seq, emit);
-        Ok(true)
+        steps
     }
 
-    /// Parks an undecodable message whole.
-    async fn park_message(
+    /// Stores raw events; per event its outcome, `None` for one the store refused for good
+    /// (parked). Transient failures are retried; a permanent one makes the events go one by one.
+    async fn insert(
         &mut self,
-        message: &Decoded,
-        err: &prost::DecodeError,
-    ) -> Result<bool, AggregatorError> {
-        let (partition, seq) = (self.partition, message.seq);
-        let emit = seq > self.published_seq;
-        if emit {
-            let reason = format!("undecodable event batch: {err}");
-            let letter = dead_letter(partition, seq, 0, reason, message.payload.clone());
-            if !self
-                .park(vec![(format!("dead-{partition}-{seq}"), letter)])
-                .await?
-            {
-                return Ok(false);
-            }
-        }
-        self.mark_processed(seq, emit);
-        Ok(true)
-    }
-
-    /// Stores raw events; `None` when shut down first.
-    async fn insert(&self, raws: &[RawEvent]) -> Result<Option<Vec<Inserted>>, AggregatorError> {
+        raws: &[RawEvent],
+    ) -> Result<Vec<Option<Inserted>>, Halt<AggregatorError>> {
         let (Some(first), Some(last)) = (raws.first(), raws.last()) else {
-            return Ok(Some(Vec::new()));
+            return Ok(Vec::new());
         };
-        let (store, partition) = (&self.raw, self.partition);
-        let limit = Limit::UntilCancelled(&self.shutdown);
         let what = format!(
             "storing {} raw events of seq {} to {}",
             raws.len(),
             first.origin.seq,
             last.origin.seq
         );
-        let Some(inserted) = retry(partition, &what, limit, || store.insert(raws)).await? else {
-            return Ok(None);
-        };
+        match self.insert_some(&what, raws).await {
+            Ok(inserted) => return Ok(inserted.into_iter().map(Some).collect()),
+            Err(Halt::Stopped) => return Err(Halt::Stopped),
+            Err(Halt::Failed(err)) => {
+                tracing::warn!(partition = self.lane.partition(), what, error = %err, "the raw store refused a chunk; storing its events one by one");
+            }
+        }
+        let mut out = Vec::with_capacity(raws.len());
+        for raw in raws {
+            let what = format!(
+                "storing raw event {:?} of seq {}",
+                raw.event_id, raw.origin.seq
+            );
+            match self.insert_some(&what, std::slice::from_ref(raw)).await {
+                Ok(inserted) => out.push(inserted.first().copied()),
+                Err(Halt::Stopped) => return Err(Halt::Stopped),
+                Err(Halt::Failed(err)) => {
+                    let position = Position {
+                        seq: raw.origin.seq,
+                        index: raw.origin.index,
+                    };
+                    if position > self.published {
+                        let event = LoggedEvent::decode(raw.payload.clone()).unwrap_or_default();
+                        let failure = event_failure(
+                            self.lane.partition(),
+                            position,
+                            &event,
+                            "raw_store_rejected",
+                            err.to_string(),
+                        );
+                        self.park(failure).await?;
+                        self.stats.dead_letters += 1;
+                    }
+                    out.push(None);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One insert call, retried while the failure is transient; checks the answer's length.
+    async fn insert_some(
+        &self,
+        what: &str,
+        raws: &[RawEvent],
+    ) -> Result<Vec<Inserted>, Halt<beacon_core::Error>> {
+        let store = &self.raw;
+        let inserted = self.lane.retry(what, || store.insert(raws)).await?;
         if inserted.len() != raws.len() {
-            let reason = format!(
-                "the raw store answered {} results for {} events",
+            return Err(Halt::Failed(beacon_core::Error::Corrupt(format!(
+                "{what}: the raw store answered {} results for {} events",
                 inserted.len(),
                 raws.len()
-            );
-            return Err(AggregatorError::backend(
-                format!("{what} (partition {partition})"),
-                beacon_core::Error::Corrupt(reason),
-            ));
+            ))));
         }
-        Ok(Some(inserted))
+        Ok(inserted)
     }
 
-    /// Appends dead letters durably; false when shut down first.
-    async fn park(&mut self, letters: Vec<(String, DeadLetter)>) -> Result<bool, AggregatorError> {
-        let (log, partition) = (&self.backends.dead_letters, self.partition);
-        for (msg_id, letter) in letters {
-            tracing::warn!(partition, seq = letter.seq, index = letter.index, reason = %letter.reason, "parking a dead letter");
-            let payload = Bytes::from(letter.encode_to_vec());
-            let limit = Limit::UntilCancelled(&self.shutdown);
-            let parked = retry(partition, "appending a dead letter", limit, || {
-                log.append(partition, &msg_id, payload.clone())
-            })
-            .await?;
-            if parked.is_none() {
-                return Ok(false);
-            }
-            self.stats.dead_letters += 1;
-        }
-        Ok(true)
+    /// Parks a failure durably.
+    async fn park(&mut self, failure: Failure) -> Result<(), Halt<AggregatorError>> {
+        self.lane.park(failure).await?;
+        Ok(())
     }
 }
 
-/// The raw-store records of a message's events: origin (seq, index), payload the encoded event.
-fn raw_events(seq: u64, events: &[LoggedEvent]) -> Vec<RawEvent> {
-    events
-        .iter()
-        .enumerate()
-        .map(|(index, event)| RawEvent {
-            tenant_id: event.tenant_id.clone(),
-            event_id: event.event_id.clone(),
-            timestamp_ms: event.timestamp_ms,
-            origin: Origin {
-                seq,
-                index: index as u32,
-            },
-            payload: Bytes::from(event.encode_to_vec()),
-        })
-        .collect()
-}
-
-fn dead_letter(partition: u32, seq: u64, index: u32, reason: String, payload: Bytes) -> DeadLetter {
-    DeadLetter {
+/// The failure of one event.
+fn event_failure(
+    partition: u32,
+    position: Position,
+    event: &LoggedEvent,
+    cause: &'static str,
+    reason: String,
+) -> Failure {
+    Failure {
+        source: DeadLetterSource::Events,
         partition,
-        seq,
-        index,
+        seq: position.seq,
+        index: position.index,
+        cause,
         reason,
-        payload: payload.to_vec(),
+        tenant_id: event.tenant_id.clone(),
+        payload: Bytes::from(event.encode_to_vec()),
+    }
+}
+
+/// The raw-store record of an event: origin (seq, index), payload the encoded event.
+fn raw_event(position: Position, event: &LoggedEvent) -> RawEvent {
+    RawEvent {
+        tenant_id: event.tenant_id.clone(),
+        event_id: event.event_id.clone(),
+        timestamp_ms: event.timestamp_ms,
+        origin: Origin {
+            seq: position.seq,
+            index: position.index,
+        },
+        payload: Bytes::from(event.encode_to_vec()),
     }
 }

@@ -2,55 +2,118 @@
 
 use std::time::Instant;
 
+use beacon_core::consumer::Halt;
+use beacon_core::deadletter::Failure;
 use beacon_core::time::now_ms;
-use beacon_proto::pipeline::v1::RollupBatch;
+use beacon_proto::pipeline::v1::{DeadLetterSource, RollupBatch};
 use bytes::Bytes;
 use prost::Message;
 
-use super::{Outgoing, Worker, snapshot_name};
-use crate::retry::{Limit, retry};
+use super::{FINAL_ATTEMPTS, Outgoing, Worker, snapshot_name};
 use crate::{AggregatorError, LOGIC_VERSION};
 
 impl Worker {
-    /// Publishes pending deltas, then snapshots when the interval has passed. False when shut
-    /// down before the rollup could be published.
-    pub(super) async fn flush(&mut self) -> Result<bool, AggregatorError> {
-        if self.first_pending.is_none() && self.outgoing.is_none() {
-            return Ok(true);
-        }
-        let token = self.shutdown.clone();
-        if !self.publish(Limit::UntilCancelled(&token)).await? {
-            return Ok(false);
-        }
-        if self.last_snapshot.elapsed() >= self.timing.snapshot_interval {
+    /// Publishes pending deltas, then snapshots when the interval has passed and the state is at
+    /// a message boundary.
+    pub(super) async fn flush(&mut self) -> Result<(), Halt<AggregatorError>> {
+        self.publish_pending().await?;
+        if self.processed.is_boundary()
+            && self.processed.seq > self.snapshot_seq
+            && self.last_snapshot.elapsed() >= self.timing.snapshot_interval
+        {
             self.save_snapshot().await;
         }
-        Ok(true)
+        Ok(())
     }
 
-    /// Publishes the pending deltas as one rollup batch; false when stopped before it was durable.
-    pub(super) async fn publish(&mut self, limit: Limit<'_>) -> Result<bool, AggregatorError> {
+    /// Publishes the pending deltas as one rollup batch, retrying transient failures until it
+    /// is durable. A batch the log refuses for good is parked (never retried forever).
+    pub(super) async fn publish_pending(&mut self) -> Result<(), Halt<AggregatorError>> {
+        self.encode_outgoing();
+        let Some(out) = &self.outgoing else {
+            return Ok(());
+        };
+        let (rollups, partition) = (&self.backends.rollups, self.lane.partition());
+        let msg_id = msg_id(partition, out);
+        let payload = out.payload.clone();
+        let published = self
+            .lane
+            .retry("publishing a rollup", || {
+                rollups.append(partition, &msg_id, payload.clone())
+            })
+            .await;
+        match published {
+            Ok(_) => {}
+            Err(Halt::Stopped) => return Err(Halt::Stopped),
+            Err(Halt::Failed(err)) => {
+                let failure = Failure {
+                    source: DeadLetterSource::Rollups,
+                    partition,
+                    seq: out.last.seq,
+                    index: out.last.index,
+                    cause: "unpublishable_rollup",
+                    reason: format!(
+                        "the rollup log refused the rollup of events {:?} to {:?}: {err}",
+                        out.first, out.last
+                    ),
+                    tenant_id: String::new(),
+                    payload: out.payload.clone(),
+                };
+                self.lane.park(failure).await?;
+            }
+        }
+        self.published_now();
+        Ok(())
+    }
+
+    /// Publishes the pending deltas with a few attempts only (shutting down).
+    pub(super) async fn publish_final(&mut self) -> Result<(), AggregatorError> {
+        self.encode_outgoing();
+        let Some(out) = &self.outgoing else {
+            return Ok(());
+        };
+        let (rollups, partition) = (&self.backends.rollups, self.lane.partition());
+        let msg_id = msg_id(partition, out);
+        let payload = out.payload.clone();
+        self.lane
+            .retry_at_most("publishing the last rollup", FINAL_ATTEMPTS, || {
+                rollups.append(partition, &msg_id, payload.clone())
+            })
+            .await
+            .map_err(|err| {
+                AggregatorError::backend(
+                    format!("publishing the last rollup of partition {partition}"),
+                    err,
+                )
+            })?;
+        self.published_now();
+        Ok(())
+    }
+
+    /// Makes the pending deltas the outgoing batch, unless one failed before and waits.
+    fn encode_outgoing(&mut self) {
         if self.outgoing.is_none() {
             self.outgoing = self.encode_pending();
         }
-        let Some(out) = &self.outgoing else {
-            return Ok(true);
+    }
+
+    /// Records that the outgoing batch is durable.
+    fn published_now(&mut self) {
+        let Some(out) = self.outgoing.take() else {
+            return;
         };
-        let (rollups, partition) = (&self.backends.rollups, self.partition);
-        let msg_id = format!("rollup-{partition}-{}", out.last_seq);
-        let payload = out.payload.clone();
-        let published = retry(partition, "publishing a rollup", limit, || {
-            rollups.append(partition, &msg_id, payload.clone())
-        })
-        .await?;
-        if published.is_none() {
-            return Ok(false);
-        }
         let stats = std::mem::take(&mut self.stats);
+        self.instruments
+            .rollup_bytes
+            .record(out.payload.len() as u64, &[]);
+        self.instruments.count("counted", stats.events);
+        self.instruments.count("duplicate", stats.duplicates);
+        self.instruments.count("parked", stats.dead_letters);
         tracing::debug!(
-            partition,
-            first_seq = out.first_seq,
-            last_seq = out.last_seq,
+            partition = self.lane.partition(),
+            first_seq = out.first.seq,
+            last_seq = out.last.seq,
+            last_index = out.last.index,
             tenants = out.tenants,
             bytes = out.payload.len(),
             messages = stats.messages,
@@ -60,33 +123,35 @@ impl Worker {
             lag_ms = now_ms().saturating_sub(stats.received_ms),
             "rollup published"
         );
-        self.published_seq = out.last_seq;
-        self.outgoing = None;
-        Ok(true)
+        self.published = out.last;
     }
 
     fn encode_pending(&mut self) -> Option<Outgoing> {
-        let first_seq = self.first_pending.take()?;
+        let first = self.first_pending.take()?;
+        let last = self.processed;
         let batch = RollupBatch {
-            partition: self.partition,
-            first_event_seq: first_seq,
-            last_event_seq: self.processed_seq,
+            partition: self.lane.partition(),
+            first_event_seq: first.seq,
+            last_event_seq: last.seq,
             logic_version: LOGIC_VERSION,
             tenants: self.processor.take_rollups(),
+            first_event_index: first.index,
+            last_event_index: last.index,
+            replay: false,
         };
         Some(Outgoing {
-            first_seq,
-            last_seq: self.processed_seq,
+            first,
+            last,
             tenants: batch.tenants.len(),
             payload: Bytes::from(batch.encode_to_vec()),
         })
     }
 
-    /// Saves the state as of the last processed message. Only called when every processed
-    /// message's rollup is published. A failure is logged: the next snapshot replaces it.
+    /// Saves the state as of the last processed message boundary. Only called when every
+    /// processed event's rollup is published. A failure is logged: the next snapshot replaces it.
     pub(super) async fn save_snapshot(&mut self) {
         self.last_snapshot = Instant::now();
-        let (partition, seq) = (self.partition, self.processed_seq);
+        let (partition, seq) = (self.lane.partition(), self.processed.seq);
         let snapshot = self.processor.snapshot(partition, seq);
         let sessions = snapshot.sessions.len();
         let bytes = Bytes::from(snapshot.encode_to_vec());
@@ -100,10 +165,37 @@ impl Worker {
             Ok(()) => {
                 self.snapshot_seq = seq;
                 tracing::info!(partition, seq, sessions, bytes = size, "snapshot saved");
+                self.trim_events(seq).await;
             }
             Err(err) => {
                 tracing::warn!(partition, seq, error = %err, "saving the snapshot failed; will retry")
             }
         }
     }
+}
+
+impl Worker {
+    /// Trims the event log below the snapshot: a restart resumes after `seq`, and the raw
+    /// store holds every event up to it. A failure is logged; the next snapshot trims again.
+    async fn trim_events(&self, seq: u64) {
+        let partition = self.lane.partition();
+        match self
+            .backends
+            .events
+            .trim(partition, seq.saturating_add(1))
+            .await
+        {
+            Ok(removed) => {
+                tracing::debug!(partition, below = seq + 1, removed, "event log trimmed")
+            }
+            Err(err) => {
+                tracing::warn!(partition, seq, error = %err, "trimming the event log failed")
+            }
+        }
+    }
+}
+
+/// One message id per rollup end, so a resend after a failure is deduplicated by the log.
+fn msg_id(partition: u32, out: &Outgoing) -> String {
+    format!("rollup-{partition}-{}-{}", out.last.seq, out.last.index)
 }

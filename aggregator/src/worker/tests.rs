@@ -49,6 +49,8 @@ async fn backends(dir: &TempDir) -> Backends {
         nats_url: None,
         partitions: 1,
         nats_replicas: 1,
+        event_log_max_bytes: None,
+        stall_after: beacon_core::observe::DEFAULT_STALL_AFTER,
     };
     Backends::open(&args).await.expect("open backends")
 }
@@ -107,7 +109,7 @@ async fn rollups_until(log: &dyn Log, seq: u64) -> Vec<RollupBatch> {
     let mut out = Vec::new();
     while out
         .last()
-        .is_none_or(|b: &RollupBatch| b.last_event_seq < seq)
+        .is_none_or(|b: &RollupBatch| (b.last_event_seq, b.last_event_index) < (seq, u32::MAX))
     {
         let msg = tokio::time::timeout(WAIT, stream.next())
             .await
@@ -160,17 +162,107 @@ async fn run_until(backends: &Backends, seq: u64) -> Vec<RollupBatch> {
     batches
 }
 
+fn first(b: &RollupBatch) -> (u64, u32) {
+    (b.first_event_seq, b.first_event_index)
+}
+
+fn last(b: &RollupBatch) -> (u64, u32) {
+    (b.last_event_seq, b.last_event_index)
+}
+
 fn assert_contiguous(batches: &[RollupBatch]) {
     for pair in batches.windows(2) {
         assert!(
-            pair[1].first_event_seq > pair[0].last_event_seq,
-            "overlapping batches {pair:?}"
+            first(&pair[1]) > last(&pair[0]),
+            "overlapping batches {:?} and {:?}",
+            (first(&pair[0]), last(&pair[0])),
+            (first(&pair[1]), last(&pair[1]))
         );
     }
     for b in batches {
-        assert!(b.first_event_seq <= b.last_event_seq);
+        assert!(first(b) <= last(b));
         assert_eq!(b.logic_version, crate::LOGIC_VERSION);
+        assert!(
+            b.encoded_len() <= 512 * 1024,
+            "a rollup of {} bytes",
+            b.encoded_len()
+        );
     }
+}
+
+/// `n` pageviews of distinct visitors with 900-character non-ASCII paths, referrers and UTM
+/// values, all unique.
+fn hostile(n: usize) -> Vec<LoggedEvent> {
+    let long = "ü".repeat(900);
+    (0..n)
+        .map(|i| {
+            let mut e = pv(&format!("h{i}"), 1000 + i as u64, T0 + i as i64);
+            e.url = format!(
+                "https://acme.test/{i}{long}?utm_source={i}{long}&utm_medium={i}{long}&utm_campaign={i}{long}"
+            );
+            e.referrer = format!("https://ref{i}.example/{long}");
+            e
+        })
+        .collect()
+}
+
+/// Pageviews per page over `batches`.
+fn pages(batches: &[RollupBatch]) -> std::collections::BTreeMap<String, i64> {
+    let mut out = std::collections::BTreeMap::new();
+    let rows = batches
+        .iter()
+        .flat_map(|b| &b.tenants)
+        .flat_map(|t| &t.rows);
+    for r in rows.filter(|r| r.dimension == beacon_proto::insights::v1::Dimension::Page as i32) {
+        *out.entry(r.value.clone()).or_default() += r.pageviews;
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_message_of_huge_values_is_split_into_bounded_rollups() {
+    let dir = TempDir::new("huge");
+    let backends = backends(&dir).await;
+    let last = append(&backends, hostile(250)).await;
+    let batches = run_until(&backends, last).await;
+    assert!(batches.len() >= 3, "{} rollups", batches.len());
+    assert!(
+        batches[..batches.len() - 1]
+            .iter()
+            .any(|b| b.last_event_seq == last && b.last_event_index < u32::MAX),
+        "a rollup ends inside the message"
+    );
+    assert_contiguous(&batches);
+    let c = totals(&batches);
+    assert_eq!((c.pageviews, c.visits, c.bounces), (250, 250, 250));
+    assert_eq!(pages(&batches).len(), 250);
+}
+
+#[tokio::test]
+async fn a_crash_between_two_rollups_of_one_message_counts_once() {
+    let events = hostile(250);
+    let dir = TempDir::new("split-reference");
+    let reference = backends(&dir).await;
+    let last = append(&reference, events.clone()).await;
+    let full = run_until(&reference, last).await;
+    assert!(full.len() >= 3, "{} rollups", full.len());
+
+    // The state a crash leaves: the message, and only the first rollups of it, no snapshot.
+    let dir = TempDir::new("split-crashed");
+    let crashed = backends(&dir).await;
+    assert_eq!(append(&crashed, events).await, last);
+    let kept = full.len() / 2;
+    for (n, batch) in full[..kept].iter().enumerate() {
+        crashed
+            .rollups
+            .append(0, &format!("kept-{n}"), Bytes::from(batch.encode_to_vec()))
+            .await
+            .expect("append rollup");
+    }
+    let resumed = run_until(&crashed, last).await;
+    assert_contiguous(&resumed);
+    assert_eq!(totals(&resumed), totals(&full));
+    assert_eq!(pages(&resumed), pages(&full));
 }
 
 #[tokio::test]

@@ -225,6 +225,99 @@ async fn concurrent_appends(log: Arc<dyn Log>, contiguous: bool) {
     }
 }
 
+/// A conditional append lands only while its expected sequence is the partition's newest.
+async fn append_if_last(log: Arc<dyn Log>, _contiguous: bool) {
+    let first = log
+        .append_if_last(7, 0, "cond-1", Bytes::from_static(b"first"))
+        .await
+        .expect("an empty partition ends at 0");
+    append(&*log, 8, "cond-other", "other partition").await;
+    let stale = log
+        .append_if_last(7, 0, "cond-2", Bytes::from_static(b"stale"))
+        .await;
+    assert!(
+        matches!(stale, Err(crate::Error::Conflict(_))),
+        "a stale expectation is a conflict: {stale:?}"
+    );
+    let second = log
+        .append_if_last(7, first, "cond-3", Bytes::from_static(b"second"))
+        .await
+        .expect("the other partition does not count");
+    let read = read_exactly(&*log, 7, 0, 2).await;
+    assert_eq!(
+        read,
+        vec![
+            (first, Bytes::from_static(b"first")),
+            (second, Bytes::from_static(b"second"))
+        ]
+    );
+}
+
+/// `read` answers what is stored without waiting; `delete` removes one message for good.
+async fn read_and_delete(log: Arc<dyn Log>, contiguous: bool) {
+    assert!(log.read(3, 0, 10).await.expect("read empty").is_empty());
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        seqs.push(append(&*log, 3, &format!("rd-{i}"), &format!("m{i}")).await);
+    }
+    append(&*log, 11, "rd-other", "other partition").await;
+    let page = log.read(3, 0, 3).await.expect("read");
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), seqs[..3]);
+    let rest = log.read(3, seqs[2], 10).await.expect("read rest");
+    assert_eq!(rest.iter().map(|m| m.seq).collect::<Vec<_>>(), seqs[3..]);
+
+    assert!(log.delete(3, seqs[1]).await.expect("delete"));
+    assert!(!log.delete(3, seqs[1]).await.expect("delete again"));
+    if !contiguous {
+        // JetStream numbers the whole stream: another partition's sequence is not this one's.
+        let other = log.last(11).await.expect("last").map(|m| m.seq);
+        assert!(
+            !log.delete(3, other.unwrap_or_default())
+                .await
+                .expect("delete"),
+            "a sequence of another partition is not deleted through this one"
+        );
+    }
+    assert!(log.delete(3, seqs[4]).await.expect("delete the newest"));
+    let left = log.read(3, 0, 10).await.expect("read");
+    assert_eq!(
+        left.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [seqs[0], seqs[2], seqs[3]]
+    );
+    let next = append(&*log, 3, "rd-next", "next").await;
+    assert!(next > seqs[4], "sequences are never reused");
+}
+
+/// `trim` removes what lies below its sequence in its partition only, and records the floor.
+async fn trim_below(log: Arc<dyn Log>, _contiguous: bool) {
+    let mut seqs = Vec::new();
+    for i in 0..6 {
+        seqs.push(append(&*log, 12, &format!("trim-{i}"), &format!("t{i}")).await);
+    }
+    let other = append(&*log, 13, "trim-other", "other partition").await;
+    assert_eq!(log.floor(12).await.expect("floor"), 0);
+    assert_eq!(log.trim(12, seqs[4]).await.expect("trim"), 4);
+    assert_eq!(log.floor(12).await.expect("floor"), seqs[4]);
+    let left = read_exactly(&*log, 12, 0, 2).await;
+    assert_eq!(
+        left.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        seqs[4..]
+    );
+    assert_eq!(
+        log.last(12).await.expect("last").map(|m| m.seq),
+        Some(seqs[5]),
+        "the newest message stays"
+    );
+    assert_eq!(log.trim(12, seqs[2]).await.expect("trim lower"), 0);
+    assert_eq!(
+        log.floor(12).await.expect("floor"),
+        seqs[4],
+        "the floor never goes down"
+    );
+    assert_eq!(read_exactly(&*log, 13, 0, 1).await[0].0, other);
+    assert_eq!(log.floor(13).await.expect("floor"), 0);
+}
+
 /// Appends a few messages whose durability is checked after a restart.
 async fn write_durable(log: &dyn Log) -> Appended {
     let mut appended = Appended::new();
@@ -291,7 +384,11 @@ async fn open_nats(server: &NatsServer) -> Arc<dyn Log> {
         .await
         .expect("connect to nats-server");
     let js = async_nats::jetstream::new(client);
-    Arc::new(NatsLog::open(js, "events", 1).await.expect("open NATS log"))
+    Arc::new(
+        NatsLog::open(js, "events", 1, None)
+            .await
+            .expect("open NATS log"),
+    )
 }
 
 /// One test per body and backend.
@@ -328,7 +425,79 @@ log_conformance!(
     subscribe_waits,
     duplicates,
     concurrent_appends,
+    append_if_last,
+    read_and_delete,
+    trim_below,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_log_refuses_appends_at_its_byte_limit_until_trimmed() {
+    let dir = temp_dir();
+    let path = dir.path().join("limited.redb");
+    let log = EmbeddedLog::open_limited(&path, Some(1000)).expect("open");
+    let payload = Bytes::from(vec![b'x'; 300]);
+    let mut seqs = Vec::new();
+    for i in 0..3 {
+        let seq = log.append(0, &format!("l-{i}"), payload.clone()).await;
+        seqs.push(seq.expect("room for 900 bytes"));
+    }
+    let full = log.append(0, "l-3", payload.clone()).await;
+    assert!(
+        matches!(&full, Err(crate::Error::Unavailable(text)) if text.contains("limit")),
+        "{full:?}"
+    );
+    assert_eq!(log.trim(0, seqs[2]).await.expect("trim"), 2);
+    log.append(0, "l-4", payload.clone())
+        .await
+        .expect("room again");
+    drop(log);
+    // The byte count survives a restart.
+    let log = EmbeddedLog::open_limited(&path, Some(1000)).expect("reopen");
+    log.append(0, "l-5", payload.clone())
+        .await
+        .expect("600 + 300 fit");
+    assert!(log.append(0, "l-6", payload).await.is_err(), "1200 do not");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_log_file_stops_growing_once_trims_keep_up() {
+    let dir = temp_dir();
+    let path = dir.path().join("steady.redb");
+    let log = EmbeddedLog::open(&path).expect("open");
+    let payload = Bytes::from(vec![7u8; 4096]);
+    let mut sizes = Vec::new();
+    for round in 0..6u32 {
+        let mut last = 0;
+        for i in 0..500u32 {
+            last = log
+                .append(0, &format!("s-{round}-{i}"), payload.clone())
+                .await
+                .expect("append");
+        }
+        log.trim(0, last + 1)
+            .await
+            .expect("trim everything consumed");
+        sizes.push(std::fs::metadata(&path).expect("file").len());
+    }
+    println!("log file size after each round of 2 MiB: {sizes:?}");
+    assert!(
+        sizes[5] <= sizes[1] + sizes[1] / 2,
+        "the file keeps growing although every message was trimmed: {sizes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_log_never_reuses_a_deleted_sequence() {
+    let dir = temp_dir();
+    let log = open_embedded(&dir);
+    let first = append(&*log, 0, "reuse-1", "a").await;
+    let second = append(&*log, 0, "reuse-2", "b").await;
+    assert!(log.delete(0, second).await.expect("delete"));
+    drop(log);
+    let log = open_embedded(&dir);
+    let next = append(&*log, 0, "reuse-3", "c").await;
+    assert_eq!((first, second, next), (1, 2, 3));
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_log_survives_reopen() {

@@ -4,6 +4,10 @@
 //! is the subject `events.<p>`. Sequences are the stream's, so they are strictly increasing per
 //! partition but not contiguous. `msg_id` deduplication is JetStream's (`Nats-Msg-Id`, a
 //! two-minute window per stream), so a `msg_id` must be unique across the partitions of a log.
+//!
+//! Nothing is removed by age: streams have no `max_age`, discard new messages at their byte
+//! limit (the publisher is told to retry later), and lose old ones only through [`Log::trim`],
+//! which records each partition's floor in the KV bucket `beacon_log_floors` first.
 
 use std::time::Duration;
 
@@ -11,32 +15,42 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{self, DiscardPolicy, LastRawMessageErrorKind, StorageType};
-use async_nats::jetstream::{self, Context};
+use async_nats::jetstream::stream::{
+    self, DiscardPolicy, LastRawMessageErrorKind, RawMessageErrorKind, StorageType,
+};
+use async_nats::jetstream::{self, Context, kv};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{Log, LogMessage, LogStream};
+use crate::meta::nats::kv_bucket;
 use crate::{Error, Result};
 
 /// How long JetStream remembers a `msg_id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-/// How long messages are kept.
-const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The KV bucket of trim floors, `<log>.<partition>` to a decimal sequence.
+const FLOORS_BUCKET: &str = "beacon_log_floors";
 
 /// A partitioned log on a JetStream stream.
 pub struct NatsLog {
     js: Context,
     stream: stream::Stream,
+    floors: kv::Store,
     name: String,
     stream_name: String,
 }
 
 impl NatsLog {
-    /// Opens the log `name` (for example `events`), creating its stream `BEACON_<NAME>` with
-    /// `replicas` replicas if it does not exist.
-    pub async fn open(js: Context, name: &str, replicas: usize) -> Result<Self> {
+    /// Opens the log `name` (for example `events`), creating or updating its stream
+    /// `BEACON_<NAME>` with `replicas` replicas; with `max_bytes`, publishes beyond it are
+    /// refused until trims make room.
+    pub async fn open(
+        js: Context,
+        name: &str,
+        replicas: usize,
+        max_bytes: Option<u64>,
+    ) -> Result<Self> {
         validate_name(name)?;
         let stream_name = format!("BEACON_{}", name.to_uppercase());
         let config = stream::Config {
@@ -46,20 +60,39 @@ impl NatsLog {
             storage: StorageType::File,
             num_replicas: replicas,
             duplicate_window: DUPLICATE_WINDOW,
-            max_age: MAX_AGE,
-            discard: DiscardPolicy::Old,
+            max_bytes: max_bytes.map_or(-1, |max| i64::try_from(max).unwrap_or(i64::MAX)),
+            discard: DiscardPolicy::New,
             ..Default::default()
         };
-        let stream = js.get_or_create_stream(config).await.map_err(|err| {
+        js.create_or_update_stream(config).await.map_err(|err| {
             Error::Unavailable(format!("opening JetStream stream {stream_name}: {err}"))
         })?;
-        tracing::info!(stream = %stream_name, replicas, "JetStream log opened");
+        let stream = js.get_stream(&stream_name).await.map_err(|err| {
+            Error::Unavailable(format!("opening JetStream stream {stream_name}: {err}"))
+        })?;
+        let floors = kv_bucket(
+            &js,
+            kv::Config {
+                bucket: FLOORS_BUCKET.into(),
+                description: "Beacon log trim floors, <log>.<partition>".into(),
+                storage: StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        tracing::info!(stream = %stream_name, replicas, ?max_bytes, "JetStream log opened");
         Ok(Self {
             js,
             stream,
+            floors,
             name: name.to_owned(),
             stream_name,
         })
+    }
+
+    fn floor_key(&self, partition: u32) -> String {
+        format!("{}.{partition}", self.name)
     }
 
     fn subject(&self, partition: u32) -> String {
@@ -87,18 +120,19 @@ fn publish_error(subject: &str, kind: PublishErrorKind, err: impl std::fmt::Disp
         PublishErrorKind::MaxPayloadExceeded => {
             Error::InvalidArgument(format!("message for {subject} is too large: {err}"))
         }
+        PublishErrorKind::WrongLastSequence => {
+            Error::Conflict(format!("{subject} moved on before the append: {err}"))
+        }
+        _ if err.to_string().contains("maximum") => Error::Unavailable(format!(
+            "{subject} holds its limit; its consumers must catch up before it accepts more: {err}"
+        )),
         _ => Error::Unavailable(format!("publishing to {subject}: {err}")),
     }
 }
 
-#[async_trait]
-impl Log for NatsLog {
-    async fn append(&self, partition: u32, msg_id: &str, payload: Bytes) -> Result<u64> {
+impl NatsLog {
+    async fn publish(&self, partition: u32, message: PublishMessage) -> Result<u64> {
         let subject = self.subject(partition);
-        let mut message = PublishMessage::build().payload(payload);
-        if !msg_id.is_empty() {
-            message = message.message_id(msg_id);
-        }
         let ack = self
             .js
             .send_publish(subject.clone(), message)
@@ -107,6 +141,95 @@ impl Log for NatsLog {
             .await
             .map_err(|err| publish_error(&subject, err.kind(), &err))?;
         Ok(ack.sequence)
+    }
+}
+
+fn message(msg_id: &str, payload: Bytes) -> PublishMessage {
+    let message = PublishMessage::build().payload(payload);
+    if msg_id.is_empty() {
+        message
+    } else {
+        message.message_id(msg_id)
+    }
+}
+
+#[async_trait]
+impl Log for NatsLog {
+    async fn append(&self, partition: u32, msg_id: &str, payload: Bytes) -> Result<u64> {
+        self.publish(partition, message(msg_id, payload)).await
+    }
+
+    async fn append_if_last(
+        &self,
+        partition: u32,
+        expected_last: u64,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<u64> {
+        let message = message(msg_id, payload).expected_last_subject_sequence(expected_last);
+        self.publish(partition, message).await
+    }
+
+    async fn delete(&self, partition: u32, seq: u64) -> Result<bool> {
+        let subject = self.subject(partition);
+        match self.stream.get_raw_message(seq).await {
+            Ok(message) if message.subject.as_str() == subject => {}
+            Ok(_) => return Ok(false),
+            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => return Ok(false),
+            Err(err) => {
+                return Err(Error::Unavailable(format!(
+                    "reading message {seq} of {}: {err}",
+                    self.stream_name
+                )));
+            }
+        }
+        self.stream.delete_message(seq).await.map_err(|err| {
+            Error::Unavailable(format!(
+                "deleting message {seq} of {subject} from {}: {err}",
+                self.stream_name
+            ))
+        })
+    }
+
+    async fn trim(&self, partition: u32, below: u64) -> Result<u64> {
+        let (subject, key) = (self.subject(partition), self.floor_key(partition));
+        if self.floor(partition).await? < below {
+            self.floors
+                .put(&key, Bytes::from(below.to_string()))
+                .await
+                .map_err(|err| {
+                    Error::Unavailable(format!("recording the floor {key} = {below}: {err}"))
+                })?;
+        }
+        let purged = self
+            .stream
+            .purge()
+            .filter(subject.clone())
+            .sequence(below)
+            .await
+            .map_err(|err| {
+                Error::Unavailable(format!(
+                    "trimming {subject} of {} below {below}: {err}",
+                    self.stream_name
+                ))
+            })?;
+        Ok(purged.purged)
+    }
+
+    async fn floor(&self, partition: u32) -> Result<u64> {
+        let key = self.floor_key(partition);
+        let value = self
+            .floors
+            .get(&key)
+            .await
+            .map_err(|err| Error::Unavailable(format!("reading the floor {key}: {err}")))?;
+        match value {
+            None => Ok(0),
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .ok_or_else(|| Error::Corrupt(format!("floor {key} is not a sequence"))),
+        }
     }
 
     async fn last(&self, partition: u32) -> Result<Option<LogMessage>> {

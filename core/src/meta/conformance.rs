@@ -181,6 +181,21 @@ async fn snapshots(stores: Stores) {
     );
 }
 
+async fn snapshot_listing(stores: Stores) {
+    let store = &*stores.snapshots;
+    for name in ["mark.p1.b", "mark.p1.a", "mark.p10.a", "other"] {
+        store
+            .save(name, Bytes::from(name.to_owned()))
+            .await
+            .expect("save");
+    }
+    let listed = store.list("mark.p1.").await.expect("list");
+    let names: Vec<&str> = listed.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["mark.p1.a", "mark.p1.b"]);
+    assert_eq!(listed[0].1, Bytes::from_static(b"mark.p1.a"));
+    assert!(store.list("none.").await.expect("list").is_empty());
+}
+
 /// Writes state that must survive a restart.
 async fn write_durable(stores: &Stores) -> [u8; 32] {
     stores
@@ -276,7 +291,7 @@ macro_rules! meta_conformance {
     };
 }
 
-meta_conformance!(tenants_and_keys, salt_race, snapshots);
+meta_conformance!(tenants_and_keys, salt_race, snapshots, snapshot_listing);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_meta_survives_reopen() {

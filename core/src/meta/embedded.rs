@@ -299,6 +299,27 @@ impl SnapshotStore for EmbeddedMeta {
         })
         .await
     }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {
+        let start = prefix.to_owned();
+        self.blocking(format!("listing snapshots {prefix}*"), move |inner| {
+            let txn = inner.db.begin_read()?;
+            let table = txn.open_table(SNAPSHOTS)?;
+            let mut out = Vec::new();
+            for entry in table.range(start.as_str()..)? {
+                let (name, bytes) = entry?;
+                if !name.value().starts_with(start.as_str()) {
+                    break;
+                }
+                out.push((
+                    name.value().to_owned(),
+                    Bytes::copy_from_slice(bytes.value()),
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

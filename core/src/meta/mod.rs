@@ -73,4 +73,6 @@ pub trait SnapshotStore: Send + Sync + 'static {
     async fn save(&self, name: &str, bytes: Bytes) -> Result<()>;
     /// The latest snapshot `name`.
     async fn load(&self, name: &str) -> Result<Option<Bytes>>;
+    /// Every snapshot whose name starts with `prefix`, ordered by name.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Bytes)>>;
 }

@@ -85,7 +85,7 @@ impl NatsMeta {
 }
 
 /// The KV bucket of `config`, created if it does not exist (an existing one is used as is).
-async fn kv_bucket(js: &Context, config: kv::Config) -> Result<kv::Store> {
+pub(crate) async fn kv_bucket(js: &Context, config: kv::Config) -> Result<kv::Store> {
     let bucket = config.bucket.clone();
     if let Ok(store) = js.get_key_value(bucket.as_str()).await {
         return Ok(store);
@@ -288,6 +288,32 @@ impl SnapshotStore for NatsMeta {
             })?
             .map_err(|err| unavailable(format!("loading snapshot {name}"), err))?;
         Ok(Some(Bytes::from(bytes)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {
+        let mut infos = self
+            .snapshots
+            .list()
+            .await
+            .map_err(|err| unavailable(format!("listing snapshots {prefix}*"), err))?;
+        let mut names = Vec::new();
+        while let Some(info) = infos
+            .try_next()
+            .await
+            .map_err(|err| unavailable(format!("listing snapshots {prefix}*"), err))?
+        {
+            if info.name.starts_with(prefix) && !info.deleted {
+                names.push(info.name);
+            }
+        }
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(bytes) = self.load(&name).await? {
+                out.push((name, bytes));
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -1,5 +1,9 @@
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use beacon_proto::pipeline::v1::DeadLetter;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use beacon_core::log::embedded::EmbeddedLog;
 use beacon_proto::insights::v1::Dimension;
@@ -7,7 +11,7 @@ use beacon_proto::pipeline::v1::{RollupBatch, TenantRollup};
 use jiff::civil::Date;
 
 use super::*;
-use crate::shard::{DuckShardStore, GroupBy, ShardQuery};
+use crate::shard::{DuckShardStore, GroupBy, ShardQuery, ValidRollup};
 use crate::testing::{TempDir, hit, rollup};
 
 fn batch(tenants: Vec<TenantRollup>) -> Bytes {
@@ -18,6 +22,7 @@ fn batch(tenants: Vec<TenantRollup>) -> Bytes {
             last_event_seq: 1,
             logic_version: 1,
             tenants,
+            ..RollupBatch::default()
         }
         .encode_to_vec(),
     )
@@ -53,6 +58,7 @@ struct Setup {
     rollups: Arc<dyn Log>,
     dead_letters: Arc<dyn Log>,
     store: DuckShardStore,
+    marks: Arc<dyn SnapshotStore>,
 }
 
 fn setup(dir: &Path) -> Setup {
@@ -60,18 +66,22 @@ fn setup(dir: &Path) -> Setup {
         rollups: Arc::new(EmbeddedLog::open(&dir.join("rollups.redb")).expect("rollups")),
         dead_letters: Arc::new(EmbeddedLog::open(&dir.join("dead.redb")).expect("dead letters")),
         store: DuckShardStore::new(dir.join("shards"), 1, "64MB").expect("store"),
+        marks: Arc::new(
+            beacon_core::meta::embedded::EmbeddedMeta::open(&dir.join("meta.redb")).expect("meta"),
+        ),
     }
 }
 
 /// Runs a consumer of partition 0 until its shard has applied `seq`.
 async fn consume_until(s: &Setup, seq: u64) {
     let shutdown = CancellationToken::new();
+    let lane = Lane::new("query", 0, s.dead_letters.clone(), shutdown.clone());
     let consumer = Consumer::new(
-        0,
+        lane,
         s.rollups.clone(),
-        s.dead_letters.clone(),
         Arc::new(s.store.clone()),
-        shutdown.clone(),
+        s.marks.clone(),
+        "query",
     );
     let task = tokio::spawn(consumer.run());
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -134,4 +144,97 @@ async fn applies_in_order_parks_bad_input_and_replays_exactly_once() {
     consume_until(&s, 4).await;
     assert_eq!(pageviews(&s.store, "a").await, 2);
     assert_eq!(pageviews(&s.store, "b").await, 2);
+
+    // The log was trimmed below what this (only) replica applied, never past it.
+    let floor = s.rollups.floor(0).await.expect("floor");
+    assert!((1..=4).contains(&floor), "floor {floor}");
+    let newest = s.rollups.last(0).await.expect("last").map(|m| m.seq);
+    assert_eq!(newest, Some(4), "the newest rollup stays");
+}
+
+/// The real store, except that any run holding the tenant "poison" fails to apply, and the
+/// poison part fails alone too.
+struct Poisoned(DuckShardStore);
+
+fn poisoned(part: &ValidRollup) -> bool {
+    part.tenant_id() == "poison"
+}
+
+#[async_trait::async_trait]
+impl ShardStore for Poisoned {
+    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, QueryError> {
+        self.0.validate(partition, rollup)
+    }
+
+    async fn apply(
+        &self,
+        partition: u32,
+        messages: Arc<[RollupMessage]>,
+    ) -> Result<crate::Applied, QueryError> {
+        if messages.iter().flat_map(|m| &m.tenants).any(poisoned) {
+            return Err(QueryError::invalid("poison"));
+        }
+        self.0.apply(partition, messages).await
+    }
+
+    async fn probe(&self, partition: u32, part: ValidRollup) -> Result<(), QueryError> {
+        if poisoned(&part) {
+            return Err(QueryError::invalid("poison alone"));
+        }
+        self.0.probe(partition, part).await
+    }
+
+    async fn watermark(&self, partition: u32) -> Result<Option<u64>, QueryError> {
+        self.0.watermark(partition).await
+    }
+
+    async fn query(
+        &self,
+        tenant_id: &str,
+        query: ShardQuery,
+    ) -> Result<Vec<crate::metrics::Sums>, QueryError> {
+        self.0.query(tenant_id, query).await
+    }
+}
+
+#[tokio::test]
+async fn a_failing_run_is_split_and_only_the_failing_part_parked() {
+    let dir = TempDir::new("bisect");
+    let s = setup(dir.path());
+    for (n, tenants) in [
+        vec![visit("a", 1)],
+        vec![visit("b", 2), visit("poison", 3), visit("a", 4)],
+        vec![visit("b", 5)],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.rollups
+            .append(0, &format!("m{n}"), batch(tenants))
+            .await
+            .expect("append");
+    }
+    let shutdown = CancellationToken::new();
+    let lane = Lane::new("query", 0, s.dead_letters.clone(), shutdown.clone());
+    let store = Arc::new(Poisoned(s.store.clone()));
+    let consumer = Consumer::new(lane, s.rollups.clone(), store, s.marks.clone(), "query");
+    let task = tokio::spawn(consumer.run());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.store.watermark(0).await.expect("watermark") < Some(3) {
+        assert!(Instant::now() < deadline, "the consumer stalled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    task.await.expect("consumer task");
+    assert_eq!(pageviews(&s.store, "a").await, 2);
+    assert_eq!(pageviews(&s.store, "b").await, 2);
+    assert_eq!(pageviews(&s.store, "poison").await, 0);
+    let letters = s.dead_letters.read(0, 0, 10).await.expect("read");
+    assert_eq!(letters.len(), 1);
+    let letter = DeadLetter::decode(letters[0].payload.clone()).expect("dead letter");
+    assert_eq!((letter.seq, letter.index), (2, 1));
+    assert_eq!(letter.cause, "unappliable_rollup");
+    assert_eq!(letter.tenant_id, "poison");
+    let part = TenantRollup::decode(letter.payload.as_slice()).expect("the part alone");
+    assert_eq!(part.tenant_id, "poison");
 }

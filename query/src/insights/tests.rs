@@ -261,9 +261,9 @@ async fn breakdown_orders_by_first_metric_then_value_and_limits() {
 async fn aggregate_reports_bot_events() {
     let f = fixture("bots");
     let t = tenant("bots", "UTC");
-    let (mut row, set) = hit("2026-03-01T10:00:00Z", "UTC", Dimension::Unspecified, "", 1);
+    let mut row = hit("2026-03-01T10:00:00Z", "UTC", Dimension::Unspecified, "", 1);
     row.bot_events = 6;
-    apply(&f.store, 1, vec![rollup("bots", vec![(row, set)])]).await;
+    apply(&f.store, 1, vec![rollup("bots", vec![row])]).await;
     let req = GetAggregateRequest {
         date_range: dates("2026-03-01", "2026-03-01"),
         metrics: vec![Metric::Events as i32],

@@ -102,6 +102,31 @@ impl ShardStore for DuckShardStore {
             .await
     }
 
+    async fn probe(&self, partition: u32, part: ValidRollup) -> Result<(), QueryError> {
+        self.blocking(move |shards| {
+            let Some(shard) = open(shards, partition, true)? else {
+                return Err(QueryError::invalid(format!(
+                    "partition {partition}: shard file was not created"
+                )));
+            };
+            shard
+                .with_writer(|conn| {
+                    let tx = conn.transaction()?;
+                    append_cells(&tx, &[&part])?;
+                    tx.rollback()?;
+                    Ok::<_, ShardFailure>(())
+                })
+                .map_err(|err| {
+                    QueryError::shard(
+                        &shard.name,
+                        format!("probing the part of tenant {:?}", part.tenant_id()),
+                        err,
+                    )
+                })
+        })
+        .await
+    }
+
     async fn watermark(&self, partition: u32) -> Result<Option<u64>, QueryError> {
         self.blocking(move |shards| {
             let Some(shard) = open(shards, partition, false)? else {
@@ -267,21 +292,17 @@ impl<'a> NewCells<'a> {
             let tenant = part.tenant_id();
             let rows = part.rollup.rows.iter().zip(&part.keys.rows);
             for (row, &(day, dimension)) in rows {
-                out.day(tenant, day, dimension, &row.value).add_row(row);
-                if dimension == 0 {
-                    out.hour(tenant, row.hour_ms, day).add_row(row);
+                let cell = out.day(tenant, day, dimension, &row.value);
+                cell.add_row(row);
+                if !row.visitors.is_empty() {
+                    cell.add_visitors(&row.visitors)?;
                 }
-            }
-            let sets = part.rollup.visitors.iter().zip(&part.keys.visitors);
-            for (set, &(day, dimension)) in sets {
-                if set.visitors.is_empty() {
-                    continue;
-                }
-                out.day(tenant, day, dimension, &set.value)
-                    .add_visitors(&set.visitors)?;
                 if dimension == 0 {
-                    out.hour(tenant, set.hour_ms, day)
-                        .add_visitors(&set.visitors)?;
+                    let cell = out.hour(tenant, row.hour_ms, day);
+                    cell.add_row(row);
+                    if !row.visitors.is_empty() {
+                        cell.add_visitors(&row.visitors)?;
+                    }
                 }
             }
         }

@@ -97,6 +97,10 @@ pub trait ShardStore: Send + Sync + 'static {
         messages: Arc<[RollupMessage]>,
     ) -> Result<Applied, QueryError>;
 
+    /// Applies one tenant part in a transaction that is rolled back: whether the part alone
+    /// can be applied. Used to find the part that makes a message fail.
+    async fn probe(&self, partition: u32, part: ValidRollup) -> Result<(), QueryError>;
+
     /// The last rollup-log sequence of `partition` applied here.
     async fn watermark(&self, partition: u32) -> Result<Option<u64>, QueryError>;
 

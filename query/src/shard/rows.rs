@@ -8,13 +8,11 @@ use crate::QueryError;
 
 const EPOCH: Date = Date::constant(1970, 1, 1);
 
-/// The DuckDB keys of a rollup's rows and visitor sets, index-aligned with them.
+/// The DuckDB keys of a rollup's rows, index-aligned with them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Keys {
     /// (days since 1970-01-01, dimension) of each row.
     pub rows: Vec<(i32, i16)>,
-    /// (days since 1970-01-01, dimension) of each visitor set.
-    pub visitors: Vec<(i32, i16)>,
 }
 
 /// A tenant's rollup that passed [`validate`], with the typed keys of its rows.
@@ -22,6 +20,8 @@ pub(crate) struct Keys {
 pub struct ValidRollup {
     pub(crate) rollup: TenantRollup,
     pub(crate) keys: Keys,
+    /// The part's index in its rollup batch (names it in dead letters).
+    pub(crate) index: u32,
 }
 
 impl ValidRollup {
@@ -34,7 +34,11 @@ impl ValidRollup {
 /// Validates `rollup`: a well-formed tenant id, known dimensions and "YYYY-MM-DD" dates.
 pub(crate) fn validate(rollup: TenantRollup) -> Result<ValidRollup, QueryError> {
     let keys = keys(&rollup)?;
-    Ok(ValidRollup { rollup, keys })
+    Ok(ValidRollup {
+        rollup,
+        keys,
+        index: 0,
+    })
 }
 
 fn keys(rollup: &TenantRollup) -> Result<Keys, QueryError> {
@@ -60,13 +64,7 @@ fn keys(rollup: &TenantRollup) -> Result<Keys, QueryError> {
         .enumerate()
         .map(|(i, row)| key("rows", i, &row.local_date, row.dimension))
         .collect::<Result<_, _>>()?;
-    let visitors = rollup
-        .visitors
-        .iter()
-        .enumerate()
-        .map(|(i, set)| key("visitors", i, &set.local_date, set.dimension))
-        .collect::<Result<_, _>>()?;
-    Ok(Keys { rows, visitors })
+    Ok(Keys { rows })
 }
 
 fn epoch_day(text: &str) -> Result<i32, String> {
@@ -85,23 +83,25 @@ fn dimension_code(raw: i32) -> Option<i16> {
 
 #[cfg(test)]
 mod tests {
-    use beacon_proto::pipeline::v1::{RollupRow, VisitorSet};
+    use beacon_proto::pipeline::v1::RollupRow;
 
     use super::*;
 
     fn rollup(tenant: &str, date: &str, dimension: i32) -> TenantRollup {
         TenantRollup {
             tenant_id: tenant.into(),
-            rows: vec![RollupRow {
-                local_date: date.into(),
-                dimension,
-                ..Default::default()
-            }],
-            visitors: vec![VisitorSet {
-                local_date: "1970-01-02".into(),
-                dimension: Dimension::Page as i32,
-                ..Default::default()
-            }],
+            rows: vec![
+                RollupRow {
+                    local_date: date.into(),
+                    dimension,
+                    ..Default::default()
+                },
+                RollupRow {
+                    local_date: "1970-01-02".into(),
+                    dimension: Dimension::Page as i32,
+                    ..Default::default()
+                },
+            ],
         }
     }
 
@@ -110,8 +110,7 @@ mod tests {
         let keys = validate(rollup("acme", "2026-03-01", Dimension::Country as i32))
             .expect("valid")
             .keys;
-        assert_eq!(keys.rows, vec![(20_513, 4)]);
-        assert_eq!(keys.visitors, vec![(1, 1)]);
+        assert_eq!(keys.rows, vec![(20_513, 4), (1, 1)]);
     }
 
     #[test]

@@ -3,41 +3,49 @@
 //! Every partition shares the table `log`, keyed by `(partition, seq)`. Sequences start at 1 and
 //! are contiguous per partition. Appends are queued to a dedicated writer thread that drains
 //! everything waiting (up to [`MAX_BATCH`] messages or [`MAX_BATCH_BYTES`]), writes it in one
-//! transaction, commits it with [`Durability::Immediate`] (fsync), and only then answers every
+//! transaction, commits it with `Durability::Immediate` (fsync), and only then answers every
 //! appender. Subscribers read committed messages in read transactions on the blocking pool and,
 //! once caught up, wait on a per-partition [`watch`] channel the writer signals after each commit.
 //!
-//! `msg_id` deduplication is kept in memory only, per partition, for [`DEDUP_WINDOW`]: a resend
-//! after a restart of the process is appended again.
+//! `msg_id` deduplication is kept in memory only, per partition, for two minutes: a resend after
+//! a restart of the process is appended again.
+//!
+//! Trims and deletes go through the same writer, which keeps the payload bytes each partition
+//! holds; with a byte limit, an append that would exceed it is refused (Unavailable) instead of
+//! anything old being dropped. A trim records the partition's floor, so a consumer whose next
+//! message was trimmed can tell.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Builder, Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Builder, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use tokio::sync::{oneshot, watch};
 
+use self::writer::{AppendRequest, Recovered, Request, Writer};
 use super::{Log, LogMessage, LogStream};
 use crate::error::ResultExt;
 use crate::{Error, Result};
 
+mod writer;
+
 /// Page cache of one log file; reads are mostly of the recent tail.
 const CACHE_BYTES: usize = 64 << 20;
-/// The single table: `(partition, seq)` to payload.
+/// The messages: `(partition, seq)` to payload.
 const LOG: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("log");
-/// Most appends written by one transaction.
-const MAX_BATCH: usize = 4096;
-/// Most payload bytes written by one transaction (the batch closes once it is reached).
-const MAX_BATCH_BYTES: usize = 8 << 20;
-/// How long a `msg_id` is remembered for deduplication.
-const DEDUP_WINDOW: Duration = Duration::from_secs(120);
-/// Most remembered `msg_id`s; the oldest are forgotten first beyond it.
-const DEDUP_CAPACITY: usize = 1 << 20;
+/// The highest sequence ever written per partition, so that deleting the newest message never
+/// lets its sequence be reused after a restart.
+const HEADS: TableDefinition<u32, u64> = TableDefinition::new("heads");
+/// Payload bytes held per partition.
+const SIZES: TableDefinition<u32, u64> = TableDefinition::new("sizes");
+/// Per partition, the sequence below which everything was trimmed.
+const FLOORS: TableDefinition<u32, u64> = TableDefinition::new("floors");
 /// Most messages a subscriber reads per read transaction.
 const READ_BATCH: usize = 1024;
 /// Most payload bytes a subscriber reads per read transaction.
@@ -46,7 +54,7 @@ const READ_BATCH_BYTES: usize = 4 << 20;
 /// A durable, partitioned log in one local redb file.
 pub struct EmbeddedLog {
     shared: Arc<Shared>,
-    requests: Option<mpsc::Sender<AppendRequest>>,
+    requests: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -59,6 +67,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// The name health faults are recorded under.
+    fn name(&self) -> String {
+        format!("log {}", self.path.display())
+    }
+
     fn committed_receiver(&self, partition: u32) -> watch::Receiver<u64> {
         let mut map = self
             .committed
@@ -82,24 +95,23 @@ impl Shared {
     }
 }
 
-/// One queued append.
-struct AppendRequest {
-    partition: u32,
-    msg_id: String,
-    payload: Bytes,
-    reply: oneshot::Sender<Result<u64>>,
-}
-
 impl EmbeddedLog {
-    /// Opens (or creates) the log file at `path` and starts its writer thread.
+    /// Opens (or creates) the log file at `path`, without a byte limit.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_limited(path, None)
+    }
+
+    /// Opens (or creates) the log file at `path` and starts its writer thread; appends beyond
+    /// `max_bytes` of payload in all are refused until trims make room.
+    pub fn open_limited(path: &Path, max_bytes: Option<u64>) -> Result<Self> {
         let db = Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(path)
             .context(|| format!("opening log file {}", path.display()))?;
-        let last = create_and_recover(&db)
+        let recovered = create_and_recover(&db)
             .context(|| format!("recovering log file {}", path.display()))?;
-        let committed = last
+        let committed = recovered
+            .heads
             .iter()
             .map(|(&partition, &seq)| (partition, watch::channel(seq).0))
             .collect();
@@ -109,11 +121,7 @@ impl EmbeddedLog {
             committed: Mutex::new(committed),
         });
         let (requests, receiver) = mpsc::channel();
-        let writer = Writer {
-            shared: shared.clone(),
-            last,
-            dedup: Dedup::default(),
-        };
+        let writer = Writer::new(shared.clone(), recovered, max_bytes);
         let handle = std::thread::Builder::new()
             .name("beacon-log-writer".into())
             .spawn(move || writer.run(&receiver))
@@ -139,25 +147,92 @@ impl Drop for EmbeddedLog {
     }
 }
 
-#[async_trait]
-impl Log for EmbeddedLog {
-    async fn append(&self, partition: u32, msg_id: &str, payload: Bytes) -> Result<u64> {
+impl EmbeddedLog {
+    /// Sends `make(reply)` to the writer and waits for its answer.
+    async fn request<T>(
+        &self,
+        partition: u32,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request,
+    ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
-        let request = AppendRequest {
-            partition,
-            msg_id: msg_id.to_owned(),
-            payload,
-            reply,
-        };
         let closed = || {
             Error::Unavailable(format!(
-                "log {} is closed; cannot append to partition {partition}",
+                "log {} is closed; cannot write partition {partition}",
                 self.shared.path.display()
             ))
         };
         let sender = self.requests.as_ref().ok_or_else(closed)?;
-        sender.send(request).map_err(|_| closed())?;
+        sender.send(make(reply)).map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
+    }
+
+    async fn enqueue(
+        &self,
+        partition: u32,
+        msg_id: &str,
+        payload: Bytes,
+        expected_last: Option<u64>,
+    ) -> Result<u64> {
+        self.request(partition, |reply| {
+            Request::Append(AppendRequest {
+                partition,
+                msg_id: msg_id.to_owned(),
+                payload,
+                expected_last,
+                reply,
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Log for EmbeddedLog {
+    async fn append(&self, partition: u32, msg_id: &str, payload: Bytes) -> Result<u64> {
+        self.enqueue(partition, msg_id, payload, None).await
+    }
+
+    async fn append_if_last(
+        &self,
+        partition: u32,
+        expected_last: u64,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<u64> {
+        self.enqueue(partition, msg_id, payload, Some(expected_last))
+            .await
+    }
+
+    async fn delete(&self, partition: u32, seq: u64) -> Result<bool> {
+        self.request(partition, |reply| Request::Delete {
+            partition,
+            seq,
+            reply,
+        })
+        .await
+    }
+
+    async fn trim(&self, partition: u32, below: u64) -> Result<u64> {
+        self.request(partition, |reply| Request::Trim {
+            partition,
+            below,
+            reply,
+        })
+        .await
+    }
+
+    async fn floor(&self, partition: u32) -> Result<u64> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            read_floor(&shared.db, partition).context(|| {
+                format!(
+                    "reading the floor of partition {partition} of {}",
+                    shared.path.display()
+                )
+            })
+        })
+        .await
+        .context(|| format!("reading the floor of partition {partition}"))?
     }
 
     async fn last(&self, partition: u32) -> Result<Option<LogMessage>> {
@@ -186,19 +261,52 @@ impl Log for EmbeddedLog {
     }
 }
 
-/// Creates the table if needed and returns the last sequence of every partition.
-fn create_and_recover(db: &Database) -> Result<HashMap<u32, u64>, redb::Error> {
+/// The sequence below which `partition` was trimmed; 0 when never.
+fn read_floor(db: &Database, partition: u32) -> Result<u64, redb::Error> {
+    let txn = db.begin_read()?;
+    let floor = txn
+        .open_table(FLOORS)?
+        .get(partition)?
+        .map_or(0, |v| v.value());
+    Ok(floor)
+}
+
+/// Reads a per-partition `u32 -> u64` table.
+fn read_map(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<u32, u64>,
+) -> Result<HashMap<u32, u64>, redb::Error> {
+    let mut out = HashMap::new();
+    for entry in txn.open_table(table)?.iter()? {
+        let (partition, value) = entry?;
+        out.insert(partition.value(), value.value());
+    }
+    Ok(out)
+}
+
+/// Creates the tables if needed and returns, per partition, the highest sequence ever written
+/// (even if that message was deleted since) and the payload bytes held. Files written before
+/// sizes were kept have their sizes counted once.
+fn create_and_recover(db: &Database) -> Result<Recovered, redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(LOG)?;
+    txn.open_table(HEADS)?;
+    txn.open_table(FLOORS)?;
+    let counted = txn.open_table(SIZES)?.len()? > 0;
     txn.commit()?;
+    if !counted {
+        count_sizes(db)?;
+    }
 
     let txn = db.begin_read()?;
+    let mut last = read_map(&txn, HEADS)?;
+    let sizes = read_map(&txn, SIZES)?;
     let table = txn.open_table(LOG)?;
-    let mut last = HashMap::new();
     let mut newest = table.last()?.map(|(key, _)| key.value());
     // Walk partitions downward: the last key below (p, 0) is the last of the next lower one.
     while let Some((partition, seq)) = newest {
-        last.insert(partition, seq);
+        let head = last.entry(partition).or_default();
+        *head = (*head).max(seq);
         if partition == 0 {
             break;
         }
@@ -207,7 +315,29 @@ fn create_and_recover(db: &Database) -> Result<HashMap<u32, u64>, redb::Error> {
             None => None,
         };
     }
-    Ok(last)
+    Ok(Recovered { heads: last, sizes })
+}
+
+/// Counts the payload bytes of every partition message by message and stores them (for files
+/// written before byte totals were kept; a new file stores nothing).
+fn count_sizes(db: &Database) -> Result<(), redb::Error> {
+    let mut sizes: HashMap<u32, u64> = HashMap::new();
+    {
+        let txn = db.begin_read()?;
+        for entry in txn.open_table(LOG)?.iter()? {
+            let (key, value) = entry?;
+            *sizes.entry(key.value().0).or_default() += value.value().len() as u64;
+        }
+    }
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(SIZES)?;
+        for (partition, bytes) in sizes {
+            table.insert(partition, bytes)?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 /// The newest message of `partition`.
@@ -300,198 +430,5 @@ impl Cursor {
         })
         .await
         .context(|| format!("reading partition {partition} after {after}"))?
-    }
-}
-
-/// Recently appended `msg_id`s per partition, hashed to 128 bits.
-#[derive(Default)]
-struct Dedup {
-    seqs: HashMap<(u32, u128), u64>,
-    order: VecDeque<(Instant, u32, u128)>,
-}
-
-impl Dedup {
-    fn key(msg_id: &str) -> u128 {
-        let hash = blake3::hash(msg_id.as_bytes());
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&hash.as_bytes()[..16]);
-        u128::from_le_bytes(first)
-    }
-
-    fn get(&self, partition: u32, id: u128) -> Option<u64> {
-        self.seqs.get(&(partition, id)).copied()
-    }
-
-    fn insert(&mut self, now: Instant, partition: u32, id: u128, seq: u64) {
-        self.seqs.insert((partition, id), seq);
-        self.order.push_back((now, partition, id));
-    }
-
-    /// Forgets ids older than the window, and the oldest beyond the capacity.
-    fn expire(&mut self, now: Instant) {
-        while let Some(&(at, partition, id)) = self.order.front() {
-            if now.duration_since(at) < DEDUP_WINDOW && self.order.len() <= DEDUP_CAPACITY {
-                break;
-            }
-            self.order.pop_front();
-            self.seqs.remove(&(partition, id));
-        }
-    }
-}
-
-/// Where one request of a batch lands.
-#[derive(Clone, Copy)]
-enum Slot {
-    /// A new message, written by this batch.
-    New(u64),
-    /// A resend of a message written by this batch.
-    Pending(u64),
-    /// A resend of a message committed earlier.
-    Committed(u64),
-}
-
-/// The group-commit writer, owning the sequence counters and the dedup memory.
-struct Writer {
-    shared: Arc<Shared>,
-    /// Last committed sequence per partition.
-    last: HashMap<u32, u64>,
-    dedup: Dedup,
-}
-
-impl Writer {
-    fn run(mut self, requests: &mpsc::Receiver<AppendRequest>) {
-        while let Ok(first) = requests.recv() {
-            let mut bytes = first.payload.len();
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-                match requests.try_recv() {
-                    Ok(request) => {
-                        bytes += request.payload.len();
-                        batch.push(request);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.write_batch(batch);
-        }
-        tracing::debug!(path = %self.shared.path.display(), "log writer stopped");
-    }
-
-    fn write_batch(&mut self, batch: Vec<AppendRequest>) {
-        let now = Instant::now();
-        self.dedup.expire(now);
-        let mut last = HashMap::new();
-        let mut pending = HashMap::new();
-        let slots: Vec<Slot> = batch
-            .iter()
-            .map(|request| self.plan(request, &mut last, &mut pending))
-            .collect();
-        let outcome = if last.is_empty() {
-            Ok(())
-        } else {
-            self.commit(&batch, &slots)
-        };
-        match outcome {
-            Ok(()) => {
-                for ((partition, id), seq) in pending {
-                    self.dedup.insert(now, partition, id, seq);
-                }
-                self.last.extend(last.iter().map(|(&p, &s)| (p, s)));
-                self.shared.publish_committed(&last);
-                for (request, slot) in batch.into_iter().zip(slots) {
-                    let (Slot::New(seq) | Slot::Pending(seq) | Slot::Committed(seq)) = slot;
-                    let _ = request.reply.send(Ok(seq));
-                }
-            }
-            Err(err) => self.fail(batch, &slots, &err),
-        }
-    }
-
-    /// Chooses the sequence of one request.
-    fn plan(
-        &self,
-        request: &AppendRequest,
-        last: &mut HashMap<u32, u64>,
-        pending: &mut HashMap<(u32, u128), u64>,
-    ) -> Slot {
-        let partition = request.partition;
-        let id = (!request.msg_id.is_empty()).then(|| Dedup::key(&request.msg_id));
-        if let Some(id) = id {
-            if let Some(seq) = self.dedup.get(partition, id) {
-                return Slot::Committed(seq);
-            }
-            if let Some(&seq) = pending.get(&(partition, id)) {
-                return Slot::Pending(seq);
-            }
-        }
-        let previous = last
-            .get(&partition)
-            .or_else(|| self.last.get(&partition))
-            .copied()
-            .unwrap_or(0);
-        let seq = previous + 1;
-        last.insert(partition, seq);
-        if let Some(id) = id {
-            pending.insert((partition, id), seq);
-        }
-        Slot::New(seq)
-    }
-
-    /// Writes the new messages of a batch in one durable transaction.
-    fn commit(&self, batch: &[AppendRequest], slots: &[Slot]) -> Result<(), redb::Error> {
-        let mut txn = self.shared.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            let mut table = txn.open_table(LOG)?;
-            for (request, slot) in batch.iter().zip(slots) {
-                if let Slot::New(seq) = slot {
-                    table.insert((request.partition, *seq), request.payload.as_ref())?;
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Answers a failed batch: resends of earlier messages still succeed.
-    fn fail(&self, batch: Vec<AppendRequest>, slots: &[Slot], err: &redb::Error) {
-        let path = self.shared.path.display();
-        tracing::error!(path = %path, messages = batch.len(), error = %err, "log commit failed");
-        for (request, slot) in batch.into_iter().zip(slots) {
-            let answer = match *slot {
-                Slot::Committed(seq) => Ok(seq),
-                Slot::New(_) | Slot::Pending(_) => Err(Error::backend(
-                    format!("appending to partition {} of log {path}", request.partition),
-                    err.to_string(),
-                )),
-            };
-            let _ = request.reply.send(answer);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dedup_forgets_after_the_window() {
-        let mut dedup = Dedup::default();
-        let start = Instant::now();
-        let id = Dedup::key("m-1");
-        dedup.insert(start, 3, id, 7);
-        assert_eq!(dedup.get(3, id), Some(7));
-        assert_eq!(dedup.get(4, id), None, "dedup is per partition");
-        dedup.expire(start + DEDUP_WINDOW - Duration::from_secs(1));
-        assert_eq!(dedup.get(3, id), Some(7));
-        dedup.expire(start + DEDUP_WINDOW);
-        assert_eq!(dedup.get(3, id), None);
-        assert!(dedup.order.is_empty());
-    }
-
-    #[test]
-    fn dedup_keys_differ_per_id() {
-        assert_ne!(Dedup::key("a"), Dedup::key("b"));
-        assert_eq!(Dedup::key("a"), Dedup::key("a"));
     }
 }

@@ -1,0 +1,484 @@
+//! One partition's consumer: the skeleton the aggregator, the query role and (next)
+//! reprocessing jobs share.
+//!
+//! [`consume`] subscribes to a partition after the handler's position, hands the handler chunks
+//! of ready messages bounded by count and bytes, calls its tick on an interval, resubscribes
+//! with backoff after the stream failed or ended, and returns once shutdown is requested.
+//! [`Lane`] gives handlers the rest: retries that classify errors (transient ones are retried
+//! with backoff, permanent ones returned at once so the caller splits or parks the input), and
+//! parking in the dead-letter log.
+//!
+//! Invariant: nothing here skips a message. A handler either handles a message, parks it, or
+//! stops; the next subscription starts after the handler's own position.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::Peekable;
+use futures::{FutureExt, StreamExt};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
+use tokio_util::sync::CancellationToken;
+
+use crate::deadletter::{DeadLetters, Failure};
+use crate::log::{Log, LogMessage, LogStream};
+use crate::observe::{self, LaneProbe};
+use crate::retry::Backoff;
+use crate::{Error, Result};
+
+/// First pause after a failure.
+const FIRST_DELAY: Duration = Duration::from_millis(100);
+/// Longest pause between attempts.
+const MAX_DELAY: Duration = Duration::from_secs(5);
+/// How often the lag monitor reads the log's end.
+const MONITOR_EVERY: Duration = Duration::from_secs(1);
+
+/// Shutdown was requested before the step completed; the state covers what was done before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+/// Why a step did not complete.
+#[derive(Debug)]
+pub enum Halt<E> {
+    /// Shutdown was requested.
+    Stopped,
+    /// The step failed in a way the consumer cannot go on from.
+    Failed(E),
+}
+
+impl<E> From<Stopped> for Halt<E> {
+    fn from(_: Stopped) -> Self {
+        Self::Stopped
+    }
+}
+
+/// How much one chunk handed to a handler may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkLimits {
+    /// Most messages.
+    pub messages: usize,
+    /// Most payload bytes (a larger single message still comes alone).
+    pub bytes: usize,
+}
+
+/// One partition's context: its number, shutdown, backoff, dead letters and lag probe.
+#[derive(Clone)]
+pub struct Lane {
+    role: &'static str,
+    partition: u32,
+    shutdown: CancellationToken,
+    dead_letters: DeadLetters,
+    probe: LaneProbe,
+    parked: Counter<u64>,
+}
+
+impl Lane {
+    /// The lane of `partition` for `role` ("aggregator", "query"), parking in `dead_letters`.
+    pub fn new(
+        role: &'static str,
+        partition: u32,
+        dead_letters: Arc<dyn Log>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            role,
+            partition,
+            shutdown,
+            dead_letters: DeadLetters::new(dead_letters),
+            probe: observe::health().lane(role, partition),
+            parked: observe::meter()
+                .u64_counter("beacon_dead_letters")
+                .with_description("Items parked in the dead-letter log, by role and cause")
+                .build(),
+        }
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The shutdown token.
+    pub fn token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// A fresh backoff: 100 ms doubling up to 5 s.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(FIRST_DELAY, MAX_DELAY)
+    }
+
+    /// Runs `op` until it succeeds, retrying transient errors with backoff. A permanent error
+    /// (see [`Error::is_transient`]) is returned at once: retrying it would stall the partition.
+    pub async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, Halt<Error>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut backoff = self.backoff();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let err = match op().await {
+                Ok(value) => return Ok(value),
+                Err(err) if !err.is_transient() => return Err(Halt::Failed(err)),
+                Err(err) => err,
+            };
+            tracing::warn!(role = self.role, partition = self.partition, attempt, what, error = %err, "backend call failed; retrying");
+            if !backoff.sleep(Some(&self.shutdown)).await {
+                return Err(Halt::Stopped);
+            }
+        }
+    }
+
+    /// Like [`Lane::retry`], but gives up after `attempts` (used while shutting down).
+    pub async fn retry_at_most<T, F, Fut>(&self, what: &str, attempts: u32, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut backoff = self.backoff();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match op().await {
+                Ok(value) => return Ok(value),
+                Err(err) if !err.is_transient() || attempt >= attempts => return Err(err),
+                Err(err) => {
+                    tracing::warn!(role = self.role, partition = self.partition, attempt, what, error = %err, "backend call failed; retrying");
+                }
+            }
+            backoff.sleep(None).await;
+        }
+    }
+
+    /// Parks `failure` in the dead-letter log, retrying until it is stored.
+    pub async fn park(&self, failure: Failure) -> Result<(), Stopped> {
+        tracing::warn!(
+            role = self.role,
+            partition = failure.partition,
+            seq = failure.seq,
+            index = failure.index,
+            cause = failure.cause,
+            tenant = %failure.tenant_id,
+            reason = %failure.reason,
+            "parking a dead letter"
+        );
+        let letters = &self.dead_letters;
+        let mut backoff = self.backoff();
+        let labels = [
+            KeyValue::new("role", self.role),
+            KeyValue::new("cause", failure.cause),
+        ];
+        loop {
+            match letters.park(failure.clone()).await {
+                Ok(_) => {
+                    self.parked.add(1, &labels);
+                    return Ok(());
+                }
+                Err(err) => {
+                    tracing::error!(role = self.role, partition = self.partition, error = %err, "parking a dead letter failed; retrying");
+                    if !backoff.sleep(Some(&self.shutdown)).await {
+                        return Err(Stopped);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a partition consumer does with its messages.
+#[async_trait]
+pub trait Handler: Send {
+    /// The handler's fatal error.
+    type Error: From<Error> + Send;
+
+    /// Subscriptions start after this sequence: the last message fully handled.
+    fn resume_after(&self) -> u64;
+
+    /// Handles ready messages in order. Messages at or below [`Handler::resume_after`] may come
+    /// again after a resubscription; the handler skips them.
+    async fn handle(
+        &mut self,
+        lane: &Lane,
+        messages: Vec<LogMessage>,
+    ) -> Result<(), Halt<Self::Error>>;
+
+    /// Called on every tick of the interval given to [`consume`].
+    async fn tick(&mut self, _lane: &Lane) -> Result<(), Halt<Self::Error>> {
+        Ok(())
+    }
+}
+
+/// Consumes `lane`'s partition of `log` with `handler` until shutdown (`Ok`) or a fatal error.
+/// Meanwhile the lane's lag is kept up to date, also while the handler is stuck.
+pub async fn consume<H: Handler>(
+    lane: &Lane,
+    log: &dyn Log,
+    handler: &mut H,
+    limits: ChunkLimits,
+    tick: Option<Duration>,
+) -> Result<(), H::Error> {
+    tokio::select! {
+        result = consume_messages(lane, log, handler, limits, tick) => result,
+        () = monitor(lane, log) => Ok(()),
+    }
+}
+
+/// Reads the log's end every second for the lane's lag. After shutdown it waits for the
+/// consumer to finish its current step, which ends the lane.
+async fn monitor(lane: &Lane, log: &dyn Log) {
+    let mut interval = tokio::time::interval(MONITOR_EVERY);
+    loop {
+        tokio::select! {
+            () = lane.shutdown.cancelled() => std::future::pending::<()>().await,
+            _ = interval.tick() => {}
+        }
+        match log.last(lane.partition).await {
+            Ok(newest) => lane.probe.log_end(newest.map_or(0, |m| m.seq)),
+            Err(err) => {
+                tracing::debug!(role = lane.role, partition = lane.partition, error = %err, "reading the log's end failed")
+            }
+        }
+    }
+}
+
+async fn consume_messages<H: Handler>(
+    lane: &Lane,
+    log: &dyn Log,
+    handler: &mut H,
+    limits: ChunkLimits,
+    tick: Option<Duration>,
+) -> Result<(), H::Error> {
+    lane.probe.handled(handler.resume_after());
+    let mut interval = tokio::time::interval(tick.unwrap_or(Duration::from_secs(3600)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = lane.backoff();
+    let partition = lane.partition;
+    loop {
+        let after = handler.resume_after();
+        match gap(lane, log, after).await {
+            Ok(false) => {}
+            Ok(true) => {
+                if !backoff.sleep(Some(&lane.shutdown)).await {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(Halt::Stopped) => return Ok(()),
+            Err(Halt::Failed(err)) => return Err(err.into()),
+        }
+        let subscribed = lane
+            .retry("subscribing", || log.subscribe(partition, after))
+            .await;
+        let mut stream = match subscribed {
+            Ok(stream) => stream.peekable(),
+            Err(Halt::Stopped) => return Ok(()),
+            Err(Halt::Failed(err)) => return Err(err.into()),
+        };
+        let progressed = loop {
+            let step = tokio::select! {
+                biased;
+                () = lane.shutdown.cancelled() => return Ok(()),
+                _ = interval.tick(), if tick.is_some() => handler.tick(lane).await,
+                next = stream.next() => match next {
+                    Some(Ok(first)) => {
+                        let chunk = gather(&mut stream, first, limits);
+                        handler.handle(lane, chunk).await
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(role = lane.role, partition, after = handler.resume_after(), error = %err, "stream failed; resubscribing");
+                        break handler.resume_after() > after;
+                    }
+                    None => {
+                        tracing::warn!(role = lane.role, partition, after = handler.resume_after(), "stream ended; resubscribing");
+                        break handler.resume_after() > after;
+                    }
+                },
+            };
+            match step {
+                Ok(()) => lane.probe.handled(handler.resume_after()),
+                Err(Halt::Stopped) => return Ok(()),
+                Err(Halt::Failed(err)) => return Err(err),
+            }
+        };
+        if progressed {
+            backoff.reset();
+        }
+        if !backoff.sleep(Some(&lane.shutdown)).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Whether messages after `after` were trimmed before the lane consumed them. A gap is never
+/// skipped: it is reported (error log, health fault, metric) until someone repairs it.
+async fn gap(lane: &Lane, log: &dyn Log, after: u64) -> Result<bool, Halt<Error>> {
+    let floor = lane
+        .retry("reading the log's floor", || log.floor(lane.partition))
+        .await?;
+    let what = format!("{} partition {}", lane.role, lane.partition);
+    if after.saturating_add(1) >= floor {
+        observe::health().clear(&what);
+        return Ok(false);
+    }
+    let problem = format!(
+        "messages after {after} up to {} were trimmed before they were consumed; refusing to skip them",
+        floor - 1
+    );
+    tracing::error!(
+        role = lane.role,
+        partition = lane.partition,
+        after,
+        floor,
+        "{problem}"
+    );
+    observe::health().fault(&what, &problem);
+    observe::meter()
+        .u64_counter("beacon_log_gaps")
+        .with_description("Times a consumer found messages it had not consumed trimmed away")
+        .build()
+        .add(1, &[KeyValue::new("role", lane.role)]);
+    Ok(true)
+}
+
+/// `first` and the messages ready after it, within `limits`. A failure or the end of the
+/// stream stays in the stream.
+fn gather(
+    stream: &mut Peekable<LogStream>,
+    first: LogMessage,
+    limits: ChunkLimits,
+) -> Vec<LogMessage> {
+    let mut bytes = first.payload.len();
+    let mut chunk = vec![first];
+    while chunk.len() < limits.messages {
+        let Some(Some(Ok(next))) = Pin::new(&mut *stream).peek().now_or_never() else {
+            break;
+        };
+        if bytes + next.payload.len() > limits.bytes {
+            break;
+        }
+        bytes += next.payload.len();
+        match stream.next().now_or_never() {
+            Some(Some(Ok(next))) => chunk.push(next),
+            _ => break,
+        }
+    }
+    chunk
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::log::embedded::EmbeddedLog;
+    use crate::testing::TempDir;
+
+    /// Records what it was handed; fails permanently on a payload of "fatal".
+    #[derive(Default)]
+    struct Recorder {
+        done: u64,
+        chunks: Vec<Vec<u64>>,
+    }
+
+    #[async_trait]
+    impl Handler for Recorder {
+        type Error = Error;
+
+        fn resume_after(&self) -> u64 {
+            self.done
+        }
+
+        async fn handle(
+            &mut self,
+            lane: &Lane,
+            messages: Vec<LogMessage>,
+        ) -> Result<(), Halt<Error>> {
+            for message in &messages {
+                if message.payload.as_ref() == b"fatal" {
+                    return Err(Halt::Failed(Error::Corrupt(format!("seq {}", message.seq))));
+                }
+                self.done = message.seq;
+            }
+            self.chunks.push(messages.iter().map(|m| m.seq).collect());
+            if self.done >= 5 {
+                lane.token().cancel();
+            }
+            Ok(())
+        }
+    }
+
+    fn open(dir: &TempDir, name: &str) -> Arc<EmbeddedLog> {
+        Arc::new(EmbeddedLog::open(&dir.path().join(name)).expect("open log"))
+    }
+
+    #[tokio::test]
+    async fn chunks_are_bounded_and_shutdown_returns_ok() {
+        let dir = TempDir::new("consumer").expect("temp dir");
+        let log = open(&dir, "log.redb");
+        for n in 0..5 {
+            log.append(0, "", Bytes::from(vec![b'x'; 10 + n]))
+                .await
+                .expect("append");
+        }
+        let lane = Lane::new("test", 0, open(&dir, "dl.redb"), CancellationToken::new());
+        let mut recorder = Recorder::default();
+        let limits = ChunkLimits {
+            messages: 2,
+            bytes: 1024,
+        };
+        consume(&lane, log.as_ref(), &mut recorder, limits, None)
+            .await
+            .expect("stopped cleanly");
+        assert_eq!(recorder.done, 5);
+        assert!(
+            recorder.chunks.iter().all(|c| c.len() <= 2),
+            "{:?}",
+            recorder.chunks
+        );
+        assert_eq!(recorder.chunks.concat(), [1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_fatal_error_is_returned() {
+        let dir = TempDir::new("consumer").expect("temp dir");
+        let log = open(&dir, "log.redb");
+        log.append(0, "", Bytes::from_static(b"fatal"))
+            .await
+            .expect("append");
+        let lane = Lane::new("test", 0, open(&dir, "dl.redb"), CancellationToken::new());
+        let limits = ChunkLimits {
+            messages: 8,
+            bytes: 1024,
+        };
+        let err = consume(&lane, log.as_ref(), &mut Recorder::default(), limits, None)
+            .await
+            .expect_err("fatal");
+        assert!(err.to_string().contains("seq 1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn retry_returns_permanent_errors_at_once() {
+        let dir = TempDir::new("consumer").expect("temp dir");
+        let lane = Lane::new("test", 0, open(&dir, "dl.redb"), CancellationToken::new());
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let got: Result<(), Halt<Error>> = lane
+            .retry("test", || {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        Err(Error::Unavailable("down".into()))
+                    } else {
+                        Err(Error::InvalidArgument("too large".into()))
+                    }
+                }
+            })
+            .await;
+        assert!(matches!(got, Err(Halt::Failed(Error::InvalidArgument(_)))));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+}
