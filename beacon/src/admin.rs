@@ -1,16 +1,23 @@
-//! `beacon admin`: tenants and keys through the gateway's admin API.
+//! `beacon admin`: tenants and keys through the gateway's admin listener.
 
 use anyhow::Context;
 use beacon_core::auth::with_bearer;
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
-use beacon_proto::admin::v1::{CreateKeyRequest, CreateTenantRequest, KeyKind, ListTenantsRequest};
+use beacon_proto::admin::v1::{
+    CreateKeyRequest, CreateTenantRequest, KeyKind, ListKeysRequest, ListTenantsRequest,
+    RevokeKeyRequest, RotateKeyRequest,
+};
 use tonic::transport::Channel;
 
 /// Where the admin API is and the token it takes.
 #[derive(Debug, clap::Args)]
 pub struct AdminConnection {
-    /// Gateway URL.
-    #[arg(long, env = "BEACON_URL", default_value = "http://127.0.0.1:8080")]
+    /// URL of the gateway's admin listener.
+    #[arg(
+        long,
+        env = "BEACON_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
     pub url: String,
     /// Admin token (printed by `beacon standalone`).
     #[arg(long, env = "BEACON_ADMIN_TOKEN", hide_env_values = true)]
@@ -64,10 +71,61 @@ enum AdminCommand {
         /// The tenant id.
         #[arg(long)]
         tenant: String,
-        /// `ingest` (public, write-only) or `read` (secret).
-        #[arg(long, value_parser = ["ingest", "read"])]
-        kind: String,
+        /// What the key may do.
+        #[arg(long, value_enum)]
+        kind: KindArg,
     },
+    /// Lists a tenant's keys (ids and kinds, never the keys).
+    ListKeys {
+        /// The tenant id.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revokes a key, at once or after a grace period.
+    RevokeKey {
+        /// The tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// The key's id, as list-keys shows it.
+        #[arg(long)]
+        key_id: String,
+        /// Seconds the key keeps working.
+        #[arg(long, default_value_t = 0)]
+        grace_seconds: u32,
+    },
+    /// Replaces a key with a new one of the same kind; the old one works for the grace period.
+    RotateKey {
+        /// The tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// The key's id, as list-keys shows it.
+        #[arg(long)]
+        key_id: String,
+        /// Seconds the old key keeps working.
+        #[arg(long, default_value_t = 3600)]
+        grace_seconds: u32,
+    },
+}
+
+/// What a new key may do.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KindArg {
+    /// Send events only; may be public (web pages).
+    Ingest,
+    /// Read insights only; secret.
+    Read,
+    /// Send events stating visitors' addresses; secret, for servers.
+    Server,
+}
+
+impl KindArg {
+    fn to_proto(self) -> KeyKind {
+        match self {
+            Self::Ingest => KeyKind::Ingest,
+            Self::Read => KeyKind::Read,
+            Self::Server => KeyKind::Server,
+        }
+    }
 }
 
 /// Runs one admin command and prints its result as JSON.
@@ -108,15 +166,59 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             )
         }
         AdminCommand::CreateKey { tenant, kind } => {
-            let kind = if kind == "read" {
-                KeyKind::Read
-            } else {
-                KeyKind::Ingest
-            };
             let reply = client
                 .create_key(admin.request(CreateKeyRequest {
                     tenant_id: tenant,
-                    kind: kind as i32,
+                    kind: kind.to_proto() as i32,
+                })?)
+                .await?
+                .into_inner();
+            serde_json::json!({ "key": reply.key })
+        }
+        AdminCommand::ListKeys { tenant } => {
+            let reply = client
+                .list_keys(admin.request(ListKeysRequest { tenant_id: tenant })?)
+                .await?
+                .into_inner();
+            serde_json::Value::Array(
+                reply
+                    .keys
+                    .into_iter()
+                    .map(|k| {
+                        let kind = KeyKind::try_from(k.kind).map_or("unknown", |k| k.as_str_name());
+                        serde_json::json!({
+                            "id": k.id, "kind": kind,
+                            "created_ms": k.created_ms, "expires_ms": k.expires_ms,
+                        })
+                    })
+                    .collect(),
+            )
+        }
+        AdminCommand::RevokeKey {
+            tenant,
+            key_id,
+            grace_seconds,
+        } => {
+            let reply = client
+                .revoke_key(admin.request(RevokeKeyRequest {
+                    tenant_id: tenant,
+                    key_id,
+                    grace_seconds,
+                })?)
+                .await?
+                .into_inner();
+            serde_json::json!({ "expires_ms": reply.expires_ms })
+        }
+        AdminCommand::RotateKey {
+            tenant,
+            key_id,
+            grace_seconds,
+        } => {
+            let reply = client
+                .rotate_key(admin.request(RotateKeyRequest {
+                    tenant_id: tenant,
+                    key_id,
+                    grace_seconds,
                 })?)
                 .await?
                 .into_inner();

@@ -129,7 +129,8 @@ impl GatewayCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         let backends = open(&self.backend).await?;
         let listener = bind(self.gateway.listen).await?;
-        beacon_gateway::run(self.gateway, backends, listener, signal_token()).await?;
+        let admin = bind(self.gateway.admin_listen).await?;
+        beacon_gateway::run(self.gateway, backends, listener, admin, signal_token()).await?;
         Ok(())
     }
 }

@@ -55,6 +55,8 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     let query_listener = bind(localhost_any()).await?;
     let ingest_listener = bind(localhost_any()).await?;
     let gateway_listener = bind(args.gateway.listen).await?;
+    let admin_listener = bind(args.gateway.admin_listen).await?;
+    let admin_addr = admin_listener.local_addr().context("admin address")?;
     args.gateway.query_urls = vec![url_of(&query_listener)?];
     args.gateway.ingest_urls = vec![url_of(&ingest_listener)?];
     args.gateway.admin_token = Some(admin_token.clone());
@@ -67,6 +69,7 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
             args.gateway,
             backends.clone(),
             gateway_listener,
+            admin_listener,
             gateway_stop,
         )),
         spawn(beacon_ingest::run(
@@ -87,7 +90,12 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
             query_stop,
         )),
     ];
-    announce(&gateway_addr.to_string(), &demo, &admin_token);
+    announce(
+        &gateway_addr.to_string(),
+        &admin_addr.to_string(),
+        &demo,
+        &admin_token,
+    );
     supervise(roles, tokens).await
 }
 
@@ -207,7 +215,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn announce(gateway: &str, demo: &serde_json::Value, admin_token: &str) {
+fn announce(gateway: &str, admin: &str, demo: &serde_json::Value, admin_token: &str) {
     let field = |name: &str| {
         demo.get(name)
             .and_then(|v| v.as_str())
@@ -223,11 +231,13 @@ fn announce(gateway: &str, demo: &serde_json::Value, admin_token: &str) {
     );
     println!("  ingest key:   {}", field("ingest_key"));
     println!("  read key:     {}", field("read_key"));
+    println!("  admin API:    http://{admin}  (tenants, keys, dead letters, /metrics)");
     println!("  admin token:  {admin_token}");
     println!(
         "BEACON_READY {}",
         json!({
             "gateway": format!("http://{gateway}"),
+            "admin": format!("http://{admin}"),
             "tenant": field("tenant"),
             "ingest_key": field("ingest_key"),
             "read_key": field("read_key"),

@@ -26,7 +26,7 @@ pub struct Baseline {
 /// Publishes `plan.events` encoded events and returns the acknowledged rate.
 pub async fn jetstream_publish(plan: &Plan) -> anyhow::Result<Baseline> {
     let nats = NatsServer::start()?;
-    let client = async_nats::connect(nats.url()).await?;
+    let client = beacon_core::backends::connect_nats(&nats.url()).await?;
     let js = jetstream::new(client);
     js.get_or_create_stream(stream::Config {
         name: "BENCH".into(),

@@ -20,17 +20,18 @@ use crate::{Plan, Table};
 pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env())?;
-    let (gateway, admin) = (
+    let (gateway, admin, token) = (
         beacon.ready.gateway.clone(),
+        beacon.ready.admin.clone(),
         beacon.ready.admin_token.clone(),
     );
-    let (mut model, keys) = setup(plan, &gateway, &admin).await?;
+    let (mut model, keys) = setup(plan, &admin, &token).await?;
     let probe_spec = TenantSpec {
         id: "probe".into(),
         time_zone: "UTC".into(),
         weight: 0.0,
     };
-    let probe_keys = create_tenants(&gateway, &admin, std::slice::from_ref(&probe_spec), 1).await?;
+    let probe_keys = create_tenants(&admin, &token, std::slice::from_ref(&probe_spec), 1).await?;
     let probe = Probe::connect(&gateway, &probe_keys[0]).await?;
 
     let idle = probe.measure(plan.probes, None).await?;

@@ -26,10 +26,10 @@ pub fn bench_env() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The model's tenants, created through `gateway`.
+/// The model's tenants, created through the admin listener at `admin`.
 pub async fn setup(
     plan: &Plan,
-    gateway: &str,
+    admin: &str,
     admin_token: &str,
 ) -> anyhow::Result<(TrafficModel, Vec<TenantKeys>)> {
     let model = TrafficModel::new(TrafficConfig {
@@ -37,7 +37,7 @@ pub async fn setup(
         tenants: plan.tenants,
         zipf_exponent: 1.1,
     });
-    let keys = create_tenants(gateway, admin_token, model.tenants(), 16).await?;
+    let keys = create_tenants(admin, admin_token, model.tenants(), 16).await?;
     Ok((model, keys))
 }
 
@@ -51,8 +51,13 @@ pub struct Rates {
 }
 
 /// Sends the plan's events as fast as the gateway takes them and measures both rates.
-async fn drive(plan: &Plan, gateway: &str, admin_token: &str) -> anyhow::Result<Rates> {
-    let (mut model, keys) = setup(plan, gateway, admin_token).await?;
+async fn drive(
+    plan: &Plan,
+    gateway: &str,
+    admin: &str,
+    admin_token: &str,
+) -> anyhow::Result<Rates> {
+    let (mut model, keys) = setup(plan, admin, admin_token).await?;
     let config = SendConfig {
         gateway: gateway.to_owned(),
         concurrency: plan.concurrency,
@@ -77,7 +82,8 @@ async fn drive(plan: &Plan, gateway: &str, admin_token: &str) -> anyhow::Result<
 pub async fn standalone(plan: &Plan, table: &mut Table, nats_rss: u64) -> anyhow::Result<Rates> {
     let dir = tempfile::tempdir()?;
     let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env())?;
-    let rate = drive(plan, &beacon.ready.gateway, &beacon.ready.admin_token).await?;
+    let ready = &beacon.ready;
+    let rate = drive(plan, &ready.gateway, &ready.admin, &ready.admin_token).await?;
     let rss = beacon.proc.peak_rss().unwrap_or(0);
     table.row(
         "peak RSS, beacon standalone (all roles, ingest run)",
@@ -91,7 +97,13 @@ pub async fn standalone(plan: &Plan, table: &mut Table, nats_rss: u64) -> anyhow
 /// nats-server and one process per role.
 pub async fn cluster(plan: &Plan, table: &mut Table) -> anyhow::Result<Rates> {
     let cluster = Cluster::start_with(&bench_env())?;
-    let rate = drive(plan, &cluster.gateway(), &cluster.admin_token).await?;
+    let rate = drive(
+        plan,
+        &cluster.gateway(),
+        &cluster.admin(),
+        &cluster.admin_token,
+    )
+    .await?;
     let nats_pid = cluster.nats.pid();
     let nats = nats_pid.and_then(crate::procs::peak_rss).unwrap_or(0);
     let nats_cpu = nats_pid.and_then(crate::procs::cpu_seconds).unwrap_or(0.0);

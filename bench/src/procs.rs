@@ -175,6 +175,8 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 pub struct Ready {
     /// Gateway URL.
     pub gateway: String,
+    /// URL of the gateway's admin listener.
+    pub admin: String,
     /// Demo tenant id.
     pub tenant: String,
     /// Demo ingest key.
@@ -199,6 +201,9 @@ impl Standalone {
         let mut envs = vec![
             ("BEACON_DATA_DIR", data_dir.display().to_string()),
             ("BEACON_LISTEN", format!("127.0.0.1:{port}")),
+            ("BEACON_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port())),
+            // The harness sends beacons on behalf of many visitors, as a proxy would.
+            ("BEACON_TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
             ("BEACON_PARTITIONS", "4".to_owned()),
             ("BEACON_FLUSH_INTERVAL_MS", "200".to_owned()),
         ];
@@ -219,6 +224,7 @@ impl Standalone {
         };
         let ready = Ready {
             gateway: field("gateway"),
+            admin: field("admin"),
             tenant: field("tenant"),
             ingest_key: field("ingest_key"),
             read_key: field("read_key"),
@@ -261,6 +267,7 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     procs: Vec<(Role, Proc)>,
     ports: [u16; 4],
+    admin_port: u16,
     /// Admin token of the gateway.
     pub admin_token: String,
     extra: Vec<(String, String)>,
@@ -283,7 +290,8 @@ impl Cluster {
             dir,
             procs: Vec::new(),
             ports,
-            admin_token: "test-admin-token".into(),
+            admin_port: free_port(),
+            admin_token: "test-admin-token-of-32-characters".into(),
             extra: extra
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -298,6 +306,11 @@ impl Cluster {
     /// The gateway URL.
     pub fn gateway(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// The URL of the gateway's admin listener.
+    pub fn admin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
     }
 
     /// The internal gRPC URL of `role`.
@@ -331,6 +344,12 @@ impl Cluster {
             ("BEACON_INGEST_URL", format!("http://127.0.0.1:{ingest}")),
             ("BEACON_QUERY_URL", format!("http://127.0.0.1:{query}")),
             ("BEACON_ADMIN_TOKEN", self.admin_token.clone()),
+            (
+                "BEACON_ADMIN_LISTEN",
+                format!("127.0.0.1:{}", self.admin_port),
+            ),
+            // The harness sends beacons on behalf of many visitors, as a proxy would.
+            ("BEACON_TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
         ];
         let mut envs = envs;
         envs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));

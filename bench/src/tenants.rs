@@ -25,23 +25,23 @@ const RETRY_PAUSE: Duration = Duration::from_millis(250);
 pub struct TenantKeys {
     /// Tenant id.
     pub id: String,
-    /// Key for sending events.
+    /// Key for sending events: a server key, since the load states each visitor's address.
     pub ingest_key: String,
     /// Key for reading insights.
     pub read_key: String,
 }
 
-/// Creates `tenants` through the admin API of `gateway` with `concurrency` calls in flight,
-/// retrying for up to 60 s while the gateway starts. A tenant that already exists (a rerun on
-/// the same data) gets fresh keys instead. Keys come back in the order of `tenants`.
+/// Creates `tenants` through the gateway's admin listener at `admin` with `concurrency` calls
+/// in flight, retrying for up to 60 s while the gateway starts. A tenant that already exists (a
+/// rerun on the same data) gets fresh keys instead. Keys come back in the order of `tenants`.
 pub async fn create_tenants(
-    gateway: &str,
+    admin: &str,
     admin_token: &str,
     tenants: &[TenantSpec],
     concurrency: usize,
 ) -> anyhow::Result<Vec<TenantKeys>> {
     let deadline = Instant::now() + STARTUP_WINDOW;
-    let channel = connect(gateway, STARTUP_WINDOW).await?;
+    let channel = connect(admin, STARTUP_WINDOW).await?;
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let token: Arc<str> = Arc::from(admin_token);
     let mut tasks = JoinSet::new();
@@ -62,7 +62,7 @@ pub async fn create_tenants(
         let (index, result) = joined.context("a tenant creation task panicked")?;
         keys[index] = Some(result?);
     }
-    tracing::info!(tenants = tenants.len(), gateway, "tenants created");
+    tracing::info!(tenants = tenants.len(), admin, "tenants created");
     keys.into_iter()
         .enumerate()
         .map(|(i, k)| k.ok_or_else(|| anyhow!("tenant #{i}: no keys were returned")))
@@ -89,12 +89,20 @@ async fn create_one(
         {
             Ok(reply) => {
                 let reply = reply.into_inner();
+                let send_key = create_key(
+                    &mut client,
+                    admin_token,
+                    &spec.id,
+                    KeyKind::Server,
+                    deadline,
+                )
+                .await?;
                 return Ok(TenantKeys {
                     id: reply
                         .tenant
                         .map(|t| t.id)
                         .unwrap_or_else(|| spec.id.clone()),
-                    ingest_key: reply.ingest_key,
+                    ingest_key: send_key,
                     read_key: reply.read_key,
                 });
             }
@@ -110,7 +118,7 @@ async fn create_one(
     }
 }
 
-/// New ingest and read keys for an existing tenant.
+/// New sending (server) and read keys for an existing tenant.
 async fn fresh_keys(
     client: &mut AdminServiceClient<Channel>,
     admin_token: &str,
@@ -118,7 +126,7 @@ async fn fresh_keys(
     deadline: Instant,
 ) -> anyhow::Result<TenantKeys> {
     tracing::info!(tenant = %spec.id, "tenant exists already; creating new keys");
-    let ingest_key = create_key(client, admin_token, &spec.id, KeyKind::Ingest, deadline).await?;
+    let ingest_key = create_key(client, admin_token, &spec.id, KeyKind::Server, deadline).await?;
     let read_key = create_key(client, admin_token, &spec.id, KeyKind::Read, deadline).await?;
     Ok(TenantKeys {
         id: spec.id.clone(),

@@ -10,14 +10,20 @@ use std::time::{Duration, Instant};
 use crate::meta::{KeyGrant, KeyKind, Tenant, TenantStore};
 use crate::{Error, Result};
 
-/// How long a successful key lookup is reused before asking the store again.
-const CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long a key lookup (found or not) is reused before asking the store again: a revoked key
+/// stops working within this time on every replica.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most cached lookups of each kind (found, unknown); the cache starts over beyond it.
+const CACHE_ENTRIES: usize = 100_000;
+/// Characters of a key's hash shown as its id.
+const KEY_ID_CHARS: usize = 12;
 
-/// A new random key of `kind`: `bk_ingest_…` or `bk_read_…`.
+/// A new random key of `kind`: `bk_ingest_…`, `bk_read_…` or `bk_server_…`.
 pub fn new_key(kind: KeyKind) -> String {
     let prefix = match kind {
         KeyKind::Ingest => "bk_ingest_",
         KeyKind::Read => "bk_read_",
+        KeyKind::Server => "bk_server_",
     };
     let bytes: [u8; 20] = rand::random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -45,8 +51,23 @@ pub fn validate_tenant_id(id: &str) -> Result<()> {
     }
 }
 
-/// A key hash's lookup result and when it was made.
-type CachedKey = (Instant, Tenant, KeyKind);
+/// A stored key as an operator sees it: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The first characters of the key's hash: names the key in `RevokeKey`.
+    pub id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// What it may do.
+    pub kind: KeyKind,
+    /// When it was created, Unix milliseconds.
+    pub created_ms: i64,
+    /// From when on it is refused, Unix milliseconds.
+    pub expires_ms: Option<i64>,
+}
+
+/// A key hash's lookup: what it grants (`None`: unknown) and when it was made.
+type CachedKey = (Instant, Option<(Tenant, KeyGrant)>);
 
 /// Authenticates keys and manages tenants over a [`TenantStore`].
 #[derive(Clone)]
@@ -64,55 +85,69 @@ impl Registry {
         }
     }
 
-    /// The tenant a key of kind `want` belongs to. Unknown keys are
-    /// [`Error::Unauthenticated`]; a key of the other kind is [`Error::PermissionDenied`].
+    /// The tenant a key allowed to do `want` belongs to. Unknown, revoked and expired keys are
+    /// [`Error::Unauthenticated`]; a key of another kind is [`Error::PermissionDenied`]. A
+    /// server key may do what an ingest key may.
     pub async fn authenticate(&self, key: &str, want: KeyKind) -> Result<Tenant> {
+        self.authenticate_kind(key, want)
+            .await
+            .map(|(tenant, _)| tenant)
+    }
+
+    /// Like [`Registry::authenticate`], also returning the key's own kind.
+    pub async fn authenticate_kind(&self, key: &str, want: KeyKind) -> Result<(Tenant, KeyKind)> {
         let hash = key_hash(key);
-        let (tenant, kind) = match self.cached(&hash) {
+        let found = match self.cached(&hash) {
             Some(hit) => hit,
             None => self.lookup(&hash).await?,
         };
-        if kind != want {
+        let (tenant, grant) =
+            found.ok_or_else(|| Error::Unauthenticated("unknown API key".into()))?;
+        if grant
+            .expires_ms
+            .is_some_and(|at| at <= crate::time::now_ms())
+        {
+            return Err(Error::Unauthenticated("the API key was revoked".into()));
+        }
+        let allowed =
+            grant.kind == want || (grant.kind == KeyKind::Server && want == KeyKind::Ingest);
+        if !allowed {
             return Err(Error::PermissionDenied(format!(
                 "a {} key cannot be used to {}",
-                kind_name(kind),
+                kind_name(grant.kind),
                 match want {
-                    KeyKind::Ingest => "send events",
+                    KeyKind::Ingest | KeyKind::Server => "send events",
                     KeyKind::Read => "read insights",
                 }
             )));
         }
-        Ok(tenant)
+        Ok((tenant, grant.kind))
     }
 
-    fn cached(&self, hash: &str) -> Option<(Tenant, KeyKind)> {
+    fn cached(&self, hash: &str) -> Option<Option<(Tenant, KeyGrant)>> {
         let cache = self.cache.lock().ok()?;
-        let (at, tenant, kind) = cache.get(hash)?;
-        (at.elapsed() < CACHE_TTL).then(|| (tenant.clone(), *kind))
+        let (at, found) = cache.get(hash)?;
+        (at.elapsed() < CACHE_TTL).then(|| found.clone())
     }
 
-    async fn lookup(&self, hash: &str) -> Result<(Tenant, KeyKind)> {
-        let grant = self
-            .store
-            .key(hash)
-            .await?
-            .ok_or_else(|| Error::Unauthenticated("unknown API key".into()))?;
-        let tenant = self.store.tenant(&grant.tenant_id).await?.ok_or_else(|| {
-            Error::Unauthenticated(format!(
-                "the key's tenant {:?} no longer exists",
-                grant.tenant_id
-            ))
-        })?;
+    /// Looks a key hash up and caches the answer, unknown keys included, so a flood of made-up
+    /// keys costs one store read per key and TTL at most.
+    async fn lookup(&self, hash: &str) -> Result<Option<(Tenant, KeyGrant)>> {
+        let found = match self.store.key(hash).await? {
+            None => None,
+            Some(grant) => self
+                .store
+                .tenant(&grant.tenant_id)
+                .await?
+                .map(|tenant| (tenant, grant)),
+        };
         if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 100_000 {
+            if cache.len() >= CACHE_ENTRIES {
                 cache.clear();
             }
-            cache.insert(
-                hash.to_owned(),
-                (Instant::now(), tenant.clone(), grant.kind),
-            );
+            cache.insert(hash.to_owned(), (Instant::now(), found.clone()));
         }
-        Ok((tenant, grant.kind))
+        Ok(found)
     }
 
     /// Creates a tenant with one ingest key and one read key, returned in that order. An empty
@@ -164,9 +199,82 @@ impl Registry {
         let grant = KeyGrant {
             tenant_id: tenant_id.to_owned(),
             kind,
+            created_ms: crate::time::now_ms(),
+            expires_ms: None,
         };
         self.store.put_key(&key_hash(&key), &grant).await?;
         Ok(key)
+    }
+
+    /// The keys of `tenant_id`, oldest first.
+    pub async fn keys(&self, tenant_id: &str) -> Result<Vec<KeyInfo>> {
+        let mut keys: Vec<KeyInfo> = self
+            .store
+            .keys()
+            .await?
+            .into_iter()
+            .filter(|(_, grant)| grant.tenant_id == tenant_id)
+            .map(|(hash, grant)| KeyInfo {
+                id: hash.chars().take(KEY_ID_CHARS).collect(),
+                tenant_id: grant.tenant_id,
+                kind: grant.kind,
+                created_ms: grant.created_ms,
+                expires_ms: grant.expires_ms,
+            })
+            .collect();
+        keys.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(keys)
+    }
+
+    /// Makes the key `key_id` of `tenant_id` stop working after `grace` (at once when zero), on
+    /// every replica within [`CACHE_TTL`] after that. Returns when it stops.
+    pub async fn revoke_key(&self, tenant_id: &str, key_id: &str, grace: Duration) -> Result<i64> {
+        let (hash, mut grant) = self.find_key(tenant_id, key_id).await?;
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let at = crate::time::now_ms().saturating_add(grace_ms);
+        grant.expires_ms = Some(grant.expires_ms.map_or(at, |before| before.min(at)));
+        self.store.put_key(&hash, &grant).await?;
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(&hash);
+        }
+        Ok(at)
+    }
+
+    /// Rotates the key `key_id` of `tenant_id`: a new key of the same kind, and the old one
+    /// revoked after `grace`, so clients can switch over. Returns the new key.
+    pub async fn rotate_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        grace: Duration,
+    ) -> Result<String> {
+        let (_, grant) = self.find_key(tenant_id, key_id).await?;
+        let key = self.create_key(tenant_id, grant.kind).await?;
+        self.revoke_key(tenant_id, key_id, grace).await?;
+        Ok(key)
+    }
+
+    async fn find_key(&self, tenant_id: &str, key_id: &str) -> Result<(String, KeyGrant)> {
+        if key_id.len() < KEY_ID_CHARS {
+            return Err(Error::InvalidArgument(format!(
+                "key_id {key_id:?}: give the {KEY_ID_CHARS} characters ListKeys shows"
+            )));
+        }
+        let mut matches = self
+            .store
+            .keys()
+            .await?
+            .into_iter()
+            .filter(|(hash, grant)| grant.tenant_id == tenant_id && hash.starts_with(key_id));
+        match (matches.next(), matches.next()) {
+            (Some(found), None) => Ok(found),
+            (None, _) => Err(Error::NotFound(format!(
+                "key {key_id:?} of tenant {tenant_id:?}"
+            ))),
+            (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+                "key_id {key_id:?} names several keys; give more characters"
+            ))),
+        }
     }
 
     /// Every tenant.
@@ -179,6 +287,7 @@ fn kind_name(kind: KeyKind) -> &'static str {
     match kind {
         KeyKind::Ingest => "ingest",
         KeyKind::Read => "read",
+        KeyKind::Server => "server",
     }
 }
 

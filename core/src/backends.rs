@@ -47,6 +47,33 @@ pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
         .map_err(|err| format!("{text:?} is not a byte size such as \"64MiB\" or \"20GB\": {err}"))
 }
 
+/// Connects to NATS at `url`, with the user and password the URL carries
+/// (`nats://user:password@host:4222`), which the client library does not take from a URL.
+pub async fn connect_nats(url: &str) -> Result<async_nats::Client> {
+    let addr: async_nats::ServerAddr = url
+        .parse()
+        .map_err(|err| Error::InvalidArgument(format!("NATS URL {url:?}: {err}")))?;
+    let mut options = async_nats::ConnectOptions::new().name("beacon");
+    if let (Some(user), Some(password)) = (addr.username(), addr.password()) {
+        options = options.user_and_password(user.to_owned(), password.to_owned());
+    }
+    let shown = redact(url);
+    options
+        .connect(addr)
+        .await
+        .map_err(|err| Error::Unavailable(format!("connecting to NATS at {shown}: {err}")))
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The opened backends of one process.
 #[derive(Clone)]
 pub struct Backends {
@@ -102,11 +129,7 @@ impl Backends {
     }
 
     async fn open_nats(args: &BackendArgs, url: &str) -> Result<Self> {
-        let client = async_nats::ConnectOptions::new()
-            .name("beacon")
-            .connect(url)
-            .await
-            .map_err(|err| Error::Unavailable(format!("connecting to NATS at {url}: {err}")))?;
+        let client = connect_nats(url).await?;
         let js = async_nats::jetstream::new(client);
         let replicas = args.nats_replicas;
         let meta = Arc::new(NatsMeta::open(js.clone(), replicas).await?);

@@ -26,10 +26,51 @@ pub fn forwarded_for(metadata: &tonic::metadata::MetadataMap) -> Option<std::net
 /// How often the health status is recomputed.
 const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Adds gRPC health (`grpc.health.v1`: every name in `services` and the empty name, SERVING
-/// while the process has no stalled partition and no failing store, NOT_SERVING otherwise, see
-/// [`crate::observe::Health`]) and server reflection (every Beacon proto) to `routes`.
-pub async fn with_health_and_reflection(routes: Routes, services: &[&str]) -> Result<Routes> {
+/// The protos of `packages` (and the well-known types they use), as an encoded descriptor set.
+fn descriptor_set_of(packages: &[&str]) -> Result<Vec<u8>> {
+    use prost::Message;
+    let mut set = prost_types::FileDescriptorSet::decode(beacon_proto::FILE_DESCRIPTOR_SET)
+        .map_err(|err| Error::Corrupt(format!("Beacon's descriptor set: {err}")))?;
+    set.file.retain(|file| {
+        let package = file.package();
+        package.starts_with("google.protobuf") || packages.contains(&package)
+    });
+    Ok(set.encode_to_vec())
+}
+
+/// Adds gRPC health (see [`with_health_and_reflection`]) and server reflection limited to
+/// `services` and the protos of `packages` to `routes`: what a public port may show of Beacon.
+pub async fn with_public_health_and_reflection(
+    routes: Routes,
+    services: &[&'static str],
+    packages: &[&str],
+) -> Result<Routes> {
+    static PUBLIC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let encoded = match PUBLIC.get() {
+        Some(encoded) => encoded,
+        None => {
+            let built = descriptor_set_of(packages)?;
+            PUBLIC.get_or_init(|| built)
+        }
+    };
+    let health = health_service(services).await;
+    let mut reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(encoded)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health");
+    for service in services {
+        reflection = reflection.with_service_name(*service);
+    }
+    let reflection = reflection
+        .build_v1()
+        .map_err(|err| Error::backend("building gRPC reflection", err))?;
+    Ok(routes.add_service(health).add_service(reflection))
+}
+
+/// A health service for `services` and the empty name, kept in line with the process's health.
+async fn health_service(
+    services: &[&str],
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let names: Vec<String> = services
         .iter()
@@ -39,6 +80,14 @@ pub async fn with_health_and_reflection(routes: Routes, services: &[&str]) -> Re
         .collect();
     set_status(&reporter, &names, tonic_health::ServingStatus::Serving).await;
     tokio::spawn(watch_health(reporter, names));
+    health
+}
+
+/// Adds gRPC health (`grpc.health.v1`: every name in `services` and the empty name, SERVING
+/// while the process has no stalled partition and no failing store, NOT_SERVING otherwise, see
+/// [`crate::observe::Health`]) and server reflection (every Beacon proto) to `routes`.
+pub async fn with_health_and_reflection(routes: Routes, services: &[&str]) -> Result<Routes> {
+    let health = health_service(services).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(beacon_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -59,6 +59,8 @@ impl Drop for TempDir {
 pub struct NatsServer {
     binary: PathBuf,
     port: u16,
+    /// The password of the user `beacon`, the only one the server accepts.
+    password: String,
     store: TempDir,
     child: Option<Child>,
 }
@@ -73,6 +75,7 @@ impl NatsServer {
             let mut server = NatsServer {
                 binary: binary.clone(),
                 port: free_port()?,
+                password: format!("test-{:016x}", rand::random::<u64>()),
                 store: TempDir::new("beacon-nats")?,
                 child: None,
             };
@@ -84,9 +87,10 @@ impl NatsServer {
         Err(last_error.unwrap_or_else(|| io::Error::other("nats-server did not start")))
     }
 
-    /// The client URL, `nats://127.0.0.1:<port>`.
+    /// The client URL with the credentials the server requires,
+    /// `nats://beacon:<password>@127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://beacon:{}@127.0.0.1:{}", self.password, self.port)
     }
 
     /// The port the server listens on.
@@ -119,6 +123,7 @@ impl NatsServer {
             .arg("-js")
             .args(["-a", "127.0.0.1"])
             .args(["-p", &self.port.to_string()])
+            .args(["--user", "beacon", "--pass", &self.password])
             .arg("-sd")
             .arg(self.store.path())
             .stdin(Stdio::null())

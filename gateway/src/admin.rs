@@ -1,6 +1,7 @@
 //! The admin API: tenants and keys, and the dead-letter tools, behind the admin token.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use beacon_core::auth::{Registry, request_key};
 use beacon_core::deadletter::{DeadLetters, Parked, source_name};
@@ -10,8 +11,10 @@ use beacon_proto::admin::v1::admin_service_server::AdminService;
 use beacon_proto::admin::v1::{
     CreateKeyRequest, CreateKeyResponse, CreateTenantRequest, CreateTenantResponse, DeadLetterInfo,
     DropDeadLetterRequest, DropDeadLetterResponse, GetDeadLetterRequest, GetDeadLetterResponse,
-    ListDeadLettersRequest, ListDeadLettersResponse, ListTenantsRequest, ListTenantsResponse,
-    ReplayDeadLetterRequest, ReplayDeadLetterResponse, Tenant,
+    KeyInfo as ProtoKeyInfo, KeyKind as ProtoKeyKind, ListDeadLettersRequest,
+    ListDeadLettersResponse, ListKeysRequest, ListKeysResponse, ListTenantsRequest,
+    ListTenantsResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse, RevokeKeyRequest,
+    RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse, Tenant,
 };
 use tonic::{Request, Response, Status};
 
@@ -25,8 +28,8 @@ const DEFAULT_LIST: u32 = 100;
 pub struct Admin {
     /// The registry.
     pub registry: Registry,
-    /// The admin token; `None` disables the API.
-    pub token: Option<String>,
+    /// The admin token (checked for strength at startup).
+    pub token: String,
     /// The dead-letter log.
     pub dead_letters: DeadLetters,
     /// The event log, for replays.
@@ -39,13 +42,8 @@ pub struct Admin {
 
 impl Admin {
     fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let Some(expected) = &self.token else {
-            return Err(Status::unauthenticated(
-                "the admin API is disabled: start the gateway with BEACON_ADMIN_TOKEN",
-            ));
-        };
         let given = request_key(request.metadata())?;
-        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        if constant_time_eq(given.as_bytes(), self.token.as_bytes()) {
             Ok(())
         } else {
             Err(Status::unauthenticated("wrong admin token"))
@@ -121,6 +119,25 @@ impl Admin {
     }
 }
 
+fn kind_from_proto(kind: i32) -> Result<KeyKind, Status> {
+    match ProtoKeyKind::try_from(kind) {
+        Ok(ProtoKeyKind::Ingest) => Ok(KeyKind::Ingest),
+        Ok(ProtoKeyKind::Read) => Ok(KeyKind::Read),
+        Ok(ProtoKeyKind::Server) => Ok(KeyKind::Server),
+        _ => Err(Status::invalid_argument(
+            "kind: must be KEY_KIND_INGEST, KEY_KIND_READ or KEY_KIND_SERVER",
+        )),
+    }
+}
+
+fn kind_to_proto(kind: KeyKind) -> ProtoKeyKind {
+    match kind {
+        KeyKind::Ingest => ProtoKeyKind::Ingest,
+        KeyKind::Read => ProtoKeyKind::Read,
+        KeyKind::Server => ProtoKeyKind::Server,
+    }
+}
+
 fn to_proto(tenant: meta::Tenant) -> Tenant {
     Tenant {
         id: tenant.id,
@@ -166,17 +183,60 @@ impl AdminService for Admin {
     ) -> Result<Response<CreateKeyResponse>, Status> {
         self.check(&request)?;
         let req = request.into_inner();
-        let kind = match beacon_proto::admin::v1::KeyKind::try_from(req.kind) {
-            Ok(beacon_proto::admin::v1::KeyKind::Ingest) => KeyKind::Ingest,
-            Ok(beacon_proto::admin::v1::KeyKind::Read) => KeyKind::Read,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "kind: must be KEY_KIND_INGEST or KEY_KIND_READ",
-                ));
-            }
-        };
+        let kind = kind_from_proto(req.kind)?;
         let key = self.registry.create_key(&req.tenant_id, kind).await?;
+        tracing::info!(tenant = %req.tenant_id, kind = ?kind, "key created");
         Ok(Response::new(CreateKeyResponse { key }))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<ListKeysRequest>,
+    ) -> Result<Response<ListKeysResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        let keys = self.registry.keys(&req.tenant_id).await?;
+        Ok(Response::new(ListKeysResponse {
+            keys: keys
+                .into_iter()
+                .map(|key| ProtoKeyInfo {
+                    id: key.id,
+                    kind: kind_to_proto(key.kind) as i32,
+                    created_ms: key.created_ms,
+                    expires_ms: key.expires_ms.unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn revoke_key(
+        &self,
+        request: Request<RevokeKeyRequest>,
+    ) -> Result<Response<RevokeKeyResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        let grace = Duration::from_secs(u64::from(req.grace_seconds));
+        let expires_ms = self
+            .registry
+            .revoke_key(&req.tenant_id, &req.key_id, grace)
+            .await?;
+        tracing::info!(tenant = %req.tenant_id, key = %req.key_id, expires_ms, "key revoked");
+        Ok(Response::new(RevokeKeyResponse { expires_ms }))
+    }
+
+    async fn rotate_key(
+        &self,
+        request: Request<RotateKeyRequest>,
+    ) -> Result<Response<RotateKeyResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        let grace = Duration::from_secs(u64::from(req.grace_seconds));
+        let key = self
+            .registry
+            .rotate_key(&req.tenant_id, &req.key_id, grace)
+            .await?;
+        tracing::info!(tenant = %req.tenant_id, key = %req.key_id, grace_seconds = req.grace_seconds, "key rotated");
+        Ok(Response::new(RotateKeyResponse { key }))
     }
 
     async fn list_dead_letters(

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use beacon_core::MAX_BODY_BYTES;
-use beacon_proto::ingest::v1::ingest_service_server::IngestService;
 use beacon_proto::ingest::v1::{Event, PropValue, Revenue, SendEventsRequest, prop_value};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -68,7 +67,7 @@ async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection>
         .get::<TcpConnectInfo>()
         .and_then(|info| info.remote_addr())
         .map(|addr| addr.ip());
-    let client_ip = beacon_core::grpc::forwarded_for(&metadata).or(peer);
+    let client_ip = ingest.guard.edge.client(peer, &metadata);
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| {
@@ -88,11 +87,8 @@ async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection>
         )
     })?;
     grpc.metadata_mut().insert("authorization", auth);
-    if let Some(value) = client_ip.and_then(|ip| MetadataValue::try_from(ip.to_string()).ok()) {
-        grpc.metadata_mut().insert("x-forwarded-for", value);
-    }
     let reply = ingest
-        .send_events(grpc)
+        .send(grpc, client_ip)
         .await
         .map_err(|status| (http_status(status.code()), status.message().to_owned()))?
         .into_inner();

@@ -18,6 +18,9 @@ pub enum GatewayError {
     /// A rate limit of zero.
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    /// The admin token is missing or too weak.
+    #[error("{0}")]
+    AdminToken(String),
     /// The server failed.
     #[error("serving the public port on {addr}: {source}")]
     Serve {

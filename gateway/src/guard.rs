@@ -1,20 +1,26 @@
-//! Key authentication and per-tenant rate limits at the edge.
+//! Key authentication, the per-address limit on failed authentication, and per-tenant rate
+//! limits at the edge.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use beacon_core::auth::{Registry, request_key};
 use beacon_core::meta::{KeyKind, Tenant};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tonic::Status;
 use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
 
+use crate::edge::Edge;
 use crate::{GatewayArgs, GatewayError};
 
-/// Admits requests: a valid key of the right kind, within the tenant's rate.
+/// Admits requests: an address not refused for failing too often, a valid key of the right
+/// kind, within the tenant's rate.
 #[derive(Clone)]
 pub struct Guard {
     registry: Registry,
+    /// Client addresses and failed-authentication limits.
+    pub edge: Edge,
     events: Arc<DefaultKeyedRateLimiter<String>>,
     queries: Arc<DefaultKeyedRateLimiter<String>>,
     events_per_second: u32,
@@ -24,12 +30,14 @@ pub struct Guard {
 impl Guard {
     /// A guard with the limits of `args`.
     pub fn new(registry: Registry, args: &GatewayArgs) -> Result<Self, GatewayError> {
+        let edge = Edge::new(&args.trusted_proxies, args.failed_auth_per_second)?;
         let events = NonZeroU32::new(args.events_per_second)
             .ok_or(GatewayError::ZeroLimit("--tenant-events-per-second"))?;
         let queries = NonZeroU32::new(args.queries_per_second)
             .ok_or(GatewayError::ZeroLimit("--tenant-queries-per-second"))?;
         Ok(Self {
             registry,
+            edge,
             events: Arc::new(RateLimiter::keyed(Quota::per_second(events))),
             queries: Arc::new(RateLimiter::keyed(Quota::per_second(queries))),
             events_per_second: args.events_per_second,
@@ -37,10 +45,35 @@ impl Guard {
         })
     }
 
-    /// Admits `count` events sent with the key in `metadata`.
-    pub async fn ingest(&self, metadata: &MetadataMap, count: usize) -> Result<Tenant, Status> {
-        let key = request_key(metadata)?;
-        let tenant = self.registry.authenticate(&key, KeyKind::Ingest).await?;
+    /// The tenant of the key in `metadata` allowed to do `want`, counting failures of `client`.
+    async fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        want: KeyKind,
+        client: Option<IpAddr>,
+    ) -> Result<Tenant, Status> {
+        self.edge.admit(client)?;
+        let authenticated = match request_key(metadata) {
+            Ok(key) => self.registry.authenticate(&key, want).await,
+            Err(err) => Err(err),
+        };
+        authenticated.map_err(|err| {
+            let status = Status::from(err);
+            if status.code() == Code::Unauthenticated {
+                self.edge.failed(client);
+            }
+            status
+        })
+    }
+
+    /// Admits `count` events sent by `client` with the key in `metadata`.
+    pub async fn ingest(
+        &self,
+        metadata: &MetadataMap,
+        count: usize,
+        client: Option<IpAddr>,
+    ) -> Result<Tenant, Status> {
+        let tenant = self.authenticate(metadata, KeyKind::Ingest, client).await?;
         let n = NonZeroU32::new(count.max(1) as u32).unwrap_or(NonZeroU32::MIN);
         match self.events.check_key_n(&tenant.id, n) {
             Ok(Ok(())) => Ok(tenant),
@@ -51,10 +84,13 @@ impl Guard {
         }
     }
 
-    /// Admits one insights request made with the key in `metadata`.
-    pub async fn query(&self, metadata: &MetadataMap) -> Result<Tenant, Status> {
-        let key = request_key(metadata)?;
-        let tenant = self.registry.authenticate(&key, KeyKind::Read).await?;
+    /// Admits one insights request made by `client` with the key in `metadata`.
+    pub async fn query(
+        &self,
+        metadata: &MetadataMap,
+        client: Option<IpAddr>,
+    ) -> Result<Tenant, Status> {
+        let tenant = self.authenticate(metadata, KeyKind::Read, client).await?;
         self.queries.check_key(&tenant.id).map_err(|_| {
             Status::resource_exhausted(format!(
                 "tenant {:?} exceeded its limit of {} queries per second; retry later",

@@ -2,7 +2,6 @@
 
 use std::net::IpAddr;
 
-use beacon_core::grpc::client_ip;
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::ingest::v1::ingest_service_server::IngestService;
 use beacon_proto::ingest::v1::{SendEventsRequest, SendEventsResponse};
@@ -35,8 +34,8 @@ pub fn channel(urls: &[String]) -> Result<Channel, GatewayError> {
     Ok(Channel::balance_list(endpoints.into_iter()))
 }
 
-/// Re-wraps a request for an upstream: keeps the API key and states the client's address in
-/// `x-forwarded-for` (the first entry of an incoming one, else the TCP peer).
+/// Re-wraps a request for an upstream: keeps the API key and states the client's address (as
+/// the edge resolved it) in `x-forwarded-for`, replacing whatever the caller sent.
 pub fn forward<T>(request: Request<T>, client_ip: Option<IpAddr>) -> Request<T> {
     let metadata = request.metadata().clone();
     let mut out = Request::new(request.into_inner());
@@ -60,20 +59,34 @@ pub struct IngestProxy {
     pub upstream: IngestServiceClient<Channel>,
 }
 
+impl IngestProxy {
+    /// Admits events sent by `client`, then forwards them.
+    pub async fn send(
+        &self,
+        request: Request<SendEventsRequest>,
+        client: Option<IpAddr>,
+    ) -> Result<Response<SendEventsResponse>, Status> {
+        self.guard
+            .ingest(request.metadata(), request.get_ref().events.len(), client)
+            .await?;
+        self.upstream
+            .clone()
+            .send_events(forward(request, client))
+            .await
+    }
+}
+
 #[tonic::async_trait]
 impl IngestService for IngestProxy {
     async fn send_events(
         &self,
         request: Request<SendEventsRequest>,
     ) -> Result<Response<SendEventsResponse>, Status> {
-        self.guard
-            .ingest(request.metadata(), request.get_ref().events.len())
-            .await?;
-        let ip = client_ip(&request);
-        self.upstream
-            .clone()
-            .send_events(forward(request, ip))
-            .await
+        let client = self
+            .guard
+            .edge
+            .client(request.remote_addr().map(|a| a.ip()), request.metadata());
+        self.send(request, client).await
     }
 }
 
@@ -92,7 +105,11 @@ impl InsightsService for InsightsProxy {
         &self,
         request: Request<GetAggregateRequest>,
     ) -> Result<Response<GetAggregateResponse>, Status> {
-        self.guard.query(request.metadata()).await?;
+        let client = self
+            .guard
+            .edge
+            .client(request.remote_addr().map(|a| a.ip()), request.metadata());
+        self.guard.query(request.metadata(), client).await?;
         self.upstream
             .clone()
             .get_aggregate(forward(request, None))
@@ -103,7 +120,11 @@ impl InsightsService for InsightsProxy {
         &self,
         request: Request<GetTimeseriesRequest>,
     ) -> Result<Response<GetTimeseriesResponse>, Status> {
-        self.guard.query(request.metadata()).await?;
+        let client = self
+            .guard
+            .edge
+            .client(request.remote_addr().map(|a| a.ip()), request.metadata());
+        self.guard.query(request.metadata(), client).await?;
         self.upstream
             .clone()
             .get_timeseries(forward(request, None))
@@ -114,7 +135,11 @@ impl InsightsService for InsightsProxy {
         &self,
         request: Request<GetBreakdownRequest>,
     ) -> Result<Response<GetBreakdownResponse>, Status> {
-        self.guard.query(request.metadata()).await?;
+        let client = self
+            .guard
+            .edge
+            .client(request.remote_addr().map(|a| a.ip()), request.metadata());
+        self.guard.query(request.metadata(), client).await?;
         self.upstream
             .clone()
             .get_breakdown(forward(request, None))

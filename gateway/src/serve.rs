@@ -1,40 +1,52 @@
-//! Wiring the public port: gRPC + gRPC-web + CORS + HTTP beacons on one listener.
+//! Wiring the two listeners. The public port: gRPC and gRPC-web for ingest and insights, HTTP
+//! beacons, CORS on those only, health, and reflection limited to the public protos. The admin
+//! listener: the admin API, health, reflection and `/metrics`. Both bound requests in time and
+//! connections in number.
 
 use beacon_core::MAX_BODY_BYTES;
 use beacon_core::auth::Registry;
 use beacon_core::backends::Backends;
 use beacon_core::deadletter::DeadLetters;
-use beacon_core::grpc::with_health_and_reflection;
+use beacon_core::grpc::{
+    metrics_text, with_health_and_reflection, with_public_health_and_reflection,
+};
 use beacon_proto::admin::v1::admin_service_server::AdminServiceServer;
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::ingest::v1::ingest_service_server::IngestServiceServer;
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::insights_service_server::InsightsServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::Server;
-use tower_http::cors::CorsLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::admin::Admin;
 use crate::guard::Guard;
 use crate::proxy::{IngestProxy, InsightsProxy, channel};
-use crate::{GatewayArgs, GatewayError, beacon};
+use crate::{GatewayArgs, GatewayError, beacon, conn, edge};
 
-const SERVICES: &[&str] = &[
+/// The services of the public port.
+const PUBLIC_SERVICES: &[&str] = &[
     "beacon.ingest.v1.IngestService",
     "beacon.insights.v1.InsightsService",
-    "beacon.admin.v1.AdminService",
 ];
+/// The proto packages reflection describes on the public port.
+const PUBLIC_PACKAGES: &[&str] = &["beacon.ingest.v1", "beacon.insights.v1"];
+/// The service of the admin listener.
+const ADMIN_SERVICE: &str = "beacon.admin.v1.AdminService";
+/// Requests served at once on one connection.
+const PER_CONNECTION: usize = 256;
 
-/// Builds the public services and serves them until `shutdown`.
+/// Builds the services and serves both listeners until `shutdown`.
 pub async fn serve(
     args: GatewayArgs,
     backends: Backends,
-    listener: TcpListener,
+    public: TcpListener,
+    admin: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
+    let token = edge::admin_token(args.admin_token.as_deref())?;
     let registry = Registry::new(backends.tenants.clone());
     let guard = Guard::new(registry.clone(), &args)?;
     let ingest = IngestProxy {
@@ -46,35 +58,73 @@ pub async fn serve(
         guard,
         upstream: InsightsServiceClient::new(channel(&args.query_urls)?),
     };
-    let admin = Admin {
+    let api = Routes::new(
+        IngestServiceServer::new(ingest.clone()).max_decoding_message_size(MAX_BODY_BYTES),
+    )
+    .add_service(InsightsServiceServer::new(insights));
+    let api = with_public_health_and_reflection(api, PUBLIC_SERVICES, PUBLIC_PACKAGES).await?;
+    // gRPC-web is translated for the gRPC routes only: the layer refuses other HTTP/1 requests.
+    let public_router = api
+        .into_axum_router()
+        .layer(tonic_web::GrpcWebLayer::new())
+        .merge(beacon::router(ingest))
+        .layer(browser_cors());
+    let admin_api = Admin {
         registry,
-        token: args.admin_token.clone(),
+        token,
         dead_letters: DeadLetters::new(backends.dead_letters.clone()),
         events: backends.events.clone(),
         rollups: backends.rollups.clone(),
         partitions: backends.partitions,
     };
-    let routes = Routes::new(
-        IngestServiceServer::new(ingest.clone()).max_decoding_message_size(MAX_BODY_BYTES),
+    let admin_router = with_health_and_reflection(
+        Routes::new(AdminServiceServer::new(admin_api)),
+        &[ADMIN_SERVICE],
     )
-    .add_service(InsightsServiceServer::new(insights))
-    .add_service(AdminServiceServer::new(admin));
-    let routes = with_health_and_reflection(routes, SERVICES).await?;
-    // gRPC-web is translated for the gRPC routes only: the layer refuses other HTTP/1 requests.
-    let router = routes
-        .into_axum_router()
-        .layer(tonic_web::GrpcWebLayer::new())
-        .merge(beacon::router(ingest));
+    .await?
+    .into_axum_router()
+    .route("/metrics", axum::routing::get(metrics_text));
+    tokio::try_join!(
+        serve_on("public", public, public_router, &args, shutdown.clone()),
+        serve_on("admin", admin, admin_router, &args, shutdown),
+    )?;
+    Ok(())
+}
+
+/// CORS for what browsers call (the two APIs over gRPC-web and the beacon endpoint); health
+/// and reflection get no CORS headers, so pages cannot call them.
+fn browser_cors() -> CorsLayer {
+    CorsLayer::permissive().allow_origin(AllowOrigin::predicate(|_, parts| {
+        let path = parts.uri.path();
+        path == "/api/event"
+            || PUBLIC_SERVICES
+                .iter()
+                .any(|s| path.starts_with(&format!("/{s}/")))
+    }))
+}
+
+/// Serves `router` on `listener` with the request timeout and connection cap of `args`.
+async fn serve_on(
+    name: &'static str,
+    listener: TcpListener,
+    router: axum::Router,
+    args: &GatewayArgs,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(%addr, "gateway listening (gRPC, gRPC-web, HTTP beacons)");
+    tracing::info!(%addr, listener = name, max_connections = args.max_connections, timeout_s = args.request_timeout.as_secs_f64(), "gateway listening");
     Server::builder()
         .accept_http1(true)
-        .layer(CorsLayer::permissive())
+        .timeout(args.request_timeout)
+        .concurrency_limit_per_connection(PER_CONNECTION)
         .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            conn::incoming(listener, args.max_connections),
+            shutdown.cancelled_owned(),
+        )
         .await
         .map_err(|source| GatewayError::Serve { addr, source })
 }

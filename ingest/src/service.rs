@@ -128,6 +128,20 @@ impl IngestService {
     }
 }
 
+/// Only a server key may state a visitor's address: a public ingest key could otherwise mint
+/// visitors and places at will.
+fn client_ip_allowed(event: &Event, kind: KeyKind) -> Result<(), String> {
+    if event.client_ip.is_empty() || kind == KeyKind::Server {
+        Ok(())
+    } else {
+        Err(
+            "client_ip: only server keys may set it; events sent with an ingest key take the \
+             connection's address"
+                .to_owned(),
+        )
+    }
+}
+
 fn rejected(id: String, error: String) -> EventResult {
     EventResult {
         id,
@@ -143,7 +157,10 @@ impl ingest_service_server::IngestService for IngestService {
         request: Request<SendEventsRequest>,
     ) -> Result<Response<SendEventsResponse>, Status> {
         let key = request_key(request.metadata())?;
-        let tenant = self.registry.authenticate(&key, KeyKind::Ingest).await?;
+        let (tenant, kind) = self
+            .registry
+            .authenticate_kind(&key, KeyKind::Ingest)
+            .await?;
         let fallback_ip = beacon_core::grpc::client_ip(&request);
         let events = request.into_inner().events;
         check_batch(events.len()).map_err(Status::invalid_argument)?;
@@ -151,7 +168,10 @@ impl ingest_service_server::IngestService for IngestService {
         let mut results = Vec::with_capacity(events.len());
         let mut accepted = Vec::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {
-            let checked = self.limits.check(&event, now);
+            let checked = self
+                .limits
+                .check(&event, now)
+                .and_then(|ts| client_ip_allowed(&event, kind).map(|()| ts));
             let id = event.id.clone();
             let logged = match checked {
                 Ok(ts) => self.to_logged(&tenant, event, ts, now, fallback_ip).await?,

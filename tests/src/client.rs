@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use beacon_core::auth::with_bearer;
-use beacon_proto::admin::v1::CreateTenantRequest;
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
+use beacon_proto::admin::v1::{CreateKeyRequest, CreateTenantRequest, KeyKind};
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::ingest::v1::{Event, SendEventsRequest, SendEventsResponse};
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
@@ -53,37 +53,44 @@ fn counts(values: &[beacon_proto::insights::v1::MetricValue]) -> Counts {
     }
 }
 
-/// A gateway client.
+/// A gateway client: the public port, and the admin listener for tenants and keys.
 #[derive(Clone)]
 pub struct Client {
     channel: Channel,
+    admin: Channel,
     /// The gateway URL.
     pub url: String,
     http: reqwest::Client,
 }
 
-impl Client {
-    /// Connects, retrying for up to 60 s while the gateway starts.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match Channel::from_shared(url.to_owned())?.connect().await {
-                Ok(channel) => {
-                    return Ok(Self {
-                        channel,
-                        url: url.to_owned(),
-                        http: reqwest::Client::new(),
-                    });
-                }
-                Err(err) if Instant::now() > deadline => {
-                    return Err(err).with_context(|| format!("connecting to {url}"));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+/// A channel to `url`, retrying for up to 60 s while the gateway starts.
+async fn connect_channel(url: &str) -> anyhow::Result<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match Channel::from_shared(url.to_owned())?.connect().await {
+            Ok(channel) => return Ok(channel),
+            Err(err) if Instant::now() > deadline => {
+                return Err(err).with_context(|| format!("connecting to {url}"));
             }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
 
-    /// Creates a tenant (retrying while upstreams start) and returns (ingest key, read key).
+impl Client {
+    /// Connects to the public port `url` and the admin listener `admin`, retrying for up to
+    /// 60 s while the gateway starts.
+    pub async fn connect(url: &str, admin: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            channel: connect_channel(url).await?,
+            admin: connect_channel(admin).await?,
+            url: url.to_owned(),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Creates a tenant (retrying while upstreams start) and returns a server key (it may state
+    /// visitors' addresses, as the generated traffic does) and a read key.
     pub async fn create_tenant(
         &self,
         admin_token: &str,
@@ -91,7 +98,7 @@ impl Client {
         time_zone: &str,
     ) -> anyhow::Result<(String, String)> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        let read = loop {
             let request = with_bearer(
                 admin_token,
                 CreateTenantRequest {
@@ -100,20 +107,50 @@ impl Client {
                     time_zone: time_zone.into(),
                 },
             )?;
-            match AdminServiceClient::new(self.channel.clone())
+            match AdminServiceClient::new(self.admin.clone())
                 .create_tenant(request)
                 .await
             {
-                Ok(reply) => {
-                    let reply = reply.into_inner();
-                    return Ok((reply.ingest_key, reply.read_key));
-                }
+                Ok(reply) => break reply.into_inner().read_key,
                 Err(status) if Instant::now() > deadline => {
                     return Err(anyhow::anyhow!("creating tenant {id}: {status}"));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
-        }
+        };
+        let server = self.create_key(admin_token, id, KeyKind::Server).await?;
+        Ok((server, read))
+    }
+
+    /// Adds a key of `kind` to tenant `id`.
+    pub async fn create_key(
+        &self,
+        admin_token: &str,
+        id: &str,
+        kind: KeyKind,
+    ) -> anyhow::Result<String> {
+        let request = with_bearer(
+            admin_token,
+            CreateKeyRequest {
+                tenant_id: id.into(),
+                kind: kind as i32,
+            },
+        )?;
+        let reply = AdminServiceClient::new(self.admin.clone())
+            .create_key(request)
+            .await
+            .with_context(|| format!("creating a {} key for {id}", kind.as_str_name()))?;
+        Ok(reply.into_inner().key)
+    }
+
+    /// The admin API client.
+    pub fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.admin.clone())
+    }
+
+    /// The public port as a raw channel (for services the client does not wrap).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     /// Sends a batch of events with an ingest key.

@@ -97,7 +97,7 @@ fn calm_specs(attacker: &str) -> Vec<TenantSpec> {
 fn deadletters(cluster: &Cluster, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let output = Command::new(beacon_bin())
         .arg("deadletters")
-        .args(["--url", &cluster.gateway(), "--token", &cluster.admin_token])
+        .args(["--url", &cluster.admin(), "--token", &cluster.admin_token])
         .args(args)
         .output()?;
     anyhow::ensure!(
@@ -111,7 +111,7 @@ fn deadletters(cluster: &Cluster, args: &[&str]) -> anyhow::Result<serde_json::V
 /// Puts what no ingest would accept straight into the event log: an undecodable message and an
 /// event of an unknown time zone (as a buggy or older producer could).
 async fn inject_bad_messages(cluster: &Cluster, partition: u32) -> anyhow::Result<()> {
-    let client = async_nats::connect(cluster.nats.url()).await?;
+    let client = beacon_core::backends::connect_nats(&cluster.nats.url()).await?;
     let js = async_nats::jetstream::new(client);
     let subject = format!("events.{partition}");
     js.publish(
@@ -158,7 +158,7 @@ async fn wait_for_attacker(client: &Client, read: &str, date: &str) -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hostile_tenant_cannot_stall_its_partition() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway()).await?;
+    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
     let now = beacon_core::time::now_ms();
     let (evil_ingest, evil_read) = client
         .create_tenant(&cluster.admin_token, "evil", "UTC")

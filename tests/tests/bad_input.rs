@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use beacon_proto::admin::v1::KeyKind;
 use beacon_proto::ingest::v1::Event;
 use beacon_tests::run::{send_acknowledged, wait_exact};
 use beacon_tests::traffic::{TenantSpec, generate};
@@ -37,22 +38,26 @@ async fn every_limit_has_a_clear_error_and_nothing_accepted_is_lost() -> anyhow:
     let dir = tempfile::tempdir()?;
     let beacon = Standalone::start(&dir.path().join("data"), 0, &[])?;
     let ready = beacon.ready.clone();
-    let client = Client::connect(&ready.gateway).await?;
+    let client = Client::connect(&ready.gateway, &ready.admin).await?;
     let spec = TenantSpec {
         id: ready.tenant.clone(),
         time_zone: "UTC".into(),
     };
     let traffic = generate(3, &spec, 400, beacon_core::time::now_ms());
     let (before, after) = traffic.events.split_at(200);
+    // The traffic states each visitor's address, which only a server key may do.
+    let server_key = client
+        .create_key(&ready.admin_token, &ready.tenant, KeyKind::Server)
+        .await?;
     send_acknowledged(
         &client,
-        &ready.ingest_key,
+        &server_key,
         before.to_vec(),
         Duration::from_secs(10),
     )
     .await?;
 
-    let key = ready.ingest_key.as_str();
+    let key = server_key.as_str();
     let long = |n: usize| "x".repeat(n);
     rejected_with(
         &client,

@@ -10,7 +10,7 @@ use beacon_tests::{Client, Cluster, Role, Standalone};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_survives_sigkill_of_aggregator_and_query() -> anyhow::Result<()> {
     let mut cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway()).await?;
+    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
     let spec = TenantSpec {
         id: "faulty".into(),
         time_zone: "Asia/Kolkata".into(),
@@ -49,7 +49,7 @@ async fn standalone_survives_sigkill_during_ingest() -> anyhow::Result<()> {
     let port = free_port();
     let mut beacon = Standalone::start(&data, port, &[])?;
     let ready = beacon.ready.clone();
-    let client = Client::connect(&ready.gateway).await?;
+    let client = Client::connect(&ready.gateway, &ready.admin).await?;
     let now = beacon_core::time::now_ms();
     let mut tenants = Vec::new();
     for (i, tz) in [
@@ -107,8 +107,9 @@ async fn standalone_survives_sigkill_during_ingest() -> anyhow::Result<()> {
     // Restart on the same data folder and port. Each tenant retries from its first
     // unacknowledged batch (which may or may not have been stored) and also resends its last
     // acknowledged one: the same ids must count once.
-    let _beacon = Standalone::start(&data, port, &[])?;
-    let client = Client::connect(&ready.gateway).await?;
+    let restarted = Standalone::start(&data, port, &[])?;
+    let ready = restarted.ready.clone();
+    let client = Client::connect(&ready.gateway, &ready.admin).await?;
     for ((traffic, ingest, _), acked) in tenants.iter().zip(&acked) {
         for batch in traffic.events.chunks(BATCH).skip(acked.saturating_sub(1)) {
             send_acknowledged(&client, ingest, batch.to_vec(), Duration::from_secs(30)).await?;

@@ -54,7 +54,7 @@ async fn client_ip_becomes_a_country_and_is_not_stored() -> anyhow::Result<()> {
     let data = dir.path().join("data");
     let beacon = Standalone::start(&data, 0, &[("BEACON_GEOIP_DB", mmdb.display().to_string())])?;
     let ready = beacon.ready.clone();
-    let client = Client::connect(&ready.gateway).await?;
+    let client = Client::connect(&ready.gateway, &ready.admin).await?;
     let mut events = Vec::new();
     for n in 0..12 {
         events.push(event(n, &format!("81.2.69.{}", 10 + n)));
@@ -65,7 +65,15 @@ async fn client_ip_becomes_a_country_and_is_not_stored() -> anyhow::Result<()> {
     for n in 19..22 {
         events.push(event(n, &format!("192.0.2.{}", n)));
     }
-    send_acknowledged(&client, &ready.ingest_key, events, Duration::from_secs(10)).await?;
+    // Events that state the visitor's address need a server key.
+    let key = client
+        .create_key(
+            &ready.admin_token,
+            &ready.tenant,
+            beacon_proto::admin::v1::KeyKind::Server,
+        )
+        .await?;
+    send_acknowledged(&client, &key, events, Duration::from_secs(10)).await?;
 
     let today = local_date(beacon_core::time::now_ms(), "UTC");
     let expected = |visitors: u64| Counts {

@@ -46,12 +46,17 @@ async fn services(url: &str) -> anyhow::Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_role_serves_health_and_reflection() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
-    Client::connect(&cluster.gateway()).await?;
+    Client::connect(&cluster.gateway(), &cluster.admin()).await?;
     for (role, url, service) in [
         (
             "gateway",
             cluster.gateway(),
             "beacon.insights.v1.InsightsService",
+        ),
+        (
+            "gateway admin listener",
+            cluster.admin(),
+            "beacon.admin.v1.AdminService",
         ),
         (
             "ingest",
@@ -86,5 +91,12 @@ async fn every_role_serves_health_and_reflection() -> anyhow::Result<()> {
             "{role} lists {listed:?}"
         );
     }
+    // The public port shows only what the public may call.
+    let public = services(&cluster.gateway()).await?;
+    assert!(
+        !public.iter().any(|s| s == "beacon.admin.v1.AdminService"),
+        "public port lists {public:?}"
+    );
+    assert!(public.iter().any(|s| s == "beacon.ingest.v1.IngestService"));
     Ok(())
 }

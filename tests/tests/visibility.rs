@@ -43,7 +43,7 @@ async fn aggregator_lag_seconds(url: &str) -> anyhow::Result<f64> {
 /// Caps the rollup stream at the messages it holds, refusing new ones (`max_msgs`, discard new),
 /// or lifts the cap.
 async fn cap_rollups(cluster: &Cluster, capped: bool) -> anyhow::Result<()> {
-    let client = async_nats::connect(cluster.nats.url()).await?;
+    let client = beacon_core::backends::connect_nats(&cluster.nats.url()).await?;
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("BEACON_ROLLUPS").await?;
     let info = stream.info().await?;
@@ -80,7 +80,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_partition_shows_in_lag_and_health_then_recovers() -> anyhow::Result<()> {
     let cluster = Cluster::start_with(&[("BEACON_STALL_AFTER", "3s".to_owned())])?;
-    let client = Client::connect(&cluster.gateway()).await?;
+    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
     let aggregator = cluster.role_url(Role::Aggregator);
     let spec = TenantSpec {
         id: "stalled".into(),

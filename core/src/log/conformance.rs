@@ -380,7 +380,7 @@ fn start_nats() -> NatsServer {
 }
 
 async fn open_nats(server: &NatsServer) -> Arc<dyn Log> {
-    let client = async_nats::connect(server.url())
+    let client = crate::backends::connect_nats(&server.url())
         .await
         .expect("connect to nats-server");
     let js = async_nats::jetstream::new(client);

@@ -42,6 +42,8 @@ fn grant(tenant_id: &str, kind: KeyKind) -> KeyGrant {
     KeyGrant {
         tenant_id: tenant_id.to_owned(),
         kind,
+        created_ms: 1_772_359_200_000,
+        expires_ms: None,
     }
 }
 
@@ -105,6 +107,14 @@ async fn tenants_and_keys(stores: Stores) {
         vec![acme, zeta],
         "keys are not tenants"
     );
+    let mut keys = store.keys().await.expect("keys");
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want = vec![
+        (ingest.clone(), grant("acme", KeyKind::Read)),
+        (read.clone(), grant("zeta", KeyKind::Read)),
+    ];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(keys, want);
 }
 
 /// Concurrent first calls for a day agree on one of the candidates.
@@ -257,7 +267,7 @@ fn start_nats() -> NatsServer {
 }
 
 async fn open_nats(server: &NatsServer) -> Stores {
-    let client = async_nats::connect(server.url())
+    let client = crate::backends::connect_nats(&server.url())
         .await
         .expect("connect to nats-server");
     let js = async_nats::jetstream::new(client);

@@ -258,6 +258,21 @@ impl TenantStore for EmbeddedMeta {
         .await
     }
 
+    async fn keys(&self) -> Result<Vec<(String, KeyGrant)>> {
+        self.blocking("listing keys".to_owned(), move |inner| {
+            let txn = inner.db.begin_read()?;
+            let table = txn.open_table(KEYS)?;
+            let mut keys = Vec::new();
+            for entry in table.iter()? {
+                let (hash, json) = entry?;
+                let grant = decode_json(&format!("key {}", hash.value()), json.value())?;
+                keys.push((hash.value().to_owned(), grant));
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
     async fn key(&self, key_hash: &str) -> Result<Option<KeyGrant>> {
         let key = key_hash.to_owned();
         self.blocking(format!("reading key {key_hash}"), move |inner| {

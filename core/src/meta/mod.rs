@@ -25,10 +25,13 @@ pub struct Tenant {
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KeyKind {
-    /// Send events only. May be public.
+    /// Send events only. May be public (embedded in web pages).
     Ingest,
     /// Read insights only. Secret.
     Read,
+    /// Send events on behalf of visitors, stating their address (`Event.client_ip`). Secret:
+    /// never embed it in a page.
+    Server,
 }
 
 /// What a key grants.
@@ -38,6 +41,12 @@ pub struct KeyGrant {
     pub tenant_id: String,
     /// What it may do.
     pub kind: KeyKind,
+    /// When it was created, Unix milliseconds (0 for keys from before this was kept).
+    #[serde(default)]
+    pub created_ms: i64,
+    /// From when on it is refused, Unix milliseconds; never when absent.
+    #[serde(default)]
+    pub expires_ms: Option<i64>,
 }
 
 /// Tenants and their keys. Keys are stored only as hashes.
@@ -53,6 +62,8 @@ pub trait TenantStore: Send + Sync + 'static {
     async fn put_key(&self, key_hash: &str, grant: &KeyGrant) -> Result<()>;
     /// The grant of a key hash.
     async fn key(&self, key_hash: &str) -> Result<Option<KeyGrant>>;
+    /// Every key hash and its grant.
+    async fn keys(&self) -> Result<Vec<(String, KeyGrant)>>;
 }
 
 /// Daily salts for visitor hashes.

@@ -231,6 +231,28 @@ impl TenantStore for NatsMeta {
     async fn key(&self, key_hash: &str) -> Result<Option<KeyGrant>> {
         self.get_json(&key_key(key_hash)?).await
     }
+
+    async fn keys(&self) -> Result<Vec<(String, KeyGrant)>> {
+        let names: Vec<String> = self
+            .tenants
+            .keys()
+            .await
+            .map_err(|err| unavailable("listing keys", err))?
+            .try_collect()
+            .await
+            .map_err(|err| unavailable("listing keys", err))?;
+        let mut keys = Vec::new();
+        for name in names {
+            let Some(hash) = name.strip_prefix("key.") else {
+                continue;
+            };
+            if let Some(grant) = self.get_json::<KeyGrant>(&name).await? {
+                keys.push((hash.to_owned(), grant));
+            }
+        }
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(keys)
+    }
 }
 
 #[async_trait]
