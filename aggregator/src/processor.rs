@@ -152,6 +152,11 @@ impl Processor {
         self.watermark_ms
     }
 
+    /// Sessions not remembered because their tenant held its cap, since the start.
+    pub fn session_overflow(&self) -> u64 {
+        self.sessions.overflow()
+    }
+
     /// Number of sessions held (open ones, and closed ones not yet dropped).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
@@ -164,9 +169,10 @@ impl Processor {
             partition,
             event_seq: seq,
             watermark_ms: self.watermark_ms,
-            sessions: self.sessions.to_proto(&self.watermarks),
+            sessions: self.sessions.to_proto(),
             tenant_watermarks_ms: self.watermarks.clone(),
             admitted: self.admitted.to_proto(),
+            since_cleanup: self.since_cleanup,
         }
     }
 
@@ -177,7 +183,7 @@ impl Processor {
         self.watermarks = snapshot.tenant_watermarks_ms;
         self.admitted = Admitted::from_proto(snapshot.admitted);
         self.pending = PendingRollups::default();
-        self.since_cleanup = 0;
+        self.since_cleanup = snapshot.since_cleanup;
         Ok(())
     }
 

@@ -11,6 +11,10 @@ use crate::AggregatorError;
 
 /// Idle time that ends a session.
 pub const SESSION_IDLE_MS: i64 = 30 * 60 * 1000;
+/// Sessions one tenant may hold (closed ones are dropped every few thousand events). A visitor
+/// who starts a session beyond it is counted (a visit, a bounce) but not remembered, so their
+/// next event starts another visit; such sessions are counted in [`Sessions::overflow`].
+pub const MAX_SESSIONS_PER_TENANT: usize = 100_000;
 
 /// One visit in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +78,8 @@ pub struct Hit<'a> {
 #[derive(Debug, Default)]
 pub struct Sessions {
     by_tenant: HashMap<String, HashMap<u64, SessionState>>,
+    /// Sessions not remembered because their tenant held its cap.
+    overflow: u64,
 }
 
 impl Sessions {
@@ -90,6 +96,12 @@ impl Sessions {
         start: impl FnOnce() -> SessionState,
     ) -> (Visit, Cow<'_, SessionState>) {
         let visitors = self.by_tenant.entry(hit.tenant_id.to_owned()).or_default();
+        // The cap counts every session held: which ones are held depends only on the events
+        // and the cleanup cadence, both part of the snapshot, so the outcome is deterministic.
+        if visitors.len() >= MAX_SESSIONS_PER_TENANT && !visitors.contains_key(&hit.visitor) {
+            self.overflow += 1;
+            return (Visit::Started, Cow::Owned(start()));
+        }
         match visitors.entry(hit.visitor) {
             Entry::Occupied(occupied) if occupied.get().accepts(hit.ts, watermark_ms) => {
                 let session = occupied.into_mut();
@@ -119,21 +131,25 @@ impl Sessions {
         });
     }
 
+    /// Sessions not remembered because their tenant held its cap, since the start.
+    pub fn overflow(&self) -> u64 {
+        self.overflow
+    }
+
     /// Number of sessions held.
     pub fn len(&self) -> usize {
         self.by_tenant.values().map(HashMap::len).sum()
     }
 
-    /// The open sessions, given each tenant's watermark, ordered by (tenant, visitor).
-    pub fn to_proto(&self, watermarks: &HashMap<String, i64>) -> Vec<Session> {
+    /// Every session held (closed ones not dropped yet included, since they count toward the
+    /// cap), ordered by (tenant, visitor).
+    pub fn to_proto(&self) -> Vec<Session> {
         let mut out: Vec<Session> = self
             .by_tenant
             .iter()
             .flat_map(|(tenant, visitors)| {
-                let watermark_ms = watermark_of(watermarks, tenant);
                 visitors
                     .iter()
-                    .filter(move |(_, s)| s.is_open(watermark_ms))
                     .map(move |(visitor, s)| session_proto(tenant, *visitor, s))
             })
             .collect();
@@ -276,6 +292,41 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_holds_at_most_its_cap_of_open_sessions() {
+        let mut sessions = Sessions::default();
+        let visitor = |v: u64, ts: i64| Hit {
+            tenant_id: "flood",
+            visitor: v,
+            ts,
+            pageview: true,
+        };
+        for v in 0..MAX_SESSIONS_PER_TENANT as u64 {
+            sessions.track(visitor(v, 0), 0, || state(0));
+        }
+        let (visit, _) = sessions.track(visitor(u64::MAX, MIN), MIN, || state(MIN));
+        assert_eq!(visit, Visit::Started, "counted");
+        assert_eq!(sessions.overflow(), 1, "but not remembered");
+        assert_eq!(sessions.len(), MAX_SESSIONS_PER_TENANT);
+        let (visit, _) = sessions.track(visitor(7, 2 * MIN), 2 * MIN, || state(2 * MIN));
+        assert!(
+            matches!(visit, Visit::Joined { .. }),
+            "held sessions still join"
+        );
+        // Once the closed sessions are dropped, a new visitor finds room again.
+        let late = 31 * MIN;
+        sessions.cleanup(&HashMap::from([("flood".to_owned(), late)]));
+        sessions.track(visitor(u64::MAX - 1, late), late, || state(late));
+        assert_eq!(sessions.overflow(), 1);
+        assert_eq!(sessions.len(), 2, "visitor 7's session and the new one");
+        sessions.track(hit(0), 0, || state(0));
+        assert_eq!(
+            sessions.overflow(),
+            1,
+            "other tenants have caps of their own"
+        );
+    }
+
+    #[test]
     fn closed_by_watermark() {
         let mut sessions = Sessions::default();
         sessions.track(hit(0), 0, || state(0));
@@ -307,19 +358,24 @@ mod tests {
             || state(40 * MIN),
         );
         let watermarks = HashMap::from([("acme".to_owned(), 40 * MIN)]);
-        let proto = sessions.to_proto(&watermarks);
-        assert_eq!(proto.len(), 1, "the closed session is not saved");
+        let proto = sessions.to_proto();
+        assert_eq!(
+            proto.len(),
+            2,
+            "the closed session is saved until it is dropped"
+        );
         let restored = Sessions::from_proto(0, proto.clone()).expect("restore");
-        assert_eq!(restored.to_proto(&watermarks), proto);
+        assert_eq!(restored.to_proto(), proto);
         sessions.cleanup(&watermarks);
         assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions.to_proto().len(), 1);
     }
 
     #[test]
     fn corrupt_snapshot_is_named() {
         let mut proto = Sessions::default();
         proto.track(hit(0), 0, || state(0));
-        let mut saved = proto.to_proto(&HashMap::new());
+        let mut saved = proto.to_proto();
         saved[0].dimension_values.clear();
         let err = Sessions::from_proto(3, saved).expect_err("corrupt");
         assert!(err.to_string().contains("partition 3"), "{err}");

@@ -85,12 +85,15 @@ struct Outgoing {
 }
 
 /// The aggregator's instruments.
-#[derive(Clone)]
 struct Instruments {
     /// Events by outcome: counted, duplicate (a client retry), parked.
     events: opentelemetry::metrics::Counter<u64>,
     /// Encoded size of published rollups.
     rollup_bytes: opentelemetry::metrics::Histogram<u64>,
+    /// Sessions not remembered because their tenant held its cap.
+    overflow: opentelemetry::metrics::Counter<u64>,
+    /// The overflow already reported.
+    reported_overflow: u64,
 }
 
 impl Instruments {
@@ -106,6 +109,28 @@ impl Instruments {
                 .with_description("Encoded size of each published rollup")
                 .with_unit("By")
                 .build(),
+            overflow: meter
+                .u64_counter("beacon_sessions_overflow")
+                .with_description(
+                    "Sessions counted but not remembered because their tenant held its cap",
+                )
+                .build(),
+            reported_overflow: 0,
+        }
+    }
+
+    /// Reports sessions that overflowed since the last call.
+    fn report_overflow(&mut self, partition: u32, total: u64) {
+        let new = total.saturating_sub(self.reported_overflow);
+        if new > 0 {
+            self.reported_overflow = total;
+            self.overflow.add(new, &[]);
+            tracing::warn!(
+                partition,
+                new,
+                total,
+                "tenants at their session cap: visits counted, visitors not remembered"
+            );
         }
     }
 

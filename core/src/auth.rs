@@ -66,14 +66,21 @@ pub struct KeyInfo {
     pub expires_ms: Option<i64>,
 }
 
-/// A key hash's lookup: what it grants (`None`: unknown) and when it was made.
-type CachedKey = (Instant, Option<(Tenant, KeyGrant)>);
+/// Key lookups of the last [`CACHE_TTL`]: found ones and unknown ones apart, so a flood of
+/// made-up keys never pushes out the keys in use.
+#[derive(Default)]
+struct Cache {
+    found: HashMap<String, (Instant, Tenant, KeyGrant)>,
+    unknown: HashMap<String, Instant>,
+    /// Bumped by every revocation: a lookup that started before one is not cached.
+    generation: u64,
+}
 
 /// Authenticates keys and manages tenants over a [`TenantStore`].
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn TenantStore>,
-    cache: Arc<Mutex<HashMap<String, CachedKey>>>,
+    cache: Arc<Mutex<Cache>>,
 }
 
 impl Registry {
@@ -126,13 +133,17 @@ impl Registry {
 
     fn cached(&self, hash: &str) -> Option<Option<(Tenant, KeyGrant)>> {
         let cache = self.cache.lock().ok()?;
-        let (at, found) = cache.get(hash)?;
-        (at.elapsed() < CACHE_TTL).then(|| found.clone())
+        if let Some((at, tenant, grant)) = cache.found.get(hash) {
+            return (at.elapsed() < CACHE_TTL).then(|| Some((tenant.clone(), grant.clone())));
+        }
+        let at = cache.unknown.get(hash)?;
+        (at.elapsed() < CACHE_TTL).then_some(None)
     }
 
     /// Looks a key hash up and caches the answer, unknown keys included, so a flood of made-up
     /// keys costs one store read per key and TTL at most.
     async fn lookup(&self, hash: &str) -> Result<Option<(Tenant, KeyGrant)>> {
+        let generation = self.cache.lock().map(|c| c.generation).unwrap_or_default();
         let found = match self.store.key(hash).await? {
             None => None,
             Some(grant) => self
@@ -141,11 +152,26 @@ impl Registry {
                 .await?
                 .map(|tenant| (tenant, grant)),
         };
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_ENTRIES {
-                cache.clear();
+        if let Ok(mut cache) = self.cache.lock()
+            && cache.generation == generation
+        {
+            let now = Instant::now();
+            match &found {
+                Some((tenant, grant)) => {
+                    if cache.found.len() >= CACHE_ENTRIES {
+                        cache.found.clear();
+                    }
+                    cache
+                        .found
+                        .insert(hash.to_owned(), (now, tenant.clone(), grant.clone()));
+                }
+                None => {
+                    if cache.unknown.len() >= CACHE_ENTRIES {
+                        cache.unknown.clear();
+                    }
+                    cache.unknown.insert(hash.to_owned(), now);
+                }
             }
-            cache.insert(hash.to_owned(), (Instant::now(), found.clone()));
         }
         Ok(found)
     }
@@ -235,7 +261,8 @@ impl Registry {
         grant.expires_ms = Some(grant.expires_ms.map_or(at, |before| before.min(at)));
         self.store.put_key(&hash, &grant).await?;
         if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(&hash);
+            cache.generation += 1;
+            cache.found.remove(&hash);
         }
         Ok(at)
     }
@@ -249,12 +276,22 @@ impl Registry {
         grace: Duration,
     ) -> Result<String> {
         let (_, grant) = self.find_key(tenant_id, key_id).await?;
+        if grant
+            .expires_ms
+            .is_some_and(|at| at <= crate::time::now_ms())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "key {key_id:?} of tenant {tenant_id:?} is revoked already; create a new key instead"
+            )));
+        }
         let key = self.create_key(tenant_id, grant.kind).await?;
         self.revoke_key(tenant_id, key_id, grace).await?;
         Ok(key)
     }
 
     async fn find_key(&self, tenant_id: &str, key_id: &str) -> Result<(String, KeyGrant)> {
+        let key_id = key_id.trim().to_ascii_lowercase();
+        let key_id = key_id.as_str();
         if key_id.len() < KEY_ID_CHARS {
             return Err(Error::InvalidArgument(format!(
                 "key_id {key_id:?}: give the {KEY_ID_CHARS} characters ListKeys shows"

@@ -33,6 +33,8 @@ use crate::{Error, Result};
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 /// Longest pause between attempts.
 const MAX_DELAY: Duration = Duration::from_secs(5);
+/// Failed attempts at one call after which the backend counts as failing (health NOT_SERVING).
+const FAULT_AFTER: u32 = 5;
 /// How often the lag monitor reads the log's end.
 const MONITOR_EVERY: Duration = Duration::from_secs(1);
 
@@ -123,15 +125,28 @@ impl Lane {
         loop {
             attempt += 1;
             let err = match op().await {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    if attempt > FAULT_AFTER {
+                        observe::health().clear(&self.fault_name());
+                    }
+                    return Ok(value);
+                }
                 Err(err) if !err.is_transient() => return Err(Halt::Failed(err)),
                 Err(err) => err,
             };
             tracing::warn!(role = self.role, partition = self.partition, attempt, what, error = %err, "backend call failed; retrying");
+            if attempt == FAULT_AFTER {
+                observe::health().fault(&self.fault_name(), &format!("{what}: {err}"));
+            }
             if !backoff.sleep(Some(&self.shutdown)).await {
                 return Err(Halt::Stopped);
             }
         }
+    }
+
+    /// The name this lane's backend faults are recorded under.
+    pub fn fault_name(&self) -> String {
+        format!("{} partition {} backend", self.role, self.partition)
     }
 
     /// Like [`Lane::retry`], but gives up after `attempts` (used while shutting down).

@@ -23,6 +23,8 @@ pub fn forwarded_for(metadata: &tonic::metadata::MetadataMap) -> Option<std::net
         .and_then(|first| first.trim().parse().ok())
 }
 
+/// Longest time an internal request may take (the gateway's own limit is shorter by default).
+const INTERNAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often the health status is recomputed.
 const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -45,17 +47,10 @@ pub async fn with_public_health_and_reflection(
     services: &[&'static str],
     packages: &[&str],
 ) -> Result<Routes> {
-    static PUBLIC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let encoded = match PUBLIC.get() {
-        Some(encoded) => encoded,
-        None => {
-            let built = descriptor_set_of(packages)?;
-            PUBLIC.get_or_init(|| built)
-        }
-    };
+    let encoded = descriptor_set_of(packages)?;
     let health = health_service(services).await;
     let mut reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(encoded)
+        .register_encoded_file_descriptor_set(&encoded)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .with_service_name("grpc.health.v1.Health");
     for service in services {
@@ -156,6 +151,7 @@ pub async fn serve(
     tracing::info!(%addr, ?services, "gRPC and /metrics listening");
     Server::builder()
         .accept_http1(true)
+        .timeout(INTERNAL_TIMEOUT)
         .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await

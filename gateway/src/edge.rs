@@ -28,8 +28,11 @@ const KNOWN_TOKENS: &[&str] = &[
 ];
 /// How long an address that failed to authenticate too often is refused.
 const BLOCK_FOR: Duration = Duration::from_secs(10);
-/// Most blocked addresses remembered; the oldest half is forgotten beyond it.
+/// Most blocked addresses remembered; expired blocks are forgotten beyond it, and all of them
+/// if every one is still running.
 const MAX_BLOCKED: usize = 100_000;
+/// Addresses tracked by the failure limiter before idle ones are forgotten.
+const MAX_TRACKED: usize = 100_000;
 
 /// The admin token, refused when missing, a known default or shorter than
 /// [`MIN_ADMIN_TOKEN`] characters.
@@ -80,10 +83,22 @@ impl Edge {
         self.trusted.iter().any(|net| net.contains(ip))
     }
 
+    /// The key an address is limited under: IPv6 addresses by their /64, since one host
+    /// holds a whole /64.
+    fn limit_key(ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(bits.into())
+            }
+            v4 => v4,
+        }
+    }
+
     /// The client's address: the TCP `peer` unless it is a trusted proxy; then the rightmost
     /// `X-Forwarded-For` entry that is not a trusted proxy (the leftmost when all are).
     pub fn client(&self, peer: Option<IpAddr>, metadata: &MetadataMap) -> Option<IpAddr> {
-        let peer = peer?;
+        let peer = peer?.to_canonical();
         if !self.is_trusted(peer) {
             return Some(peer);
         }
@@ -95,7 +110,7 @@ impl Edge {
             .join(",");
         let mut client = peer;
         for entry in header.rsplit(',') {
-            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            let Some(ip) = parse_forwarded(entry) else {
                 break;
             };
             client = ip;
@@ -108,7 +123,9 @@ impl Edge {
 
     /// Refuses an address that failed to authenticate too often lately.
     pub fn admit(&self, ip: Option<IpAddr>) -> Result<(), Status> {
-        let Some(ip) = ip else { return Ok(()) };
+        let Some(ip) = ip.map(Self::limit_key) else {
+            return Ok(());
+        };
         let mut blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
         match blocked.get(&ip) {
             Some(until) if *until > Instant::now() => Err(Status::resource_exhausted(format!(
@@ -126,7 +143,12 @@ impl Edge {
 
     /// Counts a failed authentication of `ip`; past the limit the address is refused for a while.
     pub fn failed(&self, ip: Option<IpAddr>) {
-        let Some(ip) = ip else { return };
+        let Some(ip) = ip.map(Self::limit_key) else {
+            return;
+        };
+        if self.failures.len() >= MAX_TRACKED {
+            self.failures.retain_recent();
+        }
         if self.failures.check_key(&ip).is_ok() {
             return;
         }
@@ -134,10 +156,23 @@ impl Edge {
         if blocked.len() >= MAX_BLOCKED {
             let now = Instant::now();
             blocked.retain(|_, until| *until > now);
+            if blocked.len() >= MAX_BLOCKED {
+                blocked.clear();
+            }
         }
         blocked.insert(ip, Instant::now() + BLOCK_FOR);
         tracing::warn!(%ip, "refusing an address that failed to authenticate too often");
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:80`, `[::1]:80`).
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<std::net::SocketAddr>().map(|addr| addr.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
 }
 
 #[cfg(test)]
@@ -186,6 +221,21 @@ mod tests {
             edge.client(ip("10.9.9.9"), &xff("garbage, 10.1.1.1")),
             ip("10.1.1.1")
         );
+        // A dual-stack listener sees IPv4 peers as mapped IPv6; entries may carry ports.
+        assert_eq!(
+            edge.client(ip("::ffff:127.0.0.1"), &xff("198.51.100.7:5555")),
+            ip("198.51.100.7")
+        );
+    }
+
+    #[test]
+    fn an_ipv6_host_is_limited_by_its_64() {
+        let edge = edge(&[]);
+        for n in 0..11u16 {
+            edge.failed(ip(&format!("2001:db8::{n:x}")));
+        }
+        assert!(edge.admit(ip("2001:db8::ffff")).is_err());
+        assert!(edge.admit(ip("2001:db8:0:1::1")).is_ok());
     }
 
     #[test]

@@ -37,6 +37,10 @@ const PUBLIC_PACKAGES: &[&str] = &["beacon.ingest.v1", "beacon.insights.v1"];
 const ADMIN_SERVICE: &str = "beacon.admin.v1.AdminService";
 /// Requests served at once on one connection.
 const PER_CONNECTION: usize = 256;
+/// HTTP/2 pings to find dead peers, and how long a ping may go unanswered.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Connections are closed (gracefully) after this long, so none holds its permit for ever.
+const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Builds the services and serves both listeners until `shutdown`.
 pub async fn serve(
@@ -120,6 +124,9 @@ async fn serve_on(
         .accept_http1(true)
         .timeout(args.request_timeout)
         .concurrency_limit_per_connection(PER_CONNECTION)
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE))
+        .max_connection_age(MAX_CONNECTION_AGE)
         .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(
             conn::incoming(listener, args.max_connections),

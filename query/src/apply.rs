@@ -263,15 +263,21 @@ impl Consumer {
         })
     }
 
-    /// Applies one message, retrying with backoff until it succeeds (the shard is at fault).
+    /// Applies one message, retrying with backoff until it succeeds; meanwhile the shard counts
+    /// as failing (health NOT_SERVING).
     async fn apply_until_done(&self, message: RollupMessage) -> Result<(), Halt<QueryError>> {
         let partition = self.lane.partition();
         let messages: Arc<[RollupMessage]> = vec![message].into();
         let mut backoff = self.lane.backoff();
+        let health = beacon_core::observe::health();
         loop {
             match self.store.apply(partition, messages.clone()).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    health.clear(&self.lane.fault_name());
+                    return Ok(());
+                }
                 Err(err) => {
+                    health.fault(&self.lane.fault_name(), &err.to_string());
                     tracing::error!(partition, seq = messages[0].seq, error = %err, "applying a rollup failed; retrying");
                     if !backoff.sleep(Some(self.lane.token())).await {
                         return Err(Halt::Stopped);

@@ -109,6 +109,9 @@ impl Worker {
         self.instruments.count("counted", stats.events);
         self.instruments.count("duplicate", stats.duplicates);
         self.instruments.count("parked", stats.dead_letters);
+        let overflow = self.processor.session_overflow();
+        self.instruments
+            .report_overflow(self.lane.partition(), overflow);
         tracing::debug!(
             partition = self.lane.partition(),
             first_seq = out.first.seq,
