@@ -44,6 +44,10 @@ pub enum Error {
     /// A conditional write lost a race (the log moved on since it was read); read again.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The request needs more than one request may use (memory, time); the message names the
+    /// limit and how to stay under it.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
 }
 
 impl Error {
@@ -70,6 +74,7 @@ impl Error {
             Self::Unavailable(_) => Code::Unavailable,
             Self::RateLimited(_) => Code::ResourceExhausted,
             Self::Conflict(_) => Code::Aborted,
+            Self::ResourceExhausted(_) => Code::ResourceExhausted,
         }
     }
 

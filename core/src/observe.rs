@@ -84,6 +84,17 @@ pub fn render() -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Checks a failure of the embedded store at `path`. After an I/O failure redb refuses every
+/// later write; then the process exits so that its supervisor restarts it on a working file
+/// (what was acknowledged is durable already, so this is no worse than SIGKILL). Other failures
+/// are the caller's to retry (lanes report repeated ones to health).
+pub fn redb_failed(path: &std::path::Path, err: &redb::Error) {
+    if matches!(err, redb::Error::PreviousIo) {
+        tracing::error!(path = %path.display(), "the store refuses every write after an I/O error; exiting so that the process is restarted");
+        std::process::exit(75);
+    }
+}
+
 /// The process's health: consumer lanes and store faults.
 pub fn health() -> &'static Health {
     HEALTH.get_or_init(|| Health::new(DEFAULT_STALL_AFTER))

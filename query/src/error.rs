@@ -36,6 +36,9 @@ pub enum ShardFailure {
     /// A stored visitor sketch could not be read or built.
     #[error("HLL sketch: {0}")]
     Sketch(#[from] datasketches::error::Error),
+    /// A read needed more memory than one read may use.
+    #[error("{0}")]
+    Budget(String),
 }
 
 impl QueryError {
@@ -62,6 +65,10 @@ impl From<QueryError> for beacon_core::Error {
     fn from(err: QueryError) -> Self {
         match err {
             QueryError::Core(err) => err,
+            QueryError::Shard {
+                source: ShardFailure::Budget(reason),
+                ..
+            } => beacon_core::Error::ResourceExhausted(reason),
             QueryError::Shard {
                 shard,
                 what,

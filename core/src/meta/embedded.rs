@@ -119,7 +119,10 @@ from_redb!(
 impl StoreError {
     fn into_error(self, what: &str, path: &Path) -> Error {
         match self {
-            Self::Db(err) => Error::backend(format!("{what} in {}", path.display()), err),
+            Self::Db(err) => {
+                crate::observe::redb_failed(path, &err);
+                Error::backend(format!("{what} in {}", path.display()), err)
+            }
             Self::Beacon(err) => err,
         }
     }

@@ -193,6 +193,7 @@ impl RawStore for EmbeddedRawStore {
         tokio::task::spawn_blocking(move || {
             inner
                 .insert(&events)
+                .inspect_err(|err| crate::observe::redb_failed(&inner.path, err))
                 .context(|| format!("inserting {count} raw events into {}", inner.path.display()))
         })
         .await

@@ -11,7 +11,11 @@ use super::{ShardQuery, Top, schema};
 use crate::error::ShardFailure;
 use crate::metrics::{self, Sums};
 
-/// The groups of `tenant`'s rows matching `query`; `dimension` is the query's, checked.
+/// Most bytes of visitor sketches one read may hold (the rows of a dimension over the range).
+const MAX_READ_SKETCH_BYTES: usize = 512 << 20;
+
+/// The groups of `tenant`'s rows matching `query`; `dimension` is the query's, checked. A read
+/// that would hold more than [`MAX_READ_SKETCH_BYTES`] of sketches fails, naming the limit.
 pub(crate) fn sums(
     conn: &Connection,
     tenant: &str,
@@ -26,9 +30,18 @@ pub(crate) fn sums(
         query.start.to_string(),
         query.end.to_string()
     ])?;
+    let mut held = 0usize;
     while let Some(row) = rows.next()? {
         let key: String = row.get(0)?;
         let cell = Cell::read(row, 1)?;
+        held += cell.sketch.as_ref().map_or(0, |s| s.held_bytes());
+        if held > MAX_READ_SKETCH_BYTES {
+            return Err(ShardFailure::Budget(format!(
+                "the query reads more than {} MiB of visitor sketches; choose a shorter date \
+                 range or fewer groups",
+                MAX_READ_SKETCH_BYTES >> 20
+            )));
+        }
         match groups.get_mut(&key) {
             Some(sum) => sum.add(cell),
             None => {

@@ -37,6 +37,11 @@ impl Merge {
         self.sketches.extend(other.sketches);
     }
 
+    /// Bytes of the serialized sketches held.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.sketches.iter().map(Vec::len).sum()
+    }
+
     /// The union of several sketches; `None` for a single one.
     fn union(&self) -> Result<Option<HllUnion>, ShardFailure> {
         if self.sketches.len() < 2 {

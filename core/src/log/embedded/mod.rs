@@ -67,11 +67,6 @@ struct Shared {
 }
 
 impl Shared {
-    /// The name health faults are recorded under.
-    fn name(&self) -> String {
-        format!("log {}", self.path.display())
-    }
-
     fn committed_receiver(&self, partition: u32) -> watch::Receiver<u64> {
         let mut map = self
             .committed

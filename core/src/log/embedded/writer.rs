@@ -207,7 +207,7 @@ impl Writer {
                     *self.sizes.entry(partition).or_default() += bytes;
                 }
                 self.shared.publish_committed(&last);
-                crate::observe::health().clear(&self.shared.name());
+                crate::observe::health().clear(&format!("store {}", self.shared.path.display()));
                 for (request, slot) in batch.into_iter().zip(slots) {
                     let answer = self.answer(&request, slot);
                     let _ = request.reply.send(answer);
@@ -308,7 +308,7 @@ impl Writer {
     fn fail(&self, batch: Vec<AppendRequest>, slots: &[Slot], err: &redb::Error) {
         let path = self.shared.path.display();
         tracing::error!(path = %path, messages = batch.len(), error = %err, "log commit failed");
-        crate::observe::health().fault(&self.shared.name(), &err.to_string());
+        crate::observe::health().fault(&format!("store {path}"), &err.to_string());
         for (request, slot) in batch.into_iter().zip(slots) {
             let answer = match *slot {
                 Slot::New(_) | Slot::Pending(_) => Err(Error::backend(
@@ -319,13 +319,13 @@ impl Writer {
             };
             let _ = request.reply.send(answer);
         }
-        exit_if_unusable(&self.shared.path, err);
+        crate::observe::redb_failed(&self.shared.path, err);
     }
 
     /// Removes the messages of `partition` below `below`, and records the floor.
     fn trim(&mut self, partition: u32, below: u64) -> Result<u64> {
         let (removed, freed) = self.trim_tx(partition, below).map_err(|err| {
-            exit_if_unusable(&self.shared.path, &err);
+            crate::observe::redb_failed(&self.shared.path, &err);
             Error::backend(
                 format!(
                     "trimming partition {partition} of {} below {below}",
@@ -401,15 +401,6 @@ impl Writer {
         };
         txn.commit()?;
         Ok(freed)
-    }
-}
-
-/// After an I/O failure redb refuses every later write; the process exits so that its
-/// supervisor restarts it on a working file (acknowledged data is durable already).
-fn exit_if_unusable(path: &std::path::Path, err: &redb::Error) {
-    if matches!(err, redb::Error::PreviousIo) {
-        tracing::error!(path = %path.display(), "the log file refuses every write after an I/O error; exiting so that the process is restarted");
-        std::process::exit(75);
     }
 }
 
