@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use async_nats::jetstream::{self, stream};
-use beacon_core::testing::NatsServer;
+use beacon_testkit::NatsServer;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use prost::Message;

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use beacon_core::testing::NatsServer;
+use beacon_testkit::NatsServer;
 
 /// The `beacon` binary: `BEACON_BIN`, else this executable when it is `beacon`, else the one
 /// next to the test executable's `deps` folder.

@@ -391,7 +391,7 @@ mod tests {
 
     use super::*;
     use crate::log::embedded::EmbeddedLog;
-    use crate::testing::TempDir;
+    use beacon_testkit::TempDir;
 
     /// Records what it was handed; fails permanently on a payload of "fatal".
     #[derive(Default)]

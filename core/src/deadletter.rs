@@ -319,7 +319,7 @@ fn decode(partition: u32, seq: u64, payload: Bytes) -> Result<Parked> {
 mod tests {
     use super::*;
     use crate::log::embedded::EmbeddedLog;
-    use crate::testing::TempDir;
+    use beacon_testkit::TempDir;
 
     fn failure(index: u32, payload: usize) -> Failure {
         Failure {

@@ -25,7 +25,6 @@ pub mod raw;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
-pub mod testing;
 pub mod time;
 pub mod visitor;
 

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use super::embedded::EmbeddedLog;
 use super::nats::NatsLog;
 use super::{Log, LogMessage, LogStream};
-use crate::testing::{NatsServer, TempDir};
+use beacon_testkit::{NatsServer, TempDir};
 
 /// Longest wait for a message that must arrive.
 const WAIT: Duration = Duration::from_secs(20);

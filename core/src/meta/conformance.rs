@@ -10,7 +10,7 @@ use super::nats::NatsMeta;
 use super::{KeyGrant, KeyKind, SaltStore, SnapshotStore, Tenant, TenantStore};
 use crate::Error;
 use crate::auth::key_hash;
-use crate::testing::{NatsServer, TempDir};
+use beacon_testkit::{NatsServer, TempDir};
 
 /// The three stores of one backend.
 #[derive(Clone)]

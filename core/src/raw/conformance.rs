@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::embedded::EmbeddedRawStore;
 use super::{Inserted, Origin, RawEvent, RawStore};
-use crate::testing::TempDir;
+use beacon_testkit::TempDir;
 
 use Inserted::{Duplicate, New, Replay};
 

@@ -1,4 +1,4 @@
-//! Test utilities shared by the unit tests and the integration tests: a real `nats-server`
+//! Test support for Beacon's crates (never a dependency of production code): a real `nats-server`
 //! with JetStream on a free local port, and a self-removing temporary folder.
 
 use std::collections::BTreeSet;
