@@ -459,6 +459,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_trimmed_gap_is_refused_loudly_never_skipped() {
+        let dir = TempDir::new("consumer").expect("temp dir");
+        let log = open(&dir, "log.redb");
+        for n in 0..5 {
+            log.append(0, "", Bytes::from(vec![b'x'; 10 + n]))
+                .await
+                .expect("append");
+        }
+        log.trim(0, 4).await.expect("trim");
+        let token = CancellationToken::new();
+        let lane = Lane::new("gap-test", 0, open(&dir, "dl.redb"), token.clone());
+        let mut recorder = Recorder {
+            done: 1,
+            chunks: Vec::new(),
+        };
+        let limits = ChunkLimits {
+            messages: 8,
+            bytes: 1024,
+        };
+        let stop = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            token.cancel();
+        };
+        let (consumed, ()) = tokio::join!(
+            consume(&lane, log.as_ref(), &mut recorder, limits, None),
+            stop
+        );
+        consumed.expect("stopped cleanly");
+        assert!(
+            recorder.chunks.is_empty(),
+            "skipped to {:?}",
+            recorder.chunks
+        );
+        let problems = observe::health().problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("gap-test partition 0") && p.contains("trimmed")),
+            "{problems:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_fatal_error_is_returned() {
         let dir = TempDir::new("consumer").expect("temp dir");
         let log = open(&dir, "log.redb");
