@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::iter;
+use std::sync::Arc;
 
 use beacon_core::time::{hour_bucket, time_zone};
 use beacon_proto::insights::v1::Dimension;
@@ -236,7 +237,7 @@ fn new_session(
         .into_iter()
         .map(|(dim, value)| {
             let kept = admitted.admit(&event.tenant_id, hour.1, dim, &value);
-            (dim, kept.to_owned())
+            (dim, Arc::from(kept))
         })
         .collect();
     SessionState {
@@ -260,8 +261,7 @@ fn emit_deltas(
 ) {
     let tenant = hit.tenant_id;
     let targets = || {
-        iter::once((Dimension::Unspecified, ""))
-            .chain(session.dims.iter().map(|(d, v)| (*d, v.as_str())))
+        iter::once((Dimension::Unspecified, "")).chain(session.dims.iter().map(|(d, v)| (*d, &**v)))
     };
     let session_delta = match visit {
         Visit::Started => Counters {

@@ -1,8 +1,9 @@
 //! Sessions: a visitor's events belong to one visit until 30 minutes pass without activity.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use beacon_proto::insights::v1::Dimension;
 use beacon_proto::pipeline::v1::Session;
@@ -29,8 +30,9 @@ pub struct SessionState {
     pub hour_ms: i64,
     /// Local date of that bucket.
     pub local_date: String,
-    /// Session dimensions, fixed at the start.
-    pub dims: Vec<(Dimension, String)>,
+    /// Session dimensions, fixed at the start. Values are shared between the sessions that
+    /// hold them (see [`Sessions`]), so a session costs a pointer per dimension.
+    pub dims: Vec<(Dimension, Arc<str>)>,
 }
 
 impl SessionState {
@@ -80,6 +82,10 @@ pub struct Sessions {
     by_tenant: HashMap<String, HashMap<u64, SessionState>>,
     /// Sessions not remembered because their tenant held its cap.
     overflow: u64,
+    /// One copy of every dimension value held by a session. Values are capped in length and
+    /// (for sender-chosen dimensions) in number per tenant and day, so this stays small however
+    /// many sessions share them.
+    values: HashSet<Arc<str>>,
 }
 
 impl Sessions {
@@ -109,9 +115,12 @@ impl Sessions {
                 (visit, Cow::Borrowed(session))
             }
             entry => {
-                let session = start();
+                let mut session = start();
                 if !session.is_open(watermark_ms) {
                     return (Visit::Started, Cow::Owned(session));
+                }
+                for (_, value) in &mut session.dims {
+                    *value = intern(&mut self.values, value);
                 }
                 (
                     Visit::Started,
@@ -129,6 +138,7 @@ impl Sessions {
             visitors.retain(|_, session| session.is_open(watermark_ms));
             !visitors.is_empty()
         });
+        self.values.retain(|value| Arc::strong_count(value) > 1);
     }
 
     /// Sessions not remembered because their tenant held its cap, since the start.
@@ -163,13 +173,27 @@ impl Sessions {
         for session in sessions {
             let tenant = session.tenant_id.clone();
             let visitor = session.visitor;
-            let state = session_state(partition, session)?;
+            let mut state = session_state(partition, session)?;
+            for (_, value) in &mut state.dims {
+                *value = intern(&mut out.values, value);
+            }
             out.by_tenant
                 .entry(tenant)
                 .or_default()
                 .insert(visitor, state);
         }
         Ok(out)
+    }
+}
+
+/// The shared copy of `value`.
+fn intern(values: &mut HashSet<Arc<str>>, value: &Arc<str>) -> Arc<str> {
+    match values.get(value) {
+        Some(shared) => shared.clone(),
+        None => {
+            values.insert(value.clone());
+            value.clone()
+        }
     }
 }
 
@@ -211,7 +235,7 @@ fn session_proto(tenant: &str, visitor: u64, s: &SessionState) -> Session {
         pageviews: s.pageviews,
         hour_ms: s.hour_ms,
         local_date: s.local_date.clone(),
-        dimension_values: s.dims.iter().map(|(_, v)| v.clone()).collect(),
+        dimension_values: s.dims.iter().map(|(_, v)| v.to_string()).collect(),
         dimension_kinds: s.dims.iter().map(|(d, _)| *d as i32).collect(),
     }
 }
@@ -235,7 +259,7 @@ fn session_state(partition: u32, s: Session) -> Result<SessionState, AggregatorE
                 s.tenant_id
             ))
         })?;
-        dims.push((dim, value));
+        dims.push((dim, Arc::from(value)));
     }
     Ok(SessionState {
         start_ms: s.start_ms,
@@ -323,6 +347,27 @@ mod tests {
             sessions.overflow(),
             1,
             "other tenants have caps of their own"
+        );
+    }
+
+    #[test]
+    fn sessions_share_their_dimension_values() {
+        let mut sessions = Sessions::default();
+        let first = sessions.track(hit(0), 0, || state(0)).1.dims[0].1.clone();
+        let other = Hit {
+            visitor: 8,
+            ..hit(MIN)
+        };
+        let second = sessions.track(other, MIN, || state(MIN)).1.dims[0]
+            .1
+            .clone();
+        assert!(Arc::ptr_eq(&first, &second), "one copy of \"DE\"");
+        drop((first, second));
+        sessions.cleanup(&HashMap::from([("acme".to_owned(), 100 * MIN)]));
+        assert_eq!(sessions.len(), 0);
+        assert!(
+            sessions.values.is_empty(),
+            "values no session holds are dropped"
         );
     }
 
