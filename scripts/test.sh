@@ -30,4 +30,5 @@ cargo test --workspace --all-targets
 
 # The benchmark harness, small: every scenario runs, so it cannot rot. Figures are printed, not
 # asserted (see BENCHMARKS.md).
-cargo run --quiet --bin beacon -- bench --quick
+# The workspace build above made it; running it directly avoids a second dependency resolution.
+"${CARGO_TARGET_DIR:-target}/debug/beacon-bench" --quick

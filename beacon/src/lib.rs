@@ -40,8 +40,6 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Checks that a role is serving (for container health checks).
     Health(health::HealthArgs),
-    /// Runs the benchmarks and prints every figure beside a same-run baseline.
-    Bench(beacon_bench::BenchArgs),
 }
 
 /// Parses the command line, runs the command, and reports failure on stderr.
@@ -72,7 +70,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Deadletters(args) => deadletters::run(args).await,
         Command::Health(args) => health::run(args).await,
         Command::Stats(args) => stats::run(args).await,
-        Command::Bench(args) => beacon_bench::run(args).await,
         command => {
             let _telemetry = beacon_core::telemetry::init("beacon");
             match command {
@@ -84,8 +81,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Command::Admin(_)
                 | Command::Deadletters(_)
                 | Command::Health(_)
-                | Command::Stats(_)
-                | Command::Bench(_) => Ok(()),
+                | Command::Stats(_) => Ok(()),
             }
         }
     }

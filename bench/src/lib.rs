@@ -1,6 +1,6 @@
 //! Beacon's load generator and benchmarks.
 //!
-//! `beacon bench` starts what it needs (nats-server, `beacon standalone`, one process per role),
+//! `beacon-bench` starts what it needs (nats-server, `beacon standalone`, one process per role),
 //! runs each scenario and prints one table: every figure beside a baseline measured in the same
 //! run, and their ratio. These machines are noisy: only same-run ratios mean something.
 
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use report::Table;
 
-/// `beacon bench` flags.
+/// `beacon-bench` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// A small run (well under 3 minutes) that exercises every scenario; used by CI.

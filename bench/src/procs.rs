@@ -11,21 +11,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use beacon_testkit::NatsServer;
 
-/// The `beacon` binary: `BEACON_BIN`, else this executable when it is `beacon`, else the one
-/// next to the test executable's `deps` folder.
+/// The `beacon` binary: `BEACON_BIN`, else the one beside this executable (`beacon-bench`), or
+/// beside the test executable's `deps` folder.
 pub fn beacon_bin() -> PathBuf {
     if let Ok(path) = std::env::var("BEACON_BIN") {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    if exe.file_name().is_some_and(|name| name == "beacon") {
-        return exe;
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir.pop();
     }
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
     dir.join("beacon")
 }
 
