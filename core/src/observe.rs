@@ -275,7 +275,6 @@ impl Health {
         meter()
             .f64_observable_gauge("beacon_consumer_lag_seconds")
             .with_description("Seconds since a consumer was last caught up with its log")
-            .with_unit("s")
             .with_callback(move |observer| {
                 for lag in seconds.lags() {
                     observer.observe(lag.seconds, &lane_labels(&lag));
