@@ -82,14 +82,21 @@ pub(crate) struct Cell {
 impl Cell {
     /// The cell of a row whose cell columns start at `first`.
     pub(crate) fn read(row: &Row<'_>, first: usize) -> ::duckdb::Result<Self> {
+        let mut cell = Self::read_counters(row, first)?;
+        let sketch: Option<Vec<u8>> = row.get(first + 6)?;
+        cell.sketch = sketch.map(Merge::of);
+        Ok(cell)
+    }
+
+    /// The counters of a row whose cell columns start at `first`, leaving its sketch unread.
+    pub(crate) fn read_counters(row: &Row<'_>, first: usize) -> ::duckdb::Result<Self> {
         let mut counters = [0; 6];
         for (i, counter) in counters.iter_mut().enumerate() {
             *counter = row.get(first + i)?;
         }
-        let sketch: Option<Vec<u8>> = row.get(first + 6)?;
         Ok(Self {
             counters,
-            sketch: sketch.map(Merge::of),
+            sketch: None,
         })
     }
 

@@ -1,7 +1,7 @@
-//! The read of a [`ShardQuery`]: one filtered scan, cells added up per group here, then the
-//! best groups picked. Sketches are merged only for the groups returned.
+//! The read of a [`ShardQuery`]: filtered scans, cells added up per group here, then the best
+//! groups picked. Sketches are read and merged only for the groups returned.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ::duckdb::{Connection, params};
 use beacon_proto::insights::v1::Metric;
@@ -14,14 +14,55 @@ use crate::metrics::{self, Sums};
 /// Most bytes of visitor sketches one read may hold (the rows of a dimension over the range).
 const MAX_READ_SKETCH_BYTES: usize = 512 << 20;
 
-/// The groups of `tenant`'s rows matching `query`; `dimension` is the query's, checked. A read
-/// that would hold more than [`MAX_READ_SKETCH_BYTES`] of sketches fails, naming the limit.
+/// The groups of `tenant`'s rows matching `query`; `dimension` is the query's, checked.
+///
+/// Ranked by a counter, the read takes two scans: counters of every group first, then the
+/// sketches of the winners only, so memory grows with the groups' counters, not their
+/// sketches. Otherwise every group's sketches are merged, and a read that would hold more than
+/// [`MAX_READ_SKETCH_BYTES`] of them fails, naming the limit.
 pub(crate) fn sums(
     conn: &Connection,
     tenant: &str,
     dimension: i16,
     query: &ShardQuery,
 ) -> Result<Vec<Sums>, ShardFailure> {
+    match query.top {
+        Some(top) if top.metric != Metric::Visitors => {
+            let groups = scan(conn, tenant, dimension, query, |_| false)?;
+            let mut ranked = all(&groups, false)?;
+            rank(&mut ranked, top);
+            let winners: HashSet<&str> = ranked.iter().map(|s| s.key.as_str()).collect();
+            let sketches = scan(conn, tenant, dimension, query, |key| winners.contains(key))?;
+            for sums in &mut ranked {
+                if let Some(merge) = sketches
+                    .get(&sums.key)
+                    .and_then(|cell| cell.sketch.as_ref())
+                {
+                    sums.visitors = merge.count()?;
+                }
+            }
+            Ok(ranked)
+        }
+        top => {
+            let groups = scan(conn, tenant, dimension, query, |_| true)?;
+            let mut out = all(&groups, true)?;
+            if let Some(top) = top {
+                rank(&mut out, top);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// One scan: the cells of every group added up, sketches kept only for the groups `sketch`
+/// selects.
+fn scan(
+    conn: &Connection,
+    tenant: &str,
+    dimension: i16,
+    query: &ShardQuery,
+    sketch: impl Fn(&str) -> bool,
+) -> Result<HashMap<String, Cell>, ShardFailure> {
     let mut groups: HashMap<String, Cell> = HashMap::new();
     let mut statement = conn.prepare_cached(&schema::select(query.group))?;
     let mut rows = statement.query(params![
@@ -33,7 +74,11 @@ pub(crate) fn sums(
     let mut held = 0usize;
     while let Some(row) = rows.next()? {
         let key: String = row.get(0)?;
-        let cell = Cell::read(row, 1)?;
+        let cell = if sketch(&key) {
+            Cell::read(row, 1)?
+        } else {
+            Cell::read_counters(row, 1)?
+        };
         held += cell.sketch.as_ref().map_or(0, |s| s.held_bytes());
         if held > MAX_READ_SKETCH_BYTES {
             return Err(ShardFailure::Budget(format!(
@@ -49,26 +94,7 @@ pub(crate) fn sums(
             }
         }
     }
-    match query.top {
-        // Ranked by a counter: only the winners need their sketches merged.
-        Some(top) if top.metric != Metric::Visitors => {
-            let mut ranked = all(&groups, false)?;
-            rank(&mut ranked, top);
-            for sums in &mut ranked {
-                if let Some(merge) = groups.get(&sums.key).and_then(|cell| cell.sketch.as_ref()) {
-                    sums.visitors = merge.count()?;
-                }
-            }
-            Ok(ranked)
-        }
-        top => {
-            let mut out = all(&groups, true)?;
-            if let Some(top) = top {
-                rank(&mut out, top);
-            }
-            Ok(out)
-        }
-    }
+    Ok(groups)
 }
 
 fn all(groups: &HashMap<String, Cell>, visitors: bool) -> Result<Vec<Sums>, ShardFailure> {
