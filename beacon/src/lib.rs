@@ -45,23 +45,7 @@ enum Command {
 /// Parses the command line, runs the command, and reports failure on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("beacon: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("beacon: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    beacon_core::shutdown::run_main("beacon", run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

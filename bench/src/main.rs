@@ -15,21 +15,5 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("beacon-bench: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(beacon_bench::run(cli.args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("beacon-bench: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    beacon_core::shutdown::run_main("beacon-bench", beacon_bench::run(cli.args))
 }

@@ -1,4 +1,5 @@
-//! Graceful shutdown: a token to ask every task to stop, and a tracker to wait for them.
+//! Graceful shutdown: a token to ask every task to stop, a tracker to wait for them, and the
+//! runtime wrapper of the binaries' `main`.
 
 use std::future::Future;
 
@@ -67,5 +68,31 @@ pub async fn signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+/// Runs a binary's `main` future on a multi-threaded runtime; a failure is printed on stderr
+/// as `<name>: <error and its causes>` and becomes a failing exit code.
+pub fn run_main<F, E>(name: &str, main: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("{name}: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{name}: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

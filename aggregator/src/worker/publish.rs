@@ -29,13 +29,10 @@ impl Worker {
     /// Publishes the pending deltas as one rollup batch, retrying transient failures until it
     /// is durable. A batch the log refuses for good is parked (never retried forever).
     pub(super) async fn publish_pending(&mut self) -> Result<(), Halt<AggregatorError>> {
-        self.encode_outgoing();
-        let Some(out) = &self.outgoing else {
+        let Some((msg_id, payload)) = self.outgoing_message() else {
             return Ok(());
         };
         let (rollups, partition) = (&self.backends.rollups, self.lane.partition());
-        let msg_id = msg_id(partition, out);
-        let payload = out.payload.clone();
         let published = self
             .lane
             .retry("publishing a rollup", || {
@@ -46,6 +43,9 @@ impl Worker {
             Ok(_) => {}
             Err(Halt::Stopped) => return Err(Halt::Stopped),
             Err(Halt::Failed(err)) => {
+                let Some(out) = &self.outgoing else {
+                    return Ok(());
+                };
                 let failure = Failure {
                     source: DeadLetterSource::Rollups,
                     partition,
@@ -68,13 +68,10 @@ impl Worker {
 
     /// Publishes the pending deltas with a few attempts only (shutting down).
     pub(super) async fn publish_final(&mut self) -> Result<(), AggregatorError> {
-        self.encode_outgoing();
-        let Some(out) = &self.outgoing else {
+        let Some((msg_id, payload)) = self.outgoing_message() else {
             return Ok(());
         };
         let (rollups, partition) = (&self.backends.rollups, self.lane.partition());
-        let msg_id = msg_id(partition, out);
-        let payload = out.payload.clone();
         self.lane
             .retry_at_most("publishing the last rollup", FINAL_ATTEMPTS, || {
                 rollups.append(partition, &msg_id, payload.clone())
@@ -90,11 +87,14 @@ impl Worker {
         Ok(())
     }
 
-    /// Makes the pending deltas the outgoing batch, unless one failed before and waits.
-    fn encode_outgoing(&mut self) {
+    /// The message id and payload of the outgoing batch: the one that failed before, or the
+    /// pending deltas encoded; `None` when nothing is pending.
+    fn outgoing_message(&mut self) -> Option<(String, Bytes)> {
         if self.outgoing.is_none() {
             self.outgoing = self.encode_pending();
         }
+        let out = self.outgoing.as_ref()?;
+        Some((msg_id(self.lane.partition(), out), out.payload.clone()))
     }
 
     /// Records that the outgoing batch is durable.
