@@ -161,7 +161,15 @@ fn admin_token(data_dir: &Path, given: Option<String>) -> anyhow::Result<String>
     }
     let path = data_dir.join("admin-token");
     if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_owned());
+        let token = token.trim().to_owned();
+        anyhow::ensure!(
+            token.chars().count() >= 24,
+            "{} holds {} characters; the admin token needs at least 24 (delete the file to get \
+             a new one)",
+            path.display(),
+            token.chars().count()
+        );
+        return Ok(token);
     }
     let token = beacon_core::auth::new_key(beacon_core::meta::KeyKind::Read)
         .replace("bk_read_", "bk_admin_");
