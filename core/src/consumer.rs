@@ -115,7 +115,37 @@ impl Lane {
 
     /// Runs `op` until it succeeds, retrying transient errors with backoff. A permanent error
     /// (see [`Error::is_transient`]) is returned at once: retrying it would stall the partition.
-    pub async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, Halt<Error>>
+    pub async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T, Halt<Error>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.attempts(what, None, op).await
+    }
+
+    /// Like [`Lane::retry`], but gives up after `attempts` and is not interrupted by shutdown
+    /// (for a last publish while shutting down, or before looking for what fails).
+    pub async fn retry_at_most<T, F, Fut>(&self, what: &str, attempts: u32, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        match self.attempts(what, Some(attempts), op).await {
+            Ok(value) => Ok(value),
+            Err(Halt::Failed(err)) => Err(err),
+            Err(Halt::Stopped) => Err(Error::Unavailable(format!("{what}: stopped"))),
+        }
+    }
+
+    /// The retry loop: transient failures are retried with backoff, up to `max` attempts when
+    /// given (then uninterruptible), else until success or shutdown. The fifth failure in a row
+    /// reports the lane's backend as failing to health; the next success clears it.
+    async fn attempts<T, F, Fut>(
+        &self,
+        what: &str,
+        max: Option<u32>,
+        mut op: F,
+    ) -> Result<T, Halt<Error>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -131,43 +161,25 @@ impl Lane {
                     }
                     return Ok(value);
                 }
-                Err(err) if !err.is_transient() => return Err(Halt::Failed(err)),
+                Err(err) if !err.is_transient() || max.is_some_and(|m| attempt >= m) => {
+                    return Err(Halt::Failed(err));
+                }
                 Err(err) => err,
             };
             tracing::warn!(role = self.role, partition = self.partition, attempt, what, error = %err, "backend call failed; retrying");
             if attempt == FAULT_AFTER {
                 observe::health().fault(&self.fault_name(), &format!("{what}: {err}"));
             }
-            if !backoff.sleep(Some(&self.shutdown)).await {
+            let token = max.is_none().then_some(&self.shutdown);
+            if !backoff.sleep(token).await {
                 return Err(Halt::Stopped);
             }
         }
     }
 
     /// The name this lane's backend faults are recorded under.
-    pub fn fault_name(&self) -> String {
+    fn fault_name(&self) -> String {
         format!("{} partition {} backend", self.role, self.partition)
-    }
-
-    /// Like [`Lane::retry`], but gives up after `attempts` (used while shutting down).
-    pub async fn retry_at_most<T, F, Fut>(&self, what: &str, attempts: u32, mut op: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let mut backoff = self.backoff();
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            match op().await {
-                Ok(value) => return Ok(value),
-                Err(err) if !err.is_transient() || attempt >= attempts => return Err(err),
-                Err(err) => {
-                    tracing::warn!(role = self.role, partition = self.partition, attempt, what, error = %err, "backend call failed; retrying");
-                }
-            }
-            backoff.sleep(None).await;
-        }
     }
 
     /// Parks `failure` in the dead-letter log, retrying until it is stored.
@@ -183,24 +195,25 @@ impl Lane {
             "parking a dead letter"
         );
         let letters = &self.dead_letters;
-        let mut backoff = self.backoff();
-        let labels = [
-            KeyValue::new("role", self.role),
-            KeyValue::new("cause", failure.cause),
-        ];
-        loop {
-            match letters.park(failure.clone()).await {
-                Ok(_) => {
-                    self.parked.add(1, &labels);
-                    return Ok(());
-                }
-                Err(err) => {
-                    tracing::error!(role = self.role, partition = self.partition, error = %err, "parking a dead letter failed; retrying");
-                    if !backoff.sleep(Some(&self.shutdown)).await {
-                        return Err(Stopped);
-                    }
-                }
+        // Parking must not fail: every error is retried, whatever its class.
+        let parked = self
+            .retry("parking a dead letter", || async {
+                letters
+                    .park(failure.clone())
+                    .await
+                    .map_err(|err| Error::Unavailable(err.to_string()))
+            })
+            .await;
+        match parked {
+            Ok(_) => {
+                let labels = [
+                    KeyValue::new("role", self.role),
+                    KeyValue::new("cause", failure.cause),
+                ];
+                self.parked.add(1, &labels);
+                Ok(())
             }
+            Err(_) => Err(Stopped),
         }
     }
 }

@@ -158,7 +158,7 @@ impl Consumer {
     /// Applies `run`; on repeated failure splits it to the failing message and parks only the
     /// failing tenant parts.
     async fn apply_run(&self, run: Vec<RollupMessage>) -> Result<(), Halt<QueryError>> {
-        let Some(err) = self.try_apply(&run).await? else {
+        let Some(err) = self.try_apply(&run).await else {
             return Ok(());
         };
         if run.len() > 1 {
@@ -175,37 +175,31 @@ impl Consumer {
         self.apply_until_done(message).await
     }
 
-    /// Applies `run` up to [`ATTEMPTS`] times; the last error when it never succeeded.
-    async fn try_apply(
-        &self,
-        run: &[RollupMessage],
-    ) -> Result<Option<QueryError>, Halt<QueryError>> {
-        let partition = self.lane.partition();
-        let mut backoff = self.lane.backoff();
+    /// Applies `run`, retrying a failing shard up to [`ATTEMPTS`] times; the last error when it
+    /// never succeeded.
+    async fn try_apply(&self, run: &[RollupMessage]) -> Option<beacon_core::Error> {
+        let (partition, store) = (self.lane.partition(), &self.store);
         let messages: Arc<[RollupMessage]> = run.to_vec().into();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let started = std::time::Instant::now();
-            match self.store.apply(partition, messages.clone()).await {
-                Ok(applied) => {
-                    self.apply_time.record(started.elapsed().as_secs_f64(), &[]);
-                    tracing::debug!(
-                        partition,
-                        applied = applied.messages,
-                        watermark = applied.watermark,
-                        "rollups applied"
-                    );
-                    return Ok(None);
-                }
-                Err(err) if attempt >= ATTEMPTS => return Ok(Some(err)),
-                Err(err) => {
-                    tracing::warn!(partition, attempt, error = %err, "applying rollups failed; retrying");
-                    if !backoff.sleep(Some(self.lane.token())).await {
-                        return Err(Halt::Stopped);
-                    }
-                }
+        let applied = self
+            .lane
+            .retry_at_most("applying rollups", ATTEMPTS, || async {
+                let started = std::time::Instant::now();
+                let applied = store.apply(partition, messages.clone()).await;
+                self.apply_time.record(started.elapsed().as_secs_f64(), &[]);
+                applied.map_err(transient)
+            })
+            .await;
+        match applied {
+            Ok(applied) => {
+                tracing::debug!(
+                    partition,
+                    applied = applied.messages,
+                    watermark = applied.watermark,
+                    "rollups applied"
+                );
+                None
             }
+            Err(err) => Some(err),
         }
     }
 
@@ -215,7 +209,7 @@ impl Consumer {
     async fn drop_failing_parts(
         &self,
         message: RollupMessage,
-        err: &QueryError,
+        err: &beacon_core::Error,
     ) -> Result<RollupMessage, Halt<QueryError>> {
         let partition = self.lane.partition();
         let mut kept = Vec::new();
@@ -263,28 +257,24 @@ impl Consumer {
         })
     }
 
-    /// Applies one message, retrying with backoff until it succeeds; meanwhile the shard counts
-    /// as failing (health NOT_SERVING).
+    /// Applies one message, retrying with backoff until it succeeds (every error counts as the
+    /// shard's: its parts were checked); meanwhile the lane reports its backend as failing.
     async fn apply_until_done(&self, message: RollupMessage) -> Result<(), Halt<QueryError>> {
-        let partition = self.lane.partition();
+        let (partition, store) = (self.lane.partition(), &self.store);
         let messages: Arc<[RollupMessage]> = vec![message].into();
-        let mut backoff = self.lane.backoff();
-        let health = beacon_core::observe::health();
-        loop {
-            match self.store.apply(partition, messages.clone()).await {
-                Ok(_) => {
-                    health.clear(&self.lane.fault_name());
-                    return Ok(());
-                }
-                Err(err) => {
-                    health.fault(&self.lane.fault_name(), &err.to_string());
-                    tracing::error!(partition, seq = messages[0].seq, error = %err, "applying a rollup failed; retrying");
-                    if !backoff.sleep(Some(self.lane.token())).await {
-                        return Err(Halt::Stopped);
-                    }
-                }
-            }
-        }
+        self.lane
+            .retry("applying a rollup", || async {
+                store
+                    .apply(partition, messages.clone())
+                    .await
+                    .map_err(|err| beacon_core::Error::Unavailable(err.to_string()))
+            })
+            .await
+            .map(|_| ())
+            .map_err(|halt| match halt {
+                Halt::Stopped => Halt::Stopped,
+                Halt::Failed(err) => Halt::Failed(err.into()),
+            })
     }
 }
 
