@@ -181,7 +181,11 @@ fn tenant_rollup(tenant_id: String, pending: TenantPending) -> TenantRollup {
         .filter(|(_, bucket)| !bucket.counters.is_zero() || !bucket.visitors.is_empty())
         .map(|((hour_ms, dim, value), bucket)| row(hour_ms, dim, value, bucket))
         .collect();
-    TenantRollup { tenant_id, rows }
+    TenantRollup {
+        tenant_id,
+        rows,
+        ..Default::default()
+    }
 }
 
 fn row(hour_ms: i64, dim: Dimension, value: String, bucket: Bucket) -> RollupRow {

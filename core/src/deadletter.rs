@@ -434,7 +434,7 @@ mod tests {
             .expect("append rollup");
         let part = TenantRollup {
             tenant_id: "acme".into(),
-            rows: Vec::new(),
+            ..Default::default()
         };
         let mut parked = failure(1, 0);
         parked.source = DeadLetterSource::Rollups;

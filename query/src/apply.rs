@@ -21,7 +21,7 @@ use prost::bytes::Bytes;
 
 use self::retention::Marks;
 use crate::QueryError;
-use crate::shard::{RollupMessage, ShardStore};
+use crate::shard::{Applied, RollupMessage, ShardStore};
 
 mod retention;
 
@@ -44,6 +44,8 @@ pub struct Consumer {
     apply_time: opentelemetry::metrics::Histogram<f64>,
     /// This replica's position, for trimming the rollup log.
     marks: Marks,
+    /// Where the totals of swapped generations are recorded.
+    snapshots: Arc<dyn SnapshotStore>,
 }
 
 impl Consumer {
@@ -56,6 +58,7 @@ impl Consumer {
         marks: Arc<dyn SnapshotStore>,
         replica: &str,
     ) -> Self {
+        let snapshots = marks.clone();
         let marks = Marks::new(marks, replica, lane.partition());
         let apply_time = beacon_core::observe::meter()
             .f64_histogram("beacon_rollup_apply_duration")
@@ -69,6 +72,19 @@ impl Consumer {
             done: 0,
             apply_time,
             marks,
+            snapshots,
+        }
+    }
+
+    /// Records the totals of the generations a run swapped in, for the jobs' reports. A failure
+    /// is logged: the numbers themselves are applied.
+    async fn record_swaps(&self, applied: &Applied) {
+        for (job, totals) in &applied.swaps {
+            let name = format!("restate-totals.{job}");
+            let bytes = Bytes::from(totals.encode_to_vec());
+            if let Err(err) = self.snapshots.save(&name, bytes).await {
+                tracing::warn!(job, error = %err, "recording the totals of a swap failed");
+            }
         }
     }
 
@@ -99,6 +115,7 @@ impl Consumer {
         let (partition, seq) = (self.lane.partition(), message.seq);
         let mut valid = RollupMessage {
             seq,
+            logic_version: 0,
             tenants: Vec::new(),
         };
         let batch = match RollupBatch::decode(message.payload.clone()) {
@@ -118,6 +135,7 @@ impl Consumer {
                 return Ok(valid);
             }
         };
+        valid.logic_version = batch.logic_version;
         if batch.partition != partition {
             tracing::warn!(
                 partition,
@@ -197,6 +215,7 @@ impl Consumer {
                     watermark = applied.watermark,
                     "rollups applied"
                 );
+                self.record_swaps(&applied).await;
                 None
             }
             Err(err) => Some(err),
@@ -232,6 +251,7 @@ impl Consumer {
             let tenants = failing.into_iter().map(|(part, _)| part).collect();
             return Ok(RollupMessage {
                 seq: message.seq,
+                logic_version: message.logic_version,
                 tenants,
             });
         }
@@ -253,6 +273,7 @@ impl Consumer {
         }
         Ok(RollupMessage {
             seq: message.seq,
+            logic_version: message.logic_version,
             tenants: kept,
         })
     }
@@ -262,7 +283,8 @@ impl Consumer {
     async fn apply_until_done(&self, message: RollupMessage) -> Result<(), Halt<QueryError>> {
         let (partition, store) = (self.lane.partition(), &self.store);
         let messages: Arc<[RollupMessage]> = vec![message].into();
-        self.lane
+        let applied = self
+            .lane
             .retry("applying a rollup", || async {
                 store
                     .apply(partition, messages.clone())
@@ -270,11 +292,12 @@ impl Consumer {
                     .map_err(|err| beacon_core::Error::Unavailable(err.to_string()))
             })
             .await
-            .map(|_| ())
             .map_err(|halt| match halt {
                 Halt::Stopped => Halt::Stopped,
                 Halt::Failed(err) => Halt::Failed(err.into()),
-            })
+            })?;
+        self.record_swaps(&applied).await;
+        Ok(())
     }
 }
 

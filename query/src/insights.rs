@@ -13,7 +13,7 @@ use beacon_proto::insights::v1::{
 use crate::QueryError;
 use crate::metrics::{self, Sums};
 use crate::range::{self, Range};
-use crate::shard::{GroupBy, ShardQuery, ShardStore, Top};
+use crate::shard::{Answer, GroupBy, ShardQuery, ShardStore, Top};
 
 /// Answers a tenant's questions from its shard. The tenant is always the authenticated one.
 #[derive(Clone)]
@@ -35,11 +35,12 @@ impl Insights {
     ) -> Result<GetAggregateResponse, QueryError> {
         let range = range::parse(req.date_range.as_ref())?;
         let metrics = metrics::requested(&req.metrics)?;
-        let sums = self.sums(tenant, 0, range, GroupBy::Total, None).await?;
-        let total = sums.into_iter().next().unwrap_or_default();
+        let answer = self.sums(tenant, 0, range, GroupBy::Total, None).await?;
+        let total = answer.groups.into_iter().next().unwrap_or_default();
         Ok(GetAggregateResponse {
             values: metrics::values(&metrics, &total),
             bot_events: u64::try_from(total.bot_events).unwrap_or(0),
+            logic_versions: answer.logic_versions,
         })
     }
 
@@ -80,8 +81,12 @@ impl Insights {
                 )
             }
         };
-        let sums = self.sums(tenant, 0, range, group, None).await?;
-        let by_key: HashMap<String, Sums> = sums.into_iter().map(|s| (s.key.clone(), s)).collect();
+        let answer = self.sums(tenant, 0, range, group, None).await?;
+        let by_key: HashMap<String, Sums> = answer
+            .groups
+            .into_iter()
+            .map(|s| (s.key.clone(), s))
+            .collect();
         let empty = Sums::default();
         let points = points
             .into_iter()
@@ -90,7 +95,10 @@ impl Insights {
                 values: metrics::values(&metrics, by_key.get(&key).unwrap_or(&empty)),
             })
             .collect();
-        Ok(GetTimeseriesResponse { points })
+        Ok(GetTimeseriesResponse {
+            points,
+            logic_versions: answer.logic_versions,
+        })
     }
 
     /// The top values of a dimension, by the first requested metric, then by value.
@@ -107,17 +115,21 @@ impl Insights {
             metric: metrics.first().copied().unwrap_or(Metric::Visitors),
             limit,
         };
-        let sums = self
+        let answer = self
             .sums(tenant, dimension as i32, range, GroupBy::Value, Some(top))
             .await?;
-        let rows = sums
+        let rows = answer
+            .groups
             .into_iter()
             .map(|sums| BreakdownRow {
                 values: metrics::values(&metrics, &sums),
                 value: sums.key,
             })
             .collect();
-        Ok(GetBreakdownResponse { rows })
+        Ok(GetBreakdownResponse {
+            rows,
+            logic_versions: answer.logic_versions,
+        })
     }
 
     async fn sums(
@@ -127,7 +139,7 @@ impl Insights {
         range: Range,
         group: GroupBy,
         top: Option<Top>,
-    ) -> Result<Vec<Sums>, QueryError> {
+    ) -> Result<Answer, QueryError> {
         let query = ShardQuery {
             dimension,
             start: range.start,

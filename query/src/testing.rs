@@ -70,6 +70,7 @@ pub(crate) fn rollup(tenant: &str, rows: Vec<RollupRow>) -> TenantRollup {
     TenantRollup {
         tenant_id: tenant.into(),
         rows,
+        ..Default::default()
     }
 }
 
@@ -89,6 +90,10 @@ pub(crate) async fn apply(
         .into_iter()
         .map(|rollup| store.validate(0, rollup).expect("valid rollup"))
         .collect();
-    let message = crate::RollupMessage { seq, tenants };
+    let message = crate::RollupMessage {
+        seq,
+        logic_version: 0,
+        tenants,
+    };
     store.apply(0, vec![message].into()).await.expect("apply")
 }

@@ -64,7 +64,11 @@ impl Loader {
             }
             let seq = &mut self.seqs[partition as usize];
             *seq += 1;
-            let message = RollupMessage { seq: *seq, tenants };
+            let message = RollupMessage {
+                seq: *seq,
+                logic_version: beacon_aggregator::LOGIC_VERSION,
+                tenants,
+            };
             runtime.block_on(self.store.apply(partition, Arc::new([message])))?;
         }
         Ok(())

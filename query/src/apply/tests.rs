@@ -51,7 +51,7 @@ async fn pageviews(store: &DuckShardStore, tenant: &str) -> i64 {
         top: None,
     };
     let sums = store.query(tenant, query).await.expect("query");
-    sums.first().map_or(0, |s| s.pageviews)
+    sums.groups.first().map_or(0, |s| s.pageviews)
 }
 
 struct Setup {
@@ -192,8 +192,16 @@ impl ShardStore for Poisoned {
         &self,
         tenant_id: &str,
         query: ShardQuery,
-    ) -> Result<Vec<crate::metrics::Sums>, QueryError> {
+    ) -> Result<crate::shard::Answer, QueryError> {
         self.0.query(tenant_id, query).await
+    }
+
+    async fn stale(
+        &self,
+        partition: u32,
+        version: u32,
+    ) -> Result<Vec<crate::shard::Stale>, QueryError> {
+        self.0.stale(partition, version).await
     }
 }
 

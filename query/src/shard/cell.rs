@@ -135,6 +135,16 @@ impl Cell {
     }
 }
 
+/// Where a row belongs besides its key: its generation (0 is live) and the logic version that
+/// made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Stamp {
+    /// Generation; queries read 0.
+    pub gen_id: u64,
+    /// Logic version of the aggregator that made the row.
+    pub version: i32,
+}
+
 /// The key of a `days` row.
 pub(crate) struct DayKey<'a> {
     /// Tenant id.
@@ -145,6 +155,20 @@ pub(crate) struct DayKey<'a> {
     pub dimension: i16,
     /// Dimension value ("" for totals).
     pub value: &'a str,
+    /// Generation and logic version.
+    pub stamp: Stamp,
+}
+
+/// The key of an `hours` row.
+pub(crate) struct HourKey<'a> {
+    /// Tenant id.
+    pub tenant: &'a str,
+    /// Hour bucket, Unix milliseconds.
+    pub hour_ms: i64,
+    /// The hour's local date, days since 1970-01-01.
+    pub day: i32,
+    /// Generation and logic version.
+    pub stamp: Stamp,
 }
 
 /// Appends a `days` row.
@@ -168,25 +192,25 @@ pub(crate) fn append_day(
         du,
         bot,
         sketch,
-        folded
+        folded,
+        key.stamp.gen_id,
+        key.stamp.version
     ])
 }
 
-/// Appends an `hours` row: `day` is the hour's local date, days since 1970-01-01.
+/// Appends an `hours` row.
 pub(crate) fn append_hour(
     appender: &mut Appender<'_>,
-    tenant: &str,
-    hour_ms: i64,
-    day: i32,
+    key: &HourKey<'_>,
     counters: &Counters,
     sketch: Option<Vec<u8>>,
     folded: bool,
 ) -> ::duckdb::Result<()> {
     let [pv, ev, vi, bo, du, bot] = *counters;
     appender.append_row(params![
-        tenant,
-        hour_ms,
-        Value::Date32(day),
+        key.tenant,
+        key.hour_ms,
+        Value::Date32(key.day),
         pv,
         ev,
         vi,
@@ -194,6 +218,8 @@ pub(crate) fn append_hour(
         du,
         bot,
         sketch,
-        folded
+        folded,
+        key.stamp.gen_id,
+        key.stamp.version
     ])
 }

@@ -4,7 +4,7 @@
 
 use ::duckdb::{Connection, Row, Transaction};
 
-use super::cell::{Cell, DayKey, append_day, append_hour};
+use super::cell::{Cell, DayKey, HourKey, Stamp, append_day, append_hour};
 use super::schema;
 use crate::error::ShardFailure;
 
@@ -39,18 +39,26 @@ fn folded<K: PartialEq>(
 
 fn fold_days(tx: &Transaction<'_>) -> Result<(), ShardFailure> {
     tx.execute_batch(schema::DIRTY_DAYS)?;
-    let key = |row: &Row<'_>| -> ::duckdb::Result<(String, i32, i16, String)> {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    type Key = (String, i32, i16, String, Stamp);
+    let key = |row: &Row<'_>| -> ::duckdb::Result<Key> {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            stamp(row, 4)?,
+        ))
     };
-    let rows = folded(tx, &schema::dirty_day_rows(), key, 4)?;
+    let rows = folded(tx, &schema::dirty_day_rows(), key, 6)?;
     tx.execute_batch(schema::DELETE_DIRTY_DAYS)?;
     let mut appender = tx.appender("days")?;
-    for ((tenant, day, dimension, value), cell) in rows {
+    for ((tenant, day, dimension, value, stamp), cell) in rows {
         let key = DayKey {
             tenant: &tenant,
             day,
             dimension,
             value: &value,
+            stamp,
         };
         let counters = cell.counters;
         append_day(
@@ -67,25 +75,36 @@ fn fold_days(tx: &Transaction<'_>) -> Result<(), ShardFailure> {
 
 fn fold_hours(tx: &Transaction<'_>) -> Result<(), ShardFailure> {
     tx.execute_batch(schema::DIRTY_HOURS)?;
-    let key = |row: &Row<'_>| -> ::duckdb::Result<(String, i64, i32)> {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    let key = |row: &Row<'_>| -> ::duckdb::Result<(String, i64, i32, Stamp)> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, stamp(row, 3)?))
     };
-    let rows = folded(tx, &schema::dirty_hour_rows(), key, 3)?;
+    let rows = folded(tx, &schema::dirty_hour_rows(), key, 5)?;
     tx.execute_batch(schema::DELETE_DIRTY_HOURS)?;
     let mut appender = tx.appender("hours")?;
-    for ((tenant, hour_ms, day), cell) in rows {
-        let counters = cell.counters;
-        let sketch = cell.into_sketch_bytes()?;
-        append_hour(
-            &mut appender,
-            &tenant,
+    for ((tenant, hour_ms, day, stamp), cell) in rows {
+        let key = HourKey {
+            tenant: &tenant,
             hour_ms,
             day,
+            stamp,
+        };
+        let counters = cell.counters;
+        append_hour(
+            &mut appender,
+            &key,
             &counters,
-            sketch,
+            cell.into_sketch_bytes()?,
             true,
         )?;
     }
     appender.flush()?;
     Ok(())
+}
+
+/// The generation and logic version in columns `first` and `first + 1`.
+fn stamp(row: &Row<'_>, first: usize) -> ::duckdb::Result<Stamp> {
+    Ok(Stamp {
+        gen_id: row.get(first)?,
+        version: row.get(first + 1)?,
+    })
 }

@@ -8,15 +8,16 @@ use std::sync::Arc;
 use ::duckdb::{Connection, OptionalExt, Transaction, params};
 use async_trait::async_trait;
 use beacon_core::partition::partition_of;
-use beacon_proto::pipeline::v1::TenantRollup;
+use beacon_proto::pipeline::v1::{Swap, SwapTotals, TenantRollup, Totals};
 
-use super::cell::{DayKey, NewCell, append_day, append_hour};
+use super::cell::{Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour};
 use super::open::{OpenShards, Shard};
 use super::schema;
-use super::{Applied, RollupMessage, ShardQuery, ShardStore, ValidRollup, compact, read, rows};
+use super::{
+    Answer, Applied, RollupMessage, ShardQuery, ShardStore, Stale, ValidRollup, compact, read, rows,
+};
 use crate::QueryError;
 use crate::error::ShardFailure;
-use crate::metrics::Sums;
 
 /// Folds a shard once this many rows arrived since the last fold.
 const FOLD_AFTER_ROWS: u64 = 100_000;
@@ -112,7 +113,9 @@ impl ShardStore for DuckShardStore {
             shard
                 .with_writer(|conn| {
                     let tx = conn.transaction()?;
-                    append_cells(&tx, &[&part])?;
+                    let mut parts = Parts::new(&tx);
+                    parts.add(&part, 0)?;
+                    parts.finish()?;
                     tx.rollback()?;
                     Ok::<_, ShardFailure>(())
                 })
@@ -142,7 +145,7 @@ impl ShardStore for DuckShardStore {
         .await
     }
 
-    async fn query(&self, tenant_id: &str, query: ShardQuery) -> Result<Vec<Sums>, QueryError> {
+    async fn query(&self, tenant_id: &str, query: ShardQuery) -> Result<Answer, QueryError> {
         beacon_core::auth::validate_tenant_id(tenant_id)?;
         let dimension = i16::try_from(query.dimension).map_err(|_| {
             QueryError::invalid(format!(
@@ -159,7 +162,7 @@ impl ShardStore for DuckShardStore {
         let tenant = tenant_id.to_owned();
         self.blocking(move |shards| {
             let Some(shard) = open(shards, partition, false)? else {
-                return Ok(Vec::new());
+                return Ok(Answer::default());
             };
             shard
                 .with_reader(|conn| read::sums(conn, &tenant, dimension, &query))
@@ -170,6 +173,45 @@ impl ShardStore for DuckShardStore {
                         err,
                     )
                 })
+        })
+        .await
+    }
+
+    async fn stale(&self, partition: u32, version: u32) -> Result<Vec<Stale>, QueryError> {
+        self.blocking(move |shards| {
+            let Some(shard) = open(shards, partition, false)? else {
+                return Ok(Vec::new());
+            };
+            let rows = shard
+                .with_reader(|conn| {
+                    let mut statement = conn.prepare(schema::STALE)?;
+                    let rows = statement.query_map([version], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                        ))
+                    })?;
+                    rows.collect::<::duckdb::Result<Vec<_>>>()
+                })
+                .map_err(|err| QueryError::shard(&shard.name, "finding stale rollups", err))?;
+            rows.into_iter()
+                .map(|(tenant_id, first, last)| {
+                    let date = |text: &str| {
+                        text.parse().map_err(|err| {
+                            QueryError::invalid(format!(
+                                "shard {} holds date {text:?}: {err}",
+                                shard.name
+                            ))
+                        })
+                    };
+                    Ok(Stale {
+                        first: date(&first)?,
+                        last: date(&last)?,
+                        tenant_id,
+                    })
+                })
+                .collect()
         })
         .await
     }
@@ -226,8 +268,9 @@ fn fold(shard: &Shard) -> Result<(), QueryError> {
     Ok(())
 }
 
-/// The exactly-once step: the watermark check, the appended rows and sketches and the new
-/// watermark commit together or not at all. Returns what was applied and the rows appended.
+/// The exactly-once step: the watermark check, the appended rows and sketches, the generation
+/// changes and the new watermark commit together or not at all. Returns what was applied and
+/// the rows appended.
 fn apply_tx(
     conn: &mut Connection,
     partition: u32,
@@ -254,85 +297,285 @@ fn apply_tx(
         .collect();
     let Some(last) = fresh.last().map(|m| m.seq) else {
         tx.rollback()?;
-        let watermark = watermark.unwrap_or(0);
-        return Ok((
-            Applied {
-                messages: 0,
-                watermark,
-            },
-            0,
-        ));
+        let applied = Applied {
+            messages: 0,
+            watermark: watermark.unwrap_or(0),
+            swaps: Vec::new(),
+        };
+        return Ok((applied, 0));
     };
-    let parts: Vec<&ValidRollup> = fresh.iter().flat_map(|m| &m.tenants).collect();
-    let rows = append_cells(&tx, &parts)?;
+    let mut parts = Parts::new(&tx);
+    for message in &fresh {
+        for part in &message.tenants {
+            parts.add(part, message.logic_version)?;
+        }
+    }
+    let (rows, swaps) = parts.finish()?;
     tx.prepare_cached(schema::UPSERT_WATERMARK)?
         .execute(params![partition, last])?;
     tx.commit()?;
-    Ok((
-        Applied {
-            messages: fresh.len(),
-            watermark: last,
-        },
-        rows,
-    ))
+    let applied = Applied {
+        messages: fresh.len(),
+        watermark: last,
+        swaps,
+    };
+    Ok((applied, rows))
 }
 
-/// The cells of the parts: one per (tenant, day, dimension, value), and one per
-/// (tenant, hour, day) of the totals.
+/// A generation's progress as recorded in the shard.
+#[derive(Debug, Clone, PartialEq)]
+struct Generation {
+    /// Last staged part applied.
+    stage: u32,
+    /// "staging", "swapped" or "dropped".
+    state: &'static str,
+    /// Whether it changed in this transaction.
+    changed: bool,
+}
+
+/// The parts of a run, applied in order: rows are gathered into cells and appended in bulk,
+/// and a swap or drop first appends what came before it.
+struct Parts<'t, 'a> {
+    tx: &'t Transaction<'t>,
+    cells: NewCells<'a>,
+    rows: u64,
+    generations: HashMap<(&'a str, u64), Generation>,
+    swaps: Vec<(String, SwapTotals)>,
+}
+
+impl<'t, 'a> Parts<'t, 'a> {
+    fn new(tx: &'t Transaction<'t>) -> Self {
+        Self {
+            tx,
+            cells: NewCells::default(),
+            rows: 0,
+            generations: HashMap::new(),
+            swaps: Vec::new(),
+        }
+    }
+
+    /// Adds one part: live rows always; a generation's only while it is staging and the part's
+    /// stage was not applied before.
+    fn add(&mut self, part: &'a ValidRollup, version: u32) -> Result<(), ShardFailure> {
+        let rollup = &part.rollup;
+        let (tenant, gen_id) = (part.tenant_id(), rollup.generation);
+        let stamp = Stamp {
+            gen_id,
+            version: i32::try_from(version).unwrap_or(i32::MAX),
+        };
+        if gen_id == 0 {
+            return self.cells.add(part, stamp);
+        }
+        let generation = self.generation(tenant, gen_id)?;
+        if generation.state != STAGING || (rollup.stage > 0 && rollup.stage <= generation.stage) {
+            return Ok(());
+        }
+        if rollup.stage > 0 {
+            generation.stage = rollup.stage;
+            generation.changed = true;
+        }
+        self.cells.add(part, stamp)?;
+        if let Some(swap) = &rollup.swap {
+            self.flush()?;
+            let totals = swap_generation(self.tx, tenant, gen_id, swap)?;
+            self.swaps.push((swap.job_id.clone(), totals));
+            self.close(tenant, gen_id, SWAPPED)?;
+        } else if rollup.drop {
+            self.flush()?;
+            for sql in schema::DROP_GENERATION {
+                self.tx
+                    .prepare_cached(sql)?
+                    .execute(params![tenant, gen_id])?;
+            }
+            self.close(tenant, gen_id, DROPPED)?;
+        }
+        Ok(())
+    }
+
+    fn generation(
+        &mut self,
+        tenant: &'a str,
+        gen_id: u64,
+    ) -> Result<&mut Generation, ShardFailure> {
+        if !self.generations.contains_key(&(tenant, gen_id)) {
+            let stored: Option<(u32, String)> = self
+                .tx
+                .prepare_cached(schema::SELECT_GENERATION)?
+                .query_row(params![tenant, gen_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            let generation = match stored {
+                Some((stage, state)) => Generation {
+                    stage,
+                    state: match state.as_str() {
+                        SWAPPED => SWAPPED,
+                        DROPPED => DROPPED,
+                        _ => STAGING,
+                    },
+                    changed: false,
+                },
+                None => Generation {
+                    stage: 0,
+                    state: STAGING,
+                    changed: true,
+                },
+            };
+            self.generations.insert((tenant, gen_id), generation);
+        }
+        Ok(self
+            .generations
+            .get_mut(&(tenant, gen_id))
+            .expect("inserted above"))
+    }
+
+    fn close(
+        &mut self,
+        tenant: &'a str,
+        gen_id: u64,
+        state: &'static str,
+    ) -> Result<(), ShardFailure> {
+        let generation = self.generation(tenant, gen_id)?;
+        generation.state = state;
+        generation.changed = true;
+        Ok(())
+    }
+
+    /// Appends the cells gathered so far.
+    fn flush(&mut self) -> Result<(), ShardFailure> {
+        let cells = std::mem::take(&mut self.cells);
+        self.rows += append_cells(self.tx, cells)?;
+        Ok(())
+    }
+
+    /// Appends what is left and records the generations that changed; returns the rows
+    /// appended and the swaps done.
+    fn finish(mut self) -> Result<(u64, Vec<(String, SwapTotals)>), ShardFailure> {
+        self.flush()?;
+        let mut upsert = self.tx.prepare_cached(schema::UPSERT_GENERATION)?;
+        for ((tenant, gen_id), generation) in &self.generations {
+            if generation.changed {
+                upsert.execute(params![tenant, gen_id, generation.stage, generation.state])?;
+            }
+        }
+        Ok((self.rows, self.swaps))
+    }
+}
+
+/// A generation still receiving rows.
+const STAGING: &str = "staging";
+/// A generation that replaced the live rows of its dates.
+const SWAPPED: &str = "swapped";
+/// A discarded generation.
+const DROPPED: &str = "dropped";
+
+/// Replaces the tenant's live rows of the swap's dates with generation `gen_id`; returns the
+/// totals before and after.
+fn swap_generation(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    gen_id: u64,
+    swap: &Swap,
+) -> Result<SwapTotals, ShardFailure> {
+    let (first, last) = (swap.first_date.as_str(), swap.last_date.as_str());
+    let before = generation_totals(tx, tenant, 0, first, last)?;
+    for sql in &schema::SWAP[..2] {
+        tx.prepare_cached(sql)?
+            .execute(params![tenant, first, last])?;
+    }
+    for sql in &schema::SWAP[2..] {
+        tx.prepare_cached(sql)?.execute(params![tenant, gen_id])?;
+    }
+    let after = generation_totals(tx, tenant, 0, first, last)?;
+    Ok(SwapTotals {
+        before: Some(before),
+        after: Some(after),
+    })
+}
+
+/// The totals of a tenant generation's dates.
+fn generation_totals(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    gen_id: u64,
+    first: &str,
+    last: &str,
+) -> Result<Totals, ShardFailure> {
+    let mut statement = tx.prepare_cached(schema::GENERATION_TOTALS)?;
+    let mut rows = statement.query(params![tenant, gen_id, first, last])?;
+    let mut total: Option<Cell> = None;
+    while let Some(row) = rows.next()? {
+        let cell = Cell::read(row, 0)?;
+        match &mut total {
+            Some(sum) => sum.add(cell),
+            None => total = Some(cell),
+        }
+    }
+    let Some(total) = total else {
+        return Ok(Totals::default());
+    };
+    let sums = total.sums(String::new(), true)?;
+    Ok(Totals {
+        pageviews: sums.pageviews,
+        events: sums.events,
+        visits: sums.visits,
+        bounces: sums.bounces,
+        duration_ms: sums.duration_ms,
+        bot_events: sums.bot_events,
+        visitors: sums.visitors,
+    })
+}
+
+/// The cells of the parts: one per (tenant, day, dimension, value) and stamp, and one per
+/// (tenant, hour, day) and stamp of the totals.
 #[derive(Default)]
 struct NewCells<'a> {
-    days: HashMap<(&'a str, i32, i16, &'a str), NewCell>,
-    hours: HashMap<(&'a str, i64, i32), NewCell>,
+    days: HashMap<(&'a str, i32, i16, &'a str, Stamp), NewCell>,
+    hours: HashMap<(&'a str, i64, i32, Stamp), NewCell>,
 }
 
 impl<'a> NewCells<'a> {
-    fn of(parts: &[&'a ValidRollup]) -> Result<Self, ShardFailure> {
-        let mut out = Self::default();
-        for part in parts {
-            let tenant = part.tenant_id();
-            let rows = part.rollup.rows.iter().zip(&part.keys.rows);
-            for (row, &(day, dimension)) in rows {
-                let cell = out.day(tenant, day, dimension, &row.value);
+    fn add(&mut self, part: &'a ValidRollup, stamp: Stamp) -> Result<(), ShardFailure> {
+        let tenant = part.tenant_id();
+        let rows = part.rollup.rows.iter().zip(&part.keys.rows);
+        for (row, &(day, dimension)) in rows {
+            let cell = self
+                .days
+                .entry((tenant, day, dimension, &row.value, stamp))
+                .or_insert_with(NewCell::new);
+            cell.add_row(row);
+            if !row.visitors.is_empty() {
+                cell.add_visitors(&row.visitors)?;
+            }
+            if dimension == 0 {
+                let cell = self
+                    .hours
+                    .entry((tenant, row.hour_ms, day, stamp))
+                    .or_insert_with(NewCell::new);
                 cell.add_row(row);
                 if !row.visitors.is_empty() {
                     cell.add_visitors(&row.visitors)?;
                 }
-                if dimension == 0 {
-                    let cell = out.hour(tenant, row.hour_ms, day);
-                    cell.add_row(row);
-                    if !row.visitors.is_empty() {
-                        cell.add_visitors(&row.visitors)?;
-                    }
-                }
             }
         }
-        Ok(out)
-    }
-
-    fn day(&mut self, tenant: &'a str, day: i32, dimension: i16, value: &'a str) -> &mut NewCell {
-        self.days
-            .entry((tenant, day, dimension, value))
-            .or_insert_with(NewCell::new)
-    }
-
-    fn hour(&mut self, tenant: &'a str, hour_ms: i64, day: i32) -> &mut NewCell {
-        self.hours
-            .entry((tenant, hour_ms, day))
-            .or_insert_with(NewCell::new)
+        Ok(())
     }
 }
 
-/// Appends the parts' cells; returns the rows appended.
-fn append_cells(tx: &Transaction<'_>, parts: &[&ValidRollup]) -> Result<u64, ShardFailure> {
-    let cells = NewCells::of(parts)?;
+/// Appends cells; returns the rows appended.
+fn append_cells(tx: &Transaction<'_>, cells: NewCells<'_>) -> Result<u64, ShardFailure> {
     let rows = (cells.days.len() + cells.hours.len()) as u64;
+    if rows == 0 {
+        return Ok(0);
+    }
     let mut appender = tx.appender("days")?;
-    for (&(tenant, day, dimension, value), cell) in &cells.days {
+    for (&(tenant, day, dimension, value, stamp), cell) in &cells.days {
         let key = DayKey {
             tenant,
             day,
             dimension,
             value,
+            stamp,
         };
         append_day(
             &mut appender,
@@ -344,15 +587,18 @@ fn append_cells(tx: &Transaction<'_>, parts: &[&ValidRollup]) -> Result<u64, Sha
     }
     appender.flush()?;
     let mut appender = tx.appender("hours")?;
-    for (&(tenant, hour_ms, day), cell) in &cells.hours {
-        let sketch = cell.sketch_bytes();
-        append_hour(
-            &mut appender,
+    for (&(tenant, hour_ms, day, stamp), cell) in &cells.hours {
+        let key = HourKey {
             tenant,
             hour_ms,
             day,
+            stamp,
+        };
+        append_hour(
+            &mut appender,
+            &key,
             &cell.counters,
-            sketch,
+            cell.sketch_bytes(),
             false,
         )?;
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use beacon_proto::insights::v1::Metric;
-use beacon_proto::pipeline::v1::TenantRollup;
+use beacon_proto::pipeline::v1::{SwapTotals, TenantRollup};
 use jiff::civil::Date;
 
 use crate::QueryError;
@@ -31,17 +31,42 @@ pub use self::rows::ValidRollup;
 pub struct RollupMessage {
     /// Rollup-log sequence of the message within its partition.
     pub seq: u64,
+    /// Version of the processing logic that made it.
+    pub logic_version: u32,
     /// The message's valid tenant parts.
     pub tenants: Vec<ValidRollup>,
 }
 
 /// What applying a run of rollup messages did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
     /// Messages applied now; the others were at or below the watermark already.
     pub messages: usize,
     /// The partition's watermark afterwards.
     pub watermark: u64,
+    /// The generations swapped in: the restatement job and the totals of its dates before and
+    /// after.
+    pub swaps: Vec<(String, SwapTotals)>,
+}
+
+/// The answer to a [`ShardQuery`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    /// The groups.
+    pub groups: Vec<Sums>,
+    /// Logic versions of the rows read, ascending.
+    pub logic_versions: Vec<u32>,
+}
+
+/// A tenant's live rows made by an older logic version: the dates to reprocess.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale {
+    /// The tenant.
+    pub tenant_id: String,
+    /// First local date with such rows.
+    pub first: Date,
+    /// Last local date with such rows.
+    pub last: Date,
 }
 
 /// How a query groups rows.
@@ -104,7 +129,10 @@ pub trait ShardStore: Send + Sync + 'static {
     /// The last rollup-log sequence of `partition` applied here.
     async fn watermark(&self, partition: u32) -> Result<Option<u64>, QueryError>;
 
-    /// Summed counters and unique visitors of the tenant's rows matching `query`. A tenant
-    /// without rollups has no rows.
-    async fn query(&self, tenant_id: &str, query: ShardQuery) -> Result<Vec<Sums>, QueryError>;
+    /// Summed counters and unique visitors of the tenant's live rows matching `query`, and the
+    /// logic versions that made them. A tenant without rollups has no rows.
+    async fn query(&self, tenant_id: &str, query: ShardQuery) -> Result<Answer, QueryError>;
+
+    /// Tenants of `partition` with live rows made by a logic version below `version`.
+    async fn stale(&self, partition: u32, version: u32) -> Result<Vec<Stale>, QueryError>;
 }

@@ -1,13 +1,13 @@
 //! The read of a [`ShardQuery`]: filtered scans, cells added up per group here, then the best
 //! groups picked. Sketches are read and merged only for the groups returned.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use ::duckdb::{Connection, params};
 use beacon_proto::insights::v1::Metric;
 
 use super::cell::Cell;
-use super::{ShardQuery, Top, schema};
+use super::{Answer, ShardQuery, Top, schema};
 use crate::error::ShardFailure;
 use crate::metrics::{self, Sums};
 
@@ -25,14 +25,31 @@ pub(crate) fn sums(
     tenant: &str,
     dimension: i16,
     query: &ShardQuery,
+) -> Result<Answer, ShardFailure> {
+    let mut versions = BTreeSet::new();
+    let groups = groups(conn, tenant, dimension, query, &mut versions)?;
+    Ok(Answer {
+        groups,
+        logic_versions: versions.into_iter().collect(),
+    })
+}
+
+fn groups(
+    conn: &Connection,
+    tenant: &str,
+    dimension: i16,
+    query: &ShardQuery,
+    versions: &mut BTreeSet<u32>,
 ) -> Result<Vec<Sums>, ShardFailure> {
     match query.top {
         Some(top) if top.metric != Metric::Visitors => {
-            let groups = scan(conn, tenant, dimension, query, |_| false)?;
+            let groups = scan(conn, tenant, dimension, query, versions, |_| false)?;
             let mut ranked = all(&groups, false)?;
             rank(&mut ranked, top);
             let winners: HashSet<&str> = ranked.iter().map(|s| s.key.as_str()).collect();
-            let sketches = scan(conn, tenant, dimension, query, |key| winners.contains(key))?;
+            let sketches = scan(conn, tenant, dimension, query, versions, |key| {
+                winners.contains(key)
+            })?;
             for sums in &mut ranked {
                 if let Some(merge) = sketches
                     .get(&sums.key)
@@ -44,7 +61,7 @@ pub(crate) fn sums(
             Ok(ranked)
         }
         top => {
-            let groups = scan(conn, tenant, dimension, query, |_| true)?;
+            let groups = scan(conn, tenant, dimension, query, versions, |_| true)?;
             let mut out = all(&groups, true)?;
             if let Some(top) = top {
                 rank(&mut out, top);
@@ -55,12 +72,13 @@ pub(crate) fn sums(
 }
 
 /// One scan: the cells of every group added up, sketches kept only for the groups `sketch`
-/// selects.
+/// selects; the rows' logic versions are added to `versions`.
 fn scan(
     conn: &Connection,
     tenant: &str,
     dimension: i16,
     query: &ShardQuery,
+    versions: &mut BTreeSet<u32>,
     sketch: impl Fn(&str) -> bool,
 ) -> Result<HashMap<String, Cell>, ShardFailure> {
     let mut groups: HashMap<String, Cell> = HashMap::new();
@@ -74,6 +92,8 @@ fn scan(
     let mut held = 0usize;
     while let Some(row) = rows.next()? {
         let key: String = row.get(0)?;
+        let version: i32 = row.get(8)?;
+        versions.insert(u32::try_from(version).unwrap_or(0));
         let cell = if sketch(&key) {
             Cell::read(row, 1)?
         } else {

@@ -64,7 +64,32 @@ fn keys(rollup: &TenantRollup) -> Result<Keys, QueryError> {
         .enumerate()
         .map(|(i, row)| key("rows", i, &row.local_date, row.dimension))
         .collect::<Result<_, _>>()?;
+    check_generation(rollup)?;
     Ok(Keys { rows })
+}
+
+/// Swaps and drops name a staged generation, and a swap names valid dates in order.
+fn check_generation(rollup: &TenantRollup) -> Result<(), QueryError> {
+    let tenant = &rollup.tenant_id;
+    let invalid = |why: String| QueryError::InvalidRollup(format!("tenant {tenant:?} {why}"));
+    if rollup.generation == 0 && (rollup.swap.is_some() || rollup.drop || rollup.stage > 0) {
+        return Err(invalid(
+            "generation is 0 (live) but the part stages, swaps or drops a generation".into(),
+        ));
+    }
+    if let Some(swap) = &rollup.swap {
+        let first = epoch_day(&swap.first_date)
+            .map_err(|why| invalid(format!("swap.first_date {:?}: {why}", swap.first_date)))?;
+        let last = epoch_day(&swap.last_date)
+            .map_err(|why| invalid(format!("swap.last_date {:?}: {why}", swap.last_date)))?;
+        if first > last {
+            return Err(invalid(format!(
+                "swap.first_date {:?} is after swap.last_date {:?}",
+                swap.first_date, swap.last_date
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn epoch_day(text: &str) -> Result<i32, String> {
@@ -102,6 +127,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            ..Default::default()
         }
     }
 

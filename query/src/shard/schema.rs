@@ -48,7 +48,51 @@ CREATE TABLE IF NOT EXISTS hours (
     sketch BLOB,
     folded BOOLEAN
 );
+ALTER TABLE days ADD COLUMN IF NOT EXISTS gen UBIGINT DEFAULT 0;
+ALTER TABLE days ADD COLUMN IF NOT EXISTS logic_version INTEGER DEFAULT 0;
+ALTER TABLE hours ADD COLUMN IF NOT EXISTS gen UBIGINT DEFAULT 0;
+ALTER TABLE hours ADD COLUMN IF NOT EXISTS logic_version INTEGER DEFAULT 0;
+CREATE TABLE IF NOT EXISTS generations (
+    tenant VARCHAR,
+    gen UBIGINT,
+    stage UINTEGER NOT NULL,
+    state VARCHAR NOT NULL,
+    PRIMARY KEY (tenant, gen)
+);
 "#;
+
+/// A tenant generation's last applied stage and state ("staging", "swapped", "dropped").
+pub(crate) const SELECT_GENERATION: &str =
+    "SELECT stage, state FROM generations WHERE tenant = ? AND gen = ?";
+
+/// Records a tenant generation's stage and state.
+pub(crate) const UPSERT_GENERATION: &str = r#"
+INSERT INTO generations (tenant, gen, stage, state) VALUES (?, ?, ?, ?)
+ON CONFLICT (tenant, gen) DO UPDATE SET stage = excluded.stage, state = excluded.state
+"#;
+
+/// The swap of a generation into the live one for a tenant's local dates: parameters tenant,
+/// first and last date, then tenant and generation. Both tables, one transaction (the caller's).
+pub(crate) const SWAP: [&str; 4] = [
+    "DELETE FROM days WHERE tenant = ? AND gen = 0 \
+     AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)",
+    "DELETE FROM hours WHERE tenant = ? AND gen = 0 \
+     AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)",
+    "UPDATE days SET gen = 0, folded = false WHERE tenant = ? AND gen = ?",
+    "UPDATE hours SET gen = 0, folded = false WHERE tenant = ? AND gen = ?",
+];
+
+/// Drops a tenant generation's rows: parameters tenant, generation.
+pub(crate) const DROP_GENERATION: [&str; 2] = [
+    "DELETE FROM days WHERE tenant = ? AND gen = ?",
+    "DELETE FROM hours WHERE tenant = ? AND gen = ?",
+];
+
+/// The totals cells of a tenant generation's dates: parameters tenant, generation, first and
+/// last date. Columns: the cell.
+pub(crate) const GENERATION_TOTALS: &str = "SELECT pageviews, events, visits, bounces, \
+    duration_ms, bot_events, sketch FROM days WHERE tenant = ? AND gen = ? AND dimension = 0 \
+    AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)";
 
 /// The applied rollup-log sequence of a partition.
 pub(crate) const SELECT_WATERMARK: &str = r#"SELECT seq FROM applied WHERE "partition" = ?"#;
@@ -67,12 +111,12 @@ pub(crate) const DIRTY_DAYS: &str = "CREATE TEMP TABLE dirty_days AS \
     SELECT DISTINCT tenant, local_date FROM days WHERE NOT folded";
 
 /// The rows of the dirty (tenant, day) keys, ordered by key. Columns: tenant, days since
-/// 1970-01-01, dimension, value, then the cell.
+/// 1970-01-01, dimension, value, generation, logic version, then the cell.
 pub(crate) fn dirty_day_rows() -> String {
     format!(
-        r#"SELECT d.tenant, CAST(d.local_date - DATE '1970-01-01' AS INTEGER), d.dimension, d."value", {CELL}
+        r#"SELECT d.tenant, CAST(d.local_date - DATE '1970-01-01' AS INTEGER), d.dimension, d."value", d.gen, d.logic_version, {CELL}
 FROM days d JOIN dirty_days k ON d.tenant = k.tenant AND d.local_date = k.local_date
-ORDER BY d.tenant, d.dimension, d.local_date, d."value""#
+ORDER BY d.tenant, d.dimension, d.local_date, d."value", d.gen, d.logic_version"#
     )
 }
 
@@ -86,12 +130,13 @@ pub(crate) const DIRTY_HOURS: &str = "CREATE TEMP TABLE dirty_hours AS \
     SELECT DISTINCT tenant, hour_ms FROM hours WHERE NOT folded";
 
 /// The rows of the dirty (tenant, hour) keys, ordered by key. Columns: tenant, hour, days
-/// since 1970-01-01, then the cell.
+/// since 1970-01-01, generation, logic version, then the cell.
 pub(crate) fn dirty_hour_rows() -> String {
     format!(
-        "SELECT h.tenant, h.hour_ms, CAST(h.local_date - DATE '1970-01-01' AS INTEGER), {CELL} \
+        "SELECT h.tenant, h.hour_ms, CAST(h.local_date - DATE '1970-01-01' AS INTEGER), h.gen, \
+         h.logic_version, {CELL} \
          FROM hours h JOIN dirty_hours k ON h.tenant = k.tenant AND h.hour_ms = k.hour_ms \
-         ORDER BY h.tenant, h.hour_ms, h.local_date"
+         ORDER BY h.tenant, h.hour_ms, h.local_date, h.gen, h.logic_version"
     )
 }
 
@@ -100,16 +145,16 @@ pub(crate) const DELETE_DIRTY_HOURS: &str = "DELETE FROM hours WHERE EXISTS (\
     SELECT 1 FROM dirty_hours k WHERE k.tenant = hours.tenant AND k.hour_ms = hours.hour_ms);
     DROP TABLE dirty_hours;";
 
-/// A tenant's rows for a read: parameters tenant, dimension, first and last local date
-/// ("YYYY-MM-DD"). Columns: the group key, then the cell. Hourly groups read `hours`
-/// (dimension 0 only).
+/// A tenant's live rows for a read: parameters tenant, dimension, first and last local date
+/// ("YYYY-MM-DD"). Columns: the group key, the cell, then the logic version. Hourly groups
+/// read `hours` (dimension 0 only).
 pub(crate) fn select(group: super::GroupBy) -> String {
     use super::GroupBy;
-    let range = "local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)";
+    let range = "local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE) AND gen = 0";
     let key = match group {
         GroupBy::Hour => {
             return format!(
-                "SELECT CAST(hour_ms AS VARCHAR), {CELL} FROM hours \
+                "SELECT CAST(hour_ms AS VARCHAR), {CELL}, logic_version FROM hours \
                  WHERE tenant = ? AND 0 = ? AND {range}"
             );
         }
@@ -117,5 +162,14 @@ pub(crate) fn select(group: super::GroupBy) -> String {
         GroupBy::Day => "CAST(local_date AS VARCHAR)",
         GroupBy::Value => r#""value""#,
     };
-    format!("SELECT {key}, {CELL} FROM days WHERE tenant = ? AND dimension = ? AND {range}")
+    format!(
+        "SELECT {key}, {CELL}, logic_version FROM days \
+         WHERE tenant = ? AND dimension = ? AND {range}"
+    )
 }
+
+/// The (tenant, first date, last date) of live rows made by a logic version older than the
+/// parameter.
+pub(crate) const STALE: &str = "SELECT tenant, CAST(min(local_date) AS VARCHAR), \
+    CAST(max(local_date) AS VARCHAR) FROM days WHERE gen = 0 AND logic_version < ? \
+    GROUP BY tenant ORDER BY tenant";

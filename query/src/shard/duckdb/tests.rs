@@ -1,7 +1,9 @@
 use beacon_proto::insights::v1::{Dimension, Metric};
+use beacon_proto::pipeline::v1::{RollupRow, Swap, TenantRollup, Totals};
 use jiff::civil::Date;
 
 use super::*;
+use crate::metrics::Sums;
 use crate::shard::{GroupBy, Top};
 use crate::testing::{TempDir, apply as apply_one, hit, one_partition_store as store, rollup};
 
@@ -33,7 +35,8 @@ async fn total(store: &DuckShardStore, tenant: &str, start: &str, end: &str) -> 
     let sums = store
         .query(tenant, totals(start, end))
         .await
-        .expect("query");
+        .expect("query")
+        .groups;
     assert!(sums.len() <= 1, "{sums:?}");
     sums.into_iter().next().unwrap_or_default()
 }
@@ -48,7 +51,8 @@ async fn same_message_twice_counts_once() {
         applied,
         Applied {
             messages: 1,
-            watermark: 5
+            watermark: 5,
+            swaps: Vec::new(),
         }
     );
     assert_eq!(apply_one(&store, 5, visit()).await.messages, 0);
@@ -57,7 +61,8 @@ async fn same_message_twice_counts_once() {
         older,
         Applied {
             messages: 0,
-            watermark: 5
+            watermark: 5,
+            swaps: Vec::new(),
         }
     );
 
@@ -78,6 +83,7 @@ async fn a_run_of_messages_applies_only_past_the_watermark() {
     .await;
     let messages: Vec<RollupMessage> = (1..=4)
         .map(|seq| RollupMessage {
+            logic_version: 0,
             seq,
             tenants: vec![
                 store
@@ -91,7 +97,8 @@ async fn a_run_of_messages_applies_only_past_the_watermark() {
         applied,
         Applied {
             messages: 2,
-            watermark: 4
+            watermark: 4,
+            swaps: Vec::new(),
         }
     );
     let sums = total(&store, "acme", "2026-03-01", "2026-03-01").await;
@@ -133,7 +140,8 @@ async fn visitors_are_unique_and_rows_add_up() {
             },
         )
         .await
-        .expect("hours");
+        .expect("hours")
+        .groups;
     assert_eq!(hours.len(), 2);
     assert!(hours.iter().all(|h| h.visitors == 1), "{hours:?}");
 }
@@ -228,7 +236,8 @@ async fn watermark_and_rows_survive_reopening() {
         again,
         Applied {
             messages: 0,
-            watermark: 11
+            watermark: 11,
+            swaps: Vec::new(),
         }
     );
     assert_eq!(
@@ -274,7 +283,11 @@ async fn top_values_ordered_by_metric_then_value() {
         }),
         ..totals("2026-03-01", "2026-03-01")
     };
-    let sums = store.query("acme", query.clone()).await.expect("query");
+    let sums = store
+        .query("acme", query.clone())
+        .await
+        .expect("query")
+        .groups;
     let keys: Vec<&str> = sums.iter().map(|s| s.key.as_str()).collect();
     assert_eq!(keys, ["/b", "/c", "/a"]);
     assert_eq!(sums[0].visitors, 5, "winners get their visitors");
@@ -286,7 +299,7 @@ async fn top_values_ordered_by_metric_then_value() {
             top: Some(Top { metric, limit: 2 }),
             ..query.clone()
         };
-        let sums = store.query("acme", ranked).await.expect("query");
+        let sums = store.query("acme", ranked).await.expect("query").groups;
         let keys: Vec<&str> = sums.iter().map(|s| s.key.as_str()).collect();
         assert_eq!(keys, want, "{metric:?}");
     }
@@ -352,4 +365,130 @@ fn a_bad_memory_limit_is_refused_naming_it() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("\"lots\""), "{err}");
+}
+
+/// A part of generation `generation` of "acme".
+fn staged(generation: u64, stage: u32, rows: Vec<RollupRow>) -> TenantRollup {
+    TenantRollup {
+        generation,
+        stage,
+        ..rollup("acme", rows)
+    }
+}
+
+async fn apply_versioned(
+    store: &DuckShardStore,
+    seq: u64,
+    version: u32,
+    parts: Vec<TenantRollup>,
+) -> Applied {
+    let tenants = parts
+        .into_iter()
+        .map(|part| store.validate(0, part).expect("valid"))
+        .collect();
+    let message = RollupMessage {
+        seq,
+        logic_version: version,
+        tenants,
+    };
+    store.apply(0, vec![message].into()).await.expect("apply")
+}
+
+#[tokio::test]
+async fn a_generation_is_staged_out_of_sight_then_swapped_in_at_once() {
+    let dir = TempDir::new("generations");
+    let store = store(&dir);
+    let day = |at: &str, visitor| hit(at, "UTC", Dimension::Unspecified, "", visitor);
+    // Live: two pageviews on March 1 and one on March 2, made by logic version 2.
+    let live = rollup(
+        "acme",
+        vec![
+            day("2026-03-01T10:00:00Z", 1),
+            day("2026-03-02T10:00:00Z", 2),
+        ],
+    );
+    apply_versioned(&store, 1, 2, vec![live.clone(), live]).await;
+    let before = total(&store, "acme", "2026-03-01", "2026-03-02").await;
+    assert_eq!(before.pageviews, 4);
+
+    // Generation 7 restates March 1 only; its stage 1 arrives twice (a resumed job).
+    let stage = staged(7, 1, vec![day("2026-03-01T11:00:00Z", 3)]);
+    apply_versioned(&store, 2, 3, vec![stage.clone()]).await;
+    apply_versioned(&store, 3, 3, vec![stage]).await;
+    assert_eq!(
+        total(&store, "acme", "2026-03-01", "2026-03-02").await,
+        before,
+        "staged rows are out of sight"
+    );
+
+    // A live change copied into the generation, then the swap.
+    let copy = staged(7, 0, vec![day("2026-03-01T12:00:00Z", 4)]);
+    let swap = TenantRollup {
+        swap: Some(Swap {
+            first_date: "2026-03-01".into(),
+            last_date: "2026-03-01".into(),
+            job_id: "acme.1".into(),
+        }),
+        ..staged(7, 2, Vec::new())
+    };
+    let applied = apply_versioned(&store, 4, 3, vec![copy, swap.clone()]).await;
+    let (job, totals) = &applied.swaps[0];
+    assert_eq!(job, "acme.1");
+    let pageviews = |t: &Option<Totals>| t.as_ref().map(|t| t.pageviews);
+    assert_eq!(pageviews(&totals.before), Some(2), "March 1 before");
+    assert_eq!(
+        pageviews(&totals.after),
+        Some(2),
+        "stage 1 once, and the copy"
+    );
+    let after = store
+        .query("acme", totals_of("2026-03-01", "2026-03-02"))
+        .await
+        .expect("query");
+    assert_eq!(
+        after.groups[0].pageviews, 4,
+        "March 2 kept (2), March 1 replaced (2)"
+    );
+    assert_eq!(after.logic_versions, [2, 3], "both versions answered");
+
+    // A swap published again (a job resumed after it) changes nothing.
+    let again = apply_versioned(&store, 5, 3, vec![swap]).await;
+    assert!(again.swaps.is_empty());
+    store.fold().await.expect("fold");
+    assert_eq!(
+        total(&store, "acme", "2026-03-01", "2026-03-02")
+            .await
+            .pageviews,
+        4
+    );
+    let stale = store.stale(0, 3).await.expect("stale");
+    assert_eq!(stale.len(), 1);
+    assert_eq!(
+        (stale[0].first.to_string(), stale[0].last.to_string()),
+        ("2026-03-02".to_owned(), "2026-03-02".to_owned())
+    );
+
+    // A dropped generation leaves no trace.
+    apply_versioned(
+        &store,
+        6,
+        3,
+        vec![staged(8, 1, vec![day("2026-03-02T11:00:00Z", 5)])],
+    )
+    .await;
+    let drop = TenantRollup {
+        drop: true,
+        ..staged(8, 0, Vec::new())
+    };
+    apply_versioned(&store, 7, 3, vec![drop]).await;
+    assert_eq!(
+        total(&store, "acme", "2026-03-01", "2026-03-02")
+            .await
+            .pageviews,
+        4
+    );
+}
+
+fn totals_of(start: &str, end: &str) -> ShardQuery {
+    totals(start, end)
 }
