@@ -29,6 +29,15 @@ pub struct AggregatorArgs {
         value_delimiter = ','
     )]
     pub own_partitions: Vec<u32>,
+    /// The processing logic to apply: the current one, or an older one (2) to reproduce what
+    /// it computed.
+    #[arg(
+        long = "logic-version",
+        env = "BEACON_LOGIC_VERSION",
+        default_value_t = crate::LOGIC_VERSION,
+        value_parser = clap::value_parser!(u32).range(i64::from(crate::OLDEST_LOGIC_VERSION)..=i64::from(crate::LOGIC_VERSION))
+    )]
+    pub logic_version: u32,
 }
 
 impl AggregatorArgs {
@@ -69,6 +78,7 @@ mod tests {
             flush_interval_ms: 0,
             snapshot_interval_s: 30,
             own_partitions: own,
+            logic_version: crate::LOGIC_VERSION,
         }
     }
 

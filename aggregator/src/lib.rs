@@ -16,6 +16,7 @@ pub mod cap;
 pub mod enrich;
 mod error;
 pub mod processor;
+pub mod restate;
 mod rollup;
 mod session;
 mod worker;
@@ -28,7 +29,10 @@ pub use processor::{Prepared, Processor};
 /// alters the rollups computed from the same raw events.
 ///
 /// 2: dimension values are capped in length and per-day cardinality, paths are percent-decoded.
-pub const LOGIC_VERSION: u32 = 2;
+/// 3: a user agent in which neither a browser nor an operating system is recognized is a bot.
+pub const LOGIC_VERSION: u32 = 3;
+/// The oldest logic version the aggregator can still apply (`--logic-version`).
+pub const OLDEST_LOGIC_VERSION: u32 = 2;
 
 /// Runs one worker per owned partition until `shutdown` is cancelled; then flushes, snapshots and returns.
 ///
@@ -46,9 +50,10 @@ pub async fn run(
             err,
         )
     })?;
-    let timing = worker::Timing {
+    let timing = worker::Settings {
         flush_interval: args.flush_interval(),
         snapshot_interval: args.snapshot_interval(),
+        logic_version: args.logic_version,
     };
     tracing::info!(partitions = ?partitions, flush_interval_ms = args.flush_interval_ms, snapshot_interval_s = args.snapshot_interval_s, "aggregator starting");
     let stop = shutdown.child_token();

@@ -3,20 +3,20 @@
 //! The same event sequence always gives the same deltas and state, so a crash and replay, or a
 //! reprocessing job reading the raw store, reproduces the same numbers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::iter;
 use std::sync::Arc;
 
 use beacon_core::time::{hour_bucket, time_zone};
 use beacon_proto::insights::v1::Dimension;
-use beacon_proto::pipeline::v1::{AggregatorSnapshot, LoggedEvent, TenantRollup};
+use beacon_proto::pipeline::v1::{AggregatorSnapshot, DirtyDays, LoggedEvent, TenantRollup};
 use jiff::tz::TimeZone;
 
-use crate::AggregatorError;
 use crate::cap::{Admitted, cap_length};
 use crate::enrich::{self, Enricher, PageUrl, UserAgent};
 use crate::rollup::{Counters, PendingRollups};
-use crate::session::{Hit, NO_WATERMARK, SessionState, Sessions, Visit};
+use crate::session::{Hit, LATE_AFTER_MS, NO_WATERMARK, SessionState, Sessions, Visit};
+use crate::{AggregatorError, LOGIC_VERSION};
 
 /// Closed sessions are dropped after this many events.
 const CLEANUP_EVERY: u32 = 4096;
@@ -29,8 +29,16 @@ pub const PAGEVIEW: &str = "pageview";
 /// Sessions expire against their tenant's watermark (the highest event time of the tenant seen
 /// so far), so a tenant's numbers depend on its own events only, never on other tenants sharing
 /// the partition.
-#[derive(Debug, Default)]
+///
+/// Events are sessionized as they arrive. In time order (up to [`LATE_AFTER_MS`] behind the
+/// tenant's newest event) that is exact. An event later than that, or one earlier than its
+/// visitor's open session, may belong to a session already counted differently: it is counted
+/// at once, and its local date is marked dirty ([`Processor::take_dirty`]) so that the day is
+/// recomputed in time order from the raw store.
+#[derive(Debug)]
 pub struct Processor {
+    /// The logic version it applies.
+    version: u32,
     sessions: Sessions,
     /// Highest event time seen in the partition.
     watermark_ms: i64,
@@ -42,6 +50,14 @@ pub struct Processor {
     enricher: Enricher,
     zones: HashMap<String, TimeZone>,
     since_cleanup: u32,
+    /// Local dates that received events out of order, per tenant.
+    dirty: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Default for Processor {
+    fn default() -> Self {
+        Self::with_version(LOGIC_VERSION)
+    }
 }
 
 /// An event that passed validation, with its hour bucket: applying it cannot fail.
@@ -57,12 +73,38 @@ impl Prepared<'_> {
     pub fn received_ms(&self) -> i64 {
         self.event.received_ms
     }
+
+    /// The tenant-local date of the event, "YYYY-MM-DD".
+    pub fn local_date(&self) -> &str {
+        &self.local_date
+    }
 }
 
 impl Processor {
-    /// An empty state: no sessions, no watermarks, nothing pending.
+    /// An empty state applying the current logic ([`LOGIC_VERSION`]).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty state applying logic `version` (2 or 3; see [`LOGIC_VERSION`]).
+    pub fn with_version(version: u32) -> Self {
+        Self {
+            version,
+            sessions: Sessions::default(),
+            watermark_ms: 0,
+            watermarks: HashMap::new(),
+            pending: PendingRollups::default(),
+            admitted: Admitted::default(),
+            enricher: Enricher::default(),
+            zones: HashMap::new(),
+            since_cleanup: 0,
+            dirty: BTreeMap::new(),
+        }
+    }
+
+    /// The logic version it applies.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// Processes one event: [`Processor::prepare`], then [`Processor::apply`]. On error the
@@ -100,7 +142,7 @@ impl Processor {
         let hour = (prepared.hour_ms, prepared.local_date.as_str());
         let agent = self.enricher.user_agent(&event.user_agent);
         let watermark_ms = self.advance_watermark(&event.tenant_id, event.timestamp_ms);
-        if agent.bot {
+        if is_bot(&agent, self.version) {
             if emit {
                 let bot = Counters {
                     bot_events: 1,
@@ -124,6 +166,12 @@ impl Processor {
             ts: event.timestamp_ms,
             pageview: event.name == PAGEVIEW,
         };
+        if self.out_of_order(hit, watermark_ms) {
+            self.dirty
+                .entry(tenant.to_owned())
+                .or_default()
+                .insert(prepared.local_date.clone());
+        }
         let admitted = &mut self.admitted;
         let start = || new_session(event, &agent, &page, hour, admitted);
         let (visit, session) = self.sessions.track(hit, watermark_ms, start);
@@ -131,6 +179,31 @@ impl Processor {
             emit_deltas(&mut self.pending, hit, hour, &path, visit, session.as_ref());
         }
         self.maybe_cleanup();
+    }
+
+    /// Whether sessionizing `hit` now may differ from time order: it is more than
+    /// [`LATE_AFTER_MS`] behind its tenant's newest event, or earlier than its visitor's open
+    /// session (which then started too late, with the wrong entry page and source).
+    fn out_of_order(&self, hit: Hit<'_>, watermark_ms: i64) -> bool {
+        if watermark_ms != NO_WATERMARK && hit.ts < watermark_ms.saturating_sub(LATE_AFTER_MS) {
+            return true;
+        }
+        self.sessions
+            .get(hit.tenant_id, hit.visitor)
+            .is_some_and(|s| s.is_open(watermark_ms) && hit.ts < s.start_ms)
+    }
+
+    /// Tenants with dirty dates.
+    pub fn dirty_tenants(&self) -> Vec<String> {
+        self.dirty.keys().cloned().collect()
+    }
+
+    /// Takes a tenant's dirty local dates, ascending.
+    pub fn take_dirty(&mut self, tenant: &str) -> Vec<String> {
+        self.dirty
+            .remove(tenant)
+            .map(|dates| dates.into_iter().collect())
+            .unwrap_or_default()
     }
 
     /// Takes the pending deltas, in a deterministic order.
@@ -174,6 +247,14 @@ impl Processor {
             tenant_watermarks_ms: self.watermarks.clone(),
             admitted: self.admitted.to_proto(),
             since_cleanup: self.since_cleanup,
+            dirty: self
+                .dirty
+                .iter()
+                .map(|(tenant, dates)| DirtyDays {
+                    tenant_id: tenant.clone(),
+                    local_dates: dates.iter().cloned().collect(),
+                })
+                .collect(),
         }
     }
 
@@ -185,6 +266,11 @@ impl Processor {
         self.admitted = Admitted::from_proto(snapshot.admitted);
         self.pending = PendingRollups::default();
         self.since_cleanup = snapshot.since_cleanup;
+        self.dirty = snapshot
+            .dirty
+            .into_iter()
+            .map(|days| (days.tenant_id, days.local_dates.into_iter().collect()))
+            .collect();
         Ok(())
     }
 
@@ -222,6 +308,14 @@ impl Processor {
             self.admitted.prune(&self.watermarks);
         }
     }
+}
+
+/// Whether an agent is a bot under logic `version`: from version 3 on, an agent in which
+/// neither a browser nor an operating system can be recognized is one too (monitors and
+/// scripts that name only themselves).
+fn is_bot(agent: &UserAgent, version: u32) -> bool {
+    agent.bot
+        || (version >= 3 && agent.browser == enrich::ua::UNKNOWN && agent.os == enrich::ua::UNKNOWN)
 }
 
 /// The session `event` starts; its open-ended dimensions pass the cardinality cap of the

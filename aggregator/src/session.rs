@@ -12,6 +12,10 @@ use crate::AggregatorError;
 
 /// Idle time that ends a session.
 pub const SESSION_IDLE_MS: i64 = 30 * 60 * 1000;
+/// How far behind its tenant's newest event an event may arrive and still be sessionized as
+/// time order would: sessions stay open this much longer than the idle time. Later events are
+/// counted at once and their days recomputed in time order (see `Processor`).
+pub const LATE_AFTER_MS: i64 = 5 * 60 * 1000;
 /// Sessions one tenant may hold (closed ones are dropped every few thousand events). A visitor
 /// who starts a session beyond it is counted (a visit, a bounce) but not remembered, so their
 /// next event starts another visit; such sessions are counted in [`Sessions::overflow`].
@@ -36,9 +40,11 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    /// Open sessions can still be joined; closed ones never again, since the watermark only grows.
+    /// Open sessions can still be joined; closed ones never again, since the watermark only
+    /// grows. A session stays open [`LATE_AFTER_MS`] past its idle time, so that an event up to
+    /// that late still finds it.
     pub fn is_open(&self, watermark_ms: i64) -> bool {
-        self.end_ms.saturating_add(SESSION_IDLE_MS) >= watermark_ms
+        self.end_ms.saturating_add(SESSION_IDLE_MS + LATE_AFTER_MS) >= watermark_ms
     }
 
     /// Whether an event at `ts` joins this session.
@@ -128,6 +134,11 @@ impl Sessions {
                 )
             }
         }
+    }
+
+    /// The session held for a visitor, open or not.
+    pub fn get(&self, tenant: &str, visitor: u64) -> Option<&SessionState> {
+        self.by_tenant.get(tenant)?.get(&visitor)
     }
 
     /// Drops closed sessions, given each tenant's watermark. Safe at any time: closed sessions
@@ -337,7 +348,7 @@ mod tests {
             "held sessions still join"
         );
         // Once the closed sessions are dropped, a new visitor finds room again.
-        let late = 31 * MIN;
+        let late = 36 * MIN;
         sessions.cleanup(&HashMap::from([("flood".to_owned(), late)]));
         sessions.track(visitor(u64::MAX - 1, late), late, || state(late));
         assert_eq!(sessions.overflow(), 1);
@@ -375,8 +386,9 @@ mod tests {
     fn closed_by_watermark() {
         let mut sessions = Sessions::default();
         sessions.track(hit(0), 0, || state(0));
-        // Another visitor moved the watermark past the idle time: the session is closed.
-        let (visit, _) = sessions.track(hit(20 * MIN), 31 * MIN, || state(20 * MIN));
+        // Another visitor moved the watermark past the idle time and the lateness allowed: the
+        // session is closed.
+        let (visit, _) = sessions.track(hit(20 * MIN), 36 * MIN, || state(20 * MIN));
         assert_eq!(visit, Visit::Started);
     }
 

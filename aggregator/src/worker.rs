@@ -23,6 +23,7 @@ use crate::AggregatorError;
 use crate::processor::Processor;
 
 mod handle;
+mod jobs;
 mod publish;
 
 /// Most event-log messages handled at once (their raw events are stored in one write).
@@ -36,13 +37,15 @@ const FLUSH_BYTES: usize = 256 * 1024;
 /// Attempts to publish the last rollup while shutting down.
 const FINAL_ATTEMPTS: u32 = 5;
 
-/// Timing of one worker.
+/// Settings of one worker.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
+pub struct Settings {
     /// Pending rollups are published this often.
     pub flush_interval: Duration,
     /// The state is snapshotted at most this often.
     pub snapshot_interval: Duration,
+    /// The processing logic applied.
+    pub logic_version: u32,
 }
 
 /// The name of a partition's snapshot.
@@ -155,7 +158,7 @@ struct Stats {
 /// The state of one partition's worker.
 pub struct Worker {
     lane: Lane,
-    timing: Timing,
+    timing: Settings,
     backends: Backends,
     raw: Arc<dyn RawStore>,
     processor: Processor,
@@ -171,12 +174,16 @@ pub struct Worker {
     last_snapshot: Instant,
     stats: Stats,
     instruments: Instruments,
+    /// The logic version applied.
+    version: u32,
+    /// Open restatement jobs of the partition's tenants.
+    jobs: jobs::JobRunner,
 }
 
 /// Runs a partition's worker until `shutdown` is cancelled; then publishes, snapshots and returns.
 pub async fn run_partition(
     lane: Lane,
-    timing: Timing,
+    timing: Settings,
     backends: Backends,
     raw: Arc<dyn RawStore>,
 ) -> Result<(), AggregatorError> {
@@ -185,6 +192,12 @@ pub async fn run_partition(
         Err(Halt::Stopped) => return Ok(()),
         Err(Halt::Failed(err)) => return Err(err),
     };
+    if let Err(halt) = worker.load_jobs().await {
+        return match halt {
+            Halt::Stopped => Ok(()),
+            Halt::Failed(err) => Err(err),
+        };
+    }
     let events = worker.backends.events.clone();
     let lane = worker.lane.clone();
     let tick = Some(worker.timing.flush_interval);
@@ -196,7 +209,7 @@ impl Worker {
     /// Loads the snapshot and the last published rollup.
     async fn start(
         lane: Lane,
-        timing: Timing,
+        timing: Settings,
         backends: Backends,
         raw: Arc<dyn RawStore>,
     ) -> Result<Self, Halt<AggregatorError>> {
@@ -207,7 +220,8 @@ impl Worker {
             .retry("loading the snapshot", || snapshots.load(&name))
             .await
             .map_err(|halt| failed(halt, format!("loading snapshot {name}")))?;
-        let mut processor = Processor::new();
+        let mut processor = Processor::with_version(timing.logic_version);
+        let jobs = beacon_core::jobs::Jobs::new(backends.snapshots.clone(), backends.partitions);
         let snapshot_seq = match saved {
             Some(bytes) => {
                 restore(&mut processor, partition, &name, bytes).map_err(Halt::Failed)?
@@ -247,6 +261,8 @@ impl Worker {
             last_snapshot: Instant::now(),
             stats: Stats::default(),
             instruments: Instruments::new(),
+            version: timing.logic_version,
+            jobs: jobs::JobRunner::new(jobs),
         })
     }
 
@@ -301,7 +317,8 @@ impl consumer::Handler for Worker {
     }
 
     async fn tick(&mut self, _lane: &Lane) -> Result<(), Halt<AggregatorError>> {
-        self.flush().await
+        self.flush().await?;
+        self.run_jobs().await
     }
 }
 

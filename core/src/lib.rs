@@ -17,6 +17,7 @@ pub mod consumer;
 pub mod deadletter;
 pub mod error;
 pub mod grpc;
+pub mod jobs;
 pub mod log;
 pub mod meta;
 pub mod observe;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::{FINAL_ATTEMPTS, Outgoing, Worker, snapshot_name};
-use crate::{AggregatorError, LOGIC_VERSION};
+use crate::AggregatorError;
 
 impl Worker {
     /// Publishes pending deltas, then snapshots when the interval has passed and the state is at
@@ -132,12 +132,14 @@ impl Worker {
     fn encode_pending(&mut self) -> Option<Outgoing> {
         let first = self.first_pending.take()?;
         let last = self.processed;
+        let mut tenants = self.processor.take_rollups();
+        self.jobs.copy_live(&mut tenants, first);
         let batch = RollupBatch {
             partition: self.lane.partition(),
             first_event_seq: first.seq,
             last_event_seq: last.seq,
-            logic_version: LOGIC_VERSION,
-            tenants: self.processor.take_rollups(),
+            logic_version: self.version,
+            tenants,
             first_event_index: first.index,
             last_event_index: last.index,
             replay: false,

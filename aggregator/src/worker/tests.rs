@@ -60,6 +60,7 @@ fn args() -> AggregatorArgs {
         flush_interval_ms: 20,
         snapshot_interval_s: 3600,
         own_partitions: vec![],
+        logic_version: crate::LOGIC_VERSION,
     }
 }
 

@@ -1,0 +1,437 @@
+//! Restatement jobs inside a partition's lane: the worker advances them between chunks, so a
+//! job and live events meet in one ordered stream.
+//!
+//! A job starts by publishing the pending live deltas and recording the cut: the position of
+//! the last event processed. Its replay reads the raw events first seen up to the cut and stages
+//! their rows in the job's generation, one rollup message at a time, checkpointing after each
+//! (the rollup log holds the parts, the job record the replay's cursor and state; a resumed job
+//! may publish a stage again, which the query role skips). Live deltas of the tenant's events
+//! after the cut are copied into the generation as they are published. When the replay is done,
+//! the live deltas are published and then the swap: at that point of the rollup log the
+//! generation holds every event of the range exactly once, and replaces the live rows of its
+//! dates in one transaction.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use beacon_core::consumer::Halt;
+use beacon_core::jobs::{self, Jobs};
+use beacon_core::time::now_ms;
+use beacon_proto::pipeline::v1::{
+    RestatementJob, RestatementKind, RestatementState, RollupBatch, Swap, TenantRollup,
+};
+use bytes::Bytes;
+use prost::Message;
+
+use super::{FLUSH_BYTES, Position, Worker};
+use crate::AggregatorError;
+use crate::restate::{DateRange, Replay};
+use crate::rollup::BATCH_OVERHEAD;
+
+/// How often the worker looks for new jobs and cancel requests.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+/// Time one tick may spend replaying, so live events keep flowing.
+const STEP_BUDGET: Duration = Duration::from_millis(400);
+
+/// A job being advanced.
+struct Active {
+    job: RestatementJob,
+    replay: Option<Replay>,
+    cancel: bool,
+}
+
+/// The partition's open jobs, at most one per tenant.
+pub(super) struct JobRunner {
+    jobs: Jobs,
+    active: BTreeMap<String, Active>,
+    last_poll: Option<Instant>,
+}
+
+impl JobRunner {
+    /// No jobs yet; they are found by the first poll.
+    pub(super) fn new(jobs: Jobs) -> Self {
+        Self {
+            jobs,
+            active: BTreeMap::new(),
+            last_poll: None,
+        }
+    }
+
+    /// Copies, into the generation of each running job, the rows of its tenant's live deltas
+    /// that fall on its dates. `first` is the first event the deltas cover: only deltas of
+    /// events after a job's cut are copied (earlier ones are in its replay).
+    pub(super) fn copy_live(&self, parts: &mut Vec<TenantRollup>, first: Position) {
+        let mut copies = Vec::new();
+        for part in parts.iter() {
+            let Some(active) = self.active.get(&part.tenant_id) else {
+                continue;
+            };
+            let job = &active.job;
+            if job.state() != RestatementState::Running || job.generation == 0 {
+                continue;
+            }
+            let cut = Position {
+                seq: job.cut_seq,
+                index: job.cut_index,
+            };
+            if first <= cut {
+                tracing::error!(job = %job.id, ?first, ?cut, "live deltas straddle a job's cut; not copied");
+                continue;
+            }
+            let rows: Vec<_> = part
+                .rows
+                .iter()
+                .filter(|row| job.first_date <= row.local_date && row.local_date <= job.last_date)
+                .cloned()
+                .collect();
+            if !rows.is_empty() {
+                copies.push(TenantRollup {
+                    tenant_id: part.tenant_id.clone(),
+                    rows,
+                    generation: job.generation,
+                    ..TenantRollup::default()
+                });
+            }
+        }
+        parts.extend(copies);
+    }
+}
+
+impl Worker {
+    /// Finds new jobs now and then, then advances every open one within the step budget.
+    pub(super) async fn run_jobs(&mut self) -> Result<(), Halt<AggregatorError>> {
+        if self
+            .jobs
+            .last_poll
+            .is_none_or(|at| at.elapsed() >= POLL_EVERY)
+        {
+            self.jobs.last_poll = Some(Instant::now());
+            self.poll_jobs().await;
+        }
+        let deadline = Instant::now() + STEP_BUDGET;
+        let tenants: Vec<String> = self.jobs.active.keys().cloned().collect();
+        for tenant in tenants {
+            if let Err(err) = self.advance_job(&tenant, deadline).await {
+                match err {
+                    Halt::Stopped => return Err(Halt::Stopped),
+                    Halt::Failed(err) => self.fail_job(&tenant, err).await?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the partition's open jobs before the first event is handled, so that live deltas
+    /// of a resumed job's tenant are copied into its generation from the start.
+    pub(super) async fn load_jobs(&mut self) -> Result<(), Halt<AggregatorError>> {
+        let (jobs, partition) = (&self.jobs.jobs, self.lane.partition());
+        let found = self
+            .lane
+            .retry("listing restatement jobs", || jobs.of_partition(partition))
+            .await
+            .map_err(|halt| {
+                super::failed(halt, format!("listing the jobs of partition {partition}"))
+            })?;
+        self.adopt(found);
+        self.jobs.last_poll = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Takes up the open jobs among `found` whose tenant has none active, oldest first.
+    fn adopt(&mut self, mut found: Vec<RestatementJob>) {
+        found.sort_by_key(|job| job.created_ms);
+        for job in found {
+            if jobs::is_open(&job) && !self.jobs.active.contains_key(&job.tenant_id) {
+                tracing::info!(partition = self.lane.partition(), job = %job.id, "restatement job found");
+                self.jobs.active.insert(
+                    job.tenant_id.clone(),
+                    Active {
+                        job,
+                        replay: None,
+                        cancel: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Loads jobs of this partition that are open and not active yet, notes cancel requests and
+    /// turns dirty dates into late-event jobs. Failures are logged; the next poll tries again.
+    async fn poll_jobs(&mut self) {
+        let partition = self.lane.partition();
+        match self.jobs.jobs.of_partition(partition).await {
+            Ok(found) => self.adopt(found),
+            Err(err) => tracing::warn!(partition, error = %err, "listing restatement jobs failed"),
+        }
+        for active in self.jobs.active.values_mut() {
+            if active.job.kind() == RestatementKind::Reprocess
+                && let Ok(true) = self.jobs.jobs.cancel_requested(&active.job.id).await
+            {
+                active.cancel = true;
+            }
+        }
+        for tenant in self.processor.dirty_tenants() {
+            if self.jobs.active.contains_key(&tenant) {
+                continue;
+            }
+            let dates = self.processor.take_dirty(&tenant);
+            if let Some(job) = late_job(&tenant, &dates) {
+                tracing::info!(partition, tenant, first = %job.first_date, last = %job.last_date, "recomputing days that received late events");
+                self.jobs.active.insert(
+                    tenant,
+                    Active {
+                        job,
+                        replay: None,
+                        cancel: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// One job's next steps: start, replay and stage, swap, or cancel.
+    async fn advance_job(
+        &mut self,
+        tenant: &str,
+        deadline: Instant,
+    ) -> Result<(), Halt<AggregatorError>> {
+        let Some(active) = self.jobs.active.get(tenant) else {
+            return Ok(());
+        };
+        if active.cancel {
+            return self
+                .close_job(tenant, RestatementState::Cancelled, String::new())
+                .await;
+        }
+        if active.job.state() == RestatementState::Pending {
+            self.start_job(tenant).await?;
+        }
+        while Instant::now() < deadline {
+            let Some(active) = self.jobs.active.get_mut(tenant) else {
+                return Ok(());
+            };
+            if active.replay.is_none() {
+                active.replay = Some(Replay::of(&active.job).map_err(Halt::Failed)?);
+            }
+            let replay = active.replay.as_mut().expect("set above");
+            replay.step(self.raw.as_ref()).await.map_err(Halt::Failed)?;
+            let full = replay.pending_size_bound() + BATCH_OVERHEAD >= FLUSH_BYTES;
+            if replay.is_done() {
+                self.stage(tenant).await?;
+                return self.swap(tenant).await;
+            }
+            if full {
+                self.stage(tenant).await?;
+            }
+        }
+        self.stage(tenant).await
+    }
+
+    /// Publishes the live deltas, records the cut and the generation, and saves the job: from
+    /// then on, live deltas of the tenant are copied into the generation.
+    async fn start_job(&mut self, tenant: &str) -> Result<(), Halt<AggregatorError>> {
+        self.publish_pending().await?;
+        let (partition, cut, version) = (self.lane.partition(), self.processed, self.version);
+        let Some(active) = self.jobs.active.get_mut(tenant) else {
+            return Ok(());
+        };
+        let job = &mut active.job;
+        let range = DateRange::parse(&job.first_date, &job.last_date).map_err(Halt::Failed)?;
+        (job.from_ms, job.to_ms) = range.scan_bounds();
+        job.cut_seq = cut.seq;
+        job.cut_index = cut.index;
+        job.generation = u64::try_from(now_ms()).unwrap_or(1).max(1);
+        job.started_ms = now_ms();
+        job.logic_version = version;
+        job.set_state(RestatementState::Running);
+        let job = job.clone();
+        self.save_job(partition, &job).await?;
+        tracing::info!(partition, job = %job.id, cut_seq = cut.seq, generation = job.generation, "restatement job started");
+        Ok(())
+    }
+
+    /// Publishes the replay's pending rows as the job's next stage, then checkpoints the job.
+    async fn stage(&mut self, tenant: &str) -> Result<(), Halt<AggregatorError>> {
+        let partition = self.lane.partition();
+        let Some(active) = self.jobs.active.get_mut(tenant) else {
+            return Ok(());
+        };
+        let Some(replay) = active.replay.as_mut() else {
+            return Ok(());
+        };
+        let rows: Vec<_> = replay
+            .take_parts()
+            .into_iter()
+            .flat_map(|part| part.rows)
+            .collect();
+        let job = &mut active.job;
+        if !rows.is_empty() {
+            job.stage += 1;
+            let part = TenantRollup {
+                tenant_id: job.tenant_id.clone(),
+                rows,
+                generation: job.generation,
+                stage: job.stage,
+                ..TenantRollup::default()
+            };
+            let msg_id = format!("restate-{partition}-{}-{}", job.id, job.stage);
+            let job_id = job.id.clone();
+            self.publish_job_part(&msg_id, part, &job_id).await?;
+        }
+        let Some(active) = self.jobs.active.get_mut(tenant) else {
+            return Ok(());
+        };
+        if let Some(replay) = &active.replay {
+            replay.checkpoint(&mut active.job);
+        }
+        let job = active.job.clone();
+        self.save_job(partition, &job).await
+    }
+
+    /// Publishes the live deltas, then the swap, and closes the job.
+    async fn swap(&mut self, tenant: &str) -> Result<(), Halt<AggregatorError>> {
+        self.publish_pending().await?;
+        let partition = self.lane.partition();
+        let Some(active) = self.jobs.active.get_mut(tenant) else {
+            return Ok(());
+        };
+        let job = &mut active.job;
+        job.stage += 1;
+        let part = TenantRollup {
+            tenant_id: job.tenant_id.clone(),
+            generation: job.generation,
+            stage: job.stage,
+            swap: Some(Swap {
+                first_date: job.first_date.clone(),
+                last_date: job.last_date.clone(),
+                job_id: job.id.clone(),
+            }),
+            ..TenantRollup::default()
+        };
+        let msg_id = format!("restate-{partition}-{}-swap", job.id);
+        let job_id = job.id.clone();
+        self.publish_job_part(&msg_id, part, &job_id).await?;
+        self.finish_job(tenant, RestatementState::Done, String::new())
+            .await
+    }
+
+    /// Drops the job's generation and closes it as cancelled or failed.
+    async fn close_job(
+        &mut self,
+        tenant: &str,
+        state: RestatementState,
+        error: String,
+    ) -> Result<(), Halt<AggregatorError>> {
+        let partition = self.lane.partition();
+        let Some(active) = self.jobs.active.get(tenant) else {
+            return Ok(());
+        };
+        let job = &active.job;
+        if job.generation != 0 {
+            let part = TenantRollup {
+                tenant_id: job.tenant_id.clone(),
+                generation: job.generation,
+                drop: true,
+                ..TenantRollup::default()
+            };
+            let msg_id = format!("restate-{partition}-{}-drop", job.id);
+            let job_id = job.id.clone();
+            self.publish_job_part(&msg_id, part, &job_id).await?;
+        }
+        self.finish_job(tenant, state, error).await
+    }
+
+    /// Records the job's end and forgets it.
+    async fn finish_job(
+        &mut self,
+        tenant: &str,
+        state: RestatementState,
+        error: String,
+    ) -> Result<(), Halt<AggregatorError>> {
+        let partition = self.lane.partition();
+        let Some(mut active) = self.jobs.active.remove(tenant) else {
+            return Ok(());
+        };
+        let job = &mut active.job;
+        job.set_state(state);
+        job.error = error;
+        job.finished_ms = now_ms();
+        job.checkpoint = None;
+        tracing::info!(partition, job = %job.id, state = ?state, events = job.events, stages = job.stage, error = %job.error, "restatement job ended");
+        self.save_job(partition, job).await
+    }
+
+    /// A job that cannot go on: its generation is dropped and the error recorded.
+    async fn fail_job(
+        &mut self,
+        tenant: &str,
+        err: AggregatorError,
+    ) -> Result<(), Halt<AggregatorError>> {
+        tracing::error!(partition = self.lane.partition(), tenant, error = %err, "restatement job failed");
+        self.close_job(tenant, RestatementState::Failed, err.to_string())
+            .await
+    }
+
+    /// Publishes one job part in a message of its own, at the position of the last published
+    /// rollup (it covers no events).
+    async fn publish_job_part(
+        &mut self,
+        msg_id: &str,
+        part: TenantRollup,
+        job: &str,
+    ) -> Result<(), Halt<AggregatorError>> {
+        let batch = RollupBatch {
+            partition: self.lane.partition(),
+            first_event_seq: self.published.seq,
+            last_event_seq: self.published.seq,
+            logic_version: self.version,
+            tenants: vec![part],
+            first_event_index: self.published.index,
+            last_event_index: self.published.index,
+            replay: true,
+        };
+        let payload = Bytes::from(batch.encode_to_vec());
+        let (rollups, partition) = (&self.backends.rollups, self.lane.partition());
+        self.lane
+            .retry("publishing a restatement part", || {
+                rollups.append(partition, msg_id, payload.clone())
+            })
+            .await
+            .map_err(|halt| {
+                super::failed(halt, format!("publishing part {msg_id} of job {job}"))
+            })?;
+        Ok(())
+    }
+
+    /// Saves a job record, retrying transient failures.
+    async fn save_job(
+        &self,
+        partition: u32,
+        job: &RestatementJob,
+    ) -> Result<(), Halt<AggregatorError>> {
+        let jobs = &self.jobs.jobs;
+        self.lane
+            .retry("saving a restatement job", || jobs.save(partition, job))
+            .await
+            .map_err(|halt| super::failed(halt, format!("saving job {}", job.id)))
+    }
+}
+
+/// The job that recomputes a tenant's dirty dates and the days around them (a session of a
+/// late event may start the day before, or go on the day after).
+fn late_job(tenant: &str, dates: &[String]) -> Option<RestatementJob> {
+    let parse = |text: &String| text.parse::<jiff::civil::Date>().ok();
+    let first = dates.iter().filter_map(parse).min()?;
+    let last = dates.iter().filter_map(parse).max()?;
+    let mut job = RestatementJob {
+        id: format!("{tenant}.late"),
+        tenant_id: tenant.to_owned(),
+        first_date: first.yesterday().unwrap_or(first).to_string(),
+        last_date: last.tomorrow().unwrap_or(last).to_string(),
+        created_ms: now_ms(),
+        ..RestatementJob::default()
+    };
+    job.set_kind(RestatementKind::LateEvents);
+    job.set_state(RestatementState::Pending);
+    Some(job)
+}
