@@ -4,6 +4,7 @@
 mod admin;
 mod deadletters;
 mod health;
+mod reprocess;
 mod roles;
 mod standalone;
 mod stats;
@@ -36,6 +37,8 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Dead letters (what failed after it was accepted): list, show, replay, drop.
     Deadletters(deadletters::DeadLettersArgs),
+    /// Recomputes rollups from the raw store (a logic change, late data) and follows the jobs.
+    Reprocess(reprocess::ReprocessArgs),
     /// Reads a tenant's insights with a read key.
     Stats(stats::StatsArgs),
     /// Checks that a role is serving (for container health checks).
@@ -52,6 +55,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Admin(args) => admin::run(args).await,
         Command::Deadletters(args) => deadletters::run(args).await,
+        Command::Reprocess(args) => reprocess::run(args).await,
         Command::Health(args) => health::run(args).await,
         Command::Stats(args) => stats::run(args).await,
         command => {
@@ -64,6 +68,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Command::Gateway(cmd) => cmd.run().await,
                 Command::Admin(_)
                 | Command::Deadletters(_)
+                | Command::Reprocess(_)
                 | Command::Health(_)
                 | Command::Stats(_) => Ok(()),
             }

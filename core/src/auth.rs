@@ -318,6 +318,11 @@ impl Registry {
     pub async fn tenants(&self) -> Result<Vec<Tenant>> {
         self.store.tenants().await
     }
+
+    /// One tenant.
+    pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        self.store.tenant(id).await
+    }
 }
 
 fn kind_name(kind: KeyKind) -> &'static str {

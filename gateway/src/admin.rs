@@ -14,9 +14,13 @@ use beacon_proto::admin::v1::{
     KeyInfo as ProtoKeyInfo, KeyKind as ProtoKeyKind, ListDeadLettersRequest,
     ListDeadLettersResponse, ListKeysRequest, ListKeysResponse, ListTenantsRequest,
     ListTenantsResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse, RevokeKeyRequest,
-    RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse, Tenant,
+    RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse, Tenant, CancelReprocessRequest,
+    CancelReprocessResponse, GetReprocessRequest, ListReprocessRequest, ListReprocessResponse,
+    ReprocessJob, StartReprocessRequest, StartReprocessResponse,
 };
 use tonic::{Request, Response, Status};
+
+mod reprocess;
 
 /// Most dead letters one list call returns.
 const MAX_LIST: u32 = 1000;
@@ -38,6 +42,8 @@ pub struct Admin {
     pub rollups: Arc<dyn Log>,
     /// Partition count.
     pub partitions: u32,
+    /// Reprocessing jobs.
+    pub jobs: beacon_core::jobs::Jobs,
 }
 
 impl Admin {
@@ -325,5 +331,59 @@ impl AdminService for Admin {
             "dead letter dropped"
         );
         Ok(Response::new(DropDeadLetterResponse {}))
+    }
+
+    async fn start_reprocess(
+        &self,
+        request: Request<StartReprocessRequest>,
+    ) -> Result<Response<StartReprocessResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        let jobs = reprocess::start(&self.jobs, &self.registry, &req).await?;
+        Ok(Response::new(StartReprocessResponse { jobs }))
+    }
+
+    async fn get_reprocess(
+        &self,
+        request: Request<GetReprocessRequest>,
+    ) -> Result<Response<ReprocessJob>, Status> {
+        self.check(&request)?;
+        let id = request.into_inner().id;
+        let Some(job) = self.jobs.get(&id).await? else {
+            return Err(Status::not_found(format!("id {id:?} is not a reprocessing job")));
+        };
+        let totals = self.jobs.totals(&id).await?;
+        Ok(Response::new(reprocess::view(&job, totals)))
+    }
+
+    async fn list_reprocess(
+        &self,
+        request: Request<ListReprocessRequest>,
+    ) -> Result<Response<ListReprocessResponse>, Status> {
+        self.check(&request)?;
+        let tenant = request.into_inner().tenant_id;
+        let jobs = self
+            .jobs
+            .all()
+            .await?
+            .into_iter()
+            .filter(|job| tenant.is_empty() || job.tenant_id == tenant)
+            .map(|job| reprocess::view(&job, None))
+            .collect();
+        Ok(Response::new(ListReprocessResponse { jobs }))
+    }
+
+    async fn cancel_reprocess(
+        &self,
+        request: Request<CancelReprocessRequest>,
+    ) -> Result<Response<CancelReprocessResponse>, Status> {
+        self.check(&request)?;
+        let id = request.into_inner().id;
+        if self.jobs.get(&id).await?.is_none() {
+            return Err(Status::not_found(format!("id {id:?} is not a reprocessing job")));
+        }
+        self.jobs.cancel(&id).await?;
+        tracing::info!(job = %id, "reprocessing job cancel requested");
+        Ok(Response::new(CancelReprocessResponse {}))
     }
 }

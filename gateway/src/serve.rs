@@ -80,6 +80,7 @@ pub async fn serve(
         events: backends.events.clone(),
         rollups: backends.rollups.clone(),
         partitions: backends.partitions,
+        jobs: beacon_core::jobs::Jobs::new(backends.snapshots.clone(), backends.partitions),
     };
     let admin_router = with_health_and_reflection(
         Routes::new(AdminServiceServer::new(admin_api)),
