@@ -107,10 +107,9 @@ async fn follow(
     ids: Vec<String>,
 ) -> anyhow::Result<Vec<ReprocessJob>> {
     let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template(
-        "{prefix:24} [{bar:30}] {percent:>3}% {msg} ETA {eta}",
-    )?
-    .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{prefix:24} [{bar:30}] {percent:>3}% {msg} ETA {eta}")?
+            .progress_chars("=> ");
     let mut followed: Vec<(ProgressBar, Rate)> = ids
         .iter()
         .map(|id| {
@@ -123,7 +122,10 @@ async fn follow(
         let mut jobs = Vec::with_capacity(ids.len());
         for (id, (bar, rate)) in ids.iter().zip(&mut followed) {
             let request = GetReprocessRequest { id: id.clone() };
-            let job = client.get_reprocess(admin.request(request)?).await?.into_inner();
+            let job = client
+                .get_reprocess(admin.request(request)?)
+                .await?
+                .into_inner();
             bar.set_position((job.progress * STEPS as f64) as u64);
             bar.set_message(format!(
                 "{} {} events, {:.0} events/s",

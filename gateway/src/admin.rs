@@ -9,14 +9,14 @@ use beacon_core::log::Log;
 use beacon_core::meta::{self, KeyKind};
 use beacon_proto::admin::v1::admin_service_server::AdminService;
 use beacon_proto::admin::v1::{
-    CreateKeyRequest, CreateKeyResponse, CreateTenantRequest, CreateTenantResponse, DeadLetterInfo,
-    DropDeadLetterRequest, DropDeadLetterResponse, GetDeadLetterRequest, GetDeadLetterResponse,
+    CancelReprocessRequest, CancelReprocessResponse, CreateKeyRequest, CreateKeyResponse,
+    CreateTenantRequest, CreateTenantResponse, DeadLetterInfo, DropDeadLetterRequest,
+    DropDeadLetterResponse, GetDeadLetterRequest, GetDeadLetterResponse, GetReprocessRequest,
     KeyInfo as ProtoKeyInfo, KeyKind as ProtoKeyKind, ListDeadLettersRequest,
-    ListDeadLettersResponse, ListKeysRequest, ListKeysResponse, ListTenantsRequest,
-    ListTenantsResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse, RevokeKeyRequest,
-    RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse, Tenant, CancelReprocessRequest,
-    CancelReprocessResponse, GetReprocessRequest, ListReprocessRequest, ListReprocessResponse,
-    ReprocessJob, StartReprocessRequest, StartReprocessResponse,
+    ListDeadLettersResponse, ListKeysRequest, ListKeysResponse, ListReprocessRequest,
+    ListReprocessResponse, ListTenantsRequest, ListTenantsResponse, ReplayDeadLetterRequest,
+    ReplayDeadLetterResponse, ReprocessJob, RevokeKeyRequest, RevokeKeyResponse, RotateKeyRequest,
+    RotateKeyResponse, StartReprocessRequest, StartReprocessResponse, Tenant,
 };
 use tonic::{Request, Response, Status};
 
@@ -350,7 +350,9 @@ impl AdminService for Admin {
         self.check(&request)?;
         let id = request.into_inner().id;
         let Some(job) = self.jobs.get(&id).await? else {
-            return Err(Status::not_found(format!("id {id:?} is not a reprocessing job")));
+            return Err(Status::not_found(format!(
+                "id {id:?} is not a reprocessing job"
+            )));
         };
         let totals = self.jobs.totals(&id).await?;
         Ok(Response::new(reprocess::view(&job, totals)))
@@ -380,7 +382,9 @@ impl AdminService for Admin {
         self.check(&request)?;
         let id = request.into_inner().id;
         if self.jobs.get(&id).await?.is_none() {
-            return Err(Status::not_found(format!("id {id:?} is not a reprocessing job")));
+            return Err(Status::not_found(format!(
+                "id {id:?} is not a reprocessing job"
+            )));
         }
         self.jobs.cancel(&id).await?;
         tracing::info!(job = %id, "reprocessing job cancel requested");

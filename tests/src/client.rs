@@ -17,7 +17,7 @@ use beacon_proto::insights::v1::{
 use tonic::Status;
 use tonic::transport::Channel;
 
-/// The four numbers the tests compare.
+/// The numbers the tests compare.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
     /// Unique visitors.
@@ -28,13 +28,19 @@ pub struct Counts {
     pub pageviews: u64,
     /// Events (pageviews included).
     pub events: u64,
+    /// Sessions with fewer than two pageviews (from the bounce rate and the visits).
+    pub bounces: u64,
+    /// Total session duration, milliseconds (from the mean visit duration and the visits).
+    pub duration_ms: u64,
 }
 
-const METRICS: [Metric; 4] = [
+const METRICS: [Metric; 6] = [
     Metric::Visitors,
     Metric::Visits,
     Metric::Pageviews,
     Metric::Events,
+    Metric::BounceRate,
+    Metric::VisitDuration,
 ];
 
 fn counts(values: &[beacon_proto::insights::v1::MetricValue]) -> Counts {
@@ -42,14 +48,16 @@ fn counts(values: &[beacon_proto::insights::v1::MetricValue]) -> Counts {
         values
             .iter()
             .find(|v| v.metric == m as i32)
-            .map(|v| v.value.round() as u64)
-            .unwrap_or(0)
+            .map_or(0.0, |v| v.value)
     };
+    let visits = get(Metric::Visits);
     Counts {
-        visitors: get(Metric::Visitors),
-        visits: get(Metric::Visits),
-        pageviews: get(Metric::Pageviews),
-        events: get(Metric::Events),
+        visitors: get(Metric::Visitors).round() as u64,
+        visits: visits.round() as u64,
+        pageviews: get(Metric::Pageviews).round() as u64,
+        events: get(Metric::Events).round() as u64,
+        bounces: (get(Metric::BounceRate) * visits / 100.0).round() as u64,
+        duration_ms: (get(Metric::VisitDuration) * visits * 1000.0).round() as u64,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod run;
+pub mod sessions;
 pub mod traffic;
 
 pub use beacon_bench::procs as process;

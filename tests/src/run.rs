@@ -148,3 +148,35 @@ pub async fn wait_exact(
         seen
     )
 }
+
+/// [`wait_exact`], then checks that the numbers stay exact for `hold` (a restatement still
+/// running could change them).
+pub async fn wait_stable(
+    client: &Client,
+    read_key: &str,
+    traffic: &Traffic,
+    timeout: Duration,
+    hold: Duration,
+) -> anyhow::Result<Duration> {
+    let lag = wait_exact(client, read_key, traffic, timeout).await?;
+    let until = Instant::now() + hold;
+    let (first, last) = traffic.date_range();
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let seen: BTreeMap<String, Counts> = client
+            .daily(read_key, &first, &last)
+            .await?
+            .into_iter()
+            .filter(|(_, c)| *c != Counts::default())
+            .collect();
+        if seen != traffic.expected {
+            bail!(
+                "tenant {}: numbers were exact, then changed\nexpected {:#?}\nseen {:#?}",
+                traffic.tenant.id,
+                traffic.expected,
+                seen
+            );
+        }
+    }
+    Ok(lag)
+}

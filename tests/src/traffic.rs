@@ -110,13 +110,16 @@ pub fn generate(seed: u64, tenant: &TenantSpec, events: usize, now_ms: i64) -> T
                 break;
             }
             let session_date = local_date(start, &tenant.time_zone);
-            days.entry(session_date).or_default().0.visits += 1;
+            days.entry(session_date.clone()).or_default().0.visits += 1;
             let mut ts = start;
+            let (mut pageviews, mut last) = (0, start);
             for j in 0..rng.random_range(1..=6usize) {
                 if out.len() >= events {
                     break;
                 }
                 let pageview = j == 0 || rng.random_bool(0.7);
+                pageviews += u64::from(pageview);
+                last = ts;
                 let day = days.entry(local_date(ts, &tenant.time_zone)).or_default();
                 day.0.events += 1;
                 day.0.pageviews += u64::from(pageview);
@@ -133,6 +136,9 @@ pub fn generate(seed: u64, tenant: &TenantSpec, events: usize, now_ms: i64) -> T
                 ));
                 ts += rng.random_range(30_000..300_000);
             }
+            let session = &mut days.entry(session_date).or_default().0;
+            session.bounces += u64::from(pageviews < 2);
+            session.duration_ms += (last - start) as u64;
             start = ts + 2 * hour + rng.random_range(0..8 * hour);
         }
     }

@@ -81,6 +81,8 @@ async fn client_ip_becomes_a_country_and_is_not_stored() -> anyhow::Result<()> {
         visits: visitors,
         pageviews: visitors,
         events: visitors,
+        bounces: visitors,
+        duration_ms: 0,
     };
     let want = vec![
         ("DE".to_owned(), expected(12)),

@@ -1,8 +1,8 @@
 //! The reprocessing part of the admin API: jobs are records in the snapshot store that the
 //! aggregator owning the tenant's partition picks up (see `beacon_core::jobs`).
 
-use beacon_core::jobs::Jobs;
 use beacon_core::auth::Registry;
+use beacon_core::jobs::Jobs;
 use beacon_core::time::now_ms;
 use beacon_proto::admin::v1::{ReprocessJob, ReprocessTotals, StartReprocessRequest};
 use beacon_proto::pipeline::v1::{RestatementJob, RestatementKind, RestatementState, Totals};
@@ -71,7 +71,10 @@ fn dates(first: &str, last: &str) -> Result<(Date, Date), Status> {
 }
 
 /// A job as the admin API shows it, with its swap totals when known.
-pub fn view(job: &RestatementJob, totals: Option<beacon_proto::pipeline::v1::SwapTotals>) -> ReprocessJob {
+pub fn view(
+    job: &RestatementJob,
+    totals: Option<beacon_proto::pipeline::v1::SwapTotals>,
+) -> ReprocessJob {
     let state = match job.state() {
         RestatementState::Pending | RestatementState::Unspecified => "pending",
         RestatementState::Running => "running",
@@ -85,13 +88,16 @@ pub fn view(job: &RestatementJob, totals: Option<beacon_proto::pipeline::v1::Swa
     };
     let progress = match job.state() {
         RestatementState::Done => 1.0,
-        _ if job.has_cursor && job.to_ms > job.from_ms => {
-            ((job.cursor_ms - job.from_ms) as f64 / (job.to_ms - job.from_ms) as f64).clamp(0.0, 1.0)
-        }
+        _ if job.has_cursor && job.to_ms > job.from_ms => ((job.cursor_ms - job.from_ms) as f64
+            / (job.to_ms - job.from_ms) as f64)
+            .clamp(0.0, 1.0),
         _ => 0.0,
     };
     let (before, after) = totals.map_or((None, None), |t| {
-        (t.before.map(reprocess_totals), t.after.map(reprocess_totals))
+        (
+            t.before.map(reprocess_totals),
+            t.after.map(reprocess_totals),
+        )
     });
     ReprocessJob {
         id: job.id.clone(),
