@@ -38,6 +38,15 @@ pub struct AggregatorArgs {
         value_parser = clap::value_parser!(u32).range(i64::from(crate::OLDEST_LOGIC_VERSION)..=i64::from(crate::LOGIC_VERSION))
     )]
     pub logic_version: u32,
+    /// Most raw events a restatement job replays per flush interval, which bounds how much it
+    /// holds up live events of its partition (it also stops after 400 ms).
+    #[arg(
+        long = "restate-events-per-tick",
+        env = "BEACON_RESTATE_EVENTS_PER_TICK",
+        default_value_t = 1_000_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub restate_events_per_tick: u64,
 }
 
 impl AggregatorArgs {
@@ -79,6 +88,7 @@ mod tests {
             snapshot_interval_s: 30,
             own_partitions: own,
             logic_version: crate::LOGIC_VERSION,
+            restate_events_per_tick: 1_000_000,
         }
     }
 

@@ -54,6 +54,7 @@ pub async fn run(
         flush_interval: args.flush_interval(),
         snapshot_interval: args.snapshot_interval(),
         logic_version: args.logic_version,
+        restate_events_per_tick: args.restate_events_per_tick,
     };
     tracing::info!(partitions = ?partitions, flush_interval_ms = args.flush_interval_ms, snapshot_interval_s = args.snapshot_interval_s, "aggregator starting");
     let stop = shutdown.child_token();

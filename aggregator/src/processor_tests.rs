@@ -365,3 +365,35 @@ fn admission_survives_a_snapshot() {
     let out = restored.take_rollups();
     assert_eq!(total(&out, Dimension::Page, OTHER).pageviews, 1);
 }
+
+#[test]
+fn logic_version_three_counts_unrecognizable_agents_as_bots() {
+    let screen = LoggedEvent {
+        user_agent: "LiveBoard/7 (lobby screen)".into(),
+        ..pv(1, T0, "/")
+    };
+    for (version, human) in [(2, true), (3, false)] {
+        let mut p = Processor::with_version(version);
+        p.process(&screen, true).expect("process");
+        let counted = totals(&p.take_rollups());
+        assert_eq!(counted.pageviews == 1, human, "version {version}");
+        assert_eq!(counted.bot_events == 1, !human, "version {version}");
+    }
+}
+
+#[test]
+fn out_of_order_events_mark_their_day_dirty() {
+    let mut p = Processor::new();
+    p.process(&pv(1, T0 + 2 * HOUR, "/"), true)
+        .expect("process");
+    p.process(&pv(2, T0 + 2 * HOUR - 4 * MIN, "/"), true)
+        .expect("within the allowed lateness");
+    assert!(p.dirty_tenants().is_empty(), "slightly late is still exact");
+    p.process(&pv(3, T0, "/"), true).expect("late");
+    // Earlier than the visitor's open session: its start (entry page, source) was wrong.
+    p.process(&pv(1, T0 + 2 * HOUR - MIN, "/"), true)
+        .expect("earlier than the session");
+    assert_eq!(p.dirty_tenants(), ["acme"]);
+    assert_eq!(p.take_dirty("acme"), ["2026-03-01"]);
+    assert!(p.dirty_tenants().is_empty());
+}

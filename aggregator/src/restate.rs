@@ -89,6 +89,8 @@ pub struct Replay {
     processor: Processor,
     cursor: Option<(i64, String)>,
     events: u64,
+    /// Events read that were first seen after the cut (they reach the generation live).
+    after_cut: u64,
     done: bool,
 }
 
@@ -114,27 +116,35 @@ impl Replay {
             processor,
             cursor,
             events: job.events,
+            after_cut: 0,
             done: false,
         })
     }
 
-    /// Reads and folds the next page of raw events; marks the replay done after the last.
-    pub async fn step(&mut self, raw: &dyn RawStore) -> Result<(), AggregatorError> {
+    /// Reads and folds the next page of at most `limit` raw events (at most 4,096); marks the
+    /// replay done after the last. Returns the events read.
+    pub async fn step(
+        &mut self,
+        raw: &dyn RawStore,
+        limit: usize,
+    ) -> Result<usize, AggregatorError> {
         if self.done {
-            return Ok(());
+            return Ok(0);
         }
         let (from, to) = self.bounds;
+        let limit = limit.clamp(1, PAGE);
         let page = raw
-            .scan(&self.tenant, from, to, self.cursor.clone(), PAGE)
+            .scan(&self.tenant, from, to, self.cursor.clone(), limit)
             .await
             .map_err(|err| {
                 AggregatorError::backend(format!("reading raw events of {}", self.tenant), err)
             })?;
-        self.done = page.len() < PAGE;
+        self.done = page.len() < limit;
         for event in &page {
             self.cursor = Some((event.timestamp_ms, event.event_id.clone()));
             self.events += 1;
             if event.origin > self.cut {
+                self.after_cut += 1;
                 continue;
             }
             let Ok(logged) = LoggedEvent::decode(event.payload.clone()) else {
@@ -147,7 +157,12 @@ impl Replay {
             let emit = self.range.contains(prepared.local_date());
             self.processor.apply(prepared, emit);
         }
-        Ok(())
+        Ok(page.len())
+    }
+
+    /// Events read since this replay was made that were first seen after the cut.
+    pub fn after_cut(&self) -> u64 {
+        self.after_cut
     }
 
     /// Whether every raw event of the range was replayed.

@@ -46,6 +46,8 @@ pub struct Settings {
     pub snapshot_interval: Duration,
     /// The processing logic applied.
     pub logic_version: u32,
+    /// Most raw events restatement jobs replay per tick.
+    pub restate_events_per_tick: u64,
 }
 
 /// The name of a partition's snapshot.

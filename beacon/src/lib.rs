@@ -4,6 +4,7 @@
 mod admin;
 mod deadletters;
 mod health;
+mod import;
 mod reprocess;
 mod roles;
 mod standalone;
@@ -37,6 +38,8 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Dead letters (what failed after it was accepted): list, show, replay, drop.
     Deadletters(deadletters::DeadLettersArgs),
+    /// Loads history (NDJSON of Plausible Events API bodies or of the proto's JSON form).
+    Import(import::ImportArgs),
     /// Recomputes rollups from the raw store (a logic change, late data) and follows the jobs.
     Reprocess(reprocess::ReprocessArgs),
     /// Reads a tenant's insights with a read key.
@@ -56,6 +59,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Admin(args) => admin::run(args).await,
         Command::Deadletters(args) => deadletters::run(args).await,
         Command::Reprocess(args) => reprocess::run(args).await,
+        Command::Import(args) => import::run(args).await,
         Command::Health(args) => health::run(args).await,
         Command::Stats(args) => stats::run(args).await,
         command => {
@@ -69,6 +73,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Command::Admin(_)
                 | Command::Deadletters(_)
                 | Command::Reprocess(_)
+                | Command::Import(_)
                 | Command::Health(_)
                 | Command::Stats(_) => Ok(()),
             }

@@ -320,6 +320,12 @@ impl Cluster {
         format!("http://127.0.0.1:{port}")
     }
 
+    /// Sets an environment variable for every role started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.extra.retain(|(k, _)| k != key);
+        self.extra.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Starts (or restarts) `role`.
     pub fn start_role(&mut self, role: Role) -> anyhow::Result<()> {
         let [gateway, ingest, aggregator, query] = self.ports;

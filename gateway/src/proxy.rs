@@ -88,6 +88,23 @@ impl IngestService for IngestProxy {
             .client(request.remote_addr().map(|a| a.ip()), request.metadata());
         self.send(request, client).await
     }
+
+    async fn import_events(
+        &self,
+        request: Request<SendEventsRequest>,
+    ) -> Result<Response<SendEventsResponse>, Status> {
+        let client = self
+            .guard
+            .edge
+            .client(request.remote_addr().map(|a| a.ip()), request.metadata());
+        self.guard
+            .ingest(request.metadata(), request.get_ref().events.len(), client)
+            .await?;
+        self.upstream
+            .clone()
+            .import_events(forward(request, client))
+            .await
+    }
 }
 
 /// Public `InsightsService`: admits, then forwards to a query replica.

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::geo::GeoIp;
 use crate::publisher::Publisher;
-use crate::validate::{Limits, check_batch};
+use crate::validate::{Limits, Mode, check_batch};
 use crate::{IngestArgs, IngestError};
 
 /// Validates, authenticates and publishes events.
@@ -150,17 +150,24 @@ fn rejected(id: String, error: String) -> EventResult {
     }
 }
 
-#[tonic::async_trait]
-impl ingest_service_server::IngestService for IngestService {
-    async fn send_events(
+impl IngestService {
+    /// Checks, stamps and publishes a batch arriving as `mode`; answers once the accepted events
+    /// are durable.
+    async fn ingest(
         &self,
         request: Request<SendEventsRequest>,
+        mode: Mode,
     ) -> Result<Response<SendEventsResponse>, Status> {
         let key = request_key(request.metadata())?;
         let (tenant, kind) = self
             .registry
             .authenticate_kind(&key, KeyKind::Ingest)
             .await?;
+        if mode == Mode::Import && kind != KeyKind::Server {
+            return Err(Status::permission_denied(
+                "ImportEvents needs a server key (secret); create one with `beacon admin create-key --kind server`",
+            ));
+        }
         let fallback_ip = beacon_core::grpc::client_ip(&request);
         let events = request.into_inner().events;
         check_batch(events.len()).map_err(Status::invalid_argument)?;
@@ -170,7 +177,7 @@ impl ingest_service_server::IngestService for IngestService {
         for (index, event) in events.into_iter().enumerate() {
             let checked = self
                 .limits
-                .check(&event, now)
+                .check_as(&event, now, mode)
                 .and_then(|ts| client_ip_allowed(&event, kind).map(|()| ts));
             let id = event.id.clone();
             let logged = match checked {
@@ -202,11 +209,28 @@ impl ingest_service_server::IngestService for IngestService {
             self.publisher.publish(partition, accepted).await?;
             self.count("accepted", "", u64::from(accepted_count));
         }
-        tracing::debug!(tenant = %tenant.id, accepted = accepted_count, rejected = results.len() as u32 - accepted_count, "events ingested");
+        tracing::debug!(tenant = %tenant.id, ?mode, accepted = accepted_count, rejected = results.len() as u32 - accepted_count, "events ingested");
         Ok(Response::new(SendEventsResponse {
             rejected: results.len() as u32 - accepted_count,
             accepted: accepted_count,
             results,
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl ingest_service_server::IngestService for IngestService {
+    async fn send_events(
+        &self,
+        request: Request<SendEventsRequest>,
+    ) -> Result<Response<SendEventsResponse>, Status> {
+        self.ingest(request, Mode::Live).await
+    }
+
+    async fn import_events(
+        &self,
+        request: Request<SendEventsRequest>,
+    ) -> Result<Response<SendEventsResponse>, Status> {
+        self.ingest(request, Mode::Import).await
     }
 }

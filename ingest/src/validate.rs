@@ -23,6 +23,8 @@ pub struct Limits {
     pub prop_value: usize,
     /// Oldest accepted timestamp, milliseconds before now.
     pub max_age_ms: i64,
+    /// Oldest accepted timestamp of an imported event, milliseconds before now.
+    pub max_import_age_ms: i64,
     /// Furthest accepted timestamp, milliseconds after now.
     pub max_future_ms: i64,
 }
@@ -37,6 +39,7 @@ impl Default for Limits {
             prop_key: 300,
             prop_value: 2000,
             max_age_ms: 72 * 3600 * 1000,
+            max_import_age_ms: 3660 * 24 * 3600 * 1000,
             max_future_ms: 5 * 60 * 1000,
         }
     }
@@ -55,9 +58,23 @@ pub fn check_batch(len: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// How events arrive: live (`SendEvents`) or as history (`ImportEvents`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Live traffic: timestamps at most 72 hours old, the time of receipt when absent.
+    Live,
+    /// Imported history: a timestamp is required and may be up to ten years old.
+    Import,
+}
+
 impl Limits {
     /// Checks one event and returns its timestamp in Unix milliseconds (`now_ms` when absent).
     pub fn check(&self, event: &Event, now_ms: i64) -> Result<i64, String> {
+        self.check_as(event, now_ms, Mode::Live)
+    }
+
+    /// Checks one event arriving as `mode` and returns its timestamp in Unix milliseconds.
+    pub fn check_as(&self, event: &Event, now_ms: i64, mode: Mode) -> Result<i64, String> {
         self.check_text("id", &event.id, self.id)?;
         if event.name.trim().is_empty() {
             return Err(
@@ -74,7 +91,7 @@ impl Limits {
         if let Some(revenue) = &event.revenue {
             check_revenue(revenue.amount, &revenue.currency)?;
         }
-        self.check_timestamp(event, now_ms)
+        self.check_timestamp(event, now_ms, mode)
     }
 
     fn check_text(&self, field: &str, value: &str, limit: usize) -> Result<(), String> {
@@ -122,18 +139,28 @@ impl Limits {
         Ok(())
     }
 
-    fn check_timestamp(&self, event: &Event, now_ms: i64) -> Result<i64, String> {
+    fn check_timestamp(&self, event: &Event, now_ms: i64, mode: Mode) -> Result<i64, String> {
         let Some(ts) = &event.timestamp else {
-            return Ok(now_ms);
+            return match mode {
+                Mode::Live => Ok(now_ms),
+                Mode::Import => Err("timestamp: required for imported events".into()),
+            };
         };
         let ms = ts
             .seconds
             .checked_mul(1000)
             .and_then(|ms| ms.checked_add(i64::from(ts.nanos) / 1_000_000))
             .ok_or_else(|| format!("timestamp: {}s is out of range", ts.seconds))?;
-        if ms < now_ms - self.max_age_ms {
+        if mode == Mode::Live && ms < now_ms - self.max_age_ms {
             return Err(format!(
-                "timestamp: {} is more than 72 hours old, the limit for live ingest; load older events through reprocessing",
+                "timestamp: {} is more than 72 hours old, the limit for live ingest; load older \
+                 events with ImportEvents (`beacon import`)",
+                display_ms(ms)
+            ));
+        }
+        if mode == Mode::Import && ms < now_ms - self.max_import_age_ms {
+            return Err(format!(
+                "timestamp: {} is more than 3660 days old, the limit for imports",
                 display_ms(ms)
             ));
         }

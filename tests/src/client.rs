@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use beacon_core::auth::with_bearer;
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
-use beacon_proto::admin::v1::{CreateKeyRequest, CreateTenantRequest, KeyKind};
+use beacon_proto::admin::v1::{
+    CreateKeyRequest, CreateTenantRequest, GetReprocessRequest, KeyKind, ReprocessJob,
+    StartReprocessRequest,
+};
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::ingest::v1::{Event, SendEventsRequest, SendEventsResponse};
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
@@ -165,6 +168,57 @@ impl Client {
     pub async fn send(&self, key: &str, events: Vec<Event>) -> Result<SendEventsResponse, Status> {
         IngestServiceClient::new(self.channel.clone())
             .send_events(with_bearer(key, SendEventsRequest { events })?)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Imports a batch of events with a server key.
+    pub async fn import(
+        &self,
+        key: &str,
+        events: Vec<Event>,
+    ) -> Result<SendEventsResponse, Status> {
+        IngestServiceClient::new(self.channel.clone())
+            .import_events(with_bearer(key, SendEventsRequest { events })?)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Starts reprocessing a tenant's local dates `[first, last]`; returns the job id.
+    pub async fn start_reprocess(
+        &self,
+        admin_token: &str,
+        tenant: &str,
+        first: &str,
+        last: &str,
+    ) -> anyhow::Result<String> {
+        let request = with_bearer(
+            admin_token,
+            StartReprocessRequest {
+                tenant_id: tenant.into(),
+                all_tenants: false,
+                first_date: first.into(),
+                last_date: last.into(),
+            },
+        )?;
+        let reply = AdminServiceClient::new(self.admin.clone())
+            .start_reprocess(request)
+            .await
+            .with_context(|| format!("starting to reprocess {tenant}"))?;
+        reply
+            .into_inner()
+            .jobs
+            .into_iter()
+            .next()
+            .map(|job| job.id)
+            .context("no job started")
+    }
+
+    /// A reprocessing job.
+    pub async fn reprocess_job(&self, admin_token: &str, id: &str) -> Result<ReprocessJob, Status> {
+        let request = with_bearer(admin_token, GetReprocessRequest { id: id.into() })?;
+        AdminServiceClient::new(self.admin.clone())
+            .get_reprocess(request)
             .await
             .map(tonic::Response::into_inner)
     }

@@ -118,6 +118,35 @@ pub async fn send_acknowledged(
     }
 }
 
+/// Imports `events` in batches, each until acknowledged (never again after that).
+pub async fn import_all(
+    client: &Client,
+    key: &str,
+    events: &[Event],
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    for batch in events.chunks(BATCH) {
+        let until = Instant::now() + deadline;
+        loop {
+            match client.import(key, batch.to_vec()).await {
+                Ok(reply) => {
+                    if let Some(bad) = reply
+                        .results
+                        .iter()
+                        .find(|r| r.status != EventStatus::Accepted as i32)
+                    {
+                        bail!("event {} rejected: {}", bad.id, bad.error);
+                    }
+                    break;
+                }
+                Err(status) if Instant::now() > until => bail!("importing a batch: {status}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Polls the daily numbers of `traffic`'s tenant until they equal the expected ones, or fails
 /// after `timeout` with both tables.
 pub async fn wait_exact(

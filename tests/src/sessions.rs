@@ -20,9 +20,9 @@ use crate::traffic::{TenantSpec, Traffic, USER_AGENTS, local_date};
 /// A crawler's agent: a bot by any logic version.
 pub const BOT_AGENT: &str =
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
-/// An agent naming neither a browser nor an operating system: a visitor under logic version
-/// 2, a bot from version 3 on.
-pub const MONITOR_AGENT: &str = "StatusWatch/4.2 (uptime checks)";
+/// An agent naming neither a browser nor an operating system (a lobby screen reloading a page):
+/// a visitor under logic version 2, a bot from version 3 on.
+pub const MONITOR_AGENT: &str = "LiveBoard/7 (lobby screen)";
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
@@ -68,6 +68,9 @@ pub fn arrange(events: &[Event], order: Order, seed: u64) -> Vec<Event> {
     out
 }
 
+/// A visitor: address and agent.
+type Visitor<'a> = (&'a str, &'a str);
+
 /// The daily numbers of `events` for a tenant in `time_zone`; agents in `bots` are bots.
 pub fn oracle(time_zone: &str, events: &[Event], bots: &[&str]) -> BTreeMap<String, Counts> {
     let mut by_visitor: BTreeMap<(&str, &str), Vec<&Event>> = BTreeMap::new();
@@ -80,7 +83,7 @@ pub fn oracle(time_zone: &str, events: &[Event], bots: &[&str]) -> BTreeMap<Stri
             .or_default()
             .push(event);
     }
-    let mut days: BTreeMap<String, (Counts, BTreeSet<(&str, &str)>)> = BTreeMap::new();
+    let mut days: BTreeMap<String, (Counts, BTreeSet<Visitor<'_>>)> = BTreeMap::new();
     for (visitor, mut list) in by_visitor {
         list.sort_by(|a, b| (event_ms(a), &a.id).cmp(&(event_ms(b), &b.id)));
         let mut session: Option<(i64, i64, u64)> = None;
@@ -124,24 +127,52 @@ pub fn oracle(time_zone: &str, events: &[Event], bots: &[&str]) -> BTreeMap<Stri
 /// Traffic of `visitors` visitors between 60 hours and 15 minutes before `now_ms`, in time
 /// order, with the oracle's numbers (bots: [`BOT_AGENT`]).
 pub fn tricky(seed: u64, tenant: &TenantSpec, visitors: usize, now_ms: i64) -> Traffic {
+    let events = tricky_events(
+        seed,
+        tenant,
+        visitors,
+        (now_ms - 60 * HOUR, now_ms - 15 * MINUTE),
+        &[],
+    );
+    let expected = oracle(&tenant.time_zone, &events, &[BOT_AGENT]);
+    Traffic {
+        tenant: tenant.clone(),
+        events,
+        expected,
+    }
+}
+
+/// The events of [`tricky`] traffic between `window.0` and `window.1`, in time order; visitors
+/// take their agent from `agents` first (one each, in turn, every seventh visitor), then from
+/// real browsers, with a crawler every twentieth.
+pub fn tricky_events(
+    seed: u64,
+    tenant: &TenantSpec,
+    visitors: usize,
+    window: (i64, i64),
+    agents: &[&str],
+) -> Vec<Event> {
+    let (from, to) = window;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut events = Vec::new();
-    let midnights = local_midnights(&tenant.time_zone, now_ms - 58 * HOUR, now_ms - HOUR);
+    let midnights = local_midnights(&tenant.time_zone, from + 2 * HOUR, to - HOUR);
+    let span = (to - from).max(4 * HOUR);
     for v in 0..visitors {
         let ip = format!("10.7.{}.{}", v / 256, v % 256);
-        let agent = match v % 20 {
-            0 => BOT_AGENT,
+        let agent = match (v % 20, v % 7) {
+            (0, _) => BOT_AGENT,
+            (_, 3) if !agents.is_empty() => agents[v / 7 % agents.len()],
             _ => USER_AGENTS[v % USER_AGENTS.len()],
         };
         let mut start = match (v % 4, midnights.is_empty()) {
             // A quarter of the visitors start a few minutes before a local midnight.
             (0, false) => midnights[v % midnights.len()] - rng.random_range(MINUTE..20 * MINUTE),
-            _ => now_ms - 60 * HOUR + rng.random_range(0..30 * HOUR),
+            _ => from + rng.random_range(0..span - 3 * HOUR),
         };
         for _ in 0..rng.random_range(1..=3) {
             let mut ms = start;
             for j in 0..rng.random_range(1..=6usize) {
-                if ms > now_ms - 15 * MINUTE {
+                if ms > to {
                     break;
                 }
                 // A fifth of the sessions start with a custom event.
@@ -156,13 +187,7 @@ pub fn tricky(seed: u64, tenant: &TenantSpec, visitors: usize, now_ms: i64) -> T
             start = ms + rng.random_range(IDLE + 1..4 * HOUR);
         }
     }
-    let events = arrange(&events, Order::Time, 0);
-    let expected = oracle(&tenant.time_zone, &events, &[BOT_AGENT]);
-    Traffic {
-        tenant: tenant.clone(),
-        events,
-        expected,
-    }
+    arrange(&events, Order::Time, 0)
 }
 
 /// The gap to a visitor's next event: often right at the idle time, on either side.

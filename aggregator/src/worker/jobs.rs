@@ -206,15 +206,22 @@ impl Worker {
         if active.job.state() == RestatementState::Pending {
             self.start_job(tenant).await?;
         }
-        while Instant::now() < deadline {
+        let mut budget = usize::try_from(self.timing.restate_events_per_tick).unwrap_or(usize::MAX);
+        while Instant::now() < deadline && budget > 0 {
             let Some(active) = self.jobs.active.get_mut(tenant) else {
                 return Ok(());
             };
             if active.replay.is_none() {
                 active.replay = Some(Replay::of(&active.job).map_err(Halt::Failed)?);
             }
-            let replay = active.replay.as_mut().expect("set above");
-            replay.step(self.raw.as_ref()).await.map_err(Halt::Failed)?;
+            let Some(replay) = active.replay.as_mut() else {
+                return Ok(());
+            };
+            let read = replay
+                .step(self.raw.as_ref(), budget)
+                .await
+                .map_err(Halt::Failed)?;
+            budget = budget.saturating_sub(read.max(1));
             let full = replay.pending_size_bound() + BATCH_OVERHEAD >= FLUSH_BYTES;
             if replay.is_done() {
                 self.stage(tenant).await?;
@@ -295,7 +302,9 @@ impl Worker {
         let Some(active) = self.jobs.active.get_mut(tenant) else {
             return Ok(());
         };
+        let after_cut = active.replay.as_ref().map_or(0, Replay::after_cut);
         let job = &mut active.job;
+        tracing::info!(partition, job = %job.id, after_cut, "replay done; swapping the generation in");
         job.stage += 1;
         let part = TenantRollup {
             tenant_id: job.tenant_id.clone(),

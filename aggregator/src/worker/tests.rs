@@ -61,6 +61,7 @@ fn args() -> AggregatorArgs {
         snapshot_interval_s: 3600,
         own_partitions: vec![],
         logic_version: crate::LOGIC_VERSION,
+        restate_events_per_tick: 1_000_000,
     }
 }
 

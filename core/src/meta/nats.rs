@@ -25,7 +25,13 @@ const SNAPSHOTS_BUCKET: &str = "beacon_snapshots";
 /// Salts are deleted by JetStream this long after they were chosen.
 const SALT_MAX_AGE: Duration = Duration::from_secs(48 * 3600);
 /// Longest wait for one snapshot download.
-const SNAPSHOT_READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time a snapshot read may take before it is tried again: this much, plus
+/// [`SNAPSHOT_READ_PER_MIB`] per MiB.
+const SNAPSHOT_READ_BASE: Duration = Duration::from_secs(2);
+/// Extra time per MiB of a snapshot read.
+const SNAPSHOT_READ_PER_MIB: Duration = Duration::from_secs(2);
+/// Reads of one snapshot given up before loading it fails.
+const SNAPSHOT_READ_ATTEMPTS: u32 = 5;
 /// How often a salt is tried again when it vanished between create and get.
 const SALT_ATTEMPTS: usize = 5;
 
@@ -293,23 +299,39 @@ impl SnapshotStore for NatsMeta {
     }
 
     async fn load(&self, name: &str) -> Result<Option<Bytes>> {
-        let mut object = match self.snapshots.get(name).await {
-            Ok(object) => object,
-            Err(err) if err.kind() == GetErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(unavailable(format!("loading snapshot {name}"), err)),
-        };
-        let size = object.info.size;
-        let mut bytes = Vec::with_capacity(size);
-        tokio::time::timeout(SNAPSHOT_READ_TIMEOUT, object.read_to_end(&mut bytes))
-            .await
-            .map_err(|_| {
-                Error::Unavailable(format!(
-                    "loading snapshot {name} ({size} bytes) took more than {} s",
-                    SNAPSHOT_READ_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(|err| unavailable(format!("loading snapshot {name}"), err))?;
-        Ok(Some(Bytes::from(bytes)))
+        // A read that races a replacement of the object waits for chunks that were purged; a
+        // fresh get reads the new object, so a stalled read is given up and tried again.
+        let mut stalled = 0;
+        loop {
+            let mut object = match self.snapshots.get(name).await {
+                Ok(object) => object,
+                Err(err) if err.kind() == GetErrorKind::NotFound => return Ok(None),
+                Err(err) => return Err(unavailable(format!("loading snapshot {name}"), err)),
+            };
+            let size = object.info.size;
+            let patience = SNAPSHOT_READ_BASE + SNAPSHOT_READ_PER_MIB * (size >> 20).max(1) as u32;
+            let mut bytes = Vec::with_capacity(size);
+            match tokio::time::timeout(patience, object.read_to_end(&mut bytes)).await {
+                Ok(read) => {
+                    read.map_err(|err| unavailable(format!("loading snapshot {name}"), err))?;
+                    return Ok(Some(Bytes::from(bytes)));
+                }
+                Err(_) if stalled < SNAPSHOT_READ_ATTEMPTS => {
+                    stalled += 1;
+                    tracing::debug!(
+                        name,
+                        size,
+                        stalled,
+                        "snapshot read stalled (replaced meanwhile?); reading again"
+                    );
+                }
+                Err(_) => {
+                    return Err(Error::Unavailable(format!(
+                        "loading snapshot {name} ({size} bytes) stalled {stalled} times"
+                    )));
+                }
+            }
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, Bytes)>> {

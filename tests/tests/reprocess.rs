@@ -1,0 +1,355 @@
+//! Reprocessing in cluster mode: history imported twice counts once; a logic change is brought
+//! to a tenant's month by a job while events keep arriving and a client keeps querying, and the
+//! job survives a SIGKILL of the aggregator halfway; every number equals an oracle that shares
+//! no code with Beacon.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use beacon_proto::ingest::v1::Event;
+use beacon_tests::client::Counts;
+use beacon_tests::process::beacon_bin;
+use beacon_tests::run::{import_all, send_acknowledged, wait_stable};
+use beacon_tests::sessions::{BOT_AGENT, MONITOR_AGENT, event_ms, oracle, tricky_events};
+use beacon_tests::traffic::{TenantSpec, Traffic, local_date};
+use beacon_tests::{Client, Cluster, Role};
+
+const DAY: i64 = 24 * 3_600_000;
+const WAIT: Duration = Duration::from_secs(120);
+const HOLD: Duration = Duration::from_secs(3);
+
+fn spec(id: &str, time_zone: &str) -> TenantSpec {
+    TenantSpec {
+        id: id.into(),
+        time_zone: time_zone.into(),
+    }
+}
+
+fn traffic(tenant: &TenantSpec, events: Vec<Event>, bots: &[&str]) -> Traffic {
+    let expected = oracle(&tenant.time_zone, &events, bots);
+    Traffic {
+        tenant: tenant.clone(),
+        events,
+        expected,
+    }
+}
+
+/// The events as NDJSON: odd lines in the proto's JSON form, even ones as Plausible bodies.
+fn ndjson(events: &[Event]) -> String {
+    let mut out = String::new();
+    for (n, e) in events.iter().enumerate() {
+        let line = if n % 2 == 1 {
+            serde_json::json!({
+                "id": e.id, "name": e.name, "url": e.url, "referrer": e.referrer,
+                "userAgent": e.user_agent, "clientIp": e.client_ip, "timestamp": event_ms(e),
+            })
+        } else {
+            let ts = jiff::Timestamp::from_millisecond(event_ms(e)).expect("instant");
+            serde_json::json!({
+                "id": e.id, "name": e.name, "url": e.url, "referrer": e.referrer,
+                "domain": "ignored.example", "user_agent": e.user_agent, "ip": e.client_ip,
+                "timestamp": ts.to_string(),
+            })
+        };
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_imported_twice_counts_once() -> anyhow::Result<()> {
+    let cluster = Cluster::start()?;
+    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let tenant = spec("importer", "Asia/Kathmandu");
+    let (server_key, read) = client
+        .create_tenant(&cluster.admin_token, &tenant.id, &tenant.time_zone)
+        .await?;
+    let now = beacon_core::time::now_ms();
+    let events = tricky_events(5, &tenant, 400, (now - 30 * DAY, now - 4 * DAY), &[]);
+    let history = traffic(&tenant, events, &[BOT_AGENT]);
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("history.ndjson");
+    std::fs::File::create(&file)?.write_all(ndjson(&history.events).as_bytes())?;
+    for round in 1..=2 {
+        let out = Command::new(beacon_bin())
+            .arg("import")
+            .arg(&file)
+            .args(["--url", &cluster.gateway(), "--key", &server_key])
+            .output()
+            .context("running beacon import")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "import round {round} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_str(stdout.trim())?;
+        ensure!(
+            report["accepted"] == history.events.len(),
+            "round {round}: {report}"
+        );
+    }
+    wait_stable(&client, &read, &history, WAIT, HOLD)
+        .await
+        .map_err(|err| anyhow::anyhow!("{err}\n{}", cluster.logs()))?;
+    println!(
+        "{} imported events over {} days, sent twice, count once",
+        history.events.len(),
+        history.expected.len()
+    );
+    Ok(())
+}
+
+/// The daily numbers of `traffic`'s tenant over the dates of `range`.
+async fn daily(
+    client: &Client,
+    read: &str,
+    range: &(String, String),
+) -> anyhow::Result<BTreeMap<String, Counts>> {
+    Ok(client
+        .daily(read, &range.0, &range.1)
+        .await?
+        .into_iter()
+        .filter(|(_, c)| *c != Counts::default())
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_logic_change_is_reprocessed_under_load_through_a_sigkill() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start_with(&[
+        ("BEACON_LOGIC_VERSION", "2".to_owned()),
+        ("BEACON_RESTATE_EVENTS_PER_TICK", "100".to_owned()),
+    ])?;
+    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let now = beacon_core::time::now_ms();
+    // New York's month holds a DST change; the monitor is a visitor under logic 2, a bot
+    // under 3.
+    let shifty = spec("shifty", "America/New_York");
+    let bystander = spec("bystander", "Asia/Kolkata");
+    let mut keys = Vec::new();
+    let mut histories = Vec::new();
+    for (n, tenant) in [&shifty, &bystander].into_iter().enumerate() {
+        let (server, read) = client
+            .create_tenant(&cluster.admin_token, &tenant.id, &tenant.time_zone)
+            .await?;
+        let window = (now - 31 * DAY, now - 4 * DAY);
+        let events = tricky_events(20 + n as u64, tenant, 500, window, &[MONITOR_AGENT]);
+        import_all(&client, &server, &events, WAIT)
+            .await
+            .with_context(|| format!("importing {}", tenant.id))?;
+        histories.push(events);
+        keys.push((server, read));
+    }
+    let (shifty_key, shifty_read) = keys[0].clone();
+    let (bystander_key, bystander_read) = keys[1].clone();
+    let old = traffic(&shifty, histories[0].clone(), &[BOT_AGENT]);
+    let new = traffic(&shifty, histories[0].clone(), &[BOT_AGENT, MONITOR_AGENT]);
+    let other = traffic(&bystander, histories[1].clone(), &[BOT_AGENT]);
+    ensure!(
+        old.expected != new.expected,
+        "the rule change must change numbers"
+    );
+    for history in [&old, &other] {
+        let read = if history.tenant.id == shifty.id {
+            &shifty_read
+        } else {
+            &bystander_read
+        };
+        wait_stable(&client, read, history, WAIT, HOLD)
+            .await
+            .map_err(|err| anyhow::anyhow!("before: {err}\n{}", cluster.logs()))?;
+    }
+
+    // The corrected rule ships: the aggregator restarts with logic version 3.
+    cluster.set_env("BEACON_LOGIC_VERSION", "3");
+    cluster.kill9(Role::Aggregator);
+    cluster.start_role(Role::Aggregator)?;
+    let today = local_date(now, &shifty.time_zone);
+    let history_range = old.date_range();
+    let job = client
+        .start_reprocess(&cluster.admin_token, &shifty.id, &history_range.0, &today)
+        .await?;
+
+    // Live events keep arriving (today, inside the job's range) and a client keeps querying.
+    let stop = Arc::new(AtomicBool::new(false));
+    let live_window = (now - 50 * 60_000, now - 60_000);
+    let live: Vec<Vec<Event>> = [&shifty, &bystander]
+        .iter()
+        .enumerate()
+        .map(|(n, t)| {
+            let live_spec = spec(&format!("{}-live", t.id), &t.time_zone);
+            tricky_events(
+                90 + n as u64,
+                &live_spec,
+                300,
+                live_window,
+                &[MONITOR_AGENT],
+            )
+        })
+        .collect();
+    let sender = {
+        let (client, live) = (client.clone(), live.clone());
+        let keys = [shifty_key.clone(), bystander_key.clone()];
+        tokio::spawn(async move {
+            // Both tenants' live events interleaved, a batch every 100 ms; when each was
+            // acknowledged.
+            let mut acked = Vec::new();
+            let batches: Vec<_> = live.iter().map(|events| events.chunks(10)).collect();
+            let mut batches: Vec<_> = batches.into_iter().zip(&keys).collect();
+            loop {
+                let mut sent = false;
+                for (chunks, key) in &mut batches {
+                    if let Some(batch) = chunks.next() {
+                        send_acknowledged(&client, key, batch.to_vec(), WAIT).await?;
+                        acked.push(Instant::now());
+                        sent = true;
+                    }
+                }
+                if !sent {
+                    return anyhow::Ok(acked);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let querier = {
+        let (client, stop) = (client.clone(), stop.clone());
+        let (old, new, other) = (old.expected.clone(), new.expected.clone(), other.clone());
+        let (read, other_read, range) = (
+            shifty_read.clone(),
+            bystander_read.clone(),
+            history_range.clone(),
+        );
+        tokio::spawn(async move {
+            let (mut answers, mut saw_old, mut saw_new) = (0, false, false);
+            while !stop.load(Ordering::Relaxed) {
+                let seen = daily(&client, &read, &range)
+                    .await
+                    .with_context(|| format!("query {answers} of the reprocessed tenant"))?;
+                saw_old |= seen == old;
+                saw_new |= seen == new;
+                if seen != old && seen != new {
+                    bail!("a mix of old and new numbers after {answers} answers: {seen:#?}");
+                }
+                let theirs = daily(&client, &other_read, &other.date_range())
+                    .await
+                    .with_context(|| format!("query {answers} of the other tenant"))?;
+                ensure!(
+                    theirs == other.expected,
+                    "another tenant's numbers changed: {theirs:#?}"
+                );
+                answers += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::Ok((answers, saw_old, saw_new))
+        })
+    };
+
+    // SIGKILL of the aggregator halfway through the job, then a restart.
+    let started = Instant::now();
+    let (mut running_since, mut killed_at) = (None, None);
+    let finished = loop {
+        ensure!(
+            started.elapsed() < WAIT,
+            "the job did not finish in {WAIT:?}\n{}",
+            cluster.logs()
+        );
+        let state = client
+            .reprocess_job(&cluster.admin_token, &job)
+            .await
+            .context("following the job")?;
+        if running_since.is_none() && state.state == "running" {
+            running_since = Some(Instant::now());
+        }
+        if killed_at.is_none() && state.state == "running" && state.progress > 0.2 {
+            cluster.kill9(Role::Aggregator);
+            killed_at = Some(state.progress);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            cluster.start_role(Role::Aggregator)?;
+        }
+        if state.state == "done" && state.after.is_some() {
+            break state;
+        }
+        ensure!(state.state != "failed", "job failed: {}", state.error);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let done_at = Instant::now();
+    let killed_at = killed_at.context("the job finished before it could be killed halfway")?;
+    ensure!(killed_at < 0.9, "killed at {killed_at}, not halfway");
+
+    // The swap is applied (its totals are recorded after it): a few more answers see it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = sender.await??;
+    let (answers, saw_old, saw_new) = querier.await??;
+    let running_since = running_since.context("the job was never seen running")?;
+    let during = acked
+        .iter()
+        .filter(|at| running_since <= **at && **at <= done_at)
+        .count();
+    ensure!(during > 0, "no live event arrived while the job ran");
+    ensure!(
+        saw_old && saw_new,
+        "the querier saw old: {saw_old}, new: {saw_new}"
+    );
+
+    // Afterwards: the month equals the oracle of the new rule, the live events count once, the
+    // other tenant's history keeps its numbers.
+    let mut all = histories[0].clone();
+    all.extend(live[0].iter().cloned());
+    let after = traffic(&shifty, all, &[BOT_AGENT, MONITOR_AGENT]);
+    wait_stable(&client, &shifty_read, &after, WAIT, HOLD)
+        .await
+        .map_err(|err| anyhow::anyhow!("after: {err}\n{}", cluster.logs()))?;
+    wait_stable(&client, &bystander_read, &other, WAIT, HOLD).await?;
+    let (before, after) = (
+        finished.before.unwrap_or_default(),
+        finished.after.unwrap_or_default(),
+    );
+    println!(
+        "job {job}: {} events replayed, killed at {:.0} %, {during} of {} live batches \
+         acknowledged while it ran, {answers} answers all old or new; pageviews {} -> {}, \
+         visitors {} -> {}",
+        finished.events,
+        killed_at * 100.0,
+        acked.len(),
+        before.pageviews,
+        after.pageviews,
+        before.visitors,
+        after.visitors
+    );
+    ensure!(finished.logic_version == 3);
+
+    // The same logic again, through the CLI: the numbers do not move.
+    let out = Command::new(beacon_bin())
+        .args([
+            "reprocess",
+            "--tenant",
+            &shifty.id,
+            "--from",
+            &history_range.0,
+            "--to",
+            &today,
+        ])
+        .args(["--url", &cluster.admin(), "--token", &cluster.admin_token])
+        .output()
+        .context("running beacon reprocess")?;
+    ensure!(
+        out.status.success(),
+        "beacon reprocess failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(report[0]["state"] == "done", "{report}");
+    ensure!(
+        report[0]["before"] == report[0]["after"],
+        "same logic, same numbers: {report}"
+    );
+    Ok(())
+}
