@@ -10,7 +10,7 @@
 //! position are replayed: later ones reach the restated generation as live changes.
 
 use beacon_core::raw::{Origin, RawStore};
-use beacon_proto::pipeline::v1::{LoggedEvent, RestatementJob, TenantRollup};
+use beacon_proto::pipeline::v1::{DeleteFilter, LoggedEvent, RestatementJob, TenantRollup};
 use jiff::civil::Date;
 use prost::Message;
 
@@ -80,6 +80,90 @@ impl DateRange {
     }
 }
 
+/// The UTC date of `ms`, moved by `days`.
+fn utc_date(ms: i64, days: i64) -> Date {
+    let date = jiff::Timestamp::from_millisecond(ms)
+        .map(|ts| ts.to_zoned_datetime(jiff::tz::TimeZone::UTC).date())
+        .unwrap_or(Date::constant(1970, 1, 1));
+    date.checked_add(jiff::Span::new().days(days))
+        .unwrap_or(date)
+}
+
+/// The local dates a tenant's raw events can fall on in any zone: from the day before the
+/// earliest event's UTC date to the day after the latest's; `today` alone when there are none.
+pub async fn history_range(
+    raw: &dyn RawStore,
+    tenant: &str,
+    now_ms: i64,
+) -> Result<DateRange, AggregatorError> {
+    let bounds = raw.bounds(tenant).await.map_err(|err| {
+        AggregatorError::backend(format!("reading the history bounds of {tenant}"), err)
+    })?;
+    let (first, last) = bounds.unwrap_or((now_ms, now_ms));
+    Ok(DateRange {
+        first: utc_date(first, -1),
+        last: utc_date(last, 1),
+    })
+}
+
+/// Whether a raw event matches a delete filter: every set field does.
+fn matches(filter: &DeleteFilter, event: &LoggedEvent) -> bool {
+    if filter.everything {
+        return true;
+    }
+    let url = url::Url::parse(&event.url).ok();
+    let host = url.as_ref().and_then(|u| u.host_str()).unwrap_or_default();
+    let path = url.as_ref().map(url::Url::path).unwrap_or_default();
+    let set = |field: &str| !field.is_empty();
+    (!set(&filter.hostname) || host.eq_ignore_ascii_case(&filter.hostname))
+        && (!set(&filter.page) || path.contains(&filter.page))
+        && (!set(&filter.referrer) || event.referrer.contains(&filter.referrer))
+        && (!set(&filter.user_agent) || event.user_agent.contains(&filter.user_agent))
+}
+
+/// Deletes a tenant's raw events of `range`'s local dates that match `filter`; returns how many.
+pub async fn delete_matching(
+    raw: &dyn RawStore,
+    tenant: &str,
+    range: &DateRange,
+    filter: &DeleteFilter,
+) -> Result<u64, AggregatorError> {
+    let failed = |err| AggregatorError::backend(format!("deleting raw events of {tenant}"), err);
+    let (from, to) = range.scan_bounds();
+    let (mut after, mut deleted) = (None, 0);
+    loop {
+        let page = raw
+            .scan(tenant, from, to, after.clone(), PAGE)
+            .await
+            .map_err(failed)?;
+        let Some(last) = page.last() else {
+            return Ok(deleted);
+        };
+        after = Some((last.timestamp_ms, last.event_id.clone()));
+        let keys: Vec<(i64, String)> = page
+            .iter()
+            .filter(|raw| {
+                LoggedEvent::decode(raw.payload.clone()).is_ok_and(|event| {
+                    local_date_of(&event).is_some_and(|d| range.first <= d && d <= range.last)
+                        && matches(filter, &event)
+                })
+            })
+            .map(|raw| (raw.timestamp_ms, raw.event_id.clone()))
+            .collect();
+        deleted += raw.delete(tenant, &keys).await.map_err(failed)?;
+        if page.len() < PAGE {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// The local date of an event in its stamped zone.
+fn local_date_of(event: &LoggedEvent) -> Option<Date> {
+    let zone = beacon_core::time::time_zone(&event.time_zone).ok()?;
+    let (_, date) = beacon_core::time::hour_bucket(event.timestamp_ms, &zone).ok()?;
+    date.parse().ok()
+}
+
 /// One tenant's replay, resumable from a checkpoint.
 pub struct Replay {
     tenant: String,
@@ -87,6 +171,8 @@ pub struct Replay {
     bounds: (i64, i64),
     cut: Origin,
     processor: Processor,
+    /// Zone that replaces each event's own, when set (a time-zone change).
+    time_zone: Option<String>,
     cursor: Option<(i64, String)>,
     events: u64,
     /// Events read that were first seen after the cut (they reach the generation live).
@@ -114,6 +200,7 @@ impl Replay {
                 index: job.cut_index,
             },
             processor,
+            time_zone: (!job.time_zone.is_empty()).then(|| job.time_zone.clone()),
             cursor,
             events: job.events,
             after_cut: 0,
@@ -147,10 +234,13 @@ impl Replay {
                 self.after_cut += 1;
                 continue;
             }
-            let Ok(logged) = LoggedEvent::decode(event.payload.clone()) else {
+            let Ok(mut logged) = LoggedEvent::decode(event.payload.clone()) else {
                 tracing::warn!(tenant = %self.tenant, event_id = %event.event_id, "undecodable raw event skipped");
                 continue;
             };
+            if let Some(zone) = &self.time_zone {
+                logged.time_zone.clone_from(zone);
+            }
             let Ok(prepared) = self.processor.prepare(&logged) else {
                 continue;
             };

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
 use beacon_proto::admin::v1::{
-    CancelReprocessRequest, GetReprocessRequest, ListReprocessRequest, ReprocessJob,
-    ReprocessTotals, StartReprocessRequest,
+    CancelReprocessRequest, DeleteEventsRequest, GetReprocessRequest, ListReprocessRequest,
+    ReprocessJob, ReprocessTotals, ResetTenantRequest, SetTimeZoneRequest, StartReprocessRequest,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use jiff::civil::Date;
@@ -25,8 +25,9 @@ const STEPS: u64 = 1000;
 pub struct ReprocessArgs {
     #[command(flatten)]
     connection: AdminConnection,
-    /// Recompute this tenant.
-    #[arg(long, requires_all = ["from", "to"])]
+    /// Recompute this tenant (with --from and --to), or change its history with --time-zone,
+    /// --delete or --reset.
+    #[arg(long)]
     tenant: Option<String>,
     /// Recompute every tenant (one job each).
     #[arg(long, requires_all = ["from", "to"])]
@@ -49,6 +50,28 @@ pub struct ReprocessArgs {
     /// Start the jobs and return without following them.
     #[arg(long)]
     detach: bool,
+    /// Change the tenant's time zone (IANA name) and restate its whole history in it.
+    #[arg(long, requires = "tenant")]
+    time_zone: Option<String>,
+    /// Delete the tenant's events of --from..--to that match every filter given (--hostname,
+    /// --page, --referrer, --user-agent) and recompute those dates.
+    #[arg(long, requires_all = ["tenant", "from", "to"])]
+    delete: bool,
+    /// With --delete: the URL's host equals this.
+    #[arg(long, requires = "delete", default_value = "")]
+    hostname: String,
+    /// With --delete: the URL's path contains this.
+    #[arg(long, requires = "delete", default_value = "")]
+    page: String,
+    /// With --delete: the referrer contains this.
+    #[arg(long, requires = "delete", default_value = "")]
+    referrer: String,
+    /// With --delete: the user agent contains this.
+    #[arg(long, requires = "delete", default_value = "")]
+    user_agent: String,
+    /// Remove every raw event and number of the tenant (the tenant and its keys stay).
+    #[arg(long, requires = "tenant", conflicts_with_all = ["delete", "time_zone", "from", "to"])]
+    reset: bool,
 }
 
 /// Runs `beacon reprocess`; prints the jobs as JSON when they end (or at once with `--detach`,
@@ -69,6 +92,12 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<()> {
             .jobs
     } else if let Some(id) = &args.job {
         follow(&mut client, admin, vec![id.clone()]).await?
+    } else if let Some(started) = rewrite(&mut client, admin, &args).await? {
+        if args.detach {
+            vec![started]
+        } else {
+            follow(&mut client, admin, vec![started.id]).await?
+        }
     } else {
         let (Some(from), Some(to)) = (args.from, args.to) else {
             anyhow::bail!("--from and --to name the local dates to recompute");
@@ -97,6 +126,42 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<()> {
         anyhow::bail!("job {} failed: {}", failed.id, failed.error);
     }
     Ok(())
+}
+
+/// Starts the job of --time-zone, --delete or --reset, if one is asked for.
+async fn rewrite(
+    client: &mut AdminServiceClient<Channel>,
+    admin: &AdminConnection,
+    args: &ReprocessArgs,
+) -> anyhow::Result<Option<ReprocessJob>> {
+    let tenant_id = args.tenant.clone().unwrap_or_default();
+    let job = if let Some(time_zone) = &args.time_zone {
+        let request = SetTimeZoneRequest {
+            tenant_id,
+            time_zone: time_zone.clone(),
+        };
+        client.set_time_zone(admin.request(request)?).await?
+    } else if args.reset {
+        let request = ResetTenantRequest { tenant_id };
+        client.reset_tenant(admin.request(request)?).await?
+    } else if args.delete {
+        let (Some(from), Some(to)) = (args.from, args.to) else {
+            anyhow::bail!("--delete needs --from and --to");
+        };
+        let request = DeleteEventsRequest {
+            tenant_id,
+            first_date: from.to_string(),
+            last_date: to.to_string(),
+            hostname: args.hostname.clone(),
+            page: args.page.clone(),
+            referrer: args.referrer.clone(),
+            user_agent: args.user_agent.clone(),
+        };
+        client.delete_events(admin.request(request)?).await?
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(job.into_inner()))
 }
 
 /// Follows jobs with one progress bar each until every one has ended and, when done, its
@@ -184,6 +249,7 @@ fn job_json(job: &ReprocessJob) -> serde_json::Value {
         "last_date": job.last_date,
         "state": job.state,
         "events": job.events,
+        "deleted": job.deleted,
         "progress": job.progress,
         "logic_version": job.logic_version,
         "created_ms": job.created_ms,

@@ -323,6 +323,21 @@ impl Registry {
     pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
         self.store.tenant(id).await
     }
+
+    /// Changes a tenant's time zone; every replica stamps events with it once its cached keys
+    /// expire (5 seconds). Returns the tenant as it was.
+    pub async fn set_time_zone(&self, id: &str, time_zone: &str) -> Result<Tenant> {
+        crate::time::time_zone(time_zone)?;
+        let Some(before) = self.store.tenant(id).await? else {
+            return Err(Error::NotFound(format!("tenant_id {id:?} is not a tenant")));
+        };
+        let after = Tenant {
+            time_zone: time_zone.to_owned(),
+            ..before.clone()
+        };
+        self.store.update_tenant(&after).await?;
+        Ok(before)
+    }
 }
 
 fn kind_name(kind: KeyKind) -> &'static str {

@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use beacon_proto::pipeline::v1::{RestatementJob, RestatementKind, RestatementState, SwapTotals};
+use beacon_proto::pipeline::v1::{
+    DeleteFilter, RestatementJob, RestatementKind, RestatementState, SwapTotals,
+};
 use bytes::Bytes;
 use prost::Message;
 
@@ -50,6 +52,40 @@ pub fn is_open(job: &RestatementJob) -> bool {
     )
 }
 
+/// What an operator's job does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    /// Why it runs.
+    pub kind: RestatementKind,
+    /// First local date ("YYYY-MM-DD"); empty with `whole_history`.
+    pub first_date: String,
+    /// Last local date; empty with `whole_history`.
+    pub last_date: String,
+    /// Zone to restate in; empty keeps each event's own.
+    pub time_zone: String,
+    /// Raw events to delete first.
+    pub delete: Option<DeleteFilter>,
+    /// The range is the tenant's whole history.
+    pub whole_history: bool,
+    /// Not before this, Unix ms.
+    pub not_before_ms: i64,
+}
+
+impl JobSpec {
+    /// A recomputation of `[first, last]` with the current logic.
+    pub fn reprocess(first: &str, last: &str) -> Self {
+        Self {
+            kind: RestatementKind::Reprocess,
+            first_date: first.to_owned(),
+            last_date: last.to_owned(),
+            time_zone: String::new(),
+            delete: None,
+            whole_history: false,
+            not_before_ms: 0,
+        }
+    }
+}
+
 /// Jobs in the snapshot store of a deployment with `partitions` partitions.
 #[derive(Clone)]
 pub struct Jobs {
@@ -71,34 +107,31 @@ impl Jobs {
         partition_of(tenant, self.partitions)
     }
 
-    /// Creates an operator's job for `tenant` over local dates `[first, last]` (checked by the
-    /// caller). Refused while another operator's job of the tenant is open.
-    pub async fn create(
-        &self,
-        tenant: &str,
-        first: &str,
-        last: &str,
-        now_ms: i64,
-    ) -> Result<RestatementJob> {
+    /// Creates an operator's job for `tenant` (its dates checked by the caller). Refused while
+    /// another operator's job of the tenant is open.
+    pub async fn create(&self, tenant: &str, spec: JobSpec, now_ms: i64) -> Result<RestatementJob> {
         let partition = self.partition(tenant);
         if let Some(open) = self.of_partition(partition).await?.into_iter().find(|job| {
-            job.tenant_id == tenant && job.kind() == RestatementKind::Reprocess && is_open(job)
+            job.tenant_id == tenant && job.kind() != RestatementKind::LateEvents && is_open(job)
         }) {
             return Err(Error::AlreadyExists(format!(
-                "tenant {tenant:?} has a reprocessing job running already ({}); wait for it or \
-                 cancel it",
+                "tenant {tenant:?} has a job running already ({}); wait for it or cancel it",
                 open.id
             )));
         }
         let mut job = RestatementJob {
             id: format!("{tenant}.{now_ms}"),
             tenant_id: tenant.to_owned(),
-            first_date: first.to_owned(),
-            last_date: last.to_owned(),
+            first_date: spec.first_date,
+            last_date: spec.last_date,
             created_ms: now_ms,
+            time_zone: spec.time_zone,
+            delete: spec.delete,
+            whole_history: spec.whole_history,
+            not_before_ms: spec.not_before_ms,
             ..RestatementJob::default()
         };
-        job.set_kind(RestatementKind::Reprocess);
+        job.set_kind(spec.kind);
         job.set_state(RestatementState::Pending);
         self.save(partition, &job).await?;
         Ok(job)

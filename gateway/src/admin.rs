@@ -10,13 +10,14 @@ use beacon_core::meta::{self, KeyKind};
 use beacon_proto::admin::v1::admin_service_server::AdminService;
 use beacon_proto::admin::v1::{
     CancelReprocessRequest, CancelReprocessResponse, CreateKeyRequest, CreateKeyResponse,
-    CreateTenantRequest, CreateTenantResponse, DeadLetterInfo, DropDeadLetterRequest,
-    DropDeadLetterResponse, GetDeadLetterRequest, GetDeadLetterResponse, GetReprocessRequest,
-    KeyInfo as ProtoKeyInfo, KeyKind as ProtoKeyKind, ListDeadLettersRequest,
+    CreateTenantRequest, CreateTenantResponse, DeadLetterInfo, DeleteEventsRequest,
+    DropDeadLetterRequest, DropDeadLetterResponse, GetDeadLetterRequest, GetDeadLetterResponse,
+    GetReprocessRequest, KeyInfo as ProtoKeyInfo, KeyKind as ProtoKeyKind, ListDeadLettersRequest,
     ListDeadLettersResponse, ListKeysRequest, ListKeysResponse, ListReprocessRequest,
     ListReprocessResponse, ListTenantsRequest, ListTenantsResponse, ReplayDeadLetterRequest,
-    ReplayDeadLetterResponse, ReprocessJob, RevokeKeyRequest, RevokeKeyResponse, RotateKeyRequest,
-    RotateKeyResponse, StartReprocessRequest, StartReprocessResponse, Tenant,
+    ReplayDeadLetterResponse, ReprocessJob, ResetTenantRequest, RevokeKeyRequest,
+    RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse, SetTimeZoneRequest,
+    StartReprocessRequest, StartReprocessResponse, Tenant,
 };
 use tonic::{Request, Response, Status};
 
@@ -389,5 +390,35 @@ impl AdminService for Admin {
         self.jobs.cancel(&id).await?;
         tracing::info!(job = %id, "reprocessing job cancel requested");
         Ok(Response::new(CancelReprocessResponse {}))
+    }
+
+    async fn set_time_zone(
+        &self,
+        request: Request<SetTimeZoneRequest>,
+    ) -> Result<Response<ReprocessJob>, Status> {
+        self.check(&request)?;
+        let job = reprocess::set_time_zone(&self.jobs, &self.registry, request.get_ref()).await?;
+        Ok(Response::new(job))
+    }
+
+    async fn delete_events(
+        &self,
+        request: Request<DeleteEventsRequest>,
+    ) -> Result<Response<ReprocessJob>, Status> {
+        self.check(&request)?;
+        let job = reprocess::delete_events(&self.jobs, &self.registry, request.get_ref()).await?;
+        tracing::info!(job = %job.id, "event deletion job created");
+        Ok(Response::new(job))
+    }
+
+    async fn reset_tenant(
+        &self,
+        request: Request<ResetTenantRequest>,
+    ) -> Result<Response<ReprocessJob>, Status> {
+        self.check(&request)?;
+        let job =
+            reprocess::reset(&self.jobs, &self.registry, &request.get_ref().tenant_id).await?;
+        tracing::info!(job = %job.id, "tenant reset job created");
+        Ok(Response::new(job))
     }
 }

@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use beacon_core::auth::with_bearer;
+use beacon_core::raw::RawStore;
+use beacon_proto::admin::v1::{DeleteEventsRequest, ReprocessJob, ResetTenantRequest};
 use beacon_proto::ingest::v1::Event;
 use beacon_tests::client::Counts;
 use beacon_tests::process::beacon_bin;
@@ -18,6 +21,7 @@ use beacon_tests::run::{import_all, send_acknowledged, wait_stable};
 use beacon_tests::sessions::{BOT_AGENT, MONITOR_AGENT, event_ms, oracle, tricky_events};
 use beacon_tests::traffic::{TenantSpec, Traffic, local_date};
 use beacon_tests::{Client, Cluster, Role};
+use prost::Message;
 
 const DAY: i64 = 24 * 3_600_000;
 const WAIT: Duration = Duration::from_secs(120);
@@ -352,4 +356,165 @@ async fn a_logic_change_is_reprocessed_under_load_through_a_sigkill() -> anyhow:
         "same logic, same numbers: {report}"
     );
     Ok(())
+}
+
+/// Waits until the job `id` is done.
+async fn wait_done(client: &Client, token: &str, id: &str) -> anyhow::Result<ReprocessJob> {
+    let started = Instant::now();
+    loop {
+        let job = client.reprocess_job(token, id).await?;
+        match job.state.as_str() {
+            "done" if job.after.is_some() => return Ok(job),
+            "failed" | "cancelled" => bail!("job {id} ended {}: {}", job.state, job.error),
+            _ if started.elapsed() > WAIT => bail!("job {id} not done in {WAIT:?}: {job:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn time_zone_change_deletion_and_reset_restate_history() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start()?;
+    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let token = cluster.admin_token.clone();
+    let now = beacon_core::time::now_ms();
+    // Sixty days: Adelaide's DST start and New York's DST end fall inside.
+    let window = (now - 60 * DAY, now - 4 * DAY);
+    let tenants = [
+        spec("moved", "America/New_York"),
+        spec("fresh", "Australia/Adelaide"),
+        spec("cleaned", "Asia/Kolkata"),
+        spec("wiped", "UTC"),
+    ];
+    let base = tricky_events(33, &spec("base", "UTC"), 300, window, &[]);
+    let mut reads = BTreeMap::new();
+    for tenant in &tenants {
+        let (server, read) = client
+            .create_tenant(&token, &tenant.id, &tenant.time_zone)
+            .await?;
+        let events = retarget_events(&base, &tenant.id);
+        import_all(&client, &server, &events, WAIT).await?;
+        let expected = traffic(tenant, events, &[BOT_AGENT]);
+        wait_stable(&client, &read, &expected, WAIT, Duration::ZERO)
+            .await
+            .map_err(|err| anyhow::anyhow!("{err}\n{}", cluster.logs()))?;
+        reads.insert(tenant.id.clone(), (read, expected));
+    }
+
+    // "moved" goes to Adelaide (UTC+9:30/+10:30), through the CLI.
+    let out = Command::new(beacon_bin())
+        .args([
+            "reprocess",
+            "--tenant",
+            "moved",
+            "--time-zone",
+            "Australia/Adelaide",
+        ])
+        .args(["--url", &cluster.admin(), "--token", &token])
+        .output()
+        .context("running beacon reprocess --time-zone")?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "cleaned" loses its /pricing events; "wiped" loses everything.
+    let mut admin = client.admin();
+    let (first, last) = reads["cleaned"].1.date_range();
+    let request = DeleteEventsRequest {
+        tenant_id: "cleaned".into(),
+        first_date: first,
+        last_date: last,
+        page: "/pricing".into(),
+        ..DeleteEventsRequest::default()
+    };
+    let deletion = admin
+        .delete_events(with_bearer(&token, request)?)
+        .await?
+        .into_inner();
+    let request = ResetTenantRequest {
+        tenant_id: "wiped".into(),
+    };
+    let reset = admin
+        .reset_tenant(with_bearer(&token, request)?)
+        .await?
+        .into_inner();
+    let deletion = wait_done(&client, &token, &deletion.id).await?;
+    let reset = wait_done(&client, &token, &reset.id).await?;
+
+    let adelaide = traffic(
+        &spec("moved", "Australia/Adelaide"),
+        retarget_events(&base, "moved"),
+        &[BOT_AGENT],
+    );
+    ensure!(
+        adelaide.expected != reads["moved"].1.expected,
+        "the zone must matter"
+    );
+    let fresh = &reads["fresh"];
+    ensure!(adelaide.expected == fresh.1.expected);
+    wait_stable(&client, &reads["moved"].0, &adelaide, WAIT, HOLD)
+        .await
+        .map_err(|err| anyhow::anyhow!("moved: {err}\n{}", cluster.logs()))?;
+    let kept: Vec<Event> = retarget_events(&base, "cleaned")
+        .into_iter()
+        .filter(|e| !e.url.contains("/pricing"))
+        .collect();
+    let deleted = base.len() - kept.len();
+    ensure!(
+        deletion.deleted == deleted as u64,
+        "deleted {} of {deleted}",
+        deletion.deleted
+    );
+    let cleaned = traffic(&spec("cleaned", "Asia/Kolkata"), kept, &[BOT_AGENT]);
+    wait_stable(&client, &reads["cleaned"].0, &cleaned, WAIT, HOLD).await?;
+    let (wiped_read, wiped) = &reads["wiped"];
+    let range = wiped.date_range();
+    ensure!(
+        daily(&client, wiped_read, &range).await?.is_empty(),
+        "a reset leaves no numbers"
+    );
+    ensure!(
+        reset.deleted == base.len() as u64,
+        "reset deleted {}",
+        reset.deleted
+    );
+
+    // The raw store no longer holds them.
+    cluster.kill9(Role::Aggregator);
+    let raw = beacon_core::raw::embedded::EmbeddedRawStore::open(
+        &cluster.dir.path().join("aggregator").join("raw.redb"),
+    )?;
+    let all = |tenant: &'static str| {
+        let raw = &raw;
+        async move { raw.scan(tenant, i64::MIN, i64::MAX, None, usize::MAX).await }
+    };
+    ensure!(all("wiped").await?.is_empty());
+    let left = all("cleaned").await?;
+    ensure!(left.len() == base.len() - deleted);
+    for event in left {
+        let logged = beacon_proto::pipeline::v1::LoggedEvent::decode(event.payload)?;
+        ensure!(
+            !logged.url.contains("/pricing"),
+            "{} is still stored",
+            logged.event_id
+        );
+    }
+    println!(
+        "time zone restated ({} days), {deleted} events deleted by filter, {} by reset",
+        adelaide.expected.len(),
+        reset.deleted
+    );
+    Ok(())
+}
+
+/// `events` under ids of `tenant`.
+fn retarget_events(events: &[Event], tenant: &str) -> Vec<Event> {
+    events
+        .iter()
+        .map(|e| Event {
+            id: e.id.replacen("base-", &format!("{tenant}-"), 1),
+            ..e.clone()
+        })
+        .collect()
 }

@@ -25,7 +25,7 @@ use prost::Message;
 
 use super::{FLUSH_BYTES, Position, Worker};
 use crate::AggregatorError;
-use crate::restate::{DateRange, Replay};
+use crate::restate::{self, DateRange, Replay};
 use crate::rollup::BATCH_OVERHEAD;
 
 /// How often the worker looks for new jobs and cancel requests.
@@ -204,6 +204,9 @@ impl Worker {
                 .await;
         }
         if active.job.state() == RestatementState::Pending {
+            if active.job.not_before_ms > now_ms() {
+                return Ok(());
+            }
             self.start_job(tenant).await?;
         }
         let mut budget = usize::try_from(self.timing.restate_events_per_tick).unwrap_or(usize::MAX);
@@ -243,7 +246,37 @@ impl Worker {
             return Ok(());
         };
         let job = &mut active.job;
-        let range = DateRange::parse(&job.first_date, &job.last_date).map_err(Halt::Failed)?;
+        let range = if job.whole_history {
+            let range = restate::history_range(self.raw.as_ref(), tenant, now_ms())
+                .await
+                .map_err(Halt::Failed)?;
+            job.first_date = range.first.to_string();
+            job.last_date = range.last.to_string();
+            range
+        } else {
+            DateRange::parse(&job.first_date, &job.last_date).map_err(Halt::Failed)?
+        };
+        // History is restated in the tenant's zone of today, whatever zone events were
+        // stamped with when they arrived (a time-zone change restates them all).
+        if job.time_zone.is_empty() {
+            let tenants = &self.backends.tenants;
+            let found = self
+                .lane
+                .retry("reading the tenant's time zone", || tenants.tenant(tenant))
+                .await
+                .map_err(|halt| super::failed(halt, format!("reading tenant {tenant}")))?;
+            if let Some(found) = found {
+                job.time_zone = found.time_zone;
+            }
+        }
+        // Deleted before the cut: the replay cannot see them, and events stored later are
+        // not the ones asked for.
+        if let Some(filter) = &job.delete {
+            job.deleted = restate::delete_matching(self.raw.as_ref(), tenant, &range, filter)
+                .await
+                .map_err(Halt::Failed)?;
+            tracing::info!(partition, job = %job.id, deleted = job.deleted, "raw events deleted");
+        }
         (job.from_ms, job.to_ms) = range.scan_bounds();
         job.cut_seq = cut.seq;
         job.cut_index = cut.index;

@@ -70,6 +70,15 @@ async fn tenants_and_keys(stores: Stores) {
 
     assert_eq!(store.tenant("acme").await.expect("get"), Some(acme.clone()));
     assert_eq!(store.tenant("nobody").await.expect("get"), None);
+    let moved = Tenant {
+        time_zone: "Asia/Kathmandu".into(),
+        ..zeta.clone()
+    };
+    store.update_tenant(&moved).await.expect("update zeta");
+    assert_eq!(store.tenant("zeta").await.expect("get"), Some(moved));
+    store.update_tenant(&zeta).await.expect("move zeta back");
+    let missing = store.update_tenant(&tenant("nobody", "No One")).await;
+    assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
 
     let ingest = key_hash("bk_ingest_0123");
     let read = key_hash("bk_read_4567");

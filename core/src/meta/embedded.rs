@@ -186,6 +186,22 @@ impl Inner {
         Ok(())
     }
 
+    fn update_tenant(&self, tenant: &Tenant, json: &[u8]) -> Result<(), StoreError> {
+        let txn = begin_durable(&self.db)?;
+        {
+            let mut table = txn.open_table(TENANTS)?;
+            if table.get(tenant.id.as_str())?.is_none() {
+                return Err(StoreError::Beacon(Error::NotFound(format!(
+                    "tenant {}",
+                    tenant.id
+                ))));
+            }
+            table.insert(tenant.id.as_str(), json)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(TENANTS)?;
@@ -232,6 +248,15 @@ impl TenantStore for EmbeddedMeta {
         let tenant = tenant.clone();
         self.blocking(format!("creating tenant {}", tenant.id), move |inner| {
             inner.create_tenant(&tenant, &json)
+        })
+        .await
+    }
+
+    async fn update_tenant(&self, tenant: &Tenant) -> Result<()> {
+        let json = encode_json(&format!("tenant {}", tenant.id), tenant)?;
+        let tenant = tenant.clone();
+        self.blocking(format!("updating tenant {}", tenant.id), move |inner| {
+            inner.update_tenant(&tenant, &json)
         })
         .await
     }

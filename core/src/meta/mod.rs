@@ -54,6 +54,9 @@ pub struct KeyGrant {
 pub trait TenantStore: Send + Sync + 'static {
     /// Creates a tenant; [`crate::Error::AlreadyExists`] if the id is taken.
     async fn create_tenant(&self, tenant: &Tenant) -> Result<()>;
+    /// Replaces an existing tenant's record (name, time zone); [`crate::Error::NotFound`] if
+    /// there is none.
+    async fn update_tenant(&self, tenant: &Tenant) -> Result<()>;
     /// The tenant with this id.
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>>;
     /// Every tenant, ordered by id.

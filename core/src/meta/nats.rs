@@ -201,6 +201,26 @@ impl TenantStore for NatsMeta {
         }
     }
 
+    async fn update_tenant(&self, tenant: &Tenant) -> Result<()> {
+        let key = tenant_key(&tenant.id)?;
+        let json = encode_json(&format!("tenant {}", tenant.id), tenant)?;
+        let entry = self
+            .tenants
+            .entry(&key)
+            .await
+            .map_err(|err| unavailable(format!("reading tenant {}", tenant.id), err))?;
+        let Some(entry) =
+            entry.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+        else {
+            return Err(Error::NotFound(format!("tenant {}", tenant.id)));
+        };
+        self.tenants
+            .update(&key, json, entry.revision)
+            .await
+            .map(|_| ())
+            .map_err(|err| unavailable(format!("updating tenant {}", tenant.id), err))
+    }
+
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
         self.get_json(&tenant_key(id)?).await
     }

@@ -182,10 +182,55 @@ macro_rules! raw_conformance {
     };
 }
 
+/// Deletion by key removes the events and their id records; bounds follow.
+async fn delete_and_bounds(store: Arc<dyn RawStore>) {
+    let store = &*store;
+    assert_eq!(store.bounds("t1").await.expect("bounds"), None);
+    let events = [
+        event("t1", "a", 1_000, 1, 0),
+        event("t1", "b", 2_000, 1, 1),
+        event("t1", "c", 3_000, 1, 2),
+        event("t2", "a", 500, 1, 3),
+    ];
+    insert(store, &events).await;
+    assert_eq!(
+        store.bounds("t1").await.expect("bounds"),
+        Some((1_000, 3_000))
+    );
+    let keys = [
+        (1_000, "a".to_owned()),
+        (3_000, "c".to_owned()),
+        (9, "x".to_owned()),
+    ];
+    assert_eq!(store.delete("t1", &keys).await.expect("delete"), 2);
+    assert_eq!(
+        scan_all(store, "t1", 0, 10_000).await,
+        vec![events[1].clone()]
+    );
+    assert_eq!(
+        store.bounds("t1").await.expect("bounds"),
+        Some((2_000, 2_000))
+    );
+    assert_eq!(
+        scan_all(store, "t2", 0, 10_000).await.len(),
+        1,
+        "other tenants keep theirs"
+    );
+    assert_eq!(
+        insert(store, &[event("t1", "a", 1_000, 5, 0)]).await,
+        [New],
+        "a deleted id is forgotten"
+    );
+}
+
 raw_conformance!(
     embedded_raw,
     |dir| super::open_embedded(&dir),
-    [new_replay_duplicate, scan_order_and_paging]
+    [
+        new_replay_duplicate,
+        scan_order_and_paging,
+        delete_and_bounds
+    ]
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

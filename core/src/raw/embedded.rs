@@ -153,6 +153,33 @@ impl Inner {
         Ok(events)
     }
 
+    fn delete(&self, tenant: &str, keys: &[(i64, String)]) -> Result<u64, redb::Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let mut removed = 0;
+        {
+            let mut ids = txn.open_table(IDS)?;
+            let mut rows = txn.open_table(EVENTS)?;
+            for (ts, id) in keys {
+                if rows.remove((tenant, *ts, id.as_str()))?.is_some() {
+                    removed += 1;
+                    ids.remove((tenant, id.as_str()))?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    fn bounds(&self, tenant: &str) -> Result<Option<(i64, i64)>, redb::Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let mut range = table.range((tenant, i64::MIN, "")..=(tenant, i64::MAX, "\u{10FFFF}"))?;
+        let first = range.next().transpose()?.map(|(key, _)| key.value().1);
+        let last = range.next_back().transpose()?.map(|(key, _)| key.value().1);
+        Ok(first.map(|first| (first, last.unwrap_or(first))))
+    }
+
     fn scan_what(&self, query: &Scan) -> String {
         format!(
             "scanning raw events of {} in [{}, {}) from {}",
@@ -222,6 +249,37 @@ impl RawStore for EmbeddedRawStore {
         tokio::task::spawn_blocking(move || inner.scan(&query))
             .await
             .context(|| format!("scanning raw events of {tenant_id}"))?
+    }
+
+    async fn delete(&self, tenant_id: &str, keys: &[(i64, String)]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let (inner, tenant, keys) = (self.inner.clone(), tenant_id.to_owned(), keys.to_vec());
+        let what = format!("deleting {} raw events of {tenant_id}", keys.len());
+        let done = what.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .delete(&tenant, &keys)
+                .inspect_err(|err| crate::observe::redb_failed(&inner.path, err))
+                .context(|| format!("{what} from {}", inner.path.display()))
+        })
+        .await
+        .context(|| done)?
+    }
+
+    async fn bounds(&self, tenant_id: &str) -> Result<Option<(i64, i64)>> {
+        let (inner, tenant) = (self.inner.clone(), tenant_id.to_owned());
+        tokio::task::spawn_blocking(move || {
+            inner.bounds(&tenant).context(|| {
+                format!(
+                    "reading the time bounds of {tenant} in {}",
+                    inner.path.display()
+                )
+            })
+        })
+        .await
+        .context(|| format!("reading the time bounds of {tenant_id}"))?
     }
 }
 

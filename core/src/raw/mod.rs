@@ -66,4 +66,11 @@ pub trait RawStore: Send + Sync + 'static {
         after: Option<(i64, String)>,
         limit: usize,
     ) -> Result<Vec<RawEvent>>;
+
+    /// Removes a tenant's events named by (timestamp, event id), and the record of their ids
+    /// (a client sending one again later stores it anew). Returns how many were removed.
+    async fn delete(&self, tenant_id: &str, keys: &[(i64, String)]) -> Result<u64>;
+
+    /// The times of a tenant's earliest and latest stored events.
+    async fn bounds(&self, tenant_id: &str) -> Result<Option<(i64, i64)>>;
 }

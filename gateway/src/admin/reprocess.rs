@@ -2,10 +2,14 @@
 //! aggregator owning the tenant's partition picks up (see `beacon_core::jobs`).
 
 use beacon_core::auth::Registry;
-use beacon_core::jobs::Jobs;
+use beacon_core::jobs::{JobSpec, Jobs};
 use beacon_core::time::now_ms;
-use beacon_proto::admin::v1::{ReprocessJob, ReprocessTotals, StartReprocessRequest};
-use beacon_proto::pipeline::v1::{RestatementJob, RestatementKind, RestatementState, Totals};
+use beacon_proto::admin::v1::{
+    DeleteEventsRequest, ReprocessJob, ReprocessTotals, SetTimeZoneRequest, StartReprocessRequest,
+};
+use beacon_proto::pipeline::v1::{
+    DeleteFilter, RestatementJob, RestatementKind, RestatementState, Totals,
+};
 use jiff::civil::Date;
 use tonic::Status;
 
@@ -38,13 +42,93 @@ pub async fn start(
     };
     let mut started = Vec::with_capacity(ids.len());
     for tenant in ids {
-        let job = jobs
-            .create(&tenant, &first.to_string(), &last.to_string(), now_ms())
-            .await?;
+        let spec = JobSpec::reprocess(&first.to_string(), &last.to_string());
+        let job = jobs.create(&tenant, spec, now_ms()).await?;
         tracing::info!(job = %job.id, first = %job.first_date, last = %job.last_date, "reprocessing job created");
         started.push(view(&job, None));
     }
     Ok(started)
+}
+
+/// How long a time-zone change waits before restating: every ingest replica's cached keys
+/// (5 seconds) carry the new zone by then.
+const ZONE_SETTLES_MS: i64 = 6_000;
+
+/// Changes a tenant's zone and starts restating its whole history in it.
+pub async fn set_time_zone(
+    jobs: &Jobs,
+    registry: &Registry,
+    req: &SetTimeZoneRequest,
+) -> Result<ReprocessJob, Status> {
+    let before = registry
+        .set_time_zone(&req.tenant_id, &req.time_zone)
+        .await?;
+    tracing::info!(tenant = %req.tenant_id, from = %before.time_zone, to = %req.time_zone, "time zone changed");
+    let now = now_ms();
+    let spec = JobSpec {
+        kind: RestatementKind::TimeZone,
+        time_zone: req.time_zone.clone(),
+        whole_history: true,
+        not_before_ms: now + ZONE_SETTLES_MS,
+        ..JobSpec::reprocess("", "")
+    };
+    Ok(view(&jobs.create(&req.tenant_id, spec, now).await?, None))
+}
+
+/// Deletes a tenant's events matching a filter and recomputes their dates.
+pub async fn delete_events(
+    jobs: &Jobs,
+    registry: &Registry,
+    req: &DeleteEventsRequest,
+) -> Result<ReprocessJob, Status> {
+    known(registry, &req.tenant_id).await?;
+    let (first, last) = dates(&req.first_date, &req.last_date)?;
+    let filter = DeleteFilter {
+        hostname: req.hostname.clone(),
+        page: req.page.clone(),
+        referrer: req.referrer.clone(),
+        user_agent: req.user_agent.clone(),
+        everything: false,
+    };
+    if filter == DeleteFilter::default() {
+        return Err(Status::invalid_argument(
+            "set at least one of hostname, page, referrer and user_agent (ResetTenant removes \
+             everything)",
+        ));
+    }
+    let spec = JobSpec {
+        kind: RestatementKind::Delete,
+        delete: Some(filter),
+        ..JobSpec::reprocess(&first.to_string(), &last.to_string())
+    };
+    Ok(view(
+        &jobs.create(&req.tenant_id, spec, now_ms()).await?,
+        None,
+    ))
+}
+
+/// Removes every raw event and number of a tenant.
+pub async fn reset(jobs: &Jobs, registry: &Registry, tenant: &str) -> Result<ReprocessJob, Status> {
+    known(registry, tenant).await?;
+    let spec = JobSpec {
+        kind: RestatementKind::Reset,
+        delete: Some(DeleteFilter {
+            everything: true,
+            ..DeleteFilter::default()
+        }),
+        whole_history: true,
+        ..JobSpec::reprocess("", "")
+    };
+    Ok(view(&jobs.create(tenant, spec, now_ms()).await?, None))
+}
+
+async fn known(registry: &Registry, tenant: &str) -> Result<(), Status> {
+    match registry.tenant(tenant).await? {
+        Some(_) => Ok(()),
+        None => Err(Status::not_found(format!(
+            "tenant_id {tenant:?} is not a tenant"
+        ))),
+    }
 }
 
 /// Checks a job's date range: valid dates, in order, at most [`MAX_DAYS`] long.
@@ -84,7 +168,10 @@ pub fn view(
     };
     let kind = match job.kind() {
         RestatementKind::LateEvents => "late_events",
-        _ => "reprocess",
+        RestatementKind::TimeZone => "time_zone",
+        RestatementKind::Delete => "delete",
+        RestatementKind::Reset => "reset",
+        RestatementKind::Reprocess | RestatementKind::Unspecified => "reprocess",
     };
     let progress = match job.state() {
         RestatementState::Done => 1.0,
@@ -115,6 +202,7 @@ pub fn view(
         after,
         error: job.error.clone(),
         kind: kind.to_owned(),
+        deleted: job.deleted,
     }
 }
 
