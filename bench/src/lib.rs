@@ -14,6 +14,7 @@ mod freshness;
 mod ingest;
 mod query;
 mod report;
+mod reprocess;
 
 use std::time::Duration;
 
@@ -69,6 +70,8 @@ pub struct Plan {
     pub scale_tenants: (usize, usize),
     /// Events of each tenant loaded for the tenant-scale rows.
     pub scale_events_per_tenant: usize,
+    /// Events of the month the reprocessing row replays.
+    pub reprocess_events: usize,
 }
 
 impl Plan {
@@ -94,6 +97,7 @@ impl Plan {
                 (1_000, 100_000)
             },
             scale_events_per_tenant: 10,
+            reprocess_events: if quick { 200_000 } else { 2_000_000 },
         }
     }
 }
@@ -126,6 +130,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     freshness::run(&plan, &mut table).await?;
     query::run(&plan, &mut table).await?;
     query::scale::run(&plan, &mut table).await?;
+    reprocess::run(&plan, &mut table).await?;
     table.print();
     Ok(())
 }

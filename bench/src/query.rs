@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 
 use crate::traffic::{TrafficConfig, TrafficModel};
 
-mod load;
+pub(crate) mod load;
 pub mod scale;
 
 use crate::{Plan, Table};

@@ -23,7 +23,10 @@ use self::retention::Marks;
 use crate::QueryError;
 use crate::shard::{Applied, RollupMessage, ShardStore};
 
+mod rebuild;
 mod retention;
+
+pub use self::rebuild::Rebuild;
 
 /// Most messages and bytes applied in one shard transaction.
 const CHUNK: ChunkLimits = ChunkLimits {
@@ -46,6 +49,8 @@ pub struct Consumer {
     marks: Marks,
     /// Where the totals of swapped generations are recorded.
     snapshots: Arc<dyn SnapshotStore>,
+    /// How to ask for a rebuild when the shard was lost; never when `None`.
+    rebuild: Option<Rebuild>,
 }
 
 impl Consumer {
@@ -73,7 +78,55 @@ impl Consumer {
             apply_time,
             marks,
             snapshots,
+            rebuild: None,
         }
+    }
+
+    /// Rebuilds a lost shard from the raw store (see [`Rebuild`]) instead of refusing the gap.
+    pub fn with_rebuild(mut self, rebuild: Rebuild) -> Self {
+        self.rebuild = Some(rebuild);
+        self
+    }
+
+    /// When the shard has nothing of a partition whose log was trimmed: asks for the rebuild
+    /// and returns the sequence to resume after (just below the floor).
+    async fn rebuild_if_lost(
+        &self,
+        watermark: Option<u64>,
+    ) -> Result<Option<u64>, Halt<QueryError>> {
+        let (Some(rebuild), None) = (&self.rebuild, watermark) else {
+            return Ok(None);
+        };
+        let (partition, rollups) = (self.lane.partition(), &self.rollups);
+        let floor = self
+            .lane
+            .retry("reading the rollup log's floor", || {
+                rollups.floor(partition)
+            })
+            .await
+            .map_err(|halt| match halt {
+                Halt::Stopped => Halt::Stopped,
+                Halt::Failed(err) => Halt::Failed(err.into()),
+            })?;
+        if floor <= 1 {
+            return Ok(None);
+        }
+        let asked = self
+            .lane
+            .retry("asking for a shard rebuild", || rebuild.request(partition))
+            .await
+            .map_err(|halt| match halt {
+                Halt::Stopped => Halt::Stopped,
+                Halt::Failed(err) => Halt::Failed(err.into()),
+            })?;
+        tracing::warn!(
+            partition,
+            floor,
+            tenants = asked,
+            "the shard holds nothing of a trimmed partition: rebuilding it from the raw store; \
+             its numbers are partial until every tenant's job has swapped"
+        );
+        Ok(Some(floor - 1))
     }
 
     /// Records the totals of the generations a run swapped in, for the jobs' reports. A failure
@@ -98,8 +151,12 @@ impl Consumer {
                 store.watermark(partition).await.map_err(transient)
             })
             .await;
-        self.done = match watermark {
-            Ok(watermark) => watermark.unwrap_or(0),
+        let Ok(watermark) = watermark else {
+            return;
+        };
+        self.done = match self.rebuild_if_lost(watermark).await {
+            Ok(Some(resume)) => resume,
+            Ok(None) => watermark.unwrap_or(0),
             Err(_) => return,
         };
         tracing::info!(partition, after = self.done, "rollup consumer started");

@@ -76,7 +76,12 @@ pub async fn run(
             shared.clone(),
             backends.snapshots.clone(),
             &replica,
-        );
+        )
+        .with_rebuild(apply::Rebuild {
+            tenants: backends.tenants.clone(),
+            jobs: beacon_core::jobs::Jobs::new(backends.snapshots.clone(), backends.partitions),
+            partitions: backends.partitions,
+        });
         consumers.spawn(consumer.run());
     }
     tracing::info!(

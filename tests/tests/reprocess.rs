@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use beacon_core::auth::with_bearer;
 use beacon_core::raw::RawStore;
-use beacon_proto::admin::v1::{DeleteEventsRequest, ReprocessJob, ResetTenantRequest};
+use beacon_proto::admin::v1::{
+    DeleteEventsRequest, ListReprocessRequest, ReprocessJob, ResetTenantRequest,
+};
 use beacon_proto::ingest::v1::Event;
 use beacon_tests::client::Counts;
 use beacon_tests::process::beacon_bin;
@@ -517,4 +519,81 @@ fn retarget_events(events: &[Event], tenant: &str) -> Vec<Event> {
             ..e.clone()
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_shard_folder_is_rebuilt_from_the_raw_store() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start()?;
+    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let token = cluster.admin_token.clone();
+    let now = beacon_core::time::now_ms();
+    let mut tenants = Vec::new();
+    for (n, (id, zone)) in [
+        ("r-kathmandu", "Asia/Kathmandu"),
+        ("r-utc", "UTC"),
+        ("r-ny", "America/New_York"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tenant = spec(id, zone);
+        let (server, read) = client.create_tenant(&token, id, zone).await?;
+        let history = tricky_events(
+            50 + n as u64,
+            &tenant,
+            200,
+            (now - 20 * DAY, now - 4 * DAY),
+            &[],
+        );
+        import_all(&client, &server, &history, WAIT).await?;
+        let live = tricky_events(
+            60 + n as u64,
+            &spec(&format!("{id}-live"), zone),
+            100,
+            (now - 40 * 3_600_000, now - 600_000),
+            &[],
+        );
+        for batch in live.chunks(100) {
+            send_acknowledged(&client, &server, batch.to_vec(), WAIT).await?;
+        }
+        let mut all = history;
+        all.extend(live);
+        let expected = traffic(&tenant, all, &[BOT_AGENT]);
+        wait_stable(&client, &read, &expected, WAIT, Duration::ZERO)
+            .await
+            .map_err(|err| anyhow::anyhow!("{err}\n{}", cluster.logs()))?;
+        tenants.push((expected, read));
+    }
+    // The replica records its position every few seconds and the rollup log is trimmed below
+    // it: what the shard held can no longer be read back from the log.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    cluster.kill9(Role::Query);
+    std::fs::remove_dir_all(cluster.dir.path().join("query").join("shards"))?;
+    cluster.start_role(Role::Query)?;
+    for (expected, read) in &tenants {
+        wait_stable(&client, read, expected, WAIT, HOLD)
+            .await
+            .map_err(|err| anyhow::anyhow!("after the rebuild: {err}\n{}", cluster.logs()))?;
+    }
+    let mut admin = client.admin();
+    let jobs = admin
+        .list_reprocess(with_bearer(&token, ListReprocessRequest::default())?)
+        .await?
+        .into_inner()
+        .jobs;
+    let rebuilt = jobs
+        .iter()
+        .filter(|job| job.kind == "reprocess" && job.state == "done")
+        .count();
+    // A partition whose log was not trimmed yet is replayed from the log instead.
+    ensure!(
+        rebuilt >= 1,
+        "no tenant was rebuilt from the raw store: {jobs:#?}"
+    );
+    println!(
+        "shard folder deleted; {rebuilt} of {} tenants rebuilt from the raw store (the others \
+         replayed from the log), every number equal",
+        tenants.len()
+    );
+    Ok(())
 }

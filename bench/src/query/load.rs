@@ -92,7 +92,7 @@ pub fn tenant(spec: &TenantSpec) -> Tenant {
 }
 
 /// The event as ingest would log it (no GeoIP; a stable unsalted visitor id).
-fn logged(tenant: &Tenant, event: Event) -> LoggedEvent {
+pub fn logged(tenant: &Tenant, event: Event) -> LoggedEvent {
     let visitor = visitor_id(&event.client_ip, &event.user_agent);
     LoggedEvent {
         tenant_id: tenant.id.clone(),

@@ -1,0 +1,192 @@
+//! Reprocessing speed: a tenant's month read from the embedded raw store, replayed by the
+//! restatement engine into a staged generation of a DuckDB shard, and swapped in. Baseline: the
+//! raw store's bare scan of the same events, same run. The swap's totals must count every
+//! scanned event once (as an event or a bot event) before a speed is reported.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use beacon_aggregator::restate::{DateRange, Replay};
+use beacon_core::raw::embedded::EmbeddedRawStore;
+use beacon_core::raw::{Origin, RawEvent, RawStore};
+use beacon_proto::pipeline::v1::{RestatementJob, Swap, TenantRollup};
+use beacon_query::{DuckShardStore, RollupMessage, ShardStore};
+use bytes::Bytes;
+use prost::Message;
+
+use crate::query::{DAY_MS, load};
+use crate::traffic::{TrafficConfig, TrafficModel};
+use crate::{Plan, Table};
+
+/// Raw events stored per write.
+const INSERT_BATCH: usize = 10_000;
+/// Events a replay step reads.
+const STEP: usize = 4096;
+/// A staged part is applied once its rows may encode to this many bytes.
+const STAGE_BYTES: usize = 256 * 1024;
+/// The generation the benchmark stages.
+const GENERATION: u64 = 7;
+
+/// Measures the reprocessing rate and adds its row.
+pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let raw = EmbeddedRawStore::open(&dir.path().join("raw.redb"))?;
+    let mut model = TrafficModel::new(TrafficConfig {
+        seed: plan.seed,
+        tenants: plan.tenants,
+        zipf_exponent: 1.1,
+    });
+    let tenant = load::tenant(&model.tenants()[0]);
+    let now = beacon_core::time::now_ms();
+    let count = plan.reprocess_events;
+    let mut batch = Vec::with_capacity(INSERT_BATCH);
+    let mut stored = 0u64;
+    for day in 0..30usize {
+        let per_day = count / 30 + usize::from(day < count % 30);
+        let start = now - (30 - day as i64) * DAY_MS;
+        for event in model.history(0, per_day, start, start + DAY_MS) {
+            let event = load::logged(&tenant, event);
+            batch.push(RawEvent {
+                tenant_id: tenant.id.clone(),
+                event_id: event.event_id.clone(),
+                timestamp_ms: event.timestamp_ms,
+                origin: Origin {
+                    seq: stored / 1000 + 1,
+                    index: (stored % 1000) as u32,
+                },
+                payload: Bytes::from(event.encode_to_vec()),
+            });
+            stored += 1;
+            if batch.len() == INSERT_BATCH {
+                raw.insert(&std::mem::take(&mut batch)).await?;
+            }
+        }
+    }
+    raw.insert(&batch).await?;
+
+    let (scanned, scan_s) = scan(&raw, &tenant.id).await?;
+    let store = DuckShardStore::new(dir.path().join("shards"), 1, "512MB")?;
+    let (replayed, replay_s, counted) = replay(&raw, &store, &tenant.id, now).await?;
+    anyhow::ensure!(
+        replayed == scanned && counted == scanned,
+        "reprocessing read {replayed} and counted {counted} of {scanned} stored events"
+    );
+    let rate = replayed as f64 / replay_s;
+    let baseline = scanned as f64 / scan_s;
+    table.row(
+        &format!("reprocessing, raw store to a swapped generation ({replayed} events, 30 days)"),
+        format!("{rate:.0} events/s"),
+        format!("{baseline:.0} events/s (bare raw-store scan)"),
+        format!("{:.2}x", rate / baseline.max(f64::MIN_POSITIVE)),
+    );
+    Ok(())
+}
+
+/// Reads every event of `tenant`; returns the count and the seconds it took.
+async fn scan(raw: &EmbeddedRawStore, tenant: &str) -> anyhow::Result<(u64, f64)> {
+    let started = Instant::now();
+    let (mut after, mut count) = (None, 0u64);
+    loop {
+        let page = raw.scan(tenant, i64::MIN, i64::MAX, after, STEP).await?;
+        count += page.len() as u64;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = Some((last.timestamp_ms, last.event_id.clone()));
+    }
+    Ok((count, started.elapsed().as_secs_f64()))
+}
+
+/// Replays `tenant`'s history into generation [`GENERATION`] of `store` and swaps it in;
+/// returns the events read, the seconds it took and the events the swap's totals count.
+async fn replay(
+    raw: &EmbeddedRawStore,
+    store: &DuckShardStore,
+    tenant: &str,
+    now: i64,
+) -> anyhow::Result<(u64, f64, u64)> {
+    let started = Instant::now();
+    let range = beacon_aggregator::restate::history_range(raw, tenant, now).await?;
+    let job = job(tenant, &range);
+    let mut replay = Replay::of(&job)?;
+    let (mut seq, mut stage) = (0u64, 0u32);
+    let mut apply = |parts: Vec<TenantRollup>| {
+        seq += 1;
+        let tenants = parts
+            .into_iter()
+            .map(|part| store.validate(0, part))
+            .collect::<Result<Vec<_>, _>>();
+        (seq, tenants)
+    };
+    while !replay.is_done() {
+        replay.step(raw, STEP).await?;
+        if replay.pending_size_bound() >= STAGE_BYTES || replay.is_done() {
+            stage += 1;
+            let parts = staged(replay.take_parts(), stage);
+            let (seq, tenants) = apply(parts);
+            store.apply(0, message(seq, tenants?)).await?;
+        }
+    }
+    stage += 1;
+    let swap = TenantRollup {
+        tenant_id: tenant.to_owned(),
+        generation: GENERATION,
+        stage,
+        swap: Some(Swap {
+            first_date: job.first_date.clone(),
+            last_date: job.last_date.clone(),
+            job_id: job.id.clone(),
+        }),
+        ..TenantRollup::default()
+    };
+    let (seq, tenants) = apply(vec![swap]);
+    let applied = store.apply(0, message(seq, tenants?)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let after = applied
+        .swaps
+        .first()
+        .and_then(|(_, totals)| totals.after)
+        .unwrap_or_default();
+    let counted = u64::try_from(after.events + after.bot_events).unwrap_or(0);
+    let mut finished = job;
+    replay.checkpoint(&mut finished);
+    Ok((finished.events, seconds, counted))
+}
+
+/// A job over `range` that replays every stored event.
+fn job(tenant: &str, range: &DateRange) -> RestatementJob {
+    let (from_ms, to_ms) = range.scan_bounds();
+    RestatementJob {
+        id: format!("{tenant}.bench"),
+        tenant_id: tenant.to_owned(),
+        first_date: range.first.to_string(),
+        last_date: range.last.to_string(),
+        generation: GENERATION,
+        cut_seq: u64::MAX,
+        cut_index: u32::MAX,
+        logic_version: beacon_aggregator::LOGIC_VERSION,
+        from_ms,
+        to_ms,
+        ..RestatementJob::default()
+    }
+}
+
+/// The parts as stage `stage` of the generation.
+fn staged(parts: Vec<TenantRollup>, stage: u32) -> Vec<TenantRollup> {
+    parts
+        .into_iter()
+        .map(|part| TenantRollup {
+            generation: GENERATION,
+            stage,
+            ..part
+        })
+        .collect()
+}
+
+fn message(seq: u64, tenants: Vec<beacon_query::ValidRollup>) -> Arc<[RollupMessage]> {
+    Arc::new([RollupMessage {
+        seq,
+        logic_version: beacon_aggregator::LOGIC_VERSION,
+        tenants,
+    }])
+}
