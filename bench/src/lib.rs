@@ -41,6 +41,24 @@ pub struct BenchArgs {
     /// Calls in flight during the ingest runs.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Run one scenario only (to profile it).
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    pub only: Scenario,
+}
+
+/// The scenarios of `beacon-bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Every scenario.
+    All,
+    /// Ingest throughput, standalone and cluster (with the JetStream baseline).
+    Ingest,
+    /// Freshness lag.
+    Freshness,
+    /// Dashboard latency and tenant scale.
+    Query,
+    /// Reprocessing rate.
+    Reprocess,
 }
 
 /// The sizes of one run.
@@ -102,19 +120,39 @@ impl Plan {
     }
 }
 
-/// Runs every scenario and prints the table.
+/// Runs the scenarios asked for and prints the table.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::from_args(&args);
     let mut table = Table::new(&plan);
-    let measured = baseline::jetstream_publish(&plan).await?;
+    let wanted = |scenario: Scenario| args.only == Scenario::All || args.only == scenario;
+    if wanted(Scenario::Ingest) {
+        ingest_rows(&plan, &mut table).await?;
+    }
+    if wanted(Scenario::Freshness) {
+        freshness::run(&plan, &mut table).await?;
+    }
+    if wanted(Scenario::Query) {
+        query::run(&plan, &mut table).await?;
+        query::scale::run(&plan, &mut table).await?;
+    }
+    if wanted(Scenario::Reprocess) {
+        reprocess::run(&plan, &mut table).await?;
+    }
+    table.print();
+    Ok(())
+}
+
+/// The ingest rows, beside the bare JetStream publish rate.
+async fn ingest_rows(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
+    let measured = baseline::jetstream_publish(plan).await?;
     let baseline = measured.events_per_s;
     table.throughput(
         "JetStream async publish, one message per event (bare async-nats)",
         baseline,
         baseline,
     );
-    let standalone = ingest::standalone(&plan, &mut table, measured.nats_peak_rss).await?;
-    let cluster = ingest::cluster(&plan, &mut table).await?;
+    let standalone = ingest::standalone(plan, table, measured.nats_peak_rss).await?;
+    let cluster = ingest::cluster(plan, table).await?;
     for (mode, rates) in [("standalone", standalone), ("cluster", cluster)] {
         table.throughput(
             &format!("ingest acknowledged, {mode} (first byte to last ack)"),
@@ -127,10 +165,5 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             baseline,
         );
     }
-    freshness::run(&plan, &mut table).await?;
-    query::run(&plan, &mut table).await?;
-    query::scale::run(&plan, &mut table).await?;
-    reprocess::run(&plan, &mut table).await?;
-    table.print();
     Ok(())
 }

@@ -118,15 +118,24 @@ async fn replay(
             .collect::<Result<Vec<_>, _>>();
         (seq, tenants)
     };
+    let mut applying = std::time::Duration::ZERO;
     while !replay.is_done() {
         replay.step(raw, STEP).await?;
         if replay.pending_size_bound() >= STAGE_BYTES || replay.is_done() {
             stage += 1;
             let parts = staged(replay.take_parts(), stage);
+            let began = Instant::now();
             let (seq, tenants) = apply(parts);
             store.apply(0, message(seq, tenants?)).await?;
+            applying += began.elapsed();
         }
     }
+    eprintln!(
+        "bench: reprocessing spent {:.2} s replaying (scan, decode, process) and {:.2} s applying \
+         {stage} staged parts to DuckDB",
+        (started.elapsed() - applying).as_secs_f64(),
+        applying.as_secs_f64()
+    );
     stage += 1;
     let swap = TenantRollup {
         tenant_id: tenant.to_owned(),
