@@ -44,7 +44,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
     let partitions = args.partitions(backends.partitions)?;
-    let raw = backends.open_raw_store().map_err(|err| {
+    let raw = backends.open_raw_store().await.map_err(|err| {
         AggregatorError::backend(
             format!("opening the raw store in {}", backends.data_dir.display()),
             err,

@@ -5,6 +5,7 @@ mod admin;
 mod deadletters;
 mod health;
 mod import;
+mod migrate;
 mod reprocess;
 mod roles;
 mod standalone;
@@ -38,6 +39,8 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Dead letters (what failed after it was accepted): list, show, replay, drop.
     Deadletters(deadletters::DeadLettersArgs),
+    /// Applies the Cassandra raw store's schema.
+    Migrate(migrate::MigrateArgs),
     /// Loads history (NDJSON of Plausible Events API bodies or of the proto's JSON form).
     Import(import::ImportArgs),
     /// Recomputes rollups from the raw store (a logic change, late data) and follows the jobs.
@@ -60,6 +63,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Deadletters(args) => deadletters::run(args).await,
         Command::Reprocess(args) => reprocess::run(args).await,
         Command::Import(args) => import::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await,
         Command::Health(args) => health::run(args).await,
         Command::Stats(args) => stats::run(args).await,
         command => {
@@ -74,6 +78,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 | Command::Deadletters(_)
                 | Command::Reprocess(_)
                 | Command::Import(_)
+                | Command::Migrate(_)
                 | Command::Health(_)
                 | Command::Stats(_) => Ok(()),
             }

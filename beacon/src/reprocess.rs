@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
 use beacon_proto::admin::v1::{
     CancelReprocessRequest, DeleteEventsRequest, GetReprocessRequest, ListReprocessRequest,
-    ReprocessJob, ReprocessTotals, ResetTenantRequest, SetTimeZoneRequest, StartReprocessRequest,
+    ListStaleRequest, ReprocessJob, ReprocessTotals, ResetTenantRequest, SetTimeZoneRequest,
+    StartReprocessRequest,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use jiff::civil::Date;
@@ -21,7 +22,7 @@ const STEPS: u64 = 1000;
 
 /// `beacon reprocess` flags.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["tenant", "all", "job", "cancel", "list"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["tenant", "all", "job", "cancel", "list", "stale"])))]
 pub struct ReprocessArgs {
     #[command(flatten)]
     connection: AdminConnection,
@@ -47,6 +48,10 @@ pub struct ReprocessArgs {
     /// List the jobs.
     #[arg(long)]
     list: bool,
+    /// Recompute every tenant's dates that an older logic version made (as the query replicas
+    /// last reported them).
+    #[arg(long)]
+    stale: bool,
     /// Start the jobs and return without following them.
     #[arg(long)]
     detach: bool,
@@ -92,6 +97,14 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<()> {
             .jobs
     } else if let Some(id) = &args.job {
         follow(&mut client, admin, vec![id.clone()]).await?
+    } else if args.stale {
+        let started = start_stale(&mut client, admin).await?;
+        if args.detach {
+            started
+        } else {
+            let ids = started.into_iter().map(|job| job.id).collect();
+            follow(&mut client, admin, ids).await?
+        }
     } else if let Some(started) = rewrite(&mut client, admin, &args).await? {
         if args.detach {
             vec![started]
@@ -126,6 +139,33 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<()> {
         anyhow::bail!("job {} failed: {}", failed.id, failed.error);
     }
     Ok(())
+}
+
+/// Starts one job per tenant with dates an older logic version made.
+async fn start_stale(
+    client: &mut AdminServiceClient<Channel>,
+    admin: &AdminConnection,
+) -> anyhow::Result<Vec<ReprocessJob>> {
+    let request = ListStaleRequest {
+        logic_version: beacon_aggregator::LOGIC_VERSION,
+    };
+    let ranges = client
+        .list_stale(admin.request(request)?)
+        .await?
+        .into_inner()
+        .ranges;
+    let mut started = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let request = StartReprocessRequest {
+            tenant_id: range.tenant_id,
+            all_tenants: false,
+            first_date: range.first_date,
+            last_date: range.last_date,
+        };
+        let reply = client.start_reprocess(admin.request(request)?).await?;
+        started.extend(reply.into_inner().jobs);
+    }
+    Ok(started)
 }
 
 /// Starts the job of --time-zone, --delete or --reset, if one is asked for.

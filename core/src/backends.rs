@@ -11,6 +11,7 @@ use crate::meta::embedded::EmbeddedMeta;
 use crate::meta::nats::NatsMeta;
 use crate::meta::{SaltStore, SnapshotStore, TenantStore};
 use crate::raw::RawStore;
+use crate::raw::cassandra::{CassandraConfig, CassandraRawStore, Replication};
 use crate::raw::embedded::EmbeddedRawStore;
 use crate::{Error, Result};
 
@@ -38,6 +39,98 @@ pub struct BackendArgs {
     /// NOT_SERVING ("60s", "2m 30s").
     #[arg(long, env = "BEACON_STALL_AFTER", default_value = "60s", value_parser = crate::time::parse_duration)]
     pub stall_after: std::time::Duration,
+    /// Where raw events live in cluster mode.
+    #[command(flatten)]
+    pub cassandra: CassandraArgs,
+}
+
+/// The Cassandra raw store (cluster mode). Without contact points, raw events are embedded on
+/// the aggregator's local disk.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CassandraArgs {
+    /// Cassandra contact points, `host[:port]`, comma-separated.
+    #[arg(
+        long = "cassandra-contact-points",
+        env = "CASSANDRA_CONTACT_POINTS",
+        value_delimiter = ','
+    )]
+    pub contact_points: Vec<String>,
+    /// The local data center (data-center-aware routing, LOCAL_QUORUM).
+    #[arg(long = "cassandra-datacenter", env = "CASSANDRA_DATACENTER")]
+    pub datacenter: Option<String>,
+    /// User name for Cassandra's password authenticator.
+    #[arg(long = "cassandra-username", env = "CASSANDRA_USERNAME")]
+    pub username: Option<String>,
+    /// Password for Cassandra's password authenticator.
+    #[arg(
+        long = "cassandra-password",
+        env = "CASSANDRA_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// CA certificate (PEM) for TLS to Cassandra.
+    #[arg(long = "cassandra-tls-ca", env = "CASSANDRA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// The keyspace.
+    #[arg(
+        long = "cassandra-keyspace",
+        env = "CASSANDRA_KEYSPACE",
+        default_value = "beacon"
+    )]
+    pub keyspace: String,
+    /// Replication of the keyspace when `beacon migrate` creates it: a factor ("3",
+    /// SimpleStrategy) or copies per data center ("dc1:3,dc2:3", NetworkTopologyStrategy).
+    #[arg(long = "cassandra-replication", env = "CASSANDRA_REPLICATION", default_value = "1", value_parser = parse_replication)]
+    pub replication: Replication,
+}
+
+impl Default for CassandraArgs {
+    /// No Cassandra: raw events embedded.
+    fn default() -> Self {
+        Self {
+            contact_points: Vec::new(),
+            datacenter: None,
+            username: None,
+            password: None,
+            tls_ca: None,
+            keyspace: "beacon".to_owned(),
+            replication: Replication::SimpleStrategy { factor: 1 },
+        }
+    }
+}
+
+impl CassandraArgs {
+    /// The store's configuration, when contact points are given.
+    pub fn config(&self) -> Option<CassandraConfig> {
+        (!self.contact_points.is_empty()).then(|| CassandraConfig {
+            contact_points: self.contact_points.clone(),
+            datacenter: self.datacenter.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            tls_ca: self.tls_ca.clone(),
+            keyspace: self.keyspace.clone(),
+            replication: self.replication.clone(),
+        })
+    }
+}
+
+/// Parses `--cassandra-replication`: "3" or "dc1:3,dc2:3".
+pub fn parse_replication(text: &str) -> std::result::Result<Replication, String> {
+    if let Ok(factor) = text.trim().parse::<u32>() {
+        return Ok(Replication::SimpleStrategy { factor });
+    }
+    let mut datacenters = std::collections::BTreeMap::new();
+    for part in text.split(',') {
+        let (dc, factor) = part.split_once(':').ok_or_else(|| {
+            format!("{text:?} is neither a replication factor (\"3\") nor data centers (\"dc1:3,dc2:3\")")
+        })?;
+        let factor = factor
+            .trim()
+            .parse::<u32>()
+            .map_err(|err| format!("replication factor of {dc:?} in {text:?}: {err}"))?;
+        datacenters.insert(dc.trim().to_owned(), factor);
+    }
+    Ok(Replication::NetworkTopologyStrategy { datacenters })
 }
 
 /// Parses a byte size flag such as "64MiB" or "20GB" (for clap's `value_parser`).
@@ -93,6 +186,8 @@ pub struct Backends {
     pub salts: Arc<dyn SaltStore>,
     /// Aggregator snapshots.
     pub snapshots: Arc<dyn SnapshotStore>,
+    /// The Cassandra raw store's configuration, when raw events live there.
+    pub cassandra: Option<CassandraConfig>,
 }
 
 impl Backends {
@@ -125,6 +220,7 @@ impl Backends {
             tenants: meta.clone(),
             salts: meta.clone(),
             snapshots: meta,
+            cassandra: args.cassandra.config(),
         })
     }
 
@@ -144,11 +240,16 @@ impl Backends {
             tenants: meta.clone(),
             salts: meta.clone(),
             snapshots: meta,
+            cassandra: args.cassandra.config(),
         })
     }
 
-    /// Opens the raw store. Only the aggregator writes raw events.
-    pub fn open_raw_store(&self) -> Result<Arc<dyn RawStore>> {
+    /// Opens the raw store: Cassandra when configured (its schema applied when missing),
+    /// otherwise a file in the data folder. Only the aggregator writes raw events.
+    pub async fn open_raw_store(&self) -> Result<Arc<dyn RawStore>> {
+        if let Some(config) = &self.cassandra {
+            return Ok(Arc::new(CassandraRawStore::open(config).await?));
+        }
         Ok(Arc::new(EmbeddedRawStore::open(
             &self.data_dir.join("raw.redb"),
         )?))

@@ -14,10 +14,10 @@ use beacon_proto::admin::v1::{
     DropDeadLetterRequest, DropDeadLetterResponse, GetDeadLetterRequest, GetDeadLetterResponse,
     GetReprocessRequest, KeyInfo as ProtoKeyInfo, KeyKind as ProtoKeyKind, ListDeadLettersRequest,
     ListDeadLettersResponse, ListKeysRequest, ListKeysResponse, ListReprocessRequest,
-    ListReprocessResponse, ListTenantsRequest, ListTenantsResponse, ReplayDeadLetterRequest,
-    ReplayDeadLetterResponse, ReprocessJob, ResetTenantRequest, RevokeKeyRequest,
-    RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse, SetTimeZoneRequest,
-    StartReprocessRequest, StartReprocessResponse, Tenant,
+    ListReprocessResponse, ListStaleRequest, ListStaleResponse, ListTenantsRequest,
+    ListTenantsResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse, ReprocessJob,
+    ResetTenantRequest, RevokeKeyRequest, RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse,
+    SetTimeZoneRequest, StartReprocessRequest, StartReprocessResponse, Tenant,
 };
 use tonic::{Request, Response, Status};
 
@@ -45,6 +45,8 @@ pub struct Admin {
     pub partitions: u32,
     /// Reprocessing jobs.
     pub jobs: beacon_core::jobs::Jobs,
+    /// Where query replicas report the logic versions of their shards.
+    pub snapshots: Arc<dyn beacon_core::meta::SnapshotStore>,
 }
 
 impl Admin {
@@ -420,5 +422,15 @@ impl AdminService for Admin {
             reprocess::reset(&self.jobs, &self.registry, &request.get_ref().tenant_id).await?;
         tracing::info!(job = %job.id, "tenant reset job created");
         Ok(Response::new(job))
+    }
+
+    async fn list_stale(
+        &self,
+        request: Request<ListStaleRequest>,
+    ) -> Result<Response<ListStaleResponse>, Status> {
+        self.check(&request)?;
+        let version = request.get_ref().logic_version;
+        let ranges = reprocess::stale(self.snapshots.as_ref(), version).await?;
+        Ok(Response::new(ListStaleResponse { ranges }))
     }
 }

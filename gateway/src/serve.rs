@@ -81,6 +81,7 @@ pub async fn serve(
         rollups: backends.rollups.clone(),
         partitions: backends.partitions,
         jobs: beacon_core::jobs::Jobs::new(backends.snapshots.clone(), backends.partitions),
+        snapshots: backends.snapshots.clone(),
     };
     let admin_router = with_health_and_reflection(
         Routes::new(AdminServiceServer::new(admin_api)),

@@ -10,12 +10,13 @@
 //! parked while the rest is applied.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use beacon_core::consumer::{self, ChunkLimits, Halt, Lane};
 use beacon_core::deadletter::Failure;
 use beacon_core::log::{Log, LogMessage};
 use beacon_core::meta::SnapshotStore;
-use beacon_proto::pipeline::v1::{DeadLetterSource, RollupBatch};
+use beacon_proto::pipeline::v1::{DeadLetterSource, RollupBatch, VersionReport};
 use prost::Message;
 use prost::bytes::Bytes;
 
@@ -35,6 +36,8 @@ const CHUNK: ChunkLimits = ChunkLimits {
 };
 /// Attempts at applying a run before it is split to find what fails.
 const ATTEMPTS: u32 = 3;
+/// How often a replica reports the logic versions of its shards.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Applies one partition of the rollup log until shutdown.
 pub struct Consumer {
@@ -51,6 +54,10 @@ pub struct Consumer {
     snapshots: Arc<dyn SnapshotStore>,
     /// How to ask for a rebuild when the shard was lost; never when `None`.
     rebuild: Option<Rebuild>,
+    /// This replica's name.
+    replica: String,
+    /// When the logic versions of the shard were last reported.
+    reported: Option<Instant>,
 }
 
 impl Consumer {
@@ -79,6 +86,37 @@ impl Consumer {
             marks,
             snapshots,
             rebuild: None,
+            replica: replica.to_owned(),
+            reported: None,
+        }
+    }
+
+    /// Records which logic versions made the partition's live rows, per tenant, at most every
+    /// [`REPORT_EVERY`] (`beacon reprocess --stale` reads it). Failures are logged.
+    async fn report_versions(&mut self) {
+        if self.reported.is_some_and(|at| at.elapsed() < REPORT_EVERY) {
+            return;
+        }
+        self.reported = Some(Instant::now());
+        let partition = self.lane.partition();
+        let tenants = match self.store.versions(partition).await {
+            Ok(tenants) => tenants,
+            Err(err) => {
+                tracing::warn!(partition, error = %err, "listing the shard's logic versions failed");
+                return;
+            }
+        };
+        let report = VersionReport {
+            tenants,
+            reported_ms: beacon_core::time::now_ms(),
+        };
+        let name = format!("versions.p{partition}.{}", self.replica);
+        if let Err(err) = self
+            .snapshots
+            .save(&name, Bytes::from(report.encode_to_vec()))
+            .await
+        {
+            tracing::warn!(partition, error = %err, "recording the shard's logic versions failed");
         }
     }
 
@@ -160,6 +198,7 @@ impl Consumer {
             Err(_) => return,
         };
         tracing::info!(partition, after = self.done, "rollup consumer started");
+        self.report_versions().await;
         let rollups = self.rollups.clone();
         if let Err(err) = consumer::consume(&lane, rollups.as_ref(), &mut self, CHUNK, None).await {
             tracing::error!(partition, error = %err, "rollup consumer failed");
@@ -387,6 +426,7 @@ impl consumer::Handler for Consumer {
         self.done = last;
         let rollups = self.rollups.clone();
         self.marks.record(rollups.as_ref(), last).await;
+        self.report_versions().await;
         Ok(())
     }
 }

@@ -357,6 +357,31 @@ async fn a_logic_change_is_reprocessed_under_load_through_a_sigkill() -> anyhow:
         report[0]["before"] == report[0]["after"],
         "same logic, same numbers: {report}"
     );
+
+    // The other tenant's history is still what logic 2 made: --stale finds and rebuilds it.
+    let out = Command::new(beacon_bin())
+        .args(["reprocess", "--stale"])
+        .args(["--url", &cluster.admin(), "--token", &cluster.admin_token])
+        .output()
+        .context("running beacon reprocess --stale")?;
+    ensure!(
+        out.status.success(),
+        "beacon reprocess --stale failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let jobs = report.as_array().context("a list of jobs")?;
+    ensure!(
+        jobs.iter()
+            .any(|job| job["tenant"] == bystander.id && job["state"] == "done"),
+        "--stale rebuilt the other tenant: {report}"
+    );
+    let upgraded = traffic(
+        &bystander,
+        histories[1].clone(),
+        &[BOT_AGENT, MONITOR_AGENT],
+    );
+    wait_stable(&client, &bystander_read, &upgraded, WAIT, HOLD).await?;
     Ok(())
 }
 

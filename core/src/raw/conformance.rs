@@ -1,10 +1,13 @@
-//! The behaviour every [`RawStore`] must show. Only the embedded store exists today; another
-//! backend adds one `raw_conformance!` invocation with its own opener.
+//! The behaviour every [`RawStore`] must show. Each backend adds one `raw_conformance!`
+//! invocation with its own opener. The Cassandra tests run only when
+//! `CASSANDRA_CONTACT_POINTS` names a cluster (comma-separated `host[:port]`), each in a fresh
+//! keyspace `beacon_test_<random>` that is left behind.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::cassandra::{CassandraConfig, CassandraRawStore, Replication};
 use super::embedded::EmbeddedRawStore;
 use super::{Inserted, Origin, RawEvent, RawStore};
 use beacon_testkit::TempDir;
@@ -165,6 +168,39 @@ fn open_embedded(dir: &TempDir) -> Arc<dyn RawStore> {
     Arc::new(EmbeddedRawStore::open(&dir.path().join("raw.redb")).expect("open raw store"))
 }
 
+/// A store in a fresh, migrated keyspace on the cluster `CASSANDRA_CONTACT_POINTS` names
+/// (`CASSANDRA_DATACENTER`, `CASSANDRA_USERNAME` and `CASSANDRA_PASSWORD` when set), or `None`
+/// after saying the test is skipped.
+async fn open_cassandra() -> Option<Arc<dyn RawStore>> {
+    let points = match std::env::var("CASSANDRA_CONTACT_POINTS") {
+        Ok(points) if !points.trim().is_empty() => points,
+        _ => {
+            eprintln!("skipped: CASSANDRA_CONTACT_POINTS is not set");
+            return None;
+        }
+    };
+    let config = CassandraConfig {
+        contact_points: points
+            .split(',')
+            .map(|point| point.trim().to_owned())
+            .collect(),
+        datacenter: std::env::var("CASSANDRA_DATACENTER").ok(),
+        username: std::env::var("CASSANDRA_USERNAME").ok(),
+        password: std::env::var("CASSANDRA_PASSWORD").ok(),
+        tls_ca: None,
+        keyspace: format!("beacon_test_{:016x}", rand::random::<u64>()),
+        replication: Replication::SimpleStrategy { factor: 1 },
+    };
+    let store = CassandraRawStore::connect(&config)
+        .await
+        .expect("connect to Cassandra");
+    store
+        .migrate(&config.replication)
+        .await
+        .expect("migrate the test keyspace");
+    Some(Arc::new(store))
+}
+
 /// One test per body for a backend: `raw_conformance!(module_name, opener)` where the opener
 /// is an `async fn(&TempDir) -> Arc<dyn RawStore>`-like expression.
 macro_rules! raw_conformance {
@@ -226,6 +262,19 @@ async fn delete_and_bounds(store: Arc<dyn RawStore>) {
 raw_conformance!(
     embedded_raw,
     |dir| super::open_embedded(&dir),
+    [
+        new_replay_duplicate,
+        scan_order_and_paging,
+        delete_and_bounds
+    ]
+);
+
+raw_conformance!(
+    cassandra_raw,
+    |_dir| match super::open_cassandra().await {
+        Some(store) => store,
+        None => return,
+    },
     [
         new_replay_duplicate,
         scan_order_and_paging,

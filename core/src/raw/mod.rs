@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use crate::Result;
 
+pub mod cassandra;
 pub mod embedded;
 
 #[cfg(test)]

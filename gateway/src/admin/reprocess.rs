@@ -1,16 +1,21 @@
 //! The reprocessing part of the admin API: jobs are records in the snapshot store that the
 //! aggregator owning the tenant's partition picks up (see `beacon_core::jobs`).
 
+use std::collections::BTreeMap;
+
 use beacon_core::auth::Registry;
 use beacon_core::jobs::{JobSpec, Jobs};
+use beacon_core::meta::SnapshotStore;
 use beacon_core::time::now_ms;
 use beacon_proto::admin::v1::{
-    DeleteEventsRequest, ReprocessJob, ReprocessTotals, SetTimeZoneRequest, StartReprocessRequest,
+    DeleteEventsRequest, ReprocessJob, ReprocessTotals, SetTimeZoneRequest, StaleRange,
+    StartReprocessRequest,
 };
 use beacon_proto::pipeline::v1::{
-    DeleteFilter, RestatementJob, RestatementKind, RestatementState, Totals,
+    DeleteFilter, RestatementJob, RestatementKind, RestatementState, Totals, VersionReport,
 };
 use jiff::civil::Date;
+use prost::Message;
 use tonic::Status;
 
 /// Most days one job may span (ten years).
@@ -120,6 +125,33 @@ pub async fn reset(jobs: &Jobs, registry: &Registry, tenant: &str) -> Result<Rep
         ..JobSpec::reprocess("", "")
     };
     Ok(view(&jobs.create(tenant, spec, now_ms()).await?, None))
+}
+
+/// What the query replicas' version reports say an older logic made, per tenant.
+pub async fn stale(snapshots: &dyn SnapshotStore, version: u32) -> Result<Vec<StaleRange>, Status> {
+    let mut ranges: BTreeMap<String, StaleRange> = BTreeMap::new();
+    for (name, bytes) in snapshots.list("versions.").await? {
+        let report = VersionReport::decode(bytes)
+            .map_err(|err| Status::internal(format!("version report {name}: {err}")))?;
+        for entry in report
+            .tenants
+            .into_iter()
+            .filter(|e| e.logic_version < version)
+        {
+            let range = ranges
+                .entry(entry.tenant_id.clone())
+                .or_insert_with(|| StaleRange {
+                    tenant_id: entry.tenant_id.clone(),
+                    first_date: entry.first_date.clone(),
+                    last_date: entry.last_date.clone(),
+                    oldest_version: entry.logic_version,
+                });
+            range.first_date = range.first_date.clone().min(entry.first_date);
+            range.last_date = range.last_date.clone().max(entry.last_date);
+            range.oldest_version = range.oldest_version.min(entry.logic_version);
+        }
+    }
+    Ok(ranges.into_values().collect())
 }
 
 async fn known(registry: &Registry, tenant: &str) -> Result<(), Status> {

@@ -196,12 +196,11 @@ impl ShardStore for Poisoned {
         self.0.query(tenant_id, query).await
     }
 
-    async fn stale(
+    async fn versions(
         &self,
         partition: u32,
-        version: u32,
-    ) -> Result<Vec<crate::shard::Stale>, QueryError> {
-        self.0.stale(partition, version).await
+    ) -> Result<Vec<beacon_proto::pipeline::v1::TenantVersion>, QueryError> {
+        self.0.versions(partition).await
     }
 }
 

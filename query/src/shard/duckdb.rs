@@ -8,13 +8,13 @@ use std::sync::Arc;
 use ::duckdb::{Connection, OptionalExt, Transaction, params};
 use async_trait::async_trait;
 use beacon_core::partition::partition_of;
-use beacon_proto::pipeline::v1::{Swap, SwapTotals, TenantRollup, Totals};
+use beacon_proto::pipeline::v1::{Swap, SwapTotals, TenantRollup, TenantVersion, Totals};
 
 use super::cell::{Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour};
 use super::open::{OpenShards, Shard};
 use super::schema;
 use super::{
-    Answer, Applied, RollupMessage, ShardQuery, ShardStore, Stale, ValidRollup, compact, read, rows,
+    Answer, Applied, RollupMessage, ShardQuery, ShardStore, ValidRollup, compact, read, rows,
 };
 use crate::QueryError;
 use crate::error::ShardFailure;
@@ -177,41 +177,25 @@ impl ShardStore for DuckShardStore {
         .await
     }
 
-    async fn stale(&self, partition: u32, version: u32) -> Result<Vec<Stale>, QueryError> {
+    async fn versions(&self, partition: u32) -> Result<Vec<TenantVersion>, QueryError> {
         self.blocking(move |shards| {
             let Some(shard) = open(shards, partition, false)? else {
                 return Ok(Vec::new());
             };
-            let rows = shard
+            shard
                 .with_reader(|conn| {
-                    let mut statement = conn.prepare(schema::STALE)?;
-                    let rows = statement.query_map([version], |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                        ))
+                    let mut statement = conn.prepare(schema::VERSIONS)?;
+                    let rows = statement.query_map([], |row| {
+                        Ok(TenantVersion {
+                            tenant_id: row.get(0)?,
+                            logic_version: u32::try_from(row.get::<_, i32>(1)?).unwrap_or(0),
+                            first_date: row.get(2)?,
+                            last_date: row.get(3)?,
+                        })
                     })?;
                     rows.collect::<::duckdb::Result<Vec<_>>>()
                 })
-                .map_err(|err| QueryError::shard(&shard.name, "finding stale rollups", err))?;
-            rows.into_iter()
-                .map(|(tenant_id, first, last)| {
-                    let date = |text: &str| {
-                        text.parse().map_err(|err| {
-                            QueryError::invalid(format!(
-                                "shard {} holds date {text:?}: {err}",
-                                shard.name
-                            ))
-                        })
-                    };
-                    Ok(Stale {
-                        first: date(&first)?,
-                        last: date(&last)?,
-                        tenant_id,
-                    })
-                })
-                .collect()
+                .map_err(|err| QueryError::shard(&shard.name, "listing logic versions", err))
         })
         .await
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use beacon_proto::insights::v1::Metric;
-use beacon_proto::pipeline::v1::{SwapTotals, TenantRollup};
+use beacon_proto::pipeline::v1::{SwapTotals, TenantRollup, TenantVersion};
 use jiff::civil::Date;
 
 use crate::QueryError;
@@ -56,17 +56,6 @@ pub struct Answer {
     pub groups: Vec<Sums>,
     /// Logic versions of the rows read, ascending.
     pub logic_versions: Vec<u32>,
-}
-
-/// A tenant's live rows made by an older logic version: the dates to reprocess.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stale {
-    /// The tenant.
-    pub tenant_id: String,
-    /// First local date with such rows.
-    pub first: Date,
-    /// Last local date with such rows.
-    pub last: Date,
 }
 
 /// How a query groups rows.
@@ -133,6 +122,6 @@ pub trait ShardStore: Send + Sync + 'static {
     /// logic versions that made them. A tenant without rollups has no rows.
     async fn query(&self, tenant_id: &str, query: ShardQuery) -> Result<Answer, QueryError>;
 
-    /// Tenants of `partition` with live rows made by a logic version below `version`.
-    async fn stale(&self, partition: u32, version: u32) -> Result<Vec<Stale>, QueryError>;
+    /// Per tenant of `partition` and logic version, the dates of its live rows.
+    async fn versions(&self, partition: u32) -> Result<Vec<TenantVersion>, QueryError>;
 }

@@ -168,8 +168,7 @@ pub(crate) fn select(group: super::GroupBy) -> String {
     )
 }
 
-/// The (tenant, first date, last date) of live rows made by a logic version older than the
-/// parameter.
-pub(crate) const STALE: &str = "SELECT tenant, CAST(min(local_date) AS VARCHAR), \
-    CAST(max(local_date) AS VARCHAR) FROM days WHERE gen = 0 AND logic_version < ? \
-    GROUP BY tenant ORDER BY tenant";
+/// Per tenant and logic version, the first and last local date of the live rows.
+pub(crate) const VERSIONS: &str = "SELECT tenant, logic_version, \
+    CAST(min(local_date) AS VARCHAR), CAST(max(local_date) AS VARCHAR) FROM days WHERE gen = 0 \
+    GROUP BY tenant, logic_version ORDER BY tenant, logic_version";
