@@ -47,6 +47,14 @@ pub struct AggregatorArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub restate_events_per_tick: u64,
+    /// How often raw events older than their tenant's retention are deleted ("10m").
+    #[arg(
+        long = "retention-every",
+        env = "BEACON_RETENTION_EVERY",
+        default_value = "10m",
+        value_parser = beacon_core::time::parse_duration
+    )]
+    pub retention_every: Duration,
 }
 
 impl AggregatorArgs {
@@ -89,6 +97,7 @@ mod tests {
             own_partitions: own,
             logic_version: crate::LOGIC_VERSION,
             restate_events_per_tick: 1_000_000,
+            retention_every: Duration::from_secs(600),
         }
     }
 

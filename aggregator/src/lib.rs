@@ -55,6 +55,7 @@ pub async fn run(
         snapshot_interval: args.snapshot_interval(),
         logic_version: args.logic_version,
         restate_events_per_tick: args.restate_events_per_tick,
+        retention_every: args.retention_every,
     };
     tracing::info!(partitions = ?partitions, flush_interval_ms = args.flush_interval_ms, snapshot_interval_s = args.snapshot_interval_s, "aggregator starting");
     let stop = shutdown.child_token();

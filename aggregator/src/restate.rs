@@ -106,6 +106,22 @@ pub async fn history_range(
     })
 }
 
+/// `range` without the dates whose raw events may have expired under a retention of
+/// `kept_days` (0: none expire); `None` when nothing is left.
+pub fn within_retention(range: DateRange, kept_days: u32, now_ms: i64) -> Option<DateRange> {
+    if kept_days == 0 {
+        return Some(range);
+    }
+    // A local date lies within a day of its UTC date: the first whole date kept is two days
+    // after the UTC date of the cutoff.
+    let cutoff = now_ms - i64::from(kept_days) * 86_400_000;
+    let first = range.first.max(utc_date(cutoff, 2));
+    (first <= range.last).then_some(DateRange {
+        first,
+        last: range.last,
+    })
+}
+
 /// Whether a raw event matches a delete filter: every set field does.
 fn matches(filter: &DeleteFilter, event: &LoggedEvent) -> bool {
     if filter.everything {

@@ -25,6 +25,7 @@ use crate::processor::Processor;
 mod handle;
 mod jobs;
 mod publish;
+mod retention;
 
 /// Most event-log messages handled at once (their raw events are stored in one write).
 const CHUNK: ChunkLimits = ChunkLimits {
@@ -48,6 +49,8 @@ pub struct Settings {
     pub logic_version: u32,
     /// Most raw events restatement jobs replay per tick.
     pub restate_events_per_tick: u64,
+    /// How often raw events past their tenant's retention are deleted.
+    pub retention_every: Duration,
 }
 
 /// The name of a partition's snapshot.
@@ -180,6 +183,8 @@ pub struct Worker {
     version: u32,
     /// Open restatement jobs of the partition's tenants.
     jobs: jobs::JobRunner,
+    /// When expired raw events were last deleted.
+    last_sweep: Option<Instant>,
 }
 
 /// Runs a partition's worker until `shutdown` is cancelled; then publishes, snapshots and returns.
@@ -265,6 +270,7 @@ impl Worker {
             instruments: Instruments::new(),
             version: timing.logic_version,
             jobs: jobs::JobRunner::new(jobs),
+            last_sweep: None,
         })
     }
 
@@ -320,7 +326,9 @@ impl consumer::Handler for Worker {
 
     async fn tick(&mut self, _lane: &Lane) -> Result<(), Halt<AggregatorError>> {
         self.flush().await?;
-        self.run_jobs().await
+        self.run_jobs().await?;
+        self.enforce_retention().await;
+        Ok(())
     }
 }
 

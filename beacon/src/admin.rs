@@ -5,7 +5,7 @@ use beacon_core::auth::with_bearer;
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
 use beacon_proto::admin::v1::{
     CreateKeyRequest, CreateTenantRequest, KeyKind, ListKeysRequest, ListTenantsRequest,
-    RevokeKeyRequest, RotateKeyRequest,
+    RevokeKeyRequest, RotateKeyRequest, SetRawRetentionRequest,
 };
 use tonic::transport::Channel;
 
@@ -104,6 +104,16 @@ enum AdminCommand {
         /// Seconds the old key keeps working.
         #[arg(long, default_value_t = 3600)]
         grace_seconds: u32,
+    },
+    /// Sets how many days a tenant's raw events are kept (0: forever); numbers are kept, but
+    /// older dates can no longer be reprocessed.
+    SetRetention {
+        /// The tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// Days raw events are kept.
+        #[arg(long)]
+        days: u32,
     },
 }
 
@@ -223,6 +233,15 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             serde_json::json!({ "key": reply.key })
+        }
+        AdminCommand::SetRetention { tenant, days } => {
+            client
+                .set_raw_retention(admin.request(SetRawRetentionRequest {
+                    tenant_id: tenant.clone(),
+                    raw_retention_days: days,
+                })?)
+                .await?;
+            serde_json::json!({ "tenant": tenant, "raw_retention_days": days })
         }
     };
     println!("{}", serde_json::to_string_pretty(&output)?);

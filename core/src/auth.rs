@@ -209,6 +209,7 @@ impl Registry {
             id,
             name: name.to_owned(),
             time_zone: time_zone.to_owned(),
+            raw_retention_days: 0,
         };
         self.store.create_tenant(&tenant).await?;
         let ingest = self.create_key(&tenant.id, KeyKind::Ingest).await?;
@@ -322,6 +323,19 @@ impl Registry {
     /// One tenant.
     pub async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
         self.store.tenant(id).await
+    }
+
+    /// Sets how many days a tenant's raw events are kept (0: forever).
+    pub async fn set_raw_retention(&self, id: &str, days: u32) -> Result<()> {
+        let Some(before) = self.store.tenant(id).await? else {
+            return Err(Error::NotFound(format!("tenant_id {id:?} is not a tenant")));
+        };
+        self.store
+            .update_tenant(&Tenant {
+                raw_retention_days: days,
+                ..before
+            })
+            .await
     }
 
     /// Changes a tenant's time zone; every replica stamps events with it once its cached keys

@@ -17,12 +17,15 @@ use beacon_proto::admin::v1::{
     ListReprocessResponse, ListStaleRequest, ListStaleResponse, ListTenantsRequest,
     ListTenantsResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse, ReprocessJob,
     ResetTenantRequest, RevokeKeyRequest, RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse,
-    SetTimeZoneRequest, StartReprocessRequest, StartReprocessResponse, Tenant,
+    SetRawRetentionRequest, SetRawRetentionResponse, SetTimeZoneRequest, StartReprocessRequest,
+    StartReprocessResponse, Tenant,
 };
 use tonic::{Request, Response, Status};
 
 mod reprocess;
 
+/// Most days of raw-event retention (a hundred years).
+const MAX_RETENTION_DAYS: u32 = 36_600;
 /// Most dead letters one list call returns.
 const MAX_LIST: u32 = 1000;
 /// Dead letters one list call returns when the request does not say.
@@ -152,6 +155,7 @@ fn to_proto(tenant: meta::Tenant) -> Tenant {
         id: tenant.id,
         name: tenant.name,
         time_zone: tenant.time_zone,
+        raw_retention_days: tenant.raw_retention_days,
     }
 }
 
@@ -432,5 +436,24 @@ impl AdminService for Admin {
         let version = request.get_ref().logic_version;
         let ranges = reprocess::stale(self.snapshots.as_ref(), version).await?;
         Ok(Response::new(ListStaleResponse { ranges }))
+    }
+
+    async fn set_raw_retention(
+        &self,
+        request: Request<SetRawRetentionRequest>,
+    ) -> Result<Response<SetRawRetentionResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        if req.raw_retention_days > MAX_RETENTION_DAYS {
+            return Err(Status::invalid_argument(format!(
+                "raw_retention_days: {}, the limit is {MAX_RETENTION_DAYS} (0 keeps raw events forever)",
+                req.raw_retention_days
+            )));
+        }
+        self.registry
+            .set_raw_retention(&req.tenant_id, req.raw_retention_days)
+            .await?;
+        tracing::info!(tenant = %req.tenant_id, days = req.raw_retention_days, "raw retention set");
+        Ok(Response::new(SetRawRetentionResponse {}))
     }
 }

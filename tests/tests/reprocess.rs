@@ -69,8 +69,8 @@ fn ndjson(events: &[Event]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn history_imported_twice_counts_once() -> anyhow::Result<()> {
-    let cluster = Cluster::start()?;
+async fn history_imported_twice_counts_once_and_expires_from_the_raw_store() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start_with(&[("BEACON_RETENTION_EVERY", "1s".to_owned())])?;
     let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
     let tenant = spec("importer", "Asia/Kathmandu");
     let (server_key, read) = client
@@ -104,10 +104,49 @@ async fn history_imported_twice_counts_once() -> anyhow::Result<()> {
     wait_stable(&client, &read, &history, WAIT, HOLD)
         .await
         .map_err(|err| anyhow::anyhow!("{err}\n{}", cluster.logs()))?;
+    // Raw events are kept ten days: older ones leave the raw store, the numbers stay.
+    let out = Command::new(beacon_bin())
+        .args([
+            "admin",
+            "--url",
+            &cluster.admin(),
+            "--token",
+            &cluster.admin_token,
+        ])
+        .args(["set-retention", "--tenant", &tenant.id, "--days", "10"])
+        .output()
+        .context("running beacon admin set-retention")?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_stable(&client, &read, &history, WAIT, HOLD).await?;
+    cluster.kill9(Role::Aggregator);
+    let raw = beacon_core::raw::embedded::EmbeddedRawStore::open(
+        &cluster.dir.path().join("aggregator").join("raw.redb"),
+    )?;
+    let kept = raw
+        .scan(&tenant.id, i64::MIN, i64::MAX, None, usize::MAX)
+        .await?;
+    let cutoff = beacon_core::time::now_ms() - 10 * DAY;
+    let young = history
+        .events
+        .iter()
+        .filter(|e| event_ms(e) >= cutoff + 60_000)
+        .count();
+    ensure!(
+        kept.iter().all(|e| e.timestamp_ms >= cutoff - 60_000) && kept.len() >= young,
+        "{} raw events kept, {young} younger than ten days",
+        kept.len()
+    );
     println!(
-        "{} imported events over {} days, sent twice, count once",
+        "{} imported events over {} days, sent twice, count once; {} of them kept after a \
+         ten-day retention, numbers unchanged",
         history.events.len(),
-        history.expected.len()
+        history.expected.len(),
+        kept.len()
     );
     Ok(())
 }

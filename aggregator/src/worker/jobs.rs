@@ -256,19 +256,39 @@ impl Worker {
         } else {
             DateRange::parse(&job.first_date, &job.last_date).map_err(Halt::Failed)?
         };
+        let tenants = &self.backends.tenants;
+        let found = self
+            .lane
+            .retry("reading the tenant", || tenants.tenant(tenant))
+            .await
+            .map_err(|halt| super::failed(halt, format!("reading tenant {tenant}")))?;
         // History is restated in the tenant's zone of today, whatever zone events were
         // stamped with when they arrived (a time-zone change restates them all).
-        if job.time_zone.is_empty() {
-            let tenants = &self.backends.tenants;
-            let found = self
-                .lane
-                .retry("reading the tenant's time zone", || tenants.tenant(tenant))
-                .await
-                .map_err(|halt| super::failed(halt, format!("reading tenant {tenant}")))?;
-            if let Some(found) = found {
-                job.time_zone = found.time_zone;
-            }
+        if let Some(found) = &found
+            && job.time_zone.is_empty()
+        {
+            job.time_zone.clone_from(&found.time_zone);
         }
+        // Dates whose raw events may have expired keep their numbers: restating them from
+        // what is left would lose events (a reset removes them all the same).
+        let kept_days = match job.kind() {
+            RestatementKind::Reset => 0,
+            _ => found.as_ref().map_or(0, |t| t.raw_retention_days),
+        };
+        let range = match restate::within_retention(range, kept_days, now_ms()) {
+            Some(range) => range,
+            None => {
+                let error = format!(
+                    "dates {} to {} lie outside the tenant's raw-event retention ({kept_days} \
+                     days): their numbers are kept but cannot be recomputed",
+                    job.first_date, job.last_date
+                );
+                return self
+                    .finish_job(tenant, RestatementState::Failed, error)
+                    .await;
+            }
+        };
+        job.first_date = range.first.to_string();
         // Deleted before the cut: the replay cannot see them, and events stored later are
         // not the ones asked for.
         if let Some(filter) = &job.delete {

@@ -63,6 +63,7 @@ fn args() -> AggregatorArgs {
         own_partitions: vec![],
         logic_version: crate::LOGIC_VERSION,
         restate_events_per_tick: 1_000_000,
+        retention_every: std::time::Duration::from_secs(600),
     }
 }
 

@@ -88,6 +88,7 @@ pub fn tenant(spec: &TenantSpec) -> Tenant {
         id: spec.id.clone(),
         name: spec.id.clone(),
         time_zone: spec.time_zone.clone(),
+        raw_retention_days: 0,
     }
 }
 

@@ -35,6 +35,7 @@ fn tenant(id: &str, name: &str) -> Tenant {
         id: id.to_owned(),
         name: name.to_owned(),
         time_zone: "Europe/Berlin".to_owned(),
+        raw_retention_days: 0,
     }
 }
 

@@ -20,6 +20,10 @@ pub struct Tenant {
     pub name: String,
     /// IANA time zone; hour buckets start at its local hours.
     pub time_zone: String,
+    /// Days raw events are kept (0: forever). Older raw events are deleted; the numbers made
+    /// from them stay, but can no longer be reprocessed.
+    #[serde(default)]
+    pub raw_retention_days: u32,
 }
 
 /// What a key may do.

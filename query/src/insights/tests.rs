@@ -9,6 +9,7 @@ fn tenant(id: &str, tz: &str) -> Tenant {
         id: id.into(),
         name: id.into(),
         time_zone: tz.into(),
+        raw_retention_days: 0,
     }
 }
 
