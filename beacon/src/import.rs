@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use beacon_core::auth::with_bearer;
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::ingest::v1::{
-    Event, EventStatus, PropValue, Revenue, SendEventsRequest, prop_value,
+    Event, EventStatus, ImportEventsRequest, PropValue, Revenue, prop_value,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -129,7 +129,7 @@ async fn send(
         attempt += 1;
         let request = with_bearer(
             key,
-            SendEventsRequest {
+            ImportEventsRequest {
                 events: batch.clone(),
             },
         )?;

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
 use beacon_proto::admin::v1::{
     CancelReprocessRequest, DeleteEventsRequest, GetReprocessRequest, ListReprocessRequest,
@@ -180,10 +182,18 @@ async fn rewrite(
             tenant_id,
             time_zone: time_zone.clone(),
         };
-        client.set_time_zone(admin.request(request)?).await?
+        client
+            .set_time_zone(admin.request(request)?)
+            .await?
+            .into_inner()
+            .job
     } else if args.reset {
         let request = ResetTenantRequest { tenant_id };
-        client.reset_tenant(admin.request(request)?).await?
+        client
+            .reset_tenant(admin.request(request)?)
+            .await?
+            .into_inner()
+            .job
     } else if args.delete {
         let (Some(from), Some(to)) = (args.from, args.to) else {
             anyhow::bail!("--delete needs --from and --to");
@@ -197,11 +207,16 @@ async fn rewrite(
             referrer: args.referrer.clone(),
             user_agent: args.user_agent.clone(),
         };
-        client.delete_events(admin.request(request)?).await?
+        client
+            .delete_events(admin.request(request)?)
+            .await?
+            .into_inner()
+            .job
     } else {
         return Ok(None);
     };
-    Ok(Some(job.into_inner()))
+    job.map(Some)
+        .context("the admin API answered without the job")
 }
 
 /// Follows jobs with one progress bar each until every one has ended and, when done, its
@@ -230,7 +245,9 @@ async fn follow(
             let job = client
                 .get_reprocess(admin.request(request)?)
                 .await?
-                .into_inner();
+                .into_inner()
+                .job
+                .with_context(|| format!("job {id} came without its record"))?;
             bar.set_position((job.progress * STEPS as f64) as u64);
             bar.set_message(format!(
                 "{} {} events, {:.0} events/s",

@@ -11,13 +11,14 @@ use beacon_proto::admin::v1::admin_service_server::AdminService;
 use beacon_proto::admin::v1::{
     CancelReprocessRequest, CancelReprocessResponse, CreateKeyRequest, CreateKeyResponse,
     CreateTenantRequest, CreateTenantResponse, DeadLetterInfo, DeleteEventsRequest,
-    DropDeadLetterRequest, DropDeadLetterResponse, GetDeadLetterRequest, GetDeadLetterResponse,
-    GetReprocessRequest, KeyInfo as ProtoKeyInfo, KeyKind as ProtoKeyKind, ListDeadLettersRequest,
-    ListDeadLettersResponse, ListKeysRequest, ListKeysResponse, ListReprocessRequest,
-    ListReprocessResponse, ListStaleRequest, ListStaleResponse, ListTenantsRequest,
-    ListTenantsResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse, ReprocessJob,
-    ResetTenantRequest, RevokeKeyRequest, RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse,
-    SetRawRetentionRequest, SetRawRetentionResponse, SetTimeZoneRequest, StartReprocessRequest,
+    DeleteEventsResponse, DropDeadLetterRequest, DropDeadLetterResponse, GetDeadLetterRequest,
+    GetDeadLetterResponse, GetReprocessRequest, GetReprocessResponse, KeyInfo as ProtoKeyInfo,
+    KeyKind as ProtoKeyKind, ListDeadLettersRequest, ListDeadLettersResponse, ListKeysRequest,
+    ListKeysResponse, ListReprocessRequest, ListReprocessResponse, ListStaleRequest,
+    ListStaleResponse, ListTenantsRequest, ListTenantsResponse, ReplayDeadLetterRequest,
+    ReplayDeadLetterResponse, ResetTenantRequest, ResetTenantResponse, RevokeKeyRequest,
+    RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse, SetRawRetentionRequest,
+    SetRawRetentionResponse, SetTimeZoneRequest, SetTimeZoneResponse, StartReprocessRequest,
     StartReprocessResponse, Tenant,
 };
 use tonic::{Request, Response, Status};
@@ -353,7 +354,7 @@ impl AdminService for Admin {
     async fn get_reprocess(
         &self,
         request: Request<GetReprocessRequest>,
-    ) -> Result<Response<ReprocessJob>, Status> {
+    ) -> Result<Response<GetReprocessResponse>, Status> {
         self.check(&request)?;
         let id = request.into_inner().id;
         let Some(job) = self.jobs.get(&id).await? else {
@@ -362,7 +363,9 @@ impl AdminService for Admin {
             )));
         };
         let totals = self.jobs.totals(&id).await?;
-        Ok(Response::new(reprocess::view(&job, totals)))
+        Ok(Response::new(GetReprocessResponse {
+            job: Some(reprocess::view(&job, totals)),
+        }))
     }
 
     async fn list_reprocess(
@@ -401,31 +404,31 @@ impl AdminService for Admin {
     async fn set_time_zone(
         &self,
         request: Request<SetTimeZoneRequest>,
-    ) -> Result<Response<ReprocessJob>, Status> {
+    ) -> Result<Response<SetTimeZoneResponse>, Status> {
         self.check(&request)?;
         let job = reprocess::set_time_zone(&self.jobs, &self.registry, request.get_ref()).await?;
-        Ok(Response::new(job))
+        Ok(Response::new(SetTimeZoneResponse { job: Some(job) }))
     }
 
     async fn delete_events(
         &self,
         request: Request<DeleteEventsRequest>,
-    ) -> Result<Response<ReprocessJob>, Status> {
+    ) -> Result<Response<DeleteEventsResponse>, Status> {
         self.check(&request)?;
         let job = reprocess::delete_events(&self.jobs, &self.registry, request.get_ref()).await?;
         tracing::info!(job = %job.id, "event deletion job created");
-        Ok(Response::new(job))
+        Ok(Response::new(DeleteEventsResponse { job: Some(job) }))
     }
 
     async fn reset_tenant(
         &self,
         request: Request<ResetTenantRequest>,
-    ) -> Result<Response<ReprocessJob>, Status> {
+    ) -> Result<Response<ResetTenantResponse>, Status> {
         self.check(&request)?;
         let job =
             reprocess::reset(&self.jobs, &self.registry, &request.get_ref().tenant_id).await?;
         tracing::info!(job = %job.id, "tenant reset job created");
-        Ok(Response::new(job))
+        Ok(Response::new(ResetTenantResponse { job: Some(job) }))
     }
 
     async fn list_stale(

@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::ingest::v1::ingest_service_server::IngestService;
-use beacon_proto::ingest::v1::{SendEventsRequest, SendEventsResponse};
+use beacon_proto::ingest::v1::{
+    ImportEventsRequest, ImportEventsResponse, SendEventsRequest, SendEventsResponse,
+};
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::insights_service_server::InsightsService;
 use beacon_proto::insights::v1::{
@@ -82,21 +84,15 @@ impl IngestService for IngestProxy {
         &self,
         request: Request<SendEventsRequest>,
     ) -> Result<Response<SendEventsResponse>, Status> {
-        let client = self
-            .guard
-            .edge
-            .client(request.remote_addr().map(|a| a.ip()), request.metadata());
+        let client = self.client_of(&request);
         self.send(request, client).await
     }
 
     async fn import_events(
         &self,
-        request: Request<SendEventsRequest>,
-    ) -> Result<Response<SendEventsResponse>, Status> {
-        let client = self
-            .guard
-            .edge
-            .client(request.remote_addr().map(|a| a.ip()), request.metadata());
+        request: Request<ImportEventsRequest>,
+    ) -> Result<Response<ImportEventsResponse>, Status> {
+        let client = self.client_of(&request);
         self.guard
             .ingest(request.metadata(), request.get_ref().events.len(), client)
             .await?;
@@ -104,6 +100,15 @@ impl IngestService for IngestProxy {
             .clone()
             .import_events(forward(request, client))
             .await
+    }
+}
+
+impl IngestProxy {
+    /// The address of the client that sent `request`.
+    fn client_of<T>(&self, request: &Request<T>) -> Option<IpAddr> {
+        self.guard
+            .edge
+            .client(request.remote_addr().map(|a| a.ip()), request.metadata())
     }
 }
 

@@ -10,7 +10,8 @@ use beacon_core::partition::partition_of;
 use beacon_core::time::now_ms;
 use beacon_core::visitor::VisitorHasher;
 use beacon_proto::ingest::v1::{
-    Event, EventResult, EventStatus, SendEventsRequest, SendEventsResponse, ingest_service_server,
+    Event, EventResult, EventStatus, ImportEventsRequest, ImportEventsResponse, SendEventsRequest,
+    SendEventsResponse, ingest_service_server,
 };
 use beacon_proto::pipeline::v1::LoggedEvent;
 use tonic::{Request, Response, Status};
@@ -229,8 +230,14 @@ impl ingest_service_server::IngestService for IngestService {
 
     async fn import_events(
         &self,
-        request: Request<SendEventsRequest>,
-    ) -> Result<Response<SendEventsResponse>, Status> {
-        self.ingest(request, Mode::Import).await
+        request: Request<ImportEventsRequest>,
+    ) -> Result<Response<ImportEventsResponse>, Status> {
+        let request = request.map(|r| SendEventsRequest { events: r.events });
+        let reply = self.ingest(request, Mode::Import).await?;
+        Ok(reply.map(|r| ImportEventsResponse {
+            results: r.results,
+            accepted: r.accepted,
+            rejected: r.rejected,
+        }))
     }
 }

@@ -11,7 +11,9 @@ use beacon_proto::admin::v1::{
     StartReprocessRequest,
 };
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
-use beacon_proto::ingest::v1::{Event, SendEventsRequest, SendEventsResponse};
+use beacon_proto::ingest::v1::{
+    Event, ImportEventsRequest, ImportEventsResponse, SendEventsRequest, SendEventsResponse,
+};
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::{
     DateRange, Dimension, GetAggregateRequest, GetBreakdownRequest, GetTimeseriesRequest, Interval,
@@ -177,9 +179,9 @@ impl Client {
         &self,
         key: &str,
         events: Vec<Event>,
-    ) -> Result<SendEventsResponse, Status> {
+    ) -> Result<ImportEventsResponse, Status> {
         IngestServiceClient::new(self.channel.clone())
-            .import_events(with_bearer(key, SendEventsRequest { events })?)
+            .import_events(with_bearer(key, ImportEventsRequest { events })?)
             .await
             .map(tonic::Response::into_inner)
     }
@@ -219,8 +221,10 @@ impl Client {
         let request = with_bearer(admin_token, GetReprocessRequest { id: id.into() })?;
         AdminServiceClient::new(self.admin.clone())
             .get_reprocess(request)
-            .await
-            .map(tonic::Response::into_inner)
+            .await?
+            .into_inner()
+            .job
+            .ok_or_else(|| Status::internal(format!("job {id} came without its record")))
     }
 
     /// Daily numbers of a local date range, with a read key.

@@ -497,14 +497,18 @@ async fn time_zone_change_deletion_and_reset_restate_history() -> anyhow::Result
     let deletion = admin
         .delete_events(with_bearer(&token, request)?)
         .await?
-        .into_inner();
+        .into_inner()
+        .job
+        .context("a deletion job")?;
     let request = ResetTenantRequest {
         tenant_id: "wiped".into(),
     };
     let reset = admin
         .reset_tenant(with_bearer(&token, request)?)
         .await?
-        .into_inner();
+        .into_inner()
+        .job
+        .context("a reset job")?;
     let deletion = wait_done(&client, &token, &deletion.id).await?;
     let reset = wait_done(&client, &token, &reset.id).await?;
 
