@@ -4,8 +4,8 @@ use anyhow::Context;
 use beacon_core::auth::with_bearer;
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
 use beacon_proto::admin::v1::{
-    CreateKeyRequest, CreateTenantRequest, KeyKind, ListKeysRequest, ListTenantsRequest,
-    RevokeKeyRequest, RotateKeyRequest, SetRawRetentionRequest,
+    CreateKeyRequest, CreateTenantRequest, DeleteTenantRequest, KeyKind, ListKeysRequest,
+    ListTenantsRequest, RevokeKeyRequest, RotateKeyRequest, SetRawRetentionRequest,
 };
 use tonic::transport::Channel;
 
@@ -104,6 +104,12 @@ enum AdminCommand {
         /// Seconds the old key keeps working.
         #[arg(long, default_value_t = 3600)]
         grace_seconds: u32,
+    },
+    /// Removes a tenant: its raw events and numbers (a reset job), its keys and its record.
+    DeleteTenant {
+        /// The tenant id.
+        #[arg(long)]
+        tenant: String,
     },
     /// Sets how many days a tenant's raw events are kept (0: forever); numbers are kept, but
     /// older dates can no longer be reprocessed.
@@ -233,6 +239,19 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             serde_json::json!({ "key": reply.key })
+        }
+        AdminCommand::DeleteTenant { tenant } => {
+            let reply = client
+                .delete_tenant(admin.request(DeleteTenantRequest {
+                    tenant_id: tenant.clone(),
+                })?)
+                .await?
+                .into_inner();
+            serde_json::json!({
+                "tenant": tenant,
+                "keys_revoked": reply.keys_revoked,
+                "job": reply.job.map(|job| job.id),
+            })
         }
         AdminCommand::SetRetention { tenant, days } => {
             client

@@ -325,6 +325,20 @@ impl Registry {
         self.store.tenant(id).await
     }
 
+    /// Revokes every key of a tenant at once and removes its record; returns the keys revoked.
+    /// Its data is removed by a reset job, started first.
+    pub async fn delete_tenant(&self, id: &str) -> Result<usize> {
+        if self.store.tenant(id).await?.is_none() {
+            return Err(Error::NotFound(format!("tenant_id {id:?} is not a tenant")));
+        }
+        let keys = self.keys(id).await?;
+        for key in &keys {
+            self.revoke_key(id, &key.id, Duration::ZERO).await?;
+        }
+        self.store.delete_tenant(id).await?;
+        Ok(keys.len())
+    }
+
     /// Sets how many days a tenant's raw events are kept (0: forever).
     pub async fn set_raw_retention(&self, id: &str, days: u32) -> Result<()> {
         let Some(before) = self.store.tenant(id).await? else {

@@ -11,15 +11,15 @@ use beacon_proto::admin::v1::admin_service_server::AdminService;
 use beacon_proto::admin::v1::{
     CancelReprocessRequest, CancelReprocessResponse, CreateKeyRequest, CreateKeyResponse,
     CreateTenantRequest, CreateTenantResponse, DeadLetterInfo, DeleteEventsRequest,
-    DeleteEventsResponse, DropDeadLetterRequest, DropDeadLetterResponse, GetDeadLetterRequest,
-    GetDeadLetterResponse, GetReprocessRequest, GetReprocessResponse, KeyInfo as ProtoKeyInfo,
-    KeyKind as ProtoKeyKind, ListDeadLettersRequest, ListDeadLettersResponse, ListKeysRequest,
-    ListKeysResponse, ListReprocessRequest, ListReprocessResponse, ListStaleRequest,
-    ListStaleResponse, ListTenantsRequest, ListTenantsResponse, ReplayDeadLetterRequest,
-    ReplayDeadLetterResponse, ResetTenantRequest, ResetTenantResponse, RevokeKeyRequest,
-    RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse, SetRawRetentionRequest,
-    SetRawRetentionResponse, SetTimeZoneRequest, SetTimeZoneResponse, StartReprocessRequest,
-    StartReprocessResponse, Tenant,
+    DeleteEventsResponse, DeleteTenantRequest, DeleteTenantResponse, DropDeadLetterRequest,
+    DropDeadLetterResponse, GetDeadLetterRequest, GetDeadLetterResponse, GetReprocessRequest,
+    GetReprocessResponse, KeyInfo as ProtoKeyInfo, KeyKind as ProtoKeyKind, ListDeadLettersRequest,
+    ListDeadLettersResponse, ListKeysRequest, ListKeysResponse, ListReprocessRequest,
+    ListReprocessResponse, ListStaleRequest, ListStaleResponse, ListTenantsRequest,
+    ListTenantsResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse, ResetTenantRequest,
+    ResetTenantResponse, RevokeKeyRequest, RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse,
+    SetRawRetentionRequest, SetRawRetentionResponse, SetTimeZoneRequest, SetTimeZoneResponse,
+    StartReprocessRequest, StartReprocessResponse, Tenant,
 };
 use tonic::{Request, Response, Status};
 
@@ -458,5 +458,20 @@ impl AdminService for Admin {
             .await?;
         tracing::info!(tenant = %req.tenant_id, days = req.raw_retention_days, "raw retention set");
         Ok(Response::new(SetRawRetentionResponse {}))
+    }
+
+    async fn delete_tenant(
+        &self,
+        request: Request<DeleteTenantRequest>,
+    ) -> Result<Response<DeleteTenantResponse>, Status> {
+        self.check(&request)?;
+        let tenant = request.into_inner().tenant_id;
+        let job = reprocess::reset(&self.jobs, &self.registry, &tenant).await?;
+        let revoked = self.registry.delete_tenant(&tenant).await?;
+        tracing::info!(tenant, job = %job.id, keys_revoked = revoked, "tenant deleted");
+        Ok(Response::new(DeleteTenantResponse {
+            job: Some(job),
+            keys_revoked: u32::try_from(revoked).unwrap_or(u32::MAX),
+        }))
     }
 }

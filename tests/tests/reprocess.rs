@@ -550,6 +550,23 @@ async fn time_zone_change_deletion_and_reset_restate_history() -> anyhow::Result
         reset.deleted
     );
 
+    // "fresh" is deleted: its keys stop working and its raw events go.
+    let out = Command::new(beacon_bin())
+        .args(["admin", "--url", &cluster.admin(), "--token", &token])
+        .args(["delete-tenant", "--tenant", "fresh"])
+        .output()
+        .context("running beacon admin delete-tenant")?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deleted_tenant: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let job = deleted_tenant["job"].as_str().context("a reset job")?;
+    wait_done(&client, &token, job).await?;
+    let refused = client.daily(&fresh.0, &range.0, &range.1).await;
+    ensure!(refused.is_err(), "a deleted tenant's read key still works");
+
     // The raw store no longer holds them.
     cluster.kill9(Role::Aggregator);
     let raw = beacon_core::raw::embedded::EmbeddedRawStore::open(
@@ -560,6 +577,10 @@ async fn time_zone_change_deletion_and_reset_restate_history() -> anyhow::Result
         async move { raw.scan(tenant, i64::MIN, i64::MAX, None, usize::MAX).await }
     };
     ensure!(all("wiped").await?.is_empty());
+    ensure!(
+        all("fresh").await?.is_empty(),
+        "a deleted tenant's raw events remain"
+    );
     let left = all("cleaned").await?;
     ensure!(left.len() == base.len() - deleted);
     for event in left {

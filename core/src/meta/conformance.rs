@@ -78,6 +78,14 @@ async fn tenants_and_keys(stores: Stores) {
     store.update_tenant(&moved).await.expect("update zeta");
     assert_eq!(store.tenant("zeta").await.expect("get"), Some(moved));
     store.update_tenant(&zeta).await.expect("move zeta back");
+    let gone = tenant("gone", "Gone Ltd");
+    store.create_tenant(&gone).await.expect("create gone");
+    store.delete_tenant("gone").await.expect("delete gone");
+    assert_eq!(store.tenant("gone").await.expect("get"), None);
+    store
+        .delete_tenant("gone")
+        .await
+        .expect("deleting again is nothing");
     let missing = store.update_tenant(&tenant("nobody", "No One")).await;
     assert!(matches!(missing, Err(Error::NotFound(_))), "{missing:?}");
 

@@ -261,6 +261,17 @@ impl TenantStore for EmbeddedMeta {
         .await
     }
 
+    async fn delete_tenant(&self, id: &str) -> Result<()> {
+        let key = id.to_owned();
+        self.blocking(format!("deleting tenant {id}"), move |inner| {
+            let txn = begin_durable(&inner.db)?;
+            txn.open_table(TENANTS)?.remove(key.as_str())?;
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
         let key = id.to_owned();
         self.blocking(format!("reading tenant {id}"), move |inner| {

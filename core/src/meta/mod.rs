@@ -61,6 +61,8 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Replaces an existing tenant's record (name, time zone); [`crate::Error::NotFound`] if
     /// there is none.
     async fn update_tenant(&self, tenant: &Tenant) -> Result<()>;
+    /// Removes a tenant's record (its keys are revoked separately); nothing when absent.
+    async fn delete_tenant(&self, id: &str) -> Result<()>;
     /// The tenant with this id.
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>>;
     /// Every tenant, ordered by id.

@@ -221,6 +221,13 @@ impl TenantStore for NatsMeta {
             .map_err(|err| unavailable(format!("updating tenant {}", tenant.id), err))
     }
 
+    async fn delete_tenant(&self, id: &str) -> Result<()> {
+        self.tenants
+            .delete(&tenant_key(id)?)
+            .await
+            .map_err(|err| unavailable(format!("deleting tenant {id}"), err))
+    }
+
     async fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
         self.get_json(&tenant_key(id)?).await
     }
