@@ -397,6 +397,29 @@ async fn a_logic_change_is_reprocessed_under_load_through_a_sigkill() -> anyhow:
         "same logic, same numbers: {report}"
     );
 
+    // A job cancelled halfway leaves the numbers as they were.
+    let doomed = client
+        .start_reprocess(
+            &cluster.admin_token,
+            &bystander.id,
+            &history_range.0,
+            &today,
+        )
+        .await?;
+    let out = Command::new(beacon_bin())
+        .args(["reprocess", "--cancel", &doomed])
+        .args(["--url", &cluster.admin(), "--token", &cluster.admin_token])
+        .output()
+        .context("running beacon reprocess --cancel")?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(report[0]["state"] == "cancelled", "{report}");
+    wait_stable(&client, &bystander_read, &other, WAIT, HOLD).await?;
+
     // The other tenant's history is still what logic 2 made: --stale finds and rebuilds it.
     let out = Command::new(beacon_bin())
         .args(["reprocess", "--stale"])
