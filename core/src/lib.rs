@@ -1,11 +1,11 @@
 //! Shared building blocks of every Beacon role.
 //!
 //! Every external system sits behind a small trait with an embedded implementation (standalone
-//! mode, local disk, durable) and a clustered one (NATS JetStream; the raw store's Cassandra
-//! implementation is still to come, and every process uses the embedded one until then):
+//! mode, local disk, durable) and a clustered one (NATS JetStream; Cassandra for raw events):
 //!
 //! - [`log::Log`]: the partitioned event and rollup logs.
-//! - [`raw::RawStore`]: raw events, idempotent on event id.
+//! - [`raw::RawStore`]: raw events, idempotent on event id, the source of truth that
+//!   restatement jobs ([`jobs`]) replay.
 //! - [`meta::TenantStore`], [`meta::SaltStore`], [`meta::SnapshotStore`]: tenants and keys,
 //!   daily visitor salts, aggregator snapshots.
 //!

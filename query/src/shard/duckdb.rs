@@ -2,6 +2,7 @@
 //! holding the rollups of every tenant of that partition.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -381,36 +382,11 @@ impl<'t, 'a> Parts<'t, 'a> {
         tenant: &'a str,
         gen_id: u64,
     ) -> Result<&mut Generation, ShardFailure> {
-        if !self.generations.contains_key(&(tenant, gen_id)) {
-            let stored: Option<(u32, String)> = self
-                .tx
-                .prepare_cached(schema::SELECT_GENERATION)?
-                .query_row(params![tenant, gen_id], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
-                .optional()?;
-            let generation = match stored {
-                Some((stage, state)) => Generation {
-                    stage,
-                    state: match state.as_str() {
-                        SWAPPED => SWAPPED,
-                        DROPPED => DROPPED,
-                        _ => STAGING,
-                    },
-                    changed: false,
-                },
-                None => Generation {
-                    stage: 0,
-                    state: STAGING,
-                    changed: true,
-                },
-            };
-            self.generations.insert((tenant, gen_id), generation);
+        let tx = self.tx;
+        match self.generations.entry((tenant, gen_id)) {
+            Entry::Occupied(known) => Ok(known.into_mut()),
+            Entry::Vacant(vacant) => Ok(vacant.insert(stored_generation(tx, tenant, gen_id)?)),
         }
-        Ok(self
-            .generations
-            .get_mut(&(tenant, gen_id))
-            .expect("inserted above"))
     }
 
     fn close(
@@ -444,6 +420,36 @@ impl<'t, 'a> Parts<'t, 'a> {
         }
         Ok((self.rows, self.swaps))
     }
+}
+
+/// A generation as the shard recorded it; a new one when it never did.
+fn stored_generation(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    gen_id: u64,
+) -> Result<Generation, ShardFailure> {
+    let stored: Option<(u32, String)> = tx
+        .prepare_cached(schema::SELECT_GENERATION)?
+        .query_row(params![tenant, gen_id], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    Ok(match stored {
+        Some((stage, state)) => Generation {
+            stage,
+            state: match state.as_str() {
+                SWAPPED => SWAPPED,
+                DROPPED => DROPPED,
+                _ => STAGING,
+            },
+            changed: false,
+        },
+        None => Generation {
+            stage: 0,
+            state: STAGING,
+            changed: true,
+        },
+    })
 }
 
 /// A generation still receiving rows.
