@@ -39,7 +39,7 @@ pub fn totals_key(id: &str) -> String {
     format!("restate-totals.{id}")
 }
 
-/// The tenant a job id names (ids are "<tenant>.<suffix>").
+/// The tenant a job id names (ids are `<tenant>.<suffix>`).
 pub fn tenant_of(id: &str) -> Option<&str> {
     id.split_once('.').map(|(tenant, _)| tenant)
 }
