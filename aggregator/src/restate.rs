@@ -21,6 +21,9 @@ use crate::processor::Processor;
 /// rebuilt: a session that had already lasted longer than this when the range began is seen
 /// from the warm-up's start only.
 pub const WARMUP_MS: i64 = 24 * HOUR_MS;
+/// How long after the range the replay goes on, so sessions that start inside it and end
+/// after it are complete.
+pub const AFTER_MS: i64 = 24 * HOUR_MS;
 /// Raw events read per scan.
 const PAGE: usize = 4096;
 /// One hour, milliseconds.
@@ -59,17 +62,26 @@ impl DateRange {
     }
 
     /// Event times that can fall on the range's local dates in some zone, with the warm-up
-    /// before: `[from, to)`, Unix milliseconds.
+    /// before and a day after (a session that starts on the last date may go on past it, and
+    /// its visit, bounce and duration belong to the range): `[from, to)`, Unix milliseconds.
     pub fn scan_bounds(&self) -> (i64, i64) {
+        // Dates at the ends of the calendar have no timestamp: they stand for "ever".
         let utc_ms = |date: Date| {
             jiff::tz::TimeZone::UTC
                 .to_timestamp(date.to_datetime(jiff::civil::Time::midnight()))
-                .map_or(0, |ts| ts.as_millisecond())
+                .map_or(
+                    if date.year() < 1970 {
+                        i64::MIN / 4
+                    } else {
+                        i64::MAX / 4
+                    },
+                    |ts| ts.as_millisecond(),
+                )
         };
         let next = self.last.tomorrow().unwrap_or(self.last);
         (
             utc_ms(self.first) - ZONE_SLACK_MS - WARMUP_MS,
-            utc_ms(next) + ZONE_SLACK_MS,
+            utc_ms(next) + ZONE_SLACK_MS + AFTER_MS,
         )
     }
 
@@ -77,6 +89,12 @@ impl DateRange {
         local_date
             .parse::<Date>()
             .is_ok_and(|d| self.first <= d && d <= self.last)
+    }
+
+    /// Whether a local date is the range's or later: its events emit (rows after the range are
+    /// dropped, but a session that started inside it is extended by them).
+    fn reaches(&self, local_date: &str) -> bool {
+        local_date.parse::<Date>().is_ok_and(|d| self.first <= d)
     }
 }
 
@@ -224,12 +242,14 @@ impl Replay {
         })
     }
 
-    /// Reads and folds the next page of at most `limit` raw events (at most 4,096); marks the
-    /// replay done after the last. Returns the events read.
+    /// Reads and folds the next page of at most `limit` raw events (at most 4,096), stopping
+    /// early once the pending deltas may encode to `max_pending` bytes; marks the replay done
+    /// after the last event. Returns the events folded.
     pub async fn step(
         &mut self,
         raw: &dyn RawStore,
         limit: usize,
+        max_pending: usize,
     ) -> Result<usize, AggregatorError> {
         if self.done {
             return Ok(0);
@@ -242,8 +262,12 @@ impl Replay {
             .map_err(|err| {
                 AggregatorError::backend(format!("reading raw events of {}", self.tenant), err)
             })?;
-        self.done = page.len() < limit;
+        let mut folded = 0;
         for event in &page {
+            if self.processor.pending_size_bound() >= max_pending {
+                return Ok(folded);
+            }
+            folded += 1;
             self.cursor = Some((event.timestamp_ms, event.event_id.clone()));
             self.events += 1;
             if event.origin > self.cut {
@@ -260,10 +284,11 @@ impl Replay {
             let Ok(prepared) = self.processor.prepare(&logged) else {
                 continue;
             };
-            let emit = self.range.contains(prepared.local_date());
+            let emit = self.range.reaches(prepared.local_date());
             self.processor.apply(prepared, emit);
         }
-        Ok(page.len())
+        self.done = page.len() < limit;
+        Ok(folded)
     }
 
     /// Events read since this replay was made that were first seen after the cut.
@@ -332,7 +357,7 @@ mod tests {
             from,
             day("2026-03-01T00:00:00Z") - ZONE_SLACK_MS - WARMUP_MS
         );
-        assert_eq!(to, day("2026-03-03T00:00:00Z") + ZONE_SLACK_MS);
+        assert_eq!(to, day("2026-03-03T00:00:00Z") + ZONE_SLACK_MS + AFTER_MS);
         assert!(range.contains("2026-03-02") && !range.contains("2026-03-03"));
         let err = DateRange::parse("2026-03-02", "2026-03-01").expect_err("reversed");
         assert!(err.to_string().contains("after"), "{err}");

@@ -120,7 +120,7 @@ async fn replay(
     };
     let mut applying = std::time::Duration::ZERO;
     while !replay.is_done() {
-        replay.step(raw, STEP).await?;
+        replay.step(raw, STEP, STAGE_BYTES).await?;
         if replay.pending_size_bound() >= STAGE_BYTES || replay.is_done() {
             stage += 1;
             let parts = staged(replay.take_parts(), stage);

@@ -150,16 +150,17 @@ impl Jobs {
     /// The jobs of one partition, ordered by id.
     pub async fn of_partition(&self, partition: u32) -> Result<Vec<RestatementJob>> {
         let records = self.store.list(&partition_prefix(partition)).await?;
-        records
+        // One corrupt record must not stop every job of the partition: it is skipped, loudly.
+        Ok(records
             .into_iter()
-            .map(|(name, bytes)| {
-                RestatementJob::decode(bytes).map_err(|err| {
-                    Error::Corrupt(format!(
-                        "restatement job record {name} is undecodable: {err}"
-                    ))
-                })
+            .filter_map(|(name, bytes)| match RestatementJob::decode(bytes) {
+                Ok(job) => Some(job),
+                Err(err) => {
+                    tracing::error!(record = name, error = %err, "undecodable restatement job record skipped");
+                    None
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// Every job of every partition, ordered by creation time.

@@ -26,6 +26,9 @@ use beacon_tests::{Client, Cluster, Role};
 use prost::Message;
 
 const DAY: i64 = 24 * 3_600_000;
+/// The clusters of these tests run one at a time: four at once on two cores starve each other
+/// (and race for the free ports they pick).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const WAIT: Duration = Duration::from_secs(120);
 const HOLD: Duration = Duration::from_secs(3);
 
@@ -70,6 +73,7 @@ fn ndjson(events: &[Event]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_imported_twice_counts_once_and_expires_from_the_raw_store() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start_with(&[("BEACON_RETENTION_EVERY", "1s".to_owned())])?;
     let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
     let tenant = spec("importer", "Asia/Kathmandu");
@@ -167,6 +171,7 @@ async fn daily(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_logic_change_is_reprocessed_under_load_through_a_sigkill() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start_with(&[
         ("BEACON_LOGIC_VERSION", "2".to_owned()),
         ("BEACON_RESTATE_EVENTS_PER_TICK", "100".to_owned()),
@@ -463,6 +468,7 @@ async fn wait_done(client: &Client, token: &str, id: &str) -> anyhow::Result<Rep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn time_zone_change_deletion_and_reset_restate_history() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start()?;
     let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
     let token = cluster.admin_token.clone();
@@ -635,6 +641,7 @@ fn retarget_events(events: &[Event], tenant: &str) -> Vec<Event> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_shard_folder_is_rebuilt_from_the_raw_store() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start()?;
     let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
     let token = cluster.admin_token.clone();

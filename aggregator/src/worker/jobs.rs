@@ -204,7 +204,9 @@ impl Worker {
                 .await;
         }
         if active.job.state() == RestatementState::Pending {
-            if active.job.not_before_ms > now_ms() {
+            // While events already published are replayed silently after a restart, a cut
+            // there would leave them neither replayed nor copied.
+            if active.job.not_before_ms > now_ms() || self.processed < self.published {
                 return Ok(());
             }
             self.start_job(tenant).await?;
@@ -216,12 +218,14 @@ impl Worker {
             };
             if active.replay.is_none() {
                 active.replay = Some(Replay::of(&active.job).map_err(Halt::Failed)?);
+                self.publish_pending_part(tenant).await?;
+                continue;
             }
             let Some(replay) = active.replay.as_mut() else {
                 return Ok(());
             };
             let read = replay
-                .step(self.raw.as_ref(), budget)
+                .step(self.raw.as_ref(), budget, FLUSH_BYTES - BATCH_OVERHEAD)
                 .await
                 .map_err(Halt::Failed)?;
             budget = budget.saturating_sub(read.max(1));
@@ -246,7 +250,14 @@ impl Worker {
             return Ok(());
         };
         let job = &mut active.job;
-        let range = if job.whole_history {
+        let range = if job.kind() == RestatementKind::Reset {
+            // Every date, whatever raw events are left (retention may have removed the
+            // oldest).
+            let range = DateRange::parse("0001-01-01", "9999-12-30").map_err(Halt::Failed)?;
+            job.first_date = range.first.to_string();
+            job.last_date = range.last.to_string();
+            range
+        } else if job.whole_history {
             let range = restate::history_range(self.raw.as_ref(), tenant, now_ms())
                 .await
                 .map_err(Halt::Failed)?;
@@ -290,7 +301,18 @@ impl Worker {
         };
         job.first_date = range.first.to_string();
         // Deleted before the cut: the replay cannot see them, and events stored later are
-        // not the ones asked for.
+        // not the ones asked for. The state is snapshotted first (which trims the event log
+        // below it), so that a restart cannot store deleted events again from the log.
+        if job.delete.is_some() && self.snapshot_seq < self.processed.seq {
+            self.save_snapshot().await;
+            if self.snapshot_seq < self.processed.seq {
+                return Ok(());
+            }
+        }
+        let Some(active) = self.jobs.active.get_mut(tenant) else {
+            return Ok(());
+        };
+        let job = &mut active.job;
         if let Some(filter) = &job.delete {
             job.deleted = restate::delete_matching(self.raw.as_ref(), tenant, &range, filter)
                 .await
@@ -334,18 +356,39 @@ impl Worker {
                 stage: job.stage,
                 ..TenantRollup::default()
             };
-            let msg_id = format!("restate-{partition}-{}-{}", job.id, job.stage);
-            let job_id = job.id.clone();
-            self.publish_job_part(&msg_id, part, &job_id).await?;
+            job.pending_part = part.encode_to_vec();
         }
+        // The part is saved with the checkpoint after it before it is published: a restart
+        // publishes this very part again instead of cutting a different one.
+        replay.checkpoint(job);
+        let job = job.clone();
+        self.save_job(partition, &job).await?;
+        self.publish_pending_part(tenant).await
+    }
+
+    /// Publishes the stage saved with the job's checkpoint, if any, and forgets it.
+    async fn publish_pending_part(&mut self, tenant: &str) -> Result<(), Halt<AggregatorError>> {
+        let partition = self.lane.partition();
         let Some(active) = self.jobs.active.get_mut(tenant) else {
             return Ok(());
         };
-        if let Some(replay) = &active.replay {
-            replay.checkpoint(&mut active.job);
+        let bytes = std::mem::take(&mut active.job.pending_part);
+        if bytes.is_empty() {
+            return Ok(());
         }
-        let job = active.job.clone();
-        self.save_job(partition, &job).await
+        let job = &active.job;
+        let part = TenantRollup::decode(bytes.as_slice()).map_err(|err| {
+            Halt::Failed(AggregatorError::decode(
+                format!("the pending part of job {}", job.id),
+                err,
+            ))
+        })?;
+        let msg_id = format!(
+            "restate-{partition}-{}-{}-{}",
+            job.id, job.generation, part.stage
+        );
+        let job_id = job.id.clone();
+        self.publish_job_part(&msg_id, part, &job_id).await
     }
 
     /// Publishes the live deltas, then the swap, and closes the job.
@@ -370,7 +413,7 @@ impl Worker {
             }),
             ..TenantRollup::default()
         };
-        let msg_id = format!("restate-{partition}-{}-swap", job.id);
+        let msg_id = format!("restate-{partition}-{}-{}-swap", job.id, job.generation);
         let job_id = job.id.clone();
         self.publish_job_part(&msg_id, part, &job_id).await?;
         self.finish_job(tenant, RestatementState::Done, String::new())
@@ -388,19 +431,21 @@ impl Worker {
         let Some(active) = self.jobs.active.get(tenant) else {
             return Ok(());
         };
-        let job = &active.job;
-        if job.generation != 0 {
+        let (job_id, generation) = (active.job.id.clone(), active.job.generation);
+        // Closed first: a restart must not resume it (a staged generation that was never
+        // dropped only takes space; a resumed job would swap in what was cancelled).
+        self.finish_job(tenant, state, error).await?;
+        if generation != 0 {
             let part = TenantRollup {
-                tenant_id: job.tenant_id.clone(),
-                generation: job.generation,
+                tenant_id: tenant.to_owned(),
+                generation,
                 drop: true,
                 ..TenantRollup::default()
             };
-            let msg_id = format!("restate-{partition}-{}-drop", job.id);
-            let job_id = job.id.clone();
+            let msg_id = format!("restate-{partition}-{job_id}-{generation}-drop");
             self.publish_job_part(&msg_id, part, &job_id).await?;
         }
-        self.finish_job(tenant, state, error).await
+        Ok(())
     }
 
     /// Records the job's end and forgets it.
