@@ -325,9 +325,9 @@ impl Registry {
         self.store.tenant(id).await
     }
 
-    /// Revokes every key of a tenant at once and removes its record; returns the keys revoked.
-    /// Its data is removed by a reset job, started first.
-    pub async fn delete_tenant(&self, id: &str) -> Result<usize> {
+    /// Revokes every key of a tenant at once; returns how many. Deleting a tenant starts with
+    /// this, and its reset job removes the data and then the record.
+    pub async fn revoke_all_keys(&self, id: &str) -> Result<usize> {
         if self.store.tenant(id).await?.is_none() {
             return Err(Error::NotFound(format!("tenant_id {id:?} is not a tenant")));
         }
@@ -335,7 +335,6 @@ impl Registry {
         for key in &keys {
             self.revoke_key(id, &key.id, Duration::ZERO).await?;
         }
-        self.store.delete_tenant(id).await?;
         Ok(keys.len())
     }
 

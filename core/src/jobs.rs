@@ -69,6 +69,8 @@ pub struct JobSpec {
     pub whole_history: bool,
     /// Not before this, Unix ms.
     pub not_before_ms: i64,
+    /// Remove the tenant's record once done (a reset that deletes the tenant).
+    pub delete_tenant: bool,
 }
 
 impl JobSpec {
@@ -82,6 +84,7 @@ impl JobSpec {
             delete: None,
             whole_history: false,
             not_before_ms: 0,
+            delete_tenant: false,
         }
     }
 }
@@ -129,6 +132,7 @@ impl Jobs {
             delete: spec.delete,
             whole_history: spec.whole_history,
             not_before_ms: spec.not_before_ms,
+            delete_tenant: spec.delete_tenant,
             ..RestatementJob::default()
         };
         job.set_kind(spec.kind);

@@ -425,8 +425,13 @@ impl AdminService for Admin {
         request: Request<ResetTenantRequest>,
     ) -> Result<Response<ResetTenantResponse>, Status> {
         self.check(&request)?;
-        let job =
-            reprocess::reset(&self.jobs, &self.registry, &request.get_ref().tenant_id).await?;
+        let job = reprocess::reset(
+            &self.jobs,
+            &self.registry,
+            &request.get_ref().tenant_id,
+            false,
+        )
+        .await?;
         tracing::info!(job = %job.id, "tenant reset job created");
         Ok(Response::new(ResetTenantResponse { job: Some(job) }))
     }
@@ -466,8 +471,8 @@ impl AdminService for Admin {
     ) -> Result<Response<DeleteTenantResponse>, Status> {
         self.check(&request)?;
         let tenant = request.into_inner().tenant_id;
-        let job = reprocess::reset(&self.jobs, &self.registry, &tenant).await?;
-        let revoked = self.registry.delete_tenant(&tenant).await?;
+        let job = reprocess::reset(&self.jobs, &self.registry, &tenant, true).await?;
+        let revoked = self.registry.revoke_all_keys(&tenant).await?;
         tracing::info!(tenant, job = %job.id, keys_revoked = revoked, "tenant deleted");
         Ok(Response::new(DeleteTenantResponse {
             job: Some(job),

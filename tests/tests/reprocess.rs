@@ -14,7 +14,7 @@ use anyhow::{Context, bail, ensure};
 use beacon_core::auth::with_bearer;
 use beacon_core::raw::RawStore;
 use beacon_proto::admin::v1::{
-    DeleteEventsRequest, ListReprocessRequest, ReprocessJob, ResetTenantRequest,
+    DeleteEventsRequest, ListReprocessRequest, ListTenantsRequest, ReprocessJob, ResetTenantRequest,
 };
 use beacon_proto::ingest::v1::Event;
 use beacon_tests::client::Counts;
@@ -595,6 +595,16 @@ async fn time_zone_change_deletion_and_reset_restate_history() -> anyhow::Result
     wait_done(&client, &token, job).await?;
     let refused = client.daily(&fresh.0, &range.0, &range.1).await;
     ensure!(refused.is_err(), "a deleted tenant's read key still works");
+    let tenants = client
+        .admin()
+        .list_tenants(with_bearer(&token, ListTenantsRequest {})?)
+        .await?
+        .into_inner()
+        .tenants;
+    ensure!(
+        tenants.iter().all(|t| t.id != "fresh"),
+        "the deleted tenant is still listed"
+    );
 
     // The raw store no longer holds them.
     cluster.kill9(Role::Aggregator);

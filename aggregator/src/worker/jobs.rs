@@ -465,7 +465,18 @@ impl Worker {
         job.finished_ms = now_ms();
         job.checkpoint = None;
         tracing::info!(partition, job = %job.id, state = ?state, events = job.events, stages = job.stage, error = %job.error, "restatement job ended");
-        self.save_job(partition, job).await
+        self.save_job(partition, job).await?;
+        if job.delete_tenant && state == RestatementState::Done {
+            let tenants = &self.backends.tenants;
+            self.lane
+                .retry("removing a deleted tenant's record", || {
+                    tenants.delete_tenant(tenant)
+                })
+                .await
+                .map_err(|halt| super::failed(halt, format!("removing tenant {tenant}")))?;
+            tracing::info!(partition, tenant, "tenant removed");
+        }
+        Ok(())
     }
 
     /// A job that cannot go on: its generation is dropped and the error recorded.

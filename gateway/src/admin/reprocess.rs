@@ -113,7 +113,12 @@ pub async fn delete_events(
 }
 
 /// Removes every raw event and number of a tenant.
-pub async fn reset(jobs: &Jobs, registry: &Registry, tenant: &str) -> Result<ReprocessJob, Status> {
+pub async fn reset(
+    jobs: &Jobs,
+    registry: &Registry,
+    tenant: &str,
+    delete_tenant: bool,
+) -> Result<ReprocessJob, Status> {
     known(registry, tenant).await?;
     let spec = JobSpec {
         kind: RestatementKind::Reset,
@@ -122,6 +127,7 @@ pub async fn reset(jobs: &Jobs, registry: &Registry, tenant: &str) -> Result<Rep
             ..DeleteFilter::default()
         }),
         whole_history: true,
+        delete_tenant,
         ..JobSpec::reprocess("", "")
     };
     Ok(view(&jobs.create(tenant, spec, now_ms()).await?, None))
