@@ -174,7 +174,7 @@ async fn a_logic_change_is_reprocessed_under_load_through_a_sigkill() -> anyhow:
     let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start_with(&[
         ("BEACON_LOGIC_VERSION", "2".to_owned()),
-        ("BEACON_RESTATE_EVENTS_PER_TICK", "100".to_owned()),
+        ("BEACON_RESTATE_EVENTS_PER_TICK", "50".to_owned()),
     ])?;
     let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
     let now = beacon_core::time::now_ms();

@@ -27,7 +27,7 @@ const SALT_MAX_AGE: Duration = Duration::from_secs(48 * 3600);
 /// Longest wait for one snapshot download.
 /// Time a snapshot read may take before it is tried again: this much, plus
 /// [`SNAPSHOT_READ_PER_MIB`] per MiB.
-const SNAPSHOT_READ_BASE: Duration = Duration::from_secs(2);
+const SNAPSHOT_READ_BASE: Duration = Duration::from_millis(500);
 /// Extra time per MiB of a snapshot read.
 const SNAPSHOT_READ_PER_MIB: Duration = Duration::from_secs(2);
 /// Reads of one snapshot given up before loading it fails.
