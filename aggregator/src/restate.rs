@@ -113,10 +113,8 @@ pub async fn history_range(
     raw: &dyn RawStore,
     tenant: &str,
     now_ms: i64,
-) -> Result<DateRange, AggregatorError> {
-    let bounds = raw.bounds(tenant).await.map_err(|err| {
-        AggregatorError::backend(format!("reading the history bounds of {tenant}"), err)
-    })?;
+) -> beacon_core::Result<DateRange> {
+    let bounds = raw.bounds(tenant).await?;
     let (first, last) = bounds.unwrap_or((now_ms, now_ms));
     Ok(DateRange {
         first: utc_date(first, -1),
@@ -161,15 +159,11 @@ pub async fn delete_matching(
     tenant: &str,
     range: &DateRange,
     filter: &DeleteFilter,
-) -> Result<u64, AggregatorError> {
-    let failed = |err| AggregatorError::backend(format!("deleting raw events of {tenant}"), err);
+) -> beacon_core::Result<u64> {
     let (from, to) = range.scan_bounds();
     let (mut after, mut deleted) = (None, 0);
     loop {
-        let page = raw
-            .scan(tenant, from, to, after.clone(), PAGE)
-            .await
-            .map_err(failed)?;
+        let page = raw.scan(tenant, from, to, after.clone(), PAGE).await?;
         let Some(last) = page.last() else {
             return Ok(deleted);
         };
@@ -184,7 +178,7 @@ pub async fn delete_matching(
             })
             .map(|raw| (raw.timestamp_ms, raw.event_id.clone()))
             .collect();
-        deleted += raw.delete(tenant, &keys).await.map_err(failed)?;
+        deleted += raw.delete(tenant, &keys).await?;
         if page.len() < PAGE {
             return Ok(deleted);
         }

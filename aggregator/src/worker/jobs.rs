@@ -258,9 +258,14 @@ impl Worker {
             job.last_date = range.last.to_string();
             range
         } else if job.whole_history {
-            let range = restate::history_range(self.raw.as_ref(), tenant, now_ms())
+            let raw = self.raw.as_ref();
+            let range = self
+                .lane
+                .retry("reading a tenant's history bounds", || {
+                    restate::history_range(raw, tenant, now_ms())
+                })
                 .await
-                .map_err(Halt::Failed)?;
+                .map_err(|halt| super::failed(halt, format!("reading the history of {tenant}")))?;
             job.first_date = range.first.to_string();
             job.last_date = range.last.to_string();
             range
@@ -314,9 +319,14 @@ impl Worker {
         };
         let job = &mut active.job;
         if let Some(filter) = &job.delete {
-            job.deleted = restate::delete_matching(self.raw.as_ref(), tenant, &range, filter)
+            let raw = self.raw.as_ref();
+            job.deleted = self
+                .lane
+                .retry("deleting raw events", || {
+                    restate::delete_matching(raw, tenant, &range, filter)
+                })
                 .await
-                .map_err(Halt::Failed)?;
+                .map_err(|halt| super::failed(halt, format!("deleting raw events of {tenant}")))?;
             tracing::info!(partition, job = %job.id, deleted = job.deleted, "raw events deleted");
         }
         (job.from_ms, job.to_ms) = range.scan_bounds();
