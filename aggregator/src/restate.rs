@@ -322,16 +322,6 @@ impl Replay {
         job.events = self.events;
         job.checkpoint = Some(self.processor.snapshot(0, 0));
     }
-
-    /// How far the replay got, 0 to 1, by event time.
-    pub fn progress(&self) -> f64 {
-        let (from, to) = self.bounds;
-        match &self.cursor {
-            _ if self.done => 1.0,
-            Some((ms, _)) if to > from => ((ms - from) as f64 / (to - from) as f64).clamp(0.0, 1.0),
-            _ => 0.0,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ impl Consumer {
     /// is logged: the numbers themselves are applied.
     async fn record_swaps(&self, applied: &Applied) {
         for (job, totals) in &applied.swaps {
-            let name = format!("restate-totals.{job}");
+            let name = beacon_core::jobs::totals_key(job);
             let bytes = Bytes::from(totals.encode_to_vec());
             if let Err(err) = self.snapshots.save(&name, bytes).await {
                 tracing::warn!(job, error = %err, "recording the totals of a swap failed");

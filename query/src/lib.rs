@@ -80,7 +80,6 @@ pub async fn run(
         .with_rebuild(apply::Rebuild {
             tenants: backends.tenants.clone(),
             jobs: beacon_core::jobs::Jobs::new(backends.snapshots.clone(), backends.partitions),
-            partitions: backends.partitions,
         });
         consumers.spawn(consumer.run());
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use beacon_proto::ingest::v1::{Event, EventStatus};
+use beacon_proto::ingest::v1::{Event, EventResult, EventStatus};
 
 use crate::client::{Client, Counts};
 use crate::traffic::Traffic;
@@ -97,14 +97,42 @@ pub async fn send_acknowledged(
     batch: Vec<Event>,
     deadline: Duration,
 ) -> anyhow::Result<usize> {
+    until_acknowledged(deadline, || async {
+        client.send(key, batch.clone()).await.map(|r| r.results)
+    })
+    .await
+}
+
+/// Imports `events` in batches, each until acknowledged (never again after that).
+pub async fn import_all(
+    client: &Client,
+    key: &str,
+    events: &[Event],
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    for batch in events.chunks(BATCH) {
+        until_acknowledged(deadline, || async {
+            client.import(key, batch.to_vec()).await.map(|r| r.results)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Makes `call` until it answers, retrying transport errors until `deadline`; fails when an
+/// event was rejected. Returns how many calls it took.
+async fn until_acknowledged<F, Fut>(deadline: Duration, call: F) -> anyhow::Result<usize>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<EventResult>, tonic::Status>>,
+{
     let until = Instant::now() + deadline;
     let mut calls = 0;
     loop {
         calls += 1;
-        match client.send(key, batch.clone()).await {
-            Ok(reply) => {
-                if let Some(bad) = reply
-                    .results
+        match call().await {
+            Ok(results) => {
+                if let Some(bad) = results
                     .iter()
                     .find(|r| r.status != EventStatus::Accepted as i32)
                 {
@@ -116,35 +144,6 @@ pub async fn send_acknowledged(
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-}
-
-/// Imports `events` in batches, each until acknowledged (never again after that).
-pub async fn import_all(
-    client: &Client,
-    key: &str,
-    events: &[Event],
-    deadline: Duration,
-) -> anyhow::Result<()> {
-    for batch in events.chunks(BATCH) {
-        let until = Instant::now() + deadline;
-        loop {
-            match client.import(key, batch.to_vec()).await {
-                Ok(reply) => {
-                    if let Some(bad) = reply
-                        .results
-                        .iter()
-                        .find(|r| r.status != EventStatus::Accepted as i32)
-                    {
-                        bail!("event {} rejected: {}", bad.id, bad.error);
-                    }
-                    break;
-                }
-                Err(status) if Instant::now() > until => bail!("importing a batch: {status}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Polls the daily numbers of `traffic`'s tenant until they equal the expected ones, or fails

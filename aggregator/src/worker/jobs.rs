@@ -393,10 +393,7 @@ impl Worker {
                 err,
             ))
         })?;
-        let msg_id = format!(
-            "restate-{partition}-{}-{}-{}",
-            job.id, job.generation, part.stage
-        );
+        let msg_id = part_msg_id(partition, &job.id, job.generation, &part.stage.to_string());
         let job_id = job.id.clone();
         self.publish_job_part(&msg_id, part, &job_id).await
     }
@@ -423,7 +420,7 @@ impl Worker {
             }),
             ..TenantRollup::default()
         };
-        let msg_id = format!("restate-{partition}-{}-{}-swap", job.id, job.generation);
+        let msg_id = part_msg_id(partition, &job.id, job.generation, "swap");
         let job_id = job.id.clone();
         self.publish_job_part(&msg_id, part, &job_id).await?;
         self.finish_job(tenant, RestatementState::Done, String::new())
@@ -452,7 +449,7 @@ impl Worker {
                 drop: true,
                 ..TenantRollup::default()
             };
-            let msg_id = format!("restate-{partition}-{job_id}-{generation}-drop");
+            let msg_id = part_msg_id(partition, &job_id, generation, "drop");
             self.publish_job_part(&msg_id, part, &job_id).await?;
         }
         Ok(())
@@ -543,6 +540,13 @@ impl Worker {
             .await
             .map_err(|halt| super::failed(halt, format!("saving job {}", job.id)))
     }
+}
+
+/// The message id of one part of a job's generation (`suffix`: the stage, "swap" or "drop"):
+/// unique per generation, so a part published again is deduplicated by the log, and a later
+/// job's parts never are.
+fn part_msg_id(partition: u32, job_id: &str, generation: u64, suffix: &str) -> String {
+    format!("restate-{partition}-{job_id}-{generation}-{suffix}")
 }
 
 /// The job that recomputes a tenant's dirty dates and the days around them (a session of a

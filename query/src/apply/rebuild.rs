@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use beacon_core::jobs::{JobSpec, Jobs};
 use beacon_core::meta::TenantStore;
-use beacon_core::partition::partition_of;
 use beacon_core::time::now_ms;
 use beacon_proto::pipeline::v1::RestatementKind;
 
@@ -17,10 +16,8 @@ use beacon_proto::pipeline::v1::RestatementKind;
 pub struct Rebuild {
     /// The tenants, to find the partition's.
     pub tenants: Arc<dyn TenantStore>,
-    /// The jobs.
+    /// The jobs (they know the partition count).
     pub jobs: Jobs,
-    /// Partition count.
-    pub partitions: u32,
 }
 
 impl Rebuild {
@@ -29,7 +26,7 @@ impl Rebuild {
     pub(crate) async fn request(&self, partition: u32) -> beacon_core::Result<usize> {
         let mut asked = 0;
         for tenant in self.tenants.tenants().await? {
-            if partition_of(&tenant.id, self.partitions) != partition {
+            if self.jobs.partition(&tenant.id) != partition {
                 continue;
             }
             let spec = JobSpec {
