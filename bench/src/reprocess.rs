@@ -197,5 +197,6 @@ fn message(seq: u64, tenants: Vec<beacon_query::ValidRollup>) -> Arc<[RollupMess
         seq,
         logic_version: beacon_aggregator::LOGIC_VERSION,
         tenants,
+        replay: false,
     }])
 }

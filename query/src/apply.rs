@@ -213,6 +213,7 @@ impl Consumer {
             seq,
             logic_version: 0,
             tenants: Vec::new(),
+            replay: false,
         };
         let batch = match RollupBatch::decode(message.payload.clone()) {
             Ok(batch) => batch,
@@ -232,6 +233,7 @@ impl Consumer {
             }
         };
         valid.logic_version = batch.logic_version;
+        valid.replay = batch.replay;
         if batch.partition != partition {
             tracing::warn!(
                 partition,
@@ -349,6 +351,7 @@ impl Consumer {
                 seq: message.seq,
                 logic_version: message.logic_version,
                 tenants,
+                replay: message.replay,
             });
         }
         for (part, why) in failing {
@@ -371,6 +374,7 @@ impl Consumer {
             seq: message.seq,
             logic_version: message.logic_version,
             tenants: kept,
+            replay: message.replay,
         })
     }
 

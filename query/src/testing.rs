@@ -94,6 +94,7 @@ pub(crate) async fn apply(
         seq,
         logic_version: 0,
         tenants,
+        replay: false,
     };
     store.apply(0, vec![message].into()).await.expect("apply")
 }

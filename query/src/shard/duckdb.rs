@@ -111,11 +111,20 @@ impl ShardStore for DuckShardStore {
                     "partition {partition}: shard file was not created"
                 )));
             };
+            let tenant = part.tenant_id().to_owned();
+            let message = RollupMessage {
+                seq: 0,
+                logic_version: 0,
+                tenants: vec![part],
+                replay: false,
+            };
             shard
                 .with_writer(|conn| {
                     let tx = conn.transaction()?;
                     let mut parts = Parts::new(&tx);
-                    parts.add(&part, 0)?;
+                    for part in &message.tenants {
+                        parts.add(part, &message)?;
+                    }
                     parts.finish()?;
                     tx.rollback()?;
                     Ok::<_, ShardFailure>(())
@@ -123,7 +132,7 @@ impl ShardStore for DuckShardStore {
                 .map_err(|err| {
                     QueryError::shard(
                         &shard.name,
-                        format!("probing the part of tenant {:?}", part.tenant_id()),
+                        format!("probing the part of tenant {tenant:?}"),
                         err,
                     )
                 })
@@ -292,7 +301,7 @@ fn apply_tx(
     let mut parts = Parts::new(&tx);
     for message in &fresh {
         for part in &message.tenants {
-            parts.add(part, message.logic_version)?;
+            parts.add(part, message)?;
         }
     }
     let (rows, swaps) = parts.finish()?;
@@ -339,14 +348,20 @@ impl<'t, 'a> Parts<'t, 'a> {
         }
     }
 
-    /// Adds one part: live rows always; a generation's only while it is staging and the part's
-    /// stage was not applied before.
-    fn add(&mut self, part: &'a ValidRollup, version: u32) -> Result<(), ShardFailure> {
+    /// Adds one part of `message`: live rows always; a generation's only while it is staging
+    /// and the part's stage was not applied before.
+    ///
+    /// Invariant: a generation is swapped in only when every stage before the swap was
+    /// applied, in order, from the rollup log itself. A stage that skips one (the missing one
+    /// was parked as a dead letter) or a part replayed from the dead letters (its place in the
+    /// log is gone: a swap replayed late would delete live rows it never saw) drops the
+    /// generation instead, and the tenant keeps its live rows until a job runs again.
+    fn add(&mut self, part: &'a ValidRollup, message: &RollupMessage) -> Result<(), ShardFailure> {
         let rollup = &part.rollup;
         let (tenant, gen_id) = (part.tenant_id(), rollup.generation);
         let stamp = Stamp {
             gen_id,
-            version: i32::try_from(version).unwrap_or(i32::MAX),
+            version: i32::try_from(message.logic_version).unwrap_or(i32::MAX),
         };
         if gen_id == 0 {
             return self.cells.add(part, stamp);
@@ -354,6 +369,20 @@ impl<'t, 'a> Parts<'t, 'a> {
         let generation = self.generation(tenant, gen_id)?;
         if generation.state != STAGING || (rollup.stage > 0 && rollup.stage <= generation.stage) {
             return Ok(());
+        }
+        let gap = rollup.stage > generation.stage + 1;
+        if message.replay || gap {
+            tracing::error!(
+                tenant,
+                generation = gen_id,
+                stage = rollup.stage,
+                applied_stage = generation.stage,
+                seq = message.seq,
+                replayed = message.replay,
+                "a generation part is missing or out of place; the generation is dropped and \
+                 its job must run again"
+            );
+            return self.discard(tenant, gen_id);
         }
         if rollup.stage > 0 {
             generation.stage = rollup.stage;
@@ -366,15 +395,20 @@ impl<'t, 'a> Parts<'t, 'a> {
             self.swaps.push((swap.job_id.clone(), totals));
             self.close(tenant, gen_id, SWAPPED)?;
         } else if rollup.drop {
-            self.flush()?;
-            for sql in schema::DROP_GENERATION {
-                self.tx
-                    .prepare_cached(sql)?
-                    .execute(params![tenant, gen_id])?;
-            }
-            self.close(tenant, gen_id, DROPPED)?;
+            self.discard(tenant, gen_id)?;
         }
         Ok(())
+    }
+
+    /// Deletes a generation's rows and records it dropped.
+    fn discard(&mut self, tenant: &'a str, gen_id: u64) -> Result<(), ShardFailure> {
+        self.flush()?;
+        for sql in schema::DROP_GENERATION {
+            self.tx
+                .prepare_cached(sql)?
+                .execute(params![tenant, gen_id])?;
+        }
+        self.close(tenant, gen_id, DROPPED)
     }
 
     fn generation(

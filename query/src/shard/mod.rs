@@ -35,6 +35,8 @@ pub struct RollupMessage {
     pub logic_version: u32,
     /// The message's valid tenant parts.
     pub tenants: Vec<ValidRollup>,
+    /// Whether it is a dead letter replayed onto the log (`RollupBatch.replay`).
+    pub replay: bool,
 }
 
 /// What applying a run of rollup messages did.

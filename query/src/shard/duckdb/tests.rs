@@ -85,6 +85,7 @@ async fn a_run_of_messages_applies_only_past_the_watermark() {
         .map(|seq| RollupMessage {
             logic_version: 0,
             seq,
+            replay: false,
             tenants: vec![
                 store
                     .validate(0, one_visit("acme", "2026-03-01T10:15:00Z", seq))
@@ -390,6 +391,7 @@ async fn apply_versioned(
         seq,
         logic_version: version,
         tenants,
+        replay: false,
     };
     store.apply(0, vec![message].into()).await.expect("apply")
 }
@@ -492,6 +494,63 @@ async fn a_generation_is_staged_out_of_sight_then_swapped_in_at_once() {
             .await
             .pageviews,
         4
+    );
+}
+
+#[tokio::test]
+async fn a_generation_missing_a_stage_or_replayed_late_is_dropped_not_swapped() {
+    let dir = TempDir::new("generation-gaps");
+    let store = store(&dir);
+    let day = |at: &str, visitor| hit(at, "UTC", Dimension::Unspecified, "", visitor);
+    let live = rollup("acme", vec![day("2026-03-01T10:00:00Z", 1)]);
+    apply_versioned(&store, 1, 2, vec![live]).await;
+    let swap = |generation, stage| TenantRollup {
+        swap: Some(Swap {
+            first_date: "2026-03-01".into(),
+            last_date: "2026-03-01".into(),
+            job_id: format!("acme.{generation}"),
+        }),
+        ..staged(generation, stage, Vec::new())
+    };
+
+    // Stage 2 of generation 7 was parked: stage 3 skips it, and the swap changes nothing.
+    let stage = |generation, stage, visitor| {
+        staged(
+            generation,
+            stage,
+            vec![day("2026-03-01T11:00:00Z", visitor)],
+        )
+    };
+    apply_versioned(&store, 2, 3, vec![stage(7, 1, 2)]).await;
+    apply_versioned(&store, 3, 3, vec![stage(7, 3, 3)]).await;
+    let applied = apply_versioned(&store, 4, 3, vec![swap(7, 4)]).await;
+    assert!(applied.swaps.is_empty(), "{applied:?}");
+
+    // Generation 8 is complete but its swap was parked and is replayed after newer live rows.
+    apply_versioned(&store, 5, 3, vec![stage(8, 1, 4)]).await;
+    apply_versioned(
+        &store,
+        6,
+        2,
+        vec![rollup("acme", vec![day("2026-03-01T12:00:00Z", 5)])],
+    )
+    .await;
+    let tenants = vec![store.validate(0, swap(8, 2)).expect("valid")];
+    let replayed = RollupMessage {
+        seq: 7,
+        logic_version: 3,
+        tenants,
+        replay: true,
+    };
+    let applied = store.apply(0, vec![replayed].into()).await.expect("apply");
+    assert!(applied.swaps.is_empty(), "{applied:?}");
+
+    let live = total(&store, "acme", "2026-03-01", "2026-03-01").await;
+    assert_eq!(live.pageviews, 2, "both live pageviews kept");
+    let versions = store.versions(0).await.expect("versions");
+    assert!(
+        versions.iter().all(|v| v.logic_version == 2),
+        "no restated row went live: {versions:?}"
     );
 }
 
