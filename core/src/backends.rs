@@ -68,9 +68,12 @@ pub struct CassandraArgs {
         hide_env_values = true
     )]
     pub password: Option<String>,
-    /// CA certificate (PEM) for TLS to Cassandra.
+    /// CA certificate (PEM) for TLS to Cassandra; without it, plain TCP.
     #[arg(long = "cassandra-tls-ca", env = "CASSANDRA_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Name the nodes' TLS certificates must carry (default: host of the first contact point).
+    #[arg(long = "cassandra-tls-server-name", env = "CASSANDRA_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
     /// The keyspace.
     #[arg(
         long = "cassandra-keyspace",
@@ -93,6 +96,7 @@ impl Default for CassandraArgs {
             username: None,
             password: None,
             tls_ca: None,
+            tls_server_name: None,
             keyspace: "beacon".to_owned(),
             replication: Replication::SimpleStrategy { factor: 1 },
         }
@@ -108,6 +112,7 @@ impl CassandraArgs {
             username: self.username.clone(),
             password: self.password.clone(),
             tls_ca: self.tls_ca.clone(),
+            tls_server_name: self.tls_server_name.clone(),
             keyspace: self.keyspace.clone(),
             replication: self.replication.clone(),
         })

@@ -4,15 +4,12 @@
 use std::time::Instant;
 
 use beacon_core::partition::partition_of;
-use beacon_core::raw::RawStore;
 use beacon_core::time::now_ms;
 
 use super::Worker;
 
 /// Most raw events one sweep deletes per tenant; the next sweep goes on.
 const SWEEP_EVENTS: usize = 100_000;
-/// Events read per scan.
-const PAGE: usize = 4096;
 /// One day, milliseconds.
 const DAY_MS: i64 = 86_400_000;
 
@@ -42,7 +39,7 @@ impl Worker {
                 continue;
             }
             let before = now_ms() - i64::from(tenant.raw_retention_days) * DAY_MS;
-            match expire(self.raw.as_ref(), &tenant.id, before).await {
+            match self.raw.expire(&tenant.id, before, SWEEP_EVENTS).await {
                 Ok(0) => {}
                 Ok(deleted) => {
                     tracing::info!(partition, tenant = %tenant.id, days = tenant.raw_retention_days, deleted, "expired raw events deleted")
@@ -53,24 +50,4 @@ impl Worker {
             }
         }
     }
-}
-
-/// Deletes up to [`SWEEP_EVENTS`] of a tenant's raw events older than `before`.
-async fn expire(raw: &dyn RawStore, tenant: &str, before: i64) -> beacon_core::Result<u64> {
-    let mut deleted = 0;
-    while (deleted as usize) < SWEEP_EVENTS {
-        let page = raw.scan(tenant, i64::MIN, before, None, PAGE).await?;
-        if page.is_empty() {
-            break;
-        }
-        let keys: Vec<(i64, String)> = page
-            .iter()
-            .map(|event| (event.timestamp_ms, event.event_id.clone()))
-            .collect();
-        deleted += raw.delete(tenant, &keys).await?;
-        if page.len() < PAGE {
-            break;
-        }
-    }
-    Ok(deleted)
 }

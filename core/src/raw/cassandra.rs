@@ -26,8 +26,8 @@
 //! client retry of the same event id (another origin) finds the id and is a duplicate, so that
 //! event is missing from the raw store until the log is replayed.
 //!
-//! TLS needs cdrs-tokio's `rust-tls` cargo feature, which this build does not enable: a
-//! configured CA is refused with [`Error::InvalidArgument`].
+//! TLS (rustls) is used when a CA certificate is configured; see [`session`] for how nodes are
+//! verified.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -38,29 +38,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use cdrs_tokio::authenticators::{
-    NoneAuthenticatorProvider, SaslAuthenticatorProvider, StaticPasswordAuthenticatorProvider,
-};
-use cdrs_tokio::cluster::connection_pool::ConnectionPoolConfigBuilder;
-use cdrs_tokio::cluster::session::{Session, SessionBuilder, TcpSessionBuilder};
-use cdrs_tokio::cluster::{NodeAddress, NodeTcpConfigBuilder, TcpConnectionManager};
 use cdrs_tokio::consistency::Consistency;
 use cdrs_tokio::error::Error as CdrsError;
 use cdrs_tokio::frame::Envelope;
 use cdrs_tokio::frame::message_error::ErrorType;
-use cdrs_tokio::load_balancing::TopologyAwareLoadBalancingStrategy;
-use cdrs_tokio::load_balancing::node_distance_evaluator::{
-    AllLocalNodeDistanceEvaluator, NodeDistanceEvaluator, TopologyAwareNodeDistanceEvaluator,
-};
 use cdrs_tokio::query::{PreparedQuery, QueryValues};
 use cdrs_tokio::statement::{StatementParams, StatementParamsBuilder};
-use cdrs_tokio::transport::TransportTcp;
 use cdrs_tokio::types::blob::Blob;
 use cdrs_tokio::types::rows::Row;
 use cdrs_tokio::types::value::Value;
 use cdrs_tokio::types::{IntoRustByIndex, IntoRustByName};
 use tokio::sync::OnceCell;
 
+mod session;
+
+use self::session::CdrsSession;
 use super::{Inserted, Origin, RawEvent, RawStore};
 use crate::retry::Backoff;
 use crate::{Error, Result};
@@ -174,9 +166,12 @@ pub struct CassandraConfig {
     pub username: Option<String>,
     /// Password for Cassandra's `PasswordAuthenticator`; set together with `username`.
     pub password: Option<String>,
-    /// CA certificate (PEM) to verify the nodes with over TLS. Not supported by this build (see
-    /// the module documentation): setting it is an error.
+    /// CA certificate (PEM): when set, requests go over TLS and the nodes' certificates must
+    /// be signed by it.
     pub tls_ca: Option<PathBuf>,
+    /// The name every node's certificate must carry (TLS only); by default the host of the
+    /// first contact point.
+    pub tls_server_name: Option<String>,
     /// The keyspace: letters, digits and underscores, starting with a letter, at most 48
     /// characters (Cassandra folds it to lower case).
     pub keyspace: String,
@@ -192,6 +187,7 @@ impl fmt::Debug for CassandraConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "…"))
             .field("tls_ca", &self.tls_ca)
+            .field("tls_server_name", &self.tls_server_name)
             .field("keyspace", &self.keyspace)
             .field("replication", &self.replication)
             .finish()
@@ -449,11 +445,6 @@ fn decode_event(tenant: &str, row: &Row, what: &dyn Fn() -> String) -> Result<Ra
     })
 }
 
-/// The load balancing of the session: token aware, preferring the local data center.
-type Balancer = TopologyAwareLoadBalancingStrategy<TransportTcp, TcpConnectionManager>;
-/// A cdrs-tokio session over plain TCP.
-type CdrsSession = Session<TransportTcp, TcpConnectionManager, Balancer>;
-
 /// The prepared statements, prepared once the schema exists.
 struct Statements {
     /// Records an event id unless recorded: `[applied]`, or the recorded origin and time.
@@ -596,11 +587,7 @@ impl CassandraRawStore {
     pub async fn connect(config: &CassandraConfig) -> Result<Self> {
         config.validate()?;
         if let Some(ca) = &config.tls_ca {
-            return Err(Error::InvalidArgument(format!(
-                "TLS to Cassandra (CA {}) needs the `rust-tls` feature of cdrs-tokio, which this \
-                 build of Beacon does not enable; connect without TLS",
-                ca.display()
-            )));
+            session::client_config(ca)?;
         }
         let points: Vec<String> = config
             .contact_points
@@ -614,47 +601,16 @@ impl CassandraRawStore {
         };
         probe(&points).await.map_err(&no_node)?;
 
-        let authenticator: std::sync::Arc<dyn SaslAuthenticatorProvider + Send + Sync> =
-            match (&config.username, &config.password) {
-                (Some(username), Some(password)) => std::sync::Arc::new(
-                    StaticPasswordAuthenticatorProvider::new(username.as_str(), password.as_str()),
-                ),
-                _ => std::sync::Arc::new(NoneAuthenticatorProvider),
-            };
-        let node_config = NodeTcpConfigBuilder::new()
-            .with_contact_points(
-                points
-                    .iter()
-                    .map(|point| NodeAddress::from(point.as_str()))
-                    .collect(),
-            )
-            .with_authenticator_provider(authenticator)
-            .build()
-            .await
-            .map_err(|err| no_node(describe(&err)))?;
-        let distances: Box<dyn NodeDistanceEvaluator + Send + Sync> = match &config.datacenter {
-            Some(datacenter) => {
-                Box::new(TopologyAwareNodeDistanceEvaluator::new(datacenter.clone()))
-            }
-            None => Box::new(AllLocalNodeDistanceEvaluator),
-        };
-        let pool = ConnectionPoolConfigBuilder::new()
-            .with_connect_timeout(Some(CONNECT_TIMEOUT))
-            .build();
-        let building = TcpSessionBuilder::new(Balancer::new(None, false), node_config)
-            .with_node_distance_evaluator(distances)
-            .with_connection_pool_config(pool)
-            .build();
-        // The driver keeps trying to connect forever (a wrong password or a TLS-only port
-        // included), so the wait is bounded here.
+        let building = CdrsSession::start(config, &points);
         let session: CdrsSession = match tokio::time::timeout(SESSION_TIMEOUT, building).await {
             Ok(Ok(session)) => session,
-            Ok(Err(err)) => return Err(no_node(err.to_string())),
+            Ok(Err(err)) => return Err(no_node(err)),
             Err(_) => {
                 return Err(no_node(format!(
                     "a node accepts connections but no session started within \
-                     {SESSION_TIMEOUT:?} (wrong credentials, a TLS-only port or an unsupported \
-                     protocol version?)"
+                     {SESSION_TIMEOUT:?} (wrong credentials, TLS on one side only, a \
+                     certificate not matching the server name, or an unsupported protocol \
+                     version?)"
                 )));
             }
         };
@@ -1093,6 +1049,7 @@ impl CassandraRawStore {
 #[async_trait]
 impl RawStore for CassandraRawStore {
     async fn insert(&self, events: &[RawEvent]) -> Result<Vec<Inserted>> {
+        super::check(events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -1243,6 +1200,7 @@ mod tests {
             username: None,
             password: None,
             tls_ca: None,
+            tls_server_name: None,
             keyspace: "beacon".to_owned(),
             replication: Replication::SimpleStrategy { factor: 1 },
         }
@@ -1362,15 +1320,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tls_is_refused_clearly() {
-        let tls = CassandraConfig {
-            tls_ca: Some(PathBuf::from("/etc/beacon/ca.pem")),
-            ..config()
-        };
-        match CassandraRawStore::connect(&tls).await {
-            Err(Error::InvalidArgument(message)) => assert!(message.contains("rust-tls")),
-            Err(other) => panic!("unexpected error: {other}"),
-            Ok(_) => panic!("TLS was accepted"),
+    async fn tls_needs_a_readable_ca_file_with_a_certificate() {
+        let dir = beacon_testkit::TempDir::new("cassandra-tls").expect("temp dir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        for (ca, expected) in [
+            (dir.path().join("missing.pem"), "missing.pem"),
+            (empty, "holds no PEM certificate"),
+        ] {
+            let tls = CassandraConfig {
+                tls_ca: Some(ca),
+                ..config()
+            };
+            match CassandraRawStore::connect(&tls).await {
+                Err(Error::InvalidArgument(message)) => {
+                    assert!(message.contains(expected), "{message}")
+                }
+                Err(other) => panic!("unexpected error: {other}"),
+                Ok(_) => panic!("connected"),
+            }
         }
     }
 

@@ -9,7 +9,8 @@ use bytes::Bytes;
 
 use super::cassandra::{CassandraConfig, CassandraRawStore, Replication};
 use super::embedded::EmbeddedRawStore;
-use super::{Inserted, Origin, RawEvent, RawStore};
+use super::{Inserted, MAX_KEY_BYTES, MAX_PAYLOAD_BYTES, Origin, RawEvent, RawStore};
+use crate::Error;
 use beacon_testkit::TempDir;
 
 use Inserted::{Duplicate, New, Replay};
@@ -188,6 +189,7 @@ async fn open_cassandra() -> Option<Arc<dyn RawStore>> {
         username: std::env::var("CASSANDRA_USERNAME").ok(),
         password: std::env::var("CASSANDRA_PASSWORD").ok(),
         tls_ca: None,
+        tls_server_name: None,
         keyspace: format!("beacon_test_{:016x}", rand::random::<u64>()),
         replication: Replication::SimpleStrategy { factor: 1 },
     };
@@ -259,13 +261,79 @@ async fn delete_and_bounds(store: Arc<dyn RawStore>) {
     );
 }
 
+/// Events no store may hold are refused for good, naming the field and the limit, and a
+/// refused batch stores none of its events.
+async fn bad_input_is_refused_permanently(store: Arc<dyn RawStore>) {
+    let store = &*store;
+    let good = event("t1", "good", 1_000, 1, 0);
+    let long = "x".repeat(MAX_KEY_BYTES + 1);
+    let bad = [
+        (event("", "a", 1_000, 1, 1), "tenant_id"),
+        (event("t1", "", 1_000, 1, 1), "event_id"),
+        (event("t1", &long, 1_000, 1, 1), "event_id"),
+        (
+            RawEvent {
+                payload: Bytes::from(vec![b'x'; MAX_PAYLOAD_BYTES + 1]),
+                ..event("t1", "big", 1_000, 1, 1)
+            },
+            "payload",
+        ),
+    ];
+    for (event, field) in bad {
+        let err = store
+            .insert(&[good.clone(), event])
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, Error::InvalidArgument(_)) && !err.is_transient(),
+            "{field}: {err:?}"
+        );
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+    assert!(scan_all(store, "t1", 0, 10_000).await.is_empty());
+    assert_eq!(insert(store, &[good]).await, [New]);
+}
+
+/// Retention: a tenant's events before a time go, with their id records; later ones and other
+/// tenants' stay.
+async fn expire_before_a_time(store: Arc<dyn RawStore>) {
+    let store = &*store;
+    let events: Vec<RawEvent> = (0..10)
+        .map(|i| {
+            event(
+                "t1",
+                &format!("e{i}"),
+                1_000 * i,
+                1,
+                u32::try_from(i).expect("small"),
+            )
+        })
+        .collect();
+    insert(store, &events).await;
+    let other = event("t2", "e0", 0, 1, 10);
+    insert(store, std::slice::from_ref(&other)).await;
+
+    assert_eq!(store.expire("t1", 6_500, 4).await.expect("expire"), 4);
+    assert_eq!(store.expire("t1", 6_500, 100).await.expect("expire"), 3);
+    assert_eq!(store.expire("t1", 6_500, 100).await.expect("expire"), 0);
+    assert_eq!(scan_all(store, "t1", i64::MIN, i64::MAX).await, events[7..]);
+    assert_eq!(scan_all(store, "t2", i64::MIN, i64::MAX).await, [other]);
+    assert_eq!(
+        insert(store, &[event("t1", "e0", 0, 2, 0)]).await,
+        [New],
+        "an expired id is forgotten"
+    );
+}
+
 raw_conformance!(
     embedded_raw,
     |dir| super::open_embedded(&dir),
     [
         new_replay_duplicate,
         scan_order_and_paging,
-        delete_and_bounds
+        delete_and_bounds,
+        bad_input_is_refused_permanently,
+        expire_before_a_time,
     ]
 );
 
@@ -278,7 +346,9 @@ raw_conformance!(
     [
         new_replay_duplicate,
         scan_order_and_paging,
-        delete_and_bounds
+        delete_and_bounds,
+        bad_input_is_refused_permanently,
+        expire_before_a_time,
     ]
 );
 
@@ -292,4 +362,20 @@ async fn embedded_raw_store_survives_reopen() {
     let store = open_embedded(&dir);
     assert_eq!(insert(&*store, std::slice::from_ref(&a)).await, [Replay]);
     assert_eq!(scan_all(&*store, "t1", 0, 2_000).await, vec![a]);
+}
+
+/// A raw store another process holds is unavailable (transient), not broken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_raw_store_in_use_is_unavailable() {
+    let dir = temp_dir();
+    let _held = open_embedded(&dir);
+    let path = dir.path().join("raw.redb");
+    let Err(err) = EmbeddedRawStore::open(&path) else {
+        panic!("opened twice");
+    };
+    assert!(
+        matches!(err, Error::Unavailable(_)) && err.is_transient(),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("raw.redb"), "{err}");
 }

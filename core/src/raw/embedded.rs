@@ -42,10 +42,19 @@ struct Inner {
 impl EmbeddedRawStore {
     /// Opens (or creates) the raw store at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .context(|| format!("opening raw store {}", path.display()))?;
+        let db = match Builder::new().set_cache_size(CACHE_BYTES).create(path) {
+            Ok(db) => db,
+            // Another process (an overlapping restart) still has it: it may let go.
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(Error::Unavailable(format!(
+                    "raw store {} is open in another process",
+                    path.display()
+                )));
+            }
+            Err(err) => {
+                return Err(err).context(|| format!("opening raw store {}", path.display()));
+            }
+        };
         create_tables(&db).context(|| format!("creating tables in {}", path.display()))?;
         tracing::info!(path = %path.display(), "embedded raw store opened");
         Ok(Self {
@@ -211,6 +220,7 @@ impl Scan {
 #[async_trait]
 impl RawStore for EmbeddedRawStore {
     async fn insert(&self, events: &[RawEvent]) -> Result<Vec<Inserted>> {
+        super::check(events)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }

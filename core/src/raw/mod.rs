@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::Result;
+use crate::{Error, Result};
 
 pub mod cassandra;
 pub mod embedded;
@@ -36,6 +36,44 @@ pub struct RawEvent {
     pub payload: Bytes,
 }
 
+/// Longest tenant id or event id any raw store takes, bytes (ingest allows 64 characters).
+pub const MAX_KEY_BYTES: usize = 256;
+/// Largest payload any raw store takes, bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+/// Events one [`RawStore::expire`] call reads per scan.
+const EXPIRE_PAGE: usize = 4096;
+
+/// Refuses events no raw store may hold, naming the event, the field and the limit. Every
+/// backend calls it before writing anything, so all refuse the same events, and refuse the
+/// whole batch: the error is [`Error::InvalidArgument`], which is never retried.
+pub fn check(events: &[RawEvent]) -> Result<()> {
+    for event in events {
+        let field = |name: &str, value: &str, limit: usize| {
+            if value.is_empty() || value.len() > limit {
+                return Err(Error::InvalidArgument(format!(
+                    "raw event {:?} of tenant {:?}: {name} must be 1 to {limit} bytes, is {}",
+                    event.event_id,
+                    event.tenant_id,
+                    value.len()
+                )));
+            }
+            Ok(())
+        };
+        field("tenant_id", &event.tenant_id, MAX_KEY_BYTES)?;
+        field("event_id", &event.event_id, MAX_KEY_BYTES)?;
+        if event.payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "raw event {:?} of tenant {:?}: payload is {} bytes, at most {MAX_PAYLOAD_BYTES} \
+                 are stored",
+                event.event_id,
+                event.tenant_id,
+                event.payload.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What [`RawStore::insert`] found for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
@@ -51,6 +89,10 @@ pub enum Inserted {
 ///
 /// Invariant: a (tenant, event id) is stored once, with the origin of its first insert; every
 /// later insert of it reports [`Inserted::Replay`] (same origin) or [`Inserted::Duplicate`].
+///
+/// Errors follow [`Error::is_transient`]: a backend that is unreachable, busy or held by
+/// another process fails transiently (try again later); events refused by [`check`] fail with
+/// [`Error::InvalidArgument`] on every attempt.
 #[async_trait]
 pub trait RawStore: Send + Sync + 'static {
     /// Stores `events` (durably, before returning) and reports, per event, whether it is new.
@@ -74,4 +116,25 @@ pub trait RawStore: Send + Sync + 'static {
 
     /// The times of a tenant's earliest and latest stored events.
     async fn bounds(&self, tenant_id: &str) -> Result<Option<(i64, i64)>>;
+
+    /// Removes a tenant's events older than `before_ms`, and their id records, about `max`
+    /// at most (whole scan pages); returns how many. Retention calls it again until it returns
+    /// less than `max`.
+    async fn expire(&self, tenant_id: &str, before_ms: i64, max: usize) -> Result<u64> {
+        let mut deleted = 0;
+        while usize::try_from(deleted).unwrap_or(usize::MAX) < max {
+            let page = self
+                .scan(tenant_id, i64::MIN, before_ms, None, EXPIRE_PAGE.min(max))
+                .await?;
+            let keys: Vec<(i64, String)> = page
+                .iter()
+                .map(|event| (event.timestamp_ms, event.event_id.clone()))
+                .collect();
+            deleted += self.delete(tenant_id, &keys).await?;
+            if page.len() < EXPIRE_PAGE.min(max) {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
 }
