@@ -5,7 +5,10 @@
 //! Invariant: admission is part of the processor's state (snapshotted, replayed), so the same
 //! events in the same order always fold the same values into [`OTHER`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use hashbrown::hash_map::EntryRef;
+use hashbrown::{HashMap as FastMap, HashSet};
 
 use beacon_proto::insights::v1::Dimension;
 use beacon_proto::pipeline::v1::AdmittedValues;
@@ -52,7 +55,7 @@ pub fn is_open_ended(dim: Dimension) -> bool {
 /// The values admitted so far, by tenant, local date and dimension (as value hashes).
 #[derive(Debug, Default)]
 pub struct Admitted {
-    tenants: HashMap<String, HashMap<String, HashMap<i32, HashSet<u64>>>>,
+    tenants: FastMap<String, FastMap<String, FastMap<i32, HashSet<u64>>>>,
 }
 
 impl Admitted {
@@ -67,17 +70,13 @@ impl Admitted {
         if !is_open_ended(dim) {
             return value;
         }
-        if !self.tenants.contains_key(tenant) {
-            self.tenants.insert(tenant.to_owned(), HashMap::new());
-        }
-        let Some(days) = self.tenants.get_mut(tenant) else {
-            return value;
+        let days = match self.tenants.entry_ref(tenant) {
+            EntryRef::Occupied(occupied) => occupied.into_mut(),
+            EntryRef::Vacant(vacant) => vacant.insert(FastMap::default()),
         };
-        if !days.contains_key(date) {
-            days.insert(date.to_owned(), HashMap::new());
-        }
-        let Some(dims) = days.get_mut(date) else {
-            return value;
+        let dims = match days.entry_ref(date) {
+            EntryRef::Occupied(occupied) => occupied.into_mut(),
+            EntryRef::Vacant(vacant) => vacant.insert(FastMap::default()),
         };
         let values = dims.entry(dim as i32).or_default();
         let hash = value_hash(value);

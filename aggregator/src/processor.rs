@@ -149,7 +149,8 @@ impl Processor {
                     ..Counters::default()
                 };
                 self.pending
-                    .add(&event.tenant_id, hour, Dimension::Unspecified, "", bot);
+                    .tenant(&event.tenant_id)
+                    .add(hour, Dimension::Unspecified, "", bot);
             }
             return;
         }
@@ -353,7 +354,7 @@ fn emit_deltas(
     visit: Visit,
     session: &SessionState,
 ) {
-    let tenant = hit.tenant_id;
+    let mut deltas = pending.tenant(hit.tenant_id);
     let targets = || {
         iter::once((Dimension::Unspecified, "")).chain(session.dims.iter().map(|(d, v)| (*d, &**v)))
     };
@@ -375,7 +376,7 @@ fn emit_deltas(
     if session_delta != Counters::default() {
         let session_hour = (session.hour_ms, session.local_date.as_str());
         for (dim, value) in targets() {
-            pending.add(tenant, session_hour, dim, value, session_delta);
+            deltas.add(session_hour, dim, value, session_delta);
         }
     }
     let event_delta = Counters {
@@ -384,7 +385,7 @@ fn emit_deltas(
         ..Counters::default()
     };
     for (dim, value) in targets().chain(iter::once((Dimension::Page, path))) {
-        pending.add_seen(tenant, hour, dim, value, event_delta, hit.visitor);
+        deltas.add_seen(hour, dim, value, event_delta, hit.visitor);
     }
 }
 

@@ -1,7 +1,13 @@
 //! Pending rollup deltas: additive counters and visitors per (tenant, hour, dimension, value),
 //! with an upper bound of their encoded size that is kept up to date as they grow.
+//!
+//! The maps hash with foldhash (hashbrown's default), not SipHash: every event touches a dozen
+//! buckets, and SipHash was a tenth of a replay's time. foldhash is seeded per process, and a
+//! tenant's values per day and dimension are capped (see `cap`), which bounds what colliding
+//! keys could cost.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::hash_map::EntryRef;
+use hashbrown::{HashMap, HashSet};
 
 use beacon_proto::insights::v1::Dimension;
 use beacon_proto::pipeline::v1::{RollupRow, TenantRollup};
@@ -73,39 +79,18 @@ const ROW_BYTES: usize = 5 + 11 + 12 + 11 + 3 + 66 + 6;
 const VISITOR_BYTES: usize = 8;
 
 impl PendingRollups {
-    /// Adds `counters` to the bucket.
-    pub fn add(
-        &mut self,
-        tenant: &str,
-        hour: (i64, &str),
-        dim: Dimension,
-        value: &str,
-        counters: Counters,
-    ) {
-        if let Some(bucket) = self.bucket(tenant, hour, dim, value) {
-            bucket.counters.add(counters);
-        }
-    }
-
-    /// Adds `counters` to the bucket and records that `visitor` was seen in it.
-    pub fn add_seen(
-        &mut self,
-        tenant: &str,
-        hour: (i64, &str),
-        dim: Dimension,
-        value: &str,
-        counters: Counters,
-        visitor: u64,
-    ) {
-        let new_visitor = match self.bucket(tenant, hour, dim, value) {
-            Some(bucket) => {
-                bucket.counters.add(counters);
-                bucket.visitors.insert(visitor)
+    /// One tenant's deltas, for the buckets of one event.
+    pub fn tenant(&mut self, tenant: &str) -> TenantDeltas<'_> {
+        let pending = match self.tenants.entry_ref(tenant) {
+            EntryRef::Occupied(occupied) => occupied.into_mut(),
+            EntryRef::Vacant(vacant) => {
+                self.bound += TENANT_BYTES;
+                vacant.insert(TenantPending::default())
             }
-            None => false,
         };
-        if new_visitor {
-            self.bound += VISITOR_BYTES;
+        TenantDeltas {
+            pending,
+            bound: &mut self.bound,
         }
     }
 
@@ -133,35 +118,49 @@ impl PendingRollups {
         tenants.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         tenants
     }
+}
 
-    /// The bucket, created when missing (always `Some`; keys are allocated only on creation).
-    fn bucket(
+/// One tenant's pending deltas (see [`PendingRollups::tenant`]).
+pub struct TenantDeltas<'p> {
+    pending: &'p mut TenantPending,
+    bound: &'p mut usize,
+}
+
+impl TenantDeltas<'_> {
+    /// Adds `counters` to the bucket.
+    pub fn add(&mut self, hour: (i64, &str), dim: Dimension, value: &str, counters: Counters) {
+        self.bucket(hour, dim, value).counters.add(counters);
+    }
+
+    /// Adds `counters` to the bucket and records that `visitor` was seen in it.
+    pub fn add_seen(
         &mut self,
-        tenant: &str,
         hour: (i64, &str),
         dim: Dimension,
         value: &str,
-    ) -> Option<&mut Bucket> {
-        if !self.tenants.contains_key(tenant) {
-            self.bound += TENANT_BYTES;
-            self.tenants
-                .insert(tenant.to_owned(), TenantPending::default());
+        counters: Counters,
+        visitor: u64,
+    ) {
+        let bucket = self.bucket(hour, dim, value);
+        bucket.counters.add(counters);
+        if bucket.visitors.insert(visitor) {
+            *self.bound += VISITOR_BYTES;
         }
-        let values = self
-            .tenants
-            .get_mut(tenant)?
-            .buckets
-            .entry((hour.0, dim))
-            .or_default();
-        if !values.contains_key(value) {
-            self.bound += ROW_BYTES + value.len();
-            let bucket = Bucket {
-                local_date: hour.1.to_owned(),
-                ..Bucket::default()
-            };
-            values.insert(value.to_owned(), bucket);
+    }
+
+    /// The bucket, created when missing (its key is allocated only then).
+    fn bucket(&mut self, hour: (i64, &str), dim: Dimension, value: &str) -> &mut Bucket {
+        let values = self.pending.buckets.entry((hour.0, dim)).or_default();
+        match values.entry_ref(value) {
+            EntryRef::Occupied(occupied) => occupied.into_mut(),
+            EntryRef::Vacant(vacant) => {
+                *self.bound += ROW_BYTES + value.len();
+                vacant.insert(Bucket {
+                    local_date: hour.1.to_owned(),
+                    ..Bucket::default()
+                })
+            }
         }
-        values.get_mut(value)
     }
 }
 
@@ -223,27 +222,21 @@ mod tests {
     #[test]
     fn merges_and_orders() {
         let mut pending = PendingRollups::default();
-        pending.add_seen(
-            "b",
-            (3_600_000, "1970-01-01"),
+        pending.tenant("b").add_seen((3_600_000, "1970-01-01"),
             Dimension::Page,
             "/x",
             ONE_EVENT,
             9,
         );
-        pending.add_seen(
-            "a",
-            (3_600_000, "1970-01-01"),
+        pending.tenant("a").add_seen((3_600_000, "1970-01-01"),
             Dimension::Page,
             "/y",
             ONE_EVENT,
             9,
         );
-        pending.add_seen("a", (0, "1970-01-01"), Dimension::Page, "/y", ONE_EVENT, 5);
-        pending.add_seen("a", (0, "1970-01-01"), Dimension::Page, "/y", ONE_EVENT, 5);
-        pending.add_seen(
-            "a",
-            (0, "1970-01-01"),
+        pending.tenant("a").add_seen((0, "1970-01-01"), Dimension::Page, "/y", ONE_EVENT, 5);
+        pending.tenant("a").add_seen((0, "1970-01-01"), Dimension::Page, "/y", ONE_EVENT, 5);
+        pending.tenant("a").add_seen((0, "1970-01-01"),
             Dimension::Unspecified,
             "",
             ONE_EVENT,
@@ -283,8 +276,8 @@ mod tests {
             bounces: -1,
             ..Counters::default()
         };
-        pending.add("a", (0, "1970-01-01"), Dimension::Unspecified, "", plus);
-        pending.add_seen("a", (0, "1970-01-01"), Dimension::Unspecified, "", minus, 3);
+        pending.tenant("a").add((0, "1970-01-01"), Dimension::Unspecified, "", plus);
+        pending.tenant("a").add_seen((0, "1970-01-01"), Dimension::Unspecified, "", minus, 3);
         let taken = pending.take();
         assert_eq!(
             taken[0].rows.len(),
@@ -298,11 +291,11 @@ mod tests {
     #[test]
     fn size_bound_grows_with_visitors() {
         let mut pending = PendingRollups::default();
-        pending.add_seen("a", (0, "d"), Dimension::Unspecified, "", ONE_EVENT, 1);
+        pending.tenant("a").add_seen((0, "d"), Dimension::Unspecified, "", ONE_EVENT, 1);
         let one = pending.size_bound();
-        pending.add_seen("a", (0, "d"), Dimension::Unspecified, "", ONE_EVENT, 2);
+        pending.tenant("a").add_seen((0, "d"), Dimension::Unspecified, "", ONE_EVENT, 2);
         assert_eq!(pending.size_bound(), one + VISITOR_BYTES);
-        pending.add_seen("a", (0, "d"), Dimension::Unspecified, "", ONE_EVENT, 2);
+        pending.tenant("a").add_seen((0, "d"), Dimension::Unspecified, "", ONE_EVENT, 2);
         assert_eq!(pending.size_bound(), one + VISITOR_BYTES);
     }
 
@@ -322,8 +315,7 @@ mod tests {
         for n in 0..300u64 {
             let value = "é".repeat((n % 128) as usize);
             let hour = (i64::MIN + n as i64, "2026-03-01");
-            pending.add_seen(
-                &tenant,
+            pending.tenant(&tenant).add_seen(
                 hour,
                 Dimension::UtmCampaign,
                 &value,
@@ -331,7 +323,9 @@ mod tests {
                 u64::MAX - n,
             );
             let none = Counters::default();
-            pending.add_seen(&tenant, hour, Dimension::UtmCampaign, &value, none, n);
+            pending
+                .tenant(&tenant)
+                .add_seen(hour, Dimension::UtmCampaign, &value, none, n);
         }
         let bound = pending.size_bound() + BATCH_OVERHEAD;
         let batch = beacon_proto::pipeline::v1::RollupBatch {

@@ -1,11 +1,12 @@
 //! Sessions: a visitor's events belong to one visit until 30 minutes pass without activity.
 
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use beacon_proto::insights::v1::Dimension;
+use hashbrown::HashSet;
+use hashbrown::hash_map::{Entry, EntryRef, HashMap as FastMap};
 use beacon_proto::pipeline::v1::Session;
 
 use crate::AggregatorError;
@@ -85,7 +86,7 @@ pub struct Hit<'a> {
 /// The sessions of a partition, by tenant and visitor.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    by_tenant: HashMap<String, HashMap<u64, SessionState>>,
+    by_tenant: FastMap<String, FastMap<u64, SessionState>>,
     /// Sessions not remembered because their tenant held its cap.
     overflow: u64,
     /// One copy of every dimension value held by a session. Values are capped in length and
@@ -107,7 +108,10 @@ impl Sessions {
         watermark_ms: i64,
         start: impl FnOnce() -> SessionState,
     ) -> (Visit, Cow<'_, SessionState>) {
-        let visitors = self.by_tenant.entry(hit.tenant_id.to_owned()).or_default();
+        let visitors = match self.by_tenant.entry_ref(hit.tenant_id) {
+            EntryRef::Occupied(occupied) => occupied.into_mut(),
+            EntryRef::Vacant(vacant) => vacant.insert(FastMap::default()),
+        };
         // The cap counts every session held: which ones are held depends only on the events
         // and the cleanup cadence, both part of the snapshot, so the outcome is deterministic.
         if visitors.len() >= MAX_SESSIONS_PER_TENANT && !visitors.contains_key(&hit.visitor) {
@@ -128,10 +132,15 @@ impl Sessions {
                 for (_, value) in &mut session.dims {
                     *value = intern(&mut self.values, value);
                 }
-                (
-                    Visit::Started,
-                    Cow::Borrowed(entry.insert_entry(session).into_mut()),
-                )
+                let held = match entry {
+                    Entry::Occupied(occupied) => {
+                        let held = occupied.into_mut();
+                        *held = session;
+                        held
+                    }
+                    Entry::Vacant(vacant) => vacant.insert(session),
+                };
+                (Visit::Started, Cow::Borrowed(held))
             }
         }
     }
@@ -159,7 +168,7 @@ impl Sessions {
 
     /// Number of sessions held.
     pub fn len(&self) -> usize {
-        self.by_tenant.values().map(HashMap::len).sum()
+        self.by_tenant.values().map(FastMap::len).sum()
     }
 
     /// Every session held (closed ones not dropped yet included, since they count toward the

@@ -23,8 +23,9 @@ use beacon_proto::pipeline::v1::{
 use bytes::Bytes;
 use prost::Message;
 
-use super::{FLUSH_BYTES, Position, Worker};
+use super::{Position, Worker};
 use crate::AggregatorError;
+use crate::restate::STAGE_BYTES;
 use crate::restate::{self, DateRange, Replay};
 use crate::rollup::BATCH_OVERHEAD;
 
@@ -225,11 +226,11 @@ impl Worker {
                 return Ok(());
             };
             let read = replay
-                .step(self.raw.as_ref(), budget, FLUSH_BYTES - BATCH_OVERHEAD)
+                .step(self.raw.as_ref(), budget, STAGE_BYTES - BATCH_OVERHEAD)
                 .await
                 .map_err(Halt::Failed)?;
             budget = budget.saturating_sub(read.max(1));
-            let full = replay.pending_size_bound() + BATCH_OVERHEAD >= FLUSH_BYTES;
+            let full = replay.pending_size_bound() + BATCH_OVERHEAD >= STAGE_BYTES;
             if replay.is_done() {
                 self.stage(tenant).await?;
                 return self.swap(tenant).await;
