@@ -301,7 +301,9 @@ impl Replay {
             match page {
                 Ok(page) => self.buffered(page),
                 // The next step reads it again, and reports a lasting failure.
-                Err(err) => tracing::debug!(tenant = %self.tenant, error = %err, "reading ahead failed"),
+                Err(err) => {
+                    tracing::debug!(tenant = %self.tenant, error = %err, "reading ahead failed")
+                }
             }
             fold
         };

@@ -66,7 +66,7 @@ pub struct PendingRollups {
 }
 
 /// Most bytes a `RollupBatch` needs besides its tenant parts: partition, two positions, logic
-/// version and replay flag, each with its tag, at the longest varint.
+/// version and two flags, each with its tag, at the longest varint.
 pub const BATCH_OVERHEAD: usize = 64;
 /// Most bytes a tenant part needs besides its rows: its tag, length and tenant id field
 /// (tenant ids are at most 64 bytes).
@@ -222,26 +222,29 @@ mod tests {
     #[test]
     fn merges_and_orders() {
         let mut pending = PendingRollups::default();
-        pending.tenant("b").add_seen((3_600_000, "1970-01-01"),
+        pending.tenant("b").add_seen(
+            (3_600_000, "1970-01-01"),
             Dimension::Page,
             "/x",
             ONE_EVENT,
             9,
         );
-        pending.tenant("a").add_seen((3_600_000, "1970-01-01"),
+        pending.tenant("a").add_seen(
+            (3_600_000, "1970-01-01"),
             Dimension::Page,
             "/y",
             ONE_EVENT,
             9,
         );
-        pending.tenant("a").add_seen((0, "1970-01-01"), Dimension::Page, "/y", ONE_EVENT, 5);
-        pending.tenant("a").add_seen((0, "1970-01-01"), Dimension::Page, "/y", ONE_EVENT, 5);
-        pending.tenant("a").add_seen((0, "1970-01-01"),
-            Dimension::Unspecified,
-            "",
-            ONE_EVENT,
-            1,
-        );
+        pending
+            .tenant("a")
+            .add_seen((0, "1970-01-01"), Dimension::Page, "/y", ONE_EVENT, 5);
+        pending
+            .tenant("a")
+            .add_seen((0, "1970-01-01"), Dimension::Page, "/y", ONE_EVENT, 5);
+        pending
+            .tenant("a")
+            .add_seen((0, "1970-01-01"), Dimension::Unspecified, "", ONE_EVENT, 1);
         let taken = pending.take();
         assert!(pending.is_empty());
         assert_eq!(pending.size_bound(), 0);
@@ -276,8 +279,12 @@ mod tests {
             bounces: -1,
             ..Counters::default()
         };
-        pending.tenant("a").add((0, "1970-01-01"), Dimension::Unspecified, "", plus);
-        pending.tenant("a").add_seen((0, "1970-01-01"), Dimension::Unspecified, "", minus, 3);
+        pending
+            .tenant("a")
+            .add((0, "1970-01-01"), Dimension::Unspecified, "", plus);
+        pending
+            .tenant("a")
+            .add_seen((0, "1970-01-01"), Dimension::Unspecified, "", minus, 3);
         let taken = pending.take();
         assert_eq!(
             taken[0].rows.len(),
@@ -291,11 +298,17 @@ mod tests {
     #[test]
     fn size_bound_grows_with_visitors() {
         let mut pending = PendingRollups::default();
-        pending.tenant("a").add_seen((0, "d"), Dimension::Unspecified, "", ONE_EVENT, 1);
+        pending
+            .tenant("a")
+            .add_seen((0, "d"), Dimension::Unspecified, "", ONE_EVENT, 1);
         let one = pending.size_bound();
-        pending.tenant("a").add_seen((0, "d"), Dimension::Unspecified, "", ONE_EVENT, 2);
+        pending
+            .tenant("a")
+            .add_seen((0, "d"), Dimension::Unspecified, "", ONE_EVENT, 2);
         assert_eq!(pending.size_bound(), one + VISITOR_BYTES);
-        pending.tenant("a").add_seen((0, "d"), Dimension::Unspecified, "", ONE_EVENT, 2);
+        pending
+            .tenant("a")
+            .add_seen((0, "d"), Dimension::Unspecified, "", ONE_EVENT, 2);
         assert_eq!(pending.size_bound(), one + VISITOR_BYTES);
     }
 
@@ -337,6 +350,7 @@ mod tests {
             first_event_index: u32::MAX,
             last_event_index: u32::MAX,
             replay: true,
+            from_dead_letter: true,
         };
         let exact = batch.encoded_len();
         assert!(exact <= bound, "encoded {exact} > bound {bound}");

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use beacon_proto::insights::v1::Dimension;
+use beacon_proto::pipeline::v1::Session;
 use hashbrown::HashSet;
 use hashbrown::hash_map::{Entry, EntryRef, HashMap as FastMap};
-use beacon_proto::pipeline::v1::Session;
 
 use crate::AggregatorError;
 

@@ -215,6 +215,6 @@ fn message_of(seq: u64, tenants: Vec<beacon_query::ValidRollup>) -> Arc<[RollupM
         seq,
         logic_version: beacon_aggregator::LOGIC_VERSION,
         tenants,
-        replay: false,
+        from_dead_letter: false,
     }])
 }

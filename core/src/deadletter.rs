@@ -291,6 +291,7 @@ async fn append_replayed(
         batch.first_event_index = batch.last_event_index;
         batch.tenants = vec![part.clone()];
         batch.replay = true;
+        batch.from_dead_letter = true;
         let payload = Bytes::from(batch.encode_to_vec());
         match rollups
             .append_if_last(partition, expected, msg_id, payload)

@@ -213,7 +213,7 @@ impl Consumer {
             seq,
             logic_version: 0,
             tenants: Vec::new(),
-            replay: false,
+            from_dead_letter: false,
         };
         let batch = match RollupBatch::decode(message.payload.clone()) {
             Ok(batch) => batch,
@@ -233,7 +233,7 @@ impl Consumer {
             }
         };
         valid.logic_version = batch.logic_version;
-        valid.replay = batch.replay;
+        valid.from_dead_letter = batch.from_dead_letter;
         if batch.partition != partition {
             tracing::warn!(
                 partition,
@@ -351,7 +351,7 @@ impl Consumer {
                 seq: message.seq,
                 logic_version: message.logic_version,
                 tenants,
-                replay: message.replay,
+                from_dead_letter: message.from_dead_letter,
             });
         }
         for (part, why) in failing {
@@ -374,7 +374,7 @@ impl Consumer {
             seq: message.seq,
             logic_version: message.logic_version,
             tenants: kept,
-            replay: message.replay,
+            from_dead_letter: message.from_dead_letter,
         })
     }
 

@@ -94,7 +94,7 @@ pub(crate) async fn apply(
         seq,
         logic_version: 0,
         tenants,
-        replay: false,
+        from_dead_letter: false,
     };
     store.apply(0, vec![message].into()).await.expect("apply")
 }

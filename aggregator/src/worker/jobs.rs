@@ -515,6 +515,7 @@ impl Worker {
             first_event_index: self.published.index,
             last_event_index: self.published.index,
             replay: true,
+            from_dead_letter: false,
         };
         let payload = Bytes::from(batch.encode_to_vec());
         let (rollups, partition) = (&self.backends.rollups, self.lane.partition());

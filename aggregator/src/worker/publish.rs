@@ -143,6 +143,7 @@ impl Worker {
             first_event_index: first.index,
             last_event_index: last.index,
             replay: false,
+            from_dead_letter: false,
         };
         Some(Outgoing {
             first,

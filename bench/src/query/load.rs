@@ -68,7 +68,7 @@ impl Loader {
                 seq: *seq,
                 logic_version: beacon_aggregator::LOGIC_VERSION,
                 tenants,
-                replay: false,
+                from_dead_letter: false,
             };
             runtime.block_on(self.store.apply(partition, Arc::new([message])))?;
         }

@@ -116,7 +116,7 @@ impl ShardStore for DuckShardStore {
                 seq: 0,
                 logic_version: 0,
                 tenants: vec![part],
-                replay: false,
+                from_dead_letter: false,
             };
             shard
                 .with_writer(|conn| {
@@ -371,14 +371,14 @@ impl<'t, 'a> Parts<'t, 'a> {
             return Ok(());
         }
         let gap = rollup.stage > generation.stage + 1;
-        if message.replay || gap {
+        if message.from_dead_letter || gap {
             tracing::error!(
                 tenant,
                 generation = gen_id,
                 stage = rollup.stage,
                 applied_stage = generation.stage,
                 seq = message.seq,
-                replayed = message.replay,
+                from_dead_letter = message.from_dead_letter,
                 "a generation part is missing or out of place; the generation is dropped and \
                  its job must run again"
             );

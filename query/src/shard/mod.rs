@@ -35,8 +35,8 @@ pub struct RollupMessage {
     pub logic_version: u32,
     /// The message's valid tenant parts.
     pub tenants: Vec<ValidRollup>,
-    /// Whether it is a dead letter replayed onto the log (`RollupBatch.replay`).
-    pub replay: bool,
+    /// Whether it is a dead letter published again (`RollupBatch.from_dead_letter`).
+    pub from_dead_letter: bool,
 }
 
 /// What applying a run of rollup messages did.

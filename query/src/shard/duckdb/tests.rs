@@ -85,7 +85,7 @@ async fn a_run_of_messages_applies_only_past_the_watermark() {
         .map(|seq| RollupMessage {
             logic_version: 0,
             seq,
-            replay: false,
+            from_dead_letter: false,
             tenants: vec![
                 store
                     .validate(0, one_visit("acme", "2026-03-01T10:15:00Z", seq))
@@ -391,7 +391,7 @@ async fn apply_versioned(
         seq,
         logic_version: version,
         tenants,
-        replay: false,
+        from_dead_letter: false,
     };
     store.apply(0, vec![message].into()).await.expect("apply")
 }
@@ -540,7 +540,7 @@ async fn a_generation_missing_a_stage_or_replayed_late_is_dropped_not_swapped() 
         seq: 7,
         logic_version: 3,
         tenants,
-        replay: true,
+        from_dead_letter: true,
     };
     let applied = store.apply(0, vec![replayed].into()).await.expect("apply");
     assert!(applied.swaps.is_empty(), "{applied:?}");
