@@ -292,12 +292,8 @@ impl Replay {
             self.fold(limit, max_pending)
         } else {
             let next = read(raw, self.tenant.clone(), self.bounds, self.read_to.clone());
-            let (fold, page) = {
-                let fold = async { self.fold(limit, max_pending) };
-                // The read is polled first: it is under way while the events fold.
-                let (page, folded) = tokio::join!(next, fold);
-                (folded, page)
-            };
+            // The read is polled first: it is under way while the events fold.
+            let (page, folded) = tokio::join!(next, async { self.fold(limit, max_pending) });
             match page {
                 Ok(page) => self.buffered(page),
                 // The next step reads it again, and reports a lasting failure.
@@ -305,7 +301,7 @@ impl Replay {
                     tracing::debug!(tenant = %self.tenant, error = %err, "reading ahead failed")
                 }
             }
-            fold
+            folded
         };
         self.done = self.exhausted && self.buffer.is_empty();
         Ok(folded)
@@ -416,5 +412,105 @@ mod tests {
         assert!(range.contains("2026-03-02") && !range.contains("2026-03-03"));
         let err = DateRange::parse("2026-03-02", "2026-03-01").expect_err("reversed");
         assert!(err.to_string().contains("after"), "{err}");
+    }
+
+    /// Replays the whole store in steps of `limit` events with parts cut at `max_pending`
+    /// bytes; returns the summed (pageviews, visits, bounces, duration) of the totals rows,
+    /// the events read and those after the cut.
+    async fn replay_all(
+        raw: &dyn RawStore,
+        job: &RestatementJob,
+        limit: usize,
+        max_pending: usize,
+    ) -> ([i64; 4], u64, u64) {
+        let mut replay = Replay::of(job).expect("replay");
+        let mut sums = [0; 4];
+        let mut add = |parts: Vec<TenantRollup>| {
+            let rows = parts.into_iter().flat_map(|part| part.rows);
+            for row in rows.filter(|row| row.dimension == 0) {
+                let values = [row.pageviews, row.visits, row.bounces, row.duration_ms];
+                for (sum, value) in sums.iter_mut().zip(values) {
+                    *sum += value;
+                }
+            }
+        };
+        let mut steps = 0;
+        while !replay.is_done() {
+            steps += 1;
+            assert!(steps < 100_000, "the replay does not end");
+            replay.step(raw, limit, max_pending).await.expect("step");
+            if replay.pending_size_bound() >= max_pending {
+                add(replay.take_parts());
+            }
+        }
+        add(replay.take_parts());
+        let mut done = job.clone();
+        replay.checkpoint(&mut done);
+        (sums, done.events, replay.after_cut())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_steps_and_small_parts_fold_every_event_once() {
+        const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                              (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+        let path = std::env::temp_dir().join(format!(
+            "beacon-replay-{}-{}.redb",
+            std::process::id(),
+            beacon_core::time::now_ms()
+        ));
+        let raw = beacon_core::raw::embedded::EmbeddedRawStore::open(&path).expect("raw store");
+        // 9,000 pageviews of 300 visitors over three days: more than two pages.
+        let start = "2026-03-01T00:00:00Z"
+            .parse::<jiff::Timestamp>()
+            .expect("instant")
+            .as_millisecond();
+        let events: Vec<RawEvent> = (0..9_000u32)
+            .map(|i| {
+                let logged = LoggedEvent {
+                    tenant_id: "acme".into(),
+                    event_id: format!("e{i}"),
+                    name: "pageview".into(),
+                    timestamp_ms: start + i64::from(i) * 28_800,
+                    url: format!("https://acme.test/{}", i % 7),
+                    user_agent: CHROME.into(),
+                    visitor: u64::from(i % 300),
+                    time_zone: "UTC".into(),
+                    ..LoggedEvent::default()
+                };
+                RawEvent {
+                    tenant_id: "acme".into(),
+                    event_id: logged.event_id.clone(),
+                    timestamp_ms: logged.timestamp_ms,
+                    origin: Origin {
+                        seq: u64::from(i / 100 + 1),
+                        index: i % 100,
+                    },
+                    payload: logged.encode_to_vec().into(),
+                }
+            })
+            .collect();
+        raw.insert(&events).await.expect("insert");
+        let range = DateRange::parse("2026-03-01", "2026-03-03").expect("range");
+        let (from_ms, to_ms) = range.scan_bounds();
+        let job = RestatementJob {
+            tenant_id: "acme".into(),
+            first_date: "2026-03-01".into(),
+            last_date: "2026-03-03".into(),
+            logic_version: crate::LOGIC_VERSION,
+            // Events of messages after 80 arrive live.
+            cut_seq: 80,
+            cut_index: u32::MAX,
+            from_ms,
+            to_ms,
+            ..RestatementJob::default()
+        };
+        let whole = replay_all(&raw, &job, usize::MAX, usize::MAX).await;
+        let small = replay_all(&raw, &job, 7, 4_096).await;
+        drop(raw);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(whole.1, 9_000);
+        assert_eq!(whole.2, 1_000, "events after the cut");
+        assert_eq!(whole.0[0], 8_000, "pageviews before the cut");
+        assert_eq!(small, whole);
     }
 }

@@ -13,6 +13,8 @@ use beacon_proto::pipeline::v1::{RestatementJob, Swap, TenantRollup};
 use beacon_query::{Applied, DuckShardStore, RollupMessage, ShardStore};
 use bytes::Bytes;
 use prost::Message;
+use tokio::sync::mpsc::Sender;
+use tokio::task::JoinHandle;
 
 use crate::query::{DAY_MS, load};
 use crate::traffic::{TrafficConfig, TrafficModel};
@@ -153,14 +155,12 @@ async fn replay(
     Ok((finished.events, seconds, counted))
 }
 
+/// What the applier ends with: the last message's outcome and the time spent applying.
+type Applying = anyhow::Result<(Applied, Duration)>;
+
 /// A task applying each message's parts to `store` in order; it ends when the sender is
 /// dropped, with what the last message applied and the time spent applying.
-fn applier(
-    store: DuckShardStore,
-) -> (
-    tokio::sync::mpsc::Sender<Vec<TenantRollup>>,
-    tokio::task::JoinHandle<anyhow::Result<(Applied, Duration)>>,
-) {
+fn applier(store: DuckShardStore) -> (Sender<Vec<TenantRollup>>, JoinHandle<Applying>) {
     let (sender, mut parts) = tokio::sync::mpsc::channel::<Vec<TenantRollup>>(4);
     let task = tokio::spawn(async move {
         let (mut seq, mut last, mut busy) = (0u64, None, Duration::ZERO);
