@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::error::ResultExt;
 use crate::log::Log;
 use crate::log::embedded::EmbeddedLog;
@@ -172,6 +174,38 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Name of the record of the partition count in the snapshot store.
+const PARTITIONS_RECORD: &str = "cluster-partitions";
+
+/// Records the partition count on a deployment's first start; afterwards refuses another
+/// count, which would move tenants to other partitions (their sessions, jobs and shard rows
+/// stay where they were).
+///
+/// Invariant: every process of a deployment uses the partition count it was set up with.
+async fn pin_partitions(store: &dyn SnapshotStore, partitions: u32) -> Result<()> {
+    let Some(stored) = store.load(PARTITIONS_RECORD).await? else {
+        return store
+            .save(PARTITIONS_RECORD, Bytes::from(partitions.to_string()))
+            .await;
+    };
+    let stored: u32 = std::str::from_utf8(&stored)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| {
+            Error::Corrupt(format!(
+                "the partition-count record {PARTITIONS_RECORD:?} holds {stored:?}"
+            ))
+        })?;
+    if stored != partitions {
+        return Err(Error::InvalidArgument(format!(
+            "--partitions is {partitions}, but this deployment was set up with {stored} \
+             partitions: tenants would move to other partitions; start every process with \
+             --partitions {stored}"
+        )));
+    }
+    Ok(())
+}
+
 /// The opened backends of one process.
 #[derive(Clone)]
 pub struct Backends {
@@ -204,10 +238,12 @@ impl Backends {
         GAUGES.call_once(|| health.register_gauges());
         std::fs::create_dir_all(&args.data_dir)
             .context(|| format!("creating data folder {}", args.data_dir.display()))?;
-        match &args.nats_url {
-            Some(url) => Self::open_nats(args, url).await,
-            None => Self::open_embedded(args),
-        }
+        let backends = match &args.nats_url {
+            Some(url) => Self::open_nats(args, url).await?,
+            None => Self::open_embedded(args)?,
+        };
+        pin_partitions(backends.snapshots.as_ref(), args.partitions).await?;
+        Ok(backends)
     }
 
     fn open_embedded(args: &BackendArgs) -> Result<Self> {
@@ -258,5 +294,21 @@ impl Backends {
         Ok(Arc::new(EmbeddedRawStore::open(
             &self.data_dir.join("raw.redb"),
         )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_partition_count_is_pinned_at_the_first_start() {
+        let dir = beacon_testkit::TempDir::new("partitions").expect("temp dir");
+        let meta = EmbeddedMeta::open(&dir.path().join("meta.redb")).expect("meta");
+        pin_partitions(&meta, 8).await.expect("first start");
+        pin_partitions(&meta, 8).await.expect("same count");
+        let err = pin_partitions(&meta, 16).await.expect_err("another count");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert!(err.to_string().contains("--partitions 8"), "{err}");
     }
 }
