@@ -23,8 +23,9 @@ pub struct BackendArgs {
     /// Folder for embedded stores and DuckDB shards.
     #[arg(long, env = "BEACON_DATA_DIR", default_value = "beacon-data")]
     pub data_dir: PathBuf,
-    /// NATS server URL. When set, the event and rollup logs, tenants, salts and snapshots live in
-    /// NATS JetStream; otherwise they are embedded on local disk (one process only).
+    /// NATS server URL, or the URLs of a cluster's nodes, comma-separated. When set, the event
+    /// and rollup logs, tenants, salts and snapshots live in NATS JetStream; otherwise they are
+    /// embedded on local disk (one process only).
     #[arg(long, env = "BEACON_NATS_URL")]
     pub nats_url: Option<String>,
     /// Number of partitions P. Fixed for the life of a deployment.
@@ -147,19 +148,30 @@ pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
         .map_err(|err| format!("{text:?} is not a byte size such as \"64MiB\" or \"20GB\": {err}"))
 }
 
-/// Connects to NATS at `url`, with the user and password the URL carries
-/// (`nats://user:password@host:4222`), which the client library does not take from a URL.
-pub async fn connect_nats(url: &str) -> Result<async_nats::Client> {
-    let addr: async_nats::ServerAddr = url
-        .parse()
-        .map_err(|err| Error::InvalidArgument(format!("NATS URL {url:?}: {err}")))?;
+/// Connects to NATS at `urls`: one URL or several, comma-separated (the nodes of a cluster;
+/// the client tries each and learns the others from the cluster). Credentials come from the
+/// first URL that has them (`nats://user:password@host:4222`; the client library does not
+/// take them from a URL itself).
+pub async fn connect_nats(urls: &str) -> Result<async_nats::Client> {
+    let addrs = urls
+        .split(',')
+        .map(|url| {
+            url.trim().parse::<async_nats::ServerAddr>().map_err(|err| {
+                Error::InvalidArgument(format!("NATS URL {:?}: {err}", redact(url.trim())))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut options = async_nats::ConnectOptions::new().name("beacon");
-    if let (Some(user), Some(password)) = (addr.username(), addr.password()) {
+    let credentials = addrs
+        .iter()
+        .find_map(|addr| Some((addr.username()?, addr.password()?)));
+    if let Some((user, password)) = credentials {
         options = options.user_and_password(user.to_owned(), password.to_owned());
     }
-    let shown = redact(url);
+    let shown: Vec<String> = urls.split(',').map(|url| redact(url.trim())).collect();
+    let shown = shown.join(",");
     options
-        .connect(addr)
+        .connect(addrs)
         .await
         .map_err(|err| Error::Unavailable(format!("connecting to NATS at {shown}: {err}")))
 }
@@ -300,6 +312,24 @@ impl Backends {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_cluster_is_reached_through_any_of_its_urls() {
+        let server = beacon_testkit::NatsServer::start().expect("nats-server");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let dead = format!(
+            "nats://127.0.0.1:{}",
+            closed.local_addr().expect("addr").port()
+        );
+        drop(closed);
+        let urls = format!("{dead}, {}", server.url());
+        let client = connect_nats(&urls)
+            .await
+            .expect("connect through the second URL");
+        client.flush().await.expect("flush");
+        let err = connect_nats("nats://a b").await.expect_err("a bad URL");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
 
     #[tokio::test]
     async fn the_partition_count_is_pinned_at_the_first_start() {

@@ -51,7 +51,9 @@ impl Drop for TempDir {
     }
 }
 
-/// A `nats-server -js` child process on `127.0.0.1:<free port>` with a private store folder.
+/// A `nats-server -js` child process on `127.0.0.1:<free port>` with a private store folder,
+/// with Beacon's shipped JetStream settings (`deploy/nats/jetstream.conf`: every write synced
+/// to disk before it is acknowledged).
 ///
 /// The binary is `$NATS_SERVER_BIN` when set, else `nats-server` on `PATH`. The process is
 /// killed and its store folder removed on drop.
@@ -59,10 +61,17 @@ impl Drop for TempDir {
 pub struct NatsServer {
     binary: PathBuf,
     port: u16,
+    /// The HTTP monitoring port (`/varz`, `/jsz`).
+    monitor_port: u16,
     /// The password of the user `beacon`, the only one the server accepts.
     password: String,
     store: TempDir,
     child: Option<Child>,
+}
+
+/// The JetStream settings Beacon ships, which every test server runs with.
+pub fn jetstream_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/jetstream.conf")
 }
 
 impl NatsServer {
@@ -75,6 +84,7 @@ impl NatsServer {
             let mut server = NatsServer {
                 binary: binary.clone(),
                 port: free_port()?,
+                monitor_port: free_port()?,
                 password: format!("test-{:016x}", rand::random::<u64>()),
                 store: TempDir::new("beacon-nats")?,
                 child: None,
@@ -96,6 +106,20 @@ impl NatsServer {
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The body of the monitoring endpoint `path` (for example `/varz`).
+    pub fn monitor(&self, path: &str) -> io::Result<String> {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.monitor_port))?;
+        stream.set_read_timeout(Some(READY_TIMEOUT))?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        match response.split_once("\r\n\r\n") {
+            Some((_, body)) => Ok(body.to_owned()),
+            None => Err(io::Error::other(format!("no HTTP body from {path}"))),
+        }
     }
 
     /// The server's process id, while running.
@@ -120,9 +144,12 @@ impl NatsServer {
 
     fn spawn(&mut self) -> io::Result<()> {
         let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(jetstream_config())
             .arg("-js")
             .args(["-a", "127.0.0.1"])
             .args(["-p", &self.port.to_string()])
+            .args(["-m", &self.monitor_port.to_string()])
             .args(["--user", "beacon", "--pass", &self.password])
             .arg("-sd")
             .arg(self.store.path())
@@ -219,6 +246,14 @@ fn free_port() -> io::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_sync_every_write_before_acknowledging() {
+        let server = NatsServer::start().expect("nats-server");
+        let varz = server.monitor("/varz").expect("varz");
+        let compact: String = varz.split_whitespace().collect();
+        assert!(compact.contains("\"sync_always\":true"), "{varz}");
+    }
 
     #[test]
     fn temp_dirs_are_unique_and_removed() {

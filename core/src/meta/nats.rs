@@ -90,10 +90,13 @@ impl NatsMeta {
     }
 }
 
-/// The KV bucket of `config`, created if it does not exist (an existing one is used as is).
+/// The KV bucket of `config`, created if it does not exist; an existing one gets the
+/// configured replicas and maximum age.
 pub(crate) async fn kv_bucket(js: &Context, config: kv::Config) -> Result<kv::Store> {
     let bucket = config.bucket.clone();
     if let Ok(store) = js.get_key_value(bucket.as_str()).await {
+        let stream = format!("KV_{bucket}");
+        reconcile(js, &stream, config.num_replicas, config.max_age).await?;
         return Ok(store);
     }
     match js.create_key_value(config).await {
@@ -106,10 +109,13 @@ pub(crate) async fn kv_bucket(js: &Context, config: kv::Config) -> Result<kv::St
     }
 }
 
-/// The object store of `config`, created if it does not exist.
+/// The object store of `config`, created if it does not exist; an existing one gets the
+/// configured replicas.
 async fn object_bucket(js: &Context, config: object_store::Config) -> Result<ObjectStore> {
     let bucket = config.bucket.clone();
     if let Ok(store) = js.get_object_store(bucket.as_str()).await {
+        let stream = format!("OBJ_{bucket}");
+        reconcile(js, &stream, config.num_replicas, config.max_age).await?;
         return Ok(store);
     }
     match js.create_object_store(config).await {
@@ -119,6 +125,38 @@ async fn object_bucket(js: &Context, config: object_store::Config) -> Result<Obj
             .await
             .map_err(|_| Error::Unavailable(format!("opening object store {bucket}: {create}"))),
     }
+}
+
+/// Brings the stream behind an existing bucket to `replicas` replicas (at least one) and
+/// `max_age`, when it differs: a deployment that grows from one NATS node to three gets its
+/// old buckets replicated too.
+async fn reconcile(
+    js: &Context,
+    stream: &str,
+    replicas: usize,
+    max_age: std::time::Duration,
+) -> Result<()> {
+    let failed = |err: &dyn std::fmt::Display| {
+        Error::Unavailable(format!("updating JetStream stream {stream}: {err}"))
+    };
+    let mut handle = js.get_stream(stream).await.map_err(|err| failed(&err))?;
+    let info = handle.info().await.map_err(|err| failed(&err))?;
+    let mut config = info.config.clone();
+    let replicas = replicas.max(1);
+    if config.num_replicas == replicas && config.max_age == max_age {
+        return Ok(());
+    }
+    tracing::info!(
+        stream,
+        from = config.num_replicas,
+        to = replicas,
+        ?max_age,
+        "updating a bucket's replicas and age"
+    );
+    config.num_replicas = replicas;
+    config.max_age = max_age;
+    js.update_stream(config).await.map_err(|err| failed(&err))?;
+    Ok(())
 }
 
 fn tenant_key(id: &str) -> Result<String> {
@@ -400,5 +438,25 @@ mod tests {
         assert!(tenant_key("a.b").is_err());
         assert!(tenant_key("a b").is_err());
         assert!(kv_key("salt day", "", "2024-05-01").is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_existing_bucket_gets_the_configured_age_and_replicas() {
+        let server = beacon_testkit::NatsServer::start().expect("nats-server");
+        let client = crate::backends::connect_nats(&server.url())
+            .await
+            .expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let config = |hours: u64| kv::Config {
+            bucket: "reconciled".into(),
+            max_age: std::time::Duration::from_secs(hours * 3600),
+            ..Default::default()
+        };
+        kv_bucket(&js, config(1)).await.expect("created");
+        kv_bucket(&js, config(2)).await.expect("reopened");
+        let mut stream = js.get_stream("KV_reconciled").await.expect("stream");
+        let info = stream.info().await.expect("info");
+        assert_eq!(info.config.max_age, std::time::Duration::from_secs(7200));
+        assert_eq!(info.config.num_replicas, 1);
     }
 }
