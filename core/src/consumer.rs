@@ -342,32 +342,53 @@ async fn consume_messages<H: Handler>(
     }
 }
 
-/// Whether messages after `after` were trimmed before the lane consumed them. A gap is never
-/// skipped: it is reported (error log, health fault, metric) until someone repairs it.
+/// Whether the log cannot be consumed after `after`: messages after it were trimmed before
+/// the lane consumed them (a gap), or the log ends before it (it went backwards: restored from
+/// an older copy, or recreated). Neither is ever skipped: each is reported (error log, health
+/// fault, metric) until an operator repairs it.
+///
+/// Invariant: a consumer never continues on a log that lost messages it had not consumed or
+/// reuses sequence numbers it had consumed.
 async fn gap(lane: &Lane, log: &dyn Log, after: u64) -> Result<bool, Halt<Error>> {
+    let partition = lane.partition;
     let floor = lane
-        .retry("reading the log's floor", || log.floor(lane.partition))
+        .retry("reading the log's floor", || log.floor(partition))
         .await?;
-    let what = format!("{} partition {}", lane.role, lane.partition);
-    if after.saturating_add(1) >= floor {
+    let last = lane
+        .retry("reading the log's end", || log.last(partition))
+        .await?
+        .map_or(0, |message| message.seq);
+    let what = format!("{} partition {partition}", lane.role);
+    let (problem, metric, description) = if after.saturating_add(1) < floor {
+        (
+            format!(
+                "messages after {after} up to {} were trimmed before they were consumed; \
+                 refusing to skip them",
+                floor - 1
+            ),
+            "beacon_log_gaps",
+            "Times a consumer found messages it had not consumed trimmed away",
+        )
+    } else if after > last.max(floor.saturating_sub(1)) {
+        (
+            format!(
+                "the log ends at message {}, but messages up to {after} were consumed: it went \
+                 backwards (restored from an older copy, or recreated); refusing to continue \
+                 until this consumer's state is rebuilt",
+                last.max(floor.saturating_sub(1))
+            ),
+            "beacon_log_regressions",
+            "Times a consumer found its log ending before what it had consumed",
+        )
+    } else {
         observe::health().clear(&what);
         return Ok(false);
-    }
-    let problem = format!(
-        "messages after {after} up to {} were trimmed before they were consumed; refusing to skip them",
-        floor - 1
-    );
-    tracing::error!(
-        role = lane.role,
-        partition = lane.partition,
-        after,
-        floor,
-        "{problem}"
-    );
+    };
+    tracing::error!(role = lane.role, partition, after, floor, last, "{problem}");
     observe::health().fault(&what, &problem);
     observe::meter()
-        .u64_counter("beacon_log_gaps")
-        .with_description("Times a consumer found messages it had not consumed trimmed away")
+        .u64_counter(metric)
+        .with_description(description)
         .build()
         .add(1, &[KeyValue::new("role", lane.role)]);
     Ok(true)
@@ -471,20 +492,19 @@ mod tests {
         assert_eq!(recorder.chunks.concat(), [1, 2, 3, 4, 5]);
     }
 
-    #[tokio::test]
-    async fn a_trimmed_gap_is_refused_loudly_never_skipped() {
-        let dir = TempDir::new("consumer").expect("temp dir");
-        let log = open(&dir, "log.redb");
-        for n in 0..5 {
-            log.append(0, "", Bytes::from(vec![b'x'; 10 + n]))
-                .await
-                .expect("append");
-        }
-        log.trim(0, 4).await.expect("trim");
+    /// Consumes `log` for half a second after message `done` as lane `role`; returns the
+    /// chunks handled and whether health names the lane with `problem`.
+    async fn consume_briefly(
+        log: &EmbeddedLog,
+        dir: &TempDir,
+        role: &'static str,
+        done: u64,
+        problem: &str,
+    ) -> (Vec<Vec<u64>>, bool) {
         let token = CancellationToken::new();
-        let lane = Lane::new("gap-test", 0, open(&dir, "dl.redb"), token.clone());
+        let lane = Lane::new(role, 0, open(dir, "dl.redb"), token.clone());
         let mut recorder = Recorder {
-            done: 1,
+            done,
             chunks: Vec::new(),
         };
         let limits = ChunkLimits {
@@ -495,23 +515,57 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(500)).await;
             token.cancel();
         };
-        let (consumed, ()) = tokio::join!(
-            consume(&lane, log.as_ref(), &mut recorder, limits, None),
-            stop
-        );
+        let (consumed, ()) = tokio::join!(consume(&lane, log, &mut recorder, limits, None), stop);
         consumed.expect("stopped cleanly");
-        assert!(
-            recorder.chunks.is_empty(),
-            "skipped to {:?}",
-            recorder.chunks
-        );
-        let problems = observe::health().problems();
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.contains("gap-test partition 0") && p.contains("trimmed")),
-            "{problems:?}"
-        );
+        let lane_name = format!("{role} partition 0");
+        let reported = observe::health()
+            .problems()
+            .iter()
+            .any(|p| p.contains(&lane_name) && p.contains(problem));
+        (recorder.chunks, reported)
+    }
+
+    async fn log_of(dir: &TempDir, messages: usize) -> Arc<EmbeddedLog> {
+        let log = open(dir, "log.redb");
+        for n in 0..messages {
+            log.append(0, "", Bytes::from(vec![b'x'; 10 + n]))
+                .await
+                .expect("append");
+        }
+        log
+    }
+
+    #[tokio::test]
+    async fn a_trimmed_gap_is_refused_loudly_never_skipped() {
+        let dir = TempDir::new("consumer").expect("temp dir");
+        let log = log_of(&dir, 5).await;
+        log.trim(0, 4).await.expect("trim");
+        let (chunks, reported) = consume_briefly(&log, &dir, "gap-test", 1, "trimmed").await;
+        assert!(chunks.is_empty(), "skipped to {chunks:?}");
+        assert!(reported);
+    }
+
+    #[tokio::test]
+    async fn a_log_that_went_backwards_is_refused_loudly() {
+        let dir = TempDir::new("consumer").expect("temp dir");
+        let log = log_of(&dir, 3).await;
+        let (chunks, reported) =
+            consume_briefly(&log, &dir, "backwards-test", 7, "went backwards").await;
+        assert!(chunks.is_empty(), "consumed {chunks:?}");
+        assert!(reported);
+    }
+
+    #[tokio::test]
+    async fn a_log_trimmed_up_to_its_end_is_consumed_on() {
+        let dir = TempDir::new("consumer").expect("temp dir");
+        let log = log_of(&dir, 5).await;
+        log.trim(0, 6).await.expect("trim everything");
+        log.append(0, "", Bytes::from_static(b"sixth"))
+            .await
+            .expect("append");
+        let (chunks, reported) = consume_briefly(&log, &dir, "trimmed-test", 5, "").await;
+        assert_eq!(chunks, [[6]]);
+        assert!(!reported);
     }
 
     #[tokio::test]

@@ -39,6 +39,9 @@ pub struct NatsLog {
     floors: kv::Store,
     name: String,
     stream_name: String,
+    /// When the stream was created: a floor recorded for an earlier stream of the same name
+    /// (deleted and created again) does not apply to this one.
+    created: String,
 }
 
 impl NatsLog {
@@ -82,12 +85,14 @@ impl NatsLog {
         )
         .await?;
         tracing::info!(stream = %stream_name, replicas, ?max_bytes, "JetStream log opened");
+        let created = stream.cached_info().created.to_string();
         Ok(Self {
             js,
             stream,
             floors,
             name: name.to_owned(),
             stream_name,
+            created,
         })
     }
 
@@ -195,7 +200,7 @@ impl Log for NatsLog {
         let (subject, key) = (self.subject(partition), self.floor_key(partition));
         if self.floor(partition).await? < below {
             self.floors
-                .put(&key, Bytes::from(below.to_string()))
+                .put(&key, Bytes::from(format!("{below}@{}", self.created)))
                 .await
                 .map_err(|err| {
                     Error::Unavailable(format!("recording the floor {key} = {below}: {err}"))
@@ -223,13 +228,19 @@ impl Log for NatsLog {
             .get(&key)
             .await
             .map_err(|err| Error::Unavailable(format!("reading the floor {key}: {err}")))?;
-        match value {
-            None => Ok(0),
-            Some(bytes) => std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|text| text.parse().ok())
-                .ok_or_else(|| Error::Corrupt(format!("floor {key} is not a sequence"))),
+        let Some(bytes) = value else {
+            return Ok(0);
+        };
+        let text = std::str::from_utf8(&bytes).unwrap_or_default();
+        let (below, created) = text.split_once('@').unwrap_or((text, &self.created));
+        let below: u64 = below
+            .parse()
+            .map_err(|_| Error::Corrupt(format!("floor {key} is not a sequence: {text:?}")))?;
+        if created != self.created {
+            tracing::warn!(key, floor = below, stream = %self.stream_name, "the floor was recorded for an earlier stream of this name; ignoring it");
+            return Ok(0);
         }
+        Ok(below)
     }
 
     async fn last(&self, partition: u32) -> Result<Option<LogMessage>> {

@@ -1,0 +1,94 @@
+//! A log that went backwards (here: its streams deleted and created again, as after restoring
+//! an empty or older NATS) stops the roles that had consumed it, loudly, instead of letting
+//! them skip what the new stream holds under sequence numbers they had seen.
+
+use std::time::{Duration, Instant};
+
+use beacon_tests::run::{BATCH, send_acknowledged, wait_exact};
+use beacon_tests::traffic::{TenantSpec, generate};
+use beacon_tests::{Client, Cluster, Role};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Whether the role's health check answers SERVING.
+async fn serving(url: &str) -> bool {
+    let Ok(channel) = Channel::from_shared(url.to_owned()) else {
+        return false;
+    };
+    let Ok(channel) = channel.connect().await else {
+        return false;
+    };
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    HealthClient::new(channel)
+        .check(request)
+        .await
+        .is_ok_and(|answer| answer.into_inner().status == ServingStatus::Serving as i32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recreated_streams_stop_every_consumer_loudly() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start()?;
+    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let spec = TenantSpec {
+        id: "regressed".into(),
+        time_zone: "UTC".into(),
+    };
+    let (ingest, read) = client
+        .create_tenant(&cluster.admin_token, &spec.id, &spec.time_zone)
+        .await?;
+    let traffic = generate(11, &spec, 600, beacon_core::time::now_ms());
+    for batch in traffic.events.chunks(BATCH) {
+        send_acknowledged(&client, &ingest, batch.to_vec(), Duration::from_secs(30)).await?;
+    }
+    wait_exact(&client, &read, &traffic, Duration::from_secs(60))
+        .await
+        .map_err(|err| anyhow::anyhow!("{err}\n{}", cluster.logs()))?;
+
+    // The aggregator's snapshot records what it consumed (every 2 s in the test cluster).
+    let aggregator_log = cluster.dir.path().join("aggregator.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&aggregator_log)?.contains("snapshot saved") {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no snapshot saved\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for role in [Role::Ingest, Role::Aggregator, Role::Query] {
+        cluster.kill9(role);
+    }
+    let nats = beacon_core::backends::connect_nats(&cluster.nats.url()).await?;
+    let js = async_nats::jetstream::new(nats);
+    for stream in ["BEACON_EVENTS", "BEACON_ROLLUPS"] {
+        js.delete_stream(stream).await?;
+    }
+    for role in [Role::Ingest, Role::Aggregator, Role::Query] {
+        cluster.start_role(role)?;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut refused = Vec::new();
+    while Instant::now() < deadline {
+        refused.clear();
+        for role in [Role::Aggregator, Role::Query] {
+            let log =
+                std::fs::read_to_string(cluster.dir.path().join(format!("{}.log", role.name())))?;
+            if log.contains("went backwards") && !serving(&cluster.role_url(role)).await {
+                refused.push(role);
+            }
+        }
+        if refused.len() == 2 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!(
+        "only {refused:?} refused the recreated streams\n{}",
+        cluster.logs()
+    )
+}
