@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::ResultExt;
+use crate::lease::Leases;
 use crate::log::Log;
 use crate::log::embedded::EmbeddedLog;
 use crate::log::nats::NatsLog;
@@ -239,6 +240,8 @@ pub struct Backends {
     pub snapshots: Arc<dyn SnapshotStore>,
     /// The Cassandra raw store's configuration, when raw events live there.
     pub cassandra: Option<CassandraConfig>,
+    /// Who owns which partition's work.
+    pub leases: Leases,
 }
 
 impl Backends {
@@ -274,6 +277,7 @@ impl Backends {
             salts: meta.clone(),
             snapshots: meta,
             cassandra: args.cassandra.config(),
+            leases: Leases::Local,
         })
     }
 
@@ -289,11 +293,12 @@ impl Backends {
                 NatsLog::open(js.clone(), "events", replicas, args.event_log_max_bytes).await?,
             ),
             rollups: Arc::new(NatsLog::open(js.clone(), "rollups", replicas, None).await?),
-            dead_letters: Arc::new(NatsLog::open(js, "deadletters", replicas, None).await?),
+            dead_letters: Arc::new(NatsLog::open(js.clone(), "deadletters", replicas, None).await?),
             tenants: meta.clone(),
             salts: meta.clone(),
             snapshots: meta,
             cassandra: args.cassandra.config(),
+            leases: Leases::nats(&js, replicas).await?,
         })
     }
 

@@ -18,6 +18,7 @@ pub mod deadletter;
 pub mod error;
 pub mod grpc;
 pub mod jobs;
+pub mod lease;
 pub mod log;
 pub mod meta;
 pub mod observe;
