@@ -42,6 +42,16 @@ pub enum AggregatorError {
     /// The configuration names something that does not exist.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Another writer appended to the partition's rollup log since this worker last did (a
+    /// new owner of the partition, or a dead letter published again): the worker stops, and
+    /// starts over from the snapshot and the log's new end if it still holds the lease.
+    #[error("partition {partition} is fenced: {reason}")]
+    Fenced {
+        /// The partition.
+        partition: u32,
+        /// What the log said.
+        reason: String,
+    },
     /// A partition worker stopped abnormally.
     #[error("worker of partition {partition} failed: {reason}")]
     Worker {

@@ -4,17 +4,14 @@
 //! Every accepted event counts exactly once across crashes: the workers keep sequence
 //! watermarks that make replays silent, and [`Processor`] holds the deterministic logic.
 
-use std::collections::HashMap;
-
 use beacon_core::backends::Backends;
-use beacon_core::consumer::Lane;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 mod args;
 pub mod cap;
 pub mod enrich;
 mod error;
+mod owner;
 pub mod processor;
 pub mod restate;
 mod rollup;
@@ -23,6 +20,7 @@ mod worker;
 
 pub use args::AggregatorArgs;
 pub use error::AggregatorError;
+use owner::Owner;
 pub use processor::{Prepared, Processor};
 
 /// Version of the processing logic, stamped on every rollup batch. Bump it whenever a change
@@ -34,10 +32,12 @@ pub const LOGIC_VERSION: u32 = 3;
 /// The oldest logic version the aggregator can still apply (`--logic-version`).
 pub const OLDEST_LOGIC_VERSION: u32 = 2;
 
-/// Runs one worker per owned partition until `shutdown` is cancelled; then flushes, snapshots and returns.
+/// Runs a worker for every partition whose lease this process holds (of those
+/// `--aggregator-partitions` names, or all) until `shutdown` is cancelled; then flushes,
+/// snapshots, releases the leases and returns.
 ///
-/// When one worker fails, the others are stopped (flushing and snapshotting) and the first error
-/// is returned.
+/// When one worker fails (other than by being fenced), the others are stopped (flushing and
+/// snapshotting) and the error is returned.
 pub async fn run(
     args: AggregatorArgs,
     backends: Backends,
@@ -58,42 +58,9 @@ pub async fn run(
         retention_every: args.retention_every,
     };
     tracing::info!(partitions = ?partitions, flush_interval_ms = args.flush_interval_ms, snapshot_interval_s = args.snapshot_interval_s, "aggregator starting");
-    let stop = shutdown.child_token();
-    let mut workers = JoinSet::new();
-    let mut owners = HashMap::new();
-    for partition in partitions {
-        let lane = Lane::new(
-            "aggregator",
-            partition,
-            backends.dead_letters.clone(),
-            stop.clone(),
-        );
-        let task = worker::run_partition(lane, timing, backends.clone(), raw.clone());
-        owners.insert(workers.spawn(task).id(), partition);
-    }
-    let mut first_error = None;
-    while let Some(joined) = workers.join_next_with_id().await {
-        let (partition, failure) = match joined {
-            Ok((_, Ok(()))) => continue,
-            Ok((id, Err(err))) => (owners.get(&id).copied(), err),
-            Err(err) => {
-                let partition = owners.get(&err.id()).copied();
-                let reason = if err.is_panic() {
-                    "panicked"
-                } else {
-                    "was cancelled"
-                };
-                let failure = AggregatorError::Worker {
-                    partition: partition.unwrap_or_default(),
-                    reason: reason.to_owned(),
-                };
-                (partition, failure)
-            }
-        };
-        tracing::error!(partition, error = %failure, "partition worker failed; stopping the aggregator");
-        stop.cancel();
-        first_error.get_or_insert(failure);
-    }
+    let result = Owner::new(backends, raw, timing, shutdown)
+        .run(&partitions)
+        .await;
     tracing::info!("aggregator stopped");
-    first_error.map_or(Ok(()), Err)
+    result
 }

@@ -18,6 +18,7 @@ use beacon_core::raw::RawStore;
 use beacon_proto::pipeline::v1::{AggregatorSnapshot, RollupBatch};
 use bytes::Bytes;
 use prost::Message;
+use tokio_util::sync::CancellationToken;
 
 use crate::AggregatorError;
 use crate::processor::Processor;
@@ -169,6 +170,9 @@ pub struct Worker {
     processor: Processor,
     /// W: the last event covered by a published rollup.
     published: Position,
+    /// The partition's newest rollup-log message as this worker knows it: its appends expect
+    /// it, so that nobody else appended in between (fencing).
+    rollup_last: u64,
     /// The last event folded into the processor.
     processed: Position,
     /// C: the message boundary of the last saved snapshot.
@@ -187,12 +191,15 @@ pub struct Worker {
     last_sweep: Option<Instant>,
 }
 
-/// Runs a partition's worker until `shutdown` is cancelled; then publishes, snapshots and returns.
+/// Runs a partition's worker until its lane's token is cancelled; then publishes, snapshots and
+/// returns, unless `lost` is cancelled too (the partition's lease went to another process,
+/// which must not find an older snapshot written after its own).
 pub async fn run_partition(
     lane: Lane,
     timing: Settings,
     backends: Backends,
     raw: Arc<dyn RawStore>,
+    lost: CancellationToken,
 ) -> Result<(), AggregatorError> {
     let mut worker = match Worker::start(lane, timing, backends, raw).await {
         Ok(worker) => worker,
@@ -209,6 +216,13 @@ pub async fn run_partition(
     let lane = worker.lane.clone();
     let tick = Some(worker.timing.flush_interval);
     consumer::consume(&lane, events.as_ref(), &mut worker, CHUNK, tick).await?;
+    if lost.is_cancelled() {
+        tracing::warn!(
+            partition = lane.partition(),
+            "partition lease lost; stopped without publishing or saving a snapshot"
+        );
+        return Ok(());
+    }
     worker.finish().await
 }
 
@@ -240,6 +254,7 @@ impl Worker {
             .retry("reading the last rollup", || rollups.last(partition))
             .await
             .map_err(|halt| failed(halt, format!("reading the last rollup of {partition}")))?;
+        let rollup_last = last.as_ref().map_or(0, |msg| msg.seq);
         let published = match last {
             Some(msg) => end_of_rollup(&decode_rollup(partition, msg).map_err(Halt::Failed)?),
             None => Position::default(),
@@ -261,6 +276,7 @@ impl Worker {
             raw,
             processor,
             published,
+            rollup_last,
             processed,
             snapshot_seq,
             first_pending: None,

@@ -262,6 +262,8 @@ pub struct Cluster {
     /// Scratch folder (data folders and logs).
     pub dir: tempfile::TempDir,
     procs: Vec<(Role, Proc)>,
+    /// Further processes of a role, by name (for example a second aggregator).
+    replicas: Vec<(String, Proc)>,
     ports: [u16; 4],
     admin_port: u16,
     /// Admin token of the gateway.
@@ -285,6 +287,7 @@ impl Cluster {
             nats,
             dir,
             procs: Vec::new(),
+            replicas: Vec::new(),
             ports,
             admin_port: free_port(),
             admin_token: "test-admin-token-of-32-characters".into(),
@@ -328,9 +331,64 @@ impl Cluster {
 
     /// Starts (or restarts) `role`.
     pub fn start_role(&mut self, role: Role) -> anyhow::Result<()> {
-        let [gateway, ingest, aggregator, query] = self.ports;
         let data = self.dir.path().join(role.name());
-        let envs = vec![
+        let envs = self.envs(&data, self.ports[2]);
+        let mut envs: Vec<(&str, String)> = envs.iter().map(|(k, v)| (*k, v.clone())).collect();
+        envs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        let proc = Proc::spawn(role.name(), &[role.name()], &envs, self.dir.path())?;
+        self.procs.retain(|(r, _)| *r != role);
+        self.procs.push((role, proc));
+        Ok(())
+    }
+
+    /// Starts (or restarts) another process of `role` named `name`, with a data folder and
+    /// health port of its own (its log is `<name>.log`).
+    pub fn start_replica(&mut self, role: Role, name: &str) -> anyhow::Result<()> {
+        let data = self.dir.path().join(name);
+        let envs = self.envs(&data, free_port());
+        let mut envs: Vec<(&str, String)> = envs.iter().map(|(k, v)| (*k, v.clone())).collect();
+        envs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        let proc = Proc::spawn(name, &[role.name()], &envs, self.dir.path())?;
+        self.replicas.retain(|(n, _)| n != name);
+        self.replicas.push((name.to_owned(), proc));
+        Ok(())
+    }
+
+    /// The process id of `role`'s process, while it runs.
+    pub fn pid(&self, role: Role) -> Option<u32> {
+        self.procs
+            .iter()
+            .find(|(r, _)| *r == role)
+            .and_then(|(_, proc)| proc.pid())
+    }
+
+    /// The process id of the replica `name`, while it runs.
+    pub fn replica_pid(&self, name: &str) -> Option<u32> {
+        self.replicas
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, proc)| proc.pid())
+    }
+
+    /// SIGKILLs the replica `name`.
+    pub fn kill9_replica(&mut self, name: &str) {
+        for (n, proc) in &mut self.replicas {
+            if n == name {
+                proc.kill9();
+            }
+        }
+    }
+
+    /// The whole log of the process `name` (a role's name, or a replica's).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// The environment of a role's process with data folder `data` and aggregator health port
+    /// `aggregator`.
+    fn envs(&self, data: &Path, aggregator: u16) -> Vec<(&'static str, String)> {
+        let [gateway, ingest, _, query] = self.ports;
+        vec![
             ("BEACON_NATS_URL", self.nats.url()),
             ("BEACON_DATA_DIR", data.display().to_string()),
             ("BEACON_PARTITIONS", "4".to_owned()),
@@ -352,13 +410,7 @@ impl Cluster {
             ),
             // The harness sends beacons on behalf of many visitors, as a proxy would.
             ("BEACON_TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
-        ];
-        let mut envs = envs;
-        envs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
-        let proc = Proc::spawn(role.name(), &[role.name()], &envs, self.dir.path())?;
-        self.procs.retain(|(r, _)| *r != role);
-        self.procs.push((role, proc));
-        Ok(())
+        ]
     }
 
     /// Peak resident memory of each running role, bytes.

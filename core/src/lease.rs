@@ -57,7 +57,7 @@ pub enum Leases {
     /// One process (standalone): every lease is held.
     Local,
     /// Leases in a JetStream key-value bucket.
-    Nats(kv::Store),
+    Nats(Box<kv::Store>),
 }
 
 /// Revisions a contender watched, and since when, per lease key.
@@ -79,7 +79,7 @@ impl Leases {
             },
         )
         .await?;
-        Ok(Self::Nats(store))
+        Ok(Self::Nats(Box::new(store)))
     }
 
     /// Takes lease `key` for `holder` when it is free or its holder stopped renewing it;

@@ -201,6 +201,15 @@ impl Health {
         }
     }
 
+    /// Forgets `role`'s lane of `partition` and its faults: the process no longer consumes the
+    /// partition (another process owns it now).
+    pub fn forget_lane(&self, role: &'static str, partition: u32) {
+        lock(&self.inner.lanes).remove(&(role, partition));
+        let lane = format!("{role} partition {partition}");
+        let within = format!("{lane} ");
+        lock(&self.inner.faults).retain(|what, _| *what != lane && !what.starts_with(&within));
+    }
+
     /// Records that `what` (a store or log) is failing, with the error.
     pub fn fault(&self, what: &str, error: &str) {
         let mut faults = lock(&self.inner.faults);

@@ -518,16 +518,8 @@ impl Worker {
             from_dead_letter: false,
         };
         let payload = Bytes::from(batch.encode_to_vec());
-        let (rollups, partition) = (&self.backends.rollups, self.lane.partition());
-        self.lane
-            .retry("publishing a restatement part", || {
-                rollups.append(partition, msg_id, payload.clone())
-            })
-            .await
-            .map_err(|halt| {
-                super::failed(halt, format!("publishing part {msg_id} of job {job}"))
-            })?;
-        Ok(())
+        let what = format!("publishing part {msg_id} of job {job}");
+        self.append_rollup(&what, msg_id, payload).await
     }
 
     /// Saves a job record, retrying transient failures.

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use beacon_core::consumer::Halt;
 use beacon_core::deadletter::Failure;
+use beacon_core::log::Log;
 use beacon_core::time::now_ms;
 use beacon_proto::pipeline::v1::{DeadLetterSource, RollupBatch};
 use bytes::Bytes;
@@ -32,16 +33,16 @@ impl Worker {
         let Some((msg_id, payload)) = self.outgoing_message() else {
             return Ok(());
         };
-        let (rollups, partition) = (&self.backends.rollups, self.lane.partition());
-        let published = self
-            .lane
-            .retry("publishing a rollup", || {
-                rollups.append(partition, &msg_id, payload.clone())
-            })
-            .await;
-        match published {
-            Ok(_) => {}
+        let partition = self.lane.partition();
+        match self
+            .append_rollup("publishing a rollup", &msg_id, payload)
+            .await
+        {
+            Ok(()) => {}
             Err(Halt::Stopped) => return Err(Halt::Stopped),
+            Err(Halt::Failed(fenced @ AggregatorError::Fenced { .. })) => {
+                return Err(Halt::Failed(fenced));
+            }
             Err(Halt::Failed(err)) => {
                 let Some(out) = &self.outgoing else {
                     return Ok(());
@@ -71,10 +72,12 @@ impl Worker {
         let Some((msg_id, payload)) = self.outgoing_message() else {
             return Ok(());
         };
-        let (rollups, partition) = (&self.backends.rollups, self.lane.partition());
-        self.lane
+        let (rollups, partition) = (self.backends.rollups.clone(), self.lane.partition());
+        let expected = self.rollup_last;
+        let appended = self
+            .lane
             .retry_at_most("publishing the last rollup", FINAL_ATTEMPTS, || {
-                rollups.append(partition, &msg_id, payload.clone())
+                fenced_append(rollups.as_ref(), partition, expected, &msg_id, &payload)
             })
             .await
             .map_err(|err| {
@@ -83,8 +86,40 @@ impl Worker {
                     err,
                 )
             })?;
+        self.rollup_last =
+            appended.map_err(|reason| AggregatorError::Fenced { partition, reason })?;
         self.published_now();
         Ok(())
+    }
+
+    /// Appends to the partition's rollup log, retrying transient failures, only while its
+    /// newest message is the one this worker appended or read last.
+    ///
+    /// Invariant: a worker never appends a rollup after one it has not seen. Another writer's
+    /// message (a new owner of the partition, or a dead letter published again) makes this
+    /// fail with [`AggregatorError::Fenced`].
+    pub(super) async fn append_rollup(
+        &mut self,
+        what: &str,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<(), Halt<AggregatorError>> {
+        let (rollups, partition) = (self.backends.rollups.clone(), self.lane.partition());
+        let expected = self.rollup_last;
+        let appended = self
+            .lane
+            .retry(what, || {
+                fenced_append(rollups.as_ref(), partition, expected, msg_id, &payload)
+            })
+            .await
+            .map_err(|halt| super::failed(halt, format!("{what} to partition {partition}")))?;
+        match appended {
+            Ok(seq) => {
+                self.rollup_last = seq;
+                Ok(())
+            }
+            Err(reason) => Err(Halt::Failed(AggregatorError::Fenced { partition, reason })),
+        }
     }
 
     /// The message id and payload of the outgoing batch: the one that failed before, or the
@@ -204,4 +239,23 @@ impl Worker {
 /// One message id per rollup end, so a resend after a failure is deduplicated by the log.
 fn msg_id(partition: u32, out: &Outgoing) -> String {
     format!("rollup-{partition}-{}-{}", out.last.seq, out.last.index)
+}
+
+/// Appends `payload` after message `expected`; the inner `Err` says another writer appended
+/// since (a conflict is final, not retried).
+async fn fenced_append(
+    rollups: &dyn Log,
+    partition: u32,
+    expected: u64,
+    msg_id: &str,
+    payload: &Bytes,
+) -> beacon_core::Result<Result<u64, String>> {
+    match rollups
+        .append_if_last(partition, expected, msg_id, payload.clone())
+        .await
+    {
+        Ok(seq) => Ok(Ok(seq)),
+        Err(beacon_core::Error::Conflict(reason)) => Ok(Err(reason)),
+        Err(err) => Err(err),
+    }
 }

@@ -1,0 +1,226 @@
+//! Partition ownership: any number of aggregator processes share the partitions through leases
+//! (`beacon_core::lease`). Every second each process renews the leases it holds and tries the
+//! others; it runs a worker for every partition whose lease it holds, stops a worker at once
+//! when its lease is lost, and restarts one that was fenced (another writer appended to its
+//! rollup log) while the lease is still its own. On shutdown the workers publish and snapshot,
+//! then the leases are released, so another process takes over without waiting.
+//!
+//! Invariant: a process runs a partition's worker only while it holds the partition's lease;
+//! a worker that lost it may still be running for up to a second, and the fencing of the
+//! rollup log (see `worker::publish`) keeps it from publishing beside the new owner.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use beacon_core::backends::Backends;
+use beacon_core::consumer::Lane;
+use beacon_core::lease::{Lease, Watched};
+use beacon_core::raw::RawStore;
+use tokio::task::{Id, JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::AggregatorError;
+use crate::worker::{self, Settings};
+
+/// How often leases are renewed and free ones tried.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The role name of lanes and leases.
+const ROLE: &str = "aggregator";
+
+/// A running worker's tokens: `stop` ends it gracefully, `lost` tells it its lease is gone.
+struct Running {
+    stop: CancellationToken,
+    lost: CancellationToken,
+}
+
+/// The partitions this process owns, and their workers.
+pub struct Owner {
+    backends: Backends,
+    raw: Arc<dyn RawStore>,
+    timing: Settings,
+    /// This process, as lease holder.
+    holder: String,
+    shutdown: CancellationToken,
+    held: BTreeMap<u32, Lease>,
+    running: HashMap<u32, Running>,
+    workers: JoinSet<Result<(), AggregatorError>>,
+    /// The partition of each worker task.
+    tasks: HashMap<Id, u32>,
+    watched: Watched,
+}
+
+impl Owner {
+    /// An owner of no partition yet.
+    pub fn new(
+        backends: Backends,
+        raw: Arc<dyn RawStore>,
+        timing: Settings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let holder = format!(
+            "aggregator-{}-{}",
+            std::process::id(),
+            beacon_core::time::now_ms()
+        );
+        Self {
+            backends,
+            raw,
+            timing,
+            holder,
+            shutdown,
+            held: BTreeMap::new(),
+            running: HashMap::new(),
+            workers: JoinSet::new(),
+            tasks: HashMap::new(),
+            watched: Watched::default(),
+        }
+    }
+
+    /// Owns what it can of `partitions` until shutdown; then drains the workers and releases
+    /// the leases. A worker's failure other than fencing stops every worker and is returned.
+    pub async fn run(&mut self, partitions: &[u32]) -> Result<(), AggregatorError> {
+        tracing::info!(holder = %self.holder, ?partitions, "aggregator taking partition leases");
+        let mut interval = tokio::time::interval(CHECK_EVERY);
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                Some(joined) = self.workers.join_next_with_id(), if !self.workers.is_empty() => {
+                    if let Err(err) = self.ended(joined) {
+                        failure = Some(err);
+                        break;
+                    }
+                }
+                _ = interval.tick() => self.check(partitions).await,
+            }
+        }
+        for running in self.running.values() {
+            running.stop.cancel();
+        }
+        while let Some(joined) = self.workers.join_next_with_id().await {
+            if let Err(err) = self.ended(joined) {
+                failure.get_or_insert(err);
+            }
+        }
+        self.release_all().await;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Renews the held leases (stopping the workers of lost ones), tries the others, and
+    /// starts a worker for every held partition without one.
+    async fn check(&mut self, partitions: &[u32]) {
+        let leases = self.backends.leases.clone();
+        for &partition in partitions {
+            if let Some(lease) = self.held.get_mut(&partition) {
+                match leases.renew(lease, &self.holder).await {
+                    Ok(true) => {}
+                    Ok(false) => self.lost(partition, "another process took it"),
+                    Err(err) if lease.may_be_lost() => self.lost(partition, &err.to_string()),
+                    Err(err) => {
+                        tracing::warn!(partition, error = %err, "renewing a partition lease failed; retrying");
+                    }
+                }
+            } else {
+                let key = format!("{ROLE}.{partition}");
+                match leases.acquire(&key, &self.holder, &mut self.watched).await {
+                    Ok(Some(lease)) => {
+                        tracing::info!(partition, holder = %self.holder, fencing = lease.revision(), "partition lease taken");
+                        self.held.insert(partition, lease);
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::debug!(partition, error = %err, "trying a partition lease failed")
+                    }
+                }
+            }
+            if self.held.contains_key(&partition) && !self.running.contains_key(&partition) {
+                self.start(partition);
+            }
+        }
+    }
+
+    /// Starts the worker of a held partition.
+    fn start(&mut self, partition: u32) {
+        let (stop, lost) = (self.shutdown.child_token(), CancellationToken::new());
+        let lane = Lane::new(
+            ROLE,
+            partition,
+            self.backends.dead_letters.clone(),
+            stop.clone(),
+        );
+        let task = worker::run_partition(
+            lane,
+            self.timing,
+            self.backends.clone(),
+            self.raw.clone(),
+            lost.clone(),
+        );
+        let id = self.workers.spawn(task).id();
+        self.tasks.insert(id, partition);
+        self.running.insert(partition, Running { stop, lost });
+    }
+
+    /// Stops the worker of a partition whose lease is gone, without a last publish.
+    fn lost(&mut self, partition: u32, why: &str) {
+        tracing::warn!(partition, why, "partition lease lost; stopping its worker");
+        self.held.remove(&partition);
+        if let Some(running) = self.running.get(&partition) {
+            running.lost.cancel();
+            running.stop.cancel();
+        }
+    }
+
+    /// Handles a worker that ended: fenced or stopped ones are forgotten (a held partition's
+    /// worker starts again on the next check); any other failure is returned.
+    fn ended(
+        &mut self,
+        joined: Result<(Id, Result<(), AggregatorError>), JoinError>,
+    ) -> Result<(), AggregatorError> {
+        let (id, result) = match joined {
+            Ok(ended) => ended,
+            Err(err) => {
+                let reason = if err.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
+                let partition = self.tasks.remove(&err.id()).unwrap_or(u32::MAX);
+                self.running.remove(&partition);
+                return Err(AggregatorError::Worker {
+                    partition,
+                    reason: reason.to_owned(),
+                });
+            }
+        };
+        let partition = self.tasks.remove(&id).unwrap_or(u32::MAX);
+        self.running.remove(&partition);
+        if !self.held.contains_key(&partition) {
+            beacon_core::observe::health().forget_lane(ROLE, partition);
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(err @ AggregatorError::Fenced { .. }) => {
+                tracing::warn!(partition, error = %err, "worker fenced; starting over from the snapshot if the lease is still held");
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(partition, error = %err, "partition worker failed; stopping the aggregator");
+                Err(err)
+            }
+        }
+    }
+
+    /// Gives every held lease up.
+    async fn release_all(&mut self) {
+        let leases = self.backends.leases.clone();
+        for (partition, lease) in std::mem::take(&mut self.held) {
+            match leases.release(lease).await {
+                Ok(()) => tracing::info!(partition, "partition lease released"),
+                Err(err) => {
+                    tracing::warn!(partition, error = %err, "releasing a partition lease failed; it expires")
+                }
+            }
+        }
+    }
+}
