@@ -43,7 +43,9 @@ fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_or_paused_owner_hands_its_partitions_over_and_counts_stay_exact()
 -> anyhow::Result<()> {
-    let mut cluster = Cluster::start()?;
+    // Rollups every 2 s: a paused owner then holds deltas it has not published, which it tries
+    // to publish when it wakes up, after the new owner published its own.
+    let mut cluster = Cluster::start_with(&[("BEACON_FLUSH_INTERVAL_MS", "2000".to_owned())])?;
     wait_leases(&cluster, "aggregator", PARTITIONS).await?;
     cluster.start_replica(Role::Aggregator, "aggregator-2")?;
     let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
