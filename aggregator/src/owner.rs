@@ -58,11 +58,7 @@ impl Owner {
         timing: Settings,
         shutdown: CancellationToken,
     ) -> Self {
-        let holder = format!(
-            "aggregator-{}-{}",
-            std::process::id(),
-            beacon_core::time::now_ms()
-        );
+        let holder = holder_name(&backends.data_dir);
         Self {
             backends,
             raw,
@@ -223,4 +219,16 @@ impl Owner {
             }
         }
     }
+}
+
+/// This process as a lease holder: the host and the data folder, which stay the same across a
+/// restart (so a restarted aggregator takes its partitions back at once) and differ between
+/// aggregators sharing a host.
+fn holder_name(data_dir: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let folder = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    format!("{}:{}", host.trim(), folder.display())
 }

@@ -4,7 +4,8 @@
 //! with the revision it last wrote (compare-and-set); a renewal that finds another revision
 //! means another process took the lease. A contender takes a lease only after watching its
 //! revision stay unchanged for [`LEASE_TTL`] on its own clock (no clocks are compared), or at
-//! once when it is free (released on shutdown, or never taken).
+//! once when it is free (released on shutdown, or never taken) or names the contender itself
+//! (a holder restarted after a crash, with the same holder name).
 //!
 //! A lease says who should work, not who can: a paused holder may not know yet that it lost
 //! it. What makes that safe is fencing at the log: every rollup is appended only while the
@@ -99,6 +100,12 @@ impl Leases {
         let entry = store.entry(key).await.map_err(|err| unavailable(&err))?;
         let value = Bytes::from(holder.to_owned());
         let written = match entry {
+            // Held by this holder before a restart: taken back at once.
+            Some(entry)
+                if entry.operation == Operation::Put && entry.value == holder.as_bytes() =>
+            {
+                store.update(key, value, entry.revision).await.ok()
+            }
             Some(entry) if entry.operation == Operation::Put && !entry.value.is_empty() => {
                 let seen = watched
                     .0
@@ -229,5 +236,16 @@ mod tests {
             .expect("taken over");
         assert!(taken.revision() > b.revision());
         assert!(!leases.renew(&mut b, "b").await.expect("renew"));
+
+        // a restarts (a fresh process with the same holder name): it takes the lease back at
+        // once, and the old process's next renewal finds it lost.
+        let mut before = taken;
+        let again = leases
+            .acquire("aggregator.0", "a", &mut Watched::default())
+            .await
+            .expect("acquire")
+            .expect("taken back");
+        assert!(again.revision() > before.revision());
+        assert!(!leases.renew(&mut before, "a").await.expect("renew"));
     }
 }
