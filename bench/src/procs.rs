@@ -362,6 +362,14 @@ impl Cluster {
             .and_then(|(_, proc)| proc.pid())
     }
 
+    /// SIGTERMs `role` and waits up to `timeout` for it to exit; true if it exited cleanly.
+    pub fn terminate(&mut self, role: Role, timeout: Duration) -> bool {
+        self.procs
+            .iter_mut()
+            .find(|(r, _)| *r == role)
+            .is_some_and(|(_, proc)| proc.terminate(timeout))
+    }
+
     /// The process id of the replica `name`, while it runs.
     pub fn replica_pid(&self, name: &str) -> Option<u32> {
         self.replicas

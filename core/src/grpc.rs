@@ -46,9 +46,10 @@ pub async fn with_public_health_and_reflection(
     routes: Routes,
     services: &[&'static str],
     packages: &[&str],
+    shutdown: &CancellationToken,
 ) -> Result<Routes> {
     let encoded = descriptor_set_of(packages)?;
-    let health = health_service(services).await;
+    let health = health_service(services, shutdown).await;
     let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(&encoded)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -62,9 +63,11 @@ pub async fn with_public_health_and_reflection(
     Ok(routes.add_service(health).add_service(reflection))
 }
 
-/// A health service for `services` and the empty name, kept in line with the process's health.
+/// A health service for `services` and the empty name, kept in line with the process's health,
+/// and NOT_SERVING for good once `shutdown` is cancelled.
 async fn health_service(
     services: &[&str],
+    shutdown: &CancellationToken,
 ) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let names: Vec<String> = services
@@ -74,15 +77,20 @@ async fn health_service(
         .map(str::to_owned)
         .collect();
     set_status(&reporter, &names, tonic_health::ServingStatus::Serving).await;
-    tokio::spawn(watch_health(reporter, names));
+    tokio::spawn(watch_health(reporter, names, shutdown.clone()));
     health
 }
 
 /// Adds gRPC health (`grpc.health.v1`: every name in `services` and the empty name, SERVING
 /// while the process has no stalled partition and no failing store, NOT_SERVING otherwise, see
-/// [`crate::observe::Health`]) and server reflection (every Beacon proto) to `routes`.
-pub async fn with_health_and_reflection(routes: Routes, services: &[&str]) -> Result<Routes> {
-    let health = health_service(services).await;
+/// [`crate::observe::Health`], and NOT_SERVING from the moment `shutdown` is cancelled) and
+/// server reflection (every Beacon proto) to `routes`.
+pub async fn with_health_and_reflection(
+    routes: Routes,
+    services: &[&str],
+    shutdown: &CancellationToken,
+) -> Result<Routes> {
+    let health = health_service(services, shutdown).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(beacon_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -101,12 +109,24 @@ async fn set_status(
     }
 }
 
-/// Keeps the reported status in line with the process's health, logging every change.
-async fn watch_health(reporter: tonic_health::server::HealthReporter, names: Vec<String>) {
+/// Keeps the reported status in line with the process's health, logging every change; turns
+/// it NOT_SERVING for good when `shutdown` is cancelled.
+async fn watch_health(
+    reporter: tonic_health::server::HealthReporter,
+    names: Vec<String>,
+    shutdown: CancellationToken,
+) {
     let mut serving = true;
     let mut interval = tokio::time::interval(HEALTH_EVERY);
     loop {
-        interval.tick().await;
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                tracing::info!(services = ?names, "shutting down: NOT_SERVING");
+                set_status(&reporter, &names, tonic_health::ServingStatus::NotServing).await;
+                return;
+            }
+            _ = interval.tick() => {}
+        }
         let problems = crate::observe::health().problems();
         if problems.is_empty() != serving {
             serving = problems.is_empty();
@@ -133,8 +153,21 @@ pub async fn metrics_text() -> impl axum::response::IntoResponse {
     )
 }
 
+/// How long a listener keeps serving after shutdown begins, answering health checks with
+/// NOT_SERVING: health checkers and client-side balancers see it leave before it stops
+/// accepting connections.
+pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Resolves [`DRAIN_GRACE`] after `shutdown` is cancelled: when a listener stops accepting
+/// and drains its open requests.
+pub async fn draining(shutdown: CancellationToken) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(DRAIN_GRACE).await;
+}
+
 /// Serves `routes` (with health and reflection, and `GET /metrics`) on `listener` until
-/// `shutdown` is cancelled, then drains open requests. Meant for internal ports only.
+/// `shutdown` is cancelled; then answers NOT_SERVING for [`DRAIN_GRACE`], stops accepting and
+/// drains open requests. Meant for internal ports only.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
@@ -144,7 +177,7 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .context(|| "reading listener address".into())?;
-    let routes = with_health_and_reflection(routes, services).await?;
+    let routes = with_health_and_reflection(routes, services, &shutdown).await?;
     let router = routes
         .into_axum_router()
         .route("/metrics", axum::routing::get(metrics_text));
@@ -153,7 +186,7 @@ pub async fn serve(
         .accept_http1(true)
         .timeout(INTERNAL_TIMEOUT)
         .add_routes(Routes::from(router))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining(shutdown))
         .await
         .context(|| format!("serving gRPC on {addr}"))
 }

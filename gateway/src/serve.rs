@@ -66,7 +66,8 @@ pub async fn serve(
         IngestServiceServer::new(ingest.clone()).max_decoding_message_size(MAX_BODY_BYTES),
     )
     .add_service(InsightsServiceServer::new(insights));
-    let api = with_public_health_and_reflection(api, PUBLIC_SERVICES, PUBLIC_PACKAGES).await?;
+    let api =
+        with_public_health_and_reflection(api, PUBLIC_SERVICES, PUBLIC_PACKAGES, &shutdown).await?;
     // gRPC-web is translated for the gRPC routes only: the layer refuses other HTTP/1 requests.
     let public_router = api
         .into_axum_router()
@@ -86,6 +87,7 @@ pub async fn serve(
     let admin_router = with_health_and_reflection(
         Routes::new(AdminServiceServer::new(admin_api)),
         &[ADMIN_SERVICE],
+        &shutdown,
     )
     .await?
     .into_axum_router()
@@ -132,7 +134,7 @@ async fn serve_on(
         .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(
             conn::incoming(listener, args.max_connections),
-            shutdown.cancelled_owned(),
+            beacon_core::grpc::draining(shutdown),
         )
         .await
         .map_err(|source| GatewayError::Serve { addr, source })

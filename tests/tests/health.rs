@@ -1,6 +1,8 @@
 //! Every role answers gRPC health checks and server reflection.
 
-use beacon_tests::{Client, Cluster};
+use std::time::{Duration, Instant};
+
+use beacon_tests::{Client, Cluster, Role};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -98,5 +100,72 @@ async fn every_role_serves_health_and_reflection() -> anyhow::Result<()> {
         "public port lists {public:?}"
     );
     assert!(public.iter().any(|s| s == "beacon.ingest.v1.IngestService"));
+    Ok(())
+}
+
+/// The status the role at `url` reports for the whole process, if it answers.
+async fn status(url: &str) -> Option<i32> {
+    let channel = Channel::from_shared(url.to_owned())
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let answer = HealthClient::new(channel).check(request).await.ok()?;
+    Some(answer.into_inner().status)
+}
+
+/// Polls `url` until it reports `wanted` or `within` passed; whether it did.
+async fn reports(url: &str, wanted: ServingStatus, within: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if status(url).await == Some(wanted as i32) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_turns_every_role_not_serving_before_it_exits_cleanly() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start()?;
+    Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    for role in [Role::Query, Role::Ingest, Role::Aggregator, Role::Gateway] {
+        let url = cluster.role_url(role);
+        anyhow::ensure!(
+            reports(&url, ServingStatus::Serving, Duration::from_secs(20)).await,
+            "{} never served\n{}",
+            role.name(),
+            cluster.logs()
+        );
+        let pid = cluster
+            .pid(role)
+            .ok_or_else(|| anyhow::anyhow!("{} is not running", role.name()))?;
+        let signalled = Instant::now();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        // It keeps answering for a moment, NOT_SERVING, so balancers see it leave first.
+        anyhow::ensure!(
+            reports(&url, ServingStatus::NotServing, Duration::from_secs(2)).await,
+            "{} never answered NOT_SERVING after SIGTERM\n{}",
+            role.name(),
+            cluster.logs()
+        );
+        anyhow::ensure!(
+            cluster.terminate(role, Duration::from_secs(30)),
+            "{} did not exit cleanly after SIGTERM\n{}",
+            role.name(),
+            cluster.logs()
+        );
+        println!(
+            "{}: NOT_SERVING, then a clean exit {:.1} s after SIGTERM",
+            role.name(),
+            signalled.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
 }
