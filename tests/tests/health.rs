@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use beacon_tests::{Client, Cluster, Role};
+use beacon_tests::{Client, Cluster, Role, health};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -103,32 +103,6 @@ async fn every_role_serves_health_and_reflection() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The status the role at `url` reports for the whole process, if it answers.
-async fn status(url: &str) -> Option<i32> {
-    let channel = Channel::from_shared(url.to_owned())
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
-    let request = HealthCheckRequest {
-        service: String::new(),
-    };
-    let answer = HealthClient::new(channel).check(request).await.ok()?;
-    Some(answer.into_inner().status)
-}
-
-/// Polls `url` until it reports `wanted` or `within` passed; whether it did.
-async fn reports(url: &str, wanted: ServingStatus, within: Duration) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if status(url).await == Some(wanted as i32) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_turns_every_role_not_serving_before_it_exits_cleanly() -> anyhow::Result<()> {
     let mut cluster = Cluster::start()?;
@@ -136,7 +110,12 @@ async fn sigterm_turns_every_role_not_serving_before_it_exits_cleanly() -> anyho
     for role in [Role::Query, Role::Ingest, Role::Aggregator, Role::Gateway] {
         let url = cluster.role_url(role);
         anyhow::ensure!(
-            reports(&url, ServingStatus::Serving, Duration::from_secs(20)).await,
+            health::reports(
+                &url,
+                tonic_health::ServingStatus::Serving,
+                Duration::from_secs(20)
+            )
+            .await,
             "{} never served\n{}",
             role.name(),
             cluster.logs()
@@ -150,7 +129,12 @@ async fn sigterm_turns_every_role_not_serving_before_it_exits_cleanly() -> anyho
             .status()?;
         // It keeps answering for a moment, NOT_SERVING, so balancers see it leave first.
         anyhow::ensure!(
-            reports(&url, ServingStatus::NotServing, Duration::from_secs(2)).await,
+            health::reports(
+                &url,
+                tonic_health::ServingStatus::NotServing,
+                Duration::from_secs(2)
+            )
+            .await,
             "{} never answered NOT_SERVING after SIGTERM\n{}",
             role.name(),
             cluster.logs()

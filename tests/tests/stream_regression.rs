@@ -6,28 +6,8 @@ use std::time::{Duration, Instant};
 
 use beacon_tests::run::{BATCH, send_acknowledged, wait_exact};
 use beacon_tests::traffic::{TenantSpec, generate};
-use beacon_tests::{Client, Cluster, Role};
-use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-
-/// Whether the role's health check answers SERVING.
-async fn serving(url: &str) -> bool {
-    let Ok(channel) = Channel::from_shared(url.to_owned()) else {
-        return false;
-    };
-    let Ok(channel) = channel.connect().await else {
-        return false;
-    };
-    let request = HealthCheckRequest {
-        service: String::new(),
-    };
-    HealthClient::new(channel)
-        .check(request)
-        .await
-        .is_ok_and(|answer| answer.into_inner().status == ServingStatus::Serving as i32)
-}
+use beacon_tests::{Client, Cluster, Role, health};
+use tonic_health::ServingStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recreated_streams_stop_every_consumer_loudly() -> anyhow::Result<()> {
@@ -78,7 +58,8 @@ async fn recreated_streams_stop_every_consumer_loudly() -> anyhow::Result<()> {
         for role in [Role::Aggregator, Role::Query] {
             let log =
                 std::fs::read_to_string(cluster.dir.path().join(format!("{}.log", role.name())))?;
-            if log.contains("went backwards") && !serving(&cluster.role_url(role)).await {
+            let status = health::status(&cluster.role_url(role)).await;
+            if log.contains("went backwards") && status != Some(ServingStatus::Serving) {
                 refused.push(role);
             }
         }
