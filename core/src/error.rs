@@ -78,13 +78,14 @@ impl Error {
         }
     }
 
-    /// Whether trying the same call again later may succeed: a backend that is down, busy or
-    /// racing. Invalid input, missing or corrupt data and refused keys fail the same way on
-    /// every attempt, so retrying them would stall whoever waits for the call.
+    /// Whether trying the same call again later may succeed: a backend that is down or busy.
+    /// Invalid input, missing or corrupt data and refused keys fail the same way on every
+    /// attempt, so retrying them would stall whoever waits for the call; so does a lost
+    /// conditional write ([`Error::Conflict`]), whose caller must read again and decide.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Backend { .. } | Self::Unavailable(_) | Self::RateLimited(_) | Self::Conflict(_)
+            Self::Backend { .. } | Self::Unavailable(_) | Self::RateLimited(_)
         )
     }
 }

@@ -4,7 +4,6 @@ use std::time::Instant;
 
 use beacon_core::consumer::Halt;
 use beacon_core::deadletter::Failure;
-use beacon_core::log::Log;
 use beacon_core::time::now_ms;
 use beacon_proto::pipeline::v1::{DeadLetterSource, RollupBatch};
 use bytes::Bytes;
@@ -72,22 +71,19 @@ impl Worker {
         let Some((msg_id, payload)) = self.outgoing_message() else {
             return Ok(());
         };
-        let (rollups, partition) = (self.backends.rollups.clone(), self.lane.partition());
+        let (rollups, partition) = (&self.backends.rollups, self.lane.partition());
         let expected = self.rollup_last;
         let appended = self
             .lane
             .retry_at_most("publishing the last rollup", FINAL_ATTEMPTS, || {
-                fenced_append(rollups.as_ref(), partition, expected, &msg_id, &payload)
+                rollups.append_if_last(partition, expected, &msg_id, payload.clone())
             })
-            .await
-            .map_err(|err| {
-                AggregatorError::backend(
-                    format!("publishing the last rollup of partition {partition}"),
-                    err,
-                )
-            })?;
-        self.rollup_last =
-            appended.map_err(|reason| AggregatorError::Fenced { partition, reason })?;
+            .await;
+        self.rollup_last = appended.map_err(|err| {
+            fenced_or(partition, err, || {
+                format!("publishing the last rollup of partition {partition}")
+            })
+        })?;
         self.published_now();
         Ok(())
     }
@@ -104,21 +100,23 @@ impl Worker {
         msg_id: &str,
         payload: Bytes,
     ) -> Result<(), Halt<AggregatorError>> {
-        let (rollups, partition) = (self.backends.rollups.clone(), self.lane.partition());
+        let (rollups, partition) = (&self.backends.rollups, self.lane.partition());
         let expected = self.rollup_last;
         let appended = self
             .lane
             .retry(what, || {
-                fenced_append(rollups.as_ref(), partition, expected, msg_id, &payload)
+                rollups.append_if_last(partition, expected, msg_id, payload.clone())
             })
-            .await
-            .map_err(|halt| super::failed(halt, format!("{what} to partition {partition}")))?;
+            .await;
         match appended {
             Ok(seq) => {
                 self.rollup_last = seq;
                 Ok(())
             }
-            Err(reason) => Err(Halt::Failed(AggregatorError::Fenced { partition, reason })),
+            Err(Halt::Stopped) => Err(Halt::Stopped),
+            Err(Halt::Failed(err)) => Err(Halt::Failed(fenced_or(partition, err, || {
+                format!("{what} to partition {partition}")
+            }))),
         }
     }
 
@@ -241,21 +239,15 @@ fn msg_id(partition: u32, out: &Outgoing) -> String {
     format!("rollup-{partition}-{}-{}", out.last.seq, out.last.index)
 }
 
-/// Appends `payload` after message `expected`; the inner `Err` says another writer appended
-/// since (a conflict is final, not retried).
-async fn fenced_append(
-    rollups: &dyn Log,
+/// [`AggregatorError::Fenced`] for a lost conditional append (another writer appended since);
+/// otherwise the backend error, saying what was being done.
+fn fenced_or(
     partition: u32,
-    expected: u64,
-    msg_id: &str,
-    payload: &Bytes,
-) -> beacon_core::Result<Result<u64, String>> {
-    match rollups
-        .append_if_last(partition, expected, msg_id, payload.clone())
-        .await
-    {
-        Ok(seq) => Ok(Ok(seq)),
-        Err(beacon_core::Error::Conflict(reason)) => Ok(Err(reason)),
-        Err(err) => Err(err),
+    err: beacon_core::Error,
+    what: impl FnOnce() -> String,
+) -> AggregatorError {
+    match err {
+        beacon_core::Error::Conflict(reason) => AggregatorError::Fenced { partition, reason },
+        other => AggregatorError::backend(what(), other),
     }
 }

@@ -1079,8 +1079,7 @@ impl RawStore for CassandraRawStore {
         after: Option<(i64, String)>,
         limit: usize,
     ) -> Result<Vec<RawEvent>> {
-        let after_end = matches!(&after, Some((ts, _)) if *ts >= to_ms);
-        if limit == 0 || from_ms >= to_ms || after_end {
+        if super::nothing_to_scan(from_ms, to_ms, after.as_ref(), limit) {
             return Ok(Vec::new());
         }
         let st = self.statements().await?;

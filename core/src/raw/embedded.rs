@@ -212,8 +212,7 @@ struct Scan {
 impl Scan {
     /// Whether no event can match.
     fn is_empty(&self) -> bool {
-        let after_end = matches!(&self.after, Some((ts, _)) if *ts >= self.to_ms);
-        self.limit == 0 || self.from_ms >= self.to_ms || after_end
+        super::nothing_to_scan(self.from_ms, self.to_ms, self.after.as_ref(), self.limit)
     }
 }
 

@@ -74,6 +74,18 @@ pub fn check(events: &[RawEvent]) -> Result<()> {
     Ok(())
 }
 
+/// Whether a [`RawStore::scan`] with these arguments has nothing to return, whatever is
+/// stored: no room, an empty range, or a cursor at or past the range's end.
+pub(crate) fn nothing_to_scan(
+    from_ms: i64,
+    to_ms: i64,
+    after: Option<&(i64, String)>,
+    limit: usize,
+) -> bool {
+    let after_end = after.is_some_and(|(ts, _)| *ts >= to_ms);
+    limit == 0 || from_ms >= to_ms || after_end
+}
+
 /// What [`RawStore::insert`] found for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
