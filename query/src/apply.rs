@@ -22,7 +22,7 @@ use prost::bytes::Bytes;
 
 use self::retention::Marks;
 use crate::QueryError;
-use crate::shard::{Applied, RollupMessage, ShardStore};
+use crate::shard::{Applied, EventPosition, RollupMessage, ShardStore};
 
 mod rebuild;
 mod retention;
@@ -46,6 +46,8 @@ pub struct Consumer {
     store: Arc<dyn ShardStore>,
     /// The last rollup-log sequence applied (the shard's watermark).
     done: u64,
+    /// The last event covered by the live batches validated so far.
+    covered: Option<EventPosition>,
     /// Time to apply one run of messages.
     apply_time: opentelemetry::metrics::Histogram<f64>,
     /// This replica's position, for trimming the rollup log.
@@ -82,6 +84,7 @@ impl Consumer {
             rollups,
             store,
             done: 0,
+            covered: None,
             apply_time,
             marks,
             snapshots,
@@ -192,6 +195,15 @@ impl Consumer {
         let Ok(watermark) = watermark else {
             return;
         };
+        let covered = lane
+            .retry("reading the shard's covered events", || async {
+                store.covered(partition).await.map_err(transient)
+            })
+            .await;
+        let Ok(covered) = covered else {
+            return;
+        };
+        self.covered = covered;
         self.done = match self.rebuild_if_lost(watermark).await {
             Ok(Some(resume)) => resume,
             Ok(None) => watermark.unwrap_or(0),
@@ -206,14 +218,16 @@ impl Consumer {
         tracing::info!(partition, seq = self.done, "rollup consumer stopped");
     }
 
-    /// The valid tenant parts of `message`; the rest are parked first.
-    async fn validate(&self, message: &LogMessage) -> Result<RollupMessage, Halt<QueryError>> {
+    /// The valid tenant parts of `message`; the rest are parked first. A live batch that does
+    /// not continue after the events already covered is parked whole.
+    async fn validate(&mut self, message: &LogMessage) -> Result<RollupMessage, Halt<QueryError>> {
         let (partition, seq) = (self.lane.partition(), message.seq);
         let mut valid = RollupMessage {
             seq,
             logic_version: 0,
             tenants: Vec::new(),
             from_dead_letter: false,
+            covered_to: None,
         };
         let batch = match RollupBatch::decode(message.payload.clone()) {
             Ok(batch) => batch,
@@ -234,6 +248,21 @@ impl Consumer {
         };
         valid.logic_version = batch.logic_version;
         valid.from_dead_letter = batch.from_dead_letter;
+        if let Some(reason) = self.discontinuity(&batch) {
+            tracing::error!(partition, seq, %reason, "refusing a rollup batch");
+            let failure = failure(
+                partition,
+                seq,
+                0,
+                "overlapping_batch",
+                reason,
+                String::new(),
+                message.payload.clone(),
+            );
+            self.lane.park(failure).await?;
+            return Ok(valid);
+        }
+        valid.covered_to = self.covered.filter(|_| is_live(&batch));
         if batch.partition != partition {
             tracing::warn!(
                 partition,
@@ -269,6 +298,34 @@ impl Consumer {
             }
         }
         Ok(valid)
+    }
+
+    /// Why `batch` cannot be applied after the batches before it: a live batch must cover
+    /// events after the last one covered so far (it overlaps them when published by two
+    /// aggregators, or again after the log's duplicate window). Moves the covered position on.
+    ///
+    /// Invariant: no event's deltas are applied twice, whoever published them.
+    fn discontinuity(&mut self, batch: &RollupBatch) -> Option<String> {
+        if !is_live(batch) {
+            return None;
+        }
+        let first = EventPosition {
+            seq: batch.first_event_seq,
+            index: batch.first_event_index,
+        };
+        let last = EventPosition {
+            seq: batch.last_event_seq,
+            index: batch.last_event_index,
+        };
+        if let Some(covered) = self.covered.filter(|&covered| first <= covered) {
+            return Some(format!(
+                "the batch covers events {}.{} to {}.{}, but events up to {}.{} were applied \
+                 already: it does not continue the previous batch",
+                first.seq, first.index, last.seq, last.index, covered.seq, covered.index
+            ));
+        }
+        self.covered = Some(last.max(first));
+        None
     }
 
     /// Applies `run`; on repeated failure splits it to the failing message and parks only the
@@ -352,6 +409,7 @@ impl Consumer {
                 logic_version: message.logic_version,
                 tenants,
                 from_dead_letter: message.from_dead_letter,
+                covered_to: message.covered_to,
             });
         }
         for (part, why) in failing {
@@ -375,6 +433,7 @@ impl Consumer {
             logic_version: message.logic_version,
             tenants: kept,
             from_dead_letter: message.from_dead_letter,
+            covered_to: message.covered_to,
         })
     }
 
@@ -415,8 +474,8 @@ impl consumer::Handler for Consumer {
         messages: Vec<LogMessage>,
     ) -> Result<(), Halt<QueryError>> {
         let mut run = Vec::with_capacity(messages.len());
-        let mut last = self.done;
-        for message in messages.iter().filter(|m| m.seq > self.done) {
+        let (done, mut last) = (self.done, self.done);
+        for message in messages.iter().filter(|m| m.seq > done) {
             if message.seq <= last {
                 continue;
             }
@@ -433,6 +492,12 @@ impl consumer::Handler for Consumer {
         self.report_versions().await;
         Ok(())
     }
+}
+
+/// Whether `batch` covers events of its own (not a job's part or a dead letter published
+/// again) with event positions (logic version 2 and later).
+fn is_live(batch: &RollupBatch) -> bool {
+    !batch.replay && !batch.from_dead_letter && batch.logic_version >= 2
 }
 
 /// A shard error is worth retrying; anything else keeps its class.

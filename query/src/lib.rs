@@ -37,7 +37,7 @@ pub use args::QueryArgs;
 pub use error::QueryError;
 pub use insights::Insights;
 pub use service::InsightsApi;
-pub use shard::{Applied, DuckShardStore, RollupMessage, ShardStore, ValidRollup};
+pub use shard::{Applied, DuckShardStore, EventPosition, RollupMessage, ShardStore, ValidRollup};
 
 /// The gRPC service name the query role serves.
 pub const SERVICE_NAME: &str = "beacon.insights.v1.InsightsService";

@@ -188,6 +188,10 @@ impl ShardStore for Poisoned {
         self.0.watermark(partition).await
     }
 
+    async fn covered(&self, partition: u32) -> Result<Option<EventPosition>, QueryError> {
+        self.0.covered(partition).await
+    }
+
     async fn query(
         &self,
         tenant_id: &str,
@@ -244,4 +248,66 @@ async fn a_failing_run_is_split_and_only_the_failing_part_parked() {
     assert_eq!(letter.tenant_id, "poison");
     let part = TenantRollup::decode(letter.payload.as_slice()).expect("the part alone");
     assert_eq!(part.tenant_id, "poison");
+}
+
+fn live(tenants: Vec<TenantRollup>, first: (u64, u32), last: (u64, u32)) -> Bytes {
+    Bytes::from(
+        RollupBatch {
+            partition: 0,
+            first_event_seq: first.0,
+            first_event_index: first.1,
+            last_event_seq: last.0,
+            last_event_index: last.1,
+            logic_version: 3,
+            tenants,
+            ..RollupBatch::default()
+        }
+        .encode_to_vec(),
+    )
+}
+
+#[tokio::test]
+async fn a_live_batch_that_overlaps_what_was_applied_is_parked_also_after_a_restart() {
+    let dir = TempDir::new("continuity");
+    let s = setup(dir.path());
+    let batches = [
+        live(vec![visit("a", 1)], (1, 0), (2, 4)),
+        // Overlaps the first (a second publisher, or a copy after the duplicate window).
+        live(vec![visit("a", 2)], (2, 3), (3, 0)),
+        live(vec![visit("a", 3)], (2, 5), (4, 0)),
+    ];
+    for (n, payload) in batches.into_iter().enumerate() {
+        s.rollups
+            .append(0, &format!("m{n}"), payload)
+            .await
+            .expect("append");
+    }
+    consume_until(&s, 3).await;
+    assert_eq!(pageviews(&s.store, "a").await, 2);
+
+    // A restarted consumer knows what was covered from the shard.
+    s.rollups
+        .append(0, "m3", live(vec![visit("a", 4)], (4, 0), (5, 0)))
+        .await
+        .expect("append");
+    s.rollups
+        .append(0, "m4", live(vec![visit("a", 5)], (5, 1), (6, 0)))
+        .await
+        .expect("append");
+    consume_until(&s, 5).await;
+    assert_eq!(pageviews(&s.store, "a").await, 3);
+
+    let letters = s.dead_letters.read(0, 0, 10).await.expect("read");
+    let parked: Vec<(u64, String)> = letters
+        .iter()
+        .map(|m| DeadLetter::decode(m.payload.clone()).expect("dead letter"))
+        .map(|letter| (letter.seq, letter.cause))
+        .collect();
+    assert_eq!(
+        parked,
+        vec![
+            (2, "overlapping_batch".to_owned()),
+            (4, "overlapping_batch".to_owned())
+        ]
+    );
 }

@@ -15,7 +15,8 @@ use super::cell::{Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour
 use super::open::{OpenShards, Shard};
 use super::schema;
 use super::{
-    Answer, Applied, RollupMessage, ShardQuery, ShardStore, ValidRollup, compact, read, rows,
+    Answer, Applied, EventPosition, RollupMessage, ShardQuery, ShardStore, ValidRollup, compact,
+    read, rows,
 };
 use crate::QueryError;
 use crate::error::ShardFailure;
@@ -117,6 +118,7 @@ impl ShardStore for DuckShardStore {
                 logic_version: 0,
                 tenants: vec![part],
                 from_dead_letter: false,
+                covered_to: None,
             };
             shard
                 .with_writer(|conn| {
@@ -151,6 +153,27 @@ impl ShardStore for DuckShardStore {
                         .optional()
                 })
                 .map_err(|err| QueryError::shard(&shard.name, "reading the watermark", err))
+        })
+        .await
+    }
+
+    async fn covered(&self, partition: u32) -> Result<Option<EventPosition>, QueryError> {
+        self.blocking(move |shards| {
+            let Some(shard) = open(shards, partition, false)? else {
+                return Ok(None);
+            };
+            shard
+                .with_reader(|conn| {
+                    conn.query_row(schema::SELECT_COVERED, [partition], |row| {
+                        Ok(match (row.get(0)?, row.get(1)?) {
+                            (Some(seq), Some(index)) => Some(EventPosition { seq, index }),
+                            _ => None,
+                        })
+                    })
+                    .optional()
+                })
+                .map(Option::flatten)
+                .map_err(|err| QueryError::shard(&shard.name, "reading the covered events", err))
         })
         .await
     }
@@ -305,8 +328,14 @@ fn apply_tx(
         }
     }
     let (rows, swaps) = parts.finish()?;
+    let covered = fresh.iter().rev().find_map(|m| m.covered_to);
     tx.prepare_cached(schema::UPSERT_WATERMARK)?
-        .execute(params![partition, last])?;
+        .execute(params![
+            partition,
+            last,
+            covered.map(|c| c.seq),
+            covered.map(|c| c.index)
+        ])?;
     tx.commit()?;
     let applied = Applied {
         messages: fresh.len(),

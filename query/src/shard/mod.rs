@@ -37,6 +37,18 @@ pub struct RollupMessage {
     pub tenants: Vec<ValidRollup>,
     /// Whether it is a dead letter published again (`RollupBatch.from_dead_letter`).
     pub from_dead_letter: bool,
+    /// The last event a live batch covers, recorded with the watermark so that the next batch
+    /// can be checked to continue after it; `None` for batches that cover no events of their own.
+    pub covered_to: Option<EventPosition>,
+}
+
+/// An event's place in the event log: the message and the event's index in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventPosition {
+    /// Event-log sequence.
+    pub seq: u64,
+    /// Index of the event in the message.
+    pub index: u32,
 }
 
 /// What applying a run of rollup messages did.
@@ -119,6 +131,9 @@ pub trait ShardStore: Send + Sync + 'static {
 
     /// The last rollup-log sequence of `partition` applied here.
     async fn watermark(&self, partition: u32) -> Result<Option<u64>, QueryError>;
+
+    /// The last event covered by the live batches of `partition` applied here.
+    async fn covered(&self, partition: u32) -> Result<Option<EventPosition>, QueryError>;
 
     /// Summed counters and unique visitors of the tenant's live rows matching `query`, and the
     /// logic versions that made them. A tenant without rollups has no rows.

@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS hours (
     sketch BLOB,
     folded BOOLEAN
 );
+ALTER TABLE applied ADD COLUMN IF NOT EXISTS covered_seq UBIGINT;
+ALTER TABLE applied ADD COLUMN IF NOT EXISTS covered_index UINTEGER;
 ALTER TABLE days ADD COLUMN IF NOT EXISTS gen UBIGINT DEFAULT 0;
 ALTER TABLE days ADD COLUMN IF NOT EXISTS logic_version INTEGER DEFAULT 0;
 ALTER TABLE hours ADD COLUMN IF NOT EXISTS gen UBIGINT DEFAULT 0;
@@ -97,10 +99,16 @@ pub(crate) const GENERATION_TOTALS: &str = "SELECT pageviews, events, visits, bo
 /// The applied rollup-log sequence of a partition.
 pub(crate) const SELECT_WATERMARK: &str = r#"SELECT seq FROM applied WHERE "partition" = ?"#;
 
-/// Moves a partition's watermark.
+/// The last event covered by the live batches applied to a partition.
+pub(crate) const SELECT_COVERED: &str =
+    r#"SELECT covered_seq, covered_index FROM applied WHERE "partition" = ?"#;
+
+/// Moves a partition's watermark and, when given (not NULL), the last event covered.
 pub(crate) const UPSERT_WATERMARK: &str = r#"
-INSERT INTO applied ("partition", seq) VALUES (?, ?)
-ON CONFLICT ("partition") DO UPDATE SET seq = excluded.seq
+INSERT INTO applied ("partition", seq, covered_seq, covered_index) VALUES (?, ?, ?, ?)
+ON CONFLICT ("partition") DO UPDATE SET seq = excluded.seq,
+    covered_seq = coalesce(excluded.covered_seq, applied.covered_seq),
+    covered_index = coalesce(excluded.covered_index, applied.covered_index)
 "#;
 
 /// The counter columns, in [`Cell`](super::cell::Cell) order, then the sketch.
