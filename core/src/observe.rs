@@ -6,7 +6,7 @@
 //! stalled when it has been behind its log's end for longer than the stall threshold.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,8 @@ struct LaneState {
     position: AtomicU64,
     /// The newest sequence of the log, and when the lane was last caught up with it.
     end: Mutex<(u64, Instant)>,
+    /// Whether the log's end was read at least once (before, the lag is unknown).
+    measured: AtomicBool,
 }
 
 /// The lag of one lane.
@@ -121,6 +123,8 @@ pub struct Lag {
     pub messages: u64,
     /// Seconds since the consumer was last caught up.
     pub seconds: f64,
+    /// Whether the log's end was read yet; the lag is unknown before.
+    pub measured: bool,
 }
 
 /// Reports one lane's progress.
@@ -139,6 +143,7 @@ impl LaneProbe {
     /// The log's newest sequence is `end`.
     pub fn log_end(&self, end: u64) {
         self.refresh(Some(end));
+        self.state.measured.store(true, Ordering::Relaxed);
     }
 
     fn refresh(&self, end: Option<u64>) {
@@ -194,6 +199,7 @@ impl Health {
             Arc::new(LaneState {
                 position: AtomicU64::new(0),
                 end: Mutex::new((0, Instant::now())),
+                measured: AtomicBool::new(false),
             })
         });
         LaneProbe {
@@ -234,17 +240,20 @@ impl Health {
         let now = Instant::now();
         lock(&self.inner.lanes)
             .iter()
-            .map(|(&(role, partition), state)| {
-                let position = state.position.load(Ordering::Relaxed);
-                let (end, caught_up_at) = *lock(&state.end);
-                Lag {
-                    role,
-                    partition,
-                    messages: end.saturating_sub(position),
-                    seconds: now.duration_since(caught_up_at).as_secs_f64(),
-                }
-            })
+            .map(|(&(role, partition), state)| lag_of(role, partition, state, now))
             .collect()
+    }
+
+    /// The lag of `role`'s lane of `partition`, when the process consumes it.
+    pub fn lane_lag(&self, role: &'static str, partition: u32) -> Option<Lag> {
+        let lanes = lock(&self.inner.lanes);
+        let state = lanes.get(&(role, partition))?;
+        Some(lag_of(role, partition, state, Instant::now()))
+    }
+
+    /// The error `what` fails with, while it does.
+    pub fn fault_of(&self, what: &str) -> Option<String> {
+        lock(&self.inner.faults).get(what).cloned()
     }
 
     /// Why the process is not healthy: stalled lanes and store faults; empty when it is.
@@ -290,6 +299,18 @@ impl Health {
                 }
             })
             .build();
+    }
+}
+
+fn lag_of(role: &'static str, partition: u32, state: &LaneState, now: Instant) -> Lag {
+    let position = state.position.load(Ordering::Relaxed);
+    let (end, caught_up_at) = *lock(&state.end);
+    Lag {
+        role,
+        partition,
+        messages: end.saturating_sub(position),
+        seconds: now.duration_since(caught_up_at).as_secs_f64(),
+        measured: state.measured.load(Ordering::Relaxed),
     }
 }
 

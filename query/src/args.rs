@@ -28,6 +28,16 @@ pub struct QueryArgs {
         value_delimiter = ','
     )]
     pub own_partitions: Vec<u32>,
+    /// Largest lag behind a partition's rollup log at which this replica still answers reads of
+    /// the partition's tenants ("15s"); beyond it, or before its shard caught up after a start,
+    /// it answers UNAVAILABLE and gateways ask another replica.
+    #[arg(
+        long = "max-serve-lag",
+        env = "BEACON_MAX_SERVE_LAG",
+        default_value = "15s",
+        value_parser = beacon_core::time::parse_duration
+    )]
+    pub max_serve_lag: std::time::Duration,
     /// This replica's name, unique among the query replicas: the rollup log is trimmed only
     /// below the lowest position any replica recorded (1 to 64 characters of [a-z0-9_-]). By
     /// default the host name (`HOSTNAME`), else "query".
@@ -90,6 +100,7 @@ mod tests {
             listen: ([127, 0, 0, 1], 0).into(),
             shard_memory: "64MB".into(),
             own_partitions: own,
+            max_serve_lag: std::time::Duration::from_secs(15),
             replica_id: None,
         }
     }

@@ -16,6 +16,7 @@ use beacon_core::backends::Backends;
 use beacon_core::consumer::Lane;
 use beacon_core::shutdown::Tasks;
 use beacon_proto::insights::v1::insights_service_server::InsightsServiceServer;
+use beacon_proto::pipeline::v1::replica_service_server::ReplicaServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +27,7 @@ pub mod insights;
 pub mod metrics;
 pub mod range;
 pub mod service;
+pub mod serving;
 pub mod shard;
 
 #[cfg(test)]
@@ -37,6 +39,7 @@ pub use args::QueryArgs;
 pub use error::QueryError;
 pub use insights::Insights;
 pub use service::InsightsApi;
+pub use serving::Serving;
 pub use shard::{Applied, DuckShardStore, EventPosition, RollupMessage, ShardStore, ValidRollup};
 
 /// The gRPC service name the query role serves.
@@ -63,7 +66,7 @@ pub async fn run(
     let shared: Arc<dyn ShardStore> = Arc::new(store.clone());
 
     let consumers = Tasks::new(shutdown.child_token());
-    for &partition in &partitions {
+    for &partition in partitions.iter() {
         let lane = Lane::new(
             "query",
             partition,
@@ -90,11 +93,20 @@ pub async fn run(
         "query role started"
     );
 
+    let serving = Serving::new(
+        &replica,
+        backends.partitions,
+        partitions,
+        args.max_serve_lag,
+        shutdown.clone(),
+    );
     let api = InsightsApi::new(
         Registry::new(backends.tenants.clone()),
         Insights::new(shared),
+        serving.clone(),
     );
-    let routes = tonic::service::Routes::new(InsightsServiceServer::new(api));
+    let routes = tonic::service::Routes::new(InsightsServiceServer::new(api))
+        .add_service(ReplicaServiceServer::new(serving));
     let served = beacon_core::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown).await;
 
     // The server stops on shutdown or on error; the consumers stop with it either way.

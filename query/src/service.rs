@@ -18,18 +18,21 @@ use tonic::{Request, Response, Status};
 
 use crate::QueryError;
 use crate::insights::Insights;
+use crate::serving::Serving;
 
 /// The InsightsService implementation.
 #[derive(Clone)]
 pub struct InsightsApi {
     registry: Registry,
     insights: Insights,
+    serving: Serving,
     latency: Histogram<f64>,
 }
 
 impl InsightsApi {
-    /// Serves `insights` to callers holding a read key known to `registry`.
-    pub fn new(registry: Registry, insights: Insights) -> Self {
+    /// Serves `insights` to callers holding a read key known to `registry`, for the tenants of
+    /// the partitions `serving` says this replica answers for.
+    pub fn new(registry: Registry, insights: Insights, serving: Serving) -> Self {
         let latency = beacon_core::observe::meter()
             .f64_histogram("beacon_query_duration")
             .with_description("Time to answer an Insights call, by method and outcome")
@@ -38,13 +41,16 @@ impl InsightsApi {
         Self {
             registry,
             insights,
+            serving,
             latency,
         }
     }
 
     async fn tenant(&self, metadata: &MetadataMap) -> Result<Tenant, QueryError> {
         let key = request_key(metadata)?;
-        Ok(self.registry.authenticate(&key, KeyKind::Read).await?)
+        let tenant = self.registry.authenticate(&key, KeyKind::Read).await?;
+        self.serving.check(&tenant.id)?;
+        Ok(tenant)
     }
 
     /// Records how long `method` took and how it ended.

@@ -31,11 +31,15 @@ fn request(key: Option<&str>) -> tonic::Request<GetAggregateRequest> {
 }
 
 async fn pageviews(client: &mut InsightsServiceClient<Channel>, key: &str) -> f64 {
-    let reply = client
-        .get_aggregate(request(Some(key)))
-        .await
-        .expect("aggregate");
-    reply.into_inner().values[0].value
+    try_pageviews(client, key).await.expect("aggregate")
+}
+
+async fn try_pageviews(
+    client: &mut InsightsServiceClient<Channel>,
+    key: &str,
+) -> Result<f64, tonic::Status> {
+    let reply = client.get_aggregate(request(Some(key))).await?;
+    Ok(reply.into_inner().values[0].value)
 }
 
 #[tokio::test]
@@ -56,8 +60,19 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
         .create_tenant("acme", "Acme", "UTC")
         .await
         .expect("tenant");
+    let partition = partition_of(&tenant.id, 2);
+    let id_in = |wanted: u32| {
+        (0..)
+            .map(|i| format!("other{i}"))
+            .find(|id| (partition_of(id, 2) == partition) == (wanted == partition))
+            .expect("a tenant id")
+    };
     let (_, _, other_key) = registry
-        .create_tenant("other", "Other", "UTC")
+        .create_tenant(&id_in(partition), "Other", "UTC")
+        .await
+        .expect("tenant");
+    let (_, _, far_key) = registry
+        .create_tenant(&id_in(1 - partition), "Far", "UTC")
         .await
         .expect("tenant");
 
@@ -66,7 +81,8 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
     let args = QueryArgs {
         listen: addr,
         shard_memory: "64MB".into(),
-        own_partitions: vec![],
+        own_partitions: vec![partition],
+        max_serve_lag: Duration::from_secs(15),
         replica_id: None,
     };
     let shutdown = CancellationToken::new();
@@ -82,7 +98,6 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
             1,
         )],
     )];
-    let partition = partition_of(&tenant.id, 2);
     let payload = RollupBatch {
         partition,
         tenants,
@@ -97,11 +112,22 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
 
     let mut client = connect(addr).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while pageviews(&mut client, &read_key).await < 1.0 {
+    // Unavailable until the replica has read the rollup log's end.
+    while try_pageviews(&mut client, &read_key).await.unwrap_or(0.0) < 1.0 {
         assert!(Instant::now() < deadline, "rollup never became visible");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(pageviews(&mut client, &other_key).await, 0.0);
+    let status = client
+        .get_aggregate(request(Some(&far_key)))
+        .await
+        .expect_err("a partition this replica does not hold");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("does not hold the partition"),
+        "{}",
+        status.message()
+    );
 
     let status = client
         .get_aggregate(request(None))

@@ -1,0 +1,178 @@
+//! Which partitions this replica answers for: those it holds, once its shard has caught up with
+//! the partition's rollup log to within the stated lag, and never while shutting down or while
+//! the partition's log is refused (a gap or a regression). Reads of any other partition's
+//! tenants are `UNAVAILABLE`, never zeros, and gateways learn the state through
+//! `beacon.pipeline.v1.ReplicaService` to route around it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use beacon_core::observe;
+use beacon_core::partition::partition_of;
+use beacon_proto::pipeline::v1::replica_service_server::ReplicaService;
+use beacon_proto::pipeline::v1::{GetServingRequest, GetServingResponse, PartitionServing};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::QueryError;
+
+/// The role name of the query lanes in the process's health.
+const ROLE: &str = "query";
+
+/// This replica's serving state.
+#[derive(Clone)]
+pub struct Serving {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    replica: String,
+    partitions: u32,
+    held: Vec<u32>,
+    max_lag: Duration,
+    shutdown: CancellationToken,
+}
+
+impl Serving {
+    /// Replica `replica` holds `held` of `partitions` partitions and serves each while it is at
+    /// most `max_lag` behind, until `shutdown`.
+    pub fn new(
+        replica: &str,
+        partitions: u32,
+        held: Vec<u32>,
+        max_lag: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                replica: replica.to_owned(),
+                partitions,
+                held,
+                max_lag,
+                shutdown,
+            }),
+        }
+    }
+
+    /// Whether reads of `tenant_id` are answered here: `Unavailable` saying why when not.
+    pub fn check(&self, tenant_id: &str) -> Result<(), QueryError> {
+        let partition = partition_of(tenant_id, self.inner.partitions);
+        match self.refusal(partition) {
+            None => Ok(()),
+            Some(reason) => Err(QueryError::Core(beacon_core::Error::Unavailable(format!(
+                "replica {:?} does not serve partition {partition} now: {reason}; \
+                 another replica may",
+                self.inner.replica
+            )))),
+        }
+    }
+
+    /// Why `partition` is not served, or `None` when it is.
+    fn refusal(&self, partition: u32) -> Option<String> {
+        let inner = &self.inner;
+        if inner.shutdown.is_cancelled() {
+            return Some("it is shutting down".to_owned());
+        }
+        if inner.held.binary_search(&partition).is_err() {
+            return Some("it does not hold the partition".to_owned());
+        }
+        let health = observe::health();
+        if let Some(error) = health.fault_of(&format!("{ROLE} partition {partition}")) {
+            return Some(error);
+        }
+        let Some(lag) = health.lane_lag(ROLE, partition) else {
+            return Some("its consumer has not started".to_owned());
+        };
+        if !lag.measured {
+            return Some("it has not read the rollup log's end yet".to_owned());
+        }
+        if lag.seconds > inner.max_lag.as_secs_f64() {
+            return Some(format!(
+                "it is {:.1} s behind the rollup log ({} sequences), more than {:.1} s",
+                lag.seconds,
+                lag.messages,
+                inner.max_lag.as_secs_f64()
+            ));
+        }
+        None
+    }
+
+    /// The state of every held partition.
+    pub fn report(&self) -> GetServingResponse {
+        let inner = &self.inner;
+        let partitions = inner
+            .held
+            .iter()
+            .map(|&partition| {
+                let reason = self.refusal(partition);
+                let lag = observe::health().lane_lag(ROLE, partition);
+                PartitionServing {
+                    partition,
+                    serving: reason.is_none(),
+                    lag_seconds: lag.map_or(0.0, |lag| lag.seconds),
+                    reason: reason.unwrap_or_default(),
+                }
+            })
+            .collect();
+        GetServingResponse {
+            replica: inner.replica.clone(),
+            partition_count: inner.partitions,
+            partitions,
+            max_lag_seconds: inner.max_lag.as_secs_f64(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ReplicaService for Serving {
+    async fn get_serving(
+        &self,
+        _request: Request<GetServingRequest>,
+    ) -> Result<Response<GetServingResponse>, Status> {
+        Ok(Response::new(self.report()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant_of(partition: u32, partitions: u32) -> String {
+        (0..)
+            .map(|i| format!("t{i}"))
+            .find(|t| partition_of(t, partitions) == partition)
+            .expect("a tenant")
+    }
+
+    #[test]
+    fn serves_held_caught_up_partitions_only() {
+        let shutdown = CancellationToken::new();
+        let serving = Serving::new("r1", 4, vec![1, 2], Duration::from_secs(5), shutdown.clone());
+        let (one, three) = (tenant_of(1, 4), tenant_of(3, 4));
+        let err = serving.check(&three).expect_err("not held");
+        assert!(err.to_string().contains("does not hold"), "{err}");
+        let err = serving.check(&one).expect_err("no consumer yet");
+        assert!(err.to_string().contains("has not started"), "{err}");
+
+        let lane = observe::health().lane(ROLE, 1);
+        let err = serving.check(&one).expect_err("lag unknown");
+        assert!(err.to_string().contains("log's end"), "{err}");
+        lane.handled(7);
+        lane.log_end(7);
+        serving.check(&one).expect("caught up");
+        let report = serving.report();
+        assert_eq!(report.partitions.len(), 2);
+        assert!(report.partitions[0].serving, "{report:?}");
+        assert!(!report.partitions[1].serving, "{report:?}");
+
+        observe::health().fault(&format!("{ROLE} partition 1"), "the log went backwards");
+        let err = serving.check(&one).expect_err("refused log");
+        assert!(err.to_string().contains("went backwards"), "{err}");
+        observe::health().clear(&format!("{ROLE} partition 1"));
+        serving.check(&one).expect("served again");
+
+        shutdown.cancel();
+        let err = serving.check(&one).expect_err("shutting down");
+        assert_eq!(tonic::Status::from(err).code(), tonic::Code::Unavailable);
+    }
+}
