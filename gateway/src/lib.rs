@@ -12,6 +12,7 @@ mod edge;
 mod error;
 mod guard;
 mod proxy;
+mod route;
 mod serve;
 
 use std::net::SocketAddr;

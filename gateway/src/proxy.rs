@@ -2,6 +2,10 @@
 
 use std::net::IpAddr;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use beacon_core::partition::partition_of;
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::ingest::v1::ingest_service_server::IngestService;
 use beacon_proto::ingest::v1::{
@@ -13,52 +17,54 @@ use beacon_proto::insights::v1::{
     GetAggregateRequest, GetAggregateResponse, GetBreakdownRequest, GetBreakdownResponse,
     GetTimeseriesRequest, GetTimeseriesResponse,
 };
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
-use crate::GatewayError;
 use crate::guard::Guard;
+use crate::route::{Upstreams, deadline_of};
 
-/// A load-balanced channel over `urls`, connecting lazily.
-pub fn channel(urls: &[String]) -> Result<Channel, GatewayError> {
-    let endpoints = urls
-        .iter()
-        .map(|url| {
-            Endpoint::from_shared(url.clone())
-                .map(|e| e.tcp_nodelay(true))
-                .map_err(|source| GatewayError::Upstream {
-                    url: url.clone(),
-                    source,
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Channel::balance_list(endpoints.into_iter()))
+/// What an upstream request carries besides its message: the API key and the client's address
+/// (as the edge resolved it) in `x-forwarded-for`, replacing whatever the caller sent.
+#[derive(Clone)]
+pub struct Forwarded {
+    metadata: MetadataMap,
 }
 
-/// Re-wraps a request for an upstream: keeps the API key and states the client's address (as
-/// the edge resolved it) in `x-forwarded-for`, replacing whatever the caller sent.
-pub fn forward<T>(request: Request<T>, client_ip: Option<IpAddr>) -> Request<T> {
-    let metadata = request.metadata().clone();
-    let mut out = Request::new(request.into_inner());
-    for name in ["authorization", "x-beacon-key"] {
-        if let Some(value) = metadata.get(name) {
-            out.metadata_mut().insert(name, value.clone());
+impl Forwarded {
+    /// The metadata to forward from `metadata`, for `client`.
+    pub fn new(metadata: &MetadataMap, client: Option<IpAddr>) -> Self {
+        let mut out = MetadataMap::new();
+        for name in ["authorization", "x-beacon-key"] {
+            if let Some(value) = metadata.get(name) {
+                out.insert(name, value.clone());
+            }
         }
+        if let Some(value) = client.and_then(|ip| MetadataValue::try_from(ip.to_string()).ok()) {
+            out.insert("x-forwarded-for", value);
+        }
+        Self { metadata: out }
     }
-    if let Some(value) = client_ip.and_then(|ip| MetadataValue::try_from(ip.to_string()).ok()) {
-        out.metadata_mut().insert("x-forwarded-for", value);
+
+    /// An upstream request of `message` that may take `timeout`.
+    pub fn request<T>(&self, message: T, timeout: Duration) -> Request<T> {
+        let mut request = Request::new(message);
+        *request.metadata_mut() = self.metadata.clone();
+        request.set_timeout(timeout);
+        request
     }
-    out
 }
 
-/// Public `IngestService`: admits, then forwards to an ingest replica.
+/// Public `IngestService`: admits, then forwards to an ingest replica. A batch whose every
+/// event carries an id is retried on another replica after UNAVAILABLE (the ids make the
+/// retry count once); others are not.
 #[derive(Clone)]
 pub struct IngestProxy {
     /// The edge checks.
     pub guard: Guard,
     /// Ingest replicas.
-    pub upstream: IngestServiceClient<Channel>,
+    pub upstream: Arc<Upstreams>,
+    /// Longest time a request may take.
+    pub timeout: Duration,
 }
 
 impl IngestProxy {
@@ -71,11 +77,22 @@ impl IngestProxy {
         self.guard
             .ingest(request.metadata(), request.get_ref().events.len(), client)
             .await?;
+        let deadline = deadline_of(request.metadata(), self.timeout);
+        let forwarded = Forwarded::new(request.metadata(), client);
+        let message = request.into_inner();
+        let retry = message.events.iter().all(|e| !e.id.is_empty());
         self.upstream
-            .clone()
-            .send_events(forward(request, client))
+            .call(None, deadline, retry, |channel, timeout| {
+                let request = forwarded.request(message.clone(), timeout);
+                async move { client_of(channel).send_events(request).await }
+            })
             .await
     }
+}
+
+/// An ingest client on `channel`, sized for the largest batch.
+fn client_of(channel: tonic::transport::Channel) -> IngestServiceClient<tonic::transport::Channel> {
+    IngestServiceClient::new(channel).max_encoding_message_size(beacon_core::MAX_BODY_BYTES * 2)
 }
 
 #[tonic::async_trait]
@@ -96,9 +113,15 @@ impl IngestService for IngestProxy {
         self.guard
             .ingest(request.metadata(), request.get_ref().events.len(), client)
             .await?;
+        let deadline = deadline_of(request.metadata(), self.timeout);
+        let forwarded = Forwarded::new(request.metadata(), client);
+        let message = request.into_inner();
+        let retry = message.events.iter().all(|e| !e.id.is_empty());
         self.upstream
-            .clone()
-            .import_events(forward(request, client))
+            .call(None, deadline, retry, |channel, timeout| {
+                let request = forwarded.request(message.clone(), timeout);
+                async move { client_of(channel).import_events(request).await }
+            })
             .await
     }
 }
@@ -112,13 +135,45 @@ impl IngestProxy {
     }
 }
 
-/// Public `InsightsService`: admits, then forwards to a query replica.
+/// Public `InsightsService`: admits, then forwards to a query replica serving the tenant's
+/// partition, retrying UNAVAILABLE on another within the caller's deadline (reads repeat
+/// safely).
 #[derive(Clone)]
 pub struct InsightsProxy {
     /// The edge checks.
     pub guard: Guard,
     /// Query replicas.
-    pub upstream: InsightsServiceClient<Channel>,
+    pub upstream: Arc<Upstreams>,
+    /// The cluster's partition count.
+    pub partitions: u32,
+    /// Longest time a request may take.
+    pub timeout: Duration,
+}
+
+impl InsightsProxy {
+    /// Admits `request`, then sends it with `call` to a query replica serving its tenant.
+    async fn read<Q, A, F, Fut>(&self, request: Request<Q>, call: F) -> Result<Response<A>, Status>
+    where
+        Q: Clone,
+        F: Fn(InsightsServiceClient<tonic::transport::Channel>, Request<Q>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<A>, Status>>,
+    {
+        let client = self
+            .guard
+            .edge
+            .client(request.remote_addr().map(|a| a.ip()), request.metadata());
+        let tenant = self.guard.query(request.metadata(), client).await?;
+        let partition = partition_of(&tenant.id, self.partitions);
+        let deadline = deadline_of(request.metadata(), self.timeout);
+        let forwarded = Forwarded::new(request.metadata(), None);
+        let message = request.into_inner();
+        self.upstream
+            .call(Some(partition), deadline, true, |channel, timeout| {
+                let request = forwarded.request(message.clone(), timeout);
+                call(InsightsServiceClient::new(channel), request)
+            })
+            .await
+    }
 }
 
 #[tonic::async_trait]
@@ -127,44 +182,29 @@ impl InsightsService for InsightsProxy {
         &self,
         request: Request<GetAggregateRequest>,
     ) -> Result<Response<GetAggregateResponse>, Status> {
-        let client = self
-            .guard
-            .edge
-            .client(request.remote_addr().map(|a| a.ip()), request.metadata());
-        self.guard.query(request.metadata(), client).await?;
-        self.upstream
-            .clone()
-            .get_aggregate(forward(request, None))
-            .await
+        self.read(request, |mut client, request| async move {
+            client.get_aggregate(request).await
+        })
+        .await
     }
 
     async fn get_timeseries(
         &self,
         request: Request<GetTimeseriesRequest>,
     ) -> Result<Response<GetTimeseriesResponse>, Status> {
-        let client = self
-            .guard
-            .edge
-            .client(request.remote_addr().map(|a| a.ip()), request.metadata());
-        self.guard.query(request.metadata(), client).await?;
-        self.upstream
-            .clone()
-            .get_timeseries(forward(request, None))
-            .await
+        self.read(request, |mut client, request| async move {
+            client.get_timeseries(request).await
+        })
+        .await
     }
 
     async fn get_breakdown(
         &self,
         request: Request<GetBreakdownRequest>,
     ) -> Result<Response<GetBreakdownResponse>, Status> {
-        let client = self
-            .guard
-            .edge
-            .client(request.remote_addr().map(|a| a.ip()), request.metadata());
-        self.guard.query(request.metadata(), client).await?;
-        self.upstream
-            .clone()
-            .get_breakdown(forward(request, None))
-            .await
+        self.read(request, |mut client, request| async move {
+            client.get_breakdown(request).await
+        })
+        .await
     }
 }

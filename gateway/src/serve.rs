@@ -3,6 +3,8 @@
 //! listener: the admin API, health, reflection and `/metrics`. Both bound requests in time and
 //! connections in number.
 
+use std::sync::Arc;
+
 use beacon_core::MAX_BODY_BYTES;
 use beacon_core::auth::Registry;
 use beacon_core::backends::Backends;
@@ -11,9 +13,7 @@ use beacon_core::grpc::{
     metrics_text, with_health_and_reflection, with_public_health_and_reflection,
 };
 use beacon_proto::admin::v1::admin_service_server::AdminServiceServer;
-use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::ingest::v1::ingest_service_server::IngestServiceServer;
-use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::insights_service_server::InsightsServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +23,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::admin::Admin;
 use crate::guard::Guard;
-use crate::proxy::{IngestProxy, InsightsProxy, channel};
+use crate::proxy::{IngestProxy, InsightsProxy};
+use crate::route::{Probe, Upstreams};
 use crate::{GatewayArgs, GatewayError, beacon, conn, edge};
 
 /// The services of the public port.
@@ -53,14 +54,28 @@ pub async fn serve(
     let token = edge::admin_token(args.admin_token.as_deref())?;
     let registry = Registry::new(backends.tenants.clone());
     let guard = Guard::new(registry.clone(), &args)?;
+    let ingest_replicas = Arc::new(Upstreams::new(
+        "ingest",
+        &args.ingest_urls,
+        Probe::Health("beacon.ingest.v1.IngestService"),
+    )?);
+    let query_replicas = Arc::new(Upstreams::new(
+        "query",
+        &args.query_urls,
+        Probe::Partitions,
+    )?);
+    tokio::spawn(ingest_replicas.clone().watch(shutdown.clone()));
+    tokio::spawn(query_replicas.clone().watch(shutdown.clone()));
     let ingest = IngestProxy {
         guard: guard.clone(),
-        upstream: IngestServiceClient::new(channel(&args.ingest_urls)?)
-            .max_encoding_message_size(MAX_BODY_BYTES * 2),
+        upstream: ingest_replicas,
+        timeout: args.request_timeout,
     };
     let insights = InsightsProxy {
         guard,
-        upstream: InsightsServiceClient::new(channel(&args.query_urls)?),
+        upstream: query_replicas,
+        partitions: backends.partitions,
+        timeout: args.request_timeout,
     };
     let api = Routes::new(
         IngestServiceServer::new(ingest.clone()).max_decoding_message_size(MAX_BODY_BYTES),

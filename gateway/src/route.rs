@@ -1,0 +1,307 @@
+//! Routing to upstream replicas: the gateway polls every replica each second (query replicas
+//! through `ReplicaService.GetServing`: which partitions each serves now; ingest replicas
+//! through gRPC health), sends each call to a replica that serves it (round robin among
+//! those), and, when the call may be repeated, retries `UNAVAILABLE` on the next replica
+//! within the caller's deadline.
+//!
+//! Invariant: every upstream call carries a deadline, and no call outlives the caller's.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use beacon_proto::pipeline::v1::GetServingRequest;
+use beacon_proto::pipeline::v1::replica_service_client::ReplicaServiceClient;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::GatewayError;
+
+/// How often every replica is asked for its state.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+/// A state older than this is unknown.
+const STALE_AFTER: Duration = Duration::from_secs(3);
+/// How long a replica that failed a call with UNAVAILABLE is tried last.
+const AVOID_FOR: Duration = Duration::from_secs(2);
+/// Pause between rounds over every replica.
+const ROUND_PAUSE: Duration = Duration::from_millis(200);
+/// Longest wait for a new connection to a replica.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How the gateway learns a replica's state.
+#[derive(Debug, Clone, Copy)]
+pub enum Probe {
+    /// `beacon.pipeline.v1.ReplicaService`: the partitions it serves.
+    Partitions,
+    /// gRPC health of the named service.
+    Health(&'static str),
+}
+
+/// The replicas of one role.
+pub struct Upstreams {
+    role: &'static str,
+    probe: Probe,
+    replicas: Vec<Replica>,
+    next: AtomicUsize,
+}
+
+struct Replica {
+    url: String,
+    channel: Channel,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// When the replica last answered its probe, whether it serves, and the partitions it
+    /// serves (query replicas).
+    seen: Option<(Instant, bool, HashSet<u32>)>,
+    /// Tried last until then: it failed a call with UNAVAILABLE.
+    avoid_until: Option<Instant>,
+}
+
+/// How likely a replica is to answer, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Serving,
+    Unknown,
+    NotServing,
+}
+
+impl Upstreams {
+    /// The replicas at `urls` of `role` ("ingest", "query"), probed with `probe`; connections
+    /// are made lazily.
+    pub fn new(role: &'static str, urls: &[String], probe: Probe) -> Result<Self, GatewayError> {
+        let replicas = urls
+            .iter()
+            .map(|url| {
+                let endpoint = Endpoint::from_shared(url.clone()).map_err(|source| {
+                    GatewayError::Upstream {
+                        url: url.clone(),
+                        source,
+                    }
+                })?;
+                let channel = endpoint
+                    .tcp_nodelay(true)
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .connect_lazy();
+                Ok(Replica {
+                    url: url.clone(),
+                    channel,
+                    state: Mutex::new(State::default()),
+                })
+            })
+            .collect::<Result<Vec<_>, GatewayError>>()?;
+        Ok(Self {
+            role,
+            probe,
+            replicas,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Probes every replica each second until `shutdown`.
+    pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(POLL_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let probes = self.replicas.iter().map(|replica| self.probe_one(replica));
+            futures::future::join_all(probes).await;
+        }
+    }
+
+    async fn probe_one(&self, replica: &Replica) {
+        let answer = tokio::time::timeout(POLL_EVERY, probe(self.probe, replica.channel.clone()))
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer within 1 s")));
+        let mut state = lock(&replica.state);
+        match answer {
+            Ok((serving, partitions)) => {
+                let was = state.seen.as_ref().map(|seen| seen.1);
+                if was != Some(serving) {
+                    tracing::info!(role = self.role, url = %replica.url, serving, "upstream replica state");
+                }
+                state.seen = Some((Instant::now(), serving, partitions));
+            }
+            Err(status) => {
+                if state.seen.take().is_some() {
+                    tracing::warn!(role = self.role, url = %replica.url, error = %status.message(), "upstream replica does not answer");
+                }
+            }
+        }
+    }
+
+    /// The replicas in the order to try them for `partition` (any when `None`): serving ones
+    /// first, round robin among equals.
+    fn order(&self, partition: Option<u32>) -> Vec<usize> {
+        let n = self.replicas.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut order: Vec<(Rank, usize)> = (0..n)
+            .map(|i| (start + i) % n)
+            .map(|i| (self.replicas[i].rank(partition, now), i))
+            .collect();
+        order.sort_by_key(|&(rank, _)| rank);
+        order.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// Calls `op` on a replica serving `partition` before `deadline`. When `retry`, an
+    /// `UNAVAILABLE` answer (or a replica that cannot be reached) is retried on the next
+    /// replica, in rounds over all of them, until the deadline. `op` gets the channel and the
+    /// time the attempt may take.
+    pub async fn call<T, F, Fut>(
+        &self,
+        partition: Option<u32>,
+        deadline: Instant,
+        retry: bool,
+        mut op: F,
+    ) -> Result<T, Status>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut last: Option<Status> = None;
+        loop {
+            let order = self.order(partition);
+            for (tried, &i) in order.iter().enumerate() {
+                let replica = &self.replicas[i];
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return Err(out_of_time(self.role, last));
+                }
+                // Leave time for the others when this one hangs.
+                let more = retry && tried + 1 < order.len();
+                let budget = if more { remaining / 2 } else { remaining };
+                let attempt = tokio::time::timeout(budget, op(replica.channel.clone(), budget));
+                let status = match attempt.await {
+                    Ok(Ok(value)) => return Ok(value),
+                    Ok(Err(status)) => status,
+                    Err(_) => Status::unavailable(format!(
+                        "{} replica {} did not answer within {budget:?}",
+                        self.role, replica.url
+                    )),
+                };
+                if !retry || status.code() != Code::Unavailable {
+                    return Err(status);
+                }
+                tracing::debug!(role = self.role, url = %replica.url, error = %status.message(), "upstream unavailable; trying another replica");
+                lock(&replica.state).avoid_until = Some(Instant::now() + AVOID_FOR);
+                last = Some(status);
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining <= ROUND_PAUSE {
+                return Err(out_of_time(self.role, last));
+            }
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
+    }
+}
+
+impl Replica {
+    fn rank(&self, partition: Option<u32>, now: Instant) -> Rank {
+        let state = lock(&self.state);
+        if state.avoid_until.is_some_and(|until| until > now) {
+            return Rank::NotServing;
+        }
+        match &state.seen {
+            Some((at, serving, partitions)) if now.duration_since(*at) < STALE_AFTER => {
+                let serves = *serving && partition.is_none_or(|p| partitions.contains(&p));
+                if serves {
+                    Rank::Serving
+                } else {
+                    Rank::NotServing
+                }
+            }
+            _ => Rank::Unknown,
+        }
+    }
+}
+
+/// Asks one replica whether it serves, and which partitions.
+async fn probe(probe: Probe, channel: Channel) -> Result<(bool, HashSet<u32>), Status> {
+    match probe {
+        Probe::Partitions => {
+            let reply = ReplicaServiceClient::new(channel)
+                .get_serving(GetServingRequest {})
+                .await?
+                .into_inner();
+            let serving: HashSet<u32> = reply
+                .partitions
+                .iter()
+                .filter(|p| p.serving)
+                .map(|p| p.partition)
+                .collect();
+            Ok((!serving.is_empty(), serving))
+        }
+        Probe::Health(service) => {
+            let reply = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: service.to_owned(),
+                })
+                .await?
+                .into_inner();
+            Ok((reply.status == ServingStatus::Serving as i32, HashSet::new()))
+        }
+    }
+}
+
+/// The error of a call whose deadline passed: the last replica's answer, or that none was
+/// tried.
+fn out_of_time(role: &str, last: Option<Status>) -> Status {
+    match last {
+        Some(status) => Status::unavailable(format!(
+            "no {role} replica could answer before the deadline; the last said: {}",
+            status.message()
+        )),
+        None => Status::deadline_exceeded(format!(
+            "the deadline passed before a {role} replica was asked"
+        )),
+    }
+}
+
+/// The caller's deadline: its `grpc-timeout`, at most `limit` from now, less a margin to
+/// answer in.
+pub fn deadline_of(metadata: &tonic::metadata::MetadataMap, limit: Duration) -> Instant {
+    let asked = metadata
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    let within = asked.map_or(limit, |asked| asked.min(limit));
+    Instant::now() + within.mul_f64(0.95)
+}
+
+/// A `grpc-timeout` value ("100m", "5S"): up to 8 digits and a unit.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;
