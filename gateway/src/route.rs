@@ -251,7 +251,10 @@ async fn probe(probe: Probe, channel: Channel) -> Result<(bool, HashSet<u32>), S
                 })
                 .await?
                 .into_inner();
-            Ok((reply.status == ServingStatus::Serving as i32, HashSet::new()))
+            Ok((
+                reply.status == ServingStatus::Serving as i32,
+                HashSet::new(),
+            ))
         }
     }
 }

@@ -147,7 +147,13 @@ mod tests {
     #[test]
     fn serves_held_caught_up_partitions_only() {
         let shutdown = CancellationToken::new();
-        let serving = Serving::new("r1", 4, vec![1, 2], Duration::from_secs(5), shutdown.clone());
+        let serving = Serving::new(
+            "r1",
+            4,
+            vec![1, 2],
+            Duration::from_secs(5),
+            shutdown.clone(),
+        );
         let (one, three) = (tenant_of(1, 4), tenant_of(3, 4));
         let err = serving.check(&three).expect_err("not held");
         assert!(err.to_string().contains("does not hold"), "{err}");

@@ -3,7 +3,9 @@ use std::sync::atomic::AtomicU32;
 use super::*;
 
 fn upstreams(n: usize) -> Upstreams {
-    let urls: Vec<String> = (0..n).map(|i| format!("http://127.0.0.1:{}", 1 + i)).collect();
+    let urls: Vec<String> = (0..n)
+        .map(|i| format!("http://127.0.0.1:{}", 1 + i))
+        .collect();
     Upstreams::new("query", &urls, Probe::Partitions).expect("upstreams")
 }
 
@@ -24,7 +26,11 @@ async fn replicas_serving_the_partition_come_first_in_turn() {
     for _ in 0..4 {
         let order = up.order(Some(0));
         assert_eq!(order[0], 1, "{order:?}");
-        assert_eq!(order.len(), 3, "the others are still tried, last: {order:?}");
+        assert_eq!(
+            order.len(),
+            3,
+            "the others are still tried, last: {order:?}"
+        );
     }
     let firsts: HashSet<usize> = (0..4).map(|_| up.order(Some(1))[0]).collect();
     assert_eq!(firsts, HashSet::from([0, 1]), "round robin among equals");

@@ -1,0 +1,212 @@
+//! Rolling restart: two processes of every role on one nats-server. While events (with ids)
+//! stream in and dashboards are read through both gateways, every process is restarted with
+//! SIGTERM, one at a time, gateways included. No ingest call and no query fails after the
+//! documented client retry ([`beacon_tests::failover`]), and the counts are exact.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use beacon_tests::failover;
+use beacon_tests::health::{serving_partitions, status};
+use beacon_tests::run::{BATCH, wait_stable};
+use beacon_tests::traffic::{TenantSpec, Traffic, generate};
+use beacon_tests::{Client, Cluster, Role};
+use tonic_health::ServingStatus;
+
+/// Partitions of the test cluster.
+const PARTITIONS: usize = 4;
+/// Longest a process may take to exit after SIGTERM.
+const EXIT_WITHIN: Duration = Duration::from_secs(20);
+
+/// Waits until instance `instance` of `role` is ready: health SERVING, and for a query
+/// replica, every partition served.
+async fn ready(cluster: &Cluster, role: Role, instance: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let url = cluster.instance_url(role, instance);
+    loop {
+        let ok = match role {
+            Role::Query => serving_partitions(&url).await == Some((PARTITIONS, PARTITIONS)),
+            _ => status(&url).await == Some(ServingStatus::Serving),
+        };
+        if ok {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} did not become ready\n{}",
+            Cluster::instance_name(role, instance),
+            cluster.log(&Cluster::instance_name(role, instance))
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Counts of the dashboard reader.
+#[derive(Default)]
+struct Reads {
+    made: AtomicUsize,
+    retried: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+/// Reads the totals of every tenant through the gateways in turn until `stop`.
+async fn read_dashboards(
+    clients: Vec<Client>,
+    tenants: Vec<(String, (String, String))>,
+    reads: Arc<Reads>,
+    stop: Arc<AtomicBool>,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut turn = 0;
+    while !stop.load(Ordering::Relaxed) {
+        for (read, (first, last)) in &tenants {
+            turn += 1;
+            reads.made.fetch_add(1, Ordering::Relaxed);
+            match failover::totals(&clients, turn, read, first, last).await {
+                Ok((_, attempts)) if attempts.calls > 1 => {
+                    reads.retried.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(status) => {
+                    reads.failed.fetch_add(1, Ordering::Relaxed);
+                    errors.push(format!("{:?}: {}", status.code(), status.message()));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    errors
+}
+
+/// Sends every batch of every tenant once (never again once acknowledged), pausing between
+/// rounds until `restarted`. Returns the calls that needed the client retry and the rounds
+/// left when the restarts were over.
+async fn ingest(
+    clients: Vec<Client>,
+    tenants: Vec<(String, Traffic)>,
+    restarted: Arc<AtomicBool>,
+) -> anyhow::Result<(usize, usize)> {
+    let rounds = tenants
+        .iter()
+        .map(|(_, t)| t.events.len().div_ceil(BATCH))
+        .max()
+        .unwrap_or(0);
+    let (mut retried, mut left) = (0, 0);
+    for round in 0..rounds {
+        if restarted.load(Ordering::Relaxed) {
+            left += 1;
+        }
+        for (n, (key, traffic)) in tenants.iter().enumerate() {
+            let Some(batch) = traffic.events.chunks(BATCH).nth(round) else {
+                continue;
+            };
+            let attempts = failover::send(&clients, round + n, key, batch).await?;
+            retried += usize::from(attempts.calls > 1);
+        }
+        if !restarted.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+    }
+    Ok((retried, left))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarting_every_process_one_at_a_time_fails_no_call_and_loses_no_event()
+-> anyhow::Result<()> {
+    let mut cluster = Cluster::start_redundant(&[])?;
+    for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
+        for instance in 0..2 {
+            ready(&cluster, role, instance).await?;
+        }
+    }
+    let mut clients = Vec::new();
+    for url in cluster.gateways() {
+        clients.push(Client::connect(&url, &cluster.admin()).await?);
+    }
+    let mut senders = Vec::new();
+    let mut readers = Vec::new();
+    let mut traffics = Vec::new();
+    for (n, zone) in ["UTC", "Asia/Kathmandu", "America/St_Johns", "Europe/Berlin"]
+        .into_iter()
+        .enumerate()
+    {
+        let spec = TenantSpec {
+            id: format!("rolling-{n}"),
+            time_zone: zone.into(),
+        };
+        let (ingest_key, read_key) = clients[0]
+            .create_tenant(&cluster.admin_token, &spec.id, &spec.time_zone)
+            .await?;
+        let traffic = generate(71 + n as u64, &spec, 5000, beacon_core::time::now_ms());
+        readers.push((read_key.clone(), traffic.date_range()));
+        senders.push((ingest_key, traffic.clone()));
+        traffics.push((read_key, traffic));
+    }
+
+    let restarted = Arc::new(AtomicBool::new(false));
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(Reads::default());
+    let sender = tokio::spawn(ingest(clients.clone(), senders, restarted.clone()));
+    let reader = tokio::spawn(read_dashboards(
+        clients.clone(),
+        readers,
+        reads.clone(),
+        stop_reading.clone(),
+    ));
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
+        for instance in 0..2 {
+            let name = Cluster::instance_name(role, instance);
+            let started = Instant::now();
+            anyhow::ensure!(
+                cluster.terminate_instance(role, instance, EXIT_WITHIN),
+                "{name} did not exit cleanly after SIGTERM\n{}",
+                cluster.log(&name)
+            );
+            let exited = started.elapsed();
+            if instance == 0 {
+                cluster.start_role(role)?;
+            } else {
+                cluster.start_instance(role, instance)?;
+            }
+            let took = ready(&cluster, role, instance).await?;
+            println!(
+                "{name}: exited {:.1} s after SIGTERM, ready {:.1} s after its start",
+                exited.as_secs_f64(),
+                took.as_secs_f64()
+            );
+        }
+    }
+    restarted.store(true, Ordering::Relaxed);
+    let (retried_sends, left) = sender.await??;
+    anyhow::ensure!(
+        left > 0,
+        "ingest ended before the last restart: make the traffic longer"
+    );
+    for (read, traffic) in &traffics {
+        wait_stable(
+            &clients[0],
+            read,
+            traffic,
+            Duration::from_secs(120),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|err| anyhow::anyhow!("{err}\n{}", cluster.logs()))?;
+    }
+    stop_reading.store(true, Ordering::Relaxed);
+    let errors = reader.await?;
+    let (made, retried, failed) = (
+        reads.made.load(Ordering::Relaxed),
+        reads.retried.load(Ordering::Relaxed),
+        reads.failed.load(Ordering::Relaxed),
+    );
+    println!(
+        "queries: {made} made, {retried} needed the client retry, {failed} failed; \
+         ingest calls that needed the client retry: {retried_sends}"
+    );
+    anyhow::ensure!(failed == 0, "{failed} of {made} queries failed: {errors:?}");
+    Ok(())
+}
