@@ -377,7 +377,7 @@ impl Cluster {
 
     /// Starts (or restarts) instance `instance` (from 1) of `role` of a redundant cluster, on
     /// the ports and data folder of that instance.
-    pub fn start_instance(&mut self, role: Role, instance: usize) -> anyhow::Result<()> {
+    fn start_instance(&mut self, role: Role, instance: usize) -> anyhow::Result<()> {
         let name = Self::instance_name(role, instance);
         let data = self.dir.path().join(&name);
         let envs = self.envs(&data, instance, None);
@@ -387,6 +387,30 @@ impl Cluster {
         self.replicas.retain(|(n, _)| *n != name);
         self.replicas.push((name, proc));
         Ok(())
+    }
+
+    /// The process id of instance `instance` of `role`, while it runs.
+    pub fn instance_pid(&self, role: Role, instance: usize) -> Option<u32> {
+        match instance {
+            0 => self.pid(role),
+            _ => self.replica_pid(&Self::instance_name(role, instance)),
+        }
+    }
+
+    /// SIGKILLs instance `instance` of `role`.
+    pub fn kill9_instance(&mut self, role: Role, instance: usize) {
+        match instance {
+            0 => self.kill9(role),
+            _ => self.kill9_replica(&Self::instance_name(role, instance)),
+        }
+    }
+
+    /// Starts (or restarts) instance `instance` of `role`.
+    pub fn restart_instance(&mut self, role: Role, instance: usize) -> anyhow::Result<()> {
+        match instance {
+            0 => self.start_role(role),
+            _ => self.start_instance(role, instance),
+        }
     }
 
     /// SIGTERMs instance `instance` of `role` and waits up to `timeout` for it to exit; true

@@ -1,5 +1,5 @@
-//! Two aggregators share the partitions through leases: SIGKILL of the owner hands its
-//! partitions to the other within seconds, and an owner paused past its lease (SIGSTOP, then
+//! Two aggregators share the partitions through leases (beside two query replicas and two of
+//! every other role): SIGKILL of the owner hands its partitions to the other within seconds, and an owner paused past its lease (SIGSTOP, then
 //! SIGCONT) cannot publish beside the new one. Counts stay exact throughout.
 
 use std::time::{Duration, Instant};
@@ -45,9 +45,28 @@ async fn a_dead_or_paused_owner_hands_its_partitions_over_and_counts_stay_exact(
 -> anyhow::Result<()> {
     // Rollups every 2 s: a paused owner then holds deltas it has not published, which it tries
     // to publish when it wakes up, after the new owner published its own.
-    let mut cluster = Cluster::start_with(&[("BEACON_FLUSH_INTERVAL_MS", "2000".to_owned())])?;
-    wait_leases(&cluster, "aggregator", PARTITIONS).await?;
-    cluster.start_replica(Role::Aggregator, "aggregator-2")?;
+    let mut cluster = Cluster::start_redundant(&[("BEACON_FLUSH_INTERVAL_MS", "2000".to_owned())])?;
+    let started = Instant::now();
+    while leases_taken(&cluster, "aggregator") + leases_taken(&cluster, "aggregator-2") < PARTITIONS
+    {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "the partitions were not all taken
+{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The owner of the most partitions is killed, then the other is paused.
+    let (owner, other) = if leases_taken(&cluster, "aggregator") >= PARTITIONS / 2 {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let names = [
+        Cluster::instance_name(Role::Aggregator, owner),
+        Cluster::instance_name(Role::Aggregator, other),
+    ];
     let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
     let mut tenants = Vec::new();
     for (n, zone) in [
@@ -73,27 +92,30 @@ async fn a_dead_or_paused_owner_hands_its_partitions_over_and_counts_stay_exact(
     let (kill_at, stop_at, resume_at) = (rounds / 4, rounds / 2, rounds / 2 + 3);
     for round in 0..rounds {
         if round == kill_at {
-            cluster.kill9(Role::Aggregator);
-            let took = wait_leases(&cluster, "aggregator-2", PARTITIONS).await?;
+            let held = leases_taken(&cluster, &names[0]);
+            let before = leases_taken(&cluster, &names[1]);
+            cluster.kill9_instance(Role::Aggregator, owner);
+            let took = wait_leases(&cluster, &names[1], before + held).await?;
             println!(
-                "takeover after SIGKILL of the owner: {:.1} s",
+                "takeover of {held} partitions after SIGKILL of their owner: {:.1} s",
                 took.as_secs_f64()
             );
-            // The first aggregator comes back and waits for leases.
-            cluster.start_role(Role::Aggregator)?;
+            // The killed aggregator comes back and waits for leases.
+            cluster.restart_instance(Role::Aggregator, owner)?;
         }
         if round == stop_at {
             let pid = cluster
-                .replica_pid("aggregator-2")
-                .ok_or_else(|| anyhow::anyhow!("aggregator-2 is not running"))?;
+                .instance_pid(Role::Aggregator, other)
+                .ok_or_else(|| anyhow::anyhow!("{} is not running", names[1]))?;
+            let before = leases_taken(&cluster, &names[0]);
             signal(pid, "STOP")?;
             // Its log (appended across restarts) holds the leases of its first run too.
-            let took = wait_leases(&cluster, "aggregator", 2 * PARTITIONS).await?;
+            let took = wait_leases(&cluster, &names[0], before + PARTITIONS).await?;
             println!("takeover from a paused owner: {:.1} s", took.as_secs_f64());
             signal(pid, "CONT")?;
         }
         if round == resume_at {
-            let log = cluster.log("aggregator-2");
+            let log = cluster.log(&names[1]);
             anyhow::ensure!(
                 log.contains("partition lease lost"),
                 "the paused owner never noticed its lost leases\n{log}"
@@ -111,9 +133,10 @@ async fn a_dead_or_paused_owner_hands_its_partitions_over_and_counts_stay_exact(
             .await
             .map_err(|err| {
                 anyhow::anyhow!(
-                    "{err}\n{}\n--- aggregator-2\n{}",
+                    "{err}\n{}\n--- {}\n{}",
                     cluster.logs(),
-                    cluster.log("aggregator-2")
+                    names[1],
+                    cluster.log(&names[1])
                 )
             })?;
     }

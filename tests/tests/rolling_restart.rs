@@ -166,11 +166,7 @@ async fn restarting_every_process_one_at_a_time_fails_no_call_and_loses_no_event
                 cluster.log(&name)
             );
             let exited = started.elapsed();
-            if instance == 0 {
-                cluster.start_role(role)?;
-            } else {
-                cluster.start_instance(role, instance)?;
-            }
+            cluster.restart_instance(role, instance)?;
             let took = ready(&cluster, role, instance).await?;
             println!(
                 "{name}: exited {:.1} s after SIGTERM, ready {:.1} s after its start",
