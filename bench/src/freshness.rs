@@ -66,13 +66,14 @@ pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
 }
 
 /// Sends one event at a time to a dedicated tenant and waits until a query counts it.
-struct Probe {
+pub(crate) struct Probe {
     channel: Channel,
     keys: TenantKeys,
 }
 
 impl Probe {
-    async fn connect(gateway: &str, keys: &TenantKeys) -> anyhow::Result<Self> {
+    /// A probe of the tenant of `keys` through `gateway`.
+    pub(crate) async fn connect(gateway: &str, keys: &TenantKeys) -> anyhow::Result<Self> {
         Ok(Self {
             channel: Channel::from_shared(gateway.to_owned())?.connect().await?,
             keys: keys.clone(),
@@ -80,7 +81,7 @@ impl Probe {
     }
 
     /// Up to `count` probes, or as many as fit in `window`; microseconds from ack to visible.
-    async fn measure(
+    pub(crate) async fn measure(
         &self,
         count: usize,
         window: Option<Duration>,

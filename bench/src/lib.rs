@@ -9,6 +9,7 @@ pub mod send;
 pub mod tenants;
 pub mod traffic;
 
+mod availability;
 mod baseline;
 mod freshness;
 mod ingest;
@@ -59,6 +60,8 @@ pub enum Scenario {
     Query,
     /// Reprocessing rate.
     Reprocess,
+    /// Errors during a rolling restart, and failover time.
+    Availability,
 }
 
 /// The sizes of one run.
@@ -137,6 +140,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if wanted(Scenario::Reprocess) {
         reprocess::run(&plan, &mut table).await?;
+    }
+    if wanted(Scenario::Availability) {
+        availability::run(&plan, &mut table).await?;
     }
     table.print();
     Ok(())

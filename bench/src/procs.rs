@@ -142,6 +142,33 @@ impl Proc {
     }
 }
 
+/// Whether the `role` process at `url` is ready (see [`Cluster::wait_ready`]).
+async fn is_ready(role: Role, url: &str) -> bool {
+    use beacon_proto::pipeline::v1::GetServingRequest;
+    use beacon_proto::pipeline::v1::replica_service_client::ReplicaServiceClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else {
+        return false;
+    };
+    let Ok(channel) = endpoint.connect().await else {
+        return false;
+    };
+    if role == Role::Query {
+        return ReplicaServiceClient::new(channel)
+            .get_serving(GetServingRequest {})
+            .await
+            .is_ok_and(|reply| reply.get_ref().partitions.iter().all(|p| p.serving));
+    }
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    HealthClient::new(channel)
+        .check(request)
+        .await
+        .is_ok_and(|reply| reply.get_ref().status == 1)
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
@@ -411,6 +438,46 @@ impl Cluster {
             0 => self.start_role(role),
             _ => self.start_instance(role, instance),
         }
+    }
+
+    /// Waits up to `within` until instance `instance` of `role` is ready: gRPC health SERVING,
+    /// and for a query replica, every partition it holds served (`ReplicaService`). Returns
+    /// how long it took.
+    pub async fn wait_ready(
+        &self,
+        role: Role,
+        instance: usize,
+        within: Duration,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let url = self.instance_url(role, instance);
+        while !is_ready(role, &url).await {
+            if started.elapsed() > within {
+                let name = Self::instance_name(role, instance);
+                bail!(
+                    "{name} was not ready within {within:?}\n{}",
+                    self.log(&name)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Which aggregator instance holds the lease of `partition` (by its data folder), if any.
+    pub async fn lease_holder(&self, partition: u32) -> anyhow::Result<Option<usize>> {
+        let client = async_nats::connect(self.nats.url()).await?;
+        let store = async_nats::jetstream::new(client)
+            .get_key_value("beacon_leases")
+            .await?;
+        let Some(value) = store.get(format!("aggregator.{partition}")).await? else {
+            return Ok(None);
+        };
+        let holder = String::from_utf8_lossy(&value).into_owned();
+        Ok((0..self.instances.len()).rev().find(|&instance| {
+            let name = Self::instance_name(Role::Aggregator, instance);
+            holder.ends_with(&format!("/{name}"))
+        }))
     }
 
     /// SIGTERMs instance `instance` of `role` and waits up to `timeout` for it to exit; true

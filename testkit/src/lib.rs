@@ -69,10 +69,10 @@ pub struct NatsServer {
     child: Option<Child>,
 }
 
-/// The JetStream settings Beacon ships, which every test server runs with.
-pub fn jetstream_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/jetstream.conf")
-}
+/// The JetStream settings Beacon ships (`deploy/nats/jetstream.conf`), which every test server
+/// runs with. Embedded at build time: a build shared by several clones of the repository must
+/// not point into one of them.
+pub const JETSTREAM_CONFIG: &str = include_str!("../../deploy/nats/jetstream.conf");
 
 impl NatsServer {
     /// Starts a server and waits until it accepts connections.
@@ -142,10 +142,17 @@ impl NatsServer {
         self.spawn()
     }
 
+    /// Writes [`JETSTREAM_CONFIG`] beside the store and returns its path.
+    fn config(&self) -> io::Result<PathBuf> {
+        let path = self.store.path().join("jetstream.conf");
+        std::fs::write(&path, JETSTREAM_CONFIG)?;
+        Ok(path)
+    }
+
     fn spawn(&mut self) -> io::Result<()> {
         let child = Command::new(&self.binary)
             .arg("-c")
-            .arg(jetstream_config())
+            .arg(self.config()?)
             .arg("-js")
             .args(["-a", "127.0.0.1"])
             .args(["-p", &self.port.to_string()])

@@ -37,22 +37,3 @@ pub async fn reports(url: &str, wanted: ServingStatus, within: Duration) -> bool
     }
     false
 }
-
-/// How many partitions the query replica at `url` serves now (`ReplicaService`), and how many
-/// it holds; `None` when it does not answer.
-pub async fn serving_partitions(url: &str) -> Option<(usize, usize)> {
-    use beacon_proto::pipeline::v1::GetServingRequest;
-    use beacon_proto::pipeline::v1::replica_service_client::ReplicaServiceClient;
-    let channel = Channel::from_shared(url.to_owned())
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
-    let reply = ReplicaServiceClient::new(channel)
-        .get_serving(GetServingRequest {})
-        .await
-        .ok()?
-        .into_inner();
-    let serving = reply.partitions.iter().filter(|p| p.serving).count();
-    Some((serving, reply.partitions.len()))
-}

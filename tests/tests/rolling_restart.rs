@@ -8,39 +8,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use beacon_tests::failover;
-use beacon_tests::health::{serving_partitions, status};
 use beacon_tests::run::{BATCH, wait_stable};
 use beacon_tests::traffic::{TenantSpec, Traffic, generate};
 use beacon_tests::{Client, Cluster, Role};
-use tonic_health::ServingStatus;
 
-/// Partitions of the test cluster.
-const PARTITIONS: usize = 4;
 /// Longest a process may take to exit after SIGTERM.
 const EXIT_WITHIN: Duration = Duration::from_secs(20);
-
-/// Waits until instance `instance` of `role` is ready: health SERVING, and for a query
-/// replica, every partition served.
-async fn ready(cluster: &Cluster, role: Role, instance: usize) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let url = cluster.instance_url(role, instance);
-    loop {
-        let ok = match role {
-            Role::Query => serving_partitions(&url).await == Some((PARTITIONS, PARTITIONS)),
-            _ => status(&url).await == Some(ServingStatus::Serving),
-        };
-        if ok {
-            return Ok(started.elapsed());
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(60),
-            "{} did not become ready\n{}",
-            Cluster::instance_name(role, instance),
-            cluster.log(&Cluster::instance_name(role, instance))
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// Longest a process may take to be ready after its start.
+const READY_WITHIN: Duration = Duration::from_secs(60);
 
 /// Counts of the dashboard reader.
 #[derive(Default)]
@@ -114,10 +89,13 @@ async fn ingest(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarting_every_process_one_at_a_time_fails_no_call_and_loses_no_event()
 -> anyhow::Result<()> {
-    let mut cluster = Cluster::start_redundant(&[])?;
+    let mut cluster = Cluster::start_redundant(&[
+        ("BEACON_SNAPSHOT_INTERVAL_S", "30".to_owned()),
+        ("BEACON_FLUSH_INTERVAL_MS", "1000".to_owned()),
+    ])?;
     for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
         for instance in 0..2 {
-            ready(&cluster, role, instance).await?;
+            cluster.wait_ready(role, instance, READY_WITHIN).await?;
         }
     }
     let mut clients = Vec::new();
@@ -167,7 +145,7 @@ async fn restarting_every_process_one_at_a_time_fails_no_call_and_loses_no_event
             );
             let exited = started.elapsed();
             cluster.restart_instance(role, instance)?;
-            let took = ready(&cluster, role, instance).await?;
+            let took = cluster.wait_ready(role, instance, READY_WITHIN).await?;
             println!(
                 "{name}: exited {:.1} s after SIGTERM, ready {:.1} s after its start",
                 exited.as_secs_f64(),

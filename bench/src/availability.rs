@@ -1,0 +1,328 @@
+//! Availability, on a redundant cluster (two processes of every role, one nats-server):
+//! - the share of ingest calls and dashboard reads that fail while every process is restarted
+//!   in turn with SIGTERM, beside the same load without restarts: at the first attempt, and
+//!   after the documented client retry (UNAVAILABLE is tried again on the other gateway, with
+//!   the same event ids, for up to 10 s);
+//! - failover: from SIGKILL of the aggregator that owns a probe tenant's partition until a new
+//!   event of that tenant is counted, beside the same probe without a kill.
+//!
+//! Every acknowledged event is checked to be counted exactly once before a figure is reported.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use beacon_proto::ingest::v1::SendEventsRequest;
+use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
+use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::freshness::Probe;
+use crate::ingest::{bench_env, setup, totals_request, wait_counted};
+use crate::procs::{Cluster, Role};
+use crate::tenants::{TenantKeys, create_tenants};
+use crate::traffic::{TenantSpec, TrafficModel};
+
+use crate::{Plan, Table};
+
+/// How long a call is retried across gateways.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+/// Longest a process may take to exit after SIGTERM, or to be ready after its start.
+const RESTART_WITHIN: Duration = Duration::from_secs(60);
+/// Events per ingest call.
+const BATCH: usize = 50;
+/// Ingest and read loops running at once.
+const SENDERS: usize = 4;
+const READERS: usize = 2;
+
+/// Calls of one kind made during a phase.
+#[derive(Debug, Default)]
+struct Calls {
+    made: AtomicU64,
+    failed_first: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Calls {
+    fn record(&self, attempts: u32, ok: bool) {
+        self.made.fetch_add(1, Ordering::Relaxed);
+        if attempts > 1 || !ok {
+            self.failed_first.fetch_add(1, Ordering::Relaxed);
+        }
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// "first attempt % / after retry %".
+    fn shares(&self) -> String {
+        let made = self.made.load(Ordering::Relaxed).max(1) as f64;
+        format!(
+            "{:.2} % / {:.2} % of {}",
+            100.0 * self.failed_first.load(Ordering::Relaxed) as f64 / made,
+            100.0 * self.failed.load(Ordering::Relaxed) as f64 / made,
+            self.made.load(Ordering::Relaxed)
+        )
+    }
+}
+
+/// One load phase: ingest and reads, and the events acknowledged.
+#[derive(Default)]
+struct Phase {
+    ingest: Calls,
+    reads: Calls,
+    acked: AtomicU64,
+}
+
+/// The load: [`SENDERS`] ingest loops and [`READERS`] read loops through every gateway.
+struct Load {
+    gateways: Vec<Channel>,
+    keys: Vec<TenantKeys>,
+    model: Mutex<TrafficModel>,
+}
+
+impl Load {
+    /// Runs the load until `stop`, recording into `phase`.
+    async fn run(self: Arc<Self>, phase: Arc<Phase>, stop: Arc<AtomicBool>) {
+        let mut loops = Vec::new();
+        for n in 0..SENDERS {
+            loops.push(tokio::spawn(self.clone().send_loop(
+                n,
+                phase.clone(),
+                stop.clone(),
+            )));
+        }
+        for n in 0..READERS {
+            loops.push(tokio::spawn(self.clone().read_loop(
+                n,
+                phase.clone(),
+                stop.clone(),
+            )));
+        }
+        for handle in loops {
+            let _ = handle.await;
+        }
+    }
+
+    async fn send_loop(self: Arc<Self>, n: usize, phase: Arc<Phase>, stop: Arc<AtomicBool>) {
+        let mut turn = n;
+        while !stop.load(Ordering::Relaxed) {
+            let mut groups: std::collections::BTreeMap<usize, Vec<_>> = Default::default();
+            {
+                let mut model = self.model.lock().unwrap_or_else(PoisonError::into_inner);
+                let now = beacon_core::time::now_ms();
+                for _ in 0..BATCH {
+                    let (tenant, event) = model.next_event(now);
+                    groups.entry(tenant).or_default().push(event);
+                }
+            }
+            for (tenant, events) in groups {
+                self.send_one(&mut turn, &self.keys[tenant].ingest_key, events, &phase)
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends `events` with the client retry and records the outcome.
+    async fn send_one(
+        &self,
+        turn: &mut usize,
+        key: &str,
+        events: Vec<beacon_proto::ingest::v1::Event>,
+        phase: &Phase,
+    ) {
+        let (attempts, result) = self
+            .with_retry(turn, |channel| {
+                let request = crate::send::authorized(
+                    key,
+                    SendEventsRequest {
+                        events: events.clone(),
+                    },
+                );
+                async move {
+                    let request = request.map_err(|err| Status::internal(err.to_string()))?;
+                    IngestServiceClient::new(channel)
+                        .send_events(request)
+                        .await
+                        .map(|reply| u64::from(reply.get_ref().accepted))
+                }
+            })
+            .await;
+        if let Ok(accepted) = result {
+            phase.acked.fetch_add(accepted, Ordering::Relaxed);
+        }
+        phase.ingest.record(attempts, result.is_ok());
+    }
+
+    async fn read_loop(self: Arc<Self>, n: usize, phase: Arc<Phase>, stop: Arc<AtomicBool>) {
+        let mut turn = n;
+        let mut tenant = n;
+        while !stop.load(Ordering::Relaxed) {
+            tenant = (tenant + 7) % self.keys.len();
+            let key = &self.keys[tenant].read_key;
+            let (attempts, result) = self
+                .with_retry(&mut turn, |channel| {
+                    let request = totals_request(key);
+                    async move {
+                        let request = request.map_err(|err| Status::internal(err.to_string()))?;
+                        InsightsServiceClient::new(channel)
+                            .get_aggregate(request)
+                            .await
+                            .map(|_| 0)
+                    }
+                })
+                .await;
+            phase.reads.record(attempts, result.is_ok());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The documented client retry: UNAVAILABLE is tried again on the next gateway, backing off
+    /// from 100 ms to 1 s, for up to [`RETRY_FOR`]. Returns the attempts and the outcome.
+    async fn with_retry<F, Fut>(&self, turn: &mut usize, call: F) -> (u32, Result<u64, Status>)
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<u64, Status>>,
+    {
+        let until = Instant::now() + RETRY_FOR;
+        let mut pause = Duration::from_millis(100);
+        let mut attempts = 0;
+        loop {
+            *turn += 1;
+            attempts += 1;
+            let channel = self.gateways[*turn % self.gateways.len()].clone();
+            match call(channel).await {
+                Ok(value) => return (attempts, Ok(value)),
+                Err(status) if status.code() != Code::Unavailable || Instant::now() > until => {
+                    tracing::warn!(code = ?status.code(), error = status.message(), "call failed after the client retry");
+                    return (attempts, Err(status));
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// Restarts every process of the cluster with SIGTERM, one at a time.
+async fn rolling_restart(cluster: &mut Cluster) -> anyhow::Result<()> {
+    for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
+        for instance in 0..2 {
+            if !cluster.terminate_instance(role, instance, RESTART_WITHIN) {
+                bail!(
+                    "{} did not exit cleanly after SIGTERM",
+                    Cluster::instance_name(role, instance)
+                );
+            }
+            cluster.restart_instance(role, instance)?;
+            cluster.wait_ready(role, instance, RESTART_WITHIN).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Measures the availability rows on a fresh redundant cluster.
+pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
+    let mut cluster = Cluster::start_redundant(&bench_env())?;
+    for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
+        for instance in 0..2 {
+            cluster.wait_ready(role, instance, RESTART_WITHIN).await?;
+        }
+    }
+    let (model, keys) = setup(plan, &cluster.admin(), &cluster.admin_token).await?;
+    let gateways = cluster
+        .gateways()
+        .into_iter()
+        .map(|url| Ok(Endpoint::from_shared(url)?.connect_lazy()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let load = Arc::new(Load {
+        gateways,
+        keys: keys.clone(),
+        model: Mutex::new(model),
+    });
+
+    // The calm phase lasts about as long as a rolling restart of eight processes takes.
+    let calm = Arc::new(Phase::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = tokio::spawn(load.clone().run(calm.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(24)).await;
+    stop.store(true, Ordering::Relaxed);
+    running.await?;
+
+    let restarting = Arc::new(Phase::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = tokio::spawn(load.clone().run(restarting.clone(), stop.clone()));
+    let started = Instant::now();
+    rolling_restart(&mut cluster).await?;
+    let restart_took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    running.await?;
+    let acked = calm.acked.load(Ordering::Relaxed) + restarting.acked.load(Ordering::Relaxed);
+    wait_counted(&cluster.gateway(), &keys, acked, Duration::from_secs(300)).await?;
+    for (what, during, baseline) in [
+        ("ingest calls", &restarting.ingest, &calm.ingest),
+        ("dashboard reads", &restarting.reads, &calm.reads),
+    ] {
+        table.row(
+            &format!(
+                "{what} failing during a rolling SIGTERM restart of all 8 processes \
+                 ({:.0} s; first attempt / after client retry)",
+                restart_took.as_secs_f64()
+            ),
+            during.shares(),
+            format!("{} (same load, no restarts)", baseline.shares()),
+            "-".to_owned(),
+        );
+    }
+    failover(&mut cluster, table).await
+}
+
+/// The failover row: a probe event sent right after SIGKILL of the aggregator that owns the
+/// probe tenant's partition, until it is counted; beside the same probe without a kill.
+async fn failover(cluster: &mut Cluster, table: &mut Table) -> anyhow::Result<()> {
+    let spec = TenantSpec {
+        id: "failover-probe".into(),
+        time_zone: "UTC".into(),
+        weight: 0.0,
+    };
+    let keys = create_tenants(
+        &cluster.admin(),
+        &cluster.admin_token,
+        std::slice::from_ref(&spec),
+        1,
+    )
+    .await?;
+    let probe = Probe::connect(&cluster.gateway(), &keys[0]).await?;
+    let baseline = probe.measure(5, None).await?;
+    let partitions = bench_partitions();
+    let partition = beacon_core::partition::partition_of(&spec.id, partitions);
+    let Some(owner) = cluster.lease_holder(partition).await? else {
+        bail!("no aggregator holds partition {partition}");
+    };
+    let killed = Instant::now();
+    cluster.kill9_instance(Role::Aggregator, owner);
+    probe.measure(1, None).await?;
+    let took = killed.elapsed();
+    cluster.restart_instance(Role::Aggregator, owner)?;
+    table.latency(
+        "failover: SIGKILL of a partition's aggregator until a new event of it is counted",
+        took.as_secs_f64() * 1000.0,
+        "ack to counted, no kill (p50)",
+        baseline.value_at_quantile(0.5) as f64 / 1000.0,
+    );
+    Ok(())
+}
+
+/// The partition count of the benchmarked processes ([`bench_env`]).
+fn bench_partitions() -> u32 {
+    bench_env()
+        .into_iter()
+        .find(|(name, _)| *name == "BEACON_PARTITIONS")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(1)
+}
