@@ -1,8 +1,8 @@
 //! Availability, on a redundant cluster (two processes of every role, one nats-server):
 //! - the share of ingest calls and dashboard reads that fail while every process is restarted
 //!   in turn with SIGTERM, beside the same load without restarts: at the first attempt, and
-//!   after the documented client retry (UNAVAILABLE is tried again on the other gateway, with
-//!   the same event ids, for up to 10 s);
+//!   after the documented client retry (UNAVAILABLE, or CANCELLED the client did not ask for,
+//!   is tried again on the other gateway, with the same event ids, for up to 10 s);
 //! - failover: from SIGKILL of the aggregator that owns a probe tenant's partition until a new
 //!   event of that tenant is counted, beside the same probe without a kill.
 //!
@@ -43,24 +43,39 @@ struct Calls {
     made: AtomicU64,
     failed_first: AtomicU64,
     failed: AtomicU64,
+    /// Why calls failed after the retry, each reason once.
+    errors: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Calls {
-    fn record(&self, attempts: u32, ok: bool) {
+    fn record<T>(&self, attempts: u32, result: &Result<T, Status>) {
         self.made.fetch_add(1, Ordering::Relaxed);
-        if attempts > 1 || !ok {
+        if attempts > 1 || result.is_err() {
             self.failed_first.fetch_add(1, Ordering::Relaxed);
         }
-        if !ok {
+        if let Err(status) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
+            self.errors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(format!("{:?}: {}", status.code(), status.message()));
         }
     }
 
     /// "first attempt % / after retry %".
     fn shares(&self) -> String {
         let made = self.made.load(Ordering::Relaxed).max(1) as f64;
+        let errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        let why = if errors.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                errors.iter().cloned().collect::<Vec<_>>().join("; ")
+            )
+        };
         format!(
-            "{:.2} % / {:.2} % of {}",
+            "{:.2} % / {:.2} % of {}{why}",
             100.0 * self.failed_first.load(Ordering::Relaxed) as f64 / made,
             100.0 * self.failed.load(Ordering::Relaxed) as f64 / made,
             self.made.load(Ordering::Relaxed)
@@ -154,7 +169,7 @@ impl Load {
         if let Ok(accepted) = result {
             phase.acked.fetch_add(accepted, Ordering::Relaxed);
         }
-        phase.ingest.record(attempts, result.is_ok());
+        phase.ingest.record(attempts, &result);
     }
 
     async fn read_loop(self: Arc<Self>, n: usize, phase: Arc<Phase>, stop: Arc<AtomicBool>) {
@@ -175,13 +190,14 @@ impl Load {
                     }
                 })
                 .await;
-            phase.reads.record(attempts, result.is_ok());
+            phase.reads.record(attempts, &result);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// The documented client retry: UNAVAILABLE is tried again on the next gateway, backing off
-    /// from 100 ms to 1 s, for up to [`RETRY_FOR`]. Returns the attempts and the outcome.
+    /// The documented client retry: UNAVAILABLE, or CANCELLED the client did not ask for, is
+    /// tried again on the next gateway, backing off from 100 ms to 1 s, for up to
+    /// [`RETRY_FOR`]. Returns the attempts and the outcome.
     async fn with_retry<F, Fut>(&self, turn: &mut usize, call: F) -> (u32, Result<u64, Status>)
     where
         F: Fn(Channel) -> Fut,
@@ -196,7 +212,7 @@ impl Load {
             let channel = self.gateways[*turn % self.gateways.len()].clone();
             match call(channel).await {
                 Ok(value) => return (attempts, Ok(value)),
-                Err(status) if status.code() != Code::Unavailable || Instant::now() > until => {
+                Err(status) if !retryable(&status) || Instant::now() > until => {
                     tracing::warn!(code = ?status.code(), error = status.message(), "call failed after the client retry");
                     return (attempts, Err(status));
                 }
@@ -325,4 +341,10 @@ fn bench_partitions() -> u32 {
         .find(|(name, _)| *name == "BEACON_PARTITIONS")
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or(1)
+}
+
+/// Whether the client retry applies: UNAVAILABLE, or CANCELLED though the client did not
+/// cancel (the connection to the gateway closed under the call).
+fn retryable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Cancelled)
 }

@@ -466,7 +466,7 @@ impl Cluster {
 
     /// Which aggregator instance holds the lease of `partition` (by its data folder), if any.
     pub async fn lease_holder(&self, partition: u32) -> anyhow::Result<Option<usize>> {
-        let client = async_nats::connect(self.nats.url()).await?;
+        let client = beacon_core::backends::connect_nats(&self.nats.url()).await?;
         let store = async_nats::jetstream::new(client)
             .get_key_value("beacon_leases")
             .await?;

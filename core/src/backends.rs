@@ -16,6 +16,7 @@ use crate::meta::{SaltStore, SnapshotStore, TenantStore};
 use crate::raw::RawStore;
 use crate::raw::cassandra::{CassandraConfig, CassandraRawStore, Replication};
 use crate::raw::embedded::EmbeddedRawStore;
+use crate::raw::nats::NatsRawStore;
 use crate::{Error, Result};
 
 /// Where Beacon keeps its state. Every flag has an environment-variable fallback.
@@ -43,9 +44,60 @@ pub struct BackendArgs {
     /// NOT_SERVING ("60s", "2m 30s").
     #[arg(long, env = "BEACON_STALL_AFTER", default_value = "60s", value_parser = crate::time::parse_duration)]
     pub stall_after: std::time::Duration,
-    /// Where raw events live in cluster mode.
+    /// Where raw events live: Cassandra when contact points are given, else JetStream with
+    /// `--nats-url` (shared by every aggregator), else a file in the data folder (one process).
+    #[arg(long, env = "BEACON_RAW_STORE", value_enum)]
+    pub raw_store: Option<RawStoreKind>,
+    /// The Cassandra raw store.
     #[command(flatten)]
     pub cassandra: CassandraArgs,
+}
+
+/// A raw store backend (`--raw-store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RawStoreKind {
+    /// A redb file in the data folder: one aggregator process only.
+    Embedded,
+    /// A JetStream stream and bucket, shared by the aggregators of a cluster.
+    Jetstream,
+    /// Cassandra (`--cassandra-contact-points`).
+    Cassandra,
+}
+
+/// Where raw events live, resolved from [`BackendArgs`].
+#[derive(Clone)]
+pub enum RawBackend {
+    /// In the data folder.
+    Embedded,
+    /// In JetStream, with this many replicas.
+    Jetstream(async_nats::jetstream::Context, usize),
+    /// In Cassandra.
+    Cassandra(CassandraConfig),
+}
+
+impl RawBackend {
+    /// The raw store `args` ask for, given the JetStream context of cluster mode.
+    fn resolve(args: &BackendArgs, js: Option<&async_nats::jetstream::Context>) -> Result<Self> {
+        let cassandra = args.cassandra.config();
+        let kind = args.raw_store.unwrap_or(match (&cassandra, js) {
+            (Some(_), _) => RawStoreKind::Cassandra,
+            (None, Some(_)) => RawStoreKind::Jetstream,
+            (None, None) => RawStoreKind::Embedded,
+        });
+        match (kind, cassandra, js) {
+            (RawStoreKind::Embedded, _, _) => Ok(Self::Embedded),
+            (RawStoreKind::Jetstream, _, Some(js)) => {
+                Ok(Self::Jetstream(js.clone(), args.nats_replicas))
+            }
+            (RawStoreKind::Jetstream, _, None) => Err(Error::InvalidArgument(
+                "--raw-store jetstream needs --nats-url".into(),
+            )),
+            (RawStoreKind::Cassandra, Some(config), _) => Ok(Self::Cassandra(config)),
+            (RawStoreKind::Cassandra, None, _) => Err(Error::InvalidArgument(
+                "--raw-store cassandra needs --cassandra-contact-points".into(),
+            )),
+        }
+    }
 }
 
 /// The Cassandra raw store (cluster mode). Without contact points, raw events are embedded on
@@ -238,8 +290,8 @@ pub struct Backends {
     pub salts: Arc<dyn SaltStore>,
     /// Aggregator snapshots.
     pub snapshots: Arc<dyn SnapshotStore>,
-    /// The Cassandra raw store's configuration, when raw events live there.
-    pub cassandra: Option<CassandraConfig>,
+    /// Where raw events live.
+    pub raw: RawBackend,
     /// Who owns which partition's work.
     pub leases: Leases,
 }
@@ -276,7 +328,7 @@ impl Backends {
             tenants: meta.clone(),
             salts: meta.clone(),
             snapshots: meta,
-            cassandra: args.cassandra.config(),
+            raw: RawBackend::resolve(args, None)?,
             leases: Leases::Local,
         })
     }
@@ -297,20 +349,23 @@ impl Backends {
             tenants: meta.clone(),
             salts: meta.clone(),
             snapshots: meta,
-            cassandra: args.cassandra.config(),
+            raw: RawBackend::resolve(args, Some(&js))?,
             leases: Leases::nats(&js, replicas).await?,
         })
     }
 
-    /// Opens the raw store: Cassandra when configured (its schema applied when missing),
-    /// otherwise a file in the data folder. Only the aggregator writes raw events.
+    /// Opens the raw store (see [`RawBackend`]; Cassandra's schema is applied when missing).
+    /// Only the aggregator writes raw events.
     pub async fn open_raw_store(&self) -> Result<Arc<dyn RawStore>> {
-        if let Some(config) = &self.cassandra {
-            return Ok(Arc::new(CassandraRawStore::open(config).await?));
-        }
-        Ok(Arc::new(EmbeddedRawStore::open(
-            &self.data_dir.join("raw.redb"),
-        )?))
+        Ok(match &self.raw {
+            RawBackend::Cassandra(config) => Arc::new(CassandraRawStore::open(config).await?),
+            RawBackend::Jetstream(js, replicas) => {
+                Arc::new(NatsRawStore::open(js.clone(), *replicas).await?)
+            }
+            RawBackend::Embedded => {
+                Arc::new(EmbeddedRawStore::open(&self.data_dir.join("raw.redb"))?)
+            }
+        })
     }
 }
 

@@ -1,8 +1,9 @@
 //! Routing to upstream replicas: the gateway polls every replica each second (query replicas
 //! through `ReplicaService.GetServing`: which partitions each serves now; ingest replicas
 //! through gRPC health), sends each call to a replica that serves it (round robin among
-//! those), and, when the call may be repeated, retries `UNAVAILABLE` on the next replica
-//! within the caller's deadline.
+//! those), and, when the call may be repeated, retries `UNAVAILABLE` (and `CANCELLED`: the
+//! connection to the replica closed under the call) on the next replica within the caller's
+//! deadline.
 //!
 //! Invariant: every upstream call carries a deadline, and no call outlives the caller's.
 
@@ -192,7 +193,7 @@ impl Upstreams {
                         self.role, replica.url
                     )),
                 };
-                if !retry || status.code() != Code::Unavailable {
+                if !retry || !worth_another(&status) {
                     return Err(status);
                 }
                 tracing::debug!(role = self.role, url = %replica.url, error = %status.message(), "upstream unavailable; trying another replica");
@@ -257,6 +258,13 @@ async fn probe(probe: Probe, channel: Channel) -> Result<(bool, HashSet<u32>), S
             ))
         }
     }
+}
+
+/// Whether a failed call may go to another replica: UNAVAILABLE, or CANCELLED, which reaches
+/// the gateway only when the connection to the replica closed under the call (a caller that
+/// cancels drops the gateway's call with it).
+fn worth_another(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Cancelled)
 }
 
 /// The error of a call whose deadline passed: the last replica's answer, or that none was

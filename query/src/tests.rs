@@ -52,6 +52,7 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
         nats_replicas: 1,
         event_log_max_bytes: None,
         stall_after: beacon_core::observe::DEFAULT_STALL_AFTER,
+        raw_store: None,
         cassandra: beacon_core::backends::CassandraArgs::default(),
     };
     let backends = Backends::open(&backend_args).await.expect("backends");

@@ -1,6 +1,7 @@
 //! The documented client retry across gateways: a call answered UNAVAILABLE (a gateway
-//! restarting, or no replica behind it able to answer in time) is made again, with the same
-//! event ids, on the next gateway address, backing off from 100 ms to 1 s, for up to 10 s.
+//! restarting, or no replica behind it able to answer in time), or CANCELLED without the client
+//! cancelling it (the connection closed under it), is made again, with the same event ids, on
+//! the next gateway address, backing off from 100 ms to 1 s, for up to 10 s.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -21,8 +22,8 @@ pub struct Attempts {
     pub calls: usize,
 }
 
-/// Makes `call` on `clients` in turn from `start`, retrying UNAVAILABLE on the next one for up
-/// to [`RETRY_FOR`]; any other error, or UNAVAILABLE after that, fails.
+/// Makes `call` on `clients` in turn from `start`, retrying as documented (see the module) on
+/// the next one for up to [`RETRY_FOR`]; any other error, or one after that, fails.
 pub async fn with_retry<T, F, Fut>(
     clients: &[Client],
     start: usize,
@@ -40,7 +41,7 @@ where
         attempts.calls += 1;
         match call(client).await {
             Ok(value) => return Ok((value, attempts)),
-            Err(status) if status.code() != Code::Unavailable || Instant::now() > until => {
+            Err(status) if !retryable(&status) || Instant::now() > until => {
                 return Err(status);
             }
             Err(_) => {
@@ -86,4 +87,10 @@ pub async fn totals(
         client.totals(key, first, last).await
     })
     .await
+}
+
+/// Whether the client retry applies: UNAVAILABLE, or CANCELLED though the client did not
+/// cancel (the connection to the gateway closed under the call).
+fn retryable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Cancelled)
 }

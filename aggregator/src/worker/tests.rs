@@ -51,6 +51,7 @@ async fn backends(dir: &TempDir) -> Backends {
         nats_replicas: 1,
         event_log_max_bytes: None,
         stall_after: beacon_core::observe::DEFAULT_STALL_AFTER,
+        raw_store: None,
         cassandra: beacon_core::backends::CassandraArgs::default(),
     };
     Backends::open(&args).await.expect("open backends")

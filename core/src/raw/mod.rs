@@ -7,6 +7,7 @@ use crate::{Error, Result};
 
 pub mod cassandra;
 pub mod embedded;
+pub mod nats;
 
 #[cfg(test)]
 mod conformance;
