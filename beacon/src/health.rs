@@ -12,6 +12,10 @@ pub struct HealthArgs {
     /// The role's gRPC URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Also require a query replica to serve every partition it holds (caught up with its
+    /// rollup log): readiness of a query replica, so that a rolling update waits for it.
+    #[arg(long)]
+    partitions: bool,
 }
 
 /// Exits successfully when the role reports SERVING.
@@ -21,7 +25,7 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.url))?;
-    let mut client = HealthClient::new(channel);
+    let mut client = HealthClient::new(channel.clone());
     let reply = client
         .check(HealthCheckRequest {
             service: String::new(),
@@ -35,6 +39,34 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
         args.url,
         reply.status
     );
+    if args.partitions {
+        check_partitions(channel, &args.url).await?;
+    }
     println!("serving");
+    Ok(())
+}
+
+/// Fails unless the query replica on `channel` serves every partition it holds.
+async fn check_partitions(channel: tonic::transport::Channel, url: &str) -> anyhow::Result<()> {
+    use beacon_proto::pipeline::v1::GetServingRequest;
+    use beacon_proto::pipeline::v1::replica_service_client::ReplicaServiceClient;
+    let reply = ReplicaServiceClient::new(channel)
+        .get_serving(GetServingRequest {})
+        .await
+        .with_context(|| format!("asking {url} which partitions it serves"))?
+        .into_inner();
+    let refused: Vec<String> = reply
+        .partitions
+        .iter()
+        .filter(|p| !p.serving)
+        .map(|p| format!("partition {}: {}", p.partition, p.reason))
+        .collect();
+    anyhow::ensure!(
+        refused.is_empty(),
+        "{url} does not serve {} of its {} partitions: {}",
+        refused.len(),
+        reply.partitions.len(),
+        refused.join("; ")
+    );
     Ok(())
 }

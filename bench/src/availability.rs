@@ -16,8 +16,8 @@ use anyhow::bail;
 use beacon_proto::ingest::v1::SendEventsRequest;
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
+use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
 
 use crate::freshness::Probe;
 use crate::ingest::{bench_env, setup, totals_request, wait_counted};
@@ -27,8 +27,6 @@ use crate::traffic::{TenantSpec, TrafficModel};
 
 use crate::{Plan, Table};
 
-/// How long a call is retried across gateways.
-const RETRY_FOR: Duration = Duration::from_secs(10);
 /// Longest a process may take to exit after SIGTERM, or to be ready after its start.
 const RESTART_WITHIN: Duration = Duration::from_secs(60);
 /// Events per ingest call.
@@ -195,61 +193,26 @@ impl Load {
         }
     }
 
-    /// The documented client retry: UNAVAILABLE, or CANCELLED the client did not ask for, is
-    /// tried again on the next gateway, backing off from 100 ms to 1 s, for up to
-    /// [`RETRY_FOR`]. Returns the attempts and the outcome.
+    /// The documented client retry ([`crate::retry`]) over the gateways, starting at the one
+    /// after `turn` (which moves on by the calls made).
     async fn with_retry<F, Fut>(&self, turn: &mut usize, call: F) -> (u32, Result<u64, Status>)
     where
         F: Fn(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<u64, Status>>,
     {
-        let until = Instant::now() + RETRY_FOR;
-        let mut pause = Duration::from_millis(100);
-        let mut attempts = 0;
-        loop {
-            *turn += 1;
-            attempts += 1;
-            let channel = self.gateways[*turn % self.gateways.len()].clone();
-            match call(channel).await {
-                Ok(value) => return (attempts, Ok(value)),
-                Err(status) if !retryable(&status) || Instant::now() > until => {
-                    tracing::warn!(code = ?status.code(), error = status.message(), "call failed after the client retry");
-                    return (attempts, Err(status));
-                }
-                Err(_) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-            }
+        let (calls, result) = crate::retry::with_retry(&self.gateways, *turn + 1, call).await;
+        *turn += calls as usize;
+        if let Err(status) = &result {
+            tracing::warn!(code = ?status.code(), error = status.message(), "call failed after the client retry");
         }
+        (calls, result)
     }
-}
-
-/// Restarts every process of the cluster with SIGTERM, one at a time.
-async fn rolling_restart(cluster: &mut Cluster) -> anyhow::Result<()> {
-    for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
-        for instance in 0..2 {
-            if !cluster.terminate_instance(role, instance, RESTART_WITHIN) {
-                bail!(
-                    "{} did not exit cleanly after SIGTERM",
-                    Cluster::instance_name(role, instance)
-                );
-            }
-            cluster.restart_instance(role, instance)?;
-            cluster.wait_ready(role, instance, RESTART_WITHIN).await?;
-        }
-    }
-    Ok(())
 }
 
 /// Measures the availability rows on a fresh redundant cluster.
 pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     let mut cluster = Cluster::start_redundant(&bench_env())?;
-    for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
-        for instance in 0..2 {
-            cluster.wait_ready(role, instance, RESTART_WITHIN).await?;
-        }
-    }
+    cluster.wait_all_ready(RESTART_WITHIN).await?;
     let (model, keys) = setup(plan, &cluster.admin(), &cluster.admin_token).await?;
     let gateways = cluster
         .gateways()
@@ -274,7 +237,7 @@ pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let running = tokio::spawn(load.clone().run(restarting.clone(), stop.clone()));
     let started = Instant::now();
-    rolling_restart(&mut cluster).await?;
+    cluster.rolling_restart(RESTART_WITHIN).await?;
     let restart_took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     running.await?;
@@ -315,7 +278,7 @@ async fn failover(cluster: &mut Cluster, table: &mut Table) -> anyhow::Result<()
     .await?;
     let probe = Probe::connect(&cluster.gateway(), &keys[0]).await?;
     let baseline = probe.measure(5, None).await?;
-    let partitions = bench_partitions();
+    let partitions = bench_partitions()?;
     let partition = beacon_core::partition::partition_of(&spec.id, partitions);
     let Some(owner) = cluster.lease_holder(partition).await? else {
         bail!("no aggregator holds partition {partition}");
@@ -335,16 +298,12 @@ async fn failover(cluster: &mut Cluster, table: &mut Table) -> anyhow::Result<()
 }
 
 /// The partition count of the benchmarked processes ([`bench_env`]).
-fn bench_partitions() -> u32 {
-    bench_env()
+fn bench_partitions() -> anyhow::Result<u32> {
+    let (_, value) = bench_env()
         .into_iter()
         .find(|(name, _)| *name == "BEACON_PARTITIONS")
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or(1)
-}
-
-/// Whether the client retry applies: UNAVAILABLE, or CANCELLED though the client did not
-/// cancel (the connection to the gateway closed under the call).
-fn retryable(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::Cancelled)
+        .ok_or_else(|| anyhow::anyhow!("the benchmark environment sets no BEACON_PARTITIONS"))?;
+    value
+        .parse()
+        .map_err(|err| anyhow::anyhow!("BEACON_PARTITIONS={value:?}: {err}"))
 }

@@ -5,6 +5,7 @@
 //! run, and their ratio. These machines are noisy: only same-run ratios mean something.
 
 pub mod procs;
+pub mod retry;
 pub mod send;
 pub mod tenants;
 pub mod traffic;

@@ -166,7 +166,10 @@ async fn is_ready(role: Role, url: &str) -> bool {
     HealthClient::new(channel)
         .check(request)
         .await
-        .is_ok_and(|reply| reply.get_ref().status == 1)
+        .is_ok_and(|reply| {
+            reply.get_ref().status
+                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        })
 }
 
 impl Drop for Proc {
@@ -271,6 +274,9 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, in the order of a rolling restart: readers of rollups before their writers.
+    pub const ALL: [Role; 4] = [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway];
+
     /// The subcommand name.
     pub fn name(self) -> &'static str {
         match self {
@@ -280,6 +286,17 @@ impl Role {
             Role::Gateway => "gateway",
         }
     }
+}
+
+/// One process's restart in a [`Cluster::rolling_restart`].
+#[derive(Debug, Clone)]
+pub struct Restart {
+    /// The process.
+    pub name: String,
+    /// From SIGTERM to its exit.
+    pub exited: Duration,
+    /// From its start to ready.
+    pub ready: Duration,
 }
 
 /// The ports of one instance of every role: `[gateway, ingest, aggregator, query]`, then the
@@ -357,7 +374,7 @@ impl Cluster {
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
         };
-        for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
+        for role in Role::ALL {
             cluster.start_role(role)?;
             for instance in 1..count {
                 cluster.start_instance(role, instance)?;
@@ -462,6 +479,44 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(started.elapsed())
+    }
+
+    /// Waits up to `within` for every process of every role to be ready.
+    pub async fn wait_all_ready(&self, within: Duration) -> anyhow::Result<()> {
+        for role in Role::ALL {
+            for instance in 0..self.instances.len() {
+                self.wait_ready(role, instance, within).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts every process with SIGTERM, one at a time (query replicas first, gateways
+    /// last), each after the one before is ready again; each must exit cleanly and be ready
+    /// within `within`. Returns, per process, how long it took to exit and to be ready.
+    pub async fn rolling_restart(&mut self, within: Duration) -> anyhow::Result<Vec<Restart>> {
+        let mut restarts = Vec::new();
+        for role in Role::ALL {
+            for instance in 0..self.instances.len() {
+                let name = Self::instance_name(role, instance);
+                let started = Instant::now();
+                if !self.terminate_instance(role, instance, within) {
+                    bail!(
+                        "{name} did not exit cleanly after SIGTERM\n{}",
+                        self.log(&name)
+                    );
+                }
+                let exited = started.elapsed();
+                self.restart_instance(role, instance)?;
+                let ready = self.wait_ready(role, instance, within).await?;
+                restarts.push(Restart {
+                    name,
+                    exited,
+                    ready,
+                });
+            }
+        }
+        Ok(restarts)
     }
 
     /// Which aggregator instance holds the lease of `partition` (by its data folder), if any.

@@ -66,6 +66,13 @@ impl Failure {
     }
 }
 
+/// Causes whose letter holds a whole log message (a batch), not one event or tenant part.
+pub const WHOLE_MESSAGE_CAUSES: &[&str] = &[
+    "undecodable_batch",
+    "unpublishable_rollup",
+    "overlapping_batch",
+];
+
 /// The id of a dead letter: one per failed item and cause, so parking the same failure again
 /// (after a crash) keeps one letter.
 pub fn letter_id(letter: &DeadLetter) -> String {
@@ -221,6 +228,13 @@ impl DeadLetters {
                 ("events", seq)
             }
             Ok(DeadLetterSource::Rollups) => {
+                if WHOLE_MESSAGE_CAUSES.contains(&letter.cause.as_str()) {
+                    return Err(Error::InvalidArgument(format!(
+                        "dead letter {seq} of partition {partition} ({}) holds a whole rollup \
+                         batch, not one tenant's part; rebuild that range by reprocessing",
+                        letter.cause
+                    )));
+                }
                 let part = TenantRollup::decode(letter.payload.as_slice()).map_err(|err| {
                     Error::InvalidArgument(format!(
                         "dead letter {seq} of partition {partition} holds a whole rollup batch, \

@@ -109,6 +109,9 @@ struct LaneState {
     end: Mutex<(u64, Instant)>,
     /// Whether the log's end was read at least once (before, the lag is unknown).
     measured: AtomicBool,
+    /// Whether the consumer has reached a log end it read (before, it is still catching up
+    /// after its start, however recent `end.1` looks).
+    caught_up: AtomicBool,
 }
 
 /// The lag of one lane.
@@ -123,8 +126,9 @@ pub struct Lag {
     pub messages: u64,
     /// Seconds since the consumer was last caught up.
     pub seconds: f64,
-    /// Whether the log's end was read yet; the lag is unknown before.
-    pub measured: bool,
+    /// Whether the consumer has reached a log end read after its start; until then it is
+    /// catching up and `seconds` says nothing.
+    pub caught_up: bool,
 }
 
 /// Reports one lane's progress.
@@ -142,8 +146,8 @@ impl LaneProbe {
 
     /// The log's newest sequence is `end`.
     pub fn log_end(&self, end: u64) {
-        self.refresh(Some(end));
         self.state.measured.store(true, Ordering::Relaxed);
+        self.refresh(Some(end));
     }
 
     fn refresh(&self, end: Option<u64>) {
@@ -158,6 +162,9 @@ impl LaneProbe {
         }
         if position >= guard.0 {
             guard.1 = Instant::now();
+            if self.state.measured.load(Ordering::Relaxed) {
+                self.state.caught_up.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -200,6 +207,7 @@ impl Health {
                 position: AtomicU64::new(0),
                 end: Mutex::new((0, Instant::now())),
                 measured: AtomicBool::new(false),
+                caught_up: AtomicBool::new(false),
             })
         });
         LaneProbe {
@@ -310,7 +318,7 @@ fn lag_of(role: &'static str, partition: u32, state: &LaneState, now: Instant) -
         partition,
         messages: end.saturating_sub(position),
         seconds: now.duration_since(caught_up_at).as_secs_f64(),
-        measured: state.measured.load(Ordering::Relaxed),
+        caught_up: state.caught_up.load(Ordering::Relaxed),
     }
 }
 

@@ -15,6 +15,9 @@ pub enum GatewayError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// A role has no upstream replica.
+    #[error("no {0} replica is listed: give at least one URL")]
+    NoUpstream(&'static str),
     /// A rate limit of zero.
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),

@@ -74,20 +74,50 @@ impl IngestProxy {
         request: Request<SendEventsRequest>,
         client: Option<IpAddr>,
     ) -> Result<Response<SendEventsResponse>, Status> {
-        self.guard
-            .ingest(request.metadata(), request.get_ref().events.len(), client)
-            .await?;
+        let (count, ids) = events_and_ids(&request.get_ref().events);
+        self.relay(
+            request,
+            client,
+            count,
+            ids,
+            |mut ingest, request| async move { ingest.send_events(request).await },
+        )
+        .await
+    }
+
+    /// Admits `count` events of `request` sent by `client`, then makes `call` on an ingest
+    /// replica, retried on another after UNAVAILABLE when every event carries an id (`ids`).
+    async fn relay<Q, A, F, Fut>(
+        &self,
+        request: Request<Q>,
+        client: Option<IpAddr>,
+        count: usize,
+        ids: bool,
+        call: F,
+    ) -> Result<Response<A>, Status>
+    where
+        Q: Clone,
+        F: Fn(IngestServiceClient<tonic::transport::Channel>, Request<Q>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<A>, Status>>,
+    {
+        self.guard.ingest(request.metadata(), count, client).await?;
         let deadline = deadline_of(request.metadata(), self.timeout);
         let forwarded = Forwarded::new(request.metadata(), client);
         let message = request.into_inner();
-        let retry = message.events.iter().all(|e| !e.id.is_empty());
         self.upstream
-            .call(None, deadline, retry, |channel, timeout| {
-                let request = forwarded.request(message.clone(), timeout);
-                async move { client_of(channel).send_events(request).await }
+            .call(None, deadline, ids, |channel, timeout| {
+                call(
+                    client_of(channel),
+                    forwarded.request(message.clone(), timeout),
+                )
             })
             .await
     }
+}
+
+/// How many events there are, and whether every one carries an id.
+fn events_and_ids(events: &[beacon_proto::ingest::v1::Event]) -> (usize, bool) {
+    (events.len(), events.iter().all(|e| !e.id.is_empty()))
 }
 
 /// An ingest client on `channel`, sized for the largest batch.
@@ -110,19 +140,15 @@ impl IngestService for IngestProxy {
         request: Request<ImportEventsRequest>,
     ) -> Result<Response<ImportEventsResponse>, Status> {
         let client = self.client_of(&request);
-        self.guard
-            .ingest(request.metadata(), request.get_ref().events.len(), client)
-            .await?;
-        let deadline = deadline_of(request.metadata(), self.timeout);
-        let forwarded = Forwarded::new(request.metadata(), client);
-        let message = request.into_inner();
-        let retry = message.events.iter().all(|e| !e.id.is_empty());
-        self.upstream
-            .call(None, deadline, retry, |channel, timeout| {
-                let request = forwarded.request(message.clone(), timeout);
-                async move { client_of(channel).import_events(request).await }
-            })
-            .await
+        let (count, ids) = events_and_ids(&request.get_ref().events);
+        self.relay(
+            request,
+            client,
+            count,
+            ids,
+            |mut ingest, request| async move { ingest.import_events(request).await },
+        )
+        .await
     }
 }
 

@@ -39,8 +39,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How the gateway learns a replica's state.
 #[derive(Debug, Clone, Copy)]
 pub enum Probe {
-    /// `beacon.pipeline.v1.ReplicaService`: the partitions it serves.
-    Partitions,
+    /// `beacon.pipeline.v1.ReplicaService`: the partitions it serves, of a cluster of this
+    /// many partitions (a replica of another count is never used).
+    Partitions(u32),
     /// gRPC health of the named service.
     Health(&'static str),
 }
@@ -80,6 +81,9 @@ impl Upstreams {
     /// The replicas at `urls` of `role` ("ingest", "query"), probed with `probe`; connections
     /// are made lazily.
     pub fn new(role: &'static str, urls: &[String], probe: Probe) -> Result<Self, GatewayError> {
+        if urls.is_empty() {
+            return Err(GatewayError::NoUpstream(role));
+        }
         let replicas = urls
             .iter()
             .map(|url| {
@@ -173,13 +177,14 @@ impl Upstreams {
         Fut: Future<Output = Result<T, Status>>,
     {
         let mut last: Option<Status> = None;
+        let mut timed_out = false;
         loop {
             let order = self.order(partition);
             for (tried, &i) in order.iter().enumerate() {
                 let replica = &self.replicas[i];
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if remaining.is_zero() {
-                    return Err(out_of_time(self.role, last));
+                    return Err(out_of_time(self.role, last, timed_out));
                 }
                 // Leave time for the others when this one hangs.
                 let more = retry && tried + 1 < order.len();
@@ -188,10 +193,13 @@ impl Upstreams {
                 let status = match attempt.await {
                     Ok(Ok(value)) => return Ok(value),
                     Ok(Err(status)) => status,
-                    Err(_) => Status::unavailable(format!(
-                        "{} replica {} did not answer within {budget:?}",
-                        self.role, replica.url
-                    )),
+                    Err(_) => {
+                        timed_out = true;
+                        Status::unavailable(format!(
+                            "{} replica {} did not answer within {budget:?}",
+                            self.role, replica.url
+                        ))
+                    }
                 };
                 if !retry || !worth_another(&status) {
                     return Err(status);
@@ -202,7 +210,7 @@ impl Upstreams {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining <= ROUND_PAUSE {
-                return Err(out_of_time(self.role, last));
+                return Err(out_of_time(self.role, last, timed_out));
             }
             tokio::time::sleep(ROUND_PAUSE).await;
         }
@@ -232,11 +240,17 @@ impl Replica {
 /// Asks one replica whether it serves, and which partitions.
 async fn probe(probe: Probe, channel: Channel) -> Result<(bool, HashSet<u32>), Status> {
     match probe {
-        Probe::Partitions => {
+        Probe::Partitions(count) => {
             let reply = ReplicaServiceClient::new(channel)
                 .get_serving(GetServingRequest {})
                 .await?
                 .into_inner();
+            if reply.partition_count != count {
+                return Err(Status::failed_precondition(format!(
+                    "replica {:?} has {} partitions, this gateway {count}",
+                    reply.replica, reply.partition_count
+                )));
+            }
             let serving: HashSet<u32> = reply
                 .partitions
                 .iter()
@@ -267,10 +281,15 @@ fn worth_another(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Cancelled)
 }
 
-/// The error of a call whose deadline passed: the last replica's answer, or that none was
-/// tried.
-fn out_of_time(role: &str, last: Option<Status>) -> Status {
+/// The error of a call whose deadline passed: DEADLINE_EXCEEDED when an attempt ran out of
+/// time (the call is slow, not the replicas gone: another round would not help), else
+/// UNAVAILABLE with the last replica's answer.
+fn out_of_time(role: &str, last: Option<Status>, timed_out: bool) -> Status {
     match last {
+        Some(status) if timed_out => Status::deadline_exceeded(format!(
+            "no {role} replica answered before the deadline; the last said: {}",
+            status.message()
+        )),
         Some(status) => Status::unavailable(format!(
             "no {role} replica could answer before the deadline; the last said: {}",
             status.message()

@@ -62,7 +62,7 @@ pub async fn serve(
     let query_replicas = Arc::new(Upstreams::new(
         "query",
         &args.query_urls,
-        Probe::Partitions,
+        Probe::Partitions(backends.partitions),
     )?);
     tokio::spawn(ingest_replicas.clone().watch(shutdown.clone()));
     tokio::spawn(query_replicas.clone().watch(shutdown.clone()));

@@ -145,10 +145,7 @@ impl Consumer {
                 rollups.floor(partition)
             })
             .await
-            .map_err(|halt| match halt {
-                Halt::Stopped => Halt::Stopped,
-                Halt::Failed(err) => Halt::Failed(err.into()),
-            })?;
+            .map_err(into_query)?;
         if floor <= 1 {
             return Ok(None);
         }
@@ -156,10 +153,7 @@ impl Consumer {
             .lane
             .retry("asking for a shard rebuild", || rebuild.request(partition))
             .await
-            .map_err(|halt| match halt {
-                Halt::Stopped => Halt::Stopped,
-                Halt::Failed(err) => Halt::Failed(err.into()),
-            })?;
+            .map_err(into_query)?;
         tracing::warn!(
             partition,
             floor,
@@ -451,10 +445,7 @@ impl Consumer {
                     .map_err(|err| beacon_core::Error::Unavailable(err.to_string()))
             })
             .await
-            .map_err(|halt| match halt {
-                Halt::Stopped => Halt::Stopped,
-                Halt::Failed(err) => Halt::Failed(err.into()),
-            })?;
+            .map_err(into_query)?;
         self.record_swaps(&applied).await;
         Ok(())
     }
@@ -473,6 +464,20 @@ impl consumer::Handler for Consumer {
         _lane: &Lane,
         messages: Vec<LogMessage>,
     ) -> Result<(), Halt<QueryError>> {
+        // The covered position moves with validation; it stays where the shard has it unless
+        // the whole chunk is applied.
+        let covered = self.covered;
+        let handled = self.handle_chunk(messages).await;
+        if handled.is_err() {
+            self.covered = covered;
+        }
+        handled
+    }
+}
+
+impl Consumer {
+    /// Validates and applies `messages`, then records the position.
+    async fn handle_chunk(&mut self, messages: Vec<LogMessage>) -> Result<(), Halt<QueryError>> {
         let mut run = Vec::with_capacity(messages.len());
         let (done, mut last) = (self.done, self.done);
         for message in messages.iter().filter(|m| m.seq > done) {
@@ -491,6 +496,14 @@ impl consumer::Handler for Consumer {
         self.marks.record(rollups.as_ref(), last).await;
         self.report_versions().await;
         Ok(())
+    }
+}
+
+/// A halted backend call as the consumer's halt.
+fn into_query(halt: Halt<beacon_core::Error>) -> Halt<QueryError> {
+    match halt {
+        Halt::Stopped => Halt::Stopped,
+        Halt::Failed(err) => Halt::Failed(err.into()),
     }
 }
 

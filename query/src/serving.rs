@@ -43,6 +43,9 @@ impl Serving {
         max_lag: Duration,
         shutdown: CancellationToken,
     ) -> Self {
+        let mut held = held;
+        held.sort_unstable();
+        held.dedup();
         Self {
             inner: Arc::new(Inner {
                 replica: replica.to_owned(),
@@ -83,8 +86,11 @@ impl Serving {
         let Some(lag) = health.lane_lag(ROLE, partition) else {
             return Some("its consumer has not started".to_owned());
         };
-        if !lag.measured {
-            return Some("it has not read the rollup log's end yet".to_owned());
+        if !lag.caught_up {
+            return Some(format!(
+                "it has not caught up with the rollup log since it started ({} sequences behind)",
+                lag.messages
+            ));
         }
         if lag.seconds > inner.max_lag.as_secs_f64() {
             return Some(format!(
@@ -147,34 +153,38 @@ mod tests {
     #[test]
     fn serves_held_caught_up_partitions_only() {
         let shutdown = CancellationToken::new();
+        // Partitions no other test of this process uses: the health is process-wide.
         let serving = Serving::new(
             "r1",
-            4,
-            vec![1, 2],
+            64,
+            vec![42, 41],
             Duration::from_secs(5),
             shutdown.clone(),
         );
-        let (one, three) = (tenant_of(1, 4), tenant_of(3, 4));
+        let (one, three) = (tenant_of(41, 64), tenant_of(43, 64));
         let err = serving.check(&three).expect_err("not held");
         assert!(err.to_string().contains("does not hold"), "{err}");
         let err = serving.check(&one).expect_err("no consumer yet");
         assert!(err.to_string().contains("has not started"), "{err}");
 
-        let lane = observe::health().lane(ROLE, 1);
+        let lane = observe::health().lane(ROLE, 41);
         let err = serving.check(&one).expect_err("lag unknown");
-        assert!(err.to_string().contains("log's end"), "{err}");
-        lane.handled(7);
+        assert!(err.to_string().contains("not caught up"), "{err}");
+        lane.handled(5);
         lane.log_end(7);
+        let err = serving.check(&one).expect_err("behind since its start");
+        assert!(err.to_string().contains("2 sequences behind"), "{err}");
+        lane.handled(7);
         serving.check(&one).expect("caught up");
         let report = serving.report();
         assert_eq!(report.partitions.len(), 2);
         assert!(report.partitions[0].serving, "{report:?}");
         assert!(!report.partitions[1].serving, "{report:?}");
 
-        observe::health().fault(&format!("{ROLE} partition 1"), "the log went backwards");
+        observe::health().fault(&format!("{ROLE} partition 41"), "the log went backwards");
         let err = serving.check(&one).expect_err("refused log");
         assert!(err.to_string().contains("went backwards"), "{err}");
-        observe::health().clear(&format!("{ROLE} partition 1"));
+        observe::health().clear(&format!("{ROLE} partition 41"));
         serving.check(&one).expect("served again");
 
         shutdown.cancel();

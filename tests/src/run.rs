@@ -208,3 +208,47 @@ pub async fn wait_stable(
     }
     Ok(lag)
 }
+
+/// Paces a sender over a disturbance (restarts, kills): a pause before each batch while the
+/// disturbance lasts, and the last batches held back until it is over, so that traffic flows
+/// during all of it and some follows it.
+#[derive(Clone)]
+pub struct Pacer {
+    /// Set once the disturbance is over.
+    pub over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The pause between batches meanwhile.
+    pub pause: Duration,
+    /// Batches held back until the disturbance is over.
+    pub hold: usize,
+}
+
+impl Pacer {
+    /// A pacer pausing `pause` and holding back `hold` batches.
+    pub fn new(pause: Duration, hold: usize) -> Self {
+        Self {
+            over: Default::default(),
+            pause,
+            hold,
+        }
+    }
+
+    fn is_over(&self) -> bool {
+        self.over.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits before batch `index` of `total`.
+    pub async fn before(&self, index: usize, total: usize) {
+        if index + self.hold >= total {
+            while !self.is_over() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else if !self.is_over() {
+            tokio::time::sleep(self.pause).await;
+        }
+    }
+
+    /// Marks the disturbance over.
+    pub fn finish(&self) {
+        self.over.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

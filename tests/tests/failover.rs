@@ -1,6 +1,7 @@
 //! Two aggregators share the partitions through leases (beside two query replicas and two of
-//! every other role): SIGKILL of the owner hands its partitions to the other within seconds, and an owner paused past its lease (SIGSTOP, then
-//! SIGCONT) cannot publish beside the new one. Counts stay exact throughout.
+//! every other role): SIGKILL of the owner hands its partitions to the other within seconds,
+//! and an owner paused past its lease (SIGSTOP, then SIGCONT) cannot publish beside the new
+//! one. Counts stay exact throughout.
 
 use std::time::{Duration, Instant};
 

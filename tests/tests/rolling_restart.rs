@@ -5,17 +5,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use beacon_tests::failover;
-use beacon_tests::run::{BATCH, wait_stable};
+use beacon_tests::run::{BATCH, Pacer, wait_stable};
 use beacon_tests::traffic::{TenantSpec, Traffic, generate};
-use beacon_tests::{Client, Cluster, Role};
+use beacon_tests::{Client, Cluster};
 
-/// Longest a process may take to exit after SIGTERM.
-const EXIT_WITHIN: Duration = Duration::from_secs(20);
-/// Longest a process may take to be ready after its start.
-const READY_WITHIN: Duration = Duration::from_secs(60);
+/// Longest a process may take to exit after SIGTERM, or to be ready after its start.
+const RESTART_WITHIN: Duration = Duration::from_secs(60);
 
 /// Counts of the dashboard reader.
 #[derive(Default)]
@@ -54,24 +52,21 @@ async fn read_dashboards(
     errors
 }
 
-/// Sends every batch of every tenant once (never again once acknowledged), pausing between
-/// rounds until `restarted`. Returns the calls that needed the client retry and the rounds
-/// left when the restarts were over.
+/// Sends every batch of every tenant once (never again once acknowledged), paced by `pacer`.
+/// Returns the calls that needed the client retry.
 async fn ingest(
     clients: Vec<Client>,
     tenants: Vec<(String, Traffic)>,
-    restarted: Arc<AtomicBool>,
-) -> anyhow::Result<(usize, usize)> {
+    pacer: Pacer,
+) -> anyhow::Result<usize> {
     let rounds = tenants
         .iter()
         .map(|(_, t)| t.events.len().div_ceil(BATCH))
         .max()
         .unwrap_or(0);
-    let (mut retried, mut left) = (0, 0);
+    let mut retried = 0;
     for round in 0..rounds {
-        if restarted.load(Ordering::Relaxed) {
-            left += 1;
-        }
+        pacer.before(round, rounds).await;
         for (n, (key, traffic)) in tenants.iter().enumerate() {
             let Some(batch) = traffic.events.chunks(BATCH).nth(round) else {
                 continue;
@@ -79,11 +74,8 @@ async fn ingest(
             let attempts = failover::send(&clients, round + n, key, batch).await?;
             retried += usize::from(attempts.calls > 1);
         }
-        if !restarted.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(600)).await;
-        }
     }
-    Ok((retried, left))
+    Ok(retried)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -93,11 +85,7 @@ async fn restarting_every_process_one_at_a_time_fails_no_call_and_loses_no_event
         ("BEACON_SNAPSHOT_INTERVAL_S", "30".to_owned()),
         ("BEACON_FLUSH_INTERVAL_MS", "1000".to_owned()),
     ])?;
-    for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
-        for instance in 0..2 {
-            cluster.wait_ready(role, instance, READY_WITHIN).await?;
-        }
-    }
+    cluster.wait_all_ready(RESTART_WITHIN).await?;
     let mut clients = Vec::new();
     for url in cluster.gateways() {
         clients.push(Client::connect(&url, &cluster.admin()).await?);
@@ -122,10 +110,10 @@ async fn restarting_every_process_one_at_a_time_fails_no_call_and_loses_no_event
         traffics.push((read_key, traffic));
     }
 
-    let restarted = Arc::new(AtomicBool::new(false));
+    let pacer = Pacer::new(Duration::from_millis(500), 3);
     let stop_reading = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(Reads::default());
-    let sender = tokio::spawn(ingest(clients.clone(), senders, restarted.clone()));
+    let sender = tokio::spawn(ingest(clients.clone(), senders, pacer.clone()));
     let reader = tokio::spawn(read_dashboards(
         clients.clone(),
         readers,
@@ -134,31 +122,16 @@ async fn restarting_every_process_one_at_a_time_fails_no_call_and_loses_no_event
     ));
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for role in [Role::Query, Role::Aggregator, Role::Ingest, Role::Gateway] {
-        for instance in 0..2 {
-            let name = Cluster::instance_name(role, instance);
-            let started = Instant::now();
-            anyhow::ensure!(
-                cluster.terminate_instance(role, instance, EXIT_WITHIN),
-                "{name} did not exit cleanly after SIGTERM\n{}",
-                cluster.log(&name)
-            );
-            let exited = started.elapsed();
-            cluster.restart_instance(role, instance)?;
-            let took = cluster.wait_ready(role, instance, READY_WITHIN).await?;
-            println!(
-                "{name}: exited {:.1} s after SIGTERM, ready {:.1} s after its start",
-                exited.as_secs_f64(),
-                took.as_secs_f64()
-            );
-        }
+    for restart in cluster.rolling_restart(RESTART_WITHIN).await? {
+        println!(
+            "{}: exited {:.1} s after SIGTERM, ready {:.1} s after its start",
+            restart.name,
+            restart.exited.as_secs_f64(),
+            restart.ready.as_secs_f64()
+        );
     }
-    restarted.store(true, Ordering::Relaxed);
-    let (retried_sends, left) = sender.await??;
-    anyhow::ensure!(
-        left > 0,
-        "ingest ended before the last restart: make the traffic longer"
-    );
+    pacer.finish();
+    let retried_sends = sender.await??;
     for (read, traffic) in &traffics {
         wait_stable(
             &clients[0],

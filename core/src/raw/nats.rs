@@ -100,18 +100,25 @@ impl NatsRawStore {
     /// the id first.
     async fn store_new(&self, event: &RawEvent) -> Result<Inserted> {
         let subject = day_subject(&event.tenant_id, day_of(event.timestamp_ms));
-        self.js
+        let failed = |err: &dyn std::fmt::Display| {
+            Error::Unavailable(format!("storing a raw event on {subject}: {err}"))
+        };
+        let stored = self
+            .js
             .publish(subject.clone(), encode_message(event))
             .await
-            .map_err(|err| Error::Unavailable(format!("storing a raw event on {subject}: {err}")))?
+            .map_err(|err| failed(&err))?
             .await
-            .map_err(|err| {
-                Error::Unavailable(format!("storing a raw event on {subject}: {err}"))
-            })?;
+            .map_err(|err| failed(&err))?;
         let key = id_key(&event.tenant_id, &event.event_id);
         match self.ids.create(&key, id_value(event)).await {
             Ok(_) => Ok(Inserted::New),
             Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {
+                // Another insert of the id won: its copy is the event, this one goes.
+                self.stream
+                    .delete_message(stored.sequence)
+                    .await
+                    .map_err(|err| failed(&err))?;
                 Ok(self.stored(event).await?.unwrap_or(Inserted::Duplicate))
             }
             Err(err) => Err(Error::Unavailable(format!(
@@ -167,6 +174,9 @@ impl NatsRawStore {
             .create_consumer(config)
             .await
             .map_err(|err| failed(&err))?;
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(Vec::new());
+        }
         let mut messages = consumer.messages().await.map_err(|err| failed(&err))?;
         let mut events = Vec::new();
         loop {

@@ -6,7 +6,7 @@ fn upstreams(n: usize) -> Upstreams {
     let urls: Vec<String> = (0..n)
         .map(|i| format!("http://127.0.0.1:{}", 1 + i))
         .collect();
-    Upstreams::new("query", &urls, Probe::Partitions).expect("upstreams")
+    Upstreams::new("query", &urls, Probe::Partitions(4)).expect("upstreams")
 }
 
 fn seen(upstreams: &Upstreams, i: usize, serving: bool, partitions: &[u32]) {
@@ -101,4 +101,12 @@ fn grpc_timeouts_parse() {
     assert_eq!(parse_grpc_timeout("S"), None);
     assert_eq!(parse_grpc_timeout("10x"), None);
     assert_eq!(parse_grpc_timeout(""), None);
+}
+
+#[test]
+fn a_role_without_replicas_is_refused() {
+    let err = Upstreams::new("query", &[], Probe::Partitions(4))
+        .err()
+        .expect("no replicas");
+    assert!(err.to_string().contains("no query replica"), "{err}");
 }
