@@ -519,6 +519,13 @@ impl Cluster {
         Ok(restarts)
     }
 
+    /// The cluster's raw store (JetStream: the harness runs no Cassandra).
+    pub async fn raw_store(&self) -> anyhow::Result<beacon_core::raw::nats::NatsRawStore> {
+        let client = beacon_core::backends::connect_nats(&self.nats.url()).await?;
+        let js = async_nats::jetstream::new(client);
+        Ok(beacon_core::raw::nats::NatsRawStore::open(js, 1).await?)
+    }
+
     /// Which aggregator instance holds the lease of `partition` (by its data folder), if any.
     pub async fn lease_holder(&self, partition: u32) -> anyhow::Result<Option<usize>> {
         let client = beacon_core::backends::connect_nats(&self.nats.url()).await?;

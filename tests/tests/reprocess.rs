@@ -74,7 +74,7 @@ fn ndjson(events: &[Event]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_imported_twice_counts_once_and_expires_from_the_raw_store() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
-    let mut cluster = Cluster::start_with(&[("BEACON_RETENTION_EVERY", "1s".to_owned())])?;
+    let cluster = Cluster::start_with(&[("BEACON_RETENTION_EVERY", "1s".to_owned())])?;
     let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
     let tenant = spec("importer", "Asia/Kathmandu");
     let (server_key, read) = client
@@ -127,10 +127,7 @@ async fn history_imported_twice_counts_once_and_expires_from_the_raw_store() -> 
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     wait_stable(&client, &read, &history, WAIT, HOLD).await?;
-    cluster.kill9(Role::Aggregator);
-    let raw = beacon_core::raw::embedded::EmbeddedRawStore::open(
-        &cluster.dir.path().join("aggregator").join("raw.redb"),
-    )?;
+    let raw = cluster.raw_store().await?;
     let kept = raw
         .scan(&tenant.id, i64::MIN, i64::MAX, None, usize::MAX)
         .await?;
@@ -469,7 +466,7 @@ async fn wait_done(client: &Client, token: &str, id: &str) -> anyhow::Result<Rep
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn time_zone_change_deletion_and_reset_restate_history() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
-    let mut cluster = Cluster::start()?;
+    let cluster = Cluster::start()?;
     let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
     let token = cluster.admin_token.clone();
     let now = beacon_core::time::now_ms();
@@ -607,10 +604,7 @@ async fn time_zone_change_deletion_and_reset_restate_history() -> anyhow::Result
     );
 
     // The raw store no longer holds them.
-    cluster.kill9(Role::Aggregator);
-    let raw = beacon_core::raw::embedded::EmbeddedRawStore::open(
-        &cluster.dir.path().join("aggregator").join("raw.redb"),
-    )?;
+    let raw = cluster.raw_store().await?;
     let all = |tenant: &'static str| {
         let raw = &raw;
         async move { raw.scan(tenant, i64::MIN, i64::MAX, None, usize::MAX).await }
