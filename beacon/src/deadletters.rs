@@ -132,7 +132,7 @@ fn describe(letter: &DeadLetterInfo, payload: &[u8]) -> String {
             letter.payload_bytes, letter.source, letter.source_seq, letter.index
         );
     }
-    let whole = beacon_core::deadletter::WHOLE_MESSAGE_CAUSES.contains(&letter.cause.as_str());
+    let whole = beacon_core::deadletter::holds_whole_message(&letter.cause);
     let decoded = match (letter.source.as_str(), whole) {
         ("events", false) => LoggedEvent::decode(payload).map(|e| format!("{e:?}")),
         ("events", true) => EventBatch::decode(payload).map(|b| format!("{b:?}")),

@@ -142,34 +142,20 @@ impl Proc {
     }
 }
 
-/// Whether the `role` process at `url` is ready (see [`Cluster::wait_ready`]).
+/// Whether the `role` process at `url` is ready (see [`Cluster::wait_ready`]): `beacon health`
+/// succeeds, with `--partitions` for a query replica, as the Kubernetes readiness probes run it.
 async fn is_ready(role: Role, url: &str) -> bool {
-    use beacon_proto::pipeline::v1::GetServingRequest;
-    use beacon_proto::pipeline::v1::replica_service_client::ReplicaServiceClient;
-    use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_client::HealthClient;
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.to_owned()) else {
-        return false;
-    };
-    let Ok(channel) = endpoint.connect().await else {
-        return false;
-    };
+    let mut command = tokio::process::Command::new(beacon_bin());
+    command.args(["health", "--url", url]);
     if role == Role::Query {
-        return ReplicaServiceClient::new(channel)
-            .get_serving(GetServingRequest {})
-            .await
-            .is_ok_and(|reply| reply.get_ref().partitions.iter().all(|p| p.serving));
+        command.arg("--partitions");
     }
-    let request = HealthCheckRequest {
-        service: String::new(),
-    };
-    HealthClient::new(channel)
-        .check(request)
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
         .await
-        .is_ok_and(|reply| {
-            reply.get_ref().status
-                == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-        })
+        .is_ok_and(|status| status.success())
 }
 
 impl Drop for Proc {
@@ -331,9 +317,8 @@ pub struct Cluster {
     pub nats: NatsServer,
     /// Scratch folder (data folders and logs).
     pub dir: tempfile::TempDir,
-    procs: Vec<(Role, Proc)>,
-    /// Further processes of a role, by name (for example a second aggregator).
-    replicas: Vec<(String, Proc)>,
+    /// The processes, by role and instance.
+    procs: Vec<((Role, usize), Proc)>,
     /// The listening ports of each instance of the roles (two in a redundant cluster).
     instances: Vec<Ports>,
     /// Admin token of the gateway.
@@ -366,7 +351,6 @@ impl Cluster {
             nats,
             dir,
             procs: Vec::new(),
-            replicas: Vec::new(),
             instances: (0..count).map(|_| Ports::free()).collect(),
             admin_token: "test-admin-token-of-32-characters".into(),
             extra: extra
@@ -375,9 +359,8 @@ impl Cluster {
                 .collect(),
         };
         for role in Role::ALL {
-            cluster.start_role(role)?;
-            for instance in 1..count {
-                cluster.start_instance(role, instance)?;
+            for instance in 0..count {
+                cluster.restart_instance(role, instance)?;
             }
         }
         Ok(cluster)
@@ -419,42 +402,39 @@ impl Cluster {
         format!("http://127.0.0.1:{}", self.instances[instance].of(role))
     }
 
-    /// Starts (or restarts) instance `instance` (from 1) of `role` of a redundant cluster, on
-    /// the ports and data folder of that instance.
-    fn start_instance(&mut self, role: Role, instance: usize) -> anyhow::Result<()> {
-        let name = Self::instance_name(role, instance);
-        let data = self.dir.path().join(&name);
-        let envs = self.envs(&data, instance, None);
-        let mut envs: Vec<(&str, String)> = envs.iter().map(|(k, v)| (*k, v.clone())).collect();
-        envs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
-        let proc = Proc::spawn(&name, &[role.name()], &envs, self.dir.path())?;
-        self.replicas.retain(|(n, _)| *n != name);
-        self.replicas.push((name, proc));
-        Ok(())
+    /// The process of instance `instance` of `role`.
+    fn proc_mut(&mut self, role: Role, instance: usize) -> Option<&mut Proc> {
+        self.procs
+            .iter_mut()
+            .find(|(key, _)| *key == (role, instance))
+            .map(|(_, proc)| proc)
     }
 
     /// The process id of instance `instance` of `role`, while it runs.
     pub fn instance_pid(&self, role: Role, instance: usize) -> Option<u32> {
-        match instance {
-            0 => self.pid(role),
-            _ => self.replica_pid(&Self::instance_name(role, instance)),
-        }
+        self.procs
+            .iter()
+            .find(|(key, _)| *key == (role, instance))
+            .and_then(|(_, proc)| proc.pid())
     }
 
     /// SIGKILLs instance `instance` of `role`.
     pub fn kill9_instance(&mut self, role: Role, instance: usize) {
-        match instance {
-            0 => self.kill9(role),
-            _ => self.kill9_replica(&Self::instance_name(role, instance)),
+        if let Some(proc) = self.proc_mut(role, instance) {
+            proc.kill9();
         }
     }
 
-    /// Starts (or restarts) instance `instance` of `role`.
+    /// Starts (or restarts) instance `instance` of `role`, on the ports and data folder of
+    /// that instance (its log is `<name>.log`, see [`Cluster::instance_name`]).
     pub fn restart_instance(&mut self, role: Role, instance: usize) -> anyhow::Result<()> {
-        match instance {
-            0 => self.start_role(role),
-            _ => self.start_instance(role, instance),
-        }
+        let name = Self::instance_name(role, instance);
+        let envs = self.envs(&self.dir.path().join(&name), instance);
+        let envs: Vec<(&str, String)> = envs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let proc = Proc::spawn(&name, &[role.name()], &envs, self.dir.path())?;
+        self.procs.retain(|(key, _)| *key != (role, instance));
+        self.procs.push(((role, instance), proc));
+        Ok(())
     }
 
     /// Waits up to `within` until instance `instance` of `role` is ready: gRPC health SERVING,
@@ -545,14 +525,8 @@ impl Cluster {
     /// SIGTERMs instance `instance` of `role` and waits up to `timeout` for it to exit; true
     /// if it exited cleanly.
     pub fn terminate_instance(&mut self, role: Role, instance: usize, timeout: Duration) -> bool {
-        if instance == 0 {
-            return self.terminate(role, timeout);
-        }
-        let name = Self::instance_name(role, instance);
-        self.replicas
-            .iter_mut()
-            .find(|(n, _)| *n == name)
-            .is_some_and(|(_, proc)| proc.terminate(timeout))
+        self.proc_mut(role, instance)
+            .is_some_and(|proc| proc.terminate(timeout))
     }
 
     /// Sets an environment variable for every role started from now on.
@@ -561,62 +535,20 @@ impl Cluster {
         self.extra.push((key.to_owned(), value.to_owned()));
     }
 
-    /// Starts (or restarts) `role`.
+    /// Starts (or restarts) `role` (its first instance).
     pub fn start_role(&mut self, role: Role) -> anyhow::Result<()> {
-        let data = self.dir.path().join(role.name());
-        let envs = self.envs(&data, 0, None);
-        let mut envs: Vec<(&str, String)> = envs.iter().map(|(k, v)| (*k, v.clone())).collect();
-        envs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
-        let proc = Proc::spawn(role.name(), &[role.name()], &envs, self.dir.path())?;
-        self.procs.retain(|(r, _)| *r != role);
-        self.procs.push((role, proc));
-        Ok(())
+        self.restart_instance(role, 0)
     }
 
-    /// Starts (or restarts) another process of `role` named `name`, with a data folder and
-    /// health port of its own (its log is `<name>.log`).
-    pub fn start_replica(&mut self, role: Role, name: &str) -> anyhow::Result<()> {
-        let data = self.dir.path().join(name);
-        let envs = self.envs(&data, 0, Some(free_port()));
-        let mut envs: Vec<(&str, String)> = envs.iter().map(|(k, v)| (*k, v.clone())).collect();
-        envs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.clone())));
-        let proc = Proc::spawn(name, &[role.name()], &envs, self.dir.path())?;
-        self.replicas.retain(|(n, _)| n != name);
-        self.replicas.push((name.to_owned(), proc));
-        Ok(())
-    }
-
-    /// The process id of `role`'s process, while it runs.
+    /// The process id of `role`'s (first) process, while it runs.
     pub fn pid(&self, role: Role) -> Option<u32> {
-        self.procs
-            .iter()
-            .find(|(r, _)| *r == role)
-            .and_then(|(_, proc)| proc.pid())
+        self.instance_pid(role, 0)
     }
 
-    /// SIGTERMs `role` and waits up to `timeout` for it to exit; true if it exited cleanly.
+    /// SIGTERMs `role` (its first instance) and waits up to `timeout` for it to exit; true if
+    /// it exited cleanly.
     pub fn terminate(&mut self, role: Role, timeout: Duration) -> bool {
-        self.procs
-            .iter_mut()
-            .find(|(r, _)| *r == role)
-            .is_some_and(|(_, proc)| proc.terminate(timeout))
-    }
-
-    /// The process id of the replica `name`, while it runs.
-    pub fn replica_pid(&self, name: &str) -> Option<u32> {
-        self.replicas
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, proc)| proc.pid())
-    }
-
-    /// SIGKILLs the replica `name`.
-    pub fn kill9_replica(&mut self, name: &str) {
-        for (n, proc) in &mut self.replicas {
-            if n == name {
-                proc.kill9();
-            }
-        }
+        self.terminate_instance(role, 0, timeout)
     }
 
     /// The whole log of the process `name` (a role's name, or a replica's).
@@ -624,17 +556,11 @@ impl Cluster {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
-    /// The environment of a process of instance `instance` with data folder `data`, and an
-    /// aggregator health port of its own when given.
-    fn envs(
-        &self,
-        data: &Path,
-        instance: usize,
-        aggregator: Option<u16>,
-    ) -> Vec<(&'static str, String)> {
+    /// The environment of a process of instance `instance` with data folder `data`, the extra
+    /// variables last.
+    fn envs(&self, data: &Path, instance: usize) -> Vec<(String, String)> {
         let ports = self.instances[instance];
-        let [gateway, ingest, _, query] = ports.roles;
-        let aggregator = aggregator.unwrap_or(ports.of(Role::Aggregator));
+        let [gateway, ingest, aggregator, query] = ports.roles;
         let urls = |role: Role| {
             self.instances
                 .iter()
@@ -669,41 +595,44 @@ impl Cluster {
             // The harness sends beacons on behalf of many visitors, as a proxy would.
             ("BEACON_TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
         ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .chain(self.extra.iter().cloned())
+        .collect()
     }
 
-    /// Peak resident memory of each running role, bytes.
+    /// Peak resident memory of each running role's first process, bytes.
     pub fn peak_rss(&self) -> Vec<(Role, u64)> {
-        self.procs
-            .iter()
-            .filter_map(|(role, proc)| Some((*role, proc.peak_rss()?)))
-            .collect()
+        self.first_processes(Proc::peak_rss)
     }
 
-    /// CPU seconds used so far by each running role.
+    /// CPU seconds used so far by each running role's first process.
     pub fn cpu_seconds(&self) -> Vec<(Role, f64)> {
+        self.first_processes(Proc::cpu_seconds)
+    }
+
+    /// `measure` of each role's first process, where it gives a figure.
+    fn first_processes<T>(&self, measure: impl Fn(&Proc) -> Option<T>) -> Vec<(Role, T)> {
         self.procs
             .iter()
-            .filter_map(|(role, proc)| Some((*role, proc.cpu_seconds()?)))
+            .filter(|((_, instance), _)| *instance == 0)
+            .filter_map(|((role, _), proc)| Some((*role, measure(proc)?)))
             .collect()
     }
 
-    /// SIGKILLs `role`.
+    /// SIGKILLs `role` (its first instance).
     pub fn kill9(&mut self, role: Role) {
-        for (r, proc) in &mut self.procs {
-            if *r == role {
-                proc.kill9();
-            }
-        }
+        self.kill9_instance(role, 0);
     }
 
-    /// The last lines of every role's log, for failure messages.
+    /// The last lines of every process's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for role in ["query", "aggregator", "ingest", "gateway"] {
-            let text = std::fs::read_to_string(self.dir.path().join(format!("{role}.log")))
-                .unwrap_or_default();
+        for ((role, instance), _) in &self.procs {
+            let name = Self::instance_name(*role, *instance);
+            let text = self.log(&name);
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            out.push_str(&format!("--- {role}\n"));
+            out.push_str(&format!("--- {name}\n"));
             for line in tail.into_iter().rev() {
                 out.push_str(line);
                 out.push('\n');

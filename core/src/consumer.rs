@@ -179,7 +179,7 @@ impl Lane {
 
     /// The name this lane's backend faults are recorded under.
     fn fault_name(&self) -> String {
-        format!("{} partition {} backend", self.role, self.partition)
+        format!("{} backend", observe::lane_name(self.role, self.partition))
     }
 
     /// Parks `failure` in the dead-letter log, retrying until it is stored.
@@ -358,7 +358,7 @@ async fn gap(lane: &Lane, log: &dyn Log, after: u64) -> Result<bool, Halt<Error>
         .retry("reading the log's end", || log.last(partition))
         .await?
         .map_or(0, |message| message.seq);
-    let what = format!("{} partition {partition}", lane.role);
+    let what = observe::lane_name(lane.role, partition);
     let (problem, metric, description) = if after.saturating_add(1) < floor {
         (
             format!(

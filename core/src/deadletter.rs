@@ -66,12 +66,18 @@ impl Failure {
     }
 }
 
-/// Causes whose letter holds a whole log message (a batch), not one event or tenant part.
-pub const WHOLE_MESSAGE_CAUSES: &[&str] = &[
-    "undecodable_batch",
-    "unpublishable_rollup",
-    "overlapping_batch",
-];
+/// Cause: a log message that does not decode; the letter holds the whole message.
+pub const UNDECODABLE_BATCH: &str = "undecodable_batch";
+/// Cause: a rollup batch that could not be published; the letter holds the whole batch.
+pub const UNPUBLISHABLE_ROLLUP: &str = "unpublishable_rollup";
+/// Cause: a live rollup batch overlapping events already applied; the letter holds it whole.
+pub const OVERLAPPING_BATCH: &str = "overlapping_batch";
+
+/// Whether a letter of `cause` holds a whole log message (a batch), not one event or tenant
+/// part.
+pub fn holds_whole_message(cause: &str) -> bool {
+    [UNDECODABLE_BATCH, UNPUBLISHABLE_ROLLUP, OVERLAPPING_BATCH].contains(&cause)
+}
 
 /// The id of a dead letter: one per failed item and cause, so parking the same failure again
 /// (after a crash) keeps one letter.
@@ -218,7 +224,7 @@ impl DeadLetters {
         let replayed = match DeadLetterSource::try_from(letter.source) {
             Ok(DeadLetterSource::Events) => {
                 let batch = match LoggedEvent::decode(letter.payload.as_slice()) {
-                    Ok(event) if letter.cause != "undecodable_batch" => EventBatch {
+                    Ok(event) if !holds_whole_message(&letter.cause) => EventBatch {
                         events: vec![event],
                     }
                     .encode_to_vec(),
@@ -228,7 +234,7 @@ impl DeadLetters {
                 ("events", seq)
             }
             Ok(DeadLetterSource::Rollups) => {
-                if WHOLE_MESSAGE_CAUSES.contains(&letter.cause.as_str()) {
+                if holds_whole_message(&letter.cause) {
                     return Err(Error::InvalidArgument(format!(
                         "dead letter {seq} of partition {partition} ({}) holds a whole rollup \
                          batch, not one tenant's part; rebuild that range by reprocessing",

@@ -95,6 +95,12 @@ pub fn redb_failed(path: &std::path::Path, err: &redb::Error) {
     }
 }
 
+/// The name of `role`'s lane of `partition` ("query partition 3"): its faults are recorded
+/// under it (and under names that start with it).
+pub fn lane_name(role: &str, partition: u32) -> String {
+    format!("{role} partition {partition}")
+}
+
 /// The process's health: consumer lanes and store faults.
 pub fn health() -> &'static Health {
     HEALTH.get_or_init(|| Health::new(DEFAULT_STALL_AFTER))
@@ -219,7 +225,7 @@ impl Health {
     /// partition (another process owns it now).
     pub fn forget_lane(&self, role: &'static str, partition: u32) {
         lock(&self.inner.lanes).remove(&(role, partition));
-        let lane = format!("{role} partition {partition}");
+        let lane = lane_name(role, partition);
         let within = format!("{lane} ");
         lock(&self.inner.faults).retain(|what, _| *what != lane && !what.starts_with(&within));
     }

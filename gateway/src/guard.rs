@@ -45,6 +45,12 @@ impl Guard {
         })
     }
 
+    /// The address of the client that sent `request`, as the edge resolves it.
+    pub fn client_of<T>(&self, request: &tonic::Request<T>) -> Option<IpAddr> {
+        self.edge
+            .client(request.remote_addr().map(|a| a.ip()), request.metadata())
+    }
+
     /// The tenant of the key in `metadata` allowed to do `want`, counting failures of `client`.
     async fn authenticate(
         &self,

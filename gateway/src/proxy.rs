@@ -107,7 +107,7 @@ impl IngestProxy {
         self.upstream
             .call(None, deadline, ids, |channel, timeout| {
                 call(
-                    client_of(channel),
+                    ingest_client(channel),
                     forwarded.request(message.clone(), timeout),
                 )
             })
@@ -121,7 +121,9 @@ fn events_and_ids(events: &[beacon_proto::ingest::v1::Event]) -> (usize, bool) {
 }
 
 /// An ingest client on `channel`, sized for the largest batch.
-fn client_of(channel: tonic::transport::Channel) -> IngestServiceClient<tonic::transport::Channel> {
+fn ingest_client(
+    channel: tonic::transport::Channel,
+) -> IngestServiceClient<tonic::transport::Channel> {
     IngestServiceClient::new(channel).max_encoding_message_size(beacon_core::MAX_BODY_BYTES * 2)
 }
 
@@ -131,7 +133,7 @@ impl IngestService for IngestProxy {
         &self,
         request: Request<SendEventsRequest>,
     ) -> Result<Response<SendEventsResponse>, Status> {
-        let client = self.client_of(&request);
+        let client = self.guard.client_of(&request);
         self.send(request, client).await
     }
 
@@ -139,7 +141,7 @@ impl IngestService for IngestProxy {
         &self,
         request: Request<ImportEventsRequest>,
     ) -> Result<Response<ImportEventsResponse>, Status> {
-        let client = self.client_of(&request);
+        let client = self.guard.client_of(&request);
         let (count, ids) = events_and_ids(&request.get_ref().events);
         self.relay(
             request,
@@ -149,15 +151,6 @@ impl IngestService for IngestProxy {
             |mut ingest, request| async move { ingest.import_events(request).await },
         )
         .await
-    }
-}
-
-impl IngestProxy {
-    /// The address of the client that sent `request`.
-    fn client_of<T>(&self, request: &Request<T>) -> Option<IpAddr> {
-        self.guard
-            .edge
-            .client(request.remote_addr().map(|a| a.ip()), request.metadata())
     }
 }
 
@@ -184,10 +177,7 @@ impl InsightsProxy {
         F: Fn(InsightsServiceClient<tonic::transport::Channel>, Request<Q>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<A>, Status>>,
     {
-        let client = self
-            .guard
-            .edge
-            .client(request.remote_addr().map(|a| a.ip()), request.metadata());
+        let client = self.guard.client_of(&request);
         let tenant = self.guard.query(request.metadata(), client).await?;
         let partition = partition_of(&tenant.id, self.partitions);
         let deadline = deadline_of(request.metadata(), self.timeout);

@@ -231,7 +231,7 @@ impl Consumer {
                     partition,
                     seq,
                     0,
-                    "undecodable_batch",
+                    beacon_core::deadletter::UNDECODABLE_BATCH,
                     reason,
                     String::new(),
                     message.payload.clone(),
@@ -242,21 +242,24 @@ impl Consumer {
         };
         valid.logic_version = batch.logic_version;
         valid.from_dead_letter = batch.from_dead_letter;
-        if let Some(reason) = self.discontinuity(&batch) {
-            tracing::error!(partition, seq, %reason, "refusing a rollup batch");
-            let failure = failure(
-                partition,
-                seq,
-                0,
-                "overlapping_batch",
-                reason,
-                String::new(),
-                message.payload.clone(),
-            );
-            self.lane.park(failure).await?;
-            return Ok(valid);
-        }
-        valid.covered_to = self.covered.filter(|_| is_live(&batch));
+        let covered = match self.advance(&batch) {
+            Ok(covered) => covered,
+            Err(reason) => {
+                tracing::error!(partition, seq, %reason, "refusing a rollup batch");
+                let failure = failure(
+                    partition,
+                    seq,
+                    0,
+                    beacon_core::deadletter::OVERLAPPING_BATCH,
+                    reason,
+                    String::new(),
+                    message.payload.clone(),
+                );
+                self.lane.park(failure).await?;
+                return Ok(valid);
+            }
+        };
+        valid.covered_to = covered;
         if batch.partition != partition {
             tracing::warn!(
                 partition,
@@ -294,14 +297,16 @@ impl Consumer {
         Ok(valid)
     }
 
-    /// Why `batch` cannot be applied after the batches before it: a live batch must cover
-    /// events after the last one covered so far (it overlaps them when published by two
-    /// aggregators, or again after the log's duplicate window). Moves the covered position on.
+    /// Moves the covered position past a live `batch` and returns it (`None` for a batch that
+    /// covers no events of its own), or says why `batch` cannot be applied after the batches
+    /// before it: a live batch must cover events after the last one covered so far (it
+    /// overlaps them when published by two aggregators, or again after the log's duplicate
+    /// window).
     ///
     /// Invariant: no event's deltas are applied twice, whoever published them.
-    fn discontinuity(&mut self, batch: &RollupBatch) -> Option<String> {
+    fn advance(&mut self, batch: &RollupBatch) -> Result<Option<EventPosition>, String> {
         if !is_live(batch) {
-            return None;
+            return Ok(None);
         }
         let first = EventPosition {
             seq: batch.first_event_seq,
@@ -312,14 +317,14 @@ impl Consumer {
             index: batch.last_event_index,
         };
         if let Some(covered) = self.covered.filter(|&covered| first <= covered) {
-            return Some(format!(
+            return Err(format!(
                 "the batch covers events {}.{} to {}.{}, but events up to {}.{} were applied \
                  already: it does not continue the previous batch",
                 first.seq, first.index, last.seq, last.index, covered.seq, covered.index
             ));
         }
         self.covered = Some(last.max(first));
-        None
+        Ok(self.covered)
     }
 
     /// Applies `run`; on repeated failure splits it to the failing message and parks only the
@@ -464,20 +469,7 @@ impl consumer::Handler for Consumer {
         _lane: &Lane,
         messages: Vec<LogMessage>,
     ) -> Result<(), Halt<QueryError>> {
-        // The covered position moves with validation; it stays where the shard has it unless
-        // the whole chunk is applied.
-        let covered = self.covered;
-        let handled = self.handle_chunk(messages).await;
-        if handled.is_err() {
-            self.covered = covered;
-        }
-        handled
-    }
-}
-
-impl Consumer {
-    /// Validates and applies `messages`, then records the position.
-    async fn handle_chunk(&mut self, messages: Vec<LogMessage>) -> Result<(), Halt<QueryError>> {
+        // An error ends this consumer: the next one starts from the shard's own position.
         let mut run = Vec::with_capacity(messages.len());
         let (done, mut last) = (self.done, self.done);
         for message in messages.iter().filter(|m| m.seq > done) {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use beacon_core::observe;
+use beacon_core::observe::{self, Lag};
 use beacon_core::partition::partition_of;
 use beacon_proto::pipeline::v1::replica_service_server::ReplicaService;
 use beacon_proto::pipeline::v1::{GetServingRequest, GetServingResponse, PartitionServing};
@@ -60,7 +60,7 @@ impl Serving {
     /// Whether reads of `tenant_id` are answered here: `Unavailable` saying why when not.
     pub fn check(&self, tenant_id: &str) -> Result<(), QueryError> {
         let partition = partition_of(tenant_id, self.inner.partitions);
-        match self.refusal(partition) {
+        match self.state(partition).1 {
             None => Ok(()),
             Some(reason) => Err(QueryError::Core(beacon_core::Error::Unavailable(format!(
                 "replica {:?} does not serve partition {partition} now: {reason}; \
@@ -70,37 +70,42 @@ impl Serving {
         }
     }
 
-    /// Why `partition` is not served, or `None` when it is.
-    fn refusal(&self, partition: u32) -> Option<String> {
+    /// The lag of `partition`'s lane, when it runs, and why the partition is not served, or
+    /// `None` when it is.
+    fn state(&self, partition: u32) -> (Option<Lag>, Option<String>) {
         let inner = &self.inner;
-        if inner.shutdown.is_cancelled() {
-            return Some("it is shutting down".to_owned());
-        }
-        if inner.held.binary_search(&partition).is_err() {
-            return Some("it does not hold the partition".to_owned());
-        }
-        let health = observe::health();
-        if let Some(error) = health.fault_of(&format!("{ROLE} partition {partition}")) {
-            return Some(error);
-        }
-        let Some(lag) = health.lane_lag(ROLE, partition) else {
-            return Some("its consumer has not started".to_owned());
+        let lag = observe::health().lane_lag(ROLE, partition);
+        let refusal = if inner.shutdown.is_cancelled() {
+            Some("it is shutting down".to_owned())
+        } else if inner.held.binary_search(&partition).is_err() {
+            Some("it does not hold the partition".to_owned())
+        } else if let Some(error) = observe::health().fault_of(&observe::lane_name(ROLE, partition))
+        {
+            Some(error)
+        } else {
+            lag.as_ref().and_then(|lag| self.behind(lag)).or_else(|| {
+                lag.is_none()
+                    .then(|| "its consumer has not started".to_owned())
+            })
         };
+        (lag, refusal)
+    }
+
+    /// Why a lane with `lag` is too far behind to serve, or `None`.
+    fn behind(&self, lag: &Lag) -> Option<String> {
+        let max = self.inner.max_lag.as_secs_f64();
         if !lag.caught_up {
             return Some(format!(
                 "it has not caught up with the rollup log since it started ({} sequences behind)",
                 lag.messages
             ));
         }
-        if lag.seconds > inner.max_lag.as_secs_f64() {
-            return Some(format!(
-                "it is {:.1} s behind the rollup log ({} sequences), more than {:.1} s",
-                lag.seconds,
-                lag.messages,
-                inner.max_lag.as_secs_f64()
-            ));
-        }
-        None
+        (lag.seconds > max).then(|| {
+            format!(
+                "it is {:.1} s behind the rollup log ({} sequences), more than {max:.1} s",
+                lag.seconds, lag.messages
+            )
+        })
     }
 
     /// The state of every held partition.
@@ -110,8 +115,7 @@ impl Serving {
             .held
             .iter()
             .map(|&partition| {
-                let reason = self.refusal(partition);
-                let lag = observe::health().lane_lag(ROLE, partition);
+                let (lag, reason) = self.state(partition);
                 PartitionServing {
                     partition,
                     serving: reason.is_none(),
@@ -181,10 +185,10 @@ mod tests {
         assert!(report.partitions[0].serving, "{report:?}");
         assert!(!report.partitions[1].serving, "{report:?}");
 
-        observe::health().fault(&format!("{ROLE} partition 41"), "the log went backwards");
+        observe::health().fault(&observe::lane_name(ROLE, 41), "the log went backwards");
         let err = serving.check(&one).expect_err("refused log");
         assert!(err.to_string().contains("went backwards"), "{err}");
-        observe::health().clear(&format!("{ROLE} partition 41"));
+        observe::health().clear(&observe::lane_name(ROLE, 41));
         serving.check(&one).expect("served again");
 
         shutdown.cancel();

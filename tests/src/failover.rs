@@ -8,21 +8,14 @@ use tonic::Status;
 
 use crate::client::{Client, Counts};
 
-/// What a call through several gateways took.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Attempts {
-    /// Calls made.
-    pub calls: u32,
-}
-
 /// Sends `batch` with the client retry from gateway `start`; fails when the call fails after
-/// it or an event is rejected.
+/// it or an event is rejected. Returns the calls made.
 pub async fn send(
     clients: &[Client],
     start: usize,
     key: &str,
     batch: &[Event],
-) -> anyhow::Result<Attempts> {
+) -> anyhow::Result<u32> {
     let (calls, reply) = with_retry(clients, start, |client| {
         let batch = batch.to_vec();
         async move { client.send(key, batch).await }
@@ -36,20 +29,20 @@ pub async fn send(
     {
         bail!("event {} rejected: {}", bad.id, bad.error);
     }
-    Ok(Attempts { calls })
+    Ok(calls)
 }
 
-/// The totals of a date range with the client retry from gateway `start`.
+/// The totals of a date range with the client retry from gateway `start`, and the calls made.
 pub async fn totals(
     clients: &[Client],
     start: usize,
     key: &str,
     first: &str,
     last: &str,
-) -> Result<(Counts, Attempts), Status> {
+) -> Result<(Counts, u32), Status> {
     let (calls, counts) = with_retry(clients, start, |client| async move {
         client.totals(key, first, last).await
     })
     .await;
-    Ok((counts?, Attempts { calls }))
+    Ok((counts?, calls))
 }

@@ -37,7 +37,7 @@ async fn read_dashboards(
             turn += 1;
             reads.made.fetch_add(1, Ordering::Relaxed);
             match failover::totals(&clients, turn, read, first, last).await {
-                Ok((_, attempts)) if attempts.calls > 1 => {
+                Ok((_, calls)) if calls > 1 => {
                     reads.retried.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(_) => {}
@@ -72,7 +72,7 @@ async fn ingest(
                 continue;
             };
             let attempts = failover::send(&clients, round + n, key, batch).await?;
-            retried += usize::from(attempts.calls > 1);
+            retried += usize::from(attempts > 1);
         }
     }
     Ok(retried)

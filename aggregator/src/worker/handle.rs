@@ -114,7 +114,7 @@ impl Worker {
                             partition,
                             seq,
                             index: 0,
-                            cause: "undecodable_batch",
+                            cause: beacon_core::deadletter::UNDECODABLE_BATCH,
                             reason: format!("undecodable EventBatch: {err}"),
                             tenant_id: String::new(),
                             payload: message.payload.clone(),

@@ -51,7 +51,7 @@ impl Worker {
                     partition,
                     seq: out.last.seq,
                     index: out.last.index,
-                    cause: "unpublishable_rollup",
+                    cause: beacon_core::deadletter::UNPUBLISHABLE_ROLLUP,
                     reason: format!(
                         "the rollup log refused the rollup of events {:?} to {:?}: {err}",
                         out.first, out.last

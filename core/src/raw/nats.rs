@@ -308,12 +308,16 @@ impl RawStore for NatsRawStore {
         let (Some(&first), Some(&last)) = (days.first(), days.last()) else {
             return Ok(None);
         };
-        let earliest = self.read_day(tenant_id, first).await?;
-        let latest = self.read_day(tenant_id, last).await?;
-        match (earliest.first(), latest.last()) {
-            (Some(a), Some(b)) => Ok(Some((a.timestamp_ms, b.timestamp_ms))),
-            _ => Ok(None),
+        let mut times = Vec::new();
+        for day in BTreeSet::from([first, last]) {
+            let events = self.read_all(tenant_id, day).await?;
+            times.extend(events.into_iter().map(|(event, _)| event.timestamp_ms));
         }
+        Ok(times
+            .iter()
+            .min()
+            .zip(times.iter().max())
+            .map(|(a, b)| (*a, *b)))
     }
 }
 
