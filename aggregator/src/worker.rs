@@ -189,6 +189,9 @@ pub struct Worker {
     jobs: jobs::JobRunner,
     /// When expired raw events were last deleted.
     last_sweep: Option<Instant>,
+    /// The trace the next published rollup continues: the first traced message among those
+    /// whose deltas are pending.
+    pending_trace: beacon_core::trace::TraceContext,
 }
 
 /// Runs a partition's worker until its lane's token is cancelled; then publishes, snapshots and
@@ -287,6 +290,7 @@ impl Worker {
             version: timing.logic_version,
             jobs: jobs::JobRunner::new(jobs),
             last_sweep: None,
+            pending_trace: Default::default(),
         })
     }
 

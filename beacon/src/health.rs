@@ -16,12 +16,16 @@ pub struct HealthArgs {
     /// rollup log): readiness of a query replica, so that a rolling update waits for it.
     #[arg(long)]
     partitions: bool,
+    /// TLS to the role (`https://` URLs).
+    #[command(flatten)]
+    tls: beacon_core::tls::TlsArgs,
 }
 
 /// Exits successfully when the role reports SERVING.
 pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
-    let channel = tonic::transport::Channel::from_shared(args.url.clone())
-        .with_context(|| format!("role URL {:?}", args.url))?
+    let tls = beacon_core::tls::Tls::load(&args.tls)?;
+    let channel = tls
+        .endpoint(&args.url, None)?
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.url))?;

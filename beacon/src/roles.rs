@@ -76,10 +76,12 @@ impl AggregatorCommand {
         let backends = open(&self.backend).await?;
         let listener = bind(self.listen).await?;
         let token = signal_token();
+        let tls = backends.tls.clone();
         let health = beacon_core::grpc::serve(
             listener,
             tonic::service::Routes::default(),
             &[],
+            &tls,
             token.clone(),
         );
         // When the workers stop (failure included), stop the health endpoint too, so the process

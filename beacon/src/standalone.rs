@@ -49,6 +49,10 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     let backends = Backends::open(&args.backend)
         .await
         .context("opening the embedded stores")?;
+    anyhow::ensure!(
+        !backends.tls.is_client() && backends.tls.server().is_none(),
+        "--tls-* is for cluster mode: standalone runs every role in one process"
+    );
     let admin_token = admin_token(&args.backend.data_dir, args.gateway.admin_token.take())?;
     let demo = demo_tenant(&backends, &args.demo_time_zone).await?;
 

@@ -17,6 +17,7 @@ use crate::raw::RawStore;
 use crate::raw::cassandra::{CassandraConfig, CassandraRawStore, Replication};
 use crate::raw::embedded::EmbeddedRawStore;
 use crate::raw::nats::NatsRawStore;
+use crate::tls::{Tls, TlsArgs};
 use crate::{Error, Result};
 
 /// Where Beacon keeps its state. Every flag has an environment-variable fallback.
@@ -51,6 +52,9 @@ pub struct BackendArgs {
     /// The Cassandra raw store.
     #[command(flatten)]
     pub cassandra: CassandraArgs,
+    /// TLS between the roles and to NATS.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// A raw store backend (`--raw-store`).
@@ -206,6 +210,11 @@ pub fn parse_bytes(text: &str) -> std::result::Result<u64, String> {
 /// first URL that has them (`nats://user:password@host:4222`; the client library does not
 /// take them from a URL itself).
 pub async fn connect_nats(urls: &str) -> Result<async_nats::Client> {
+    connect_nats_with(urls, &Tls::default()).await
+}
+
+/// Connects like [`connect_nats`], over TLS when `tls` says so.
+pub async fn connect_nats_with(urls: &str, tls: &Tls) -> Result<async_nats::Client> {
     let addrs = urls
         .split(',')
         .map(|url| {
@@ -214,7 +223,7 @@ pub async fn connect_nats(urls: &str) -> Result<async_nats::Client> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut options = async_nats::ConnectOptions::new().name("beacon");
+    let mut options = tls.nats(async_nats::ConnectOptions::new().name("beacon"));
     let credentials = addrs
         .iter()
         .find_map(|addr| Some((addr.username()?, addr.password()?)));
@@ -294,6 +303,8 @@ pub struct Backends {
     pub raw: RawBackend,
     /// Who owns which partition's work.
     pub leases: Leases,
+    /// TLS between the roles.
+    pub tls: Tls,
 }
 
 impl Backends {
@@ -305,15 +316,16 @@ impl Backends {
         GAUGES.call_once(|| health.register_gauges());
         std::fs::create_dir_all(&args.data_dir)
             .context(|| format!("creating data folder {}", args.data_dir.display()))?;
+        let tls = Tls::load(&args.tls)?;
         let backends = match &args.nats_url {
-            Some(url) => Self::open_nats(args, url).await?,
-            None => Self::open_embedded(args)?,
+            Some(url) => Self::open_nats(args, url, tls).await?,
+            None => Self::open_embedded(args, tls)?,
         };
         pin_partitions(backends.snapshots.as_ref(), args.partitions).await?;
         Ok(backends)
     }
 
-    fn open_embedded(args: &BackendArgs) -> Result<Self> {
+    fn open_embedded(args: &BackendArgs, tls: Tls) -> Result<Self> {
         let dir = &args.data_dir;
         let meta = Arc::new(EmbeddedMeta::open(&dir.join("meta.redb"))?);
         Ok(Self {
@@ -330,11 +342,12 @@ impl Backends {
             snapshots: meta,
             raw: RawBackend::resolve(args, None)?,
             leases: Leases::Local,
+            tls,
         })
     }
 
-    async fn open_nats(args: &BackendArgs, url: &str) -> Result<Self> {
-        let client = connect_nats(url).await?;
+    async fn open_nats(args: &BackendArgs, url: &str, tls: Tls) -> Result<Self> {
+        let client = connect_nats_with(url, &tls).await?;
         let js = async_nats::jetstream::new(client);
         let replicas = args.nats_replicas;
         let meta = Arc::new(NatsMeta::open(js.clone(), replicas).await?);
@@ -351,6 +364,7 @@ impl Backends {
             snapshots: meta,
             raw: RawBackend::resolve(args, Some(&js))?,
             leases: Leases::nats(&js, replicas).await?,
+            tls,
         })
     }
 

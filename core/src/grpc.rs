@@ -7,6 +7,7 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 
 use crate::error::ResultExt;
+use crate::tls::Tls;
 use crate::{Error, Result};
 
 /// The client's address: the first `x-forwarded-for` entry, else the TCP peer.
@@ -167,11 +168,12 @@ pub async fn draining(shutdown: CancellationToken) {
 
 /// Serves `routes` (with health and reflection, and `GET /metrics`) on `listener` until
 /// `shutdown` is cancelled; then answers NOT_SERVING for [`DRAIN_GRACE`], stops accepting and
-/// drains open requests. Meant for internal ports only.
+/// drains open requests. Meant for internal ports only: over TLS when `tls` has a certificate.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     services: &[&str],
+    tls: &Tls,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let addr = listener
@@ -181,8 +183,15 @@ pub async fn serve(
     let router = routes
         .into_axum_router()
         .route("/metrics", axum::routing::get(metrics_text));
-    tracing::info!(%addr, ?services, "gRPC and /metrics listening");
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(config) = tls.server() {
+        server = server
+            .tls_config(config)
+            .map_err(|err| Error::backend(format!("TLS of the gRPC port {addr}"), err))?;
+    }
+    tracing::info!(%addr, ?services, tls = tls.server().is_some(), "gRPC and /metrics listening");
+    server
+        .trace_fn(crate::trace::grpc_span)
         .accept_http1(true)
         .timeout(INTERNAL_TIMEOUT)
         .add_routes(Routes::from(router))

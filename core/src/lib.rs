@@ -28,6 +28,8 @@ pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
+pub mod trace;
 pub mod visitor;
 
 pub use error::{Error, Result};

@@ -6,14 +6,13 @@ pub enum GatewayError {
     /// A shared-crate error.
     #[error(transparent)]
     Core(#[from] beacon_core::Error),
-    /// An upstream URL is invalid.
-    #[error("upstream URL {url:?}: {source}")]
-    Upstream {
+    /// An upstream DNS source is malformed.
+    #[error("upstream URL {url:?}: {why}")]
+    Discovery {
         /// The URL.
         url: String,
-        /// Why it is invalid.
-        #[source]
-        source: tonic::transport::Error,
+        /// What is wrong with it.
+        why: String,
     },
     /// A role has no upstream replica.
     #[error("no {0} replica is listed: give at least one URL")]

@@ -45,11 +45,12 @@ impl Forwarded {
         Self { metadata: out }
     }
 
-    /// An upstream request of `message` that may take `timeout`.
+    /// An upstream request of `message` that may take `timeout`, in the current trace.
     pub fn request<T>(&self, message: T, timeout: Duration) -> Request<T> {
         let mut request = Request::new(message);
         *request.metadata_mut() = self.metadata.clone();
         request.set_timeout(timeout);
+        beacon_core::trace::inject(request.metadata_mut());
         request
     }
 }

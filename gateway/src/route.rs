@@ -5,25 +5,31 @@
 //! connection to the replica closed under the call) on the next replica within the caller's
 //! deadline.
 //!
+//! Replicas are listed by URL or found through DNS (see [`discover`]).
+//!
 //! Invariant: every upstream call carries a deadline, and no call outlives the caller's.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use beacon_core::tls::Tls;
 use beacon_proto::pipeline::v1::GetServingRequest;
 use beacon_proto::pipeline::v1::replica_service_client::ReplicaServiceClient;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::GatewayError;
+use discover::{RESOLVE_EVERY, Resolver, Source, Target, system_resolver};
+
+mod discover;
 
 /// How often every replica is asked for its state.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -50,12 +56,18 @@ pub enum Probe {
 pub struct Upstreams {
     role: &'static str,
     probe: Probe,
-    replicas: Vec<Replica>,
+    sources: Vec<Source>,
+    tls: Tls,
+    resolve: Resolver,
+    /// The replicas known now; replaced whole when a DNS name resolves to other addresses.
+    replicas: RwLock<Arc<Vec<Arc<Replica>>>>,
     next: AtomicUsize,
 }
 
 struct Replica {
     url: String,
+    /// Index of the source (`--query-url` entry) it comes from.
+    source: usize,
     channel: Channel,
     state: Mutex<State>,
 }
@@ -78,42 +90,112 @@ enum Rank {
 }
 
 impl Upstreams {
-    /// The replicas at `urls` of `role` ("ingest", "query"), probed with `probe`; connections
-    /// are made lazily.
-    pub fn new(role: &'static str, urls: &[String], probe: Probe) -> Result<Self, GatewayError> {
+    /// The replicas at `urls` of `role` ("ingest", "query"), probed with `probe`, called over
+    /// `tls`; connections are made lazily. `dns+` URLs are resolved by [`Upstreams::watch`].
+    pub fn new(
+        role: &'static str,
+        urls: &[String],
+        probe: Probe,
+        tls: &Tls,
+    ) -> Result<Self, GatewayError> {
         if urls.is_empty() {
             return Err(GatewayError::NoUpstream(role));
         }
-        let replicas = urls
+        let sources = urls
             .iter()
-            .map(|url| {
-                let endpoint = Endpoint::from_shared(url.clone()).map_err(|source| {
-                    GatewayError::Upstream {
-                        url: url.clone(),
-                        source,
-                    }
-                })?;
-                let channel = endpoint
-                    .tcp_nodelay(true)
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .connect_lazy();
-                Ok(Replica {
+            .map(|url| Source::parse(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut replicas = Vec::new();
+        for (index, source) in sources.iter().enumerate() {
+            if let Source::Url(url) = source {
+                let target = Target {
                     url: url.clone(),
-                    channel,
-                    state: Mutex::new(State::default()),
-                })
-            })
-            .collect::<Result<Vec<_>, GatewayError>>()?;
+                    server_name: None,
+                };
+                replicas.push(Arc::new(Replica::new(&target, index, tls)?));
+            }
+        }
         Ok(Self {
             role,
             probe,
-            replicas,
+            sources,
+            tls: tls.clone(),
+            resolve: system_resolver(),
+            replicas: RwLock::new(Arc::new(replicas)),
             next: AtomicUsize::new(0),
         })
     }
 
-    /// Probes every replica each second until `shutdown`.
+    /// These upstreams with DNS names looked up by `resolve`.
+    #[cfg(test)]
+    fn with_resolver(mut self, resolve: Resolver) -> Self {
+        self.resolve = resolve;
+        self
+    }
+
+    /// The replicas known now.
+    fn replicas(&self) -> Arc<Vec<Arc<Replica>>> {
+        self.replicas
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Looks every DNS name up again and keeps one replica per address: a known address keeps
+    /// its connection and state; a name that fails to resolve keeps its replicas.
+    async fn resolve_names(&self) {
+        let known = self.replicas();
+        let mut replicas = Vec::new();
+        for (index, source) in self.sources.iter().enumerate() {
+            let old = known.iter().filter(|replica| replica.source == index);
+            if !source.is_dynamic() {
+                replicas.extend(old.cloned());
+                continue;
+            }
+            let targets = match source.targets(&self.resolve).await {
+                Ok(targets) => targets,
+                Err(err) => {
+                    tracing::warn!(role = self.role, ?source, error = %err, "resolving upstream replicas failed; keeping the known ones");
+                    replicas.extend(old.cloned());
+                    continue;
+                }
+            };
+            for target in targets {
+                if let Some(replica) = known
+                    .iter()
+                    .find(|replica| replica.source == index && replica.url == target.url)
+                {
+                    replicas.push(replica.clone());
+                    continue;
+                }
+                match Replica::new(&target, index, &self.tls) {
+                    Ok(replica) => {
+                        tracing::info!(role = self.role, url = %target.url, "upstream replica found");
+                        replicas.push(Arc::new(replica));
+                    }
+                    Err(err) => {
+                        tracing::warn!(role = self.role, url = %target.url, error = %err, "upstream replica unusable");
+                    }
+                }
+            }
+        }
+        for gone in known
+            .iter()
+            .filter(|old| !replicas.iter().any(|new| Arc::ptr_eq(old, new)))
+        {
+            tracing::info!(role = self.role, url = %gone.url, "upstream replica gone from DNS");
+        }
+        *self
+            .replicas
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(replicas);
+    }
+
+    /// Probes every replica each second, and looks DNS names up every [`RESOLVE_EVERY`],
+    /// until `shutdown`.
     pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        let dynamic = self.sources.iter().any(Source::is_dynamic);
+        let mut resolved: Option<Instant> = None;
         let mut interval = tokio::time::interval(POLL_EVERY);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -121,7 +203,12 @@ impl Upstreams {
                 () = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            let probes = self.replicas.iter().map(|replica| self.probe_one(replica));
+            if dynamic && resolved.is_none_or(|at| at.elapsed() >= RESOLVE_EVERY) {
+                self.resolve_names().await;
+                resolved = Some(Instant::now());
+            }
+            let replicas = self.replicas();
+            let probes = replicas.iter().map(|replica| self.probe_one(replica));
             futures::future::join_all(probes).await;
         }
     }
@@ -149,16 +236,20 @@ impl Upstreams {
 
     /// The replicas in the order to try them for `partition` (any when `None`): serving ones
     /// first, round robin among equals.
-    fn order(&self, partition: Option<u32>) -> Vec<usize> {
-        let n = self.replicas.len();
+    fn order(&self, partition: Option<u32>) -> Vec<Arc<Replica>> {
+        let replicas = self.replicas();
+        let n = replicas.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut order: Vec<(Rank, usize)> = (0..n)
             .map(|i| (start + i) % n)
-            .map(|i| (self.replicas[i].rank(partition, now), i))
+            .map(|i| (replicas[i].rank(partition, now), i))
             .collect();
         order.sort_by_key(|&(rank, _)| rank);
-        order.into_iter().map(|(_, i)| i).collect()
+        order
+            .into_iter()
+            .map(|(_, i)| replicas[i].clone())
+            .collect()
     }
 
     /// Calls `op` on a replica serving `partition` before `deadline`. When `retry`, an
@@ -180,8 +271,7 @@ impl Upstreams {
         let mut timed_out = false;
         loop {
             let order = self.order(partition);
-            for (tried, &i) in order.iter().enumerate() {
-                let replica = &self.replicas[i];
+            for (tried, replica) in order.iter().enumerate() {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if remaining.is_zero() {
                     return Err(out_of_time(self.role, last, timed_out));
@@ -218,6 +308,20 @@ impl Upstreams {
 }
 
 impl Replica {
+    fn new(target: &Target, source: usize, tls: &Tls) -> Result<Self, GatewayError> {
+        let channel = tls
+            .endpoint(&target.url, target.server_name.as_deref())?
+            .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_lazy();
+        Ok(Self {
+            url: target.url.clone(),
+            source,
+            channel,
+            state: Mutex::new(State::default()),
+        })
+    }
+
     fn rank(&self, partition: Option<u32>, now: Instant) -> Rank {
         let state = lock(&self.state);
         if state.avoid_until.is_some_and(|until| until > now) {

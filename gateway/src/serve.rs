@@ -58,11 +58,13 @@ pub async fn serve(
         "ingest",
         &args.ingest_urls,
         Probe::Health("beacon.ingest.v1.IngestService"),
+        &backends.tls,
     )?);
     let query_replicas = Arc::new(Upstreams::new(
         "query",
         &args.query_urls,
         Probe::Partitions(backends.partitions),
+        &backends.tls,
     )?);
     tokio::spawn(ingest_replicas.clone().watch(shutdown.clone()));
     tokio::spawn(query_replicas.clone().watch(shutdown.clone()));
@@ -140,6 +142,7 @@ async fn serve_on(
         .unwrap_or_default();
     tracing::info!(%addr, listener = name, max_connections = args.max_connections, timeout_s = args.request_timeout.as_secs_f64(), "gateway listening");
     Server::builder()
+        .trace_fn(beacon_core::trace::grpc_span)
         .accept_http1(true)
         .timeout(args.request_timeout)
         .concurrency_limit_per_connection(PER_CONNECTION)

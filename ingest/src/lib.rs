@@ -60,6 +60,7 @@ pub async fn run(
         listener,
         routes,
         &["beacon.ingest.v1.IngestService"],
+        &backends.tls,
         shutdown,
     )
     .await?;

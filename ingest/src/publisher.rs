@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use beacon_core::log::Log;
 use beacon_core::shutdown::Tasks;
+use beacon_core::trace::TraceContext;
 use beacon_core::{Error, Result};
 use beacon_proto::pipeline::v1::{EventBatch, LoggedEvent};
 use prost::Message;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Largest encoded event batch in one log message (JetStream's default limit is 1 MiB).
 const MAX_MESSAGE_BYTES: usize = 768 * 1024;
@@ -25,6 +27,8 @@ struct Pending {
     events: Vec<LoggedEvent>,
     bytes: usize,
     done: oneshot::Sender<Result<(), String>>,
+    /// The caller's trace.
+    trace: TraceContext,
 }
 
 /// Publishes events to the event log with per-partition group commit.
@@ -65,6 +69,7 @@ impl Publisher {
             Error::InvalidArgument(format!("partition {partition} does not exist"))
         })?;
         let mut waits = Vec::new();
+        let trace = TraceContext::current();
         for chunk in chunk_by_size(events) {
             let (done, wait) = oneshot::channel();
             let bytes = chunk.iter().map(Message::encoded_len).sum::<usize>() + chunk.len() * 4;
@@ -72,6 +77,7 @@ impl Publisher {
                 events: chunk,
                 bytes,
                 done,
+                trace: trace.clone(),
             })
             .await
             .map_err(|_| Error::Unavailable("ingest is shutting down".into()))?;
@@ -170,7 +176,10 @@ impl Lane {
     }
 }
 
+/// Appends the events of `batch` as one message, in a span that continues the first caller's
+/// trace and links the others'.
 async fn append(log: &dyn Log, partition: u32, batch: Vec<Pending>) {
+    let span = TraceContext::span_of("ingest.append", batch.iter().map(|pending| &pending.trace));
     let mut message = EventBatch::default();
     let mut waiters = Vec::with_capacity(batch.len());
     for pending in batch {
@@ -178,9 +187,12 @@ async fn append(log: &dyn Log, partition: u32, batch: Vec<Pending>) {
         waiters.push(pending.done);
     }
     let count = message.events.len();
+    span.record("partition", partition);
+    span.record("count", count);
     let msg_id = uuid::Uuid::now_v7().to_string();
     let result = log
         .append(partition, &msg_id, message.encode_to_vec().into())
+        .instrument(span)
         .await
         .map(|seq| tracing::trace!(partition, seq, count, "events appended"))
         .map_err(|err| {

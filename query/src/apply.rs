@@ -16,6 +16,7 @@ use beacon_core::consumer::{self, ChunkLimits, Halt, Lane};
 use beacon_core::deadletter::Failure;
 use beacon_core::log::{Log, LogMessage};
 use beacon_core::meta::SnapshotStore;
+use beacon_core::trace::TraceContext;
 use beacon_proto::pipeline::v1::{DeadLetterSource, RollupBatch, VersionReport};
 use prost::Message;
 use prost::bytes::Bytes;
@@ -482,7 +483,20 @@ impl consumer::Handler for Consumer {
         if run.is_empty() {
             return Ok(());
         }
+        // Applied in one transaction: one span per traced message, each the child of the
+        // aggregator's publication.
+        let spans: Vec<tracing::Span> = messages
+            .iter()
+            .filter(|m| m.seq > done && m.seq <= last && !m.trace.is_empty())
+            .map(|message| {
+                let span = TraceContext::span_of("query.apply", [&message.trace]);
+                span.record("partition", self.lane.partition());
+                span.record("seq", message.seq);
+                span
+            })
+            .collect();
         self.apply_run(run).await?;
+        drop(spans);
         self.done = last;
         let rollups = self.rollups.clone();
         self.marks.record(rollups.as_ref(), last).await;

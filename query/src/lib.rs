@@ -57,6 +57,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), QueryError> {
     let partitions = args.partitions(backends.partitions)?;
+    let tls = backends.tls.clone();
     let replica = args.replica()?;
     let store = DuckShardStore::new(
         backends.data_dir.join("shards"),
@@ -107,7 +108,7 @@ pub async fn run(
     );
     let routes = tonic::service::Routes::new(InsightsServiceServer::new(api))
         .add_service(ReplicaServiceServer::new(serving));
-    let served = beacon_core::grpc::serve(listener, routes, &[SERVICE_NAME], shutdown).await;
+    let served = beacon_core::grpc::serve(listener, routes, &[SERVICE_NAME], &tls, shutdown).await;
 
     // The server stops on shutdown or on error; the consumers stop with it either way.
     consumers.token().cancel();

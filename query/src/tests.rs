@@ -54,6 +54,7 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
         stall_after: beacon_core::observe::DEFAULT_STALL_AFTER,
         raw_store: None,
         cassandra: beacon_core::backends::CassandraArgs::default(),
+        tls: Default::default(),
     };
     let backends = Backends::open(&backend_args).await.expect("backends");
     let registry = Registry::new(backends.tenants.clone());

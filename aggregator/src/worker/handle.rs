@@ -8,6 +8,7 @@ use beacon_core::consumer::Halt;
 use beacon_core::deadletter::Failure;
 use beacon_core::log::LogMessage;
 use beacon_core::raw::{Inserted, Origin, RawEvent};
+use beacon_core::trace::TraceContext;
 use beacon_proto::pipeline::v1::{DeadLetterSource, EventBatch, LoggedEvent};
 use bytes::Bytes;
 use prost::Message;
@@ -42,6 +43,18 @@ impl Worker {
         &mut self,
         messages: Vec<LogMessage>,
     ) -> Result<(), Halt<AggregatorError>> {
+        // One span per traced message, ended when the chunk is handled; the pending deltas
+        // continue the first traced message's.
+        let folds: Vec<(u64, tracing::Span)> = messages
+            .iter()
+            .filter(|message| !message.trace.is_empty())
+            .map(|message| {
+                let span = TraceContext::span_of("aggregator.fold", [&message.trace]);
+                span.record("partition", self.lane.partition());
+                span.record("seq", message.seq);
+                (message.seq, span)
+            })
+            .collect();
         let decoded = self.decode(messages);
         let mut raws = Vec::new();
         let mut failures = Vec::new();
@@ -68,6 +81,11 @@ impl Worker {
                 },
                 Step::Skip => self.mark_processed(position, false),
                 Step::End => {
+                    if self.pending_trace.is_empty()
+                        && let Some((_, span)) = folds.iter().find(|(seq, _)| *seq == position.seq)
+                    {
+                        self.pending_trace = TraceContext::of(span);
+                    }
                     self.stats.messages += 1;
                     self.mark_processed(position, false);
                 }

@@ -5,9 +5,11 @@ use std::time::Instant;
 use beacon_core::consumer::Halt;
 use beacon_core::deadletter::Failure;
 use beacon_core::time::now_ms;
+use beacon_core::trace::TraceContext;
 use beacon_proto::pipeline::v1::{DeadLetterSource, RollupBatch};
 use bytes::Bytes;
 use prost::Message;
+use tracing::Instrument;
 
 use super::{FINAL_ATTEMPTS, Outgoing, Worker, snapshot_name};
 use crate::AggregatorError;
@@ -33,8 +35,10 @@ impl Worker {
             return Ok(());
         };
         let partition = self.lane.partition();
+        let span = self.publish_span();
         match self
             .append_rollup("publishing a rollup", &msg_id, payload)
+            .instrument(span)
             .await
         {
             Ok(()) => {}
@@ -66,11 +70,21 @@ impl Worker {
         Ok(())
     }
 
+    /// The span of a rollup's publication: it continues the trace of its first traced event
+    /// message (see [`Worker::pending_trace`]).
+    fn publish_span(&mut self) -> tracing::Span {
+        let trace = std::mem::take(&mut self.pending_trace);
+        let span = TraceContext::span_of("aggregator.publish", [&trace]);
+        span.record("partition", self.lane.partition());
+        span
+    }
+
     /// Publishes the pending deltas with a few attempts only (shutting down).
     pub(super) async fn publish_final(&mut self) -> Result<(), AggregatorError> {
         let Some((msg_id, payload)) = self.outgoing_message() else {
             return Ok(());
         };
+        let span = self.publish_span();
         let (rollups, partition) = (&self.backends.rollups, self.lane.partition());
         let expected = self.rollup_last;
         let appended = self
@@ -78,6 +92,7 @@ impl Worker {
             .retry_at_most("publishing the last rollup", FINAL_ATTEMPTS, || {
                 rollups.append_if_last(partition, expected, &msg_id, payload.clone())
             })
+            .instrument(span)
             .await;
         self.rollup_last = appended.map_err(|err| {
             fenced_or(partition, err, || {

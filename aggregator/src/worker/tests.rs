@@ -53,6 +53,7 @@ async fn backends(dir: &TempDir) -> Backends {
         stall_after: beacon_core::observe::DEFAULT_STALL_AFTER,
         raw_store: None,
         cassandra: beacon_core::backends::CassandraArgs::default(),
+        tls: Default::default(),
     };
     Backends::open(&args).await.expect("open backends")
 }

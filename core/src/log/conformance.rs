@@ -108,6 +108,7 @@ async fn last(log: Arc<dyn Log>, _contiguous: bool) {
     let expected = LogMessage {
         seq: b,
         payload: Bytes::from_static(b"b"),
+        trace: Default::default(),
     };
     assert_eq!(log.last(5).await.expect("last"), Some(expected));
 }
@@ -151,6 +152,7 @@ async fn subscribe_waits(log: Arc<dyn Log>, _contiguous: bool) {
         .map(|(&seq, i)| LogMessage {
             seq,
             payload: Bytes::from(format!("later {i}")),
+            trace: Default::default(),
         })
         .collect();
     assert_eq!(received, expected);
@@ -345,6 +347,7 @@ async fn verify_durable(log: &dyn Log, appended: &Appended, contiguous: bool) {
         let expected = LogMessage {
             seq: last_seq,
             payload: last_payload,
+            trace: Default::default(),
         };
         assert_eq!(log.last(partition).await.expect("last"), Some(expected));
         let next = append(

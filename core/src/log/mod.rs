@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
 use crate::Result;
+use crate::trace::TraceContext;
 
 pub mod embedded;
 pub mod nats;
@@ -26,6 +27,8 @@ pub struct LogMessage {
     pub seq: u64,
     /// The message body.
     pub payload: Bytes,
+    /// The trace of the work that appended it (empty in the embedded log: one process).
+    pub trace: TraceContext,
 }
 
 /// An endless, ordered stream of a partition's messages.

@@ -25,6 +25,7 @@ use futures::StreamExt;
 
 use super::{Log, LogMessage, LogStream};
 use crate::meta::nats::kv_bucket;
+use crate::trace::TraceContext;
 use crate::{Error, Result};
 
 /// How long JetStream remembers a `msg_id`.
@@ -149,8 +150,13 @@ impl NatsLog {
     }
 }
 
+/// A message of `payload`, deduplicated by `msg_id` when not empty, carrying the current
+/// span's trace context.
 fn message(msg_id: &str, payload: Bytes) -> PublishMessage {
-    let message = PublishMessage::build().payload(payload);
+    let mut message = PublishMessage::build().payload(payload);
+    for (name, value) in TraceContext::current().headers() {
+        message = message.header(name, value);
+    }
     if msg_id.is_empty() {
         message
     } else {
@@ -248,6 +254,7 @@ impl Log for NatsLog {
         match self.stream.get_last_raw_message_by_subject(&subject).await {
             Ok(message) => Ok(Some(LogMessage {
                 seq: message.sequence,
+                trace: trace_of(&message.headers),
                 payload: message.payload,
             })),
             Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
@@ -321,9 +328,26 @@ impl Ordered {
             }
             self.after = seq;
             let payload = message.payload.clone();
-            return Some((Ok(LogMessage { seq, payload }), self));
+            let trace = message.headers.as_ref().map(trace_of).unwrap_or_default();
+            return Some((
+                Ok(LogMessage {
+                    seq,
+                    payload,
+                    trace,
+                }),
+                self,
+            ));
         }
     }
+}
+
+/// The trace context in a message's headers.
+fn trace_of(headers: &async_nats::HeaderMap) -> TraceContext {
+    TraceContext::from_headers(
+        ["traceparent", "tracestate"]
+            .into_iter()
+            .filter_map(|name| Some((name, headers.get(name)?.as_str()))),
+    )
 }
 
 #[cfg(test)]

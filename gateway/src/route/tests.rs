@@ -6,11 +6,11 @@ fn upstreams(n: usize) -> Upstreams {
     let urls: Vec<String> = (0..n)
         .map(|i| format!("http://127.0.0.1:{}", 1 + i))
         .collect();
-    Upstreams::new("query", &urls, Probe::Partitions(4)).expect("upstreams")
+    Upstreams::new("query", &urls, Probe::Partitions(4), &Tls::default()).expect("upstreams")
 }
 
 fn seen(upstreams: &Upstreams, i: usize, serving: bool, partitions: &[u32]) {
-    lock(&upstreams.replicas[i].state).seen = Some((
+    lock(&upstreams.replicas()[i].state).seen = Some((
         Instant::now(),
         serving,
         partitions.iter().copied().collect(),
@@ -23,17 +23,27 @@ async fn replicas_serving_the_partition_come_first_in_turn() {
     seen(&up, 0, true, &[1]);
     seen(&up, 1, true, &[0, 1]);
     seen(&up, 2, false, &[]);
+    let urls = |order: Vec<Arc<Replica>>| -> Vec<String> {
+        order.iter().map(|replica| replica.url.clone()).collect()
+    };
     for _ in 0..4 {
-        let order = up.order(Some(0));
-        assert_eq!(order[0], 1, "{order:?}");
+        let order = urls(up.order(Some(0)));
+        assert_eq!(order[0], "http://127.0.0.1:2", "{order:?}");
         assert_eq!(
             order.len(),
             3,
             "the others are still tried, last: {order:?}"
         );
     }
-    let firsts: HashSet<usize> = (0..4).map(|_| up.order(Some(1))[0]).collect();
-    assert_eq!(firsts, HashSet::from([0, 1]), "round robin among equals");
+    let firsts: HashSet<String> = (0..4).map(|_| urls(up.order(Some(1)))[0].clone()).collect();
+    assert_eq!(
+        firsts,
+        HashSet::from([
+            "http://127.0.0.1:1".to_owned(),
+            "http://127.0.0.1:2".to_owned()
+        ]),
+        "round robin among equals"
+    );
 }
 
 #[tokio::test]
@@ -105,8 +115,63 @@ fn grpc_timeouts_parse() {
 
 #[test]
 fn a_role_without_replicas_is_refused() {
-    let err = Upstreams::new("query", &[], Probe::Partitions(4))
+    let err = Upstreams::new("query", &[], Probe::Partitions(4), &Tls::default())
         .err()
         .expect("no replicas");
     assert!(err.to_string().contains("no query replica"), "{err}");
+}
+
+#[tokio::test]
+async fn a_dns_name_adds_and_removes_replicas_as_its_addresses_change() {
+    let addresses = Arc::new(Mutex::new(vec![[10, 0, 0, 1], [10, 0, 0, 2]]));
+    let answer = addresses.clone();
+    let resolve: Resolver = Arc::new(move |_host: String, port: u16| {
+        let now: Vec<std::net::SocketAddr> = lock(&answer)
+            .iter()
+            .map(|ip| std::net::SocketAddr::from((*ip, port)))
+            .collect();
+        Box::pin(async move { Ok(now) })
+    });
+    let urls = [
+        "http://127.0.0.1:1".to_owned(),
+        "dns+http://query:7003".to_owned(),
+    ];
+    let up = Upstreams::new("query", &urls, Probe::Partitions(4), &Tls::default())
+        .expect("upstreams")
+        .with_resolver(resolve);
+    let listed = |up: &Upstreams| -> Vec<String> {
+        up.replicas()
+            .iter()
+            .map(|replica| replica.url.clone())
+            .collect()
+    };
+    assert_eq!(
+        listed(&up),
+        ["http://127.0.0.1:1"],
+        "names wait for the first lookup"
+    );
+    up.resolve_names().await;
+    assert_eq!(
+        listed(&up),
+        [
+            "http://127.0.0.1:1",
+            "http://10.0.0.1:7003",
+            "http://10.0.0.2:7003"
+        ]
+    );
+    seen(&up, 2, true, &[0]);
+    *lock(&addresses) = vec![[10, 0, 0, 2], [10, 0, 0, 3]];
+    up.resolve_names().await;
+    assert_eq!(
+        listed(&up),
+        [
+            "http://127.0.0.1:1",
+            "http://10.0.0.2:7003",
+            "http://10.0.0.3:7003"
+        ]
+    );
+    assert!(
+        lock(&up.replicas()[1].state).seen.is_some(),
+        "a replica still listed keeps what was learned of it"
+    );
 }

@@ -349,6 +349,7 @@ fn read_last(db: &Database, partition: u32) -> Result<Option<LogMessage>, redb::
             Ok(Some(LogMessage {
                 seq: key.value().1,
                 payload: Bytes::copy_from_slice(value.value()),
+                trace: Default::default(),
             }))
         }
     }
@@ -370,6 +371,7 @@ fn read_after(db: &Database, partition: u32, after: u64) -> Result<Vec<LogMessag
         messages.push(LogMessage {
             seq: key.value().1,
             payload,
+            trace: Default::default(),
         });
         if messages.len() >= READ_BATCH || bytes >= READ_BATCH_BYTES {
             break;
