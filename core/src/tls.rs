@@ -23,18 +23,29 @@ use crate::{Error, Result};
 pub struct TlsArgs {
     /// This process's certificate chain (PEM): served on its internal gRPC port, and shown to
     /// peers that ask for a client certificate. Needs `--tls-key`.
-    #[arg(long = "tls-cert", env = "BEACON_TLS_CERT", requires = "tls_key")]
+    #[arg(
+        id = "mesh_tls_cert",
+        long = "tls-cert",
+        env = "BEACON_TLS_CERT",
+        requires = "mesh_tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `--tls-cert`.
-    #[arg(long = "tls-key", env = "BEACON_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        id = "mesh_tls_key",
+        long = "tls-key",
+        env = "BEACON_TLS_KEY",
+        requires = "mesh_tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// CA certificates (PEM) that peers' certificates must chain to. When set, this process
     /// calls other roles (`https://` URLs only) and NATS over TLS.
-    #[arg(long = "tls-ca", env = "BEACON_TLS_CA")]
+    #[arg(id = "mesh_tls_ca", long = "tls-ca", env = "BEACON_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// Client certificates at this process's internal gRPC port: not asked for, verified when
     /// shown, or demanded. Verified against `--tls-ca`.
     #[arg(
+        id = "mesh_tls_client_auth",
         long = "tls-client-auth",
         env = "BEACON_TLS_CLIENT_AUTH",
         value_enum,

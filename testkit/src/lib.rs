@@ -1,5 +1,10 @@
 //! Test support for Beacon's crates (never a dependency of production code): a real `nats-server`
-//! with JetStream on a free local port, and a self-removing temporary folder.
+//! with JetStream on a free local port (TLS if asked), test certificates, and a self-removing
+//! temporary folder.
+
+mod tls;
+
+pub use tls::TestCertificates;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -67,6 +72,8 @@ pub struct NatsServer {
     password: String,
     store: TempDir,
     child: Option<Child>,
+    /// Certificates of a server that accepts TLS clients only, with a certificate.
+    tls: Option<TestCertificates>,
 }
 
 /// The JetStream settings Beacon ships (`deploy/nats/jetstream.conf`), which every test server
@@ -77,6 +84,16 @@ pub const JETSTREAM_CONFIG: &str = include_str!("../../deploy/nats/jetstream.con
 impl NatsServer {
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> io::Result<NatsServer> {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that speaks TLS only, with `certs`' certificate, and demands client
+    /// certificates signed by their CA.
+    pub fn start_tls(certs: &TestCertificates) -> io::Result<NatsServer> {
+        Self::start_with(Some(certs.clone()))
+    }
+
+    fn start_with(tls: Option<TestCertificates>) -> io::Result<NatsServer> {
         let binary = find_binary()?;
         let mut last_error = None;
         // A port found free can be taken by another process before the server binds it.
@@ -88,6 +105,7 @@ impl NatsServer {
                 password: format!("test-{:016x}", rand::random::<u64>()),
                 store: TempDir::new("beacon-nats")?,
                 child: None,
+                tls: tls.clone(),
             };
             match server.spawn() {
                 Ok(()) => return Ok(server),
@@ -142,10 +160,20 @@ impl NatsServer {
         self.spawn()
     }
 
-    /// Writes [`JETSTREAM_CONFIG`] beside the store and returns its path.
+    /// Writes [`JETSTREAM_CONFIG`] (and the TLS settings) beside the store and returns its
+    /// path.
     fn config(&self) -> io::Result<PathBuf> {
         let path = self.store.path().join("jetstream.conf");
-        std::fs::write(&path, JETSTREAM_CONFIG)?;
+        let mut config = JETSTREAM_CONFIG.to_owned();
+        if let Some(certs) = &self.tls {
+            config.push_str(&format!(
+                "\ntls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n}}\n",
+                certs.cert.display().to_string(),
+                certs.key.display().to_string(),
+                certs.ca.display().to_string(),
+            ));
+        }
+        std::fs::write(&path, config)?;
         Ok(path)
     }
 

@@ -3,6 +3,7 @@
 //! and reads the numbers back through the public gateway.
 
 pub mod client;
+pub mod collector;
 pub mod failover;
 pub mod health;
 pub mod run;

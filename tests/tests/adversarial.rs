@@ -111,7 +111,7 @@ fn deadletters(cluster: &Cluster, args: &[&str]) -> anyhow::Result<serde_json::V
 /// Puts what no ingest would accept straight into the event log: an undecodable message and an
 /// event of an unknown time zone (as a buggy or older producer could).
 async fn inject_bad_messages(cluster: &Cluster, partition: u32) -> anyhow::Result<()> {
-    let client = beacon_core::backends::connect_nats(&cluster.nats.url()).await?;
+    let client = cluster.nats_client().await?;
     let js = async_nats::jetstream::new(client);
     let subject = format!("events.{partition}");
     js.publish(

@@ -42,7 +42,7 @@ async fn recreated_streams_stop_every_consumer_loudly() -> anyhow::Result<()> {
     for role in [Role::Ingest, Role::Aggregator, Role::Query] {
         cluster.kill9(role);
     }
-    let nats = beacon_core::backends::connect_nats(&cluster.nats.url()).await?;
+    let nats = cluster.nats_client().await?;
     let js = async_nats::jetstream::new(nats);
     for stream in ["BEACON_EVENTS", "BEACON_ROLLUPS"] {
         js.delete_stream(stream).await?;

@@ -43,7 +43,7 @@ async fn aggregator_lag_seconds(url: &str) -> anyhow::Result<f64> {
 /// Caps the rollup stream at the messages it holds, refusing new ones (`max_msgs`, discard new),
 /// or lifts the cap.
 async fn cap_rollups(cluster: &Cluster, capped: bool) -> anyhow::Result<()> {
-    let client = beacon_core::backends::connect_nats(&cluster.nats.url()).await?;
+    let client = cluster.nats_client().await?;
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("BEACON_ROLLUPS").await?;
     let info = stream.info().await?;
