@@ -144,7 +144,8 @@ impl Owner {
             partition,
             self.backends.dead_letters.clone(),
             stop.clone(),
-        );
+        )
+        .with_decisions(self.backends.snapshots.clone());
         let task = worker::run_partition(
             lane,
             self.timing,

@@ -256,6 +256,8 @@ impl Processor {
                     local_dates: dates.iter().cloned().collect(),
                 })
                 .collect(),
+            // The worker records which log the sequence is on.
+            event_log: String::new(),
         }
     }
 

@@ -66,8 +66,9 @@ pub struct PendingRollups {
 }
 
 /// Most bytes a `RollupBatch` needs besides its tenant parts: partition, two positions, logic
-/// version and two flags, each with its tag, at the longest varint.
-pub const BATCH_OVERHEAD: usize = 64;
+/// version and two flags, each with its tag, at the longest varint, and the event log's
+/// identity (at most [`beacon_core::log::MAX_IDENTITY_BYTES`]).
+pub const BATCH_OVERHEAD: usize = 64 + 3 + beacon_core::log::MAX_IDENTITY_BYTES;
 /// Most bytes a tenant part needs besides its rows: its tag, length and tenant id field
 /// (tenant ids are at most 64 bytes).
 const TENANT_BYTES: usize = 1 + 5 + 2 + 64;
@@ -351,6 +352,7 @@ mod tests {
             last_event_index: u32::MAX,
             replay: true,
             from_dead_letter: true,
+            event_log: "x".repeat(beacon_core::log::MAX_IDENTITY_BYTES),
         };
         let exact = batch.encoded_len();
         assert!(exact <= bound, "encoded {exact} > bound {bound}");

@@ -192,6 +192,8 @@ pub struct Worker {
     /// The trace the next published rollup continues: the first traced message among those
     /// whose deltas are pending.
     pending_trace: beacon_core::trace::TraceContext,
+    /// The identity of the event log the positions are on (`None`: not recorded yet).
+    event_log: Option<String>,
 }
 
 /// Runs a partition's worker until its lane's token is cancelled; then publishes, snapshots and
@@ -246,11 +248,11 @@ impl Worker {
             .map_err(|halt| failed(halt, format!("loading snapshot {name}")))?;
         let mut processor = Processor::with_version(timing.logic_version);
         let jobs = beacon_core::jobs::Jobs::new(backends.snapshots.clone(), backends.partitions);
-        let snapshot_seq = match saved {
+        let (snapshot_seq, event_log) = match saved {
             Some(bytes) => {
                 restore(&mut processor, partition, &name, bytes).map_err(Halt::Failed)?
             }
-            None => 0,
+            None => (0, None),
         };
         let rollups = &backends.rollups;
         let last = lane
@@ -259,7 +261,17 @@ impl Worker {
             .map_err(|halt| failed(halt, format!("reading the last rollup of {partition}")))?;
         let rollup_last = last.as_ref().map_or(0, |msg| msg.seq);
         let published = match last {
-            Some(msg) => end_of_rollup(&decode_rollup(partition, msg).map_err(Halt::Failed)?),
+            Some(msg) => {
+                let batch = decode_rollup(partition, msg).map_err(Halt::Failed)?;
+                // A rollup of another event log says nothing about this one's positions.
+                let same_log = batch.event_log.is_empty()
+                    || event_log.as_ref().is_none_or(|log| *log == batch.event_log);
+                if same_log {
+                    end_of_rollup(&batch)
+                } else {
+                    Position::end_of(snapshot_seq)
+                }
+            }
             None => Position::default(),
         };
         // A snapshot may be ahead of the last rollup: the messages in between made no deltas.
@@ -291,6 +303,7 @@ impl Worker {
             jobs: jobs::JobRunner::new(jobs),
             last_sweep: None,
             pending_trace: Default::default(),
+            event_log,
         })
     }
 
@@ -336,6 +349,26 @@ impl consumer::Handler for Worker {
         self.resume_seq()
     }
 
+    fn log_identity(&self) -> Option<String> {
+        self.event_log.clone()
+    }
+
+    async fn adopt_log(
+        &mut self,
+        identity: String,
+        after: u64,
+    ) -> Result<(), Halt<AggregatorError>> {
+        let moved = after != self.resume_seq();
+        self.event_log = Some(identity);
+        if moved {
+            // Nothing is pending: the log was refused before anything of it was handled.
+            self.processed = Position::end_of(after);
+            self.published = Position::end_of(after);
+            self.save_snapshot().await;
+        }
+        Ok(())
+    }
+
     async fn handle(
         &mut self,
         _lane: &Lane,
@@ -371,12 +404,14 @@ fn failed(halt: Halt<beacon_core::Error>, what: String) -> Halt<AggregatorError>
     }
 }
 
+/// Restores `processor` from a snapshot: the event-log sequence it covers, and the identity of
+/// that log when recorded.
 fn restore(
     processor: &mut Processor,
     partition: u32,
     name: &str,
     bytes: Bytes,
-) -> Result<u64, AggregatorError> {
+) -> Result<(u64, Option<String>), AggregatorError> {
     let snapshot = AggregatorSnapshot::decode(bytes)
         .map_err(|err| AggregatorError::decode(format!("snapshot {name}"), err))?;
     if snapshot.partition != partition {
@@ -389,8 +424,9 @@ fn restore(
         });
     }
     let seq = snapshot.event_seq;
+    let event_log = Some(snapshot.event_log.clone()).filter(|log| !log.is_empty());
     processor.restore(snapshot)?;
-    Ok(seq)
+    Ok((seq, event_log))
 }
 
 fn decode_rollup(partition: u32, msg: LogMessage) -> Result<RollupBatch, AggregatorError> {

@@ -1,6 +1,7 @@
 //! The `beacon` command line: `standalone` runs every role in one process; `ingest`,
 //! `aggregator`, `query` and `gateway` run one role each (cluster mode); `admin` manages tenants.
 
+mod accept_log;
 mod admin;
 mod deadletters;
 mod health;
@@ -49,6 +50,9 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Checks that a role is serving (for container health checks).
     Health(health::HealthArgs),
+    /// Lets the consumers of a log they refused (created anew, trimmed past them, gone
+    /// backwards) go on with it as it is.
+    AcceptLog(accept_log::AcceptLogArgs),
 }
 
 /// Parses the command line, runs the command, and reports failure on stderr.
@@ -65,6 +69,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Import(args) => import::run(args).await,
         Command::Migrate(args) => migrate::run(args).await,
         Command::Health(args) => health::run(args).await,
+        Command::AcceptLog(args) => accept_log::run(args).await,
         Command::Stats(args) => stats::run(args).await,
         command => {
             let _telemetry = beacon_core::telemetry::init(service_name(&command));
@@ -80,6 +85,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 | Command::Import(_)
                 | Command::Migrate(_)
                 | Command::Health(_)
+                | Command::AcceptLog(_)
                 | Command::Stats(_) => Ok(()),
             }
         }

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::deadletter::{DeadLetters, Failure};
 use crate::log::{Log, LogMessage, LogStream};
+use crate::meta::SnapshotStore;
 use crate::observe::{self, LaneProbe};
 use crate::retry::Backoff;
 use crate::{Error, Result};
@@ -75,6 +76,8 @@ pub struct Lane {
     dead_letters: DeadLetters,
     probe: LaneProbe,
     parked: Counter<u64>,
+    /// Where operators' decisions about refused logs are ([`crate::accept`]).
+    decisions: Option<Arc<dyn SnapshotStore>>,
 }
 
 impl Lane {
@@ -95,6 +98,26 @@ impl Lane {
                 .u64_counter("beacon_dead_letters")
                 .with_description("Items parked in the dead-letter log, by role and cause")
                 .build(),
+            decisions: None,
+        }
+    }
+
+    /// This lane, reading operators' decisions about refused logs from `store`; without, a
+    /// refused log is refused until the process restarts with one.
+    pub fn with_decisions(mut self, store: Arc<dyn SnapshotStore>) -> Self {
+        self.decisions = Some(store);
+        self
+    }
+
+    /// The end an operator accepted the log `identity` at, for this lane's role and partition.
+    async fn accepted(&self, identity: &str) -> Option<u64> {
+        let store = self.decisions.as_ref()?;
+        match crate::accept::accepted(store.as_ref(), self.role, self.partition, identity).await {
+            Ok(end) => end,
+            Err(err) => {
+                tracing::warn!(role = self.role, partition = self.partition, error = %err, "reading the operator's decision failed");
+                None
+            }
         }
     }
 
@@ -227,6 +250,15 @@ pub trait Handler: Send {
     /// Subscriptions start after this sequence: the last message fully handled.
     fn resume_after(&self) -> u64;
 
+    /// The identity of the log ([`Log::identity`]) the position was reached on; `None` when
+    /// none is recorded (a fresh handler, or state from before identities were kept).
+    fn log_identity(&self) -> Option<String>;
+
+    /// Goes on with the log `identity` after `after` (the position may move: an operator
+    /// accepted a log created anew, trimmed or gone backwards), keeping what the handler holds,
+    /// and records the identity beside the position.
+    async fn adopt_log(&mut self, identity: String, after: u64) -> Result<(), Halt<Self::Error>>;
+
     /// Handles ready messages in order. Messages at or below [`Handler::resume_after`] may come
     /// again after a resubscription; the handler skips them.
     async fn handle(
@@ -287,18 +319,18 @@ async fn consume_messages<H: Handler>(
     let mut backoff = lane.backoff();
     let partition = lane.partition;
     loop {
-        let after = handler.resume_after();
-        match gap(lane, log, after).await {
-            Ok(false) => {}
-            Ok(true) => {
+        match check_log(lane, log, handler).await {
+            Ok(true) => {}
+            Ok(false) => {
                 if !backoff.sleep(Some(&lane.shutdown)).await {
                     return Ok(());
                 }
                 continue;
             }
             Err(Halt::Stopped) => return Ok(()),
-            Err(Halt::Failed(err)) => return Err(err.into()),
+            Err(Halt::Failed(err)) => return Err(err),
         }
+        let after = handler.resume_after();
         let subscribed = lane
             .retry("subscribing", || log.subscribe(partition, after))
             .await;
@@ -342,48 +374,122 @@ async fn consume_messages<H: Handler>(
     }
 }
 
-/// Whether the log cannot be consumed after `after`: messages after it were trimmed before
-/// the lane consumed them (a gap), or the log ends before it (it went backwards: restored from
-/// an older copy, or recreated). Neither is ever skipped: each is reported (error log, health
-/// fault, metric) until an operator repairs it.
+/// Why a consumer may not go on from its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    /// The position was reached on another log (deleted and created again, or another file).
+    NewLog {
+        /// The identity recorded beside the position.
+        recorded: String,
+    },
+    /// Messages after the position were trimmed before they were consumed.
+    Gap {
+        /// The log's floor.
+        floor: u64,
+    },
+    /// The log ends before the position (restored from an older copy).
+    Regression {
+        /// Where the log ends.
+        end: u64,
+    },
+}
+
+impl Refusal {
+    /// Where a consumer goes on once an operator accepted the log as it is: at the start of a
+    /// new log, past the trimmed messages, or after the end the operator saw.
+    fn resume_after(&self, floor: u64, accepted_end: u64) -> u64 {
+        match self {
+            Self::NewLog { .. } => floor.saturating_sub(1),
+            Self::Gap { floor } => floor - 1,
+            Self::Regression { .. } => accepted_end,
+        }
+    }
+
+    fn describe(&self, after: u64, identity: &str) -> (String, &'static str, &'static str) {
+        let decide = "until an operator decides: `beacon accept-log` (go on with the log as it \
+                      is) or a rebuild from the raw store";
+        match self {
+            Self::NewLog { recorded } => (
+                format!(
+                    "the log is {identity}, but the position {after} was reached on {recorded}: \
+                     it was created anew; refusing to continue {decide}"
+                ),
+                "beacon_log_regressions",
+                "Times a consumer found its log created anew, trimmed past it or gone backwards",
+            ),
+            Self::Gap { floor } => (
+                format!(
+                    "messages after {after} up to {} were trimmed before they were consumed; \
+                     refusing to skip them {decide}",
+                    floor - 1
+                ),
+                "beacon_log_gaps",
+                "Times a consumer found messages it had not consumed trimmed away",
+            ),
+            Self::Regression { end } => (
+                format!(
+                    "the log ends at message {end}, but messages up to {after} were consumed: it \
+                     went backwards (restored from an older copy); refusing to continue {decide}"
+                ),
+                "beacon_log_regressions",
+                "Times a consumer found its log created anew, trimmed past it or gone backwards",
+            ),
+        }
+    }
+}
+
+/// Whether `handler` may consume the log from its position. A log seen for the first time is
+/// adopted. A log created anew, trimmed past the position or gone backwards is never consumed
+/// on: it is reported (error log, health fault, metric) until an operator accepts it
+/// ([`accept_log`]), and then the handler goes on where the acceptance says.
 ///
-/// Invariant: a consumer never continues on a log that lost messages it had not consumed or
-/// reuses sequence numbers it had consumed.
-async fn gap(lane: &Lane, log: &dyn Log, after: u64) -> Result<bool, Halt<Error>> {
+/// Invariant: a consumer never continues on a log that lost messages it had not consumed,
+/// reuses sequence numbers it had consumed, or is another log than its position's, unless an
+/// operator accepted that log.
+async fn check_log<H: Handler>(
+    lane: &Lane,
+    log: &dyn Log,
+    handler: &mut H,
+) -> Result<bool, Halt<H::Error>> {
+    let identity = lane
+        .retry("reading the log's identity", || log.identity())
+        .await
+        .map_err(into_handler)?;
+    let after = handler.resume_after();
+    let recorded = handler.log_identity();
+    if recorded.is_none() || (after == 0 && recorded.as_deref() != Some(identity.as_str())) {
+        handler.adopt_log(identity.clone(), after).await?;
+    }
     let partition = lane.partition;
     let floor = lane
         .retry("reading the log's floor", || log.floor(partition))
-        .await?;
+        .await
+        .map_err(into_handler)?;
     let last = lane
         .retry("reading the log's end", || log.last(partition))
-        .await?
+        .await
+        .map_err(into_handler)?
         .map_or(0, |message| message.seq);
-    let what = observe::lane_name(lane.role, partition);
-    let (problem, metric, description) = if after.saturating_add(1) < floor {
-        (
-            format!(
-                "messages after {after} up to {} were trimmed before they were consumed; \
-                 refusing to skip them",
-                floor - 1
-            ),
-            "beacon_log_gaps",
-            "Times a consumer found messages it had not consumed trimmed away",
-        )
-    } else if after > last.max(floor.saturating_sub(1)) {
-        (
-            format!(
-                "the log ends at message {}, but messages up to {after} were consumed: it went \
-                 backwards (restored from an older copy, or recreated); refusing to continue \
-                 until this consumer's state is rebuilt",
-                last.max(floor.saturating_sub(1))
-            ),
-            "beacon_log_regressions",
-            "Times a consumer found its log ending before what it had consumed",
-        )
-    } else {
-        observe::health().clear(&what);
-        return Ok(false);
+    let end = last.max(floor.saturating_sub(1));
+    let refusal = match handler.log_identity() {
+        Some(recorded) if recorded != identity => Some(Refusal::NewLog { recorded }),
+        _ if after.saturating_add(1) < floor => Some(Refusal::Gap { floor }),
+        _ if after > end => Some(Refusal::Regression { end }),
+        _ => None,
     };
+    let what = observe::lane_name(lane.role, partition);
+    let Some(refusal) = refusal else {
+        observe::health().clear(&what);
+        return Ok(true);
+    };
+    if let Some(accepted_end) = lane.accepted(&identity).await {
+        let resume = refusal.resume_after(floor, accepted_end);
+        tracing::warn!(role = lane.role, partition, after, resume, ?refusal, log = %identity, "an operator accepted the log as it is; going on");
+        handler.adopt_log(identity, resume).await?;
+        observe::health().clear(&what);
+        return Ok(true);
+    }
+    let (problem, metric, description) = refusal.describe(after, &identity);
     tracing::error!(role = lane.role, partition, after, floor, last, "{problem}");
     observe::health().fault(&what, &problem);
     observe::meter()
@@ -391,7 +497,15 @@ async fn gap(lane: &Lane, log: &dyn Log, after: u64) -> Result<bool, Halt<Error>
         .with_description(description)
         .build()
         .add(1, &[KeyValue::new("role", lane.role)]);
-    Ok(true)
+    Ok(false)
+}
+
+/// A backend failure as the handler's.
+fn into_handler<E: From<Error>>(halt: Halt<Error>) -> Halt<E> {
+    match halt {
+        Halt::Stopped => Halt::Stopped,
+        Halt::Failed(err) => Halt::Failed(err.into()),
+    }
 }
 
 /// `first` and the messages ready after it, within `limits`. A failure or the end of the
@@ -432,6 +546,7 @@ mod tests {
     struct Recorder {
         done: u64,
         chunks: Vec<Vec<u64>>,
+        identity: Option<String>,
     }
 
     #[async_trait]
@@ -440,6 +555,16 @@ mod tests {
 
         fn resume_after(&self) -> u64 {
             self.done
+        }
+
+        fn log_identity(&self) -> Option<String> {
+            self.identity.clone()
+        }
+
+        async fn adopt_log(&mut self, identity: String, after: u64) -> Result<(), Halt<Error>> {
+            self.identity = Some(identity);
+            self.done = after;
+            Ok(())
         }
 
         async fn handle(
@@ -501,12 +626,31 @@ mod tests {
         done: u64,
         problem: &str,
     ) -> (Vec<Vec<u64>>, bool) {
-        let token = CancellationToken::new();
-        let lane = Lane::new(role, 0, open(dir, "dl.redb"), token.clone());
-        let mut recorder = Recorder {
+        let identity = log.identity().await.expect("identity");
+        let recorder = Recorder {
             done,
             chunks: Vec::new(),
+            identity: Some(identity),
         };
+        let (recorder, reported) = consume_with(log, dir, role, recorder, None, problem).await;
+        (recorder.chunks, reported)
+    }
+
+    /// Consumes `log` for half a second with `recorder` and operators' `decisions`; whether
+    /// the lane reported `problem` at the end.
+    async fn consume_with(
+        log: &EmbeddedLog,
+        dir: &TempDir,
+        role: &'static str,
+        mut recorder: Recorder,
+        decisions: Option<Arc<dyn SnapshotStore>>,
+        problem: &str,
+    ) -> (Recorder, bool) {
+        let token = CancellationToken::new();
+        let mut lane = Lane::new(role, 0, open(dir, "dl.redb"), token.clone());
+        if let Some(store) = decisions {
+            lane = lane.with_decisions(store);
+        }
         let limits = ChunkLimits {
             messages: 8,
             bytes: 1024,
@@ -522,7 +666,81 @@ mod tests {
             .problems()
             .iter()
             .any(|p| p.contains(&lane_name) && p.contains(problem));
-        (recorder.chunks, reported)
+        (recorder, reported)
+    }
+
+    #[tokio::test]
+    async fn a_log_created_anew_is_refused_until_an_operator_accepts_it() {
+        let dir = TempDir::new("consumer").expect("temp dir");
+        let old = log_of(&dir, 3).await;
+        let recorded = old.identity().await.expect("identity");
+        drop(old);
+        let new_dir = TempDir::new("consumer").expect("temp dir");
+        let log = log_of(&new_dir, 8).await;
+        let recorder = |identity: &str| Recorder {
+            done: 3,
+            chunks: Vec::new(),
+            identity: Some(identity.to_owned()),
+        };
+        let (refused, reported) = consume_with(
+            &log,
+            &dir,
+            "anew-test",
+            recorder(&recorded),
+            None,
+            "created anew",
+        )
+        .await;
+        assert!(refused.chunks.is_empty(), "consumed {:?}", refused.chunks);
+        assert!(reported, "the refusal is reported");
+
+        let store: Arc<dyn SnapshotStore> = Arc::new(
+            crate::meta::embedded::EmbeddedMeta::open(&dir.path().join("meta.redb")).expect("meta"),
+        );
+        crate::accept::accept(store.as_ref(), "anew-test", 0, log.as_ref())
+            .await
+            .expect("accept");
+        let (went_on, reported) = consume_with(
+            &log,
+            &dir,
+            "anew-test",
+            recorder(&recorded),
+            Some(store),
+            "created anew",
+        )
+        .await;
+        assert_eq!(
+            went_on.chunks,
+            [[1, 2, 3, 4, 5, 6, 7, 8]],
+            "the new log from its start"
+        );
+        assert_eq!(went_on.identity, log.identity().await.ok());
+        assert!(!reported, "the fault is cleared");
+    }
+
+    #[tokio::test]
+    async fn an_accepted_regression_goes_on_after_the_end_the_operator_saw() {
+        let dir = TempDir::new("consumer").expect("temp dir");
+        let log = log_of(&dir, 3).await;
+        let store: Arc<dyn SnapshotStore> = Arc::new(
+            crate::meta::embedded::EmbeddedMeta::open(&dir.path().join("meta.redb")).expect("meta"),
+        );
+        crate::accept::accept(store.as_ref(), "regressed-test", 0, log.as_ref())
+            .await
+            .expect("accept");
+        for _ in 0..2 {
+            log.append(0, "", Bytes::from_static(b"later"))
+                .await
+                .expect("append");
+        }
+        let recorder = Recorder {
+            done: 7,
+            chunks: Vec::new(),
+            identity: log.identity().await.ok(),
+        };
+        let (went_on, _) =
+            consume_with(&log, &dir, "regressed-test", recorder, Some(store), "").await;
+        assert_eq!(went_on.chunks, [[4, 5]]);
     }
 
     async fn log_of(dir: &TempDir, messages: usize) -> Arc<EmbeddedLog> {

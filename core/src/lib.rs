@@ -11,6 +11,7 @@
 //!
 //! Dependencies point downward only: roles depend on this crate, never the other way.
 
+pub mod accept;
 pub mod auth;
 pub mod backends;
 pub mod consumer;

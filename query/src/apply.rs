@@ -61,6 +61,8 @@ pub struct Consumer {
     replica: String,
     /// When the logic versions of the shard were last reported.
     reported: Option<Instant>,
+    /// The identity of the rollup log `done` is on (`None`: not recorded yet).
+    log: Option<String>,
 }
 
 impl Consumer {
@@ -92,6 +94,7 @@ impl Consumer {
             rebuild: None,
             replica: replica.to_owned(),
             reported: None,
+            log: None,
         }
     }
 
@@ -199,6 +202,15 @@ impl Consumer {
             return;
         };
         self.covered = covered;
+        let log = lane
+            .retry("reading the shard's rollup log identity", || async {
+                store.log_identity(partition).await.map_err(transient)
+            })
+            .await;
+        let Ok(log) = log else {
+            return;
+        };
+        self.log = log;
         self.done = match self.rebuild_if_lost(watermark).await {
             Ok(Some(resume)) => resume,
             Ok(None) => watermark.unwrap_or(0),
@@ -463,6 +475,34 @@ impl consumer::Handler for Consumer {
 
     fn resume_after(&self) -> u64 {
         self.done
+    }
+
+    fn log_identity(&self) -> Option<String> {
+        self.log.clone()
+    }
+
+    async fn adopt_log(&mut self, identity: String, after: u64) -> Result<(), Halt<QueryError>> {
+        let moved = (after != self.done).then_some(after);
+        let (store, partition) = (self.store.clone(), self.lane.partition());
+        let adopted = identity.clone();
+        self.lane
+            .retry("recording the rollup log's identity", || {
+                let (store, identity) = (store.clone(), adopted.clone());
+                async move {
+                    store
+                        .adopt_log(partition, identity, moved)
+                        .await
+                        .map_err(transient)
+                }
+            })
+            .await
+            .map_err(into_query)?;
+        self.log = Some(identity);
+        if let Some(after) = moved {
+            self.done = after;
+            self.covered = None;
+        }
+        Ok(())
     }
 
     async fn handle(

@@ -73,7 +73,8 @@ pub async fn run(
             partition,
             backends.dead_letters.clone(),
             consumers.token().clone(),
-        );
+        )
+        .with_decisions(backends.snapshots.clone());
         let consumer = apply::Consumer::new(
             lane,
             backends.rollups.clone(),

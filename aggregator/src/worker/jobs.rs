@@ -516,6 +516,7 @@ impl Worker {
             last_event_index: self.published.index,
             replay: true,
             from_dead_letter: false,
+            event_log: self.event_log.clone().unwrap_or_default(),
         };
         let payload = Bytes::from(batch.encode_to_vec());
         let what = format!("publishing part {msg_id} of job {job}");

@@ -192,6 +192,7 @@ impl Worker {
             last_event_index: last.index,
             replay: false,
             from_dead_letter: false,
+            event_log: self.event_log.clone().unwrap_or_default(),
         };
         Some(Outgoing {
             first,
@@ -206,7 +207,8 @@ impl Worker {
     pub(super) async fn save_snapshot(&mut self) {
         self.last_snapshot = Instant::now();
         let (partition, seq) = (self.lane.partition(), self.processed.seq);
-        let snapshot = self.processor.snapshot(partition, seq);
+        let mut snapshot = self.processor.snapshot(partition, seq);
+        snapshot.event_log = self.event_log.clone().unwrap_or_default();
         let sessions = snapshot.sessions.len();
         let bytes = Bytes::from(snapshot.encode_to_vec());
         let size = bytes.len();

@@ -506,20 +506,51 @@ async fn embedded_log_never_reuses_a_deleted_sequence() {
 async fn embedded_log_survives_reopen() {
     let dir = temp_dir();
     let log = open_embedded(&dir);
+    let identity = log.identity().await.expect("identity");
     let appended = write_durable(&*log).await;
     drop(log);
     let log = open_embedded(&dir);
     verify_durable(&*log, &appended, true).await;
+    assert_eq!(
+        log.identity().await.expect("identity"),
+        identity,
+        "same file"
+    );
+    let other = open_embedded(&temp_dir());
+    assert_ne!(
+        other.identity().await.expect("identity"),
+        identity,
+        "a new file"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_log_survives_kill_and_restart() {
     let mut server = start_nats();
     let log = open_nats(&server).await;
+    let identity = log.identity().await.expect("identity");
     let appended = write_durable(&*log).await;
     drop(log);
     server.kill();
     server.restart().expect("restart nats-server");
     let log = open_nats(&server).await;
     verify_durable(&*log, &appended, false).await;
+    assert_eq!(
+        log.identity().await.expect("identity"),
+        identity,
+        "same stream"
+    );
+    let client = crate::backends::connect_nats(&server.url())
+        .await
+        .expect("connect to nats-server");
+    async_nats::jetstream::new(client)
+        .delete_stream("BEACON_EVENTS")
+        .await
+        .expect("delete the stream");
+    let log = open_nats(&server).await;
+    assert_ne!(
+        log.identity().await.expect("identity"),
+        identity,
+        "a stream created again"
+    );
 }

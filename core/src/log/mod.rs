@@ -16,6 +16,9 @@ pub mod nats;
 #[cfg(test)]
 mod conformance;
 
+/// Longest [`Log::identity`], bytes.
+pub const MAX_IDENTITY_BYTES: usize = 128;
+
 /// How long [`Log::read`] waits for the next stored message before it answers what it has.
 const READ_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -44,6 +47,12 @@ pub trait Log: Send + Sync + 'static {
     /// log drop a resend of the same message inside its duplicate window (the original sequence
     /// is returned).
     async fn append(&self, partition: u32, msg_id: &str, payload: Bytes) -> Result<u64>;
+
+    /// The log's identity: it changes when the log is created anew (a JetStream stream
+    /// deleted and created again, a new file), never while the same log lives. Consumers
+    /// record it beside their positions, which mean nothing on another log. At most
+    /// [`MAX_IDENTITY_BYTES`].
+    async fn identity(&self) -> Result<String>;
 
     /// The newest message of `partition`, if any.
     async fn last(&self, partition: u32) -> Result<Option<LogMessage>>;

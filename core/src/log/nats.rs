@@ -181,6 +181,13 @@ impl Log for NatsLog {
         self.publish(partition, message).await
     }
 
+    async fn identity(&self) -> Result<String> {
+        let info = self.stream.get_info().await.map_err(|err| {
+            Error::Unavailable(format!("reading stream {}: {err}", self.stream_name))
+        })?;
+        Ok(format!("{}@{}", self.stream_name, info.created))
+    }
+
     async fn delete(&self, partition: u32, seq: u64) -> Result<bool> {
         let subject = self.subject(partition);
         match self.stream.get_raw_message(seq).await {

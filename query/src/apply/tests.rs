@@ -192,6 +192,19 @@ impl ShardStore for Poisoned {
         self.0.covered(partition).await
     }
 
+    async fn log_identity(&self, partition: u32) -> Result<Option<String>, QueryError> {
+        self.0.log_identity(partition).await
+    }
+
+    async fn adopt_log(
+        &self,
+        partition: u32,
+        identity: String,
+        watermark: Option<u64>,
+    ) -> Result<(), QueryError> {
+        self.0.adopt_log(partition, identity, watermark).await
+    }
+
     async fn query(
         &self,
         tenant_id: &str,

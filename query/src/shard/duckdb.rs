@@ -178,6 +178,52 @@ impl ShardStore for DuckShardStore {
         .await
     }
 
+    async fn log_identity(&self, partition: u32) -> Result<Option<String>, QueryError> {
+        self.blocking(move |shards| {
+            let Some(shard) = open(shards, partition, false)? else {
+                return Ok(None);
+            };
+            shard
+                .with_reader(|conn| {
+                    conn.query_row(schema::SELECT_LOG, [partition], |row| row.get(0))
+                        .optional()
+                })
+                .map(Option::flatten)
+                .map_err(|err| {
+                    QueryError::shard(&shard.name, "reading the rollup log's identity", err)
+                })
+        })
+        .await
+    }
+
+    async fn adopt_log(
+        &self,
+        partition: u32,
+        identity: String,
+        watermark: Option<u64>,
+    ) -> Result<(), QueryError> {
+        self.blocking(move |shards| {
+            let Some(shard) = open(shards, partition, true)? else {
+                return Err(QueryError::invalid(format!(
+                    "partition {partition}: shard file was not created"
+                )));
+            };
+            shard
+                .with_writer(|conn| match watermark {
+                    Some(seq) => conn.execute(
+                        schema::MOVE_TO_LOG,
+                        duckdb::params![partition, seq, identity],
+                    ),
+                    None => conn.execute(schema::UPSERT_LOG, duckdb::params![partition, identity]),
+                })
+                .map(|_| ())
+                .map_err(|err| {
+                    QueryError::shard(&shard.name, "recording the rollup log's identity", err)
+                })
+        })
+        .await
+    }
+
     async fn query(&self, tenant_id: &str, query: ShardQuery) -> Result<Answer, QueryError> {
         beacon_core::auth::validate_tenant_id(tenant_id)?;
         let dimension = i16::try_from(query.dimension).map_err(|_| {

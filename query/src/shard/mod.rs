@@ -135,6 +135,19 @@ pub trait ShardStore: Send + Sync + 'static {
     /// The last event covered by the live batches of `partition` applied here.
     async fn covered(&self, partition: u32) -> Result<Option<EventPosition>, QueryError>;
 
+    /// The identity of the rollup log the watermark of `partition` is on, when recorded.
+    async fn log_identity(&self, partition: u32) -> Result<Option<String>, QueryError>;
+
+    /// Records that the watermark of `partition` is on the rollup log `identity`; with
+    /// `watermark`, moves it there and forgets the covered events (an operator accepted a log
+    /// created anew, trimmed or gone backwards). The rows stay.
+    async fn adopt_log(
+        &self,
+        partition: u32,
+        identity: String,
+        watermark: Option<u64>,
+    ) -> Result<(), QueryError>;
+
     /// Summed counters and unique visitors of the tenant's live rows matching `query`, and the
     /// logic versions that made them. A tenant without rollups has no rows.
     async fn query(&self, tenant_id: &str, query: ShardQuery) -> Result<Answer, QueryError>;

@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS hours (
 );
 ALTER TABLE applied ADD COLUMN IF NOT EXISTS covered_seq UBIGINT;
 ALTER TABLE applied ADD COLUMN IF NOT EXISTS covered_index UINTEGER;
+ALTER TABLE applied ADD COLUMN IF NOT EXISTS log VARCHAR;
 ALTER TABLE days ADD COLUMN IF NOT EXISTS gen UBIGINT DEFAULT 0;
 ALTER TABLE days ADD COLUMN IF NOT EXISTS logic_version INTEGER DEFAULT 0;
 ALTER TABLE hours ADD COLUMN IF NOT EXISTS gen UBIGINT DEFAULT 0;
@@ -102,6 +103,23 @@ pub(crate) const SELECT_WATERMARK: &str = r#"SELECT seq FROM applied WHERE "part
 /// The last event covered by the live batches applied to a partition.
 pub(crate) const SELECT_COVERED: &str =
     r#"SELECT covered_seq, covered_index FROM applied WHERE "partition" = ?"#;
+
+/// The identity of the rollup log a partition's watermark is on.
+pub(crate) const SELECT_LOG: &str = r#"SELECT log FROM applied WHERE "partition" = ?"#;
+
+/// Records the rollup log a partition's watermark is on: parameters partition, log.
+pub(crate) const UPSERT_LOG: &str = r#"
+INSERT INTO applied ("partition", seq, log) VALUES (?, 0, ?)
+ON CONFLICT ("partition") DO UPDATE SET log = excluded.log
+"#;
+
+/// Moves a partition's watermark onto another rollup log, forgetting the covered events:
+/// parameters partition, watermark, log.
+pub(crate) const MOVE_TO_LOG: &str = r#"
+INSERT INTO applied ("partition", seq, log) VALUES (?, ?, ?)
+ON CONFLICT ("partition") DO UPDATE SET seq = excluded.seq, log = excluded.log,
+    covered_seq = NULL, covered_index = NULL
+"#;
 
 /// Moves a partition's watermark and, when given (not NULL), the last event covered.
 pub(crate) const UPSERT_WATERMARK: &str = r#"

@@ -46,6 +46,8 @@ const HEADS: TableDefinition<u32, u64> = TableDefinition::new("heads");
 const SIZES: TableDefinition<u32, u64> = TableDefinition::new("sizes");
 /// Per partition, the sequence below which everything was trimmed.
 const FLOORS: TableDefinition<u32, u64> = TableDefinition::new("floors");
+/// The file's identity, made when it is created (key `id`).
+const IDENTITY: TableDefinition<&str, &str> = TableDefinition::new("identity");
 /// Most messages a subscriber reads per read transaction.
 const READ_BATCH: usize = 1024;
 /// Most payload bytes a subscriber reads per read transaction.
@@ -62,6 +64,8 @@ pub struct EmbeddedLog {
 struct Shared {
     db: Database,
     path: PathBuf,
+    /// See [`Log::identity`].
+    identity: String,
     /// Per partition: the last committed sequence.
     committed: Mutex<HashMap<u32, watch::Sender<u64>>>,
 }
@@ -105,6 +109,8 @@ impl EmbeddedLog {
             .context(|| format!("opening log file {}", path.display()))?;
         let recovered = create_and_recover(&db)
             .context(|| format!("recovering log file {}", path.display()))?;
+        let identity = identity_of(&db)
+            .context(|| format!("reading the identity of log file {}", path.display()))?;
         let committed = recovered
             .heads
             .iter()
@@ -113,6 +119,7 @@ impl EmbeddedLog {
         let shared = Arc::new(Shared {
             db,
             path: path.to_path_buf(),
+            identity,
             committed: Mutex::new(committed),
         });
         let (requests, receiver) = mpsc::channel();
@@ -230,6 +237,10 @@ impl Log for EmbeddedLog {
         .context(|| format!("reading the floor of partition {partition}"))?
     }
 
+    async fn identity(&self) -> Result<String> {
+        Ok(self.shared.identity.clone())
+    }
+
     async fn last(&self, partition: u32) -> Result<Option<LogMessage>> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
@@ -277,6 +288,25 @@ fn read_map(
         out.insert(partition.value(), value.value());
     }
     Ok(out)
+}
+
+/// The file's identity, made on its first open.
+fn identity_of(db: &Database) -> Result<String, redb::Error> {
+    let txn = db.begin_write()?;
+    let identity = {
+        let mut table = txn.open_table(IDENTITY)?;
+        let known = table.get("id")?.map(|id| id.value().to_owned());
+        match known {
+            Some(id) => id,
+            None => {
+                let id = format!("file@{:032x}", rand::random::<u128>());
+                table.insert("id", id.as_str())?;
+                id
+            }
+        }
+    };
+    txn.commit()?;
+    Ok(identity)
 }
 
 /// Creates the tables if needed and returns, per partition, the highest sequence ever written
