@@ -22,7 +22,7 @@ pub struct AcceptLogArgs {
     #[arg(long, value_enum)]
     role: Consumer,
     /// The partitions (comma-separated); all when not given.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(id = "accept_partition", long = "partition", value_delimiter = ',')]
     partitions: Vec<u32>,
     /// Where Beacon keeps its state (the same flags as the roles).
     #[command(flatten)]
@@ -43,7 +43,7 @@ pub async fn run(args: AcceptLogArgs) -> anyhow::Result<()> {
     for partition in partitions {
         anyhow::ensure!(
             partition < backends.partitions,
-            "--partitions: {partition} is not below the partition count {}",
+            "--partition: {partition} is not below the partition count {}",
             backends.partitions
         );
         let taken =

@@ -585,6 +585,26 @@ impl Cluster {
             .is_some_and(|proc| proc.terminate(timeout))
     }
 
+    /// Runs `beacon <args>` against the cluster's backends (NATS, partition count, TLS) and
+    /// returns what it printed; fails when it fails.
+    pub fn beacon(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new(beacon_bin())
+            .args(args)
+            .env("BEACON_NATS_URL", self.nats.url())
+            .env("BEACON_PARTITIONS", "4")
+            .env("BEACON_DATA_DIR", self.dir.path().join("cli"))
+            .envs(self.tls_env())
+            .output()
+            .with_context(|| format!("running beacon {args:?}"))?;
+        if !output.status.success() {
+            bail!(
+                "beacon {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// Sets an environment variable for every role started from now on.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.extra.retain(|(k, _)| k != key);

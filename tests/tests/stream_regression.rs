@@ -1,6 +1,8 @@
-//! A log that went backwards (here: its streams deleted and created again, as after restoring
-//! an empty or older NATS) stops the roles that had consumed it, loudly, instead of letting
-//! them skip what the new stream holds under sequence numbers they had seen.
+//! A log created anew (here: its streams deleted and created again, as after restoring an empty
+//! or older NATS) stops the roles that had consumed it, loudly, also once the new stream has
+//! grown past their positions, instead of letting them skip what it holds under sequence
+//! numbers they had seen; after `beacon accept-log` they go on with it, and the numbers of
+//! events sent before and after are exact.
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +53,36 @@ async fn recreated_streams_stop_every_consumer_loudly() -> anyhow::Result<()> {
         cluster.start_role(role)?;
     }
 
+    // Events sent to the new streams, more messages than the old ones held, for a tenant of
+    // the refused partition (consumers of a partition they had consumed nothing of go on: they
+    // lose nothing by it).
+    let partition = beacon_core::partition::partition_of(&spec.id, 4);
+    let later_id = (0..)
+        .map(|n| format!("after-regression-{n}"))
+        .find(|id| beacon_core::partition::partition_of(id, 4) == partition)
+        .unwrap_or_default();
+    let (ingest_after, read_after) = client
+        .create_tenant(&cluster.admin_token, &later_id, "Asia/Kathmandu")
+        .await?;
+    let later = generate(
+        12,
+        &TenantSpec {
+            id: later_id.clone(),
+            time_zone: "Asia/Kathmandu".into(),
+        },
+        900,
+        beacon_core::time::now_ms(),
+    );
+    for batch in later.events.chunks(BATCH / 4) {
+        send_acknowledged(
+            &client,
+            &ingest_after,
+            batch.to_vec(),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut refused = Vec::new();
     while Instant::now() < deadline {
@@ -59,17 +91,52 @@ async fn recreated_streams_stop_every_consumer_loudly() -> anyhow::Result<()> {
             let log =
                 std::fs::read_to_string(cluster.dir.path().join(format!("{}.log", role.name())))?;
             let status = health::status(&cluster.role_url(role)).await;
-            if log.contains("went backwards") && status != Some(ServingStatus::Serving) {
+            if log.contains("created anew") && status != Some(ServingStatus::Serving) {
                 refused.push(role);
             }
         }
         if refused.len() == 2 {
-            return Ok(());
+            break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    anyhow::bail!(
+    anyhow::ensure!(
+        refused.len() == 2,
         "only {refused:?} refused the recreated streams\n{}",
         cluster.logs()
-    )
+    );
+    // A refusing replica answers UNAVAILABLE, never numbers it cannot stand behind.
+    let (first, last) = later.date_range();
+    let refused_read = client.totals(&read_after, &first, &last).await;
+    match refused_read {
+        Err(status) => {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+            assert!(status.message().contains("created anew"), "{status}");
+        }
+        Ok(counts) => panic!("a refusing replica answered {counts:?}"),
+    }
+
+    // The operator takes the new streams as they are: both roles go on from their start.
+    for role in ["aggregator", "query"] {
+        let accepted = cluster.beacon(&["accept-log", "--role", role])?;
+        println!("{accepted}");
+    }
+    wait_exact(&client, &read_after, &later, Duration::from_secs(60))
+        .await
+        .map_err(|err| anyhow::anyhow!("after acceptance: {err}\n{}", cluster.logs()))?;
+    wait_exact(&client, &read, &traffic, Duration::from_secs(30))
+        .await
+        .map_err(|err| anyhow::anyhow!("the numbers from before: {err}\n{}", cluster.logs()))?;
+    for role in [Role::Aggregator, Role::Query] {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while health::status(&cluster.role_url(role)).await != Some(ServingStatus::Serving) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{role:?} does not serve again\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
 }
