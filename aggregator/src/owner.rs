@@ -5,17 +5,23 @@
 //! rollup log) while the lease is still its own. On shutdown the workers publish and snapshot,
 //! then the leases are released, so another process takes over without waiting.
 //!
+//! Live processes share the partitions fairly: each announces itself every second, takes free
+//! partitions only while it holds fewer than its share (the partitions divided by the live
+//! processes, rounded up), and hands one over at a time while it holds more: the worker stops
+//! as on shutdown (last publish, snapshot), then the lease is released and not tried again for
+//! a while, so that a process below its share takes it.
+//!
 //! Invariant: a process runs a partition's worker only while it holds the partition's lease;
 //! a worker that lost it may still be running for up to a second, and the fencing of the
 //! rollup log (see `worker::publish`) keeps it from publishing beside the new owner.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use beacon_core::backends::Backends;
 use beacon_core::consumer::Lane;
-use beacon_core::lease::{Lease, Watched};
+use beacon_core::lease::{Lease, Members, Watched};
 use beacon_core::raw::RawStore;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +33,8 @@ use crate::worker::{self, Settings};
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The role name of lanes and leases.
 const ROLE: &str = "aggregator";
+/// How long a partition handed over is not tried again, so that another process takes it.
+const HANDED_OVER_FOR: Duration = Duration::from_secs(10);
 
 /// A running worker's tokens: `stop` ends it gracefully, `lost` tells it its lease is gone.
 struct Running {
@@ -48,6 +56,15 @@ pub struct Owner {
     /// The partition of each worker task.
     tasks: HashMap<Id, u32>,
     watched: Watched,
+    /// The live aggregators.
+    members: Members,
+    /// How many were live at the last count.
+    live: usize,
+    /// Partitions whose workers stop to hand them over; their leases are released once
+    /// they stopped.
+    handing_over: BTreeSet<u32>,
+    /// Partitions handed over, and when: not tried again for [`HANDED_OVER_FOR`].
+    handed_over: HashMap<u32, tokio::time::Instant>,
 }
 
 impl Owner {
@@ -70,6 +87,10 @@ impl Owner {
             workers: JoinSet::new(),
             tasks: HashMap::new(),
             watched: Watched::default(),
+            members: Members::default(),
+            live: 1,
+            handing_over: BTreeSet::new(),
+            handed_over: HashMap::new(),
         }
     }
 
@@ -100,12 +121,89 @@ impl Owner {
             }
         }
         self.release_all().await;
+        if let Err(err) = self
+            .members
+            .withdraw(&self.backends.leases, ROLE, &self.holder)
+            .await
+        {
+            tracing::warn!(error = %err, "withdrawing from the aggregators failed; it expires");
+        }
         failure.map_or(Ok(()), Err)
+    }
+
+    /// Announces this process and counts the live ones; its fair share of `partitions`.
+    async fn share(&mut self, partitions: usize) -> usize {
+        let leases = self.backends.leases.clone();
+        if let Err(err) = self.members.announce(&leases, ROLE, &self.holder).await {
+            tracing::warn!(error = %err, "announcing this aggregator failed");
+        }
+        match self.members.live(&leases, ROLE).await {
+            Ok(live) => {
+                if live != self.live {
+                    tracing::info!(live, "live aggregators");
+                }
+                self.live = live;
+            }
+            Err(err) => tracing::warn!(error = %err, "counting the live aggregators failed"),
+        }
+        partitions.div_ceil(self.live)
+    }
+
+    /// Releases the leases of partitions whose workers stopped to hand them over.
+    async fn release_handed_over(&mut self) {
+        let stopped: Vec<u32> = self
+            .handing_over
+            .iter()
+            .copied()
+            .filter(|partition| !self.running.contains_key(partition))
+            .collect();
+        for partition in stopped {
+            self.handing_over.remove(&partition);
+            let Some(lease) = self.held.remove(&partition) else {
+                continue;
+            };
+            match self.backends.leases.release(lease).await {
+                Ok(()) => tracing::info!(
+                    partition,
+                    "partition handed over to balance the aggregators"
+                ),
+                Err(err) => {
+                    tracing::warn!(partition, error = %err, "releasing a handed-over lease failed; it expires")
+                }
+            }
+            self.handed_over
+                .insert(partition, tokio::time::Instant::now());
+        }
+        self.handed_over
+            .retain(|_, at| at.elapsed() < HANDED_OVER_FOR);
+    }
+
+    /// Stops one worker to hand its partition over while this process holds more than its
+    /// `share`, one at a time.
+    fn balance(&mut self, share: usize) {
+        if self.held.len() <= share || !self.handing_over.is_empty() {
+            return;
+        }
+        let Some(&partition) = self.held.keys().next_back() else {
+            return;
+        };
+        tracing::info!(
+            partition,
+            held = self.held.len(),
+            share,
+            "handing a partition over"
+        );
+        self.handing_over.insert(partition);
+        if let Some(running) = self.running.get(&partition) {
+            running.stop.cancel();
+        }
     }
 
     /// Renews the held leases (stopping the workers of lost ones), tries the others, and
     /// starts a worker for every held partition without one.
     async fn check(&mut self, partitions: &[u32]) {
+        let share = self.share(partitions.len()).await;
+        self.release_handed_over().await;
         let leases = self.backends.leases.clone();
         for &partition in partitions {
             if let Some(lease) = self.held.get_mut(&partition) {
@@ -118,8 +216,14 @@ impl Owner {
                     }
                 }
             } else {
+                // Below its share a process takes free partitions; at it, it only watches them
+                // (a dead holder's are then taken at once when the share grows).
+                let take = self.held.len() < share && !self.handed_over.contains_key(&partition);
                 let key = format!("{ROLE}.{partition}");
-                match leases.acquire(&key, &self.holder, &mut self.watched).await {
+                match leases
+                    .acquire(&key, &self.holder, &mut self.watched, take)
+                    .await
+                {
                     Ok(Some(lease)) => {
                         tracing::info!(partition, holder = %self.holder, fencing = lease.revision(), "partition lease taken");
                         self.held.insert(partition, lease);
@@ -130,10 +234,14 @@ impl Owner {
                     }
                 }
             }
-            if self.held.contains_key(&partition) && !self.running.contains_key(&partition) {
+            if self.held.contains_key(&partition)
+                && !self.running.contains_key(&partition)
+                && !self.handing_over.contains(&partition)
+            {
                 self.start(partition);
             }
         }
+        self.balance(share);
     }
 
     /// Starts the worker of a held partition.
@@ -162,6 +270,7 @@ impl Owner {
     fn lost(&mut self, partition: u32, why: &str) {
         tracing::warn!(partition, why, "partition lease lost; stopping its worker");
         self.held.remove(&partition);
+        self.handing_over.remove(&partition);
         if let Some(running) = self.running.get(&partition) {
             running.lost.cancel();
             running.stop.cancel();

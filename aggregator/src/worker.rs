@@ -311,7 +311,7 @@ impl Worker {
     async fn finish(mut self) -> Result<(), AggregatorError> {
         self.publish_final().await?;
         if self.processed.is_boundary() && self.processed.seq > self.snapshot_seq {
-            self.save_snapshot().await;
+            self.save_snapshot().await?;
         }
         tracing::info!(
             partition = self.lane.partition(),
@@ -364,7 +364,7 @@ impl consumer::Handler for Worker {
             // Nothing is pending: the log was refused before anything of it was handled.
             self.processed = Position::end_of(after);
             self.published = Position::end_of(after);
-            self.save_snapshot().await;
+            self.save_snapshot().await.map_err(Halt::Failed)?;
         }
         Ok(())
     }

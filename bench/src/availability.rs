@@ -280,8 +280,16 @@ async fn failover(cluster: &mut Cluster, table: &mut Table) -> anyhow::Result<()
     let baseline = probe.measure(5, None).await?;
     let partitions = bench_partitions()?;
     let partition = beacon_core::partition::partition_of(&spec.id, partitions);
-    let Some(owner) = cluster.lease_holder(partition).await? else {
-        bail!("no aggregator holds partition {partition}");
+    // While the aggregators balance their partitions, a lease may be free for a moment.
+    let asked = Instant::now();
+    let owner = loop {
+        if let Some(owner) = cluster.lease_holder(partition).await? {
+            break owner;
+        }
+        if asked.elapsed() > Duration::from_secs(30) {
+            bail!("no aggregator holds partition {partition}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let killed = Instant::now();
     cluster.kill9_instance(Role::Aggregator, owner);

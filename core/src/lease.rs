@@ -84,12 +84,16 @@ impl Leases {
     }
 
     /// Takes lease `key` for `holder` when it is free or its holder stopped renewing it;
-    /// `None` while someone else holds it.
+    /// `None` while someone else holds it. Without `take` (the caller holds its share), it
+    /// only watches the lease, and takes it only when nobody else did for long: free for
+    /// [`LEASE_TTL`], or unrenewed for twice that (no partition stays unowned because every
+    /// process holds its share).
     pub async fn acquire(
         &self,
         key: &str,
         holder: &str,
         watched: &mut Watched,
+        take: bool,
     ) -> Result<Option<Lease>> {
         let Self::Nats(store) = self else {
             return Ok(Some(local(key)));
@@ -98,30 +102,34 @@ impl Leases {
             Error::Unavailable(format!("reading lease {key} from {BUCKET}: {err}"))
         };
         let entry = store.entry(key).await.map_err(|err| unavailable(&err))?;
+        let held_by = entry
+            .as_ref()
+            .filter(|entry| entry.operation == Operation::Put && !entry.value.is_empty())
+            .map(|entry| entry.value.clone());
+        // Held by this holder before a restart: taken back at once.
+        if held_by.as_deref() != Some(holder.as_bytes()) {
+            let revision = entry.as_ref().map_or(0, |entry| entry.revision);
+            let seen = watched
+                .0
+                .entry(key.to_owned())
+                .or_insert((revision, Instant::now()));
+            if seen.0 != revision {
+                *seen = (revision, Instant::now());
+            }
+            let unchanged = seen.1.elapsed();
+            let may = match &held_by {
+                None => take || unchanged >= LEASE_TTL,
+                Some(_) => unchanged >= LEASE_TTL && (take || unchanged >= 2 * LEASE_TTL),
+            };
+            if !may {
+                return Ok(None);
+            }
+            if let Some(other) = &held_by {
+                tracing::warn!(key, holder = %String::from_utf8_lossy(other), "taking over a lease its holder stopped renewing");
+            }
+        }
         let value = Bytes::from(holder.to_owned());
         let written = match entry {
-            // Held by this holder before a restart: taken back at once.
-            Some(entry)
-                if entry.operation == Operation::Put && entry.value == holder.as_bytes() =>
-            {
-                store.update(key, value, entry.revision).await.ok()
-            }
-            Some(entry) if entry.operation == Operation::Put && !entry.value.is_empty() => {
-                let seen = watched
-                    .0
-                    .entry(key.to_owned())
-                    .or_insert((entry.revision, Instant::now()));
-                if seen.0 != entry.revision {
-                    *seen = (entry.revision, Instant::now());
-                    return Ok(None);
-                }
-                if seen.1.elapsed() < LEASE_TTL {
-                    return Ok(None);
-                }
-                tracing::warn!(key, holder = %String::from_utf8_lossy(&entry.value), "taking over a lease its holder stopped renewing");
-                store.update(key, value, entry.revision).await.ok()
-            }
-            // Released (deleted or emptied): free.
             Some(entry) => store.update(key, value, entry.revision).await.ok(),
             None => store.create(key, value).await.ok(),
         };
@@ -169,6 +177,86 @@ impl Leases {
     }
 }
 
+/// The processes of a role that share its leases: each announces itself every
+/// [`Members::announce`]; one that stopped announcing for [`LEASE_TTL`] (on the reader's own
+/// clock) no longer counts. Used to share partitions fairly.
+#[derive(Debug, Default)]
+pub struct Members {
+    /// Per member key: the revision seen last, and since when.
+    seen: HashMap<String, (u64, Instant)>,
+}
+
+impl Members {
+    /// Announces `holder` as a live member of `role`.
+    pub async fn announce(&self, leases: &Leases, role: &str, holder: &str) -> Result<()> {
+        let Leases::Nats(store) = leases else {
+            return Ok(());
+        };
+        let key = member_key(role, holder);
+        store
+            .put(&key, Bytes::from(holder.to_owned()))
+            .await
+            .map(|_| ())
+            .map_err(|err| Error::Unavailable(format!("announcing {key} in {BUCKET}: {err}")))
+    }
+
+    /// Withdraws `holder` from `role` (shutting down).
+    pub async fn withdraw(&self, leases: &Leases, role: &str, holder: &str) -> Result<()> {
+        let Leases::Nats(store) = leases else {
+            return Ok(());
+        };
+        let key = member_key(role, holder);
+        store
+            .delete(&key)
+            .await
+            .map_err(|err| Error::Unavailable(format!("withdrawing {key} in {BUCKET}: {err}")))
+    }
+
+    /// How many members of `role` are live: announced within [`LEASE_TTL`]. At least one.
+    pub async fn live(&mut self, leases: &Leases, role: &str) -> Result<usize> {
+        let Leases::Nats(store) = leases else {
+            return Ok(1);
+        };
+        let unavailable =
+            |err: &dyn std::fmt::Display| Error::Unavailable(format!("listing {BUCKET}: {err}"));
+        let prefix = format!("member.{role}.");
+        let mut keys = store.keys().await.map_err(|err| unavailable(&err))?;
+        let mut live = 0;
+        let mut present = Vec::new();
+        while let Some(key) = futures::StreamExt::next(&mut keys).await {
+            let key = key.map_err(|err| unavailable(&err))?;
+            if !key.starts_with(&prefix) {
+                continue;
+            }
+            let Some(entry) = store.entry(&key).await.map_err(|err| unavailable(&err))? else {
+                continue;
+            };
+            if entry.operation != Operation::Put {
+                continue;
+            }
+            let seen = self
+                .seen
+                .entry(key.clone())
+                .or_insert((entry.revision, Instant::now()));
+            if seen.0 != entry.revision {
+                *seen = (entry.revision, Instant::now());
+            }
+            if seen.1.elapsed() < LEASE_TTL {
+                live += 1;
+            }
+            present.push(key);
+        }
+        self.seen.retain(|key, _| present.contains(key));
+        Ok(live.max(1))
+    }
+}
+
+/// The key of `holder`'s membership of `role`: holder names hold characters keys may not.
+fn member_key(role: &str, holder: &str) -> String {
+    let hash = blake3::hash(holder.as_bytes());
+    format!("member.{role}.{}", &hash.to_hex()[..16])
+}
+
 /// A lease of the single standalone process.
 fn local(key: &str) -> Lease {
     Lease {
@@ -197,13 +285,13 @@ mod tests {
         let leases = leases(&server).await;
         let (mut a_watched, mut b_watched) = (Watched::default(), Watched::default());
         let mut a = leases
-            .acquire("aggregator.0", "a", &mut a_watched)
+            .acquire("aggregator.0", "a", &mut a_watched, true)
             .await
             .expect("acquire")
             .expect("free");
         assert!(
             leases
-                .acquire("aggregator.0", "b", &mut b_watched)
+                .acquire("aggregator.0", "b", &mut b_watched, true)
                 .await
                 .expect("acquire")
                 .is_none(),
@@ -214,7 +302,7 @@ mod tests {
         // Released: b takes it at once, and a's next renewal finds it lost.
         leases.release(a.clone()).await.expect("release");
         let mut b = leases
-            .acquire("aggregator.0", "b", &mut b_watched)
+            .acquire("aggregator.0", "b", &mut b_watched, true)
             .await
             .expect("acquire")
             .expect("released");
@@ -223,14 +311,14 @@ mod tests {
         // b stops renewing: a takes it once its revision stayed the same for the TTL.
         assert!(
             leases
-                .acquire("aggregator.0", "a", &mut a_watched)
+                .acquire("aggregator.0", "a", &mut a_watched, true)
                 .await
                 .expect("acquire")
                 .is_none()
         );
         tokio::time::sleep(LEASE_TTL + Duration::from_millis(200)).await;
         let taken = leases
-            .acquire("aggregator.0", "a", &mut a_watched)
+            .acquire("aggregator.0", "a", &mut a_watched, true)
             .await
             .expect("acquire")
             .expect("taken over");
@@ -241,11 +329,62 @@ mod tests {
         // once, and the old process's next renewal finds it lost.
         let mut before = taken;
         let again = leases
-            .acquire("aggregator.0", "a", &mut Watched::default())
+            .acquire("aggregator.0", "a", &mut Watched::default(), true)
             .await
             .expect("acquire")
             .expect("taken back");
         assert!(again.revision() > before.revision());
         assert!(!leases.renew(&mut before, "a").await.expect("renew"));
+    }
+
+    #[tokio::test]
+    async fn a_process_at_its_share_takes_only_leases_nobody_took() {
+        let server = beacon_testkit::NatsServer::start().expect("nats-server");
+        let leases = leases(&server).await;
+        let mut watched = Watched::default();
+        let free = leases
+            .acquire("aggregator.1", "a", &mut watched, false)
+            .await
+            .expect("acquire");
+        assert!(
+            free.is_none(),
+            "a free lease is left to processes below their share"
+        );
+        tokio::time::sleep(LEASE_TTL + Duration::from_millis(200)).await;
+        let taken = leases
+            .acquire("aggregator.1", "a", &mut watched, false)
+            .await
+            .expect("acquire");
+        assert!(taken.is_some(), "nobody took it for the TTL");
+    }
+
+    #[tokio::test]
+    async fn members_count_while_they_announce_themselves() {
+        let server = beacon_testkit::NatsServer::start().expect("nats-server");
+        let leases = leases(&server).await;
+        let mut members = Members::default();
+        for holder in ["host:/data/a", "host:/data/b"] {
+            members
+                .announce(&leases, "aggregator", holder)
+                .await
+                .expect("announce");
+        }
+        members
+            .announce(&leases, "query", "host:/data/q")
+            .await
+            .expect("announce");
+        assert_eq!(members.live(&leases, "aggregator").await.expect("live"), 2);
+        members
+            .withdraw(&leases, "aggregator", "host:/data/b")
+            .await
+            .expect("withdraw");
+        assert_eq!(members.live(&leases, "aggregator").await.expect("live"), 1);
+        // a stops announcing: after the TTL it no longer counts (at least one always does).
+        tokio::time::sleep(LEASE_TTL + Duration::from_millis(200)).await;
+        members
+            .announce(&leases, "aggregator", "host:/data/c")
+            .await
+            .expect("announce");
+        assert_eq!(members.live(&leases, "aggregator").await.expect("live"), 1);
     }
 }

@@ -1,5 +1,6 @@
 //! Two aggregators share the partitions through leases (beside two query replicas and two of
-//! every other role): SIGKILL of the owner hands its partitions to the other within seconds,
+//! every other role), half each once balanced: SIGKILL of an owner hands its partitions to the
+//! other within seconds (and its restart gets it its half back),
 //! and an owner paused past its lease (SIGSTOP, then SIGCONT) cannot publish beside the new
 //! one. Counts stay exact throughout.
 
@@ -12,24 +13,47 @@ use beacon_tests::{Client, Cluster, Role};
 /// Partitions of the test cluster.
 const PARTITIONS: usize = 4;
 
-/// How many "partition lease taken" lines the log of `name` holds.
-fn leases_taken(cluster: &Cluster, name: &str) -> usize {
-    cluster.log(name).matches("partition lease taken").count()
+/// The aggregator instance holding each partition's lease now (`None`: nobody).
+async fn holders(cluster: &Cluster) -> anyhow::Result<Vec<Option<usize>>> {
+    let mut holders = Vec::new();
+    for partition in 0..PARTITIONS as u32 {
+        holders.push(cluster.lease_holder(partition).await?);
+    }
+    Ok(holders)
 }
 
-/// Waits until the log of `name` shows `count` leases taken; returns how long it took.
-async fn wait_leases(cluster: &Cluster, name: &str, count: usize) -> anyhow::Result<Duration> {
+/// Waits up to 30 s until `done` holds for the lease holders; returns how long it took.
+async fn wait_holders(
+    cluster: &Cluster,
+    what: &str,
+    done: impl Fn(&[Option<usize>]) -> bool,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    while leases_taken(cluster, name) < count {
+    loop {
+        // The lease bucket exists once an aggregator opened it.
+        let now = holders(cluster).await.unwrap_or_default();
+        if now.len() == PARTITIONS && done(&now) {
+            return Ok(started.elapsed());
+        }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(30),
-            "{name} took {} of {count} leases\n{}",
-            leases_taken(cluster, name),
-            cluster.log(name)
+            "{what}: the leases are held by {now:?}\n{}",
+            cluster.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(started.elapsed())
+}
+
+/// Whether both aggregators hold half of the partitions.
+fn balanced(holders: &[Option<usize>]) -> bool {
+    (0..2).all(|i| holders.iter().filter(|h| **h == Some(i)).count() == PARTITIONS / 2)
+}
+
+/// The partitions `instance` holds.
+fn held_by(holders: &[Option<usize>], instance: usize) -> Vec<usize> {
+    (0..holders.len())
+        .filter(|&p| holders[p] == Some(instance))
+        .collect()
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to process `pid`.
@@ -47,23 +71,14 @@ async fn a_dead_or_paused_owner_hands_its_partitions_over_and_counts_stay_exact(
     // Rollups every 2 s: a paused owner then holds deltas it has not published, which it tries
     // to publish when it wakes up, after the new owner published its own.
     let mut cluster = Cluster::start_redundant(&[("BEACON_FLUSH_INTERVAL_MS", "2000".to_owned())])?;
-    let started = Instant::now();
-    while leases_taken(&cluster, "aggregator") + leases_taken(&cluster, "aggregator-2") < PARTITIONS
-    {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "the partitions were not all taken
-{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // The owner of the most partitions is killed, then the other is paused.
-    let (owner, other) = if leases_taken(&cluster, "aggregator") >= PARTITIONS / 2 {
-        (0, 1)
-    } else {
-        (1, 0)
-    };
+    // The first aggregator to start takes every partition, then hands half to the second.
+    let took = wait_holders(&cluster, "balancing", balanced).await?;
+    println!(
+        "partitions balanced between the two aggregators after {:.1} s",
+        took.as_secs_f64()
+    );
+    // One is killed, then the other is paused.
+    let (owner, other) = (0, 1);
     let names = [
         Cluster::instance_name(Role::Aggregator, owner),
         Cluster::instance_name(Role::Aggregator, other),
@@ -93,26 +108,40 @@ async fn a_dead_or_paused_owner_hands_its_partitions_over_and_counts_stay_exact(
     let (kill_at, stop_at, resume_at) = (rounds / 4, rounds / 2, rounds / 2 + 3);
     for round in 0..rounds {
         if round == kill_at {
-            let held = leases_taken(&cluster, &names[0]);
-            let before = leases_taken(&cluster, &names[1]);
+            let held = held_by(&holders(&cluster).await?, owner);
             cluster.kill9_instance(Role::Aggregator, owner);
-            let took = wait_leases(&cluster, &names[1], before + held).await?;
+            let took = wait_holders(&cluster, "takeover after SIGKILL", |now| {
+                held.iter().all(|&p| now[p] == Some(other))
+            })
+            .await?;
             println!(
-                "takeover of {held} partitions after SIGKILL of their owner: {:.1} s",
+                "takeover of {} partitions after SIGKILL of their owner: {:.1} s",
+                held.len(),
                 took.as_secs_f64()
             );
-            // The killed aggregator comes back and waits for leases.
+            // The killed aggregator comes back and gets its share again.
             cluster.restart_instance(Role::Aggregator, owner)?;
+            let took = wait_holders(&cluster, "balancing after the restart", balanced).await?;
+            println!(
+                "balanced again {:.1} s after the restart",
+                took.as_secs_f64()
+            );
         }
         if round == stop_at {
             let pid = cluster
                 .instance_pid(Role::Aggregator, other)
                 .ok_or_else(|| anyhow::anyhow!("{} is not running", names[1]))?;
-            let before = leases_taken(&cluster, &names[0]);
+            let held = held_by(&holders(&cluster).await?, other);
             signal(pid, "STOP")?;
-            // Its log (appended across restarts) holds the leases of its first run too.
-            let took = wait_leases(&cluster, &names[0], before + PARTITIONS).await?;
-            println!("takeover from a paused owner: {:.1} s", took.as_secs_f64());
+            let took = wait_holders(&cluster, "takeover from a paused owner", |now| {
+                held.iter().all(|&p| now[p] == Some(owner))
+            })
+            .await?;
+            println!(
+                "takeover of {} partitions from a paused owner: {:.1} s",
+                held.len(),
+                took.as_secs_f64()
+            );
             signal(pid, "CONT")?;
         }
         if round == resume_at {

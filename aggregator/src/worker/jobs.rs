@@ -310,7 +310,7 @@ impl Worker {
         // not the ones asked for. The state is snapshotted first (which trims the event log
         // below it), so that a restart cannot store deleted events again from the log.
         if job.delete.is_some() && self.snapshot_seq < self.processed.seq {
-            self.save_snapshot().await;
+            self.save_snapshot().await.map_err(Halt::Failed)?;
             if self.snapshot_seq < self.processed.seq {
                 return Ok(());
             }

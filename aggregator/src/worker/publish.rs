@@ -23,7 +23,7 @@ impl Worker {
             && self.processed.seq > self.snapshot_seq
             && self.last_snapshot.elapsed() >= self.timing.snapshot_interval
         {
-            self.save_snapshot().await;
+            self.save_snapshot().await.map_err(Halt::Failed)?;
         }
         Ok(())
     }
@@ -202,11 +202,34 @@ impl Worker {
         })
     }
 
-    /// Saves the state as of the last processed message boundary. Only called when every
-    /// processed event's rollup is published. A failure is logged: the next snapshot replaces it.
-    pub(super) async fn save_snapshot(&mut self) {
+    /// Saves the state as of the last processed message boundary, then trims the event log
+    /// below it. Only called when every processed event's rollup is published. A failure is
+    /// logged (the next snapshot replaces it); [`AggregatorError::Fenced`] when another worker
+    /// published to the partition since this one last did.
+    pub(super) async fn save_snapshot(&mut self) -> Result<(), AggregatorError> {
         self.last_snapshot = Instant::now();
         let (partition, seq) = (self.lane.partition(), self.processed.seq);
+        // Fencing: a worker whose partition's rollup log moved on without it (it lost its
+        // lease while paused, and another worker published since) must not replace the new
+        // owner's snapshot with an older one, nor trim.
+        match self.backends.rollups.last(partition).await {
+            Ok(last) if last.as_ref().map_or(0, |message| message.seq) != self.rollup_last => {
+                return Err(AggregatorError::Fenced {
+                    partition,
+                    reason: format!(
+                        "the rollup log ends at {}, not at {} where this worker left it: \
+                         another worker published; the snapshot is not saved",
+                        last.map_or(0, |message| message.seq),
+                        self.rollup_last
+                    ),
+                });
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(partition, seq, error = %err, "checking the rollup log before a snapshot failed; will retry");
+                return Ok(());
+            }
+        }
         let mut snapshot = self.processor.snapshot(partition, seq);
         snapshot.event_log = self.event_log.clone().unwrap_or_default();
         let sessions = snapshot.sessions.len();
@@ -227,6 +250,7 @@ impl Worker {
                 tracing::warn!(partition, seq, error = %err, "saving the snapshot failed; will retry")
             }
         }
+        Ok(())
     }
 }
 

@@ -356,3 +356,58 @@ async fn crash_before_snapshot_replays_silently() {
         "saved on shutdown"
     );
 }
+
+#[tokio::test]
+async fn a_worker_another_published_beside_neither_snapshots_nor_trims() {
+    let dir = TempDir::new("fenced-snapshot");
+    let backends = backends(&dir).await;
+    let seq = append(&backends, vec![pv("a", 1, T0)]).await;
+    let lane = beacon_core::consumer::Lane::new(
+        "aggregator",
+        0,
+        backends.dead_letters.clone(),
+        CancellationToken::new(),
+    );
+    let raw = backends.open_raw_store().await.expect("raw store");
+    let settings = super::Settings {
+        flush_interval: Duration::from_millis(20),
+        snapshot_interval: Duration::from_secs(3600),
+        logic_version: crate::LOGIC_VERSION,
+        restate_events_per_tick: 1_000,
+        retention_every: Duration::from_secs(600),
+    };
+    let Ok(mut worker) = super::Worker::start(lane, settings, backends.clone(), raw).await else {
+        panic!("the worker did not start");
+    };
+    // The partition's new owner publishes while this worker is paused.
+    let theirs = RollupBatch {
+        last_event_seq: seq,
+        last_event_index: u32::MAX,
+        ..RollupBatch::default()
+    };
+    backends
+        .rollups
+        .append(0, "", Bytes::from(theirs.encode_to_vec()))
+        .await
+        .expect("append");
+    worker.processed = super::Position::end_of(seq);
+    let err = worker.save_snapshot().await.expect_err("fenced");
+    assert!(
+        matches!(err, crate::AggregatorError::Fenced { .. }),
+        "{err}"
+    );
+    assert!(
+        backends
+            .snapshots
+            .load("aggregator-p0")
+            .await
+            .expect("load")
+            .is_none(),
+        "no snapshot replaces the new owner's"
+    );
+    assert_eq!(
+        backends.events.floor(0).await.expect("floor"),
+        0,
+        "not trimmed"
+    );
+}
