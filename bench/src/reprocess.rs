@@ -216,6 +216,6 @@ fn message_of(seq: u64, tenants: Vec<beacon_query::ValidRollup>) -> Arc<[RollupM
         logic_version: beacon_aggregator::LOGIC_VERSION,
         tenants,
         from_dead_letter: false,
-        covered_to: None,
+        covered: None,
     }])
 }

@@ -23,7 +23,7 @@ use prost::bytes::Bytes;
 
 use self::retention::Marks;
 use crate::QueryError;
-use crate::shard::{Applied, EventPosition, RollupMessage, ShardStore};
+use crate::shard::{Applied, Covered, EventPosition, RollupMessage, ShardStore};
 
 mod rebuild;
 mod retention;
@@ -48,7 +48,7 @@ pub struct Consumer {
     /// The last rollup-log sequence applied (the shard's watermark).
     done: u64,
     /// The last event covered by the live batches validated so far.
-    covered: Option<EventPosition>,
+    covered: Option<Covered>,
     /// Time to apply one run of messages.
     apply_time: opentelemetry::metrics::Histogram<f64>,
     /// This replica's position, for trimming the rollup log.
@@ -234,7 +234,7 @@ impl Consumer {
             logic_version: 0,
             tenants: Vec::new(),
             from_dead_letter: false,
-            covered_to: None,
+            covered: None,
         };
         let batch = match RollupBatch::decode(message.payload.clone()) {
             Ok(batch) => batch,
@@ -272,7 +272,7 @@ impl Consumer {
                 return Ok(valid);
             }
         };
-        valid.covered_to = covered;
+        valid.covered = covered;
         if batch.partition != partition {
             tracing::warn!(
                 partition,
@@ -317,9 +317,18 @@ impl Consumer {
     /// window).
     ///
     /// Invariant: no event's deltas are applied twice, whoever published them.
-    fn advance(&mut self, batch: &RollupBatch) -> Result<Option<EventPosition>, String> {
+    fn advance(&mut self, batch: &RollupBatch) -> Result<Option<Covered>, String> {
         if !is_live(batch) {
             return Ok(None);
+        }
+        let log = Some(batch.event_log.clone()).filter(|log| !log.is_empty());
+        if let (Some(theirs), Some(ours)) =
+            (&log, self.covered.as_ref().and_then(|c| c.log.as_ref()))
+            && theirs != ours
+        {
+            // Only an operator's acceptance moves an aggregator to another event log.
+            tracing::warn!(partition = self.lane.partition(), from = %ours, to = %theirs, "the rollups are on another event log now: a new range of covered events begins");
+            self.covered = None;
         }
         let first = EventPosition {
             seq: batch.first_event_seq,
@@ -329,15 +338,24 @@ impl Consumer {
             seq: batch.last_event_seq,
             index: batch.last_event_index,
         };
-        if let Some(covered) = self.covered.filter(|&covered| first <= covered) {
+        if let Some(covered) = self
+            .covered
+            .as_ref()
+            .map(|c| c.to)
+            .filter(|&covered| first <= covered)
+        {
             return Err(format!(
                 "the batch covers events {}.{} to {}.{}, but events up to {}.{} were applied \
                  already: it does not continue the previous batch",
                 first.seq, first.index, last.seq, last.index, covered.seq, covered.index
             ));
         }
-        self.covered = Some(last.max(first));
-        Ok(self.covered)
+        let log = log.or_else(|| self.covered.as_ref().and_then(|c| c.log.clone()));
+        self.covered = Some(Covered {
+            to: last.max(first),
+            log,
+        });
+        Ok(self.covered.clone())
     }
 
     /// Applies `run`; on repeated failure splits it to the failing message and parks only the
@@ -421,7 +439,7 @@ impl Consumer {
                 logic_version: message.logic_version,
                 tenants,
                 from_dead_letter: message.from_dead_letter,
-                covered_to: message.covered_to,
+                covered: message.covered.clone(),
             });
         }
         for (part, why) in failing {
@@ -445,7 +463,7 @@ impl Consumer {
             logic_version: message.logic_version,
             tenants: kept,
             from_dead_letter: message.from_dead_letter,
-            covered_to: message.covered_to,
+            covered: message.covered.clone(),
         })
     }
 

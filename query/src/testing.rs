@@ -95,7 +95,7 @@ pub(crate) async fn apply(
         logic_version: 0,
         tenants,
         from_dead_letter: false,
-        covered_to: None,
+        covered: None,
     };
     store.apply(0, vec![message].into()).await.expect("apply")
 }

@@ -69,7 +69,7 @@ impl Loader {
                 logic_version: beacon_aggregator::LOGIC_VERSION,
                 tenants,
                 from_dead_letter: false,
-                covered_to: None,
+                covered: None,
             };
             runtime.block_on(self.store.apply(partition, Arc::new([message])))?;
         }

@@ -188,7 +188,7 @@ impl ShardStore for Poisoned {
         self.0.watermark(partition).await
     }
 
-    async fn covered(&self, partition: u32) -> Result<Option<EventPosition>, QueryError> {
+    async fn covered(&self, partition: u32) -> Result<Option<crate::shard::Covered>, QueryError> {
         self.0.covered(partition).await
     }
 
@@ -323,4 +323,65 @@ async fn a_live_batch_that_overlaps_what_was_applied_is_parked_also_after_a_rest
             (4, "overlapping_batch".to_owned())
         ]
     );
+}
+
+/// A live batch on the event log `log`.
+fn live_on(log: &str, tenants: Vec<TenantRollup>, first: (u64, u32), last: (u64, u32)) -> Bytes {
+    let mut batch = RollupBatch::decode(live(tenants, first, last)).expect("decode");
+    batch.event_log = log.to_owned();
+    Bytes::from(batch.encode_to_vec())
+}
+
+#[tokio::test]
+async fn batches_on_an_accepted_new_event_log_start_a_new_covered_range() {
+    let dir = TempDir::new("new-event-log");
+    let s = setup(dir.path());
+    let batches = [
+        live_on("events@1", vec![visit("a", 1)], (1, 0), (9, 0)),
+        // The same log, overlapping: parked.
+        live_on("events@1", vec![visit("a", 2)], (5, 0), (10, 0)),
+        // An event log created anew and accepted: its positions start again.
+        live_on("events@2", vec![visit("a", 3)], (1, 0), (2, 0)),
+    ];
+    for (n, payload) in batches.into_iter().enumerate() {
+        s.rollups
+            .append(0, &format!("m{n}"), payload)
+            .await
+            .expect("append");
+    }
+    consume_until(&s, 3).await;
+    assert_eq!(pageviews(&s.store, "a").await, 2);
+
+    // After a restart the shard knows the new log's range: an overlap on it is parked.
+    s.rollups
+        .append(
+            0,
+            "m3",
+            live_on("events@2", vec![visit("a", 4)], (2, 0), (3, 0)),
+        )
+        .await
+        .expect("append");
+    s.rollups
+        .append(
+            0,
+            "m4",
+            live_on("events@2", vec![visit("a", 5)], (3, 1), (4, 0)),
+        )
+        .await
+        .expect("append");
+    consume_until(&s, 5).await;
+    assert_eq!(pageviews(&s.store, "a").await, 3);
+    let parked: Vec<u64> = s
+        .dead_letters
+        .read(0, 0, 10)
+        .await
+        .expect("read")
+        .iter()
+        .map(|m| {
+            DeadLetter::decode(m.payload.clone())
+                .expect("dead letter")
+                .seq
+        })
+        .collect();
+    assert_eq!(parked, [2, 4]);
 }

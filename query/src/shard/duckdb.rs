@@ -15,8 +15,8 @@ use super::cell::{Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour
 use super::open::{OpenShards, Shard};
 use super::schema;
 use super::{
-    Answer, Applied, EventPosition, RollupMessage, ShardQuery, ShardStore, ValidRollup, compact,
-    read, rows,
+    Answer, Applied, Covered, EventPosition, RollupMessage, ShardQuery, ShardStore, ValidRollup,
+    compact, read, rows,
 };
 use crate::QueryError;
 use crate::error::ShardFailure;
@@ -118,7 +118,7 @@ impl ShardStore for DuckShardStore {
                 logic_version: 0,
                 tenants: vec![part],
                 from_dead_letter: false,
-                covered_to: None,
+                covered: None,
             };
             shard
                 .with_writer(|conn| {
@@ -157,7 +157,7 @@ impl ShardStore for DuckShardStore {
         .await
     }
 
-    async fn covered(&self, partition: u32) -> Result<Option<EventPosition>, QueryError> {
+    async fn covered(&self, partition: u32) -> Result<Option<Covered>, QueryError> {
         self.blocking(move |shards| {
             let Some(shard) = open(shards, partition, false)? else {
                 return Ok(None);
@@ -166,7 +166,10 @@ impl ShardStore for DuckShardStore {
                 .with_reader(|conn| {
                     conn.query_row(schema::SELECT_COVERED, [partition], |row| {
                         Ok(match (row.get(0)?, row.get(1)?) {
-                            (Some(seq), Some(index)) => Some(EventPosition { seq, index }),
+                            (Some(seq), Some(index)) => Some(Covered {
+                                to: EventPosition { seq, index },
+                                log: row.get(2)?,
+                            }),
                             _ => None,
                         })
                     })
@@ -374,13 +377,14 @@ fn apply_tx(
         }
     }
     let (rows, swaps) = parts.finish()?;
-    let covered = fresh.iter().rev().find_map(|m| m.covered_to);
+    let covered = fresh.iter().rev().find_map(|m| m.covered.as_ref());
     tx.prepare_cached(schema::UPSERT_WATERMARK)?
         .execute(params![
             partition,
             last,
-            covered.map(|c| c.seq),
-            covered.map(|c| c.index)
+            covered.map(|c| c.to.seq),
+            covered.map(|c| c.to.index),
+            covered.and_then(|c| c.log.as_deref())
         ])?;
     tx.commit()?;
     let applied = Applied {

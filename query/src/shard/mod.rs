@@ -39,7 +39,16 @@ pub struct RollupMessage {
     pub from_dead_letter: bool,
     /// The last event a live batch covers, recorded with the watermark so that the next batch
     /// can be checked to continue after it; `None` for batches that cover no events of their own.
-    pub covered_to: Option<EventPosition>,
+    pub covered: Option<Covered>,
+}
+
+/// The last event the live batches applied to a partition cover, and the event log it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Covered {
+    /// The event.
+    pub to: EventPosition,
+    /// The identity of its event log (`RollupBatch.event_log`), when the batch named it.
+    pub log: Option<String>,
 }
 
 /// An event's place in the event log: the message and the event's index in it.
@@ -133,7 +142,7 @@ pub trait ShardStore: Send + Sync + 'static {
     async fn watermark(&self, partition: u32) -> Result<Option<u64>, QueryError>;
 
     /// The last event covered by the live batches of `partition` applied here.
-    async fn covered(&self, partition: u32) -> Result<Option<EventPosition>, QueryError>;
+    async fn covered(&self, partition: u32) -> Result<Option<Covered>, QueryError>;
 
     /// The identity of the rollup log the watermark of `partition` is on, when recorded.
     async fn log_identity(&self, partition: u32) -> Result<Option<String>, QueryError>;

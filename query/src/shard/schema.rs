@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS hours (
 ALTER TABLE applied ADD COLUMN IF NOT EXISTS covered_seq UBIGINT;
 ALTER TABLE applied ADD COLUMN IF NOT EXISTS covered_index UINTEGER;
 ALTER TABLE applied ADD COLUMN IF NOT EXISTS log VARCHAR;
+ALTER TABLE applied ADD COLUMN IF NOT EXISTS covered_log VARCHAR;
 ALTER TABLE days ADD COLUMN IF NOT EXISTS gen UBIGINT DEFAULT 0;
 ALTER TABLE days ADD COLUMN IF NOT EXISTS logic_version INTEGER DEFAULT 0;
 ALTER TABLE hours ADD COLUMN IF NOT EXISTS gen UBIGINT DEFAULT 0;
@@ -102,7 +103,7 @@ pub(crate) const SELECT_WATERMARK: &str = r#"SELECT seq FROM applied WHERE "part
 
 /// The last event covered by the live batches applied to a partition.
 pub(crate) const SELECT_COVERED: &str =
-    r#"SELECT covered_seq, covered_index FROM applied WHERE "partition" = ?"#;
+    r#"SELECT covered_seq, covered_index, covered_log FROM applied WHERE "partition" = ?"#;
 
 /// The identity of the rollup log a partition's watermark is on.
 pub(crate) const SELECT_LOG: &str = r#"SELECT log FROM applied WHERE "partition" = ?"#;
@@ -118,15 +119,17 @@ ON CONFLICT ("partition") DO UPDATE SET log = excluded.log
 pub(crate) const MOVE_TO_LOG: &str = r#"
 INSERT INTO applied ("partition", seq, log) VALUES (?, ?, ?)
 ON CONFLICT ("partition") DO UPDATE SET seq = excluded.seq, log = excluded.log,
-    covered_seq = NULL, covered_index = NULL
+    covered_seq = NULL, covered_index = NULL, covered_log = NULL
 "#;
 
 /// Moves a partition's watermark and, when given (not NULL), the last event covered.
 pub(crate) const UPSERT_WATERMARK: &str = r#"
-INSERT INTO applied ("partition", seq, covered_seq, covered_index) VALUES (?, ?, ?, ?)
+INSERT INTO applied ("partition", seq, covered_seq, covered_index, covered_log)
+VALUES (?, ?, ?, ?, ?)
 ON CONFLICT ("partition") DO UPDATE SET seq = excluded.seq,
     covered_seq = coalesce(excluded.covered_seq, applied.covered_seq),
-    covered_index = coalesce(excluded.covered_index, applied.covered_index)
+    covered_index = coalesce(excluded.covered_index, applied.covered_index),
+    covered_log = coalesce(excluded.covered_log, applied.covered_log)
 "#;
 
 /// The counter columns, in [`Cell`](super::cell::Cell) order, then the sketch.

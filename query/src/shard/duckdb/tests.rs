@@ -86,7 +86,7 @@ async fn a_run_of_messages_applies_only_past_the_watermark() {
             logic_version: 0,
             seq,
             from_dead_letter: false,
-            covered_to: None,
+            covered: None,
             tenants: vec![
                 store
                     .validate(0, one_visit("acme", "2026-03-01T10:15:00Z", seq))
@@ -393,7 +393,7 @@ async fn apply_versioned(
         logic_version: version,
         tenants,
         from_dead_letter: false,
-        covered_to: None,
+        covered: None,
     };
     store.apply(0, vec![message].into()).await.expect("apply")
 }
@@ -543,7 +543,7 @@ async fn a_generation_missing_a_stage_or_replayed_late_is_dropped_not_swapped() 
         logic_version: 3,
         tenants,
         from_dead_letter: true,
-        covered_to: None,
+        covered: None,
     };
     let applied = store.apply(0, vec![replayed].into()).await.expect("apply");
     assert!(applied.swaps.is_empty(), "{applied:?}");
