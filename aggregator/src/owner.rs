@@ -131,8 +131,13 @@ impl Owner {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Announces this process and counts the live ones; its fair share of `partitions`.
+    /// Announces this process and counts the live ones; its fair share of `partitions`. A
+    /// process limited to some partitions (`--aggregator-partitions`) takes all it can: the
+    /// others' limits are not known here.
     async fn share(&mut self, partitions: usize) -> usize {
+        if partitions < self.backends.partitions as usize {
+            return partitions;
+        }
         let leases = self.backends.leases.clone();
         if let Err(err) = self.members.announce(&leases, ROLE, &self.holder).await {
             tracing::warn!(error = %err, "announcing this aggregator failed");
@@ -215,10 +220,10 @@ impl Owner {
                         tracing::warn!(partition, error = %err, "renewing a partition lease failed; retrying");
                     }
                 }
-            } else {
+            } else if !self.handed_over.contains_key(&partition) {
                 // Below its share a process takes free partitions; at it, it only watches them
                 // (a dead holder's are then taken at once when the share grows).
-                let take = self.held.len() < share && !self.handed_over.contains_key(&partition);
+                let take = self.held.len() < share;
                 let key = format!("{ROLE}.{partition}");
                 match leases
                     .acquire(&key, &self.holder, &mut self.watched, take)
@@ -306,6 +311,12 @@ impl Owner {
         }
         match result {
             Ok(()) => Ok(()),
+            // Its last publish failed: the next owner recomputes what was pending from the
+            // snapshot, as after a crash.
+            Err(err) if self.handing_over.contains(&partition) => {
+                tracing::warn!(partition, error = %err, "a worker handed over ended with an error");
+                Ok(())
+            }
             Err(err @ AggregatorError::Fenced { .. }) => {
                 tracing::warn!(partition, error = %err, "worker fenced; starting over from the snapshot if the lease is still held");
                 Ok(())

@@ -260,10 +260,15 @@ impl Worker {
             .await
             .map_err(|halt| failed(halt, format!("reading the last rollup of {partition}")))?;
         let rollup_last = last.as_ref().map_or(0, |msg| msg.seq);
+        let mut event_log = event_log;
         let published = match last {
             Some(msg) => {
                 let batch = decode_rollup(partition, msg).map_err(Halt::Failed)?;
-                // A rollup of another event log says nothing about this one's positions.
+                // Positions recorded by the rollups when the snapshot has none.
+                if event_log.is_none() && !batch.event_log.is_empty() {
+                    event_log = Some(batch.event_log.clone());
+                }
+                // A rollup of another event log (or label) says nothing about these positions.
                 let same_log = batch.event_log.is_empty()
                     || event_log.as_ref().is_none_or(|log| *log == batch.event_log);
                 if same_log {
@@ -350,7 +355,10 @@ impl consumer::Handler for Worker {
     }
 
     fn log_identity(&self) -> Option<String> {
-        self.event_log.clone()
+        self.event_log
+            .as_deref()
+            .and_then(|label| label.split('#').next())
+            .map(str::to_owned)
     }
 
     async fn adopt_log(
@@ -358,13 +366,35 @@ impl consumer::Handler for Worker {
         identity: String,
         after: u64,
     ) -> Result<(), Halt<AggregatorError>> {
-        let moved = after != self.resume_seq();
-        self.event_log = Some(identity);
-        if moved {
-            // Nothing is pending: the log was refused before anything of it was handled.
-            self.processed = Position::end_of(after);
-            self.published = Position::end_of(after);
-            self.save_snapshot().await.map_err(Halt::Failed)?;
+        let same_log = self.log_identity().as_deref() == Some(identity.as_str());
+        if after == self.resume_seq() {
+            if !same_log {
+                self.event_log = Some(identity);
+            }
+            return Ok(());
+        }
+        // What is pending belongs to the positions before the move: published first, under
+        // their label.
+        self.publish_pending().await?;
+        // On the same log (an accepted gap or regression) sequence numbers may repeat: the
+        // positions from here get a label of their own, so that neither this worker after a
+        // restart nor the query replicas compare them with the ones before.
+        let label = if same_log {
+            format!("{identity}#{after}")
+        } else {
+            identity
+        };
+        self.event_log = Some(label);
+        self.processed = Position::end_of(after);
+        self.published = Position::end_of(after);
+        if !self.save_snapshot().await.map_err(Halt::Failed)? {
+            return Err(Halt::Failed(AggregatorError::backend(
+                format!(
+                    "saving the snapshot of partition {} on the accepted log",
+                    self.lane.partition()
+                ),
+                beacon_core::Error::Unavailable("the snapshot store failed".into()),
+            )));
         }
         Ok(())
     }

@@ -4,7 +4,8 @@
 //! on (see [`crate::consumer`]).
 //!
 //! A decision names the log's identity and where the log ended when it was taken, and holds for
-//! [`VALID_FOR`]: it settles the refusals the operator looked at, not a later accident.
+//! [`VALID_FOR`] for the refusals that began before it: it settles the refusals the operator
+//! looked at, not a later accident.
 
 use std::time::Duration;
 
@@ -58,14 +59,13 @@ pub async fn accept(
     Ok(acceptance)
 }
 
-/// The end a still valid decision of `role` about `partition` accepted, when it names the log
-/// `identity`.
+/// A still valid decision of `role` about `partition`, when it names the log `identity`.
 pub async fn accepted(
     store: &dyn SnapshotStore,
     role: &str,
     partition: u32,
     identity: &str,
-) -> Result<Option<u64>> {
+) -> Result<Option<Acceptance>> {
     let name = record_name(role, partition);
     let Some(bytes) = store.load(&name).await? else {
         return Ok(None);
@@ -74,7 +74,7 @@ pub async fn accepted(
         .ok_or_else(|| Error::Corrupt(format!("the log acceptance {name:?} holds {bytes:?}")))?;
     let age_ms = crate::time::now_ms().saturating_sub(acceptance.at_ms);
     let fresh = u128::try_from(age_ms).is_ok_and(|age| age <= VALID_FOR.as_millis());
-    Ok((fresh && acceptance.identity == identity).then_some(acceptance.end))
+    Ok((fresh && acceptance.identity == identity).then_some(acceptance))
 }
 
 fn parse(bytes: &[u8]) -> Option<Acceptance> {
@@ -105,7 +105,10 @@ mod tests {
         assert_eq!(taken.end, 1);
         let identity = log.identity().await.expect("identity");
         assert_eq!(
-            accepted(&store, "query", 2, &identity).await.expect("read"),
+            accepted(&store, "query", 2, &identity)
+                .await
+                .expect("read")
+                .map(|taken| taken.end),
             Some(1)
         );
         assert_eq!(

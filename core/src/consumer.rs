@@ -109,8 +109,8 @@ impl Lane {
         self
     }
 
-    /// The end an operator accepted the log `identity` at, for this lane's role and partition.
-    async fn accepted(&self, identity: &str) -> Option<u64> {
+    /// An operator's acceptance of the log `identity` for this lane's role and partition.
+    async fn accepted(&self, identity: &str) -> Option<crate::accept::Acceptance> {
         let store = self.decisions.as_ref()?;
         match crate::accept::accepted(store.as_ref(), self.role, self.partition, identity).await {
             Ok(end) => end,
@@ -318,8 +318,9 @@ async fn consume_messages<H: Handler>(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = lane.backoff();
     let partition = lane.partition;
+    let mut refused_since = None;
     loop {
-        match check_log(lane, log, handler).await {
+        match check_log(lane, log, handler, &mut refused_since).await {
             Ok(true) => {}
             Ok(false) => {
                 if !backoff.sleep(Some(&lane.shutdown)).await {
@@ -396,12 +397,13 @@ enum Refusal {
 
 impl Refusal {
     /// Where a consumer goes on once an operator accepted the log as it is: at the start of a
-    /// new log, past the trimmed messages, or after the end the operator saw.
+    /// new log, past the trimmed messages, or after the end the operator saw (or the log's
+    /// end, when it went back further since).
     fn resume_after(&self, floor: u64, accepted_end: u64) -> u64 {
         match self {
             Self::NewLog { .. } => floor.saturating_sub(1),
             Self::Gap { floor } => floor - 1,
-            Self::Regression { .. } => accepted_end,
+            Self::Regression { end } => accepted_end.min(*end),
         }
     }
 
@@ -441,7 +443,8 @@ impl Refusal {
 /// Whether `handler` may consume the log from its position. A log seen for the first time is
 /// adopted. A log created anew, trimmed past the position or gone backwards is never consumed
 /// on: it is reported (error log, health fault, metric) until an operator accepts it
-/// ([`accept_log`]), and then the handler goes on where the acceptance says.
+/// (`beacon accept-log`, [`crate::accept`]) after the refusal began (`refused_since`, Unix
+/// milliseconds), and then the handler goes on where the acceptance says.
 ///
 /// Invariant: a consumer never continues on a log that lost messages it had not consumed,
 /// reuses sequence numbers it had consumed, or is another log than its position's, unless an
@@ -450,6 +453,7 @@ async fn check_log<H: Handler>(
     lane: &Lane,
     log: &dyn Log,
     handler: &mut H,
+    refused_since: &mut Option<i64>,
 ) -> Result<bool, Halt<H::Error>> {
     let identity = lane
         .retry("reading the log's identity", || log.identity())
@@ -480,10 +484,17 @@ async fn check_log<H: Handler>(
     let what = observe::lane_name(lane.role, partition);
     let Some(refusal) = refusal else {
         observe::health().clear(&what);
+        *refused_since = None;
         return Ok(true);
     };
-    if let Some(accepted_end) = lane.accepted(&identity).await {
-        let resume = refusal.resume_after(floor, accepted_end);
+    let since = *refused_since.get_or_insert_with(crate::time::now_ms);
+    let acceptance = lane
+        .accepted(&identity)
+        .await
+        .filter(|taken| taken.at_ms >= since);
+    if let Some(acceptance) = acceptance {
+        *refused_since = None;
+        let resume = refusal.resume_after(floor, acceptance.end);
         tracing::warn!(role = lane.role, partition, after, resume, ?refusal, log = %identity, "an operator accepted the log as it is; going on");
         handler.adopt_log(identity, resume).await?;
         observe::health().clear(&what);
@@ -669,6 +680,12 @@ mod tests {
         (recorder, reported)
     }
 
+    fn meta(dir: &TempDir) -> Arc<dyn SnapshotStore> {
+        Arc::new(
+            crate::meta::embedded::EmbeddedMeta::open(&dir.path().join("meta.redb")).expect("meta"),
+        )
+    }
+
     #[tokio::test]
     async fn a_log_created_anew_is_refused_until_an_operator_accepts_it() {
         let dir = TempDir::new("consumer").expect("temp dir");
@@ -682,33 +699,41 @@ mod tests {
             chunks: Vec::new(),
             identity: Some(identity.to_owned()),
         };
+        let store = meta(&dir);
+        // An acceptance taken before the refusal began does not count.
+        crate::accept::accept(store.as_ref(), "anew-test", 0, log.as_ref())
+            .await
+            .expect("accept");
+        tokio::time::sleep(Duration::from_millis(5)).await;
         let (refused, reported) = consume_with(
             &log,
             &dir,
             "anew-test",
             recorder(&recorded),
-            None,
+            Some(store.clone()),
             "created anew",
         )
         .await;
         assert!(refused.chunks.is_empty(), "consumed {:?}", refused.chunks);
         assert!(reported, "the refusal is reported");
 
-        let store: Arc<dyn SnapshotStore> = Arc::new(
-            crate::meta::embedded::EmbeddedMeta::open(&dir.path().join("meta.redb")).expect("meta"),
+        let accept_later = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            crate::accept::accept(store.as_ref(), "anew-test", 0, log.as_ref())
+                .await
+                .expect("accept");
+        };
+        let ((went_on, reported), ()) = tokio::join!(
+            consume_with(
+                &log,
+                &dir,
+                "anew-test",
+                recorder(&recorded),
+                Some(store.clone()),
+                "created anew",
+            ),
+            accept_later
         );
-        crate::accept::accept(store.as_ref(), "anew-test", 0, log.as_ref())
-            .await
-            .expect("accept");
-        let (went_on, reported) = consume_with(
-            &log,
-            &dir,
-            "anew-test",
-            recorder(&recorded),
-            Some(store),
-            "created anew",
-        )
-        .await;
         assert_eq!(
             went_on.chunks,
             [[1, 2, 3, 4, 5, 6, 7, 8]],
@@ -722,24 +747,35 @@ mod tests {
     async fn an_accepted_regression_goes_on_after_the_end_the_operator_saw() {
         let dir = TempDir::new("consumer").expect("temp dir");
         let log = log_of(&dir, 3).await;
-        let store: Arc<dyn SnapshotStore> = Arc::new(
-            crate::meta::embedded::EmbeddedMeta::open(&dir.path().join("meta.redb")).expect("meta"),
-        );
-        crate::accept::accept(store.as_ref(), "regressed-test", 0, log.as_ref())
-            .await
-            .expect("accept");
-        for _ in 0..2 {
-            log.append(0, "", Bytes::from_static(b"later"))
-                .await
-                .expect("append");
-        }
+        let store = meta(&dir);
         let recorder = Recorder {
             done: 7,
             chunks: Vec::new(),
             identity: log.identity().await.ok(),
         };
-        let (went_on, _) =
-            consume_with(&log, &dir, "regressed-test", recorder, Some(store), "").await;
+        // The operator looks at the log (it ends at 3) and accepts; then more is appended.
+        let accept_then_append = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            crate::accept::accept(store.as_ref(), "regressed-test", 0, log.as_ref())
+                .await
+                .expect("accept");
+            for _ in 0..2 {
+                log.append(0, "", Bytes::from_static(b"later"))
+                    .await
+                    .expect("append");
+            }
+        };
+        let ((went_on, _), ()) = tokio::join!(
+            consume_with(
+                &log,
+                &dir,
+                "regressed-test",
+                recorder,
+                Some(store.clone()),
+                ""
+            ),
+            accept_then_append
+        );
         assert_eq!(went_on.chunks, [[4, 5]]);
     }
 

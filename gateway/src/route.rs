@@ -107,12 +107,18 @@ impl Upstreams {
             .collect::<Result<Vec<_>, _>>()?;
         let mut replicas = Vec::new();
         for (index, source) in sources.iter().enumerate() {
-            if let Source::Url(url) = source {
-                let target = Target {
-                    url: url.clone(),
-                    server_name: None,
-                };
-                replicas.push(Arc::new(Replica::new(&target, index, tls)?));
+            match source {
+                Source::Url(url) => {
+                    let target = Target {
+                        url: url.clone(),
+                        server_name: None,
+                    };
+                    replicas.push(Arc::new(Replica::new(&target, index, tls)?));
+                }
+                // Its scheme must match the TLS setting now, not at the first lookup.
+                Source::Dns { scheme, host, port } => {
+                    tls.endpoint(&format!("{scheme}://{host}:{port}"), None)?;
+                }
             }
         }
         Ok(Self {
@@ -271,6 +277,12 @@ impl Upstreams {
         let mut timed_out = false;
         loop {
             let order = self.order(partition);
+            if order.is_empty() {
+                return Err(Status::unavailable(format!(
+                    "no {} replica is known yet (its DNS names resolved to no address)",
+                    self.role
+                )));
+            }
             for (tried, replica) in order.iter().enumerate() {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if remaining.is_zero() {

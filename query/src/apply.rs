@@ -518,7 +518,6 @@ impl consumer::Handler for Consumer {
         self.log = Some(identity);
         if let Some(after) = moved {
             self.done = after;
-            self.covered = None;
         }
         Ok(())
     }

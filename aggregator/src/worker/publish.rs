@@ -204,9 +204,9 @@ impl Worker {
 
     /// Saves the state as of the last processed message boundary, then trims the event log
     /// below it. Only called when every processed event's rollup is published. A failure is
-    /// logged (the next snapshot replaces it); [`AggregatorError::Fenced`] when another worker
-    /// published to the partition since this one last did.
-    pub(super) async fn save_snapshot(&mut self) -> Result<(), AggregatorError> {
+    /// logged (the next snapshot replaces it) and returns `false`; [`AggregatorError::Fenced`]
+    /// when another worker published to the partition since this one last did.
+    pub(super) async fn save_snapshot(&mut self) -> Result<bool, AggregatorError> {
         self.last_snapshot = Instant::now();
         let (partition, seq) = (self.lane.partition(), self.processed.seq);
         // Fencing: a worker whose partition's rollup log moved on without it (it lost its
@@ -227,7 +227,7 @@ impl Worker {
             Ok(_) => {}
             Err(err) => {
                 tracing::warn!(partition, seq, error = %err, "checking the rollup log before a snapshot failed; will retry");
-                return Ok(());
+                return Ok(false);
             }
         }
         let mut snapshot = self.processor.snapshot(partition, seq);
@@ -245,12 +245,13 @@ impl Worker {
                 self.snapshot_seq = seq;
                 tracing::info!(partition, seq, sessions, bytes = size, "snapshot saved");
                 self.trim_events(seq).await;
+                Ok(true)
             }
             Err(err) => {
-                tracing::warn!(partition, seq, error = %err, "saving the snapshot failed; will retry")
+                tracing::warn!(partition, seq, error = %err, "saving the snapshot failed; will retry");
+                Ok(false)
             }
         }
-        Ok(())
     }
 }
 

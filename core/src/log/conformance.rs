@@ -543,6 +543,19 @@ async fn nats_log_survives_kill_and_restart() {
     let client = crate::backends::connect_nats(&server.url())
         .await
         .expect("connect to nats-server");
+    let updated = NatsLog::open(
+        async_nats::jetstream::new(client.clone()),
+        "events",
+        1,
+        Some(1 << 30),
+    )
+    .await
+    .expect("reopen with another limit");
+    assert_eq!(
+        updated.identity().await.expect("identity"),
+        identity,
+        "an updated stream keeps its identity"
+    );
     async_nats::jetstream::new(client)
         .delete_stream("BEACON_EVENTS")
         .await

@@ -40,8 +40,8 @@ pub struct NatsLog {
     floors: kv::Store,
     name: String,
     stream_name: String,
-    /// When the stream was created: a floor recorded for an earlier stream of the same name
-    /// (deleted and created again) does not apply to this one.
+    /// The stream's own identity (see [`identity_of`]): a floor recorded for an earlier stream
+    /// of the same name (deleted and created again) does not apply to this one.
     created: String,
 }
 
@@ -57,7 +57,7 @@ impl NatsLog {
     ) -> Result<Self> {
         validate_name(name)?;
         let stream_name = format!("BEACON_{}", name.to_uppercase());
-        let config = stream::Config {
+        let mut config = stream::Config {
             name: stream_name.clone(),
             description: Some(format!("Beacon {name} log, one subject per partition")),
             subjects: vec![format!("{name}.*")],
@@ -68,9 +68,43 @@ impl NatsLog {
             discard: DiscardPolicy::New,
             ..Default::default()
         };
-        js.create_or_update_stream(config).await.map_err(|err| {
-            Error::Unavailable(format!("opening JetStream stream {stream_name}: {err}"))
-        })?;
+        // A new stream gets a new identity; an existing one keeps its own through the update.
+        // Processes opening a new stream at once race on the creation, and the losers keep the
+        // winner's identity.
+        let mut created_here = false;
+        loop {
+            let existing = js.get_stream(&stream_name).await.ok().map(|stream| {
+                stream
+                    .cached_info()
+                    .config
+                    .metadata
+                    .get(IDENTITY_KEY)
+                    .cloned()
+            });
+            let opened = match existing {
+                Some(identity) => {
+                    let identity =
+                        identity.unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+                    config.metadata = [(IDENTITY_KEY.to_owned(), identity)].into();
+                    js.create_or_update_stream(config.clone()).await.map(|_| ())
+                }
+                None if !created_here => {
+                    created_here = true;
+                    let identity = format!("{:032x}", rand::random::<u128>());
+                    config.metadata = [(IDENTITY_KEY.to_owned(), identity)].into();
+                    match js.create_stream(config.clone()).await {
+                        Ok(_) => Ok(()),
+                        // Another process created it first: take its identity.
+                        Err(_) => continue,
+                    }
+                }
+                None => js.create_or_update_stream(config.clone()).await.map(|_| ()),
+            };
+            opened.map_err(|err| {
+                Error::Unavailable(format!("opening JetStream stream {stream_name}: {err}"))
+            })?;
+            break;
+        }
         let stream = js.get_stream(&stream_name).await.map_err(|err| {
             Error::Unavailable(format!("opening JetStream stream {stream_name}: {err}"))
         })?;
@@ -86,7 +120,7 @@ impl NatsLog {
         )
         .await?;
         tracing::info!(stream = %stream_name, replicas, ?max_bytes, "JetStream log opened");
-        let created = stream.cached_info().created.to_string();
+        let created = identity_of(stream.cached_info());
         Ok(Self {
             js,
             stream,
@@ -185,7 +219,7 @@ impl Log for NatsLog {
         let info = self.stream.get_info().await.map_err(|err| {
             Error::Unavailable(format!("reading stream {}: {err}", self.stream_name))
         })?;
-        Ok(format!("{}@{}", self.stream_name, info.created))
+        Ok(format!("{}@{}", self.stream_name, identity_of(&info)))
     }
 
     async fn delete(&self, partition: u32, seq: u64) -> Result<bool> {
@@ -345,6 +379,19 @@ impl Ordered {
                 self,
             ));
         }
+    }
+}
+
+/// The stream metadata key of a stream's identity.
+const IDENTITY_KEY: &str = "beacon.identity";
+
+/// A stream's identity: the random id Beacon gave it when it created it, kept in its metadata
+/// (nats-server's creation time can change without the stream being created again, see
+/// nats-io/nats-server#8470); the creation time for a stream created by someone else.
+fn identity_of(info: &stream::Info) -> String {
+    match info.config.metadata.get(IDENTITY_KEY) {
+        Some(id) => id.clone(),
+        None => format!("created {}", info.created),
     }
 }
 

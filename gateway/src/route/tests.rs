@@ -175,3 +175,33 @@ async fn a_dns_name_adds_and_removes_replicas_as_its_addresses_change() {
         "a replica still listed keeps what was learned of it"
     );
 }
+
+#[test]
+fn dns_sources_must_match_the_tls_setting_at_start() {
+    let err = Upstreams::new(
+        "query",
+        &["dns+https://query:7003".to_owned()],
+        Probe::Partitions(4),
+        &Tls::default(),
+    )
+    .err()
+    .expect("TLS without a CA");
+    assert!(err.to_string().contains("--tls-ca"), "{err}");
+}
+
+#[tokio::test]
+async fn no_replica_known_yet_is_unavailable_at_once() {
+    let up = Upstreams::new(
+        "query",
+        &["dns+http://query:7003".to_owned()],
+        Probe::Partitions(4),
+        &Tls::default(),
+    )
+    .expect("upstreams");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = up
+        .call(None, deadline, true, |_, _| async { Ok::<_, Status>(()) })
+        .await
+        .expect_err("no replica");
+    assert_eq!(status.code(), Code::Unavailable);
+}

@@ -148,8 +148,9 @@ pub trait ShardStore: Send + Sync + 'static {
     async fn log_identity(&self, partition: u32) -> Result<Option<String>, QueryError>;
 
     /// Records that the watermark of `partition` is on the rollup log `identity`; with
-    /// `watermark`, moves it there and forgets the covered events (an operator accepted a log
-    /// created anew, trimmed or gone backwards). The rows stay.
+    /// `watermark`, moves it there (an operator accepted a log created anew, trimmed or gone
+    /// backwards). The rows and the covered events stay: rollups published again for events
+    /// already applied are refused as overlapping.
     async fn adopt_log(
         &self,
         partition: u32,

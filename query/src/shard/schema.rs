@@ -114,12 +114,11 @@ INSERT INTO applied ("partition", seq, log) VALUES (?, 0, ?)
 ON CONFLICT ("partition") DO UPDATE SET log = excluded.log
 "#;
 
-/// Moves a partition's watermark onto another rollup log, forgetting the covered events:
-/// parameters partition, watermark, log.
+/// Moves a partition's watermark onto another rollup log (the covered events stay: they are
+/// positions of the event log): parameters partition, watermark, log.
 pub(crate) const MOVE_TO_LOG: &str = r#"
 INSERT INTO applied ("partition", seq, log) VALUES (?, ?, ?)
-ON CONFLICT ("partition") DO UPDATE SET seq = excluded.seq, log = excluded.log,
-    covered_seq = NULL, covered_index = NULL, covered_log = NULL
+ON CONFLICT ("partition") DO UPDATE SET seq = excluded.seq, log = excluded.log
 "#;
 
 /// Moves a partition's watermark and, when given (not NULL), the last event covered.
