@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use beacon_core::backends::Backends;
 use beacon_core::consumer::Lane;
-use beacon_core::lease::{Lease, Members, Watched};
+use beacon_core::lease::{Lease, Members, Renewed, Watched};
 use beacon_core::raw::RawStore;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,8 @@ const HANDED_OVER_FOR: Duration = Duration::from_secs(10);
 struct Running {
     stop: CancellationToken,
     lost: CancellationToken,
+    /// When its lease was last renewed.
+    renewed: Renewed,
 }
 
 /// The partitions this process owns, and their workers.
@@ -213,7 +215,11 @@ impl Owner {
         for &partition in partitions {
             if let Some(lease) = self.held.get_mut(&partition) {
                 match leases.renew(lease, &self.holder).await {
-                    Ok(true) => {}
+                    Ok(true) => {
+                        if let Some(running) = self.running.get(&partition) {
+                            running.renewed.mark();
+                        }
+                    }
                     Ok(false) => self.lost(partition, "another process took it"),
                     Err(err) if lease.may_be_lost() => self.lost(partition, &err.to_string()),
                     Err(err) => {
@@ -252,6 +258,7 @@ impl Owner {
     /// Starts the worker of a held partition.
     fn start(&mut self, partition: u32) {
         let (stop, lost) = (self.shutdown.child_token(), CancellationToken::new());
+        let renewed = Renewed::now();
         let lane = Lane::new(
             ROLE,
             partition,
@@ -265,10 +272,18 @@ impl Owner {
             self.backends.clone(),
             self.raw.clone(),
             lost.clone(),
+            renewed.clone(),
         );
         let id = self.workers.spawn(task).id();
         self.tasks.insert(id, partition);
-        self.running.insert(partition, Running { stop, lost });
+        self.running.insert(
+            partition,
+            Running {
+                stop,
+                lost,
+                renewed,
+            },
+        );
     }
 
     /// Stops the worker of a partition whose lease is gone, without a last publish.

@@ -194,6 +194,9 @@ pub struct Worker {
     pending_trace: beacon_core::trace::TraceContext,
     /// The identity of the event log the positions are on (`None`: not recorded yet).
     event_log: Option<String>,
+    /// When the partition's lease was last renewed: no snapshot is saved while it is not
+    /// recent (the process was paused, and another may own the partition by now).
+    renewed: beacon_core::lease::Renewed,
 }
 
 /// Runs a partition's worker until its lane's token is cancelled; then publishes, snapshots and
@@ -205,12 +208,14 @@ pub async fn run_partition(
     backends: Backends,
     raw: Arc<dyn RawStore>,
     lost: CancellationToken,
+    renewed: beacon_core::lease::Renewed,
 ) -> Result<(), AggregatorError> {
     let mut worker = match Worker::start(lane, timing, backends, raw).await {
         Ok(worker) => worker,
         Err(Halt::Stopped) => return Ok(()),
         Err(Halt::Failed(err)) => return Err(err),
     };
+    worker.renewed = renewed;
     if let Err(halt) = worker.load_jobs().await {
         return match halt {
             Halt::Stopped => Ok(()),
@@ -309,6 +314,7 @@ impl Worker {
             last_sweep: None,
             pending_trace: Default::default(),
             event_log,
+            renewed: beacon_core::lease::Renewed::now(),
         })
     }
 

@@ -52,6 +52,36 @@ impl Lease {
     }
 }
 
+/// When a lease was last renewed, shared with the work it guards: work that must not happen
+/// beside a new holder (a snapshot, a trim) waits while the renewal is not recent, as after the
+/// process was paused.
+#[derive(Debug, Clone)]
+pub struct Renewed(std::sync::Arc<std::sync::Mutex<Instant>>);
+
+impl Renewed {
+    /// Renewed now.
+    pub fn now() -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(Instant::now())))
+    }
+
+    /// Records a renewal.
+    pub fn mark(&self) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    }
+
+    /// Whether the last renewal is recent: within half the lease's time to live.
+    pub fn is_fresh(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
+            < LEASE_TTL / 2
+    }
+}
+
 /// The leases of a deployment.
 #[derive(Clone)]
 pub enum Leases {

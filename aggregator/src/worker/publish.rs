@@ -204,11 +204,20 @@ impl Worker {
 
     /// Saves the state as of the last processed message boundary, then trims the event log
     /// below it. Only called when every processed event's rollup is published. A failure is
-    /// logged (the next snapshot replaces it) and returns `false`; [`AggregatorError::Fenced`]
-    /// when another worker published to the partition since this one last did.
+    /// logged (the next snapshot replaces it) and returns `false`, as does a lease not renewed
+    /// lately; [`AggregatorError::Fenced`] when another worker published to the partition since
+    /// this one last did.
     pub(super) async fn save_snapshot(&mut self) -> Result<bool, AggregatorError> {
         self.last_snapshot = Instant::now();
         let (partition, seq) = (self.lane.partition(), self.processed.seq);
+        if !self.renewed.is_fresh() {
+            tracing::warn!(
+                partition,
+                seq,
+                "the partition lease was not renewed lately (a pause?); the snapshot waits"
+            );
+            return Ok(false);
+        }
         // Fencing: a worker whose partition's rollup log moved on without it (it lost its
         // lease while paused, and another worker published since) must not replace the new
         // owner's snapshot with an older one, nor trim.
