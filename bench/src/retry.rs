@@ -1,19 +1,20 @@
 //! The documented client retry across gateways: a call answered UNAVAILABLE (a gateway
-//! restarting, or no replica behind it able to answer in time), or CANCELLED without the client
-//! cancelling it (the connection closed under it), is made again, with the same event ids, on
-//! the next gateway address, backing off from 100 ms to 1 s, for up to [`RETRY_FOR`].
+//! restarting, or no replica behind it able to answer in time), CANCELLED without the client
+//! cancelling it, or INTERNAL "h2 protocol error" (the connection closed or broke under it), is
+//! made again, with the same event ids, on the next gateway address, backing off from 100 ms to
+//! 1 s, for up to [`RETRY_FOR`].
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use tonic::{Code, Status};
+use tonic::Status;
 
 /// How long a call is retried across gateways.
 pub const RETRY_FOR: Duration = Duration::from_secs(10);
 
 /// Whether the client retry applies to a failed call.
 pub fn retryable(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::Cancelled)
+    beacon_core::grpc::worth_another(status)
 }
 
 /// Makes `call` on `targets` (one per gateway) in turn from `start`, retrying as documented.

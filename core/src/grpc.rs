@@ -24,6 +24,19 @@ pub fn forwarded_for(metadata: &tonic::metadata::MetadataMap) -> Option<std::net
         .and_then(|first| first.trim().parse().ok())
 }
 
+/// Whether a failed call may be made again on another replica or gateway: UNAVAILABLE;
+/// CANCELLED, which reaches a caller that did not cancel only when the connection closed under
+/// the call; or INTERNAL "h2 protocol error", the HTTP/2 connection breaking mid-call (a
+/// process exiting). The call may have been done or not: only calls safe to repeat (reads,
+/// events that all carry ids) are repeated.
+pub fn worth_another(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => true,
+        tonic::Code::Internal => status.message().starts_with("h2 protocol error"),
+        _ => false,
+    }
+}
+
 /// Longest time an internal request may take (the gateway's own limit is shorter by default).
 const INTERNAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often the health status is recomputed.
@@ -198,4 +211,24 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining(shutdown))
         .await
         .context(|| format!("serving gRPC on {addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Status;
+
+    #[test]
+    fn broken_connections_are_worth_another_replica_other_failures_not() {
+        assert!(super::worth_another(&Status::unavailable("restarting")));
+        assert!(super::worth_another(&Status::cancelled(
+            "connection closed"
+        )));
+        assert!(super::worth_another(&Status::internal(
+            "h2 protocol error: http2 error"
+        )));
+        assert!(!super::worth_another(&Status::internal("a shard failed")));
+        assert!(!super::worth_another(&Status::invalid_argument(
+            "bad field"
+        )));
+    }
 }

@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use beacon_core::grpc::worth_another;
 use beacon_core::tls::Tls;
 use beacon_proto::pipeline::v1::GetServingRequest;
 use beacon_proto::pipeline::v1::replica_service_client::ReplicaServiceClient;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -388,13 +389,6 @@ async fn probe(probe: Probe, channel: Channel) -> Result<(bool, HashSet<u32>), S
             ))
         }
     }
-}
-
-/// Whether a failed call may go to another replica: UNAVAILABLE, or CANCELLED, which reaches
-/// the gateway only when the connection to the replica closed under the call (a caller that
-/// cancels drops the gateway's call with it).
-fn worth_another(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::Cancelled)
 }
 
 /// The error of a call whose deadline passed: DEADLINE_EXCEEDED when an attempt ran out of

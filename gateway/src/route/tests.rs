@@ -1,4 +1,5 @@
 use std::sync::atomic::AtomicU32;
+use tonic::Code;
 
 use super::*;
 
