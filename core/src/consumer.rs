@@ -407,34 +407,37 @@ impl Refusal {
         }
     }
 
-    fn describe(&self, after: u64, identity: &str) -> (String, &'static str, &'static str) {
+    /// What the refusal says, in the lane's health and log.
+    fn describe(&self, after: u64, identity: &str) -> String {
         let decide = "until an operator decides: `beacon accept-log` (go on with the log as it \
                       is) or a rebuild from the raw store";
         match self {
-            Self::NewLog { recorded } => (
-                format!(
-                    "the log is {identity}, but the position {after} was reached on {recorded}: \
-                     it was created anew; refusing to continue {decide}"
-                ),
-                "beacon_log_regressions",
-                "Times a consumer found its log created anew, trimmed past it or gone backwards",
+            Self::NewLog { recorded } => format!(
+                "the log is {identity}, but the position {after} was reached on {recorded}: it \
+                 was created anew; refusing to continue {decide}"
             ),
-            Self::Gap { floor } => (
-                format!(
-                    "messages after {after} up to {} were trimmed before they were consumed; \
-                     refusing to skip them {decide}",
-                    floor - 1
-                ),
+            Self::Gap { floor } => format!(
+                "messages after {after} up to {} were trimmed before they were consumed; \
+                 refusing to skip them {decide}",
+                floor - 1
+            ),
+            Self::Regression { end } => format!(
+                "the log ends at message {end}, but messages up to {after} were consumed: it \
+                 went backwards (restored from an older copy); refusing to continue {decide}"
+            ),
+        }
+    }
+
+    /// The counter it adds to, and the counter's description.
+    fn metric(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Gap { .. } => (
                 "beacon_log_gaps",
                 "Times a consumer found messages it had not consumed trimmed away",
             ),
-            Self::Regression { end } => (
-                format!(
-                    "the log ends at message {end}, but messages up to {after} were consumed: it \
-                     went backwards (restored from an older copy); refusing to continue {decide}"
-                ),
+            Self::NewLog { .. } | Self::Regression { .. } => (
                 "beacon_log_regressions",
-                "Times a consumer found its log created anew, trimmed past it or gone backwards",
+                "Times a consumer found its log created anew or gone backwards",
             ),
         }
     }
@@ -500,7 +503,8 @@ async fn check_log<H: Handler>(
         observe::health().clear(&what);
         return Ok(true);
     }
-    let (problem, metric, description) = refusal.describe(after, &identity);
+    let problem = refusal.describe(after, &identity);
+    let (metric, description) = refusal.metric();
     tracing::error!(role = lane.role, partition, after, floor, last, "{problem}");
     observe::health().fault(&what, &problem);
     observe::meter()

@@ -197,12 +197,13 @@ pub async fn serve(
         .into_axum_router()
         .route("/metrics", axum::routing::get(metrics_text));
     let mut server = Server::builder();
-    if let Some(config) = tls.server() {
+    let secure = tls.server();
+    tracing::info!(%addr, ?services, tls = secure.is_some(), "gRPC and /metrics listening");
+    if let Some(config) = secure {
         server = server
             .tls_config(config)
             .map_err(|err| Error::backend(format!("TLS of the gRPC port {addr}"), err))?;
     }
-    tracing::info!(%addr, ?services, tls = tls.server().is_some(), "gRPC and /metrics listening");
     server
         .trace_fn(crate::trace::grpc_span)
         .accept_http1(true)

@@ -185,32 +185,17 @@ impl Consumer {
         let partition = self.lane.partition();
         let store = self.store.clone();
         let lane = self.lane.clone();
-        let watermark = lane
-            .retry("reading the shard watermark", || async {
-                store.watermark(partition).await.map_err(transient)
+        let position = lane
+            .retry("reading the shard's position", || async {
+                store.position(partition).await.map_err(transient)
             })
             .await;
-        let Ok(watermark) = watermark else {
+        let Ok(position) = position else {
             return;
         };
-        let covered = lane
-            .retry("reading the shard's covered events", || async {
-                store.covered(partition).await.map_err(transient)
-            })
-            .await;
-        let Ok(covered) = covered else {
-            return;
-        };
-        self.covered = covered;
-        let log = lane
-            .retry("reading the shard's rollup log identity", || async {
-                store.log_identity(partition).await.map_err(transient)
-            })
-            .await;
-        let Ok(log) = log else {
-            return;
-        };
-        self.log = log;
+        let watermark = position.watermark;
+        self.covered = position.covered;
+        self.log = position.log;
         self.done = match self.rebuild_if_lost(watermark).await {
             Ok(Some(resume)) => resume,
             Ok(None) => watermark.unwrap_or(0),

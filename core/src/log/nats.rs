@@ -42,7 +42,7 @@ pub struct NatsLog {
     stream_name: String,
     /// The stream's own identity (see [`identity_of`]): a floor recorded for an earlier stream
     /// of the same name (deleted and created again) does not apply to this one.
-    created: String,
+    identity: String,
 }
 
 impl NatsLog {
@@ -57,7 +57,7 @@ impl NatsLog {
     ) -> Result<Self> {
         validate_name(name)?;
         let stream_name = format!("BEACON_{}", name.to_uppercase());
-        let mut config = stream::Config {
+        let config = stream::Config {
             name: stream_name.clone(),
             description: Some(format!("Beacon {name} log, one subject per partition")),
             subjects: vec![format!("{name}.*")],
@@ -68,44 +68,7 @@ impl NatsLog {
             discard: DiscardPolicy::New,
             ..Default::default()
         };
-        // A new stream gets a new identity; an existing one keeps its own through the update.
-        // Processes opening a new stream at once race on the creation, and the losers keep the
-        // winner's identity.
-        let mut created_here = false;
-        loop {
-            let existing = js.get_stream(&stream_name).await.ok().map(|stream| {
-                stream
-                    .cached_info()
-                    .config
-                    .metadata
-                    .get(IDENTITY_KEY)
-                    .cloned()
-            });
-            let opened = match existing {
-                Some(identity) => {
-                    let identity =
-                        identity.unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-                    config.metadata = [(IDENTITY_KEY.to_owned(), identity)].into();
-                    js.create_or_update_stream(config.clone()).await.map(|_| ())
-                }
-                None if !created_here => {
-                    created_here = true;
-                    let identity = format!("{:032x}", rand::random::<u128>());
-                    config.metadata = [(IDENTITY_KEY.to_owned(), identity)].into();
-                    match js.create_stream(config.clone()).await {
-                        Ok(_) => Ok(()),
-                        // Another process created it first: take its identity.
-                        Err(_) => continue,
-                    }
-                }
-                None => js.create_or_update_stream(config.clone()).await.map(|_| ()),
-            };
-            opened.map_err(|err| {
-                Error::Unavailable(format!("opening JetStream stream {stream_name}: {err}"))
-            })?;
-            break;
-        }
-        let stream = js.get_stream(&stream_name).await.map_err(|err| {
+        let stream = open_stream(&js, config).await.map_err(|err| {
             Error::Unavailable(format!("opening JetStream stream {stream_name}: {err}"))
         })?;
         let floors = kv_bucket(
@@ -120,14 +83,14 @@ impl NatsLog {
         )
         .await?;
         tracing::info!(stream = %stream_name, replicas, ?max_bytes, "JetStream log opened");
-        let created = identity_of(stream.cached_info());
+        let identity = identity_of(stream.cached_info());
         Ok(Self {
             js,
             stream,
             floors,
             name: name.to_owned(),
             stream_name,
-            created,
+            identity,
         })
     }
 
@@ -247,7 +210,7 @@ impl Log for NatsLog {
         let (subject, key) = (self.subject(partition), self.floor_key(partition));
         if self.floor(partition).await? < below {
             self.floors
-                .put(&key, Bytes::from(format!("{below}@{}", self.created)))
+                .put(&key, Bytes::from(format!("{below}@{}", self.identity)))
                 .await
                 .map_err(|err| {
                     Error::Unavailable(format!("recording the floor {key} = {below}: {err}"))
@@ -279,11 +242,11 @@ impl Log for NatsLog {
             return Ok(0);
         };
         let text = std::str::from_utf8(&bytes).unwrap_or_default();
-        let (below, created) = text.split_once('@').unwrap_or((text, &self.created));
+        let (below, created) = text.split_once('@').unwrap_or((text, &self.identity));
         let below: u64 = below
             .parse()
             .map_err(|_| Error::Corrupt(format!("floor {key} is not a sequence: {text:?}")))?;
-        if created != self.created {
+        if created != self.identity {
             tracing::warn!(key, floor = below, stream = %self.stream_name, "the floor was recorded for an earlier stream of this name; ignoring it");
             return Ok(0);
         }
@@ -380,6 +343,33 @@ impl Ordered {
             ));
         }
     }
+}
+
+/// Creates the stream of `config` with a new identity, or updates the existing one keeping its
+/// identity. Of processes creating it at once, one wins; the others update it and keep the
+/// winner's identity.
+async fn open_stream(
+    js: &Context,
+    mut config: stream::Config,
+) -> std::result::Result<stream::Stream, async_nats::Error> {
+    let new_identity = || format!("{:032x}", rand::random::<u128>());
+    config.metadata = [(IDENTITY_KEY.to_owned(), new_identity())].into();
+    // Refused when the stream exists: its configuration holds another identity.
+    if let Ok(created) = js.create_stream(config.clone()).await {
+        return Ok(created);
+    }
+    let existing = js.get_stream(&config.name).await?;
+    let identity = existing
+        .cached_info()
+        .config
+        .metadata
+        .get(IDENTITY_KEY)
+        .cloned()
+        .unwrap_or_else(new_identity);
+    config.metadata = [(IDENTITY_KEY.to_owned(), identity)].into();
+    let name = config.name.clone();
+    js.create_or_update_stream(config).await?;
+    Ok(js.get_stream(&name).await?)
 }
 
 /// The stream metadata key of a stream's identity.

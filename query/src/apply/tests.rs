@@ -188,12 +188,8 @@ impl ShardStore for Poisoned {
         self.0.watermark(partition).await
     }
 
-    async fn covered(&self, partition: u32) -> Result<Option<crate::shard::Covered>, QueryError> {
-        self.0.covered(partition).await
-    }
-
-    async fn log_identity(&self, partition: u32) -> Result<Option<String>, QueryError> {
-        self.0.log_identity(partition).await
+    async fn position(&self, partition: u32) -> Result<crate::shard::ShardPosition, QueryError> {
+        self.0.position(partition).await
     }
 
     async fn adopt_log(

@@ -15,8 +15,8 @@ use super::cell::{Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour
 use super::open::{OpenShards, Shard};
 use super::schema;
 use super::{
-    Answer, Applied, Covered, EventPosition, RollupMessage, ShardQuery, ShardStore, ValidRollup,
-    compact, read, rows,
+    Answer, Applied, Covered, EventPosition, RollupMessage, ShardPosition, ShardQuery, ShardStore,
+    ValidRollup, compact, read, rows,
 };
 use crate::QueryError;
 use crate::error::ShardFailure;
@@ -157,44 +157,31 @@ impl ShardStore for DuckShardStore {
         .await
     }
 
-    async fn covered(&self, partition: u32) -> Result<Option<Covered>, QueryError> {
+    async fn position(&self, partition: u32) -> Result<ShardPosition, QueryError> {
         self.blocking(move |shards| {
             let Some(shard) = open(shards, partition, false)? else {
-                return Ok(None);
+                return Ok(ShardPosition::default());
             };
             shard
                 .with_reader(|conn| {
-                    conn.query_row(schema::SELECT_COVERED, [partition], |row| {
-                        Ok(match (row.get(0)?, row.get(1)?) {
+                    conn.query_row(schema::SELECT_POSITION, [partition], |row| {
+                        let covered = match (row.get(1)?, row.get(2)?) {
                             (Some(seq), Some(index)) => Some(Covered {
                                 to: EventPosition { seq, index },
-                                log: row.get(2)?,
+                                log: row.get(3)?,
                             }),
                             _ => None,
+                        };
+                        Ok(ShardPosition {
+                            watermark: row.get(0)?,
+                            covered,
+                            log: row.get(4)?,
                         })
                     })
                     .optional()
                 })
-                .map(Option::flatten)
-                .map_err(|err| QueryError::shard(&shard.name, "reading the covered events", err))
-        })
-        .await
-    }
-
-    async fn log_identity(&self, partition: u32) -> Result<Option<String>, QueryError> {
-        self.blocking(move |shards| {
-            let Some(shard) = open(shards, partition, false)? else {
-                return Ok(None);
-            };
-            shard
-                .with_reader(|conn| {
-                    conn.query_row(schema::SELECT_LOG, [partition], |row| row.get(0))
-                        .optional()
-                })
-                .map(Option::flatten)
-                .map_err(|err| {
-                    QueryError::shard(&shard.name, "reading the rollup log's identity", err)
-                })
+                .map(Option::unwrap_or_default)
+                .map_err(|err| QueryError::shard(&shard.name, "reading the shard's position", err))
         })
         .await
     }

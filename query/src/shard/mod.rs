@@ -42,6 +42,17 @@ pub struct RollupMessage {
     pub covered: Option<Covered>,
 }
 
+/// Where a partition's shard stands ([`ShardStore::position`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardPosition {
+    /// The last rollup-log sequence applied.
+    pub watermark: Option<u64>,
+    /// The last event the live batches applied cover.
+    pub covered: Option<Covered>,
+    /// The identity of the rollup log the watermark is on, when recorded.
+    pub log: Option<String>,
+}
+
 /// The last event the live batches applied to a partition cover, and the event log it is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Covered {
@@ -141,11 +152,9 @@ pub trait ShardStore: Send + Sync + 'static {
     /// The last rollup-log sequence of `partition` applied here.
     async fn watermark(&self, partition: u32) -> Result<Option<u64>, QueryError>;
 
-    /// The last event covered by the live batches of `partition` applied here.
-    async fn covered(&self, partition: u32) -> Result<Option<Covered>, QueryError>;
-
-    /// The identity of the rollup log the watermark of `partition` is on, when recorded.
-    async fn log_identity(&self, partition: u32) -> Result<Option<String>, QueryError>;
+    /// Where `partition` stands here: its watermark, the last event its live batches cover,
+    /// and the rollup log the watermark is on.
+    async fn position(&self, partition: u32) -> Result<ShardPosition, QueryError>;
 
     /// Records that the watermark of `partition` is on the rollup log `identity`; with
     /// `watermark`, moves it there (an operator accepted a log created anew, trimmed or gone

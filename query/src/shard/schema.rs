@@ -101,12 +101,9 @@ pub(crate) const GENERATION_TOTALS: &str = "SELECT pageviews, events, visits, bo
 /// The applied rollup-log sequence of a partition.
 pub(crate) const SELECT_WATERMARK: &str = r#"SELECT seq FROM applied WHERE "partition" = ?"#;
 
-/// The last event covered by the live batches applied to a partition.
-pub(crate) const SELECT_COVERED: &str =
-    r#"SELECT covered_seq, covered_index, covered_log FROM applied WHERE "partition" = ?"#;
-
-/// The identity of the rollup log a partition's watermark is on.
-pub(crate) const SELECT_LOG: &str = r#"SELECT log FROM applied WHERE "partition" = ?"#;
+/// Where a partition stands: watermark, covered event (sequence, index, event log), rollup log.
+pub(crate) const SELECT_POSITION: &str = r#"SELECT seq, covered_seq, covered_index, covered_log, log
+FROM applied WHERE "partition" = ?"#;
 
 /// Records the rollup log a partition's watermark is on: parameters partition, log.
 pub(crate) const UPSERT_LOG: &str = r#"
