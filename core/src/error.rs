@@ -48,6 +48,9 @@ pub enum Error {
     /// limit and how to stay under it.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// A valid request Beacon cannot answer yet; the message says what it would need.
+    #[error("unimplemented: {0}")]
+    Unimplemented(String),
 }
 
 impl Error {
@@ -75,6 +78,7 @@ impl Error {
             Self::RateLimited(_) => Code::ResourceExhausted,
             Self::Conflict(_) => Code::Aborted,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::Unimplemented(_) => Code::Unimplemented,
         }
     }
 

@@ -15,7 +15,7 @@ use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::insights_service_server::InsightsService;
 use beacon_proto::insights::v1::{
     GetAggregateRequest, GetAggregateResponse, GetBreakdownRequest, GetBreakdownResponse,
-    GetTimeseriesRequest, GetTimeseriesResponse,
+    GetTimeseriesRequest, GetTimeseriesResponse, RunReportRequest, RunReportResponse,
 };
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
@@ -221,6 +221,16 @@ impl InsightsService for InsightsProxy {
     ) -> Result<Response<GetBreakdownResponse>, Status> {
         self.read(request, |mut client, request| async move {
             client.get_breakdown(request).await
+        })
+        .await
+    }
+
+    async fn run_report(
+        &self,
+        request: Request<RunReportRequest>,
+    ) -> Result<Response<RunReportResponse>, Status> {
+        self.read(request, |mut client, request| async move {
+            client.run_report(request).await
         })
         .await
     }

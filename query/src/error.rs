@@ -59,6 +59,11 @@ impl QueryError {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::Core(beacon_core::Error::InvalidArgument(message.into()))
     }
+
+    /// A valid request the rollups cannot answer; the message says why.
+    pub fn unimplemented(message: impl Into<String>) -> Self {
+        Self::Core(beacon_core::Error::Unimplemented(message.into()))
+    }
 }
 
 impl From<QueryError> for beacon_core::Error {

@@ -1,19 +1,20 @@
-//! The Insights queries of one authenticated tenant: aggregate, time series, breakdown.
+//! The Insights queries of one authenticated tenant: reports, and the aggregate, time series
+//! and breakdown conveniences over them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use beacon_core::meta::Tenant;
 use beacon_proto::insights::v1::{
     BreakdownRow, Dimension, GetAggregateRequest, GetAggregateResponse, GetBreakdownRequest,
-    GetBreakdownResponse, GetTimeseriesRequest, GetTimeseriesResponse, Interval, Metric,
-    TimeseriesPoint,
+    GetBreakdownResponse, GetTimeseriesRequest, GetTimeseriesResponse, RunReportRequest,
+    RunReportResponse, TimeseriesPoint,
 };
 
 use crate::QueryError;
-use crate::metrics::{self, Sums};
-use crate::range::{self, Range};
-use crate::shard::{Answer, GroupBy, ShardQuery, ShardStore, Top};
+use crate::metrics;
+use crate::range;
+use crate::report::{self, Column, Plan};
+use crate::shard::ShardStore;
 
 /// Answers a tenant's questions from its shard. The tenant is always the authenticated one.
 #[derive(Clone)]
@@ -27,6 +28,17 @@ impl Insights {
         Self { store }
     }
 
+    /// Any report ([`report::Plan`]).
+    pub async fn report(
+        &self,
+        tenant: &Tenant,
+        req: RunReportRequest,
+    ) -> Result<RunReportResponse, QueryError> {
+        let plan = Plan::parse(&req)?;
+        let table = report::run(self.store.as_ref(), tenant, &plan).await?;
+        Ok(report::response(&plan, table))
+    }
+
     /// Totals of the range, and its bot events.
     pub async fn aggregate(
         &self,
@@ -35,69 +47,39 @@ impl Insights {
     ) -> Result<GetAggregateResponse, QueryError> {
         let range = range::parse(req.date_range.as_ref())?;
         let metrics = metrics::requested(&req.metrics)?;
-        let answer = self.sums(tenant, 0, range, GroupBy::Total, None).await?;
-        let total = answer.groups.into_iter().next().unwrap_or_default();
+        let plan = Plan::unfiltered(range, metrics, Vec::new());
+        let table = report::run(self.store.as_ref(), tenant, &plan).await?;
+        let total = table.rows.into_iter().next().unwrap_or_default().sums;
         Ok(GetAggregateResponse {
-            values: metrics::values(&metrics, &total),
+            values: metrics::values(&plan.metrics, &total),
             bot_events: u64::try_from(total.bot_events).unwrap_or(0),
-            logic_versions: answer.logic_versions,
+            logic_versions: table.logic_versions,
         })
     }
 
-    /// One point per local day or hour of the range, in order, empty ones included.
+    /// One point per local hour, day, week or month of the range, in order, empty ones
+    /// included.
     pub async fn timeseries(
         &self,
         tenant: &Tenant,
         req: GetTimeseriesRequest,
     ) -> Result<GetTimeseriesResponse, QueryError> {
         let range = range::parse(req.date_range.as_ref())?;
-        let interval = Interval::try_from(req.interval).map_err(|_| {
-            QueryError::invalid(format!(
-                "interval {} is not an interval: use INTERVAL_HOUR (1) or INTERVAL_DAY (2)",
-                req.interval
-            ))
-        })?;
+        let time = report::plan::time(req.interval, "interval")?;
         let metrics = metrics::requested(&req.metrics)?;
-        // (group key, label) of every point.
-        let (group, points): (GroupBy, Vec<(String, String)>) = match interval {
-            Interval::Hour => {
-                let tz = beacon_core::time::time_zone(&tenant.time_zone)?;
-                let hours = range::hours(&range, &tz)?;
-                (
-                    GroupBy::Hour,
-                    hours
-                        .into_iter()
-                        .map(|h| (h.hour_ms.to_string(), h.label))
-                        .collect(),
-                )
-            }
-            Interval::Day | Interval::Unspecified => {
-                let days = range::days(&range)?;
-                (
-                    GroupBy::Day,
-                    days.into_iter()
-                        .map(|d| (d.to_string(), d.to_string()))
-                        .collect(),
-                )
-            }
-        };
-        let answer = self.sums(tenant, 0, range, group, None).await?;
-        let by_key: HashMap<String, Sums> = answer
-            .groups
+        let plan = Plan::unfiltered(range, metrics, vec![Column::Time(time)]);
+        let table = report::run(self.store.as_ref(), tenant, &plan).await?;
+        let points = table
+            .rows
             .into_iter()
-            .map(|s| (s.key.clone(), s))
-            .collect();
-        let empty = Sums::default();
-        let points = points
-            .into_iter()
-            .map(|(key, label)| TimeseriesPoint {
-                label,
-                values: metrics::values(&metrics, by_key.get(&key).unwrap_or(&empty)),
+            .map(|row| TimeseriesPoint {
+                values: metrics::values(&plan.metrics, &row.sums),
+                label: row.dimensions.into_iter().next().unwrap_or_default(),
             })
             .collect();
         Ok(GetTimeseriesResponse {
             points,
-            logic_versions: answer.logic_versions,
+            logic_versions: table.logic_versions,
         })
     }
 
@@ -110,45 +92,21 @@ impl Insights {
         let range = range::parse(req.date_range.as_ref())?;
         let dimension = breakdown_dimension(req.dimension)?;
         let metrics = metrics::requested(&req.metrics)?;
-        let limit = range::limit(req.limit)?;
-        let top = Top {
-            metric: metrics.first().copied().unwrap_or(Metric::Visitors),
-            limit,
-        };
-        let answer = self
-            .sums(tenant, dimension as i32, range, GroupBy::Value, Some(top))
-            .await?;
-        let rows = answer
-            .groups
+        let mut plan = Plan::unfiltered(range, metrics, vec![Column::Value(dimension)]);
+        plan.limit = range::limit(req.limit)? as usize;
+        let table = report::run(self.store.as_ref(), tenant, &plan).await?;
+        let rows = table
+            .rows
             .into_iter()
-            .map(|sums| BreakdownRow {
-                values: metrics::values(&metrics, &sums),
-                value: sums.key,
+            .map(|row| BreakdownRow {
+                values: metrics::values(&plan.metrics, &row.sums),
+                value: row.sums.key,
             })
             .collect();
         Ok(GetBreakdownResponse {
             rows,
-            logic_versions: answer.logic_versions,
+            logic_versions: table.logic_versions,
         })
-    }
-
-    async fn sums(
-        &self,
-        tenant: &Tenant,
-        dimension: i32,
-        range: Range,
-        group: GroupBy,
-        top: Option<Top>,
-    ) -> Result<Answer, QueryError> {
-        let query = ShardQuery {
-            dimension,
-            start: range.start,
-            end: range.end,
-            group,
-            top,
-        };
-        tracing::debug!(tenant = %tenant.id, ?query, "insights query");
-        self.store.query(&tenant.id, query).await
     }
 }
 

@@ -19,8 +19,11 @@ pub const ALL_METRICS: [Metric; 7] = [
 /// whole range) and the number of distinct visitors seen in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sums {
-    /// The group: a date, an hour's Unix milliseconds, a dimension value, or empty for totals.
+    /// The group's dimension value; empty when not grouped by value.
     pub key: String,
+    /// The group's time: an hour bucket's Unix milliseconds, or the first date's days since
+    /// 1970-01-01; 0 when not grouped by time.
+    pub time: i64,
     /// Distinct visitors.
     pub visitors: u64,
     /// Visits.
@@ -92,7 +95,6 @@ mod tests {
 
     fn sums() -> Sums {
         Sums {
-            key: String::new(),
             visitors: 3,
             visits: 4,
             pageviews: 10,
@@ -100,6 +102,7 @@ mod tests {
             bounces: 1,
             duration_ms: 8_000,
             bot_events: 2,
+            ..Sums::default()
         }
     }
 

@@ -5,6 +5,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
 use crate::QueryError;
+use crate::shard::Time;
 
 /// Longest date range a request may ask for, in days (both ends included).
 pub const MAX_DAYS: i64 = 1_100;
@@ -14,6 +15,7 @@ pub const DEFAULT_LIMIT: u32 = 10;
 pub const MAX_LIMIT: u32 = 1_000;
 
 const HOUR_MS: i64 = 3_600_000;
+const EPOCH: Date = Date::constant(1970, 1, 1);
 
 /// A validated, inclusive range of local calendar dates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,18 +29,23 @@ pub struct Range {
 /// Validates a request's date range: required, "YYYY-MM-DD" dates, start <= end, at most
 /// [`MAX_DAYS`] days.
 pub fn parse(range: Option<&DateRange>) -> Result<Range, QueryError> {
-    let range = range.ok_or_else(|| QueryError::invalid("date_range is required"))?;
-    let start = parse_date("date_range.start_date", &range.start_date)?;
-    let end = parse_date("date_range.end_date", &range.end_date)?;
+    parse_field(range, "date_range")
+}
+
+/// [`parse`], naming the range `field` in errors.
+pub fn parse_field(range: Option<&DateRange>, field: &str) -> Result<Range, QueryError> {
+    let range = range.ok_or_else(|| QueryError::invalid(format!("{field} is required")))?;
+    let start = parse_date(&format!("{field}.start_date"), &range.start_date)?;
+    let end = parse_date(&format!("{field}.end_date"), &range.end_date)?;
     if start > end {
         return Err(QueryError::invalid(format!(
-            "date_range.start_date {start} is after date_range.end_date {end}"
+            "{field}.start_date {start} is after {field}.end_date {end}"
         )));
     }
     let days = end.duration_since(start).as_secs() / 86_400 + 1;
     if days > MAX_DAYS {
         return Err(QueryError::invalid(format!(
-            "date_range spans {days} days; at most 1,100 days are allowed"
+            "{field} spans {days} days; at most 1,100 days are allowed"
         )));
     }
     Ok(Range { start, end })
@@ -74,6 +81,34 @@ pub fn limit(limit: u32) -> Result<u32, QueryError> {
     }
 }
 
+/// Days since 1970-01-01 of `date`.
+pub fn epoch_day(date: Date) -> i64 {
+    date.since(EPOCH)
+        .map_or(0, |span| i64::from(span.get_days()))
+}
+
+/// The date `days` after 1970-01-01.
+pub fn from_epoch_day(days: i64) -> Date {
+    EPOCH
+        .checked_add(jiff::Span::new().days(days))
+        .unwrap_or(EPOCH)
+}
+
+impl Range {
+    /// Days in the range, both ends included.
+    pub fn days(&self) -> i64 {
+        epoch_day(self.end) - epoch_day(self.start) + 1
+    }
+
+    /// The range moved by `days` (negative: earlier).
+    pub fn shifted(&self, days: i64) -> Self {
+        Self {
+            start: from_epoch_day(epoch_day(self.start) + days),
+            end: from_epoch_day(epoch_day(self.end) + days),
+        }
+    }
+}
+
 /// Every day of the range, in order.
 pub fn days(range: &Range) -> Result<Vec<Date>, QueryError> {
     let mut out = Vec::new();
@@ -85,6 +120,28 @@ pub fn days(range: &Range) -> Result<Vec<Date>, QueryError> {
         })?;
     }
     Ok(out)
+}
+
+/// The time points of the range in `tz`, in order: each point's group time (as
+/// [`crate::metrics::Sums::time`]) and label ("YYYY-MM-DDTHH:00" for hours, else its first
+/// date). Weeks start on Monday and months on the 1st, the first cut to the range's start.
+pub fn points(range: &Range, time: Time, tz: &TimeZone) -> Result<Vec<(i64, String)>, QueryError> {
+    if time == Time::Hour {
+        return Ok(hours(range, tz)?
+            .into_iter()
+            .map(|h| (h.hour_ms, h.label))
+            .collect());
+    }
+    let starts = |day: &Date| match time {
+        Time::Hour | Time::Day => true,
+        Time::Week => day.weekday() == jiff::civil::Weekday::Monday,
+        Time::Month => day.day() == 1,
+    };
+    Ok(days(range)?
+        .into_iter()
+        .filter(|day| *day == range.start || starts(day))
+        .map(|day| (epoch_day(day), day.to_string()))
+        .collect())
 }
 
 /// One local hour of a range: the UTC instant of its start and its "YYYY-MM-DDTHH:00" label.

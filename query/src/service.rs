@@ -9,7 +9,7 @@ use beacon_core::meta::{KeyKind, Tenant};
 use beacon_proto::insights::v1::insights_service_server::InsightsService;
 use beacon_proto::insights::v1::{
     GetAggregateRequest, GetAggregateResponse, GetBreakdownRequest, GetBreakdownResponse,
-    GetTimeseriesRequest, GetTimeseriesResponse,
+    GetTimeseriesRequest, GetTimeseriesResponse, RunReportRequest, RunReportResponse,
 };
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Histogram;
@@ -53,6 +53,28 @@ impl InsightsApi {
         Ok(tenant)
     }
 
+    /// Authenticates `request`, answers it with `answer`, and records how long `method` took.
+    async fn answer<Q, R, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<Q>,
+        answer: F,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(Insights, Tenant, Q) -> Fut,
+        Fut: Future<Output = Result<R, QueryError>>,
+    {
+        let started = Instant::now();
+        let result: Result<Response<R>, Status> = async {
+            let tenant = self.tenant(request.metadata()).await?;
+            let reply = answer(self.insights.clone(), tenant, request.into_inner()).await?;
+            Ok(Response::new(reply))
+        }
+        .await;
+        self.observe(method, started, &result);
+        result
+    }
+
     /// Records how long `method` took and how it ended.
     fn observe<T>(&self, method: &'static str, started: Instant, result: &Result<T, Status>) {
         let code = match result {
@@ -72,53 +94,39 @@ impl InsightsService for InsightsApi {
         &self,
         request: Request<GetAggregateRequest>,
     ) -> Result<Response<GetAggregateResponse>, Status> {
-        let started = Instant::now();
-        let result: Result<Response<_>, Status> = async {
-            let tenant = self.tenant(request.metadata()).await?;
-            let reply = self
-                .insights
-                .aggregate(&tenant, request.into_inner())
-                .await?;
-            Ok(Response::new(reply))
-        }
-        .await;
-        self.observe("aggregate", started, &result);
-        result
+        self.answer("aggregate", request, |insights, tenant, req| async move {
+            insights.aggregate(&tenant, req).await
+        })
+        .await
     }
 
     async fn get_timeseries(
         &self,
         request: Request<GetTimeseriesRequest>,
     ) -> Result<Response<GetTimeseriesResponse>, Status> {
-        let started = Instant::now();
-        let result: Result<Response<_>, Status> = async {
-            let tenant = self.tenant(request.metadata()).await?;
-            let reply = self
-                .insights
-                .timeseries(&tenant, request.into_inner())
-                .await?;
-            Ok(Response::new(reply))
-        }
-        .await;
-        self.observe("timeseries", started, &result);
-        result
+        self.answer("timeseries", request, |insights, tenant, req| async move {
+            insights.timeseries(&tenant, req).await
+        })
+        .await
     }
 
     async fn get_breakdown(
         &self,
         request: Request<GetBreakdownRequest>,
     ) -> Result<Response<GetBreakdownResponse>, Status> {
-        let started = Instant::now();
-        let result: Result<Response<_>, Status> = async {
-            let tenant = self.tenant(request.metadata()).await?;
-            let reply = self
-                .insights
-                .breakdown(&tenant, request.into_inner())
-                .await?;
-            Ok(Response::new(reply))
-        }
-        .await;
-        self.observe("breakdown", started, &result);
-        result
+        self.answer("breakdown", request, |insights, tenant, req| async move {
+            insights.breakdown(&tenant, req).await
+        })
+        .await
+    }
+
+    async fn run_report(
+        &self,
+        request: Request<RunReportRequest>,
+    ) -> Result<Response<RunReportResponse>, Status> {
+        self.answer("report", request, |insights, tenant, req| async move {
+            insights.report(&tenant, req).await
+        })
+        .await
     }
 }

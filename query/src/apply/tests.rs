@@ -43,13 +43,7 @@ fn visit(tenant: &str, visitor: u64) -> TenantRollup {
 
 async fn pageviews(store: &DuckShardStore, tenant: &str) -> i64 {
     let day: Date = "2026-03-01".parse().expect("date");
-    let query = ShardQuery {
-        dimension: 0,
-        start: day,
-        end: day,
-        group: GroupBy::Total,
-        top: None,
-    };
+    let query = ShardQuery::new(0, day, day, GroupBy::TOTAL);
     let sums = store.query(tenant, query).await.expect("query");
     sums.groups.first().map_or(0, |s| s.pageviews)
 }

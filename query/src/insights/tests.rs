@@ -1,4 +1,4 @@
-use beacon_proto::insights::v1::{DateRange, MetricValue};
+use beacon_proto::insights::v1::{DateRange, Interval, Metric, MetricValue};
 
 use super::*;
 use crate::shard::DuckShardStore;

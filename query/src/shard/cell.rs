@@ -124,6 +124,7 @@ impl Cell {
         let [pageviews, events, visits, bounces, duration_ms, bot_events] = self.counters;
         Ok(Sums {
             key,
+            time: 0,
             visitors,
             visits,
             pageviews,

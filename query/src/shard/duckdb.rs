@@ -222,9 +222,11 @@ impl ShardStore for DuckShardStore {
                 query.dimension
             ))
         })?;
-        if query.group == super::GroupBy::Hour && dimension != 0 {
+        if query.group.time == Some(super::Time::Hour)
+            && (dimension != 0 || query.group.value || query.keep.is_some())
+        {
             return Err(QueryError::invalid(
-                "hourly groups are kept for totals only (dimension 0)",
+                "hourly groups are kept for unfiltered totals only (dimension 0)",
             ));
         }
         let partition = partition_of(tenant_id, self.partitions);

@@ -12,6 +12,7 @@ use beacon_proto::pipeline::v1::{SwapTotals, TenantRollup, TenantVersion};
 use jiff::civil::Date;
 
 use crate::QueryError;
+use crate::filter::ValueFilter;
 use crate::metrics::Sums;
 
 mod cell;
@@ -24,6 +25,7 @@ mod schema;
 mod sketch;
 
 pub use self::duckdb::DuckShardStore;
+pub use self::read::sort;
 pub use self::rows::ValidRollup;
 
 /// One rollup-log message: its sequence and its tenant parts that passed validation.
@@ -86,37 +88,106 @@ pub struct Applied {
 /// The answer to a [`ShardQuery`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answer {
-    /// The groups.
+    /// The groups: with a [`Page`], the page's, in order; else every group, unordered.
     pub groups: Vec<Sums>,
+    /// Groups before paging.
+    pub total: usize,
     /// Logic versions of the rows read, ascending.
     pub logic_versions: Vec<u32>,
 }
 
-/// How a query groups rows.
+/// The width of a time group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupBy {
-    /// One group for the whole range (key "").
-    Total,
-    /// One group per local date (key "YYYY-MM-DD").
-    Day,
-    /// One group per hour bucket (key: the bucket's Unix milliseconds in decimal). Totals
-    /// (dimension 0) only: hourly visitor sketches are kept for totals alone.
+pub enum Time {
+    /// Hour buckets ([`Sums::time`]: the bucket's Unix milliseconds). Totals (dimension 0)
+    /// only, unfiltered: hourly visitor sketches are kept for totals alone.
     Hour,
-    /// One group per dimension value (key: the value).
+    /// Local dates ([`Sums::time`]: days since 1970-01-01).
+    Day,
+    /// Weeks from Monday, the first cut to the query's start ([`Sums::time`]: the first
+    /// date's days since 1970-01-01).
+    Week,
+    /// Calendar months, the first cut to the query's start (as weeks).
+    Month,
+}
+
+/// How a query groups rows: by time, by the dimension's value, both, or neither (one group).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupBy {
+    /// Time groups, if any.
+    pub time: Option<Time>,
+    /// One group per value of the dimension ([`Sums::key`]); else the key is empty.
+    pub value: bool,
+}
+
+impl GroupBy {
+    /// One group for the whole range.
+    pub const TOTAL: Self = Self {
+        time: None,
+        value: false,
+    };
+    /// One group per dimension value.
+    pub const VALUE: Self = Self {
+        time: None,
+        value: true,
+    };
+
+    /// Groups of `time` width.
+    pub fn time(time: Time) -> Self {
+        Self {
+            time: Some(time),
+            value: false,
+        }
+    }
+}
+
+/// What groups are ordered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    /// A metric's value.
+    Metric(Metric),
+    /// The time group.
+    Time,
+    /// The dimension value.
     Value,
 }
 
-/// The best groups by one metric.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Top {
-    /// Groups are ordered by this metric, highest first, then by key ascending.
-    pub metric: Metric,
-    /// At most this many groups.
-    pub limit: u32,
+/// One sort key and its direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    /// The key.
+    pub key: SortKey,
+    /// Highest first.
+    pub descending: bool,
+}
+
+/// An ordered page of groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Sort keys; ties are broken by time, then value, ascending.
+    pub sort: Vec<Sort>,
+    /// Groups skipped.
+    pub offset: usize,
+    /// Most groups returned.
+    pub limit: usize,
+}
+
+impl Page {
+    /// The first `limit` groups by `metric`, highest first, then by value.
+    pub fn top(metric: Metric, limit: usize) -> Self {
+        Self {
+            sort: vec![Sort {
+                key: SortKey::Metric(metric),
+                descending: true,
+            }],
+            offset: 0,
+            limit,
+        }
+    }
 }
 
 /// A read of one tenant's rollups.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ShardQuery {
     /// The dimension (`Dimension as i32`); 0 reads the tenant's totals.
     pub dimension: i32,
@@ -126,8 +197,24 @@ pub struct ShardQuery {
     pub end: Date,
     /// Grouping.
     pub group: GroupBy,
-    /// Ordering and limit; groups come in no particular order without it.
-    pub top: Option<Top>,
+    /// Keeps only the rows whose value passes (a filter on the dimension itself).
+    pub keep: Option<Arc<ValueFilter>>,
+    /// Ordering and paging; every group comes, unordered, without it.
+    pub page: Option<Page>,
+}
+
+impl ShardQuery {
+    /// Every row of `dimension` between `start` and `end`, grouped by `group`.
+    pub fn new(dimension: i32, start: Date, end: Date, group: GroupBy) -> Self {
+        Self {
+            dimension,
+            start,
+            end,
+            group,
+            keep: None,
+            page: None,
+        }
+    }
 }
 
 /// Stores tenants' rollups and answers queries over them.

@@ -1,23 +1,29 @@
-//! The read of a [`ShardQuery`]: filtered scans, cells added up per group here, then the best
-//! groups picked. Sketches are read and merged only for the groups returned.
+//! The read of a [`ShardQuery`]: filtered scans, cells added up per group here, then the
+//! groups ordered and paged. Sketches are read and merged only for the groups returned when
+//! the order does not need every group's visitors.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use ::duckdb::{Connection, params};
 use beacon_proto::insights::v1::Metric;
 
 use super::cell::Cell;
-use super::{Answer, ShardQuery, Top, schema};
+use super::{Answer, Page, ShardQuery, Sort, SortKey, Time, schema};
 use crate::error::ShardFailure;
 use crate::metrics::{self, Sums};
+use crate::range::{epoch_day, from_epoch_day};
 
 /// Most bytes of visitor sketches one read may hold (the rows of a dimension over the range).
 const MAX_READ_SKETCH_BYTES: usize = 512 << 20;
 
+/// A group: its time and its value.
+type Key = (i64, String);
+
 /// The groups of `tenant`'s rows matching `query`; `dimension` is the query's, checked.
 ///
-/// Ranked by a counter, the read takes two scans: counters of every group first, then the
-/// sketches of the winners only, so memory grows with the groups' counters, not their
+/// Paged by counters alone, the read takes two scans: counters of every group first, then the
+/// sketches of the page's groups only, so memory grows with the groups' counters, not their
 /// sketches. Otherwise every group's sketches are merged, and a read that would hold more than
 /// [`MAX_READ_SKETCH_BYTES`] of them fails, naming the limit.
 pub(crate) fn sums(
@@ -27,109 +33,209 @@ pub(crate) fn sums(
     query: &ShardQuery,
 ) -> Result<Answer, ShardFailure> {
     let mut versions = BTreeSet::new();
-    let groups = groups(conn, tenant, dimension, query, &mut versions)?;
-    Ok(Answer {
-        groups,
-        logic_versions: versions.into_iter().collect(),
-    })
-}
-
-fn groups(
-    conn: &Connection,
-    tenant: &str,
-    dimension: i16,
-    query: &ShardQuery,
-    versions: &mut BTreeSet<u32>,
-) -> Result<Vec<Sums>, ShardFailure> {
-    match query.top {
-        Some(top) if top.metric != Metric::Visitors => {
-            let groups = scan(conn, tenant, dimension, query, versions, |_| false)?;
-            let mut ranked = all(&groups, false)?;
-            rank(&mut ranked, top);
-            let winners: HashSet<&str> = ranked.iter().map(|s| s.key.as_str()).collect();
-            let sketches = scan(conn, tenant, dimension, query, versions, |key| {
-                winners.contains(key)
-            })?;
-            for sums in &mut ranked {
+    let read = Read {
+        conn,
+        tenant,
+        dimension,
+        query,
+    };
+    let (groups, total) = match &query.page {
+        Some(page)
+            if !page
+                .sort
+                .iter()
+                .any(|s| s.key == SortKey::Metric(Metric::Visitors)) =>
+        {
+            let counted = read.scan(&mut versions, |_| false)?;
+            let total = counted.len();
+            let mut page_groups = paged(all(&counted, false)?, page);
+            let wanted: HashSet<Key> = page_groups
+                .iter()
+                .map(|s| (s.time, s.key.clone()))
+                .collect();
+            let sketches = read.scan(&mut versions, |key| wanted.contains(key))?;
+            for sums in &mut page_groups {
                 if let Some(merge) = sketches
-                    .get(&sums.key)
+                    .get(&(sums.time, sums.key.clone()))
                     .and_then(|cell| cell.sketch.as_ref())
                 {
                     sums.visitors = merge.count()?;
                 }
             }
-            Ok(ranked)
+            (page_groups, total)
         }
-        top => {
-            let groups = scan(conn, tenant, dimension, query, versions, |_| true)?;
-            let mut out = all(&groups, true)?;
-            if let Some(top) = top {
-                rank(&mut out, top);
+        page => {
+            let groups = all(&read.scan(&mut versions, |_| true)?, true)?;
+            let total = groups.len();
+            match page {
+                Some(page) => (paged(groups, page), total),
+                None => (groups, total),
             }
-            Ok(out)
         }
-    }
+    };
+    Ok(Answer {
+        groups,
+        total,
+        logic_versions: versions.into_iter().collect(),
+    })
 }
 
-/// One scan: the cells of every group added up, sketches kept only for the groups `sketch`
-/// selects; the rows' logic versions are added to `versions`.
-fn scan(
-    conn: &Connection,
-    tenant: &str,
+struct Read<'a> {
+    conn: &'a Connection,
+    tenant: &'a str,
     dimension: i16,
-    query: &ShardQuery,
-    versions: &mut BTreeSet<u32>,
-    sketch: impl Fn(&str) -> bool,
-) -> Result<HashMap<String, Cell>, ShardFailure> {
-    let mut groups: HashMap<String, Cell> = HashMap::new();
-    let mut statement = conn.prepare_cached(&schema::select(query.group))?;
-    let mut rows = statement.query(params![
-        tenant,
-        dimension,
-        query.start.to_string(),
-        query.end.to_string()
-    ])?;
-    let mut held = 0usize;
-    while let Some(row) = rows.next()? {
-        let key: String = row.get(0)?;
-        let version: i32 = row.get(8)?;
-        versions.insert(u32::try_from(version).unwrap_or(0));
-        let cell = if sketch(&key) {
-            Cell::read(row, 1)?
-        } else {
-            Cell::read_counters(row, 1)?
-        };
-        held += cell.sketch.as_ref().map_or(0, |s| s.held_bytes());
-        if held > MAX_READ_SKETCH_BYTES {
-            return Err(ShardFailure::Budget(format!(
-                "the query reads more than {} MiB of visitor sketches; choose a shorter date \
-                 range or fewer groups",
-                MAX_READ_SKETCH_BYTES >> 20
-            )));
-        }
-        match groups.get_mut(&key) {
-            Some(sum) => sum.add(cell),
-            None => {
-                groups.insert(key, cell);
-            }
-        }
-    }
-    Ok(groups)
+    query: &'a ShardQuery,
 }
 
-fn all(groups: &HashMap<String, Cell>, visitors: bool) -> Result<Vec<Sums>, ShardFailure> {
+impl Read<'_> {
+    /// One scan: the cells of every group added up, sketches kept only for the groups `sketch`
+    /// selects; the rows' logic versions are added to `versions`.
+    fn scan(
+        &self,
+        versions: &mut BTreeSet<u32>,
+        sketch: impl Fn(&Key) -> bool,
+    ) -> Result<HashMap<Key, Cell>, ShardFailure> {
+        let query = self.query;
+        let hours = query.group.time == Some(Time::Hour);
+        let start_day = epoch_day(query.start);
+        let mut groups: HashMap<Key, Cell> = HashMap::new();
+        let mut statement = self.conn.prepare_cached(&schema::select(hours))?;
+        let mut rows = statement.query(params![
+            self.tenant,
+            self.dimension,
+            query.start.to_string(),
+            query.end.to_string()
+        ])?;
+        let mut held = 0usize;
+        while let Some(row) = rows.next()? {
+            let value: Option<String> = if query.group.value || query.keep.is_some() {
+                Some(row.get(1)?)
+            } else {
+                None
+            };
+            if let (Some(keep), Some(value)) = (&query.keep, &value) {
+                if !keep.accepts(value) {
+                    continue;
+                }
+            }
+            let time = match query.group.time {
+                None => 0,
+                Some(width) => bucket(width, row.get(0)?, start_day),
+            };
+            let key = (
+                time,
+                if query.group.value {
+                    value.unwrap_or_default()
+                } else {
+                    String::new()
+                },
+            );
+            let version: i32 = row.get(9)?;
+            versions.insert(u32::try_from(version).unwrap_or(0));
+            let cell = if sketch(&key) {
+                Cell::read(row, 2)?
+            } else {
+                Cell::read_counters(row, 2)?
+            };
+            held += cell.sketch.as_ref().map_or(0, |s| s.held_bytes());
+            if held > MAX_READ_SKETCH_BYTES {
+                return Err(ShardFailure::Budget(format!(
+                    "the query reads more than {} MiB of visitor sketches; choose a shorter \
+                     date range or fewer groups",
+                    MAX_READ_SKETCH_BYTES >> 20
+                )));
+            }
+            match groups.get_mut(&key) {
+                Some(sum) => sum.add(cell),
+                None => {
+                    groups.insert(key, cell);
+                }
+            }
+        }
+        Ok(groups)
+    }
+}
+
+/// The group time of a row's time `raw` (an hour's milliseconds, or a day): weeks start on
+/// Monday and months on the 1st, neither before the query's first day.
+fn bucket(width: Time, raw: i64, start_day: i64) -> i64 {
+    match width {
+        Time::Hour | Time::Day => raw,
+        // 1970-01-01 was a Thursday: Monday is 3 days before it.
+        Time::Week => (raw - (raw + 3).rem_euclid(7)).max(start_day),
+        Time::Month => epoch_day(from_epoch_day(raw).first_of_month()).max(start_day),
+    }
+}
+
+fn all(groups: &HashMap<Key, Cell>, visitors: bool) -> Result<Vec<Sums>, ShardFailure> {
     groups
         .iter()
-        .map(|(key, cell)| cell.sums(key.clone(), visitors))
+        .map(|((time, value), cell)| {
+            let mut sums = cell.sums(value.clone(), visitors)?;
+            sums.time = *time;
+            Ok(sums)
+        })
         .collect()
 }
 
-/// Orders by the metric, highest first, then by key; keeps the first `limit`.
-fn rank(groups: &mut Vec<Sums>, top: Top) {
+/// Orders `groups` by the page's keys, then time and value; keeps the page.
+fn paged(mut groups: Vec<Sums>, page: &Page) -> Vec<Sums> {
+    sort(&mut groups, &page.sort);
+    groups
+        .into_iter()
+        .skip(page.offset)
+        .take(page.limit)
+        .collect()
+}
+
+/// Orders `groups` by `keys`, then by time and value, ascending.
+pub fn sort(groups: &mut [Sums], keys: &[Sort]) {
     groups.sort_by(|a, b| {
-        metrics::value(top.metric, b)
-            .total_cmp(&metrics::value(top.metric, a))
-            .then_with(|| a.key.cmp(&b.key))
+        keys.iter()
+            .map(|sort| {
+                let order = match sort.key {
+                    SortKey::Metric(metric) => {
+                        metrics::value(metric, a).total_cmp(&metrics::value(metric, b))
+                    }
+                    SortKey::Time => a.time.cmp(&b.time),
+                    SortKey::Value => a.key.cmp(&b.key),
+                };
+                if sort.descending {
+                    order.reverse()
+                } else {
+                    order
+                }
+            })
+            .find(|o| *o != Ordering::Equal)
+            .unwrap_or_else(|| (a.time, &a.key).cmp(&(b.time, &b.key)))
     });
-    groups.truncate(top.limit as usize);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(text: &str) -> i64 {
+        epoch_day(text.parse().expect("date"))
+    }
+
+    #[test]
+    fn weeks_start_on_monday_and_months_on_the_first_cut_to_the_start() {
+        let start = day("2026-03-04"); // a Wednesday
+        assert_eq!(bucket(Time::Week, day("2026-03-06"), start), start);
+        assert_eq!(
+            bucket(Time::Week, day("2026-03-15"), start),
+            day("2026-03-09")
+        );
+        assert_eq!(
+            bucket(Time::Week, day("2026-03-16"), start),
+            day("2026-03-16")
+        );
+        assert_eq!(bucket(Time::Month, day("2026-03-31"), start), start);
+        assert_eq!(
+            bucket(Time::Month, day("2026-04-30"), start),
+            day("2026-04-01")
+        );
+        assert_eq!(from_epoch_day(day("2024-02-29")).to_string(), "2024-02-29");
+    }
 }

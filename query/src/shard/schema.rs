@@ -171,25 +171,20 @@ pub(crate) const DELETE_DIRTY_HOURS: &str = "DELETE FROM hours WHERE EXISTS (\
     DROP TABLE dirty_hours;";
 
 /// A tenant's live rows for a read: parameters tenant, dimension, first and last local date
-/// ("YYYY-MM-DD"). Columns: the group key, the cell, then the logic version. Hourly groups
-/// read `hours` (dimension 0 only).
-pub(crate) fn select(group: super::GroupBy) -> String {
-    use super::GroupBy;
+/// ("YYYY-MM-DD"). Columns: the row's time (days since 1970-01-01, or the hour bucket's Unix
+/// milliseconds when `hours`), its value, the cell, then the logic version. Hourly rows come
+/// from `hours` (dimension 0 only).
+pub(crate) fn select(hours: bool) -> String {
     let range = "local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE) AND gen = 0";
-    let key = match group {
-        GroupBy::Hour => {
-            return format!(
-                "SELECT CAST(hour_ms AS VARCHAR), {CELL}, logic_version FROM hours \
-                 WHERE tenant = ? AND 0 = ? AND {range}"
-            );
-        }
-        GroupBy::Total => "''",
-        GroupBy::Day => "CAST(local_date AS VARCHAR)",
-        GroupBy::Value => r#""value""#,
-    };
+    if hours {
+        return format!(
+            "SELECT hour_ms, '', {CELL}, logic_version FROM hours \
+             WHERE tenant = ? AND 0 = ? AND {range}"
+        );
+    }
     format!(
-        "SELECT {key}, {CELL}, logic_version FROM days \
-         WHERE tenant = ? AND dimension = ? AND {range}"
+        r#"SELECT CAST(local_date - DATE '1970-01-01' AS BIGINT), "value", {CELL}, logic_version
+FROM days WHERE tenant = ? AND dimension = ? AND {range}"#
     )
 }
 

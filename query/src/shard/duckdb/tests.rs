@@ -4,7 +4,7 @@ use jiff::civil::Date;
 
 use super::*;
 use crate::metrics::Sums;
-use crate::shard::{GroupBy, Top};
+use crate::shard::{GroupBy, Page, Time};
 use crate::testing::{TempDir, apply as apply_one, hit, one_partition_store as store, rollup};
 
 fn date(text: &str) -> Date {
@@ -12,13 +12,7 @@ fn date(text: &str) -> Date {
 }
 
 fn totals(start: &str, end: &str) -> ShardQuery {
-    ShardQuery {
-        dimension: 0,
-        start: date(start),
-        end: date(end),
-        group: GroupBy::Total,
-        top: None,
-    }
+    ShardQuery::new(0, date(start), date(end), GroupBy::TOTAL)
 }
 
 fn one_visit(tenant: &str, at: &str, visitor: u64) -> TenantRollup {
@@ -137,7 +131,7 @@ async fn visitors_are_unique_and_rows_add_up() {
         .query(
             "acme",
             ShardQuery {
-                group: GroupBy::Hour,
+                group: GroupBy::time(Time::Hour),
                 ..totals("2026-03-01", "2026-03-01")
             },
         )
@@ -278,11 +272,8 @@ async fn top_values_ordered_by_metric_then_value() {
     apply_one(&store, 1, vec![rollup("acme", hits)]).await;
     let query = ShardQuery {
         dimension: Dimension::Page as i32,
-        group: GroupBy::Value,
-        top: Some(Top {
-            metric: Metric::Pageviews,
-            limit: 3,
-        }),
+        group: GroupBy::VALUE,
+        page: Some(Page::top(Metric::Pageviews, 3)),
         ..totals("2026-03-01", "2026-03-01")
     };
     let sums = store
@@ -298,7 +289,7 @@ async fn top_values_ordered_by_metric_then_value() {
         (Metric::Visitors, ["/b", "/c"]),
     ] {
         let ranked = ShardQuery {
-            top: Some(Top { metric, limit: 2 }),
+            page: Some(Page::top(metric, 2)),
             ..query.clone()
         };
         let sums = store.query("acme", ranked).await.expect("query").groups;

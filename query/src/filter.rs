@@ -1,0 +1,298 @@
+//! Report filters: a request's tree of conditions, validated and compiled into a predicate
+//! over dimension values.
+
+use std::collections::{BTreeSet, HashSet};
+
+use beacon_proto::insights::v1::{Condition, Dimension, Filter, Operator, filter};
+use regex::RegexSet;
+
+use crate::QueryError;
+
+/// Deepest filter tree (a lone condition is depth 1).
+pub const MAX_DEPTH: usize = 5;
+/// Most conditions in one filter tree.
+pub const MAX_CONDITIONS: usize = 20;
+/// Most values in one condition.
+pub const MAX_VALUES: usize = 100;
+/// Longest value of an `is`, `is not` or `contains` condition, bytes (dimension values are
+/// cut to this length).
+pub const MAX_VALUE_BYTES: usize = 256;
+/// Longest regular expression, bytes.
+pub const MAX_PATTERN_BYTES: usize = 1_000;
+/// Most memory one compiled regular expression set may take.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A compiled filter tree over the values of its dimensions.
+#[derive(Debug, Clone)]
+pub enum ValueFilter {
+    /// A leaf.
+    Condition(Test),
+    /// Every child holds.
+    All(Vec<ValueFilter>),
+    /// At least one child holds.
+    Any(Vec<ValueFilter>),
+    /// No child holds.
+    NoneOf(Vec<ValueFilter>),
+}
+
+/// One compiled condition.
+#[derive(Debug, Clone)]
+pub struct Test {
+    /// The dimension it reads.
+    pub dimension: Dimension,
+    matcher: Matcher,
+    negated: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    /// Equal to one of the values (lowercased when `ignore_case`).
+    Is {
+        values: HashSet<String>,
+        ignore_case: bool,
+    },
+    /// Contains one of the values (lowercased when `ignore_case`).
+    Contains {
+        values: Vec<String>,
+        ignore_case: bool,
+    },
+    /// Matches one of the patterns.
+    Matches(RegexSet),
+}
+
+impl ValueFilter {
+    /// Validates and compiles a request's filter; `field` names it in errors.
+    pub fn compile(filter: &Filter, field: &str) -> Result<Self, QueryError> {
+        let mut conditions = 0;
+        compile(filter, field, 1, &mut conditions)
+    }
+
+    /// A filter keeping exactly `values` of `dimension` (an `is` condition).
+    pub fn one_of(dimension: Dimension, values: impl IntoIterator<Item = String>) -> Self {
+        Self::Condition(Test {
+            dimension,
+            matcher: Matcher::Is {
+                values: values.into_iter().collect(),
+                ignore_case: false,
+            },
+            negated: false,
+        })
+    }
+
+    /// The dimensions its conditions read, ascending.
+    pub fn dimensions(&self) -> BTreeSet<Dimension> {
+        let mut out = BTreeSet::new();
+        self.visit(&mut |test| {
+            out.insert(test.dimension);
+        });
+        out
+    }
+
+    /// Whether a row whose dimension has `value` passes. Every condition is taken to read
+    /// that one value: use it on filters of one dimension.
+    pub fn accepts(&self, value: &str) -> bool {
+        self.eval(&|test| test.accepts(value))
+    }
+
+    /// Whether an event or visit without any value for the dimension (a visit without UTM
+    /// parameters) passes.
+    pub fn accepts_missing(&self) -> bool {
+        self.eval(&|test| test.negated)
+    }
+
+    fn eval(&self, leaf: &impl Fn(&Test) -> bool) -> bool {
+        match self {
+            Self::Condition(test) => leaf(test),
+            Self::All(children) => children.iter().all(|c| c.eval(leaf)),
+            Self::Any(children) => children.iter().any(|c| c.eval(leaf)),
+            Self::NoneOf(children) => !children.iter().any(|c| c.eval(leaf)),
+        }
+    }
+
+    fn visit(&self, f: &mut impl FnMut(&Test)) {
+        match self {
+            Self::Condition(test) => f(test),
+            Self::All(children) | Self::Any(children) | Self::NoneOf(children) => {
+                children.iter().for_each(|c| c.visit(f));
+            }
+        }
+    }
+}
+
+impl Test {
+    fn accepts(&self, value: &str) -> bool {
+        let lower = |ignore_case: bool| {
+            if ignore_case {
+                std::borrow::Cow::Owned(value.to_lowercase())
+            } else {
+                std::borrow::Cow::Borrowed(value)
+            }
+        };
+        let found = match &self.matcher {
+            Matcher::Is {
+                values,
+                ignore_case,
+            } => values.contains(lower(*ignore_case).as_ref()),
+            Matcher::Contains {
+                values,
+                ignore_case,
+            } => {
+                let value = lower(*ignore_case);
+                values.iter().any(|v| value.contains(v.as_str()))
+            }
+            Matcher::Matches(set) => set.is_match(value),
+        };
+        found != self.negated
+    }
+}
+
+fn compile(
+    filter: &Filter,
+    field: &str,
+    depth: usize,
+    conditions: &mut usize,
+) -> Result<ValueFilter, QueryError> {
+    if depth > MAX_DEPTH {
+        return Err(QueryError::invalid(format!(
+            "{field} is nested {depth} levels deep; at most {MAX_DEPTH} are allowed"
+        )));
+    }
+    let children = |list: &beacon_proto::insights::v1::Filters,
+                    name: &str,
+                    conditions: &mut usize|
+     -> Result<Vec<ValueFilter>, QueryError> {
+        if list.filters.is_empty() {
+            return Err(QueryError::invalid(format!(
+                "{field}.{name} is empty; give at least one filter"
+            )));
+        }
+        list.filters
+            .iter()
+            .enumerate()
+            .map(|(i, child)| {
+                compile(
+                    child,
+                    &format!("{field}.{name}.filters[{i}]"),
+                    depth + 1,
+                    conditions,
+                )
+            })
+            .collect()
+    };
+    match &filter.kind {
+        None => Err(QueryError::invalid(format!(
+            "{field} is empty: set condition, all_of, any_of or none_of"
+        ))),
+        Some(filter::Kind::Condition(condition)) => {
+            *conditions += 1;
+            if *conditions > MAX_CONDITIONS {
+                return Err(QueryError::invalid(format!(
+                    "{field}: the filter has more than {MAX_CONDITIONS} conditions"
+                )));
+            }
+            Ok(ValueFilter::Condition(test(
+                condition,
+                &format!("{field}.condition"),
+            )?))
+        }
+        Some(filter::Kind::AllOf(list)) => {
+            Ok(ValueFilter::All(children(list, "all_of", conditions)?))
+        }
+        Some(filter::Kind::AnyOf(list)) => {
+            Ok(ValueFilter::Any(children(list, "any_of", conditions)?))
+        }
+        Some(filter::Kind::NoneOf(list)) => {
+            Ok(ValueFilter::NoneOf(children(list, "none_of", conditions)?))
+        }
+    }
+}
+
+fn test(condition: &Condition, field: &str) -> Result<Test, QueryError> {
+    let dimension = match Dimension::try_from(condition.dimension) {
+        Ok(Dimension::Unspecified) | Err(_) => {
+            return Err(QueryError::invalid(format!(
+                "{field}.dimension {} is not a dimension: use DIMENSION_PAGE (1) to \
+                 DIMENSION_UTM_CAMPAIGN (11)",
+                condition.dimension
+            )));
+        }
+        Ok(dimension) => dimension,
+    };
+    let operator = Operator::try_from(condition.operator)
+        .ok()
+        .filter(|op| *op != Operator::Unspecified)
+        .ok_or_else(|| {
+            QueryError::invalid(format!(
+                "{field}.operator {} is not an operator: use OPERATOR_IS (1) to \
+                 OPERATOR_MATCHES (4)",
+                condition.operator
+            ))
+        })?;
+    let values = &condition.values;
+    if values.is_empty() || values.len() > MAX_VALUES {
+        return Err(QueryError::invalid(format!(
+            "{field}.values has {} values; give 1 to {MAX_VALUES}",
+            values.len()
+        )));
+    }
+    let most = if operator == Operator::Matches {
+        MAX_PATTERN_BYTES
+    } else {
+        MAX_VALUE_BYTES
+    };
+    if let Some((i, value)) = values.iter().enumerate().find(|(_, v)| v.len() > most) {
+        return Err(QueryError::invalid(format!(
+            "{field}.values[{i}] is {} bytes; at most {most} are allowed",
+            value.len()
+        )));
+    }
+    let ignore_case = condition.ignore_case;
+    let fold = |v: &String| {
+        if ignore_case {
+            v.to_lowercase()
+        } else {
+            v.clone()
+        }
+    };
+    let matcher = match operator {
+        Operator::Is | Operator::IsNot | Operator::Unspecified => Matcher::Is {
+            values: values.iter().map(fold).collect(),
+            ignore_case,
+        },
+        Operator::Contains => Matcher::Contains {
+            values: values.iter().map(fold).collect(),
+            ignore_case,
+        },
+        Operator::Matches => Matcher::Matches(patterns(values, ignore_case, field)?),
+    };
+    Ok(Test {
+        dimension,
+        matcher,
+        negated: operator == Operator::IsNot,
+    })
+}
+
+fn patterns(values: &[String], ignore_case: bool, field: &str) -> Result<RegexSet, QueryError> {
+    for (i, pattern) in values.iter().enumerate() {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|err| {
+                QueryError::invalid(format!(
+                    "{field}.values[{i}] {pattern:?} is not a regular expression: {err}"
+                ))
+            })?;
+    }
+    regex::RegexSetBuilder::new(values)
+        .case_insensitive(ignore_case)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|err| {
+            QueryError::invalid(format!(
+                "{field}.values: the patterns together are too large: {err}"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,339 @@
+//! A report request, validated, and the rollup read that answers it.
+//!
+//! The rollups hold, per local day, the counters and visitor sketch of each value of each
+//! dimension on its own. So they answer a report grouped by at most one dimension and time,
+//! filtered on that dimension's own values; without a dimension, filtered on one dimension's
+//! values, since every visit has one value of a visit dimension. Everything else is refused
+//! with UNIMPLEMENTED, naming what it would need.
+
+use std::sync::Arc;
+
+use beacon_proto::insights::v1::{
+    ComparisonMode, Dimension, Interval, Metric, RunReportRequest, order_by, report_dimension,
+};
+
+use crate::QueryError;
+use crate::filter::ValueFilter;
+use crate::metrics;
+use crate::range::{self, Range};
+use crate::shard::{Sort, SortKey, Time};
+
+/// Report rows returned when the request's limit is 0.
+pub const DEFAULT_LIMIT: u32 = 1_000;
+/// Most report rows one request may ask for.
+pub const MAX_LIMIT: u32 = 10_000;
+/// Most sort keys.
+pub const MAX_ORDER_BY: usize = 4;
+/// Days between a date and the same weekday a year earlier.
+const YEAR_OF_WEEKS: i64 = 364;
+
+/// What a report groups by, in the request's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    /// The time points.
+    Time(Time),
+    /// The values of a dimension.
+    Value(Dimension),
+}
+
+/// A validated report.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The date range.
+    pub range: Range,
+    /// The range compared with, if any.
+    pub comparison: Option<Range>,
+    /// Metrics, in the request's order.
+    pub metrics: Vec<Metric>,
+    /// Grouping columns, in the request's order.
+    pub columns: Vec<Column>,
+    /// The filter, if any.
+    pub filter: Option<Arc<ValueFilter>>,
+    /// Sort keys.
+    pub sort: Vec<Sort>,
+    /// Rows skipped.
+    pub offset: usize,
+    /// Most rows returned.
+    pub limit: usize,
+}
+
+impl Plan {
+    /// Validates a request: every field is named in the error it causes.
+    pub fn parse(req: &RunReportRequest) -> Result<Self, QueryError> {
+        let range = range::parse(req.date_range.as_ref())?;
+        let columns = columns(req)?;
+        let limit = match req.limit {
+            0 => DEFAULT_LIMIT,
+            1..=MAX_LIMIT => req.limit,
+            n => {
+                return Err(QueryError::invalid(format!(
+                    "limit {n} is above the maximum of 10,000"
+                )));
+            }
+        };
+        let plan = Self {
+            range,
+            comparison: comparison(req, range)?,
+            metrics: metrics::requested(&req.metrics)?,
+            sort: sort(req, &columns)?,
+            filter: req
+                .filter
+                .as_ref()
+                .map(|f| ValueFilter::compile(f, "filter").map(Arc::new))
+                .transpose()?,
+            columns,
+            offset: req.offset as usize,
+            limit: limit as usize,
+        };
+        plan.rows()?;
+        Ok(plan)
+    }
+
+    /// An unfiltered report of `metrics` grouped by `columns`, in the default order, every
+    /// row returned.
+    pub fn unfiltered(range: Range, metrics: Vec<Metric>, columns: Vec<Column>) -> Self {
+        Self {
+            range,
+            comparison: None,
+            sort: default_sort(&columns, &metrics),
+            metrics,
+            columns,
+            filter: None,
+            offset: 0,
+            limit: usize::MAX,
+        }
+    }
+
+    /// The time column, if any.
+    pub fn time(&self) -> Option<Time> {
+        self.columns.iter().find_map(|c| match c {
+            Column::Time(t) => Some(*t),
+            Column::Value(_) => None,
+        })
+    }
+
+    /// The dimension column, if any.
+    pub fn dimension(&self) -> Option<Dimension> {
+        self.columns.iter().find_map(|c| match c {
+            Column::Value(d) => Some(*d),
+            Column::Time(_) => None,
+        })
+    }
+
+    /// The rollup rows that answer the report: their dimension (0 for totals), or
+    /// UNIMPLEMENTED when the rollups cannot answer it.
+    pub fn rows(&self) -> Result<i32, QueryError> {
+        let filtered = self.filter.as_ref().map(|f| f.dimensions());
+        let by = self.dimension();
+        if self.time() == Some(Time::Hour) && (by.is_some() || filtered.is_some()) {
+            return Err(QueryError::unimplemented(
+                "hourly points are kept for unfiltered totals only; group by INTERVAL_DAY, \
+                 INTERVAL_WEEK or INTERVAL_MONTH to break down or filter",
+            ));
+        }
+        let Some(filtered) = filtered else {
+            return Ok(by.map_or(0, |d| d as i32));
+        };
+        let names: Vec<&str> = filtered.iter().map(|d| d.as_str_name()).collect();
+        let [only] = filtered.into_iter().collect::<Vec<_>>()[..] else {
+            return Err(QueryError::unimplemented(format!(
+                "the filter reads {}: conditions on more than one dimension need per-event \
+                 data, which the rollups do not keep",
+                names.join(" and ")
+            )));
+        };
+        match by {
+            Some(by) if by != only => Err(QueryError::unimplemented(format!(
+                "filtering by {} while grouping by {} needs per-event data, which the rollups \
+                 do not keep; filter by the grouped dimension itself",
+                only.as_str_name(),
+                by.as_str_name()
+            ))),
+            Some(by) => Ok(by as i32),
+            None => self.filtered_totals(only),
+        }
+    }
+
+    /// The rows of `only` summed over the values the filter keeps: exact for a visit
+    /// dimension (each visit has one value), and for pages only for the event metrics.
+    fn filtered_totals(&self, only: Dimension) -> Result<i32, QueryError> {
+        let event_metric =
+            |m: &Metric| matches!(m, Metric::Visitors | Metric::Pageviews | Metric::Events);
+        if only == Dimension::Page && !self.metrics.iter().all(event_metric) {
+            return Err(QueryError::unimplemented(
+                "visit metrics filtered by DIMENSION_PAGE need per-event data, which the \
+                 rollups do not keep; ask for METRIC_VISITORS, METRIC_PAGEVIEWS and \
+                 METRIC_EVENTS only, or group by DIMENSION_PAGE",
+            ));
+        }
+        let optional = matches!(
+            only,
+            Dimension::UtmSource | Dimension::UtmMedium | Dimension::UtmCampaign
+        );
+        if optional && self.filter.as_ref().is_some_and(|f| f.accepts_missing()) {
+            return Err(QueryError::unimplemented(format!(
+                "the filter keeps visits without {}, which the rollups do not count apart; \
+                 group by it instead",
+                only.as_str_name()
+            )));
+        }
+        Ok(only as i32)
+    }
+}
+
+fn columns(req: &RunReportRequest) -> Result<Vec<Column>, QueryError> {
+    let mut columns: Vec<Column> = Vec::with_capacity(req.dimensions.len());
+    for (i, dimension) in req.dimensions.iter().enumerate() {
+        let field = format!("dimensions[{i}]");
+        let column = match dimension.kind {
+            None => {
+                return Err(QueryError::invalid(format!(
+                    "{field} is empty: set dimension or time"
+                )));
+            }
+            Some(report_dimension::Kind::Dimension(raw)) => Column::Value(
+                Dimension::try_from(raw)
+                    .ok()
+                    .filter(|d| *d != Dimension::Unspecified)
+                    .ok_or_else(|| {
+                        QueryError::invalid(format!(
+                            "{field}.dimension {raw} is not a dimension: use DIMENSION_PAGE \
+                             (1) to DIMENSION_UTM_CAMPAIGN (11)"
+                        ))
+                    })?,
+            ),
+            Some(report_dimension::Kind::Time(raw)) => Column::Time(time(raw, &field)?),
+        };
+        let same_kind = |c: &Column| {
+            matches!(
+                (c, &column),
+                (Column::Time(_), Column::Time(_)) | (Column::Value(_), Column::Value(_))
+            )
+        };
+        if columns.iter().any(same_kind) {
+            return Err(QueryError::unimplemented(format!(
+                "{field}: a report groups by at most one dimension and one time dimension; \
+                 more need per-event data, which the rollups do not keep"
+            )));
+        }
+        columns.push(column);
+    }
+    Ok(columns)
+}
+
+/// The point width of a time dimension or interval.
+pub fn time(raw: i32, field: &str) -> Result<Time, QueryError> {
+    match Interval::try_from(raw) {
+        Ok(Interval::Hour) => Ok(Time::Hour),
+        Ok(Interval::Day | Interval::Unspecified) => Ok(Time::Day),
+        Ok(Interval::Week) => Ok(Time::Week),
+        Ok(Interval::Month) => Ok(Time::Month),
+        Err(_) => Err(QueryError::invalid(format!(
+            "{field} {raw} is not an interval: use INTERVAL_HOUR (1), INTERVAL_DAY (2), \
+             INTERVAL_WEEK (3) or INTERVAL_MONTH (4)"
+        ))),
+    }
+}
+
+fn comparison(req: &RunReportRequest, range: Range) -> Result<Option<Range>, QueryError> {
+    let Some(comparison) = &req.comparison else {
+        return Ok(None);
+    };
+    let mode = ComparisonMode::try_from(comparison.mode).map_err(|_| {
+        QueryError::invalid(format!(
+            "comparison.mode {} is not a comparison mode: use COMPARISON_MODE_PREVIOUS_PERIOD \
+             (1), COMPARISON_MODE_YEAR_OVER_YEAR (2) or COMPARISON_MODE_CUSTOM (3)",
+            comparison.mode
+        ))
+    })?;
+    if mode != ComparisonMode::Custom && comparison.date_range.is_some() {
+        return Err(QueryError::invalid(
+            "comparison.date_range is only for COMPARISON_MODE_CUSTOM",
+        ));
+    }
+    Ok(match mode {
+        ComparisonMode::Unspecified => None,
+        ComparisonMode::PreviousPeriod => Some(range.shifted(-range.days())),
+        ComparisonMode::YearOverYear => Some(range.shifted(-YEAR_OF_WEEKS)),
+        ComparisonMode::Custom => Some(range::parse_field(
+            comparison.date_range.as_ref(),
+            "comparison.date_range",
+        )?),
+    })
+}
+
+/// Time ascending, then the first metric highest first.
+fn default_sort(columns: &[Column], metrics: &[Metric]) -> Vec<Sort> {
+    let mut sort = Vec::new();
+    if columns.iter().any(|c| matches!(c, Column::Time(_))) {
+        sort.push(Sort {
+            key: SortKey::Time,
+            descending: false,
+        });
+    }
+    if let (true, Some(&metric)) = (
+        columns.iter().any(|c| matches!(c, Column::Value(_))),
+        metrics.first(),
+    ) {
+        sort.push(Sort {
+            key: SortKey::Metric(metric),
+            descending: true,
+        });
+    }
+    sort
+}
+
+fn sort(req: &RunReportRequest, columns: &[Column]) -> Result<Vec<Sort>, QueryError> {
+    if req.order_by.len() > MAX_ORDER_BY {
+        return Err(QueryError::invalid(format!(
+            "order_by has {} keys; at most {MAX_ORDER_BY} are allowed",
+            req.order_by.len()
+        )));
+    }
+    if req.order_by.is_empty() {
+        return Ok(default_sort(columns, &metrics::requested(&req.metrics)?));
+    }
+    req.order_by
+        .iter()
+        .enumerate()
+        .map(|(i, order)| {
+            let field = format!("order_by[{i}]");
+            let key = match order.key {
+                None => {
+                    return Err(QueryError::invalid(format!(
+                        "{field} is empty: set metric or dimension_index"
+                    )));
+                }
+                Some(order_by::Key::Metric(raw)) => SortKey::Metric(
+                    Metric::try_from(raw)
+                        .ok()
+                        .filter(|m| *m != Metric::Unspecified)
+                        .ok_or_else(|| {
+                            QueryError::invalid(format!(
+                                "{field}.metric {raw} is not a metric: use METRIC_VISITORS (1) \
+                                 to METRIC_VIEWS_PER_VISIT (7)"
+                            ))
+                        })?,
+                ),
+                Some(order_by::Key::DimensionIndex(index)) => match columns.get(index as usize) {
+                    Some(Column::Time(_)) => SortKey::Time,
+                    Some(Column::Value(_)) => SortKey::Value,
+                    None => {
+                        return Err(QueryError::invalid(format!(
+                            "{field}.dimension_index {index} is not below the {} \
+                                 dimensions of the report",
+                            columns.len()
+                        )));
+                    }
+                },
+            };
+            Ok(Sort {
+                key,
+                descending: order.descending,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
