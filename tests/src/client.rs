@@ -17,7 +17,7 @@ use beacon_proto::ingest::v1::{
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::{
     DateRange, Dimension, GetAggregateRequest, GetBreakdownRequest, GetTimeseriesRequest, Interval,
-    Metric,
+    Metric, RunReportRequest, RunReportResponse,
 };
 use tonic::Status;
 use tonic::transport::Channel;
@@ -39,7 +39,8 @@ pub struct Counts {
     pub duration_ms: u64,
 }
 
-const METRICS: [Metric; 6] = [
+/// The metrics [`Counts`] are derived from.
+pub const METRICS: [Metric; 6] = [
     Metric::Visitors,
     Metric::Visits,
     Metric::Pageviews,
@@ -48,7 +49,8 @@ const METRICS: [Metric; 6] = [
     Metric::VisitDuration,
 ];
 
-fn counts(values: &[beacon_proto::insights::v1::MetricValue]) -> Counts {
+/// The numbers of a row's metric values (all of [`METRICS`] must be among them).
+pub fn counts(values: &[beacon_proto::insights::v1::MetricValue]) -> Counts {
     let get = |m: Metric| {
         values
             .iter()
@@ -295,6 +297,18 @@ impl Client {
             .into_iter()
             .map(|r| (r.value, counts(&r.values)))
             .collect())
+    }
+
+    /// Runs a report with a read key.
+    pub async fn report(
+        &self,
+        key: &str,
+        request: RunReportRequest,
+    ) -> Result<RunReportResponse, Status> {
+        InsightsServiceClient::new(self.channel.clone())
+            .run_report(with_bearer(key, request)?)
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     /// Posts an HTTP beacon; returns the status code and body.

@@ -6,6 +6,7 @@ pub mod client;
 pub mod collector;
 pub mod failover;
 pub mod health;
+pub mod reports;
 pub mod run;
 pub mod sessions;
 pub mod traffic;

@@ -167,7 +167,12 @@ async fn weeks_start_on_monday_and_months_on_the_first() {
 async fn filters_order_and_pages() {
     let f = fixture("pages");
     let mut at = Vec::new();
-    for (source, n) in [("Google", 3), ("Bing", 2), ("Direct", 1), ("Hacker News", 4)] {
+    for (source, n) in [
+        ("Google", 3),
+        ("Bing", 2),
+        ("Direct", 1),
+        ("Hacker News", 4),
+    ] {
         at.extend((0..n).map(|_| ("2026-03-02T10:00:00Z", source)));
     }
     visits(&f, 1, &at).await;
@@ -226,7 +231,10 @@ async fn filters_order_and_pages() {
         offset: 0,
         ..req
     };
-    assert_eq!(table(&report(&f, none).await), [(vec!["Bing"], vec![2.0, 2.0])]);
+    assert_eq!(
+        table(&report(&f, none).await),
+        [(vec!["Bing"], vec![2.0, 2.0])]
+    );
 }
 
 #[tokio::test]
@@ -256,7 +264,10 @@ async fn comparisons_match_places_and_values() {
     };
     let series = report(&f, req.clone()).await;
     let range = series.comparison_range.clone().expect("comparison range");
-    assert_eq!((range.start_date.as_str(), range.end_date.as_str()), ("2026-03-01", "2026-03-04"));
+    assert_eq!(
+        (range.start_date.as_str(), range.end_date.as_str()),
+        ("2026-03-01", "2026-03-04")
+    );
     let last = series.rows.last().expect("row");
     assert_eq!(last.dimensions, ["2026-03-08"]);
     assert_eq!(last.comparison_dimensions, ["2026-03-04"]);

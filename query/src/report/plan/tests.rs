@@ -1,5 +1,5 @@
 use beacon_proto::insights::v1::{
-    Comparison, Condition, DateRange, Filter, Filters, OrderBy, Operator, ReportDimension, filter,
+    Comparison, Condition, DateRange, Filter, Filters, Operator, OrderBy, ReportDimension, filter,
 };
 use tonic::Code;
 

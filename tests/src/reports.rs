@@ -1,0 +1,225 @@
+//! An oracle for reports, sharing no code with Beacon: it cuts each visitor's events into
+//! sessions (30 minutes idle), gives every session the attributes of its first event through a
+//! classifier the test writes out by hand, and adds up the numbers of any grouping and filter.
+//!
+//! Definitions it follows: an event counts on its own local date, a visit (with its bounce
+//! and duration) on the local date of its first event; a visit dimension's value is its first
+//! event's; an event carries the values of its visit; pages are an event dimension, with no
+//! visits of their own.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use beacon_proto::ingest::v1::Event;
+use beacon_proto::insights::v1::Dimension;
+use jiff::civil::Date;
+
+use crate::client::Counts;
+use crate::sessions::event_ms;
+use crate::traffic::local_date;
+
+const IDLE_MS: i64 = 30 * 60_000;
+
+/// The visit dimensions of a session, from its first event.
+pub type Classify = dyn Fn(&Event) -> BTreeMap<Dimension, String>;
+
+/// What one event contributes.
+#[derive(Debug, Clone)]
+struct EventFact {
+    date: Date,
+    visitor: usize,
+    page: String,
+    pageview: bool,
+    session: usize,
+}
+
+/// What one visit contributes.
+#[derive(Debug, Clone)]
+struct SessionFact {
+    date: Date,
+    attributes: BTreeMap<Dimension, String>,
+    pageviews: u64,
+    duration_ms: u64,
+}
+
+/// Every event and visit of a tenant's traffic.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    events: Vec<EventFact>,
+    sessions: Vec<SessionFact>,
+}
+
+/// Time points: width of a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    /// Local dates.
+    Day,
+    /// Weeks from Monday, the first cut to the range's start.
+    Week,
+    /// Months, the first cut to the range's start.
+    Month,
+}
+
+/// Which events and visits count: a test on one dimension's value.
+pub struct Keep<'a> {
+    /// The dimension tested.
+    pub dimension: Dimension,
+    /// The test; a visit without the dimension (no UTM parameters) never passes.
+    pub test: &'a dyn Fn(&str) -> bool,
+}
+
+/// A report's grouping.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Grouping {
+    /// Time points, if any.
+    pub time: Option<Grain>,
+    /// A dimension, if any.
+    pub dimension: Option<Dimension>,
+}
+
+impl Facts {
+    /// The facts of `events` in `time_zone`; agents in `bots` are bots and count nowhere.
+    pub fn of(time_zone: &str, events: &[Event], bots: &[&str], classify: &Classify) -> Self {
+        let mut by_visitor: BTreeMap<(&str, &str), Vec<&Event>> = BTreeMap::new();
+        for event in events
+            .iter()
+            .filter(|e| !bots.contains(&e.user_agent.as_str()))
+        {
+            by_visitor
+                .entry((&event.client_ip, &event.user_agent))
+                .or_default()
+                .push(event);
+        }
+        let mut facts = Facts::default();
+        let date = |ms: i64| -> Date { local_date(ms, time_zone).parse().expect("date") };
+        for (visitor, list) in by_visitor.into_values().enumerate() {
+            let mut list = list;
+            list.sort_by(|a, b| (event_ms(a), &a.id).cmp(&(event_ms(b), &b.id)));
+            let mut last_ms = i64::MIN;
+            for event in list {
+                let ms = event_ms(event);
+                let pageview = event.name == "pageview";
+                if facts.sessions.is_empty() || last_ms == i64::MIN || ms - last_ms > IDLE_MS {
+                    facts.sessions.push(SessionFact {
+                        date: date(ms),
+                        attributes: classify(event),
+                        pageviews: 0,
+                        duration_ms: 0,
+                    });
+                } else if let Some(session) = facts.sessions.last_mut() {
+                    session.duration_ms += (ms - last_ms) as u64;
+                }
+                last_ms = ms;
+                let session = facts.sessions.len() - 1;
+                facts.sessions[session].pageviews += u64::from(pageview);
+                facts.events.push(EventFact {
+                    date: date(ms),
+                    visitor,
+                    page: path(&event.url),
+                    pageview,
+                    session,
+                });
+            }
+        }
+        facts
+    }
+
+    /// The report over `[start, end]`: numbers per (time label, dimension value), empty keys
+    /// for what is not grouped; only groups with an event or a visit.
+    pub fn report(
+        &self,
+        start: Date,
+        end: Date,
+        grouping: Grouping,
+        keep: Option<&Keep<'_>>,
+    ) -> BTreeMap<(String, String), Counts> {
+        let in_range = |date: Date| date >= start && date <= end;
+        let label = |date: Date| match grouping.time {
+            None => String::new(),
+            Some(Grain::Day) => date.to_string(),
+            Some(Grain::Week) => {
+                let monday = date
+                    .checked_sub(
+                        jiff::Span::new().days(i64::from(date.weekday().to_monday_zero_offset())),
+                    )
+                    .expect("monday");
+                monday.max(start).to_string()
+            }
+            Some(Grain::Month) => date.first_of_month().max(start).to_string(),
+        };
+        let session_passes = |session: &SessionFact| match keep {
+            None => true,
+            Some(keep) if keep.dimension == Dimension::Page => true,
+            Some(keep) => session
+                .attributes
+                .get(&keep.dimension)
+                .is_some_and(|v| (keep.test)(v)),
+        };
+        let value_of = |session: &SessionFact, page: Option<&str>| -> Option<String> {
+            match grouping.dimension {
+                None => Some(String::new()),
+                Some(Dimension::Page) => page.map(str::to_owned),
+                Some(d) => session.attributes.get(&d).cloned(),
+            }
+        };
+        let mut out: BTreeMap<(String, String), (Counts, BTreeSet<usize>)> = BTreeMap::new();
+        for session in &self.sessions {
+            if !in_range(session.date) || !session_passes(session) {
+                continue;
+            }
+            let Some(value) = value_of(session, None) else {
+                continue;
+            };
+            let counts = &mut out.entry((label(session.date), value)).or_default().0;
+            counts.visits += 1;
+            counts.bounces += u64::from(session.pageviews < 2);
+            counts.duration_ms += session.duration_ms;
+        }
+        for event in &self.events {
+            let session = &self.sessions[event.session];
+            let page_passes = match keep {
+                Some(keep) if keep.dimension == Dimension::Page => (keep.test)(&event.page),
+                _ => true,
+            };
+            if !in_range(event.date) || !session_passes(session) || !page_passes {
+                continue;
+            }
+            let Some(value) = value_of(session, Some(&event.page)) else {
+                continue;
+            };
+            let (counts, visitors) = out.entry((label(event.date), value)).or_default();
+            counts.events += 1;
+            counts.pageviews += u64::from(event.pageview);
+            visitors.insert(event.visitor);
+        }
+        out.into_iter()
+            .map(|(key, (mut counts, visitors))| {
+                counts.visitors = visitors.len() as u64;
+                (key, counts)
+            })
+            .collect()
+    }
+}
+
+/// The path of a URL: what follows the host, up to `?` or `#`; "/" when empty.
+fn path(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    if path.is_empty() {
+        "/".into()
+    } else {
+        path.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(path("https://a.example/x/y?utm_source=z#top"), "/x/y");
+        assert_eq!(path("https://a.example"), "/");
+        assert_eq!(path("https://a.example?x=1"), "/");
+    }
+}

@@ -1,0 +1,715 @@
+//! Reports end to end in cluster mode, against an oracle that shares no code with Beacon:
+//! three weeks of imported traffic across a month's end and New York's end of daylight saving
+//! time, for tenants in UTC, a 30-minute, a 45-minute and a DST zone, with bots, sessions across
+//! midnight and at the 30-minute boundary, sessions that start with a custom event, and one
+//! tenant's events arriving visitor by visitor (late for the others). Every dimension, week and
+//! month points, filters (each operator, nested), comparisons and paging are checked exactly.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use beacon_proto::ingest::v1::Event;
+use beacon_proto::insights::v1::{
+    Comparison, ComparisonMode, Condition, DateRange, Dimension, Filter, Filters, Interval, Metric,
+    Operator, OrderBy, ReportDimension, ReportSource, RunReportRequest, RunReportResponse, filter,
+    order_by, report_dimension,
+};
+use beacon_tests::client::{Counts, METRICS, counts};
+use beacon_tests::reports::{Facts, Grain, Grouping, Keep};
+use beacon_tests::run::{import_all, wait_exact};
+use beacon_tests::sessions::{BOT_AGENT, Order, arrange, oracle, tricky_events};
+use beacon_tests::traffic::{TenantSpec, Traffic, USER_AGENTS};
+use beacon_tests::{Client, Cluster};
+use jiff::civil::Date;
+
+const TENANTS: &[(&str, &str, Order)] = &[
+    ("report-utc", "UTC", Order::Time),
+    ("report-kolkata", "Asia/Kolkata", Order::Time),
+    (
+        "report-kathmandu",
+        "Asia/Kathmandu",
+        Order::VisitorByVisitor,
+    ),
+    ("report-ny", "America/New_York", Order::Time),
+];
+const VISITORS: usize = 300;
+/// The traffic's window, UTC.
+const FROM: &str = "2026-10-20T00:00:00Z";
+const TO: &str = "2026-11-10T00:00:00Z";
+/// The reports' range: from a Wednesday, across October's end and 2026-11-01 (DST ends in
+/// New York).
+const START: &str = "2026-10-21";
+const END: &str = "2026-11-09";
+
+const REFERRERS: [&str; 5] = [
+    "",
+    "https://www.google.com/",
+    "https://news.ycombinator.com/item?id=1",
+    "https://t.co/abc",
+    "https://www.bing.com/search?q=beacon",
+];
+const CAMPAIGNS: [Option<(&str, &str, &str)>; 3] = [
+    None,
+    Some(("newsletter", "email", "spring")),
+    Some(("google", "cpc", "brand")),
+];
+
+/// Every dimension a report can group by.
+const DIMENSIONS: [Dimension; 11] = [
+    Dimension::Page,
+    Dimension::EntryPage,
+    Dimension::Source,
+    Dimension::Country,
+    Dimension::Device,
+    Dimension::Browser,
+    Dimension::Os,
+    Dimension::Channel,
+    Dimension::UtmSource,
+    Dimension::UtmMedium,
+    Dimension::UtmCampaign,
+];
+
+fn ms(text: &str) -> i64 {
+    text.parse::<jiff::Timestamp>()
+        .expect("instant")
+        .as_millisecond()
+}
+
+fn date(text: &str) -> Date {
+    text.parse().expect("date")
+}
+
+/// The visitor number of a tricky-traffic address ("10.7.a.b").
+fn visitor_of(event: &Event) -> usize {
+    let octets: Vec<usize> = event
+        .client_ip
+        .split('.')
+        .filter_map(|o| o.parse().ok())
+        .collect();
+    octets[2] * 256 + octets[3]
+}
+
+/// Gives each visitor a referrer and, for two thirds of them, a campaign on every URL.
+fn with_sources(events: Vec<Event>) -> Vec<Event> {
+    events
+        .into_iter()
+        .map(|mut event| {
+            let v = visitor_of(&event);
+            event.referrer = REFERRERS[v % REFERRERS.len()].into();
+            if let Some((source, medium, campaign)) = CAMPAIGNS[(v / 5) % CAMPAIGNS.len()] {
+                event.url = format!(
+                    "{}?utm_source={source}&utm_medium={medium}&utm_campaign={campaign}",
+                    event.url
+                );
+            }
+            event
+        })
+        .collect()
+}
+
+/// The visit dimensions of a visit starting with `event`, written out by hand from METRICS.md.
+fn classify(event: &Event) -> BTreeMap<Dimension, String> {
+    let v = visitor_of(event);
+    let mut out = BTreeMap::new();
+    let (source, kind) = match REFERRERS[v % REFERRERS.len()] {
+        "" => ("Direct / None", "Direct"),
+        r if r.contains("google") => ("Google", "Organic Search"),
+        r if r.contains("bing") => ("Bing", "Organic Search"),
+        r if r.contains("t.co") => ("Twitter", "Organic Social"),
+        _ => ("news.ycombinator.com", "Referral"),
+    };
+    let (source, channel) = match CAMPAIGNS[(v / 5) % CAMPAIGNS.len()] {
+        Some((utm_source, medium, campaign)) => {
+            out.insert(Dimension::UtmSource, utm_source.to_owned());
+            out.insert(Dimension::UtmMedium, medium.to_owned());
+            out.insert(Dimension::UtmCampaign, campaign.to_owned());
+            match medium {
+                "email" => ("newsletter", "Email"),
+                _ => ("Google", "Paid Search"),
+            }
+        }
+        None => (source, kind),
+    };
+    out.insert(Dimension::Source, source.into());
+    out.insert(Dimension::Channel, channel.into());
+    let path = event
+        .url
+        .split_once(".example")
+        .map(|(_, rest)| rest.split('?').next().unwrap_or("/"))
+        .unwrap_or("/");
+    out.insert(Dimension::EntryPage, path.into());
+    out.insert(Dimension::Country, "(unknown)".into());
+    let agent = USER_AGENTS
+        .iter()
+        .position(|a| *a == event.user_agent)
+        .expect("a browser agent");
+    let (device, browser, os) = [
+        ("Desktop", "Chrome", "Windows"),
+        ("Desktop", "Safari", "macOS"),
+        ("Mobile", "Safari", "iOS"),
+        ("Mobile", "Chrome", "Android"),
+        ("Desktop", "Firefox", "Linux"),
+    ][agent];
+    out.insert(Dimension::Device, device.into());
+    out.insert(Dimension::Browser, browser.into());
+    out.insert(Dimension::Os, os.into());
+    out
+}
+
+fn range(start: &str, end: &str) -> Option<DateRange> {
+    Some(DateRange {
+        start_date: start.into(),
+        end_date: end.into(),
+    })
+}
+
+fn dimension(d: Dimension) -> ReportDimension {
+    ReportDimension {
+        kind: Some(report_dimension::Kind::Dimension(d as i32)),
+    }
+}
+
+fn time(interval: Interval) -> ReportDimension {
+    ReportDimension {
+        kind: Some(report_dimension::Kind::Time(interval as i32)),
+    }
+}
+
+fn condition(d: Dimension, operator: Operator, values: &[&str], ignore_case: bool) -> Filter {
+    Filter {
+        kind: Some(filter::Kind::Condition(Condition {
+            dimension: d as i32,
+            operator: operator as i32,
+            values: values.iter().map(|v| (*v).to_owned()).collect(),
+            ignore_case,
+        })),
+    }
+}
+
+fn node(kind: fn(Filters) -> filter::Kind, filters: Vec<Filter>) -> Filter {
+    Filter {
+        kind: Some(kind(Filters { filters })),
+    }
+}
+
+fn request(dimensions: Vec<ReportDimension>) -> RunReportRequest {
+    RunReportRequest {
+        date_range: range(START, END),
+        metrics: METRICS.iter().map(|m| *m as i32).collect(),
+        dimensions,
+        limit: 10_000,
+        ..Default::default()
+    }
+}
+
+/// A response's rows keyed like the oracle's: (time label, value), empty when not grouped.
+fn keyed(req: &RunReportRequest, reply: &RunReportResponse) -> BTreeMap<(String, String), Counts> {
+    let time_at = req
+        .dimensions
+        .iter()
+        .position(|d| matches!(d.kind, Some(report_dimension::Kind::Time(_))));
+    let value_at = req
+        .dimensions
+        .iter()
+        .position(|d| matches!(d.kind, Some(report_dimension::Kind::Dimension(_))));
+    let cell = |row: &beacon_proto::insights::v1::ReportRow, at: Option<usize>| {
+        at.map(|i| row.dimensions[i].clone()).unwrap_or_default()
+    };
+    reply
+        .rows
+        .iter()
+        .map(|row| {
+            (
+                (cell(row, time_at), cell(row, value_at)),
+                counts(&row.values),
+            )
+        })
+        .filter(|(_, c)| *c != Counts::default())
+        .collect()
+}
+
+struct Tenant {
+    read: String,
+    facts: Facts,
+}
+
+impl Tenant {
+    async fn check(
+        &self,
+        client: &Client,
+        what: &str,
+        req: RunReportRequest,
+        grouping: Grouping,
+        keep: Option<&Keep<'_>>,
+    ) -> anyhow::Result<RunReportResponse> {
+        let reply = client.report(&self.read, req.clone()).await?;
+        let (start, end) = dates(&req);
+        let want = self.facts.report(start, end, grouping, keep);
+        let got = keyed(&req, &reply);
+        anyhow::ensure!(
+            got == want,
+            "{what}: report differs from the oracle\nwant {want:#?}\ngot {got:#?}"
+        );
+        anyhow::ensure!(
+            reply.source == ReportSource::Rollups as i32,
+            "{what}: source"
+        );
+        Ok(reply)
+    }
+}
+
+fn dates(req: &RunReportRequest) -> (Date, Date) {
+    let r = req.date_range.as_ref().expect("range");
+    (date(&r.start_date), date(&r.end_date))
+}
+
+async fn start_tenants(cluster: &Cluster, client: &Client) -> anyhow::Result<Vec<Tenant>> {
+    let mut tenants = Vec::new();
+    for (i, (id, zone, order)) in TENANTS.iter().enumerate() {
+        let (server, read) = client.create_tenant(&cluster.admin_token, id, zone).await?;
+        let spec = TenantSpec {
+            id: (*id).into(),
+            time_zone: (*zone).into(),
+        };
+        let events = tricky_events(70 + i as u64, &spec, VISITORS, (ms(FROM), ms(TO)), &[]);
+        let events = with_sources(events);
+        let facts = Facts::of(zone, &events, &[BOT_AGENT], &classify);
+        let traffic = Traffic {
+            tenant: spec,
+            expected: oracle(zone, &events, &[BOT_AGENT]),
+            events: arrange(&events, *order, 5),
+        };
+        import_all(client, &server, &traffic.events, Duration::from_secs(60)).await?;
+        wait_exact(client, &read, &traffic, Duration::from_secs(240)).await?;
+        // The two oracles agree on the daily numbers.
+        let (first, last) = traffic.date_range();
+        let daily = facts.report(
+            date(&first),
+            date(&last),
+            Grouping {
+                time: Some(Grain::Day),
+                dimension: None,
+            },
+            None,
+        );
+        let daily: BTreeMap<String, Counts> =
+            daily.into_iter().map(|((day, _), c)| (day, c)).collect();
+        anyhow::ensure!(daily == traffic.expected, "{id}: the oracles disagree");
+        tenants.push(Tenant { read, facts });
+    }
+    Ok(tenants)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_match_the_oracle() -> anyhow::Result<()> {
+    let cluster = Cluster::start()?;
+    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let tenants = start_tenants(&cluster, &client)
+        .await
+        .map_err(|err| anyhow::anyhow!("{err}\n{}", cluster.logs()))?;
+    for (tenant, (id, _, _)) in tenants.iter().zip(TENANTS) {
+        every_dimension(&client, tenant, id).await?;
+        time_points(&client, tenant, id).await?;
+        filters(&client, tenant, id).await?;
+        comparisons(&client, tenant, id).await?;
+        paging(&client, tenant, id).await?;
+        println!("{id}: every report equals the oracle");
+    }
+    Ok(())
+}
+
+async fn every_dimension(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()> {
+    tenant
+        .check(
+            client,
+            &format!("{id} totals"),
+            request(vec![]),
+            Grouping::default(),
+            None,
+        )
+        .await?;
+    for d in DIMENSIONS {
+        let grouping = Grouping {
+            time: None,
+            dimension: Some(d),
+        };
+        let reply = tenant
+            .check(
+                client,
+                &format!("{id} by {d:?}"),
+                request(vec![dimension(d)]),
+                grouping,
+                None,
+            )
+            .await?;
+        anyhow::ensure!(
+            reply.total_rows == reply.rows.len() as u64,
+            "{id} {d:?}: total"
+        );
+    }
+    Ok(())
+}
+
+async fn time_points(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()> {
+    for (interval, grain) in [
+        (Interval::Day, Grain::Day),
+        (Interval::Week, Grain::Week),
+        (Interval::Month, Grain::Month),
+    ] {
+        let grouping = Grouping {
+            time: Some(grain),
+            dimension: None,
+        };
+        let reply = tenant
+            .check(
+                client,
+                &format!("{id} by {grain:?}"),
+                request(vec![time(interval)]),
+                grouping,
+                None,
+            )
+            .await?;
+        let labels: Vec<&str> = reply
+            .rows
+            .iter()
+            .map(|r| r.dimensions[0].as_str())
+            .collect();
+        let want: &[&str] = match grain {
+            Grain::Day => &[],
+            Grain::Week => &["2026-10-21", "2026-10-26", "2026-11-02", "2026-11-09"],
+            Grain::Month => &["2026-10-21", "2026-11-01"],
+        };
+        anyhow::ensure!(
+            want.is_empty() || labels == want,
+            "{id} {grain:?}: labels {labels:?}"
+        );
+        if grain == Grain::Day {
+            anyhow::ensure!(labels.len() == 20, "{id}: 20 days, every one listed");
+        }
+    }
+    let grouping = Grouping {
+        time: Some(Grain::Week),
+        dimension: Some(Dimension::Source),
+    };
+    tenant
+        .check(
+            client,
+            &format!("{id} weeks by source"),
+            request(vec![dimension(Dimension::Source), time(Interval::Week)]),
+            grouping,
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
+async fn filters(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()> {
+    let by_source = Grouping {
+        time: None,
+        dimension: Some(Dimension::Source),
+    };
+    // (is or contains) on the grouped dimension.
+    let req = RunReportRequest {
+        filter: Some(node(
+            filter::Kind::AnyOf,
+            vec![
+                condition(Dimension::Source, Operator::Is, &["Google"], false),
+                condition(Dimension::Source, Operator::Contains, &["NEWS"], true),
+            ],
+        )),
+        ..request(vec![dimension(Dimension::Source)])
+    };
+    let test = |v: &str| v == "Google" || v.contains("news");
+    let keep = Keep {
+        dimension: Dimension::Source,
+        test: &test,
+    };
+    tenant
+        .check(
+            client,
+            &format!("{id} sources is/contains"),
+            req,
+            by_source,
+            Some(&keep),
+        )
+        .await?;
+    // not (is), on totals: every visit not direct.
+    let req = RunReportRequest {
+        filter: Some(node(
+            filter::Kind::NoneOf,
+            vec![condition(
+                Dimension::Channel,
+                Operator::Is,
+                &["Direct"],
+                false,
+            )],
+        )),
+        ..request(vec![])
+    };
+    let test = |v: &str| v != "Direct";
+    let keep = Keep {
+        dimension: Dimension::Channel,
+        test: &test,
+    };
+    tenant
+        .check(
+            client,
+            &format!("{id} not direct"),
+            req,
+            Grouping::default(),
+            Some(&keep),
+        )
+        .await?;
+    // matches, on a daily series.
+    let req = RunReportRequest {
+        filter: Some(condition(
+            Dimension::Source,
+            Operator::Matches,
+            &["^(Twitter|Bing)$"],
+            false,
+        )),
+        ..request(vec![time(Interval::Day)])
+    };
+    let test = |v: &str| v == "Twitter" || v == "Bing";
+    let keep = Keep {
+        dimension: Dimension::Source,
+        test: &test,
+    };
+    let daily = Grouping {
+        time: Some(Grain::Day),
+        dimension: None,
+    };
+    tenant
+        .check(
+            client,
+            &format!("{id} days matching"),
+            req,
+            daily,
+            Some(&keep),
+        )
+        .await?;
+    // Nested: pages containing "/" but not /docs (and (…, not …)).
+    let req = RunReportRequest {
+        filter: Some(node(
+            filter::Kind::AllOf,
+            vec![
+                condition(Dimension::Page, Operator::Contains, &["/"], false),
+                node(
+                    filter::Kind::NoneOf,
+                    vec![condition(Dimension::Page, Operator::Is, &["/docs"], false)],
+                ),
+            ],
+        )),
+        ..request(vec![dimension(Dimension::Page)])
+    };
+    let test = |v: &str| v.contains('/') && v != "/docs";
+    let keep = Keep {
+        dimension: Dimension::Page,
+        test: &test,
+    };
+    let by_page = Grouping {
+        time: None,
+        dimension: Some(Dimension::Page),
+    };
+    tenant
+        .check(
+            client,
+            &format!("{id} pages but docs"),
+            req,
+            by_page,
+            Some(&keep),
+        )
+        .await?;
+    // is not, on a campaign breakdown: visits without a campaign are not in it.
+    let req = RunReportRequest {
+        filter: Some(condition(
+            Dimension::UtmCampaign,
+            Operator::IsNot,
+            &["brand"],
+            false,
+        )),
+        ..request(vec![
+            dimension(Dimension::UtmCampaign),
+            time(Interval::Month),
+        ])
+    };
+    let test = |v: &str| v != "brand";
+    let keep = Keep {
+        dimension: Dimension::UtmCampaign,
+        test: &test,
+    };
+    let grouping = Grouping {
+        time: Some(Grain::Month),
+        dimension: Some(Dimension::UtmCampaign),
+    };
+    tenant
+        .check(
+            client,
+            &format!("{id} campaigns not brand"),
+            req,
+            grouping,
+            Some(&keep),
+        )
+        .await?;
+    // A page filter on totals: the event metrics only.
+    let req = RunReportRequest {
+        metrics: vec![
+            Metric::Visitors as i32,
+            Metric::Pageviews as i32,
+            Metric::Events as i32,
+        ],
+        filter: Some(condition(
+            Dimension::Page,
+            Operator::Is,
+            &["/pricing"],
+            false,
+        )),
+        ..request(vec![])
+    };
+    let reply = client.report(&tenant.read, req).await?;
+    let want = tenant.facts.report(
+        date(START),
+        date(END),
+        Grouping::default(),
+        Some(&Keep {
+            dimension: Dimension::Page,
+            test: &|v: &str| v == "/pricing",
+        }),
+    );
+    let want = want.values().next().copied().unwrap_or_default();
+    let got: Vec<f64> = reply.rows[0].values.iter().map(|v| v.value).collect();
+    let expected = [want.visitors, want.pageviews, want.events].map(|n| n as f64);
+    anyhow::ensure!(got == expected, "{id} /pricing: {got:?} != {expected:?}");
+    Ok(())
+}
+
+async fn comparisons(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()> {
+    let (start, end) = (date("2026-11-01"), date("2026-11-09"));
+    let (before_start, before_end) = (date("2026-10-23"), date("2026-10-31"));
+    let previous = Some(Comparison {
+        mode: ComparisonMode::PreviousPeriod as i32,
+        date_range: None,
+    });
+    for grouping in [
+        Grouping {
+            time: Some(Grain::Day),
+            dimension: None,
+        },
+        Grouping {
+            time: None,
+            dimension: Some(Dimension::Source),
+        },
+    ] {
+        let mut dims = Vec::new();
+        if grouping.time.is_some() {
+            dims.push(time(Interval::Day));
+        }
+        if let Some(d) = grouping.dimension {
+            dims.push(dimension(d));
+        }
+        let req = RunReportRequest {
+            date_range: range("2026-11-01", "2026-11-09"),
+            comparison: previous.clone(),
+            ..request(dims)
+        };
+        let reply = client.report(&tenant.read, req).await?;
+        let now = tenant.facts.report(start, end, grouping, None);
+        let before = tenant
+            .facts
+            .report(before_start, before_end, grouping, None);
+        anyhow::ensure!(
+            reply.comparison_range == range("2026-10-23", "2026-10-31"),
+            "{id}: comparison range {:?}",
+            reply.comparison_range
+        );
+        for row in &reply.rows {
+            let key = |dims: &[String]| match (grouping.time, grouping.dimension) {
+                (Some(_), _) => (dims[0].clone(), String::new()),
+                _ => (String::new(), dims[0].clone()),
+            };
+            let want_now = now.get(&key(&row.dimensions)).copied().unwrap_or_default();
+            let want_before = before
+                .get(&key(&row.comparison_dimensions))
+                .copied()
+                .unwrap_or_default();
+            anyhow::ensure!(
+                counts(&row.values) == want_now && counts(&row.comparison_values) == want_before,
+                "{id} {grouping:?} row {:?} vs {:?}: {:?} / {:?}, want {want_now:?} / \
+                 {want_before:?}",
+                row.dimensions,
+                row.comparison_dimensions,
+                counts(&row.values),
+                counts(&row.comparison_values)
+            );
+            let visits = row
+                .changes
+                .iter()
+                .find(|c| c.metric == Metric::Visits as i32)
+                .and_then(|c| c.change);
+            let want = (want_before.visits > 0).then(|| {
+                (want_now.visits as f64 - want_before.visits as f64) / want_before.visits as f64
+                    * 100.0
+            });
+            anyhow::ensure!(
+                match (visits, want) {
+                    (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+                    (a, b) => a == b,
+                },
+                "{id}: change of visits {visits:?}, want {want:?}"
+            );
+        }
+        if grouping.time.is_some() {
+            let first = &reply.rows[0];
+            anyhow::ensure!(
+                first.dimensions == ["2026-11-01"] && first.comparison_dimensions == ["2026-10-23"],
+                "{id}: points pair by place"
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn paging(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()> {
+    let by_entry = Grouping {
+        time: None,
+        dimension: Some(Dimension::EntryPage),
+    };
+    let want = tenant.facts.report(date(START), date(END), by_entry, None);
+    let mut sorted: Vec<(&String, &Counts)> = want.iter().map(|((_, v), c)| (v, c)).collect();
+    sorted.sort_by(|a, b| b.1.visits.cmp(&a.1.visits).then(a.0.cmp(b.0)));
+    let req = RunReportRequest {
+        order_by: vec![
+            OrderBy {
+                key: Some(order_by::Key::Metric(Metric::Visits as i32)),
+                descending: true,
+            },
+            OrderBy {
+                key: Some(order_by::Key::DimensionIndex(0)),
+                descending: false,
+            },
+        ],
+        limit: 2,
+        offset: 1,
+        ..request(vec![dimension(Dimension::EntryPage)])
+    };
+    let reply = client.report(&tenant.read, req).await?;
+    anyhow::ensure!(
+        reply.total_rows == sorted.len() as u64,
+        "{id}: total_rows {} != {}",
+        reply.total_rows,
+        sorted.len()
+    );
+    let got: Vec<(String, Counts)> = reply
+        .rows
+        .iter()
+        .map(|r| (r.dimensions[0].clone(), counts(&r.values)))
+        .collect();
+    let want: Vec<(String, Counts)> = sorted
+        .iter()
+        .skip(1)
+        .take(2)
+        .map(|(v, c)| ((*v).clone(), **c))
+        .collect();
+    anyhow::ensure!(got == want, "{id}: page {got:?} != {want:?}");
+    Ok(())
+}
