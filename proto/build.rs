@@ -1,4 +1,5 @@
-//! Compiles the protobuf contracts with protox (no system protoc needed).
+//! Compiles the protobuf contracts with protox (no system protoc needed), and the proto3 JSON
+//! form of the Insights messages with pbjson.
 
 use std::path::PathBuf;
 
@@ -18,10 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     compiler.include_source_info(true);
     compiler.open_files(PROTOS)?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("beacon_descriptor.bin"),
-        compiler.encode_file_descriptor_set(),
-    )?;
+    let descriptors = compiler.encode_file_descriptor_set();
+    std::fs::write(out_dir.join("beacon_descriptor.bin"), &descriptors)?;
     tonic_prost_build::configure().compile_fds(compiler.file_descriptor_set())?;
+    // The proto3 JSON form of the Insights messages, for the gateway's HTTP report export.
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .build(&[".beacon.insights.v1"])?;
     Ok(())
 }

@@ -49,7 +49,8 @@ struct Body {
     timestamp: Option<Value>,
 }
 
-type Rejection = (StatusCode, String);
+/// An HTTP refusal: its status and message.
+pub(crate) type Rejection = (StatusCode, String);
 
 async fn event(State(ingest): State<IngestProxy>, request: Request) -> Response {
     match handle(&ingest, request).await {
@@ -61,7 +62,7 @@ async fn event(State(ingest): State<IngestProxy>, request: Request) -> Response 
 async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection> {
     let (parts, body) = request.into_parts();
     let metadata = tonic::metadata::MetadataMap::from_headers(parts.headers.clone());
-    let key = beacon_key(&metadata, parts.uri.query())?;
+    let key = key_of(&metadata, parts.uri.query(), "ingest")?;
     let peer = parts
         .extensions
         .get::<TcpConnectInfo>()
@@ -100,11 +101,13 @@ async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection>
     }
 }
 
-/// The ingest key: the headers gRPC requests use (`beacon_core::auth::request_key`), else
-/// `?key=` for `navigator.sendBeacon`, which cannot set headers.
-fn beacon_key(
+/// The `kind` key of an HTTP request: the headers gRPC requests use
+/// (`beacon_core::auth::request_key`), else `?key=` (`navigator.sendBeacon` and download links
+/// cannot set headers).
+pub(crate) fn key_of(
     metadata: &tonic::metadata::MetadataMap,
     query: Option<&str>,
+    kind: &str,
 ) -> Result<String, Rejection> {
     if metadata.contains_key("authorization") || metadata.contains_key("x-beacon-key") {
         return beacon_core::auth::request_key(metadata)
@@ -120,8 +123,10 @@ fn beacon_key(
     params.get("key").cloned().ok_or_else(|| {
         (
             StatusCode::UNAUTHORIZED,
-            "missing ingest key: send \"Authorization: Bearer <key>\", \"X-Beacon-Key\" or ?key="
-                .to_owned(),
+            format!(
+                "missing {kind} key: send \"Authorization: Bearer <key>\", \"X-Beacon-Key\" or \
+                 ?key="
+            ),
         )
     })
 }
@@ -210,7 +215,8 @@ fn timestamp(value: Value) -> Result<prost_types::Timestamp, String> {
     })
 }
 
-fn http_status(code: Code) -> StatusCode {
+/// The HTTP status of a gRPC code.
+pub(crate) fn http_status(code: Code) -> StatusCode {
     match code {
         Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,

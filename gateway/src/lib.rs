@@ -10,6 +10,7 @@ mod beacon;
 mod conn;
 mod edge;
 mod error;
+mod export;
 mod guard;
 mod proxy;
 mod route;

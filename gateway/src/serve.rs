@@ -25,7 +25,7 @@ use crate::admin::Admin;
 use crate::guard::Guard;
 use crate::proxy::{IngestProxy, InsightsProxy};
 use crate::route::{Probe, Upstreams};
-use crate::{GatewayArgs, GatewayError, beacon, conn, edge};
+use crate::{GatewayArgs, GatewayError, beacon, conn, edge, export};
 
 /// The services of the public port.
 const PUBLIC_SERVICES: &[&str] = &[
@@ -79,6 +79,7 @@ pub async fn serve(
         partitions: backends.partitions,
         timeout: args.request_timeout,
     };
+    let insights_http = insights.clone();
     let api = Routes::new(
         IngestServiceServer::new(ingest.clone()).max_decoding_message_size(MAX_BODY_BYTES),
     )
@@ -90,6 +91,7 @@ pub async fn serve(
         .into_axum_router()
         .layer(tonic_web::GrpcWebLayer::new())
         .merge(beacon::router(ingest))
+        .merge(export::router(insights_http))
         .layer(browser_cors());
     let admin_api = Admin {
         registry,
@@ -122,6 +124,7 @@ fn browser_cors() -> CorsLayer {
     CorsLayer::permissive().allow_origin(AllowOrigin::predicate(|_, parts| {
         let path = parts.uri.path();
         path == "/api/event"
+            || path == "/api/report.csv"
             || PUBLIC_SERVICES
                 .iter()
                 .any(|s| path.starts_with(&format!("/{s}/")))

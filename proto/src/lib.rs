@@ -17,6 +17,7 @@ pub mod insights {
     /// Version 1.
     pub mod v1 {
         tonic::include_proto!("beacon.insights.v1");
+        include!(concat!(env!("OUT_DIR"), "/beacon.insights.v1.serde.rs"));
     }
 }
 

@@ -311,6 +311,32 @@ impl Client {
             .map(tonic::Response::into_inner)
     }
 
+    /// Downloads a report as CSV: `json` (a RunReportRequest's proto3 JSON form) as the body
+    /// with the key in a header, or, with `link`, both in the URL. Returns the status and body.
+    pub async fn report_csv(
+        &self,
+        key: &str,
+        json: &str,
+        link: bool,
+    ) -> anyhow::Result<(u16, String)> {
+        let url = format!("{}/api/report.csv", self.url);
+        let request = if link {
+            let query: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("request", json)
+                .append_pair("key", key)
+                .finish();
+            self.http.get(format!("{url}?{query}"))
+        } else {
+            self.http
+                .post(url)
+                .header("authorization", format!("Bearer {key}"))
+                .body(json.to_owned())
+        };
+        let response = request.send().await.context("downloading a report")?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await.unwrap_or_default()))
+    }
+
     /// Posts an HTTP beacon; returns the status code and body.
     pub async fn beacon(
         &self,

@@ -313,6 +313,7 @@ async fn reports_match_the_oracle() -> anyhow::Result<()> {
         filters(&client, tenant, id).await?;
         comparisons(&client, tenant, id).await?;
         paging(&client, tenant, id).await?;
+        csv_export(&client, tenant, id).await?;
         println!("{id}: every report equals the oracle");
     }
     Ok(())
@@ -711,5 +712,96 @@ async fn paging(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()
         .map(|(v, c)| ((*v).clone(), **c))
         .collect();
     anyhow::ensure!(got == want, "{id}: page {got:?} != {want:?}");
+    Ok(())
+}
+
+/// The CSV export equals the gRPC answer of the same request, as a body or as a link.
+async fn csv_export(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()> {
+    let json = r#"{"dateRange":{"startDate":"2026-11-01","endDate":"2026-11-09"},
+        "comparison":{"mode":"COMPARISON_MODE_PREVIOUS_PERIOD"},
+        "metrics":["METRIC_VISITORS","METRIC_VISITS","METRIC_BOUNCE_RATE"],
+        "dimensions":[{"dimension":"DIMENSION_SOURCE"}],
+        "filter":{"noneOf":{"filters":[{"condition":{"dimension":"DIMENSION_SOURCE",
+            "operator":"OPERATOR_IS","values":["Direct / None"]}}]}}}"#;
+    let reply = client
+        .report(
+            &tenant.read,
+            RunReportRequest {
+                date_range: range("2026-11-01", "2026-11-09"),
+                comparison: Some(Comparison {
+                    mode: ComparisonMode::PreviousPeriod as i32,
+                    date_range: None,
+                }),
+                metrics: vec![
+                    Metric::Visitors as i32,
+                    Metric::Visits as i32,
+                    Metric::BounceRate as i32,
+                ],
+                dimensions: vec![dimension(Dimension::Source)],
+                filter: Some(node(
+                    filter::Kind::NoneOf,
+                    vec![condition(
+                        Dimension::Source,
+                        Operator::Is,
+                        &["Direct / None"],
+                        false,
+                    )],
+                )),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut want = vec![
+        "source,visitors,visits,bounce_rate,comparison_source,comparison_visitors,\
+         comparison_visits,comparison_bounce_rate,change_visitors,change_visits,\
+         change_bounce_rate"
+            .to_owned(),
+    ];
+    for row in &reply.rows {
+        let mut cells = vec![row.dimensions[0].clone()];
+        cells.extend(row.values.iter().map(|v| v.value.to_string()));
+        cells.push(row.comparison_dimensions[0].clone());
+        cells.extend(row.comparison_values.iter().map(|v| v.value.to_string()));
+        cells.extend(
+            row.changes
+                .iter()
+                .map(|c| c.change.map(|x| x.to_string()).unwrap_or_default()),
+        );
+        want.push(cells.join(","));
+    }
+    anyhow::ensure!(!reply.rows.is_empty(), "{id}: sources to export");
+    anyhow::ensure!(
+        !want.iter().any(|line| line.contains("Direct")),
+        "{id}: the filter applies"
+    );
+    for link in [false, true] {
+        let (status, body) = client.report_csv(&tenant.read, json, link).await?;
+        let got: Vec<&str> = body.lines().collect();
+        anyhow::ensure!(
+            status == 200 && got == want,
+            "{id} CSV (link {link}): {status}\n{body}\nwant\n{}",
+            want.join("\n")
+        );
+    }
+    let (status, body) = client.report_csv("not-a-key", json, false).await?;
+    anyhow::ensure!(status == 401, "{id}: unknown key gave {status} {body}");
+    let (status, body) = client
+        .report_csv(&tenant.read, r#"{"metrics":["METRIC_NOPE"]}"#, false)
+        .await?;
+    anyhow::ensure!(
+        status == 400 && body.contains("not a RunReportRequest"),
+        "{id}: bad JSON gave {status} {body}"
+    );
+    let (status, body) = client
+        .report_csv(
+            &tenant.read,
+            r#"{"dateRange":{"startDate":"2026-11-09","endDate":"2026-11-01"}}"#,
+            false,
+        )
+        .await?;
+    anyhow::ensure!(
+        status == 400 && body.contains("date_range.start_date 2026-11-09 is after"),
+        "{id}: bad range gave {status} {body}"
+    );
     Ok(())
 }

@@ -113,10 +113,10 @@ impl Read<'_> {
             } else {
                 None
             };
-            if let (Some(keep), Some(value)) = (&query.keep, &value) {
-                if !keep.accepts(value) {
-                    continue;
-                }
+            if let (Some(keep), Some(value)) = (&query.keep, &value)
+                && !keep.accepts(value)
+            {
+                continue;
             }
             let time = match query.group.time {
                 None => 0,
