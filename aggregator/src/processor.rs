@@ -23,6 +23,9 @@ const CLEANUP_EVERY: u32 = 4096;
 
 /// Event name of pageviews.
 pub const PAGEVIEW: &str = "pageview";
+/// Event name of the engagement reports Plausible's tracker sends (scroll depth, engaged time);
+/// from logic version 4 they are not counted.
+pub const ENGAGEMENT: &str = "engagement";
 
 /// Sessions, watermarks and pending deltas of one partition (or of one reprocessing run).
 ///
@@ -86,7 +89,7 @@ impl Processor {
         Self::default()
     }
 
-    /// An empty state applying logic `version` (2 or 3; see [`LOGIC_VERSION`]).
+    /// An empty state applying logic `version` (2 to 4; see [`LOGIC_VERSION`]).
     pub fn with_version(version: u32) -> Self {
         Self {
             version,
@@ -154,13 +157,24 @@ impl Processor {
             }
             return;
         }
+        if self.version >= 4 && event.name == ENGAGEMENT {
+            return;
+        }
         let mut page = enrich::url::parse(&event.url);
         page.path = cap_length(page.path);
         let tenant = event.tenant_id.as_str();
-        let path = self
-            .admitted
-            .admit(tenant, hour.1, Dimension::Page, &page.path)
-            .to_owned();
+        let mut event_dims = vec![(Dimension::Page, page.path.clone())];
+        if self.version >= 4 {
+            event_dims.push((Dimension::EventName, cap_length(event.name.clone())));
+            event_dims.push((Dimension::Hostname, cap_length(page.host.clone())));
+        }
+        let event_dims: Vec<(Dimension, String)> = event_dims
+            .into_iter()
+            .map(|(dim, value)| {
+                let kept = self.admitted.admit(tenant, hour.1, dim, &value).to_owned();
+                (dim, kept)
+            })
+            .collect();
         let hit = Hit {
             tenant_id: tenant,
             visitor: event.visitor,
@@ -174,10 +188,18 @@ impl Processor {
                 .insert(prepared.local_date.clone());
         }
         let admitted = &mut self.admitted;
-        let start = || new_session(event, &agent, &page, hour, admitted);
+        let version = self.version;
+        let start = || new_session(event, &agent, &page, hour, admitted, version);
         let (visit, session) = self.sessions.track(hit, watermark_ms, start);
         if emit {
-            emit_deltas(&mut self.pending, hit, hour, &path, visit, session.as_ref());
+            emit_deltas(
+                &mut self.pending,
+                hit,
+                hour,
+                &event_dims,
+                visit,
+                session.as_ref(),
+            );
         }
         self.maybe_cleanup();
     }
@@ -321,16 +343,17 @@ fn is_bot(agent: &UserAgent, version: u32) -> bool {
         || (version >= 3 && agent.browser == enrich::ua::UNKNOWN && agent.os == enrich::ua::UNKNOWN)
 }
 
-/// The session `event` starts; its open-ended dimensions pass the cardinality cap of the
-/// session's day.
+/// The session `event` starts under logic `version`; its open-ended dimensions pass the
+/// cardinality cap of the session's day.
 fn new_session(
     event: &LoggedEvent,
     agent: &UserAgent,
     page: &PageUrl,
     hour: (i64, &str),
     admitted: &mut Admitted,
+    version: u32,
 ) -> SessionState {
-    let dims = enrich::session_dimensions(event, agent, page)
+    let dims = enrich::session_dimensions(event, agent, page, version)
         .into_iter()
         .map(|(dim, value)| {
             let kept = admitted.admit(&event.tenant_id, hour.1, dim, &value);
@@ -347,12 +370,13 @@ fn new_session(
     }
 }
 
-/// The deltas of one event: the session's at the session hour, the event's at the event hour.
+/// The deltas of one event: the session's at the session hour, the event's at the event hour
+/// (under the session's dimensions and the event's own, `event_dims`).
 fn emit_deltas(
     pending: &mut PendingRollups,
     hit: Hit<'_>,
     hour: (i64, &str),
-    path: &str,
+    event_dims: &[(Dimension, String)],
     visit: Visit,
     session: &SessionState,
 ) {
@@ -386,7 +410,8 @@ fn emit_deltas(
         pageviews: i64::from(hit.pageview),
         ..Counters::default()
     };
-    for (dim, value) in targets().chain(iter::once((Dimension::Page, path))) {
+    let own = event_dims.iter().map(|(d, v)| (*d, v.as_str()));
+    for (dim, value) in targets().chain(own) {
         deltas.add_seen(hour, dim, value, event_delta, hit.visitor);
     }
 }

@@ -397,3 +397,35 @@ fn out_of_order_events_mark_their_day_dirty() {
     assert_eq!(p.take_dirty("acme"), ["2026-03-01"]);
     assert!(p.dirty_tenants().is_empty());
 }
+
+#[test]
+fn version_4_counts_event_names_and_hosts_and_ignores_engagement() {
+    let events = [
+        pv(1, T0, "/"),
+        ev(1, T0 + MIN, ENGAGEMENT, "/"),
+        ev(1, T0 + 2 * MIN, "signup", "/"),
+        // 40 minutes later: an engagement report alone neither extends nor starts a visit.
+        ev(1, T0 + 42 * MIN, ENGAGEMENT, "/"),
+    ];
+    let out = run(&events);
+    let c = totals(&out);
+    assert_eq!((c.visits, c.events, c.duration_ms), (1, 2, 2 * MIN));
+    assert_eq!(total(&out, Dimension::EventName, "pageview").events, 1);
+    assert_eq!(total(&out, Dimension::EventName, "signup").events, 1);
+    assert_eq!(total(&out, Dimension::EventName, ENGAGEMENT).events, 0);
+    assert_eq!(total(&out, Dimension::Hostname, "acme.test").pageviews, 1);
+    assert_eq!(total(&out, Dimension::Referrer, "google.com").visits, 1);
+    assert_eq!(total(&out, Dimension::Region, "(unknown)").visits, 1);
+
+    let mut v3 = Processor::with_version(3);
+    for e in &events {
+        v3.process(e, true).expect("process");
+    }
+    let out = v3.take_rollups();
+    assert_eq!(
+        totals(&out).events,
+        4,
+        "version 3 counted engagement reports"
+    );
+    assert!(rows_of(&out, Dimension::EventName).is_empty());
+}

@@ -212,7 +212,7 @@ fn test(condition: &Condition, field: &str) -> Result<Test, QueryError> {
         Ok(Dimension::Unspecified) | Err(_) => {
             return Err(QueryError::invalid(format!(
                 "{field}.dimension {} is not a dimension: use DIMENSION_PAGE (1) to \
-                 DIMENSION_UTM_CAMPAIGN (11)",
+                 DIMENSION_UTM_CONTENT (18)",
                 condition.dimension
             )));
         }

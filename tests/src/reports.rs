@@ -4,8 +4,8 @@
 //!
 //! Definitions it follows: an event counts on its own local date, a visit (with its bounce
 //! and duration) on the local date of its first event; a visit dimension's value is its first
-//! event's; an event carries the values of its visit; pages are an event dimension, with no
-//! visits of their own.
+//! event's; an event carries the values of its visit; pages, event names and hostnames are
+//! event dimensions, with no visits of their own; `engagement` events count nowhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,12 +22,17 @@ const IDLE_MS: i64 = 30 * 60_000;
 /// The visit dimensions of a session, from its first event.
 pub type Classify = dyn Fn(&Event) -> BTreeMap<Dimension, String>;
 
+/// The dimensions each event has a value of its own for.
+pub const EVENT_DIMENSIONS: [Dimension; 3] =
+    [Dimension::Page, Dimension::EventName, Dimension::Hostname];
+
 /// What one event contributes.
 #[derive(Debug, Clone)]
 struct EventFact {
     date: Date,
     visitor: usize,
-    page: String,
+    /// Values of [`EVENT_DIMENSIONS`].
+    dims: BTreeMap<Dimension, String>,
     pageview: bool,
     session: usize,
 }
@@ -82,7 +87,7 @@ impl Facts {
         let mut by_visitor: BTreeMap<(&str, &str), Vec<&Event>> = BTreeMap::new();
         for event in events
             .iter()
-            .filter(|e| !bots.contains(&e.user_agent.as_str()))
+            .filter(|e| !bots.contains(&e.user_agent.as_str()) && e.name != "engagement")
         {
             by_visitor
                 .entry((&event.client_ip, &event.user_agent))
@@ -111,10 +116,15 @@ impl Facts {
                 last_ms = ms;
                 let session = facts.sessions.len() - 1;
                 facts.sessions[session].pageviews += u64::from(pageview);
+                let dims = BTreeMap::from([
+                    (Dimension::Page, path(&event.url)),
+                    (Dimension::EventName, event.name.clone()),
+                    (Dimension::Hostname, host(&event.url)),
+                ]);
                 facts.events.push(EventFact {
                     date: date(ms),
                     visitor,
-                    page: path(&event.url),
+                    dims,
                     pageview,
                     session,
                 });
@@ -146,18 +156,19 @@ impl Facts {
             }
             Some(Grain::Month) => date.first_of_month().max(start).to_string(),
         };
+        let by_event = |d: Dimension| EVENT_DIMENSIONS.contains(&d);
         let session_passes = |session: &SessionFact| match keep {
             None => true,
-            Some(keep) if keep.dimension == Dimension::Page => true,
+            Some(keep) if by_event(keep.dimension) => true,
             Some(keep) => session
                 .attributes
                 .get(&keep.dimension)
                 .is_some_and(|v| (keep.test)(v)),
         };
-        let value_of = |session: &SessionFact, page: Option<&str>| -> Option<String> {
+        let value_of = |session: &SessionFact, event: Option<&EventFact>| -> Option<String> {
             match grouping.dimension {
                 None => Some(String::new()),
-                Some(Dimension::Page) => page.map(str::to_owned),
+                Some(d) if by_event(d) => event.and_then(|e| e.dims.get(&d).cloned()),
                 Some(d) => session.attributes.get(&d).cloned(),
             }
         };
@@ -176,14 +187,17 @@ impl Facts {
         }
         for event in &self.events {
             let session = &self.sessions[event.session];
-            let page_passes = match keep {
-                Some(keep) if keep.dimension == Dimension::Page => (keep.test)(&event.page),
+            let event_passes = match keep {
+                Some(keep) if by_event(keep.dimension) => event
+                    .dims
+                    .get(&keep.dimension)
+                    .is_some_and(|v| (keep.test)(v)),
                 _ => true,
             };
-            if !in_range(event.date) || !session_passes(session) || !page_passes {
+            if !in_range(event.date) || !session_passes(session) || !event_passes {
                 continue;
             }
-            let Some(value) = value_of(session, Some(&event.page)) else {
+            let Some(value) = value_of(session, Some(event)) else {
                 continue;
             };
             let (counts, visitors) = out.entry((label(event.date), value)).or_default();
@@ -198,6 +212,15 @@ impl Facts {
             })
             .collect()
     }
+}
+
+/// The host of a URL, lowercase.
+fn host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?', '#'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 /// The path of a URL: what follows the host, up to `?` or `#`; "/" when empty.
@@ -221,5 +244,7 @@ mod tests {
         assert_eq!(path("https://a.example/x/y?utm_source=z#top"), "/x/y");
         assert_eq!(path("https://a.example"), "/");
         assert_eq!(path("https://a.example?x=1"), "/");
+        assert_eq!(host("https://A.example?x=1"), "a.example");
+        assert_eq!(host("https://a.example/p"), "a.example");
     }
 }

@@ -71,12 +71,13 @@ pub fn arrange(events: &[Event], order: Order, seed: u64) -> Vec<Event> {
 /// A visitor: address and agent.
 type Visitor<'a> = (&'a str, &'a str);
 
-/// The daily numbers of `events` for a tenant in `time_zone`; agents in `bots` are bots.
+/// The daily numbers of `events` for a tenant in `time_zone`; agents in `bots` are bots, and
+/// `engagement` events count nowhere.
 pub fn oracle(time_zone: &str, events: &[Event], bots: &[&str]) -> BTreeMap<String, Counts> {
     let mut by_visitor: BTreeMap<(&str, &str), Vec<&Event>> = BTreeMap::new();
     for event in events
         .iter()
-        .filter(|e| !bots.contains(&e.user_agent.as_str()))
+        .filter(|e| !bots.contains(&e.user_agent.as_str()) && e.name != "engagement")
     {
         by_visitor
             .entry((&event.client_ip, &event.user_agent))

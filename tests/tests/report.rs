@@ -48,14 +48,27 @@ const REFERRERS: [&str; 5] = [
     "https://t.co/abc",
     "https://www.bing.com/search?q=beacon",
 ];
-const CAMPAIGNS: [Option<(&str, &str, &str)>; 3] = [
+/// Campaigns: source, medium, campaign, and the rest of the query (term and content).
+const CAMPAIGNS: [Option<(&str, &str, &str, &str)>; 3] = [
     None,
-    Some(("newsletter", "email", "spring")),
-    Some(("google", "cpc", "brand")),
+    Some(("newsletter", "email", "spring", "")),
+    Some((
+        "google",
+        "cpc",
+        "brand",
+        "&utm_term=shoes&utm_content=ad%201",
+    )),
 ];
 
 /// Every dimension a report can group by.
-const DIMENSIONS: [Dimension; 11] = [
+const DIMENSIONS: [Dimension; 18] = [
+    Dimension::EventName,
+    Dimension::Hostname,
+    Dimension::Region,
+    Dimension::City,
+    Dimension::Referrer,
+    Dimension::UtmTerm,
+    Dimension::UtmContent,
     Dimension::Page,
     Dimension::EntryPage,
     Dimension::Source,
@@ -89,40 +102,61 @@ fn visitor_of(event: &Event) -> usize {
     octets[2] * 256 + octets[3]
 }
 
-/// Gives each visitor a referrer and, for two thirds of them, a campaign on every URL.
+/// Gives each visitor a referrer and, for two thirds of them, a campaign on every URL; every
+/// third visitor's pageviews are followed by an engagement report 5 seconds later, as
+/// Plausible's tracker sends them.
 fn with_sources(events: Vec<Event>) -> Vec<Event> {
-    events
-        .into_iter()
-        .map(|mut event| {
-            let v = visitor_of(&event);
-            event.referrer = REFERRERS[v % REFERRERS.len()].into();
-            if let Some((source, medium, campaign)) = CAMPAIGNS[(v / 5) % CAMPAIGNS.len()] {
-                event.url = format!(
-                    "{}?utm_source={source}&utm_medium={medium}&utm_campaign={campaign}",
-                    event.url
-                );
+    let mut out = Vec::with_capacity(events.len() * 2);
+    for mut event in events {
+        let v = visitor_of(&event);
+        event.referrer = REFERRERS[v % REFERRERS.len()].into();
+        if let Some((source, medium, campaign, rest)) = CAMPAIGNS[(v / 5) % CAMPAIGNS.len()] {
+            event.url = format!(
+                "{}?utm_source={source}&utm_medium={medium}&utm_campaign={campaign}{rest}",
+                event.url
+            );
+        }
+        if v.is_multiple_of(3) && event.name == "pageview" {
+            let mut engagement = event.clone();
+            engagement.id = format!("{}-engagement", event.id);
+            engagement.name = "engagement".into();
+            if let Some(ts) = &mut engagement.timestamp {
+                ts.seconds += 5;
             }
-            event
-        })
-        .collect()
+            out.push(engagement);
+        }
+        out.push(event);
+    }
+    out
 }
 
 /// The visit dimensions of a visit starting with `event`, written out by hand from METRICS.md.
 fn classify(event: &Event) -> BTreeMap<Dimension, String> {
     let v = visitor_of(event);
     let mut out = BTreeMap::new();
-    let (source, kind) = match REFERRERS[v % REFERRERS.len()] {
-        "" => ("Direct / None", "Direct"),
-        r if r.contains("google") => ("Google", "Organic Search"),
-        r if r.contains("bing") => ("Bing", "Organic Search"),
-        r if r.contains("t.co") => ("Twitter", "Organic Social"),
-        _ => ("news.ycombinator.com", "Referral"),
+    let (source, kind, referrer) = match REFERRERS[v % REFERRERS.len()] {
+        "" => ("Direct / None", "Direct", "Direct / None"),
+        r if r.contains("google") => ("Google", "Organic Search", "google.com"),
+        r if r.contains("bing") => ("Bing", "Organic Search", "bing.com/search"),
+        r if r.contains("t.co") => ("Twitter", "Organic Social", "t.co/abc"),
+        _ => (
+            "news.ycombinator.com",
+            "Referral",
+            "news.ycombinator.com/item",
+        ),
     };
+    out.insert(Dimension::Referrer, referrer.into());
+    out.insert(Dimension::Region, "(unknown)".into());
+    out.insert(Dimension::City, "(unknown)".into());
     let (source, channel) = match CAMPAIGNS[(v / 5) % CAMPAIGNS.len()] {
-        Some((utm_source, medium, campaign)) => {
+        Some((utm_source, medium, campaign, rest)) => {
             out.insert(Dimension::UtmSource, utm_source.to_owned());
             out.insert(Dimension::UtmMedium, medium.to_owned());
             out.insert(Dimension::UtmCampaign, campaign.to_owned());
+            if !rest.is_empty() {
+                out.insert(Dimension::UtmTerm, "shoes".to_owned());
+                out.insert(Dimension::UtmContent, "ad 1".to_owned());
+            }
             match medium {
                 "email" => ("newsletter", "Email"),
                 _ => ("Google", "Paid Search"),
@@ -581,6 +615,39 @@ async fn filters(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<(
     let got: Vec<f64> = reply.rows[0].values.iter().map(|v| v.value).collect();
     let expected = [want.visitors, want.pageviews, want.events].map(|n| n as f64);
     anyhow::ensure!(got == expected, "{id} /pricing: {got:?} != {expected:?}");
+    // Custom events by name, over weeks: engagement reports are not among them.
+    let req = RunReportRequest {
+        filter: Some(condition(
+            Dimension::EventName,
+            Operator::IsNot,
+            &["pageview"],
+            false,
+        )),
+        ..request(vec![dimension(Dimension::EventName), time(Interval::Week)])
+    };
+    let test = |v: &str| v != "pageview";
+    let keep = Keep {
+        dimension: Dimension::EventName,
+        test: &test,
+    };
+    let grouping = Grouping {
+        time: Some(Grain::Week),
+        dimension: Some(Dimension::EventName),
+    };
+    let reply = tenant
+        .check(
+            client,
+            &format!("{id} custom events"),
+            req,
+            grouping,
+            Some(&keep),
+        )
+        .await?;
+    anyhow::ensure!(
+        reply.rows.iter().all(|r| r.dimensions[0] == "signup"),
+        "{id}: custom events {:?}",
+        reply.rows
+    );
     Ok(())
 }
 

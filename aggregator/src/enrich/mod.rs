@@ -50,13 +50,18 @@ impl Enricher {
     }
 }
 
-/// The session dimensions of a visit that starts with `event`, in a fixed order; UTM
-/// dimensions only when the landing URL carries them. Every value is cut to
+/// Region and city value of visitors whose location is unknown.
+pub const UNKNOWN_PLACE: &str = "(unknown)";
+
+/// The session dimensions of a visit that starts with `event` under logic `version`, in a
+/// fixed order; UTM dimensions only when the landing URL carries them. Region, city, referrer
+/// URL, `utm_term` and `utm_content` from version 4 on. Every value is cut to
 /// [`crate::cap::MAX_VALUE_BYTES`].
 pub fn session_dimensions(
     event: &LoggedEvent,
     agent: &UserAgent,
     page: &PageUrl,
+    version: u32,
 ) -> Vec<(Dimension, String)> {
     let source = referrer::source(&event.referrer, &page.host, page.utm_source.as_deref());
     let channel = referrer::channel(&source, page.utm_medium.as_deref());
@@ -74,11 +79,33 @@ pub fn session_dimensions(
         (Dimension::Browser, agent.browser.clone()),
         (Dimension::Os, agent.os.clone()),
     ];
-    let utm = [
+    let mut utm = vec![
         (Dimension::UtmSource, &page.utm_source),
         (Dimension::UtmMedium, &page.utm_medium),
         (Dimension::UtmCampaign, &page.utm_campaign),
     ];
+    if version >= 4 {
+        let known = |value: &str| {
+            let value = value.trim();
+            if value.is_empty() {
+                UNKNOWN_PLACE.to_owned()
+            } else {
+                value.to_owned()
+            }
+        };
+        dims.extend([
+            (Dimension::Region, known(&event.region)),
+            (Dimension::City, known(&event.city)),
+            (
+                Dimension::Referrer,
+                referrer::referrer_url(&event.referrer, &page.host),
+            ),
+        ]);
+        utm.extend([
+            (Dimension::UtmTerm, &page.utm_term),
+            (Dimension::UtmContent, &page.utm_content),
+        ]);
+    }
     dims.extend(
         utm.into_iter()
             .filter_map(|(dim, value)| value.clone().map(|v| (dim, v))),
@@ -106,7 +133,7 @@ mod tests {
 
     fn dims(event: &LoggedEvent) -> Vec<(Dimension, String)> {
         let agent = ua::parse(&event.user_agent);
-        session_dimensions(event, &agent, &url::parse(&event.url))
+        session_dimensions(event, &agent, &url::parse(&event.url), 3)
     }
 
     #[test]
@@ -141,6 +168,31 @@ mod tests {
         assert!(got.contains(&(Dimension::UtmMedium, "cpc".into())));
         assert!(got.contains(&(Dimension::UtmCampaign, "brand".into())));
         assert_eq!(got.len(), 10);
+    }
+
+    #[test]
+    fn version_4_adds_place_referrer_and_utm_term_and_content() {
+        let mut visit = event(
+            "https://a.com/?utm_source=x&utm_term=shoes&utm_content=banner",
+            "https://www.google.com/search?q=shoes",
+            "DE",
+        );
+        visit.region = "BE".into();
+        let agent = ua::parse(&visit.user_agent);
+        let got = session_dimensions(&visit, &agent, &url::parse(&visit.url), 4);
+        for want in [
+            (Dimension::Region, "BE"),
+            (Dimension::City, UNKNOWN_PLACE),
+            (Dimension::Referrer, "google.com/search"),
+            (Dimension::UtmTerm, "shoes"),
+            (Dimension::UtmContent, "banner"),
+        ] {
+            assert!(
+                got.contains(&(want.0, want.1.into())),
+                "{want:?} in {got:?}"
+            );
+        }
+        assert!(!dims(&visit).iter().any(|(d, _)| *d == Dimension::UtmTerm));
     }
 
     #[test]

@@ -93,6 +93,24 @@ pub fn source(referrer: &str, page_host: &str, utm_source: Option<&str>) -> Sour
     }
 }
 
+/// The referrer of a visit that landed on `page_host`, as its host without `www.` and its path
+/// without query or fragment ("news.ycombinator.com/item", "google.com"); [`DIRECT`] without
+/// one, or from the site itself.
+pub fn referrer_url(referrer: &str, page_host: &str) -> String {
+    let Ok(url) = Url::parse(referrer.trim()) else {
+        return DIRECT.to_owned();
+    };
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let host = strip_www(&host);
+    if host.is_empty() || host == strip_www(page_host) {
+        return DIRECT.to_owned();
+    }
+    match url.path() {
+        "" | "/" => host.to_owned(),
+        path => format!("{host}{}", path.trim_end_matches('/')),
+    }
+}
+
 /// The marketing channel of a visit from `source` with campaign medium `utm_medium`.
 pub fn channel(source: &Source, utm_medium: Option<&str>) -> &'static str {
     let medium = utm_medium.map(str::to_ascii_lowercase).unwrap_or_default();
@@ -305,6 +323,20 @@ mod tests {
             name("https://max.com/"),
             ("max.com".to_owned(), SourceKind::Referral)
         );
+    }
+
+    #[test]
+    fn referrer_urls_drop_scheme_www_query_and_trailing_slash() {
+        let url = |r: &str| referrer_url(r, "shop.example.com");
+        assert_eq!(url("https://www.google.com/"), "google.com");
+        assert_eq!(
+            url("https://news.ycombinator.com/item?id=1"),
+            "news.ycombinator.com/item"
+        );
+        assert_eq!(url("https://t.co/abc/#x"), "t.co/abc");
+        assert_eq!(url(""), DIRECT);
+        assert_eq!(url("https://www.shop.example.com/cart"), DIRECT);
+        assert_eq!(url("not a url"), DIRECT);
     }
 
     #[test]

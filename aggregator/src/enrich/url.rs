@@ -19,6 +19,10 @@ pub struct PageUrl {
     pub utm_medium: Option<String>,
     /// `utm_campaign`, when present and not blank.
     pub utm_campaign: Option<String>,
+    /// `utm_term`, when present and not blank.
+    pub utm_term: Option<String>,
+    /// `utm_content`, when present and not blank.
+    pub utm_content: Option<String>,
 }
 
 /// Parses a page URL. Never fails: unparsable URLs keep their text before any query as path.
@@ -51,6 +55,8 @@ fn from_url(url: &Url, absolute: bool) -> PageUrl {
             "utm_source" => &mut page.utm_source,
             "utm_medium" => &mut page.utm_medium,
             "utm_campaign" => &mut page.utm_campaign,
+            "utm_term" => &mut page.utm_term,
+            "utm_content" => &mut page.utm_content,
             _ => continue,
         };
         let value = value.trim();

@@ -181,6 +181,14 @@ impl Plan {
     }
 }
 
+/// Whether each event has its own value of `dimension` (else each visit has one).
+pub fn is_event_dimension(dimension: Dimension) -> bool {
+    matches!(
+        dimension,
+        Dimension::Page | Dimension::EventName | Dimension::Hostname
+    )
+}
+
 fn columns(req: &RunReportRequest) -> Result<Vec<Column>, QueryError> {
     let mut columns: Vec<Column> = Vec::with_capacity(req.dimensions.len());
     for (i, dimension) in req.dimensions.iter().enumerate() {
@@ -198,7 +206,7 @@ fn columns(req: &RunReportRequest) -> Result<Vec<Column>, QueryError> {
                     .ok_or_else(|| {
                         QueryError::invalid(format!(
                             "{field}.dimension {raw} is not a dimension: use DIMENSION_PAGE \
-                             (1) to DIMENSION_UTM_CAMPAIGN (11)"
+                             (1) to DIMENSION_UTM_CONTENT (18)"
                         ))
                     })?,
             ),
