@@ -4,8 +4,9 @@ use anyhow::Context;
 use beacon_core::auth::with_bearer;
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
 use beacon_proto::admin::v1::{
-    CreateKeyRequest, CreateTenantRequest, DeleteTenantRequest, KeyKind, ListKeysRequest,
-    ListTenantsRequest, RevokeKeyRequest, RotateKeyRequest, SetRawRetentionRequest,
+    CreateKeyRequest, CreateTenantRequest, DeleteTenantRequest, Goal, KeyKind, ListKeysRequest,
+    ListTenantsRequest, RevokeKeyRequest, RotateKeyRequest, SetGoalsRequest,
+    SetRawRetentionRequest, goal,
 };
 use tonic::transport::Channel;
 
@@ -121,6 +122,36 @@ enum AdminCommand {
         #[arg(long)]
         days: u32,
     },
+    /// Replaces a tenant's goals (none given: removes them all).
+    SetGoals {
+        /// The tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// A goal, `NAME=event:EVENT_NAME` or `NAME=page:/PATH_PATTERN` (`*` any characters
+        /// but "/", `**` any); repeat for more.
+        #[arg(long = "goal", value_parser = parse_goal)]
+        goals: Vec<Goal>,
+    },
+}
+
+/// A goal given as `NAME=event:EVENT_NAME` or `NAME=page:/PATH_PATTERN`.
+fn parse_goal(text: &str) -> Result<Goal, String> {
+    let (name, what) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=event:EVENT_NAME or NAME=page:/PATTERN"))?;
+    let kind = match what.split_once(':') {
+        Some(("event", event)) => goal::Kind::EventName(event.to_owned()),
+        Some(("page", pattern)) => goal::Kind::PagePath(pattern.to_owned()),
+        _ => {
+            return Err(format!(
+                "{text:?}: after NAME= comes event:EVENT_NAME or page:/PATTERN"
+            ));
+        }
+    };
+    Ok(Goal {
+        name: name.to_owned(),
+        kind: Some(kind),
+    })
 }
 
 /// What a new key may do.
@@ -261,6 +292,16 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 })?)
                 .await?;
             serde_json::json!({ "tenant": tenant, "raw_retention_days": days })
+        }
+        AdminCommand::SetGoals { tenant, goals } => {
+            let count = goals.len();
+            client
+                .set_goals(admin.request(SetGoalsRequest {
+                    tenant_id: tenant.clone(),
+                    goals,
+                })?)
+                .await?;
+            serde_json::json!({ "tenant": tenant, "goals": count })
         }
     };
     println!("{}", serde_json::to_string_pretty(&output)?);

@@ -210,6 +210,7 @@ impl Registry {
             name: name.to_owned(),
             time_zone: time_zone.to_owned(),
             raw_retention_days: 0,
+            goals: Vec::new(),
         };
         self.store.create_tenant(&tenant).await?;
         let ingest = self.create_key(&tenant.id, KeyKind::Ingest).await?;
@@ -349,6 +350,15 @@ impl Registry {
                 ..before
             })
             .await
+    }
+
+    /// Replaces a tenant's goals, once [`crate::meta::goal::validate`] accepts them.
+    pub async fn set_goals(&self, id: &str, goals: Vec<crate::meta::Goal>) -> Result<()> {
+        crate::meta::goal::validate(&goals)?;
+        let Some(before) = self.store.tenant(id).await? else {
+            return Err(Error::NotFound(format!("tenant_id {id:?} is not a tenant")));
+        };
+        self.store.update_tenant(&Tenant { goals, ..before }).await
     }
 
     /// Changes a tenant's time zone; every replica stamps events with it once its cached keys

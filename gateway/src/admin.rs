@@ -13,13 +13,14 @@ use beacon_proto::admin::v1::{
     CreateTenantRequest, CreateTenantResponse, DeadLetterInfo, DeleteEventsRequest,
     DeleteEventsResponse, DeleteTenantRequest, DeleteTenantResponse, DropDeadLetterRequest,
     DropDeadLetterResponse, GetDeadLetterRequest, GetDeadLetterResponse, GetReprocessRequest,
-    GetReprocessResponse, KeyInfo as ProtoKeyInfo, KeyKind as ProtoKeyKind, ListDeadLettersRequest,
-    ListDeadLettersResponse, ListKeysRequest, ListKeysResponse, ListReprocessRequest,
-    ListReprocessResponse, ListStaleRequest, ListStaleResponse, ListTenantsRequest,
-    ListTenantsResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse, ResetTenantRequest,
-    ResetTenantResponse, RevokeKeyRequest, RevokeKeyResponse, RotateKeyRequest, RotateKeyResponse,
-    SetRawRetentionRequest, SetRawRetentionResponse, SetTimeZoneRequest, SetTimeZoneResponse,
-    StartReprocessRequest, StartReprocessResponse, Tenant,
+    GetReprocessResponse, Goal, KeyInfo as ProtoKeyInfo, KeyKind as ProtoKeyKind,
+    ListDeadLettersRequest, ListDeadLettersResponse, ListKeysRequest, ListKeysResponse,
+    ListReprocessRequest, ListReprocessResponse, ListStaleRequest, ListStaleResponse,
+    ListTenantsRequest, ListTenantsResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse,
+    ResetTenantRequest, ResetTenantResponse, RevokeKeyRequest, RevokeKeyResponse, RotateKeyRequest,
+    RotateKeyResponse, SetGoalsRequest, SetGoalsResponse, SetRawRetentionRequest,
+    SetRawRetentionResponse, SetTimeZoneRequest, SetTimeZoneResponse, StartReprocessRequest,
+    StartReprocessResponse, Tenant, goal,
 };
 use tonic::{Request, Response, Status};
 
@@ -157,7 +158,34 @@ fn to_proto(tenant: meta::Tenant) -> Tenant {
         name: tenant.name,
         time_zone: tenant.time_zone,
         raw_retention_days: tenant.raw_retention_days,
+        goals: tenant.goals.into_iter().map(goal_to_proto).collect(),
     }
+}
+
+fn goal_to_proto(goal: meta::Goal) -> Goal {
+    Goal {
+        name: goal.name,
+        kind: Some(match goal.kind {
+            meta::GoalKind::EventName(name) => goal::Kind::EventName(name),
+            meta::GoalKind::PagePath(pattern) => goal::Kind::PagePath(pattern),
+        }),
+    }
+}
+
+fn goal_from_proto(index: usize, goal: Goal) -> Result<meta::Goal, Status> {
+    let kind = match goal.kind {
+        Some(goal::Kind::EventName(name)) => meta::GoalKind::EventName(name),
+        Some(goal::Kind::PagePath(pattern)) => meta::GoalKind::PagePath(pattern),
+        None => {
+            return Err(Status::invalid_argument(format!(
+                "goals[{index}]: set event_name or page_path"
+            )));
+        }
+    };
+    Ok(meta::Goal {
+        name: goal.name,
+        kind,
+    })
 }
 
 #[tonic::async_trait]
@@ -463,6 +491,24 @@ impl AdminService for Admin {
             .await?;
         tracing::info!(tenant = %req.tenant_id, days = req.raw_retention_days, "raw retention set");
         Ok(Response::new(SetRawRetentionResponse {}))
+    }
+
+    async fn set_goals(
+        &self,
+        request: Request<SetGoalsRequest>,
+    ) -> Result<Response<SetGoalsResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        let goals = req
+            .goals
+            .into_iter()
+            .enumerate()
+            .map(|(i, goal)| goal_from_proto(i, goal))
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = goals.len();
+        self.registry.set_goals(&req.tenant_id, goals).await?;
+        tracing::info!(tenant = %req.tenant_id, goals = count, "goals set");
+        Ok(Response::new(SetGoalsResponse {}))
     }
 
     async fn delete_tenant(

@@ -79,6 +79,16 @@ impl ValueFilter {
         })
     }
 
+    /// A filter keeping the values of `dimension` that `pattern` (a regular expression)
+    /// matches.
+    pub fn matching(dimension: Dimension, pattern: &str) -> Result<Self, QueryError> {
+        Ok(Self::Condition(Test {
+            dimension,
+            matcher: Matcher::Matches(patterns(&[pattern.to_owned()], false, "pattern")?),
+            negated: false,
+        }))
+    }
+
     /// The dimensions its conditions read, ascending.
     pub fn dimensions(&self) -> BTreeSet<Dimension> {
         let mut out = BTreeSet::new();
@@ -212,7 +222,7 @@ fn test(condition: &Condition, field: &str) -> Result<Test, QueryError> {
         Ok(Dimension::Unspecified) | Err(_) => {
             return Err(QueryError::invalid(format!(
                 "{field}.dimension {} is not a dimension: use DIMENSION_PAGE (1) to \
-                 DIMENSION_UTM_CONTENT (18)",
+                 DIMENSION_GOAL (19)",
                 condition.dimension
             )));
         }

@@ -113,11 +113,11 @@ impl Insights {
 fn breakdown_dimension(raw: i32) -> Result<Dimension, QueryError> {
     match Dimension::try_from(raw) {
         Ok(Dimension::Unspecified) => Err(QueryError::invalid(
-            "dimension is required: use DIMENSION_PAGE (1) to DIMENSION_UTM_CONTENT (18)",
+            "dimension is required: use DIMENSION_PAGE (1) to DIMENSION_GOAL (19)",
         )),
         Ok(dimension) => Ok(dimension),
         Err(_) => Err(QueryError::invalid(format!(
-            "dimension {raw} is not a dimension: use DIMENSION_PAGE (1) to DIMENSION_UTM_CONTENT (18)"
+            "dimension {raw} is not a dimension: use DIMENSION_PAGE (1) to DIMENSION_GOAL (19)"
         ))),
     }
 }

@@ -38,6 +38,8 @@ pub struct Sums {
     pub duration_ms: i64,
     /// Bot events (excluded from every metric).
     pub bot_events: i64,
+    /// Distinct visitors of the whole time point or range, for conversion rates (goal rows).
+    pub total_visitors: u64,
 }
 
 /// The metrics a request asks for, in its order without repeats; all seven when empty.
@@ -50,7 +52,7 @@ pub fn requested(metrics: &[i32]) -> Result<Vec<Metric>, QueryError> {
         let metric = match Metric::try_from(raw) {
             Ok(Metric::Unspecified) | Err(_) => {
                 return Err(QueryError::invalid(format!(
-                    "metrics[{index}] = {raw} is not a metric: use METRIC_VISITORS (1) to METRIC_VIEWS_PER_VISIT (7)"
+                    "metrics[{index}] = {raw} is not a metric: use METRIC_VISITORS (1) to METRIC_CONVERSION_RATE (8)"
                 )));
             }
             Ok(metric) => metric,
@@ -75,6 +77,10 @@ pub fn value(metric: Metric, sums: &Sums) -> f64 {
         Metric::BounceRate => per_visit(100.0 * sums.bounces as f64),
         Metric::VisitDuration => per_visit(sums.duration_ms as f64) / 1000.0,
         Metric::ViewsPerVisit => per_visit(sums.pageviews as f64),
+        Metric::ConversionRate if sums.total_visitors > 0 => {
+            100.0 * sums.visitors as f64 / sums.total_visitors as f64
+        }
+        Metric::ConversionRate => 0.0,
     }
 }
 

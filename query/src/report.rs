@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use beacon_core::meta::Tenant;
 use beacon_proto::insights::v1::{
-    DateRange, Metric, MetricChange, ReportRow, ReportSource, RunReportResponse,
+    DateRange, Dimension, Metric, MetricChange, ReportRow, ReportSource, RunReportResponse,
 };
 
 use crate::QueryError;
@@ -15,6 +15,7 @@ use crate::metrics::{self, Sums};
 use crate::range::{self, Range};
 use crate::shard::{self, GroupBy, Page, ShardQuery, ShardStore};
 
+mod goals;
 pub mod plan;
 
 pub use plan::{Column, Plan};
@@ -62,41 +63,40 @@ pub async fn run(
     };
     // A series without a dimension has every point, empty ones included.
     let fill = group.time.is_some() && !group.value;
-    let mut query = ShardQuery::new(dimension, plan.range.start, plan.range.end, group);
-    query.keep = plan.filter.clone();
-    if !fill && group != GroupBy::TOTAL {
-        query.page = Some(Page {
-            sort: plan.sort.clone(),
-            offset: plan.offset,
-            limit: plan.limit,
-        });
-    }
-    tracing::debug!(tenant = %tenant.id, ?query, "report query");
-    let answer = store.query(&tenant.id, query).await?;
-    let mut versions: BTreeSet<u32> = answer.logic_versions.into_iter().collect();
-    let (groups, total) = if fill || group == GroupBy::TOTAL {
-        let mut by_time: HashMap<i64, Sums> =
-            answer.groups.into_iter().map(|s| (s.time, s)).collect();
-        let times: Vec<i64> = if fill {
-            points.iter().map(|(time, _)| *time).collect()
-        } else {
-            vec![0]
-        };
-        let mut all: Vec<Sums> = times
-            .into_iter()
-            .map(|time| {
-                by_time.remove(&time).unwrap_or(Sums {
-                    time,
-                    ..Sums::default()
-                })
-            })
-            .collect();
-        shard::sort(&mut all, &plan.sort);
-        let total = all.len();
-        let page = all.into_iter().skip(plan.offset).take(plan.limit);
+    let mut versions: BTreeSet<u32> = BTreeSet::new();
+    let (groups, total) = if plan.dimension() == Some(Dimension::Goal) {
+        let (mut rows, read) = goals::rows(store, tenant, plan, plan.range, None).await?;
+        versions.extend(read);
+        shard::sort(&mut rows, &plan.sort);
+        let total = rows.len();
+        let page = rows.into_iter().skip(plan.offset).take(plan.limit);
         (page.collect::<Vec<_>>(), total)
     } else {
-        (answer.groups, answer.total)
+        let mut query = ShardQuery::new(dimension, plan.range.start, plan.range.end, group);
+        query.keep = plan.filter.clone();
+        if !fill && group != GroupBy::TOTAL {
+            query.page = Some(Page {
+                sort: plan.sort.clone(),
+                offset: plan.offset,
+                limit: plan.limit,
+            });
+        }
+        tracing::debug!(tenant = %tenant.id, ?query, "report query");
+        let answer = store.query(&tenant.id, query).await?;
+        versions.extend(answer.logic_versions);
+        if fill || group == GroupBy::TOTAL {
+            let times: Vec<i64> = if fill {
+                points.iter().map(|(time, _)| *time).collect()
+            } else {
+                vec![0]
+            };
+            let all = every_point(answer.groups, times, plan);
+            let total = all.len();
+            let page = all.into_iter().skip(plan.offset).take(plan.limit);
+            (page.collect::<Vec<_>>(), total)
+        } else {
+            (answer.groups, answer.total)
+        }
     };
     let labels = index(points);
     let compared = match plan.comparison {
@@ -126,6 +126,22 @@ pub async fn run(
     })
 }
 
+/// One group per time in `times` (empty ones included), in the plan's order.
+fn every_point(groups: Vec<Sums>, times: Vec<i64>, plan: &Plan) -> Vec<Sums> {
+    let mut by_time: HashMap<i64, Sums> = groups.into_iter().map(|s| (s.time, s)).collect();
+    let mut all: Vec<Sums> = times
+        .into_iter()
+        .map(|time| {
+            by_time.remove(&time).unwrap_or(Sums {
+                time,
+                ..Sums::default()
+            })
+        })
+        .collect();
+    shard::sort(&mut all, &plan.sort);
+    all
+}
+
 /// The comparison range's side of a report.
 struct Compared {
     /// Its time points, in order.
@@ -151,6 +167,18 @@ async fn compare(
         Some(time) => range::points(&other, time, &tz)?,
         None => Vec::new(),
     };
+    let names: Vec<String> = groups.iter().map(|s| s.key.clone()).collect();
+    if plan.dimension() == Some(Dimension::Goal) {
+        let (rows, versions) = goals::rows(store, tenant, plan, other, Some(&names)).await?;
+        return Ok(Compared {
+            points,
+            by_key: rows
+                .into_iter()
+                .map(|s| ((s.time, s.key.clone()), s))
+                .collect(),
+            versions,
+        });
+    }
     let group = GroupBy {
         time: plan.time(),
         value: plan.dimension().is_some(),
@@ -158,7 +186,7 @@ async fn compare(
     let mut query = ShardQuery::new(dimension, other.start, other.end, group);
     query.keep = match plan.dimension() {
         Some(by) => {
-            let page = ValueFilter::one_of(by, groups.iter().map(|s| s.key.clone()));
+            let page = ValueFilter::one_of(by, names);
             Some(Arc::new(match &plan.filter {
                 Some(filter) => ValueFilter::All(vec![(**filter).clone(), page]),
                 None => page,

@@ -188,6 +188,26 @@ impl Client {
             .map(tonic::Response::into_inner)
     }
 
+    /// Replaces a tenant's goals.
+    pub async fn set_goals(
+        &self,
+        admin_token: &str,
+        tenant: &str,
+        goals: Vec<beacon_proto::admin::v1::Goal>,
+    ) -> Result<(), Status> {
+        let request = with_bearer(
+            admin_token,
+            beacon_proto::admin::v1::SetGoalsRequest {
+                tenant_id: tenant.into(),
+                goals,
+            },
+        )?;
+        AdminServiceClient::new(self.admin.clone())
+            .set_goals(request)
+            .await
+            .map(|_| ())
+    }
+
     /// Starts reprocessing a tenant's local dates `[first, last]`; returns the job id.
     pub async fn start_reprocess(
         &self,

@@ -348,6 +348,7 @@ async fn reports_match_the_oracle() -> anyhow::Result<()> {
         comparisons(&client, tenant, id).await?;
         paging(&client, tenant, id).await?;
         csv_export(&client, tenant, id).await?;
+        goals(&client, &cluster, tenant, id).await?;
         println!("{id}: every report equals the oracle");
     }
     Ok(())
@@ -869,6 +870,154 @@ async fn csv_export(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Resul
     anyhow::ensure!(
         status == 400 && body.contains("date_range.start_date 2026-11-09 is after"),
         "{id}: bad range gave {status} {body}"
+    );
+    Ok(())
+}
+
+/// A page path pattern, matched by hand: `**` any characters, `*` any but "/".
+fn glob(pattern: &str, path: &str) -> bool {
+    if let Some(rest) = pattern.strip_prefix("**") {
+        return (0..=path.len()).any(|i| path.is_char_boundary(i) && glob(rest, &path[i..]));
+    }
+    if let Some(rest) = pattern.strip_prefix('*') {
+        let stop = path.find('/').unwrap_or(path.len());
+        return (0..=stop).any(|i| path.is_char_boundary(i) && glob(rest, &path[i..]));
+    }
+    match (pattern.chars().next(), path.chars().next()) {
+        (None, None) => true,
+        (Some(p), Some(c)) if p == c => glob(&pattern[p.len_utf8()..], &path[c.len_utf8()..]),
+        _ => false,
+    }
+}
+
+/// Goals: an event goal and page-pattern goals, their visitors, conversions and conversion
+/// rates per week and in total, against the oracle; a filter on the goal dimension.
+async fn goals(
+    client: &Client,
+    cluster: &Cluster,
+    tenant: &Tenant,
+    id: &str,
+) -> anyhow::Result<()> {
+    use beacon_proto::admin::v1::{Goal, goal};
+    let defined = [
+        ("Signup", goal::Kind::EventName("signup".into())),
+        ("Pricing", goal::Kind::PagePath("/pricing".into())),
+        ("Docs or blog", goal::Kind::PagePath("/*o*".into())),
+        ("Anything", goal::Kind::PagePath("/**".into())),
+    ];
+    let goals = defined
+        .iter()
+        .map(|(name, kind)| Goal {
+            name: (*name).into(),
+            kind: Some(kind.clone()),
+        })
+        .collect();
+    client.set_goals(&cluster.admin_token, id, goals).await?;
+    let metrics = vec![
+        Metric::Visitors as i32,
+        Metric::Events as i32,
+        Metric::ConversionRate as i32,
+    ];
+    let (start, end) = (date(START), date(END));
+    for weekly in [false, true] {
+        let grain = weekly.then_some(Grain::Week);
+        let mut dims = vec![dimension(Dimension::Goal)];
+        if weekly {
+            dims.push(time(Interval::Week));
+        }
+        let req = RunReportRequest {
+            metrics: metrics.clone(),
+            ..request(dims)
+        };
+        let all = tenant.facts.report(
+            start,
+            end,
+            Grouping {
+                time: grain,
+                dimension: None,
+            },
+            None,
+        );
+        let mut want: BTreeMap<(String, String), (u64, u64, f64)> = BTreeMap::new();
+        for (name, kind) in &defined {
+            let test = |v: &str| match kind {
+                goal::Kind::EventName(event) => v == event,
+                goal::Kind::PagePath(pattern) => glob(pattern, v),
+            };
+            let keep = Keep {
+                dimension: match kind {
+                    goal::Kind::EventName(_) => Dimension::EventName,
+                    goal::Kind::PagePath(_) => Dimension::Page,
+                },
+                test: &test,
+            };
+            let grouping = Grouping {
+                time: grain,
+                dimension: None,
+            };
+            for ((label, _), counts) in tenant.facts.report(start, end, grouping, Some(&keep)) {
+                let everyone = all
+                    .get(&(label.clone(), String::new()))
+                    .map_or(0, |c| c.visitors);
+                let rate = 100.0 * counts.visitors as f64 / everyone as f64;
+                want.insert(
+                    ((*name).to_owned(), label),
+                    (counts.visitors, counts.events, rate),
+                );
+            }
+        }
+        // Retry while the gateway and query replicas pick the goals up (5 seconds).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let reply = client.report(&tenant.read, req.clone()).await?;
+            let got: BTreeMap<(String, String), (u64, u64, f64)> = reply
+                .rows
+                .iter()
+                .map(|row| {
+                    let v: Vec<f64> = row.values.iter().map(|v| v.value).collect();
+                    (
+                        (
+                            row.dimensions[0].clone(),
+                            row.dimensions.get(1).cloned().unwrap_or_default(),
+                        ),
+                        (v[0] as u64, v[1] as u64, v[2]),
+                    )
+                })
+                .collect();
+            let same = got.len() == want.len()
+                && got.iter().zip(&want).all(|((gk, g), (wk, w))| {
+                    gk == wk && g.0 == w.0 && g.1 == w.1 && (g.2 - w.2).abs() < 1e-9
+                });
+            if same {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{id} goals (weekly {weekly}): got {got:#?}\nwant {want:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    // Only the page goals, through a filter on the goal dimension.
+    let req = RunReportRequest {
+        metrics,
+        filter: Some(condition(
+            Dimension::Goal,
+            Operator::Contains,
+            &["o"],
+            false,
+        )),
+        ..request(vec![dimension(Dimension::Goal)])
+    };
+    let reply = client.report(&tenant.read, req).await?;
+    let names: BTreeMap<&str, ()> = reply
+        .rows
+        .iter()
+        .map(|r| (r.dimensions[0].as_str(), ()))
+        .collect();
+    anyhow::ensure!(
+        names.keys().copied().collect::<Vec<_>>() == ["Docs or blog"],
+        "{id}: goals containing \"o\": {names:?}"
     );
     Ok(())
 }

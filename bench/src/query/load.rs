@@ -91,6 +91,7 @@ pub fn tenant(spec: &TenantSpec) -> Tenant {
         name: spec.id.clone(),
         time_zone: spec.time_zone.clone(),
         raw_retention_days: 0,
+        goals: Vec::new(),
     }
 }
 

@@ -36,6 +36,7 @@ fn tenant(id: &str, name: &str) -> Tenant {
         name: name.to_owned(),
         time_zone: "Europe/Berlin".to_owned(),
         raw_retention_days: 0,
+        goals: Vec::new(),
     }
 }
 

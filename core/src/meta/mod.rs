@@ -6,13 +6,16 @@ use bytes::Bytes;
 use crate::Result;
 
 pub mod embedded;
+pub mod goal;
 pub mod nats;
+
+pub use goal::{Goal, GoalKind};
 
 #[cfg(test)]
 mod conformance;
 
 /// One merchant.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tenant {
     /// Stable id: 1 to 64 characters of `[a-z0-9_-]`.
     pub id: String,
@@ -24,6 +27,9 @@ pub struct Tenant {
     /// from them stay, but can no longer be reprocessed.
     #[serde(default)]
     pub raw_retention_days: u32,
+    /// What counts as a conversion, in the merchant's order.
+    #[serde(default)]
+    pub goals: Vec<Goal>,
 }
 
 /// What a key may do.

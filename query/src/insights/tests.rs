@@ -10,6 +10,7 @@ fn tenant(id: &str, tz: &str) -> Tenant {
         name: id.into(),
         time_zone: tz.into(),
         raw_retention_days: 0,
+        goals: Vec::new(),
     }
 }
 

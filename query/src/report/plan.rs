@@ -85,6 +85,14 @@ impl Plan {
             offset: req.offset as usize,
             limit: limit as usize,
         };
+        if plan.metrics.contains(&Metric::ConversionRate)
+            && plan.dimension() != Some(Dimension::Goal)
+        {
+            return Err(QueryError::invalid(
+                "METRIC_CONVERSION_RATE is the share of visitors who reached a goal: group by \
+                 DIMENSION_GOAL to ask for it",
+            ));
+        }
         plan.rows()?;
         Ok(plan)
     }
@@ -157,6 +165,13 @@ impl Plan {
     /// The rows of `only` summed over the values the filter keeps: exact for a visit
     /// dimension (each visit has one value), and for pages only for the event metrics.
     fn filtered_totals(&self, only: Dimension) -> Result<i32, QueryError> {
+        if only == Dimension::Goal {
+            return Err(QueryError::unimplemented(
+                "a filter on DIMENSION_GOAL without grouping by it (the visits of visitors who \
+                 converted) needs per-event data, which the rollups do not keep; group by \
+                 DIMENSION_GOAL",
+            ));
+        }
         let event_metric =
             |m: &Metric| matches!(m, Metric::Visitors | Metric::Pageviews | Metric::Events);
         if only == Dimension::Page && !self.metrics.iter().all(event_metric) {
@@ -185,7 +200,7 @@ impl Plan {
 pub fn is_event_dimension(dimension: Dimension) -> bool {
     matches!(
         dimension,
-        Dimension::Page | Dimension::EventName | Dimension::Hostname
+        Dimension::Page | Dimension::EventName | Dimension::Hostname | Dimension::Goal
     )
 }
 
@@ -206,7 +221,7 @@ fn columns(req: &RunReportRequest) -> Result<Vec<Column>, QueryError> {
                     .ok_or_else(|| {
                         QueryError::invalid(format!(
                             "{field}.dimension {raw} is not a dimension: use DIMENSION_PAGE \
-                             (1) to DIMENSION_UTM_CONTENT (18)"
+                             (1) to DIMENSION_GOAL (19)"
                         ))
                     })?,
             ),
@@ -319,7 +334,7 @@ fn sort(req: &RunReportRequest, columns: &[Column]) -> Result<Vec<Sort>, QueryEr
                         .ok_or_else(|| {
                             QueryError::invalid(format!(
                                 "{field}.metric {raw} is not a metric: use METRIC_VISITORS (1) \
-                                 to METRIC_VIEWS_PER_VISIT (7)"
+                                 to METRIC_CONVERSION_RATE (8)"
                             ))
                         })?,
                 ),

@@ -14,6 +14,7 @@ fn tenant() -> Tenant {
         name: "acme".into(),
         time_zone: "UTC".into(),
         raw_retention_days: 0,
+        goals: Vec::new(),
     }
 }
 

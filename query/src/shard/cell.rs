@@ -132,6 +132,7 @@ impl Cell {
             bounces,
             duration_ms,
             bot_events,
+            total_visitors: 0,
         })
     }
 }

@@ -164,6 +164,14 @@ fn invalid_requests_name_the_field() {
             },
             "metrics[0] = 99 is not a metric",
         ),
+        (
+            RunReportRequest {
+                metrics: vec![Metric::ConversionRate as i32],
+                dimensions: vec![by(Dimension::Source)],
+                ..request()
+            },
+            "group by DIMENSION_GOAL to ask for it",
+        ),
     ];
     for (req, want) in cases {
         let (code, msg) = refused(req);
@@ -226,6 +234,14 @@ fn what_the_rollups_cannot_answer_is_unimplemented() {
                 ..request()
             },
             "keeps visits without DIMENSION_UTM_SOURCE",
+        ),
+        (
+            RunReportRequest {
+                metrics: vec![Metric::Visitors as i32],
+                filter: Some(condition(Dimension::Goal, Operator::Is, "Signup")),
+                ..request()
+            },
+            "a filter on DIMENSION_GOAL without grouping by it",
         ),
     ];
     for (req, want) in cases {
