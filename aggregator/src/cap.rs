@@ -49,6 +49,12 @@ pub fn is_open_ended(dim: Dimension) -> bool {
             | Dimension::UtmSource
             | Dimension::UtmMedium
             | Dimension::UtmCampaign
+            | Dimension::UtmTerm
+            | Dimension::UtmContent
+            | Dimension::EventName
+            | Dimension::Hostname
+            | Dimension::Referrer
+            | Dimension::City
     )
 }
 

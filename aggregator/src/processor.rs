@@ -18,6 +18,9 @@ use crate::rollup::{Counters, PendingRollups};
 use crate::session::{Hit, LATE_AFTER_MS, NO_WATERMARK, SessionState, Sessions, Visit};
 use crate::{AggregatorError, LOGIC_VERSION};
 
+/// One minute, milliseconds: the realtime view's bucket.
+const MINUTE_MS: i64 = 60_000;
+
 /// Closed sessions are dropped after this many events.
 const CLEANUP_EVERY: u32 = 4096;
 
@@ -55,6 +58,8 @@ pub struct Processor {
     since_cleanup: u32,
     /// Local dates that received events out of order, per tenant.
     dirty: BTreeMap<String, BTreeSet<String>>,
+    /// Whether the deltas include the realtime view's minutes (live processing, not replays).
+    recent: bool,
 }
 
 impl Default for Processor {
@@ -102,7 +107,14 @@ impl Processor {
             zones: HashMap::new(),
             since_cleanup: 0,
             dirty: BTreeMap::new(),
+            recent: true,
         }
+    }
+
+    /// The same processor without the realtime view's minutes: for replays of history.
+    pub fn historical(mut self) -> Self {
+        self.recent = false;
+        self
     }
 
     /// The logic version it applies.
@@ -192,14 +204,13 @@ impl Processor {
         let start = || new_session(event, &agent, &page, hour, admitted, version);
         let (visit, session) = self.sessions.track(hit, watermark_ms, start);
         if emit {
-            emit_deltas(
-                &mut self.pending,
+            let deltas = Deltas {
                 hit,
                 hour,
-                &event_dims,
-                visit,
-                session.as_ref(),
-            );
+                event_dims: &event_dims,
+                recent: self.recent,
+            };
+            emit_deltas(&mut self.pending, deltas, visit, session.as_ref());
         }
         self.maybe_cleanup();
     }
@@ -370,16 +381,32 @@ fn new_session(
     }
 }
 
+/// What one event adds to the deltas besides its session.
+struct Deltas<'a> {
+    hit: Hit<'a>,
+    /// The event's hour bucket and local date.
+    hour: (i64, &'a str),
+    /// The event's own dimensions.
+    event_dims: &'a [(Dimension, String)],
+    /// Whether to add the realtime view's minute too.
+    recent: bool,
+}
+
 /// The deltas of one event: the session's at the session hour, the event's at the event hour
-/// (under the session's dimensions and the event's own, `event_dims`).
+/// (under the session's dimensions and the event's own), and with `recent` the event's minute
+/// (totals, page and source).
 fn emit_deltas(
     pending: &mut PendingRollups,
-    hit: Hit<'_>,
-    hour: (i64, &str),
-    event_dims: &[(Dimension, String)],
+    event: Deltas<'_>,
     visit: Visit,
     session: &SessionState,
 ) {
+    let Deltas {
+        hit,
+        hour,
+        event_dims,
+        recent,
+    } = event;
     let mut deltas = pending.tenant(hit.tenant_id);
     let targets = || {
         iter::once((Dimension::Unspecified, "")).chain(session.dims.iter().map(|(d, v)| (*d, &**v)))
@@ -413,6 +440,21 @@ fn emit_deltas(
     let own = event_dims.iter().map(|(d, v)| (*d, v.as_str()));
     for (dim, value) in targets().chain(own) {
         deltas.add_seen(hour, dim, value, event_delta, hit.visitor);
+    }
+    if recent {
+        let minute = hit.ts - hit.ts.rem_euclid(MINUTE_MS);
+        let page = event_dims.iter().find(|(d, _)| *d == Dimension::Page);
+        let source = session
+            .dims
+            .iter()
+            .find(|(d, _)| *d == Dimension::Source)
+            .map(|(d, v)| (*d, v.to_string()));
+        let views = iter::once((Dimension::Unspecified, String::new()))
+            .chain(page.cloned())
+            .chain(source);
+        for (dim, value) in views {
+            deltas.add_recent(minute, dim, &value, event_delta, hit.visitor);
+        }
     }
 }
 

@@ -240,7 +240,7 @@ impl Replay {
     /// The replay of a job: from its checkpoint when it has one, else from the start.
     pub fn of(job: &RestatementJob) -> Result<Self, AggregatorError> {
         let range = DateRange::parse(&job.first_date, &job.last_date)?;
-        let mut processor = Processor::with_version(job.logic_version);
+        let mut processor = Processor::with_version(job.logic_version).historical();
         if let Some(checkpoint) = job.checkpoint.clone() {
             processor.restore(checkpoint)?;
         }

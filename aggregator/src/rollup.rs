@@ -51,10 +51,14 @@ struct Bucket {
     visitors: HashSet<u64>,
 }
 
-/// One tenant's pending buckets, by (hour, dimension) and value.
+/// Buckets by (hour or minute, dimension) and value.
+type Buckets = HashMap<(i64, Dimension), HashMap<String, Bucket>>;
+
+/// One tenant's pending buckets: the hourly ones, and the minutes of the realtime view.
 #[derive(Debug, Default)]
 struct TenantPending {
-    buckets: HashMap<(i64, Dimension), HashMap<String, Bucket>>,
+    buckets: Buckets,
+    recent: Buckets,
 }
 
 /// Deltas not yet published.
@@ -114,7 +118,7 @@ impl PendingRollups {
             .tenants
             .drain()
             .map(|(tenant_id, pending)| tenant_rollup(tenant_id, pending))
-            .filter(|t| !t.rows.is_empty())
+            .filter(|t| !t.rows.is_empty() || !t.recent.is_empty())
             .collect();
         tenants.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         tenants
@@ -149,25 +153,69 @@ impl TenantDeltas<'_> {
         }
     }
 
-    /// The bucket, created when missing (its key is allocated only then).
+    /// Adds `counters` to the realtime bucket of the UTC minute starting at `minute_ms`, and
+    /// records that `visitor` was seen in it.
+    pub fn add_recent(
+        &mut self,
+        minute_ms: i64,
+        dim: Dimension,
+        value: &str,
+        counters: Counters,
+        visitor: u64,
+    ) {
+        let bucket = bucket(
+            &mut self.pending.recent,
+            self.bound,
+            (minute_ms, ""),
+            dim,
+            value,
+        );
+        bucket.counters.add(counters);
+        if bucket.visitors.insert(visitor) {
+            *self.bound += VISITOR_BYTES;
+        }
+    }
+
+    /// The hourly bucket, created when missing.
     fn bucket(&mut self, hour: (i64, &str), dim: Dimension, value: &str) -> &mut Bucket {
-        let values = self.pending.buckets.entry((hour.0, dim)).or_default();
-        match values.entry_ref(value) {
-            EntryRef::Occupied(occupied) => occupied.into_mut(),
-            EntryRef::Vacant(vacant) => {
-                *self.bound += ROW_BYTES + value.len();
-                vacant.insert(Bucket {
-                    local_date: hour.1.to_owned(),
-                    ..Bucket::default()
-                })
-            }
+        bucket(&mut self.pending.buckets, self.bound, hour, dim, value)
+    }
+}
+
+/// The bucket of `buckets`, created when missing (its key is allocated only then, and its
+/// encoded size added to `bound`).
+fn bucket<'b>(
+    buckets: &'b mut Buckets,
+    bound: &mut usize,
+    time: (i64, &str),
+    dim: Dimension,
+    value: &str,
+) -> &'b mut Bucket {
+    let values = buckets.entry((time.0, dim)).or_default();
+    match values.entry_ref(value) {
+        EntryRef::Occupied(occupied) => occupied.into_mut(),
+        EntryRef::Vacant(vacant) => {
+            *bound += ROW_BYTES + value.len();
+            vacant.insert(Bucket {
+                local_date: time.1.to_owned(),
+                ..Bucket::default()
+            })
         }
     }
 }
 
 fn tenant_rollup(tenant_id: String, pending: TenantPending) -> TenantRollup {
-    let mut buckets: Vec<((i64, Dimension, String), Bucket)> = pending
-        .buckets
+    TenantRollup {
+        tenant_id,
+        rows: rows_of(pending.buckets),
+        recent: rows_of(pending.recent),
+        ..Default::default()
+    }
+}
+
+/// The rows of `buckets` ordered by (time, dimension, value), empty ones left out.
+fn rows_of(buckets: Buckets) -> Vec<RollupRow> {
+    let mut buckets: Vec<((i64, Dimension, String), Bucket)> = buckets
         .into_iter()
         .flat_map(|((hour, dim), values)| {
             values
@@ -176,16 +224,11 @@ fn tenant_rollup(tenant_id: String, pending: TenantPending) -> TenantRollup {
         })
         .collect();
     buckets.sort_by(|a, b| (a.0.0, a.0.1 as i32, &a.0.2).cmp(&(b.0.0, b.0.1 as i32, &b.0.2)));
-    let rows = buckets
+    buckets
         .into_iter()
         .filter(|(_, bucket)| !bucket.counters.is_zero() || !bucket.visitors.is_empty())
         .map(|((hour_ms, dim, value), bucket)| row(hour_ms, dim, value, bucket))
-        .collect();
-    TenantRollup {
-        tenant_id,
-        rows,
-        ..Default::default()
-    }
+        .collect()
 }
 
 fn row(hour_ms: i64, dim: Dimension, value: String, bucket: Bucket) -> RollupRow {

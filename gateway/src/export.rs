@@ -46,6 +46,7 @@ async fn export(State(insights): State<InsightsProxy>, request: Request) -> Resp
     }
 }
 
+/// Reads the key and the report request, runs the report, and writes it as CSV.
 async fn handle(insights: &InsightsProxy, request: Request) -> Result<String, Rejection> {
     let (parts, body) = request.into_parts();
     let metadata = tonic::metadata::MetadataMap::from_headers(parts.headers.clone());
@@ -112,10 +113,18 @@ async fn handle(insights: &InsightsProxy, request: Request) -> Result<String, Re
 /// The report as CSV: a header line, then one line per row; with a comparison, the compared
 /// group's dimensions, its metrics and the changes follow.
 pub fn csv(request: &RunReportRequest, reply: &RunReportResponse) -> String {
-    let metrics: Vec<String> = match reply.rows.first() {
-        Some(row) => row.values.iter().map(|v| metric_name(v.metric)).collect(),
-        None => Vec::new(),
+    // An empty list asks for the seven metrics of every group, in enum order.
+    let asked: Vec<i32> = if request.metrics.is_empty() {
+        (Metric::Visitors as i32..=Metric::ViewsPerVisit as i32).collect()
+    } else {
+        request.metrics.clone()
     };
+    let mut metrics: Vec<String> = Vec::with_capacity(asked.len());
+    for name in asked.into_iter().map(metric_name) {
+        if !metrics.contains(&name) {
+            metrics.push(name);
+        }
+    }
     let dimensions: Vec<String> = request.dimensions.iter().map(dimension_name).collect();
     let compared = reply.comparison_range.is_some();
     let mut header: Vec<String> = dimensions.clone();
@@ -143,6 +152,7 @@ pub fn csv(request: &RunReportRequest, reply: &RunReportResponse) -> String {
     out
 }
 
+/// One CSV line of `cells`, CRLF-terminated.
 fn line<'a>(cells: impl Iterator<Item = &'a str>) -> String {
     let mut out = cells.map(cell).collect::<Vec<_>>().join(",");
     out.push_str("\r\n");
@@ -165,6 +175,7 @@ fn cell(value: &str) -> String {
     }
 }
 
+/// A metric's column name: `visitors`, `bounce_rate`, ….
 fn metric_name(raw: i32) -> String {
     Metric::try_from(raw)
         .map(|m| {
@@ -175,6 +186,7 @@ fn metric_name(raw: i32) -> String {
         .unwrap_or_else(|_| raw.to_string())
 }
 
+/// A dimension's column name: `source`, `time_day`, ….
 fn dimension_name(dimension: &ReportDimension) -> String {
     match dimension.kind {
         Some(report_dimension::Kind::Dimension(raw)) => {
@@ -216,6 +228,21 @@ mod tests {
         assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(cell("-12.5"), "-12.5");
         assert_eq!(cell("@evil"), "'@evil");
+    }
+
+    #[test]
+    fn an_empty_report_has_every_column() {
+        let request = RunReportRequest {
+            dimensions: vec![ReportDimension {
+                kind: Some(report_dimension::Kind::Time(2)),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            csv(&request, &RunReportResponse::default()),
+            "time_day,visitors,visits,pageviews,events,bounce_rate,visit_duration,\
+             views_per_visit\r\n"
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::insights_service_server::InsightsService;
 use beacon_proto::insights::v1::{
     GetAggregateRequest, GetAggregateResponse, GetBreakdownRequest, GetBreakdownResponse,
-    GetTimeseriesRequest, GetTimeseriesResponse, RunReportRequest, RunReportResponse,
+    GetRealtimeRequest, GetRealtimeResponse, GetTimeseriesRequest, GetTimeseriesResponse,
+    RunReportRequest, RunReportResponse,
 };
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
@@ -221,6 +222,16 @@ impl InsightsService for InsightsProxy {
     ) -> Result<Response<GetBreakdownResponse>, Status> {
         self.read(request, |mut client, request| async move {
             client.get_breakdown(request).await
+        })
+        .await
+    }
+
+    async fn get_realtime(
+        &self,
+        request: Request<GetRealtimeRequest>,
+    ) -> Result<Response<GetRealtimeResponse>, Status> {
+        self.read(request, |mut client, request| async move {
+            client.get_realtime(request).await
         })
         .await
     }

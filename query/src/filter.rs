@@ -80,11 +80,11 @@ impl ValueFilter {
     }
 
     /// A filter keeping the values of `dimension` that `pattern` (a regular expression)
-    /// matches.
-    pub fn matching(dimension: Dimension, pattern: &str) -> Result<Self, QueryError> {
+    /// matches; `field` names where the pattern came from in errors.
+    pub fn matching(dimension: Dimension, pattern: &str, field: &str) -> Result<Self, QueryError> {
         Ok(Self::Condition(Test {
             dimension,
-            matcher: Matcher::Matches(patterns(&[pattern.to_owned()], false, "pattern")?),
+            matcher: Matcher::Matches(patterns(&[pattern.to_owned()], false, field)?),
             negated: false,
         }))
     }
@@ -250,9 +250,13 @@ fn test(condition: &Condition, field: &str) -> Result<Test, QueryError> {
     } else {
         MAX_VALUE_BYTES
     };
-    if let Some((i, value)) = values.iter().enumerate().find(|(_, v)| v.len() > most) {
+    if let Some((i, value)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.is_empty() || v.len() > most)
+    {
         return Err(QueryError::invalid(format!(
-            "{field}.values[{i}] is {} bytes; at most {most} are allowed",
+            "{field}.values[{i}] is {} bytes; 1 to {most} are allowed",
             value.len()
         )));
     }
@@ -265,6 +269,7 @@ fn test(condition: &Condition, field: &str) -> Result<Test, QueryError> {
         }
     };
     let matcher = match operator {
+        // Unspecified was refused above.
         Operator::Is | Operator::IsNot | Operator::Unspecified => Matcher::Is {
             values: values.iter().map(fold).collect(),
             ignore_case,
@@ -299,7 +304,8 @@ fn patterns(values: &[String], ignore_case: bool, field: &str) -> Result<RegexSe
         .build()
         .map_err(|err| {
             QueryError::invalid(format!(
-                "{field}.values: the patterns together are too large: {err}"
+                "{field}.values: the patterns together take more than the {} MiB allowed: {err}",
+                REGEX_SIZE_LIMIT >> 20
             ))
         })
 }

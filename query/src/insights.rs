@@ -1,31 +1,114 @@
 //! The Insights queries of one authenticated tenant: reports, and the aggregate, time series
 //! and breakdown conveniences over them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use beacon_core::meta::Tenant;
 use beacon_proto::insights::v1::{
     BreakdownRow, Dimension, GetAggregateRequest, GetAggregateResponse, GetBreakdownRequest,
-    GetBreakdownResponse, GetTimeseriesRequest, GetTimeseriesResponse, RunReportRequest,
-    RunReportResponse, TimeseriesPoint,
+    GetBreakdownResponse, GetRealtimeRequest, GetRealtimeResponse, GetTimeseriesRequest,
+    GetTimeseriesResponse, Metric, RealtimeMinute, RunReportRequest, RunReportResponse,
+    TimeseriesPoint,
 };
 
 use crate::QueryError;
 use crate::metrics;
+use crate::metrics::Sums;
 use crate::range;
 use crate::report::{self, Column, Plan};
-use crate::shard::ShardStore;
+use crate::shard::{RecentQuery, ShardStore};
 
 /// Answers a tenant's questions from its shard. The tenant is always the authenticated one.
 #[derive(Clone)]
 pub struct Insights {
     store: Arc<dyn ShardStore>,
+    /// The time now, Unix milliseconds (the realtime view's "now").
+    clock: fn() -> i64,
 }
+
+/// One minute, milliseconds.
+const MINUTE_MS: i64 = 60_000;
+/// Minutes of the realtime series.
+const REALTIME_MINUTES: i64 = 30;
+/// Minutes whose visitors are the current visitors.
+const CURRENT_MINUTES: i64 = 5;
+/// Most top pages and sources of the realtime view.
+const MAX_REALTIME_LIMIT: u32 = 100;
 
 impl Insights {
     /// Insights over `store`.
     pub fn new(store: Arc<dyn ShardStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            clock: beacon_core::time::now_ms,
+        }
+    }
+
+    /// The same insights reading the time from `clock`.
+    pub fn with_clock(self, clock: fn() -> i64) -> Self {
+        Self { clock, ..self }
+    }
+
+    /// What is happening now: current visitors, the last 30 minutes, top pages and sources.
+    pub async fn realtime(
+        &self,
+        tenant: &Tenant,
+        req: GetRealtimeRequest,
+    ) -> Result<GetRealtimeResponse, QueryError> {
+        let limit = match req.limit {
+            0 => 10,
+            1..=MAX_REALTIME_LIMIT => req.limit,
+            n => {
+                return Err(QueryError::invalid(format!(
+                    "limit {n} is above the maximum of {MAX_REALTIME_LIMIT}"
+                )));
+            }
+        };
+        let now = (self.clock)();
+        let minute = now - now.rem_euclid(MINUTE_MS);
+        let query = RecentQuery {
+            from_ms: minute - (REALTIME_MINUTES - 1) * MINUTE_MS,
+            current_from_ms: minute - (CURRENT_MINUTES - 1) * MINUTE_MS,
+            to_ms: minute,
+            limit: limit as usize,
+        };
+        let recent = self.store.recent(&tenant.id, query).await?;
+        let tz = beacon_core::time::time_zone(&tenant.time_zone)?;
+        let by_minute: HashMap<i64, &Sums> = recent.minutes.iter().map(|s| (s.time, s)).collect();
+        let minutes = (0..REALTIME_MINUTES)
+            .map(|i| {
+                let start = query.from_ms + i * MINUTE_MS;
+                let label = jiff::Timestamp::from_millisecond(start)
+                    .map(|ts| {
+                        ts.to_zoned_datetime(tz.clone())
+                            .strftime("%Y-%m-%dT%H:%M")
+                            .to_string()
+                    })
+                    .unwrap_or_default();
+                let sums = by_minute.get(&start);
+                RealtimeMinute {
+                    label,
+                    visitors: sums.map_or(0, |s| s.visitors),
+                    pageviews: sums.map_or(0, |s| u64::try_from(s.pageviews).unwrap_or(0)),
+                }
+            })
+            .collect();
+        let rows = |groups: Vec<Sums>| {
+            groups
+                .into_iter()
+                .map(|sums| BreakdownRow {
+                    values: metrics::values(&[Metric::Visitors, Metric::Pageviews], &sums),
+                    value: sums.key,
+                })
+                .collect()
+        };
+        Ok(GetRealtimeResponse {
+            current_visitors: recent.current_visitors,
+            minutes,
+            top_pages: rows(recent.pages),
+            top_sources: rows(recent.sources),
+        })
     }
 
     /// Any report ([`report::Plan`]).

@@ -1,10 +1,11 @@
-//! The seven metrics, computed from summed rollup counters and distinct visitors.
+//! The metrics, computed from summed rollup counters and distinct visitors.
 
 use beacon_proto::insights::v1::{Metric, MetricValue};
 
 use crate::QueryError;
 
-/// Every metric, in enum order: what an empty `metrics` list means.
+/// The seven metrics of every group, in enum order: what an empty `metrics` list means
+/// (conversion rates, for goal rows only, are asked for by name).
 pub const ALL_METRICS: [Metric; 7] = [
     Metric::Visitors,
     Metric::Visits,
@@ -42,7 +43,7 @@ pub struct Sums {
     pub total_visitors: u64,
 }
 
-/// The metrics a request asks for, in its order without repeats; all seven when empty.
+/// The metrics a request asks for, in its order without repeats; [`ALL_METRICS`] when empty.
 pub fn requested(metrics: &[i32]) -> Result<Vec<Metric>, QueryError> {
     if metrics.is_empty() {
         return Ok(ALL_METRICS.to_vec());
@@ -77,8 +78,9 @@ pub fn value(metric: Metric, sums: &Sums) -> f64 {
         Metric::BounceRate => per_visit(100.0 * sums.bounces as f64),
         Metric::VisitDuration => per_visit(sums.duration_ms as f64) / 1000.0,
         Metric::ViewsPerVisit => per_visit(sums.pageviews as f64),
+        // Both counts are sketch estimates: the share is capped at 100 %.
         Metric::ConversionRate if sums.total_visitors > 0 => {
-            100.0 * sums.visitors as f64 / sums.total_visitors as f64
+            (100.0 * sums.visitors as f64 / sums.total_visitors as f64).min(100.0)
         }
         Metric::ConversionRate => 0.0,
     }

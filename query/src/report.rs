@@ -13,7 +13,7 @@ use crate::QueryError;
 use crate::filter::ValueFilter;
 use crate::metrics::{self, Sums};
 use crate::range::{self, Range};
-use crate::shard::{self, GroupBy, Page, ShardQuery, ShardStore};
+use crate::shard::{self, Page, ShardQuery, ShardStore, Time};
 
 mod goals;
 pub mod plan;
@@ -38,12 +38,10 @@ pub struct Row {
     pub dimensions: Vec<String>,
     /// The row's sums.
     pub sums: Sums,
-    /// The matching group of the comparison range: its dimension values and sums.
+    /// With a comparison, the matching group of the comparison range: its dimension values
+    /// (an empty time label when the range has no such point) and sums (zero when empty).
     pub comparison: Option<(Vec<String>, Sums)>,
 }
-
-/// Time points of a range: group time to (place, label).
-type Points = HashMap<i64, (usize, String)>;
 
 /// Runs `plan` over `tenant`'s rollups in `store`.
 pub async fn run(
@@ -53,28 +51,27 @@ pub async fn run(
 ) -> Result<Table, QueryError> {
     let dimension = plan.rows()?;
     let tz = beacon_core::time::time_zone(&tenant.time_zone)?;
-    let group = GroupBy {
-        time: plan.time(),
-        value: plan.dimension().is_some(),
-    };
     let points = match plan.time() {
         Some(time) => range::points(&plan.range, time, &tz)?,
         None => Vec::new(),
     };
-    // A series without a dimension has every point, empty ones included.
-    let fill = group.time.is_some() && !group.value;
     let mut versions: BTreeSet<u32> = BTreeSet::new();
     let (groups, total) = if plan.dimension() == Some(Dimension::Goal) {
-        let (mut rows, read) = goals::rows(store, tenant, plan, plan.range, None).await?;
+        let (mut rows, read) = goals::rows(store, tenant, plan, plan.range, 0, None).await?;
         versions.extend(read);
         shard::sort(&mut rows, &plan.sort);
-        let total = rows.len();
-        let page = rows.into_iter().skip(plan.offset).take(plan.limit);
-        (page.collect::<Vec<_>>(), total)
+        paged(rows, plan)
     } else {
+        let group = plan.group();
+        // A series without a dimension has every point, empty ones included; totals have one.
+        let every = match group.time {
+            Some(_) if !group.value => Some(points.iter().map(|(time, _)| *time).collect()),
+            None if !group.value => Some(vec![0]),
+            _ => None,
+        };
         let mut query = ShardQuery::new(dimension, plan.range.start, plan.range.end, group);
         query.keep = plan.filter.clone();
-        if !fill && group != GroupBy::TOTAL {
+        if every.is_none() {
             query.page = Some(Page {
                 sort: plan.sort.clone(),
                 offset: plan.offset,
@@ -84,46 +81,52 @@ pub async fn run(
         tracing::debug!(tenant = %tenant.id, ?query, "report query");
         let answer = store.query(&tenant.id, query).await?;
         versions.extend(answer.logic_versions);
-        if fill || group == GroupBy::TOTAL {
-            let times: Vec<i64> = if fill {
-                points.iter().map(|(time, _)| *time).collect()
-            } else {
-                vec![0]
-            };
-            let all = every_point(answer.groups, times, plan);
-            let total = all.len();
-            let page = all.into_iter().skip(plan.offset).take(plan.limit);
-            (page.collect::<Vec<_>>(), total)
-        } else {
-            (answer.groups, answer.total)
+        match every {
+            Some(times) => paged(every_point(answer.groups, times, plan), plan),
+            None => (answer.groups, answer.total),
         }
     };
-    let labels = index(points);
     let compared = match plan.comparison {
-        Some(other) => Some(compare(store, tenant, plan, dimension, other, &groups).await?),
+        Some(other) => {
+            let compared = compare(store, tenant, plan, dimension, other, &groups).await?;
+            versions.extend(compared.versions.iter().copied());
+            Some(compared)
+        }
         None => None,
+    };
+    let labels: HashMap<i64, (usize, String)> = points
+        .into_iter()
+        .enumerate()
+        .map(|(place, (time, label))| (time, (place, label)))
+        .collect();
+    let label = |time: i64| {
+        labels
+            .get(&time)
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default()
     };
     let rows = groups
         .into_iter()
-        .map(|sums| {
-            let comparison = compared
+        .map(|sums| Row {
+            dimensions: dimensions(plan, &label(sums.time), &sums.key),
+            comparison: compared
                 .as_ref()
-                .and_then(|other| matching(plan, &labels, other, &sums));
-            Row {
-                dimensions: dimensions(plan, &labels, &sums),
-                sums,
-                comparison,
-            }
+                .map(|other| other.matching(plan, &labels, &sums)),
+            sums,
         })
         .collect();
-    if let Some(other) = compared {
-        versions.extend(other.versions);
-    }
     Ok(Table {
         rows,
         total,
         logic_versions: versions.into_iter().collect(),
     })
+}
+
+/// The page of `groups` the plan asks for, and how many there were.
+fn paged(groups: Vec<Sums>, plan: &Plan) -> (Vec<Sums>, usize) {
+    let total = groups.len();
+    let page = groups.into_iter().skip(plan.offset).take(plan.limit);
+    (page.collect(), total)
 }
 
 /// One group per time in `times` (empty ones included), in the plan's order.
@@ -142,18 +145,77 @@ fn every_point(groups: Vec<Sums>, times: Vec<i64>, plan: &Plan) -> Vec<Sums> {
     all
 }
 
+/// A row's dimension values, in the plan's column order.
+fn dimensions(plan: &Plan, time_label: &str, value: &str) -> Vec<String> {
+    plan.columns
+        .iter()
+        .map(|column| match column {
+            Column::Time(_) => time_label.to_owned(),
+            Column::Value(_) => value.to_owned(),
+        })
+        .collect()
+}
+
 /// The comparison range's side of a report.
 struct Compared {
-    /// Its time points, in order.
-    points: Vec<(i64, String)>,
+    /// The range.
+    range: Range,
+    /// Days from its start to the report's: its days are grouped as the report's days this
+    /// much later.
+    shift: i64,
+    /// Its hourly points, in order (hours are matched by place).
+    hours: Vec<(i64, String)>,
     /// Its groups by (time, value).
     by_key: HashMap<(i64, String), Sums>,
     /// Logic versions of the rollups read.
     versions: Vec<u32>,
 }
 
-/// The comparison range's points and groups: for reports by dimension, only the values of
-/// the page's rows.
+impl Compared {
+    /// The comparison group matching `sums`, zero when there is none: the same days shifted
+    /// (hours: the hour at the same place), the same value.
+    fn matching(
+        &self,
+        plan: &Plan,
+        labels: &HashMap<i64, (usize, String)>,
+        sums: &Sums,
+    ) -> (Vec<String>, Sums) {
+        let (time, label) = match plan.time() {
+            None => (0, String::new()),
+            Some(Time::Hour) => labels
+                .get(&sums.time)
+                .and_then(|(place, _)| self.hours.get(*place))
+                .cloned()
+                .unwrap_or((i64::MIN, String::new())),
+            Some(_) => {
+                let time = sums.time - self.shift;
+                let day = range::from_epoch_day(time);
+                let inside = day >= self.range.start && day <= self.range.end;
+                (
+                    time,
+                    if inside {
+                        day.to_string()
+                    } else {
+                        String::new()
+                    },
+                )
+            }
+        };
+        let found = self
+            .by_key
+            .get(&(time, sums.key.clone()))
+            .cloned()
+            .unwrap_or(Sums {
+                key: sums.key.clone(),
+                time,
+                ..Sums::default()
+            });
+        (dimensions(plan, &label, &sums.key), found)
+    }
+}
+
+/// The comparison range's groups: for reports by dimension, only the values of the page's
+/// rows; days grouped as the report's days they are compared with.
 async fn compare(
     store: &dyn ShardStore,
     tenant: &Tenant,
@@ -162,105 +224,43 @@ async fn compare(
     other: Range,
     groups: &[Sums],
 ) -> Result<Compared, QueryError> {
-    let tz = beacon_core::time::time_zone(&tenant.time_zone)?;
-    let points = match plan.time() {
-        Some(time) => range::points(&other, time, &tz)?,
-        None => Vec::new(),
+    let shift = range::epoch_day(plan.range.start) - range::epoch_day(other.start);
+    let hours = match plan.time() {
+        Some(Time::Hour) => {
+            let tz = beacon_core::time::time_zone(&tenant.time_zone)?;
+            range::points(&other, Time::Hour, &tz)?
+        }
+        _ => Vec::new(),
     };
     let names: Vec<String> = groups.iter().map(|s| s.key.clone()).collect();
-    if plan.dimension() == Some(Dimension::Goal) {
-        let (rows, versions) = goals::rows(store, tenant, plan, other, Some(&names)).await?;
-        return Ok(Compared {
-            points,
-            by_key: rows
-                .into_iter()
-                .map(|s| ((s.time, s.key.clone()), s))
-                .collect(),
-            versions,
-        });
-    }
-    let group = GroupBy {
-        time: plan.time(),
-        value: plan.dimension().is_some(),
+    let (rows, versions) = if plan.dimension() == Some(Dimension::Goal) {
+        goals::rows(store, tenant, plan, other, shift, Some(&names)).await?
+    } else {
+        let mut query = ShardQuery::new(dimension, other.start, other.end, plan.group());
+        query.shift_days = shift;
+        query.keep = match plan.dimension() {
+            Some(by) => {
+                let page = ValueFilter::one_of(by, names);
+                Some(Arc::new(match &plan.filter {
+                    Some(filter) => ValueFilter::All(vec![(**filter).clone(), page]),
+                    None => page,
+                }))
+            }
+            None => plan.filter.clone(),
+        };
+        let answer = store.query(&tenant.id, query).await?;
+        (answer.groups, answer.logic_versions)
     };
-    let mut query = ShardQuery::new(dimension, other.start, other.end, group);
-    query.keep = match plan.dimension() {
-        Some(by) => {
-            let page = ValueFilter::one_of(by, names);
-            Some(Arc::new(match &plan.filter {
-                Some(filter) => ValueFilter::All(vec![(**filter).clone(), page]),
-                None => page,
-            }))
-        }
-        None => plan.filter.clone(),
-    };
-    let answer = store.query(&tenant.id, query).await?;
-    let by_key = answer
-        .groups
-        .into_iter()
-        .map(|s| ((s.time, s.key.clone()), s))
-        .collect();
     Ok(Compared {
-        points,
-        by_key,
-        versions: answer.logic_versions,
+        range: other,
+        shift,
+        hours,
+        by_key: rows
+            .into_iter()
+            .map(|s| ((s.time, s.key.clone()), s))
+            .collect(),
+        versions,
     })
-}
-
-fn index(points: Vec<(i64, String)>) -> Points {
-    points
-        .into_iter()
-        .enumerate()
-        .map(|(place, (time, label))| (time, (place, label)))
-        .collect()
-}
-
-fn dimensions(plan: &Plan, labels: &Points, sums: &Sums) -> Vec<String> {
-    plan.columns
-        .iter()
-        .map(|column| match column {
-            Column::Time(_) => labels
-                .get(&sums.time)
-                .map(|(_, label)| label.clone())
-                .unwrap_or_default(),
-            Column::Value(_) => sums.key.clone(),
-        })
-        .collect()
-}
-
-/// The comparison group matching `sums`: the point at the same place, the same value.
-fn matching(
-    plan: &Plan,
-    labels: &Points,
-    other: &Compared,
-    sums: &Sums,
-) -> Option<(Vec<String>, Sums)> {
-    let point = match plan.time() {
-        Some(_) => {
-            let (place, _) = labels.get(&sums.time)?;
-            Some(other.points.get(*place)?)
-        }
-        None => None,
-    };
-    let time = point.map_or(0, |(time, _)| *time);
-    let found = other
-        .by_key
-        .get(&(time, sums.key.clone()))
-        .cloned()
-        .unwrap_or(Sums {
-            key: sums.key.clone(),
-            time,
-            ..Sums::default()
-        });
-    let dims = plan
-        .columns
-        .iter()
-        .map(|column| match column {
-            Column::Time(_) => point.map(|(_, label)| label.clone()).unwrap_or_default(),
-            Column::Value(_) => sums.key.clone(),
-        })
-        .collect();
-    Some((dims, found))
 }
 
 /// The response of a report.
@@ -305,7 +305,7 @@ pub fn response(plan: &Plan, table: Table) -> RunReportResponse {
 }
 
 /// How `metric` moved from `before` to `now`: percent, or points for the bounce rate; none
-/// from nothing.
+/// when either side has no visits (bounce rate) or the compared value is 0 (the others).
 pub fn change(metric: Metric, now: &Sums, before: &Sums) -> Option<f64> {
     let (a, b) = (metrics::value(metric, now), metrics::value(metric, before));
     match metric {

@@ -9,7 +9,8 @@ use beacon_core::meta::{KeyKind, Tenant};
 use beacon_proto::insights::v1::insights_service_server::InsightsService;
 use beacon_proto::insights::v1::{
     GetAggregateRequest, GetAggregateResponse, GetBreakdownRequest, GetBreakdownResponse,
-    GetTimeseriesRequest, GetTimeseriesResponse, RunReportRequest, RunReportResponse,
+    GetRealtimeRequest, GetRealtimeResponse, GetTimeseriesRequest, GetTimeseriesResponse,
+    RunReportRequest, RunReportResponse,
 };
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Histogram;
@@ -116,6 +117,16 @@ impl InsightsService for InsightsApi {
     ) -> Result<Response<GetBreakdownResponse>, Status> {
         self.answer("breakdown", request, |insights, tenant, req| async move {
             insights.breakdown(&tenant, req).await
+        })
+        .await
+    }
+
+    async fn get_realtime(
+        &self,
+        request: Request<GetRealtimeRequest>,
+    ) -> Result<Response<GetRealtimeResponse>, Status> {
+        self.answer("realtime", request, |insights, tenant, req| async move {
+            insights.realtime(&tenant, req).await
         })
         .await
     }

@@ -319,6 +319,18 @@ impl Client {
             .collect())
     }
 
+    /// The realtime view, with a read key.
+    pub async fn realtime(
+        &self,
+        key: &str,
+        request: beacon_proto::insights::v1::GetRealtimeRequest,
+    ) -> Result<beacon_proto::insights::v1::GetRealtimeResponse, Status> {
+        InsightsServiceClient::new(self.channel.clone())
+            .get_realtime(with_bearer(key, request)?)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Runs a report with a read key.
     pub async fn report(
         &self,

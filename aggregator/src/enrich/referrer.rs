@@ -70,17 +70,13 @@ pub fn source(referrer: &str, page_host: &str, utm_source: Option<&str>) -> Sour
     if let Some(utm) = utm_source {
         return utm_named(utm);
     }
-    let host = match Url::parse(referrer.trim()) {
-        Ok(url) => url.host_str().unwrap_or_default().to_ascii_lowercase(),
-        Err(_) => String::new(),
-    };
-    let host = strip_www(&host);
-    if host.is_empty() || host == strip_www(page_host) {
+    let Some((host, _)) = external(referrer, page_host) else {
         return Source {
             name: DIRECT.to_owned(),
             kind: SourceKind::Direct,
         };
-    }
+    };
+    let host = host.as_str();
     match known_host(host) {
         Some((name, kind)) => Source {
             name: name.to_owned(),
@@ -97,18 +93,22 @@ pub fn source(referrer: &str, page_host: &str, utm_source: Option<&str>) -> Sour
 /// without query or fragment ("news.ycombinator.com/item", "google.com"); [`DIRECT`] without
 /// one, or from the site itself.
 pub fn referrer_url(referrer: &str, page_host: &str) -> String {
-    let Ok(url) = Url::parse(referrer.trim()) else {
-        return DIRECT.to_owned();
-    };
+    match external(referrer, page_host) {
+        None => DIRECT.to_owned(),
+        Some((host, url)) => match url.path() {
+            "" | "/" => host,
+            path => format!("{host}{}", path.trim_end_matches('/')),
+        },
+    }
+}
+
+/// The referrer's host (lowercase, without `www.`) and URL, unless there is none or it is the
+/// site itself (`page_host`).
+fn external(referrer: &str, page_host: &str) -> Option<(String, Url)> {
+    let url = Url::parse(referrer.trim()).ok()?;
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    let host = strip_www(&host);
-    if host.is_empty() || host == strip_www(page_host) {
-        return DIRECT.to_owned();
-    }
-    match url.path() {
-        "" | "/" => host.to_owned(),
-        path => format!("{host}{}", path.trim_end_matches('/')),
-    }
+    let host = strip_www(&host).to_owned();
+    (!host.is_empty() && host != strip_www(page_host)).then_some((host, url))
 }
 
 /// The marketing channel of a visit from `source` with campaign medium `utm_medium`.

@@ -31,7 +31,7 @@ impl Loader {
     pub fn new(dir: &std::path::Path) -> anyhow::Result<Self> {
         Ok(Self {
             store: DuckShardStore::new(dir.join("shards"), PARTITIONS, "512MB")?,
-            processor: Processor::new(),
+            processor: Processor::new().historical(),
             seqs: vec![0; PARTITIONS as usize],
             pending: 0,
         })

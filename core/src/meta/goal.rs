@@ -23,7 +23,8 @@ pub struct Goal {
 pub enum GoalKind {
     /// Events with this name.
     EventName(String),
-    /// Pageviews of paths matching this pattern: `*` is any characters but `/`, `**` any.
+    /// Events on pages whose path matches this pattern: `*` is any characters but `/`, `**`
+    /// any.
     PagePath(String),
 }
 

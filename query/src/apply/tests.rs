@@ -203,6 +203,14 @@ impl ShardStore for Poisoned {
         self.0.query(tenant_id, query).await
     }
 
+    async fn recent(
+        &self,
+        tenant_id: &str,
+        query: crate::shard::RecentQuery,
+    ) -> Result<crate::shard::Recent, QueryError> {
+        self.0.recent(tenant_id, query).await
+    }
+
     async fn versions(
         &self,
         partition: u32,

@@ -97,7 +97,9 @@ fn refuses_bad_filters_naming_the_field() {
     );
     let long = "x".repeat(257);
     let msg = error(&condition(Dimension::Page, Operator::Is, &[&long]));
-    assert!(msg.contains("values[0] is 257 bytes; at most 256"), "{msg}");
+    assert!(msg.contains("values[0] is 257 bytes; 1 to 256"), "{msg}");
+    let msg = error(&condition(Dimension::Page, Operator::Contains, &[""]));
+    assert!(msg.contains("values[0] is 0 bytes; 1 to 256"), "{msg}");
     let msg = error(&condition(
         Dimension::Page,
         Operator::Matches,

@@ -1,4 +1,5 @@
 use beacon_proto::insights::v1::{DateRange, Interval, Metric, MetricValue};
+use beacon_proto::pipeline::v1::{RollupRow, TenantRollup};
 
 use super::*;
 use crate::shard::DuckShardStore;
@@ -333,4 +334,105 @@ async fn validation_names_field_and_limit() {
     };
     let err = f.insights.aggregate(&t, req).await.expect_err("span");
     assert!(message(err).contains("at most 1,100 days"));
+}
+
+/// 2026-03-02T10:30:20Z, the realtime tests' now.
+fn realtime_now() -> i64 {
+    1_772_447_420_000
+}
+
+fn minute_row(at: &str, dimension: Dimension, value: &str, visitor: u64) -> RollupRow {
+    let ms = at
+        .parse::<jiff::Timestamp>()
+        .expect("instant")
+        .as_millisecond();
+    RollupRow {
+        hour_ms: ms - ms.rem_euclid(60_000),
+        dimension: dimension as i32,
+        value: value.into(),
+        pageviews: 1,
+        events: 1,
+        visitors: vec![visitor],
+        ..RollupRow::default()
+    }
+}
+
+#[tokio::test]
+async fn realtime_counts_the_last_minutes() {
+    let f = fixture("realtime");
+    let t = tenant("live", "Asia/Kolkata");
+    assert_eq!(
+        jiff::Timestamp::from_millisecond(realtime_now())
+            .expect("now")
+            .to_string(),
+        "2026-03-02T10:30:20Z"
+    );
+    let mut recent = Vec::new();
+    for (at, visitor, page, source) in [
+        ("2026-03-02T10:30:05Z", 1, "/a", "Google"),
+        ("2026-03-02T10:27:00Z", 2, "/b", "Google"),
+        ("2026-03-02T10:26:59Z", 3, "/b", "Direct / None"),
+        ("2026-03-02T10:20:00Z", 4, "/c", "Bing"),
+        ("2026-03-02T09:59:59Z", 5, "/old", "Bing"),
+    ] {
+        recent.push(minute_row(at, Dimension::Unspecified, "", visitor));
+        recent.push(minute_row(at, Dimension::Page, page, visitor));
+        recent.push(minute_row(at, Dimension::Source, source, visitor));
+    }
+    let part = TenantRollup {
+        recent,
+        ..rollup(&t.id, vec![])
+    };
+    apply(&f.store, 1, vec![part]).await;
+    let insights = f.insights.clone().with_clock(realtime_now);
+    let view = insights
+        .realtime(&t, GetRealtimeRequest { limit: 2 })
+        .await
+        .expect("realtime");
+    assert_eq!(view.current_visitors, 3, "visitors of 10:26 to 10:30");
+    assert_eq!(view.minutes.len(), 30);
+    // 10:30 UTC is 16:00 in Kolkata; the series starts at 10:01 UTC.
+    let last = view.minutes.last().expect("minute");
+    assert_eq!(
+        (last.label.as_str(), last.visitors),
+        ("2026-03-02T16:00", 1)
+    );
+    assert_eq!(view.minutes[0].label, "2026-03-02T15:31");
+    let busy: Vec<(&str, u64)> = view
+        .minutes
+        .iter()
+        .filter(|m| m.pageviews > 0)
+        .map(|m| (m.label.as_str(), m.pageviews))
+        .collect();
+    assert_eq!(
+        busy,
+        [
+            ("2026-03-02T15:50", 1),
+            ("2026-03-02T15:56", 1),
+            ("2026-03-02T15:57", 1),
+            ("2026-03-02T16:00", 1)
+        ]
+    );
+    let top = |rows: &[BreakdownRow]| -> Vec<(String, f64)> {
+        rows.iter()
+            .map(|r| (r.value.clone(), value(&r.values, Metric::Visitors)))
+            .collect()
+    };
+    assert_eq!(
+        top(&view.top_pages),
+        [("/b".into(), 2.0), ("/a".into(), 1.0)]
+    );
+    assert_eq!(
+        top(&view.top_sources),
+        [("Google".into(), 2.0), ("Bing".into(), 1.0)]
+    );
+    let err = insights
+        .realtime(&t, GetRealtimeRequest { limit: 101 })
+        .await
+        .expect_err("limit");
+    assert!(
+        err.to_string()
+            .contains("limit 101 is above the maximum of 100"),
+        "{err}"
+    );
 }

@@ -15,28 +15,32 @@ use crate::range::Range;
 use crate::shard::{GroupBy, ShardQuery, ShardStore};
 
 /// The rows of `tenant`'s goals over `range` (only those named in `only`, when given), each
-/// with the visitors of its time point, and the logic versions read.
+/// with the visitors of its time point, and the logic versions read; days are grouped as if
+/// `shift` days later (a comparison range).
+///
+/// Each goal is one read of the event-name or page rows; a tenant has at most 100 goals.
 pub(super) async fn rows(
     store: &dyn ShardStore,
     tenant: &Tenant,
     plan: &Plan,
     range: Range,
+    shift: i64,
     only: Option<&[String]>,
 ) -> Result<(Vec<Sums>, Vec<u32>), QueryError> {
     let group = GroupBy {
         time: plan.time(),
         value: false,
     };
-    let totals = store
-        .query(
-            &tenant.id,
-            ShardQuery::new(0, range.start, range.end, group),
-        )
-        .await?;
+    let query = |dimension: i32| {
+        let mut query = ShardQuery::new(dimension, range.start, range.end, group);
+        query.shift_days = shift;
+        query
+    };
+    let totals = store.query(&tenant.id, query(0)).await?;
     let visitors: HashMap<i64, u64> = totals.groups.iter().map(|s| (s.time, s.visitors)).collect();
     let mut versions = totals.logic_versions;
     let mut out = Vec::new();
-    for goal in &tenant.goals {
+    for (i, goal) in tenant.goals.iter().enumerate() {
         let kept = plan.filter.as_ref().is_none_or(|f| f.accepts(&goal.name))
             && only.is_none_or(|names| names.contains(&goal.name));
         if !kept {
@@ -49,10 +53,14 @@ pub(super) async fn rows(
             ),
             GoalKind::PagePath(pattern) => (
                 Dimension::Page,
-                ValueFilter::matching(Dimension::Page, &page_pattern(pattern))?,
+                ValueFilter::matching(
+                    Dimension::Page,
+                    &page_pattern(pattern),
+                    &format!("goals[{i}].page_path"),
+                )?,
             ),
         };
-        let mut query = ShardQuery::new(dimension as i32, range.start, range.end, group);
+        let mut query = query(dimension as i32);
         query.keep = Some(Arc::new(keep));
         let answer = store.query(&tenant.id, query).await?;
         versions.extend(answer.logic_versions);

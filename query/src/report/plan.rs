@@ -16,7 +16,7 @@ use crate::QueryError;
 use crate::filter::ValueFilter;
 use crate::metrics;
 use crate::range::{self, Range};
-use crate::shard::{Sort, SortKey, Time};
+use crate::shard::{GroupBy, Sort, SortKey, Time};
 
 /// Report rows returned when the request's limit is 0.
 pub const DEFAULT_LIMIT: u32 = 1_000;
@@ -85,14 +85,6 @@ impl Plan {
             offset: req.offset as usize,
             limit: limit as usize,
         };
-        if plan.metrics.contains(&Metric::ConversionRate)
-            && plan.dimension() != Some(Dimension::Goal)
-        {
-            return Err(QueryError::invalid(
-                "METRIC_CONVERSION_RATE is the share of visitors who reached a goal: group by \
-                 DIMENSION_GOAL to ask for it",
-            ));
-        }
         plan.rows()?;
         Ok(plan)
     }
@@ -109,6 +101,14 @@ impl Plan {
             filter: None,
             offset: 0,
             limit: usize::MAX,
+        }
+    }
+
+    /// How the rollup rows are grouped: by the time column and the dimension column.
+    pub fn group(&self) -> GroupBy {
+        GroupBy {
+            time: self.time(),
+            value: self.dimension().is_some(),
         }
     }
 
@@ -131,6 +131,14 @@ impl Plan {
     /// The rollup rows that answer the report: their dimension (0 for totals), or
     /// UNIMPLEMENTED when the rollups cannot answer it.
     pub fn rows(&self) -> Result<i32, QueryError> {
+        if self.metrics.contains(&Metric::ConversionRate)
+            && self.dimension() != Some(Dimension::Goal)
+        {
+            return Err(QueryError::invalid(
+                "metrics: METRIC_CONVERSION_RATE is the share of visitors who reached a goal: \
+                 group by DIMENSION_GOAL to ask for it",
+            ));
+        }
         let filtered = self.filter.as_ref().map(|f| f.dimensions());
         let by = self.dimension();
         if self.time() == Some(Time::Hour) && (by.is_some() || filtered.is_some()) {
@@ -163,7 +171,8 @@ impl Plan {
     }
 
     /// The rows of `only` summed over the values the filter keeps: exact for a visit
-    /// dimension (each visit has one value), and for pages only for the event metrics.
+    /// dimension (each visit has one value), and for an event dimension only for the event
+    /// metrics.
     fn filtered_totals(&self, only: Dimension) -> Result<i32, QueryError> {
         if only == Dimension::Goal {
             return Err(QueryError::unimplemented(
@@ -174,16 +183,21 @@ impl Plan {
         }
         let event_metric =
             |m: &Metric| matches!(m, Metric::Visitors | Metric::Pageviews | Metric::Events);
-        if only == Dimension::Page && !self.metrics.iter().all(event_metric) {
-            return Err(QueryError::unimplemented(
-                "visit metrics filtered by DIMENSION_PAGE need per-event data, which the \
-                 rollups do not keep; ask for METRIC_VISITORS, METRIC_PAGEVIEWS and \
-                 METRIC_EVENTS only, or group by DIMENSION_PAGE",
-            ));
+        if is_event_dimension(only) && !self.metrics.iter().all(event_metric) {
+            return Err(QueryError::unimplemented(format!(
+                "filter: visit metrics filtered by {0} need per-event data, which the rollups \
+                 do not keep; ask for METRIC_VISITORS, METRIC_PAGEVIEWS and METRIC_EVENTS \
+                 only, or group by {0}",
+                only.as_str_name()
+            )));
         }
         let optional = matches!(
             only,
-            Dimension::UtmSource | Dimension::UtmMedium | Dimension::UtmCampaign
+            Dimension::UtmSource
+                | Dimension::UtmMedium
+                | Dimension::UtmCampaign
+                | Dimension::UtmTerm
+                | Dimension::UtmContent
         );
         if optional && self.filter.as_ref().is_some_and(|f| f.accepts_missing()) {
             return Err(QueryError::unimplemented(format!(

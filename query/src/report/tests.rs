@@ -298,3 +298,53 @@ async fn comparisons_match_places_and_values() {
     assert_eq!(got, [("Bing", 1.0, 0.0), ("Google", 1.0, 2.0)]);
     assert_eq!(rows[1].changes[0].change, Some(-50.0));
 }
+
+#[tokio::test]
+async fn a_month_is_compared_with_as_many_days() {
+    let f = fixture("months");
+    visits(
+        &f,
+        1,
+        &[
+            ("2026-01-28T10:00:00Z", "Google"),
+            ("2026-01-29T10:00:00Z", "Google"),
+            ("2026-02-28T10:00:00Z", "Bing"),
+            ("2026-03-31T10:00:00Z", "Bing"),
+        ],
+    )
+    .await;
+    let req = RunReportRequest {
+        date_range: range("2026-03-01", "2026-03-31"),
+        comparison: Some(Comparison {
+            mode: ComparisonMode::PreviousPeriod as i32,
+            date_range: None,
+        }),
+        metrics: vec![Metric::Visits as i32],
+        dimensions: vec![over(Interval::Month)],
+        ..Default::default()
+    };
+    let reply = report(&f, req.clone()).await;
+    let row = &reply.rows[0];
+    assert_eq!(row.comparison_dimensions, ["2026-01-29"]);
+    assert_eq!(
+        row.comparison_values[0].value, 2.0,
+        "January 29 to February 28"
+    );
+    assert_eq!(row.changes[0].change, Some(-50.0));
+    // A custom range shorter than the report: the days it lacks compare with zeros.
+    let custom = RunReportRequest {
+        date_range: range("2026-03-30", "2026-03-31"),
+        comparison: Some(Comparison {
+            mode: ComparisonMode::Custom as i32,
+            date_range: range("2026-02-28", "2026-02-28"),
+        }),
+        dimensions: vec![over(Interval::Day)],
+        ..req
+    };
+    let rows = report(&f, custom).await.rows;
+    assert_eq!(rows[0].comparison_dimensions, ["2026-02-28"]);
+    assert_eq!(rows[0].comparison_values[0].value, 1.0);
+    assert_eq!(rows[1].comparison_dimensions, [""]);
+    assert_eq!(rows[1].comparison_values.len(), 1);
+    assert_eq!(rows[1].comparison_values[0].value, 0.0);
+}

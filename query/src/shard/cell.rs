@@ -200,6 +200,20 @@ pub(crate) fn append_day(
     ])
 }
 
+/// Appends a `recent` row: its (tenant, minute, dimension, value), counters and sketch.
+pub(crate) fn append_recent_row(
+    appender: &mut Appender<'_>,
+    key: (&str, i64, i16, &str),
+    counters: &Counters,
+    sketch: Option<Vec<u8>>,
+) -> ::duckdb::Result<()> {
+    let [pv, ev, vi, bo, du, bot] = *counters;
+    let (tenant, minute_ms, dimension, value) = key;
+    appender.append_row(params![
+        tenant, minute_ms, dimension, value, pv, ev, vi, bo, du, bot, sketch
+    ])
+}
+
 /// Appends an `hours` row.
 pub(crate) fn append_hour(
     appender: &mut Appender<'_>,

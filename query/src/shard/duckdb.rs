@@ -11,15 +11,20 @@ use async_trait::async_trait;
 use beacon_core::partition::partition_of;
 use beacon_proto::pipeline::v1::{Swap, SwapTotals, TenantRollup, TenantVersion, Totals};
 
-use super::cell::{Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour};
+use super::cell::{
+    Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour, append_recent_row,
+};
 use super::open::{OpenShards, Shard};
 use super::schema;
 use super::{
-    Answer, Applied, Covered, EventPosition, RollupMessage, ShardPosition, ShardQuery, ShardStore,
-    ValidRollup, compact, read, rows,
+    Answer, Applied, Covered, EventPosition, Recent, RecentQuery, RollupMessage, ShardPosition,
+    ShardQuery, ShardStore, ValidRollup, compact, read, rows,
 };
 use crate::QueryError;
 use crate::error::ShardFailure;
+
+/// How long realtime rows are kept, behind the newest minute applied.
+const RECENT_KEPT_MS: i64 = 2 * 3_600_000;
 
 /// Folds a shard once this many rows arrived since the last fold.
 const FOLD_AFTER_ROWS: u64 = 100_000;
@@ -209,6 +214,27 @@ impl ShardStore for DuckShardStore {
                 .map(|_| ())
                 .map_err(|err| {
                     QueryError::shard(&shard.name, "recording the rollup log's identity", err)
+                })
+        })
+        .await
+    }
+
+    async fn recent(&self, tenant_id: &str, query: RecentQuery) -> Result<Recent, QueryError> {
+        beacon_core::auth::validate_tenant_id(tenant_id)?;
+        let partition = partition_of(tenant_id, self.partitions);
+        let tenant = tenant_id.to_owned();
+        self.blocking(move |shards| {
+            let Some(shard) = open(shards, partition, false)? else {
+                return Ok(Recent::default());
+            };
+            shard
+                .with_reader(|conn| read::recent(conn, &tenant, &query))
+                .map_err(|err| {
+                    QueryError::shard(
+                        &shard.name,
+                        format!("reading the realtime view of tenant {tenant:?}"),
+                        err,
+                    )
                 })
         })
         .await
@@ -624,6 +650,8 @@ fn generation_totals(
 struct NewCells<'a> {
     days: HashMap<(&'a str, i32, i16, &'a str, Stamp), NewCell>,
     hours: HashMap<(&'a str, i64, i32, Stamp), NewCell>,
+    /// The realtime view's rows by (tenant, minute, dimension, value): live parts only.
+    recent: HashMap<(&'a str, i64, i16, &'a str), NewCell>,
 }
 
 impl<'a> NewCells<'a> {
@@ -650,12 +678,28 @@ impl<'a> NewCells<'a> {
                 }
             }
         }
+        if stamp.gen_id != 0 {
+            return Ok(());
+        }
+        for row in &part.rollup.recent {
+            // Validation kept the dimension to 0, page or source.
+            let dimension = i16::try_from(row.dimension).unwrap_or(0);
+            let cell = self
+                .recent
+                .entry((tenant, row.hour_ms, dimension, &row.value))
+                .or_insert_with(NewCell::new);
+            cell.add_row(row);
+            if !row.visitors.is_empty() {
+                cell.add_visitors(&row.visitors)?;
+            }
+        }
         Ok(())
     }
 }
 
 /// Appends cells; returns the rows appended.
 fn append_cells(tx: &Transaction<'_>, cells: NewCells<'_>) -> Result<u64, ShardFailure> {
+    append_recent(tx, &cells.recent)?;
     let rows = (cells.days.len() + cells.hours.len()) as u64;
     if rows == 0 {
         return Ok(0);
@@ -696,6 +740,30 @@ fn append_cells(tx: &Transaction<'_>, cells: NewCells<'_>) -> Result<u64, ShardF
     }
     appender.flush()?;
     Ok(rows)
+}
+
+/// Appends the realtime view's rows, then drops those more than [`RECENT_KEPT_MS`] older than
+/// the newest minute appended.
+fn append_recent(
+    tx: &Transaction<'_>,
+    recent: &HashMap<(&str, i64, i16, &str), NewCell>,
+) -> Result<(), ShardFailure> {
+    let Some(newest) = recent.keys().map(|&(_, minute, _, _)| minute).max() else {
+        return Ok(());
+    };
+    let mut appender = tx.appender("recent")?;
+    for (&(tenant, minute_ms, dimension, value), cell) in recent {
+        append_recent_row(
+            &mut appender,
+            (tenant, minute_ms, dimension, value),
+            &cell.counters,
+            cell.sketch_bytes(),
+        )?;
+    }
+    appender.flush()?;
+    tx.prepare_cached(schema::PRUNE_RECENT)?
+        .execute(params![newest - RECENT_KEPT_MS])?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -201,6 +201,10 @@ pub struct ShardQuery {
     pub keep: Option<Arc<ValueFilter>>,
     /// Ordering and paging; every group comes, unordered, without it.
     pub page: Option<Page>,
+    /// Days, weeks and months are grouped as if every row were this many days later, and their
+    /// group times moved back by as much: a comparison range grouped like the range it is
+    /// compared with. 0 otherwise; hours ignore it.
+    pub shift_days: i64,
 }
 
 impl ShardQuery {
@@ -213,8 +217,35 @@ impl ShardQuery {
             group,
             keep: None,
             page: None,
+            shift_days: 0,
         }
     }
+}
+
+/// A read of one tenant's realtime rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentQuery {
+    /// First minute of the series, Unix milliseconds.
+    pub from_ms: i64,
+    /// First minute counted for the current visitors.
+    pub current_from_ms: i64,
+    /// Last minute, inclusive.
+    pub to_ms: i64,
+    /// Top pages and sources returned.
+    pub limit: usize,
+}
+
+/// The realtime view of a tenant: minutes, current visitors, top pages and sources.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recent {
+    /// The minutes with events ([`Sums::time`]: the minute's Unix milliseconds), unordered.
+    pub minutes: Vec<Sums>,
+    /// Distinct visitors from `current_from_ms` on.
+    pub current_visitors: u64,
+    /// Pages by visitors, best first, then by path.
+    pub pages: Vec<Sums>,
+    /// Sources, as pages.
+    pub sources: Vec<Sums>,
 }
 
 /// Stores tenants' rollups and answers queries over them.
@@ -257,6 +288,9 @@ pub trait ShardStore: Send + Sync + 'static {
     /// Summed counters and unique visitors of the tenant's live rows matching `query`, and the
     /// logic versions that made them. A tenant without rollups has no rows.
     async fn query(&self, tenant_id: &str, query: ShardQuery) -> Result<Answer, QueryError>;
+
+    /// The realtime view of a tenant's last minutes ([`RecentQuery`]).
+    async fn recent(&self, tenant_id: &str, query: RecentQuery) -> Result<Recent, QueryError>;
 
     /// Per tenant of `partition` and logic version, the dates of its live rows.
     async fn versions(&self, partition: u32) -> Result<Vec<TenantVersion>, QueryError>;

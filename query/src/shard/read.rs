@@ -6,10 +6,11 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use ::duckdb::{Connection, params};
-use beacon_proto::insights::v1::Metric;
+use beacon_proto::insights::v1::{Dimension, Metric};
 
 use super::cell::Cell;
-use super::{Answer, Page, ShardQuery, Sort, SortKey, Time, schema};
+use super::sketch::Merge;
+use super::{Answer, Page, Recent, RecentQuery, ShardQuery, Sort, SortKey, Time, schema};
 use crate::error::ShardFailure;
 use crate::metrics::{self, Sums};
 use crate::range::{epoch_day, from_epoch_day};
@@ -118,9 +119,13 @@ impl Read<'_> {
             {
                 continue;
             }
+            let shift = query.shift_days;
             let time = match query.group.time {
                 None => 0,
-                Some(width) => bucket(width, row.get(0)?, start_day),
+                Some(Time::Hour) => row.get(0)?,
+                Some(width) => {
+                    bucket(width, row.get::<_, i64>(0)? + shift, start_day + shift) - shift
+                }
             };
             let key = (
                 time,
@@ -153,6 +158,79 @@ impl Read<'_> {
             }
         }
         Ok(groups)
+    }
+}
+
+/// The realtime view of `tenant`'s rows between `query.from_ms` and `query.to_ms`.
+pub(crate) fn recent(
+    conn: &Connection,
+    tenant: &str,
+    query: &RecentQuery,
+) -> Result<Recent, ShardFailure> {
+    let mut statement = conn.prepare_cached(&schema::select_recent())?;
+    let mut rows = statement.query(params![tenant, query.from_ms, query.to_ms])?;
+    let mut minutes: HashMap<i64, Cell> = HashMap::new();
+    let mut current: Option<Merge> = None;
+    let (mut pages, mut sources): (HashMap<String, Cell>, HashMap<String, Cell>) =
+        Default::default();
+    while let Some(row) = rows.next()? {
+        let minute: i64 = row.get(0)?;
+        let dimension: i16 = row.get(1)?;
+        let value: String = row.get(2)?;
+        let cell = Cell::read(row, 3)?;
+        let into = match i32::from(dimension) {
+            0 => {
+                if minute >= query.current_from_ms
+                    && let Some(bytes) = row.get::<_, Option<Vec<u8>>>(3 + 6)?
+                {
+                    match &mut current {
+                        Some(merge) => merge.add(Merge::of(bytes)),
+                        None => current = Some(Merge::of(bytes)),
+                    }
+                }
+                add_to(&mut minutes, minute, cell);
+                continue;
+            }
+            d if d == Dimension::Page as i32 => &mut pages,
+            _ => &mut sources,
+        };
+        add_to(into, value, cell);
+    }
+    let top = |cells: HashMap<String, Cell>| -> Result<Vec<Sums>, ShardFailure> {
+        let mut out = cells
+            .into_iter()
+            .map(|(value, cell)| cell.sums(value, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let by_visitors = Sort {
+            key: SortKey::Metric(Metric::Visitors),
+            descending: true,
+        };
+        sort(&mut out, &[by_visitors]);
+        out.truncate(query.limit);
+        Ok(out)
+    };
+    Ok(Recent {
+        minutes: minutes
+            .into_iter()
+            .map(|(minute, cell)| {
+                let mut sums = cell.sums(String::new(), true)?;
+                sums.time = minute;
+                Ok(sums)
+            })
+            .collect::<Result<_, ShardFailure>>()?,
+        current_visitors: current.map(|merge| merge.count()).transpose()?.unwrap_or(0),
+        pages: top(pages)?,
+        sources: top(sources)?,
+    })
+}
+
+/// Adds `cell` to the cell of `key` in `cells`.
+fn add_to<K: std::hash::Hash + Eq>(cells: &mut HashMap<K, Cell>, key: K, cell: Cell) {
+    match cells.entry(key) {
+        std::collections::hash_map::Entry::Occupied(mut known) => known.get_mut().add(cell),
+        std::collections::hash_map::Entry::Vacant(vacant) => {
+            vacant.insert(cell);
+        }
     }
 }
 

@@ -7,6 +7,8 @@ use jiff::civil::Date;
 use crate::QueryError;
 
 const EPOCH: Date = Date::constant(1970, 1, 1);
+/// One minute, milliseconds: the realtime view's rows start at whole minutes.
+const MINUTE_MS: i64 = 60_000;
 
 /// The DuckDB keys of a rollup's rows, index-aligned with them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,6 +66,22 @@ fn keys(rollup: &TenantRollup) -> Result<Keys, QueryError> {
         .enumerate()
         .map(|(i, row)| key("rows", i, &row.local_date, row.dimension))
         .collect::<Result<_, _>>()?;
+    for (i, row) in rollup.recent.iter().enumerate() {
+        let view = [0, Dimension::Page as i32, Dimension::Source as i32];
+        if !view.contains(&row.dimension) {
+            return Err(QueryError::InvalidRollup(format!(
+                "tenant {tenant:?} recent[{i}].dimension {} is not 0, DIMENSION_PAGE or \
+                 DIMENSION_SOURCE",
+                row.dimension
+            )));
+        }
+        if row.hour_ms.rem_euclid(MINUTE_MS) != 0 {
+            return Err(QueryError::InvalidRollup(format!(
+                "tenant {tenant:?} recent[{i}].hour_ms {} is not the start of a minute",
+                row.hour_ms
+            )));
+        }
+    }
     check_generation(rollup)?;
     Ok(Keys { rows })
 }

@@ -56,6 +56,19 @@ ALTER TABLE days ADD COLUMN IF NOT EXISTS gen UBIGINT DEFAULT 0;
 ALTER TABLE days ADD COLUMN IF NOT EXISTS logic_version INTEGER DEFAULT 0;
 ALTER TABLE hours ADD COLUMN IF NOT EXISTS gen UBIGINT DEFAULT 0;
 ALTER TABLE hours ADD COLUMN IF NOT EXISTS logic_version INTEGER DEFAULT 0;
+CREATE TABLE IF NOT EXISTS recent (
+    tenant VARCHAR,
+    minute_ms BIGINT,
+    dimension SMALLINT,
+    "value" VARCHAR,
+    pageviews BIGINT,
+    events BIGINT,
+    visits BIGINT,
+    bounces BIGINT,
+    duration_ms BIGINT,
+    bot_events BIGINT,
+    sketch BLOB
+);
 CREATE TABLE IF NOT EXISTS generations (
     tenant VARCHAR,
     gen UBIGINT,
@@ -185,6 +198,18 @@ pub(crate) fn select(hours: bool) -> String {
     format!(
         r#"SELECT CAST(local_date - DATE '1970-01-01' AS BIGINT), "value", {CELL}, logic_version
 FROM days WHERE tenant = ? AND dimension = ? AND {range}"#
+    )
+}
+
+/// Drops realtime rows of minutes before the parameter (Unix milliseconds).
+pub(crate) const PRUNE_RECENT: &str = "DELETE FROM recent WHERE minute_ms < ?";
+
+/// A tenant's realtime rows of a span of minutes: parameters tenant, first and last minute
+/// (Unix milliseconds). Columns: minute, dimension, value, then the cell.
+pub(crate) fn select_recent() -> String {
+    format!(
+        r#"SELECT minute_ms, dimension, "value", {CELL} FROM recent
+WHERE tenant = ? AND minute_ms BETWEEN ? AND ?"#
     )
 }
 
