@@ -55,6 +55,7 @@ pub fn is_open_ended(dim: Dimension) -> bool {
             | Dimension::Hostname
             | Dimension::Referrer
             | Dimension::City
+            | Dimension::Property
     )
 }
 

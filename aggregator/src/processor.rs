@@ -180,13 +180,25 @@ impl Processor {
             event_dims.push((Dimension::EventName, cap_length(event.name.clone())));
             event_dims.push((Dimension::Hostname, cap_length(page.host.clone())));
         }
-        let event_dims: Vec<(Dimension, String)> = event_dims
+        let mut event_dims: Vec<(Dimension, String)> = event_dims
             .into_iter()
             .map(|(dim, value)| {
                 let kept = self.admitted.admit(tenant, hour.1, dim, &value).to_owned();
                 (dim, kept)
             })
             .collect();
+        if self.version >= 4 {
+            for (key, value) in enrich::properties(event) {
+                let kept = match self
+                    .admitted
+                    .admit(tenant, hour.1, Dimension::Property, &value)
+                {
+                    crate::cap::OTHER => enrich::property_value(&key, crate::cap::OTHER),
+                    _ => value,
+                };
+                event_dims.push((Dimension::Property, kept));
+            }
+        }
         let hit = Hit {
             tenant_id: tenant,
             visitor: event.visitor,

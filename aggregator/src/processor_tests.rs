@@ -429,3 +429,32 @@ fn version_4_counts_event_names_and_hosts_and_ignores_engagement() {
     );
     assert!(rows_of(&out, Dimension::EventName).is_empty());
 }
+
+#[test]
+fn custom_properties_are_rows_of_key_and_value() {
+    use beacon_proto::ingest::v1::{PropValue, prop_value::Kind};
+    let mut signup = ev(1, T0, "signup", "/");
+    signup.props.insert(
+        "plan".into(),
+        PropValue {
+            kind: Some(Kind::StringValue("pro".into())),
+        },
+    );
+    signup.props.insert(
+        "seats".into(),
+        PropValue {
+            kind: Some(Kind::NumberValue(2.5)),
+        },
+    );
+    let out = run(&[pv(1, T0, "/"), signup]);
+    let sep = beacon_core::property::SEPARATOR;
+    assert_eq!(
+        total(&out, Dimension::Property, &format!("plan{sep}pro")).events,
+        1
+    );
+    assert_eq!(
+        total(&out, Dimension::Property, &format!("seats{sep}2.5")).events,
+        1
+    );
+    assert_eq!(rows_of(&out, Dimension::Property).len(), 2);
+}

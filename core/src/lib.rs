@@ -24,6 +24,7 @@ pub mod log;
 pub mod meta;
 pub mod observe;
 pub mod partition;
+pub mod property;
 pub mod raw;
 pub mod retry;
 pub mod shutdown;

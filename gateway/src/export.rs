@@ -186,11 +186,11 @@ fn metric_name(raw: i32) -> String {
         .unwrap_or_else(|_| raw.to_string())
 }
 
-/// A dimension's column name: `source`, `time_day`, ….
+/// A dimension's column name: `source`, `time_day`, `property_plan`, ….
 fn dimension_name(dimension: &ReportDimension) -> String {
-    match dimension.kind {
+    match &dimension.kind {
         Some(report_dimension::Kind::Dimension(raw)) => {
-            beacon_proto::insights::v1::Dimension::try_from(raw)
+            beacon_proto::insights::v1::Dimension::try_from(*raw)
                 .map(|d| {
                     d.as_str_name()
                         .trim_start_matches("DIMENSION_")
@@ -199,7 +199,7 @@ fn dimension_name(dimension: &ReportDimension) -> String {
                 .unwrap_or_else(|_| raw.to_string())
         }
         Some(report_dimension::Kind::Time(raw)) => {
-            beacon_proto::insights::v1::Interval::try_from(raw)
+            beacon_proto::insights::v1::Interval::try_from(*raw)
                 .map(|i| {
                     format!(
                         "time_{}",
@@ -210,6 +210,7 @@ fn dimension_name(dimension: &ReportDimension) -> String {
                 })
                 .unwrap_or_else(|_| raw.to_string())
         }
+        Some(report_dimension::Kind::Property(key)) => format!("property_{key}"),
         None => String::new(),
     }
 }

@@ -35,11 +35,17 @@ pub enum ValueFilter {
     NoneOf(Vec<ValueFilter>),
 }
 
+/// What a condition reads: a dimension, and for custom properties the key (else empty).
+pub type Field = (Dimension, String);
+
 /// One compiled condition.
 #[derive(Debug, Clone)]
 pub struct Test {
     /// The dimension it reads.
     pub dimension: Dimension,
+    /// For [`Dimension::Property`], the key as rows keep it: the condition reads the value of
+    /// rows of that key, and rows of other keys are as if the property were missing.
+    property: Option<String>,
     matcher: Matcher,
     negated: bool,
 }
@@ -58,6 +64,8 @@ enum Matcher {
     },
     /// Matches one of the patterns.
     Matches(RegexSet),
+    /// Any value (a property key alone).
+    Any,
 }
 
 impl ValueFilter {
@@ -67,10 +75,22 @@ impl ValueFilter {
         compile(filter, field, 1, &mut conditions)
     }
 
-    /// A filter keeping exactly `values` of `dimension` (an `is` condition).
+    /// A filter keeping the rows of the custom property `key`, whatever their value.
+    pub fn property(key: &str) -> Self {
+        Self::Condition(Test {
+            dimension: Dimension::Property,
+            property: Some(beacon_core::property::row_key(key).to_owned()),
+            matcher: Matcher::Any,
+            negated: false,
+        })
+    }
+
+    /// A filter keeping exactly `values` of `dimension` (an `is` condition; property rows by
+    /// their whole value, key included).
     pub fn one_of(dimension: Dimension, values: impl IntoIterator<Item = String>) -> Self {
         Self::Condition(Test {
             dimension,
+            property: None,
             matcher: Matcher::Is {
                 values: values.into_iter().collect(),
                 ignore_case: false,
@@ -84,16 +104,17 @@ impl ValueFilter {
     pub fn matching(dimension: Dimension, pattern: &str, field: &str) -> Result<Self, QueryError> {
         Ok(Self::Condition(Test {
             dimension,
+            property: None,
             matcher: Matcher::Matches(patterns(&[pattern.to_owned()], false, field)?),
             negated: false,
         }))
     }
 
-    /// The dimensions its conditions read, ascending.
-    pub fn dimensions(&self) -> BTreeSet<Dimension> {
+    /// The fields its conditions read, ascending.
+    pub fn fields(&self) -> BTreeSet<Field> {
         let mut out = BTreeSet::new();
         self.visit(&mut |test| {
-            out.insert(test.dimension);
+            out.insert((test.dimension, test.property.clone().unwrap_or_default()));
         });
         out
     }
@@ -130,7 +151,14 @@ impl ValueFilter {
 }
 
 impl Test {
-    fn accepts(&self, value: &str) -> bool {
+    fn accepts(&self, row_value: &str) -> bool {
+        let value = match &self.property {
+            None => row_value,
+            Some(key) => match beacon_core::property::split(row_value) {
+                Some((row_key, value)) if row_key == key => value,
+                _ => return self.negated,
+            },
+        };
         let lower = |ignore_case: bool| {
             if ignore_case {
                 std::borrow::Cow::Owned(value.to_lowercase())
@@ -151,6 +179,7 @@ impl Test {
                 values.iter().any(|v| value.contains(v.as_str()))
             }
             Matcher::Matches(set) => set.is_match(value),
+            Matcher::Any => true,
         };
         found != self.negated
     }
@@ -222,11 +251,25 @@ fn test(condition: &Condition, field: &str) -> Result<Test, QueryError> {
         Ok(Dimension::Unspecified) | Err(_) => {
             return Err(QueryError::invalid(format!(
                 "{field}.dimension {} is not a dimension: use DIMENSION_PAGE (1) to \
-                 DIMENSION_GOAL (19)",
+                 DIMENSION_PROPERTY (20)",
                 condition.dimension
             )));
         }
         Ok(dimension) => dimension,
+    };
+    let property = match (dimension, condition.property.as_str()) {
+        (Dimension::Property, "") => {
+            return Err(QueryError::invalid(format!(
+                "{field}.property: the custom property key is required with DIMENSION_PROPERTY"
+            )));
+        }
+        (Dimension::Property, key) => Some(beacon_core::property::row_key(key).to_owned()),
+        (_, "") => None,
+        (_, _) => {
+            return Err(QueryError::invalid(format!(
+                "{field}.property is only for DIMENSION_PROPERTY"
+            )));
+        }
     };
     let operator = Operator::try_from(condition.operator)
         .ok()
@@ -282,6 +325,7 @@ fn test(condition: &Condition, field: &str) -> Result<Test, QueryError> {
     };
     Ok(Test {
         dimension,
+        property,
         matcher,
         negated: operator == Operator::IsNot,
     })

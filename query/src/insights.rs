@@ -195,12 +195,16 @@ impl Insights {
 
 fn breakdown_dimension(raw: i32) -> Result<Dimension, QueryError> {
     match Dimension::try_from(raw) {
+        Ok(Dimension::Property) => Err(QueryError::invalid(
+            "dimension DIMENSION_PROPERTY needs a property key: use RunReport with \
+             ReportDimension.property",
+        )),
         Ok(Dimension::Unspecified) => Err(QueryError::invalid(
-            "dimension is required: use DIMENSION_PAGE (1) to DIMENSION_GOAL (19)",
+            "dimension is required: use DIMENSION_PAGE (1) to DIMENSION_PROPERTY (20)",
         )),
         Ok(dimension) => Ok(dimension),
         Err(_) => Err(QueryError::invalid(format!(
-            "dimension {raw} is not a dimension: use DIMENSION_PAGE (1) to DIMENSION_GOAL (19)"
+            "dimension {raw} is not a dimension: use DIMENSION_PAGE (1) to DIMENSION_PROPERTY (20)"
         ))),
     }
 }

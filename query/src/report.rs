@@ -70,7 +70,7 @@ pub async fn run(
             _ => None,
         };
         let mut query = ShardQuery::new(dimension, plan.range.start, plan.range.end, group);
-        query.keep = plan.filter.clone();
+        query.keep = plan.keep();
         if every.is_none() {
             query.page = Some(Page {
                 sort: plan.sort.clone(),
@@ -145,12 +145,15 @@ fn every_point(groups: Vec<Sums>, times: Vec<i64>, plan: &Plan) -> Vec<Sums> {
     all
 }
 
-/// A row's dimension values, in the plan's column order.
+/// A row's dimension values, in the plan's column order (a property's value without its key).
 fn dimensions(plan: &Plan, time_label: &str, value: &str) -> Vec<String> {
     plan.columns
         .iter()
         .map(|column| match column {
             Column::Time(_) => time_label.to_owned(),
+            Column::Value(Dimension::Property) => beacon_core::property::split(value)
+                .map_or(value, |(_, v)| v)
+                .to_owned(),
             Column::Value(_) => value.to_owned(),
         })
         .collect()
@@ -241,12 +244,12 @@ async fn compare(
         query.keep = match plan.dimension() {
             Some(by) => {
                 let page = ValueFilter::one_of(by, names);
-                Some(Arc::new(match &plan.filter {
-                    Some(filter) => ValueFilter::All(vec![(**filter).clone(), page]),
+                Some(Arc::new(match plan.keep() {
+                    Some(keep) => ValueFilter::All(vec![(*keep).clone(), page]),
                     None => page,
                 }))
             }
-            None => plan.filter.clone(),
+            None => plan.keep(),
         };
         let answer = store.query(&tenant.id, query).await?;
         (answer.groups, answer.logic_versions)

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use beacon_proto::ingest::v1::Event;
+use beacon_proto::ingest::v1::{Event, prop_value};
 use beacon_proto::insights::v1::Dimension;
 use jiff::civil::Date;
 
@@ -33,6 +33,8 @@ struct EventFact {
     visitor: usize,
     /// Values of [`EVENT_DIMENSIONS`].
     dims: BTreeMap<Dimension, String>,
+    /// Custom properties: numbers written as Rust writes an `f64` ("2", "2.5").
+    props: BTreeMap<String, String>,
     pageview: bool,
     session: usize,
 }
@@ -68,6 +70,8 @@ pub enum Grain {
 pub struct Keep<'a> {
     /// The dimension tested.
     pub dimension: Dimension,
+    /// With [`Dimension::Property`], the property's key; an event without it never passes.
+    pub property: Option<&'a str>,
     /// The test; a visit without the dimension (no UTM parameters) never passes.
     pub test: &'a dyn Fn(&str) -> bool,
 }
@@ -79,6 +83,8 @@ pub struct Grouping {
     pub time: Option<Grain>,
     /// A dimension, if any.
     pub dimension: Option<Dimension>,
+    /// With [`Dimension::Property`], the property's key.
+    pub property: Option<&'static str>,
 }
 
 impl Facts {
@@ -121,10 +127,22 @@ impl Facts {
                     (Dimension::EventName, event.name.clone()),
                     (Dimension::Hostname, host(&event.url)),
                 ]);
+                let props = event
+                    .props
+                    .iter()
+                    .filter_map(|(key, value)| {
+                        let text = match value.kind.as_ref()? {
+                            prop_value::Kind::StringValue(text) => text.clone(),
+                            prop_value::Kind::NumberValue(number) => number.to_string(),
+                        };
+                        Some((key.clone(), text))
+                    })
+                    .collect();
                 facts.events.push(EventFact {
                     date: date(ms),
                     visitor,
                     dims,
+                    props,
                     pageview,
                     session,
                 });
@@ -156,7 +174,7 @@ impl Facts {
             }
             Some(Grain::Month) => date.first_of_month().max(start).to_string(),
         };
-        let by_event = |d: Dimension| EVENT_DIMENSIONS.contains(&d);
+        let by_event = |d: Dimension| EVENT_DIMENSIONS.contains(&d) || d == Dimension::Property;
         let session_passes = |session: &SessionFact| match keep {
             None => true,
             Some(keep) if by_event(keep.dimension) => true,
@@ -168,6 +186,9 @@ impl Facts {
         let value_of = |session: &SessionFact, event: Option<&EventFact>| -> Option<String> {
             match grouping.dimension {
                 None => Some(String::new()),
+                Some(Dimension::Property) => {
+                    event.and_then(|e| e.props.get(grouping.property.unwrap_or_default()).cloned())
+                }
                 Some(d) if by_event(d) => event.and_then(|e| e.dims.get(&d).cloned()),
                 Some(d) => session.attributes.get(&d).cloned(),
             }
@@ -188,6 +209,10 @@ impl Facts {
         for event in &self.events {
             let session = &self.sessions[event.session];
             let event_passes = match keep {
+                Some(keep) if keep.dimension == Dimension::Property => event
+                    .props
+                    .get(keep.property.unwrap_or_default())
+                    .is_some_and(|v| (keep.test)(v)),
                 Some(keep) if by_event(keep.dimension) => event
                     .dims
                     .get(&keep.dimension)

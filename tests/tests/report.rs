@@ -116,6 +116,7 @@ fn with_sources(events: Vec<Event>) -> Vec<Event> {
                 event.url
             );
         }
+        with_props(&mut event, v);
         if v.is_multiple_of(3) && event.name == "pageview" {
             let mut engagement = event.clone();
             engagement.id = format!("{}-engagement", event.id);
@@ -128,6 +129,33 @@ fn with_sources(events: Vec<Event>) -> Vec<Event> {
         out.push(event);
     }
     out
+}
+
+/// Custom properties: the plan of every signup, the author of blog pageviews, and a number,
+/// the docs version, on docs pageviews.
+fn with_props(event: &mut Event, v: usize) {
+    use beacon_proto::ingest::v1::{PropValue, prop_value::Kind};
+    let mut set = |key: &str, kind: Kind| {
+        event
+            .props
+            .insert(key.to_owned(), PropValue { kind: Some(kind) });
+    };
+    let path = event
+        .url
+        .split(".example")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    if event.name == "signup" {
+        set(
+            "plan",
+            Kind::StringValue(["free", "pro", "team"][v % 3].into()),
+        );
+    } else if path.starts_with("/blog") {
+        set("author", Kind::StringValue(["ann", "bob"][v % 2].into()));
+    } else if path.starts_with("/docs") {
+        set("version", Kind::NumberValue([2.0, 2.5][v % 2]));
+    }
 }
 
 /// The visit dimensions of a visit starting with `event`, written out by hand from METRICS.md.
@@ -216,6 +244,7 @@ fn condition(d: Dimension, operator: Operator, values: &[&str], ignore_case: boo
             operator: operator as i32,
             values: values.iter().map(|v| (*v).to_owned()).collect(),
             ignore_case,
+            property: String::new(),
         })),
     }
 }
@@ -242,10 +271,12 @@ fn keyed(req: &RunReportRequest, reply: &RunReportResponse) -> BTreeMap<(String,
         .dimensions
         .iter()
         .position(|d| matches!(d.kind, Some(report_dimension::Kind::Time(_))));
-    let value_at = req
-        .dimensions
-        .iter()
-        .position(|d| matches!(d.kind, Some(report_dimension::Kind::Dimension(_))));
+    let value_at = req.dimensions.iter().position(|d| {
+        matches!(
+            d.kind,
+            Some(report_dimension::Kind::Dimension(_) | report_dimension::Kind::Property(_))
+        )
+    });
     let cell = |row: &beacon_proto::insights::v1::ReportRow, at: Option<usize>| {
         at.map(|i| row.dimensions[i].clone()).unwrap_or_default()
     };
@@ -323,6 +354,7 @@ async fn start_tenants(cluster: &Cluster, client: &Client) -> anyhow::Result<Vec
             Grouping {
                 time: Some(Grain::Day),
                 dimension: None,
+                property: None,
             },
             None,
         );
@@ -349,6 +381,7 @@ async fn reports_match_the_oracle() -> anyhow::Result<()> {
         paging(&client, tenant, id).await?;
         csv_export(&client, tenant, id).await?;
         goals(&client, &cluster, tenant, id).await?;
+        properties(&client, tenant, id).await?;
         println!("{id}: every report equals the oracle");
     }
     Ok(())
@@ -368,6 +401,7 @@ async fn every_dimension(client: &Client, tenant: &Tenant, id: &str) -> anyhow::
         let grouping = Grouping {
             time: None,
             dimension: Some(d),
+            property: None,
         };
         let reply = tenant
             .check(
@@ -395,6 +429,7 @@ async fn time_points(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Resu
         let grouping = Grouping {
             time: Some(grain),
             dimension: None,
+            property: None,
         };
         let reply = tenant
             .check(
@@ -426,6 +461,7 @@ async fn time_points(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Resu
     let grouping = Grouping {
         time: Some(Grain::Week),
         dimension: Some(Dimension::Source),
+        property: None,
     };
     tenant
         .check(
@@ -443,6 +479,7 @@ async fn filters(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<(
     let by_source = Grouping {
         time: None,
         dimension: Some(Dimension::Source),
+        property: None,
     };
     // (is or contains) on the grouped dimension.
     let req = RunReportRequest {
@@ -458,6 +495,7 @@ async fn filters(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<(
     let test = |v: &str| v == "Google" || v.contains("news");
     let keep = Keep {
         dimension: Dimension::Source,
+        property: None,
         test: &test,
     };
     tenant
@@ -485,6 +523,7 @@ async fn filters(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<(
     let test = |v: &str| v != "Direct";
     let keep = Keep {
         dimension: Dimension::Channel,
+        property: None,
         test: &test,
     };
     tenant
@@ -509,11 +548,13 @@ async fn filters(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<(
     let test = |v: &str| v == "Twitter" || v == "Bing";
     let keep = Keep {
         dimension: Dimension::Source,
+        property: None,
         test: &test,
     };
     let daily = Grouping {
         time: Some(Grain::Day),
         dimension: None,
+        property: None,
     };
     tenant
         .check(
@@ -541,11 +582,13 @@ async fn filters(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<(
     let test = |v: &str| v.contains('/') && v != "/docs";
     let keep = Keep {
         dimension: Dimension::Page,
+        property: None,
         test: &test,
     };
     let by_page = Grouping {
         time: None,
         dimension: Some(Dimension::Page),
+        property: None,
     };
     tenant
         .check(
@@ -572,11 +615,13 @@ async fn filters(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<(
     let test = |v: &str| v != "brand";
     let keep = Keep {
         dimension: Dimension::UtmCampaign,
+        property: None,
         test: &test,
     };
     let grouping = Grouping {
         time: Some(Grain::Month),
         dimension: Some(Dimension::UtmCampaign),
+        property: None,
     };
     tenant
         .check(
@@ -609,6 +654,7 @@ async fn filters(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<(
         Grouping::default(),
         Some(&Keep {
             dimension: Dimension::Page,
+            property: None,
             test: &|v: &str| v == "/pricing",
         }),
     );
@@ -629,11 +675,13 @@ async fn filters(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<(
     let test = |v: &str| v != "pageview";
     let keep = Keep {
         dimension: Dimension::EventName,
+        property: None,
         test: &test,
     };
     let grouping = Grouping {
         time: Some(Grain::Week),
         dimension: Some(Dimension::EventName),
+        property: None,
     };
     let reply = tenant
         .check(
@@ -663,10 +711,12 @@ async fn comparisons(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Resu
         Grouping {
             time: Some(Grain::Day),
             dimension: None,
+            property: None,
         },
         Grouping {
             time: None,
             dimension: Some(Dimension::Source),
+            property: None,
         },
     ] {
         let mut dims = Vec::new();
@@ -742,6 +792,7 @@ async fn paging(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()
     let by_entry = Grouping {
         time: None,
         dimension: Some(Dimension::EntryPage),
+        property: None,
     };
     let want = tenant.facts.report(date(START), date(END), by_entry, None);
     let mut sorted: Vec<(&String, &Counts)> = want.iter().map(|((_, v), c)| (v, c)).collect();
@@ -935,6 +986,7 @@ async fn goals(
             Grouping {
                 time: grain,
                 dimension: None,
+                property: None,
             },
             None,
         );
@@ -945,6 +997,7 @@ async fn goals(
                 goal::Kind::PagePath(pattern) => glob(pattern, v),
             };
             let keep = Keep {
+                property: None,
                 dimension: match kind {
                     goal::Kind::EventName(_) => Dimension::EventName,
                     goal::Kind::PagePath(_) => Dimension::Page,
@@ -954,6 +1007,7 @@ async fn goals(
             let grouping = Grouping {
                 time: grain,
                 dimension: None,
+                property: None,
             };
             for ((label, _), counts) in tenant.facts.report(start, end, grouping, Some(&keep)) {
                 let everyone = all
@@ -1018,6 +1072,118 @@ async fn goals(
     anyhow::ensure!(
         names.keys().copied().collect::<Vec<_>>() == ["Docs or blog"],
         "{id}: goals containing \"o\": {names:?}"
+    );
+    Ok(())
+}
+
+fn property(key: &str) -> ReportDimension {
+    ReportDimension {
+        kind: Some(report_dimension::Kind::Property(key.into())),
+    }
+}
+
+fn property_condition(key: &str, operator: Operator, values: &[&str]) -> Filter {
+    let mut filter = condition(Dimension::Property, operator, values, false);
+    if let Some(filter::Kind::Condition(c)) = &mut filter.kind {
+        c.property = key.into();
+    }
+    filter
+}
+
+/// Custom properties: a breakdown by key over weeks, a filter on a property's values, number
+/// values, and a refusal for what the rollups cannot count.
+async fn properties(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()> {
+    let plan_weeks = Grouping {
+        time: Some(Grain::Week),
+        dimension: Some(Dimension::Property),
+        property: Some("plan"),
+    };
+    let reply = tenant
+        .check(
+            client,
+            &format!("{id} plans by week"),
+            request(vec![property("plan"), time(Interval::Week)]),
+            plan_weeks,
+            None,
+        )
+        .await?;
+    anyhow::ensure!(
+        reply.rows.iter().any(|r| r.dimensions[0] == "team"),
+        "{id}: plans {:?}",
+        reply.rows
+    );
+    let authors = Grouping {
+        time: None,
+        dimension: Some(Dimension::Property),
+        property: Some("author"),
+    };
+    let req = RunReportRequest {
+        filter: Some(property_condition("author", Operator::Is, &["ann"])),
+        ..request(vec![property("author")])
+    };
+    let test = |v: &str| v == "ann";
+    let keep = Keep {
+        dimension: Dimension::Property,
+        property: Some("author"),
+        test: &test,
+    };
+    let reply = tenant
+        .check(
+            client,
+            &format!("{id} author ann"),
+            req,
+            authors,
+            Some(&keep),
+        )
+        .await?;
+    anyhow::ensure!(reply.rows.len() == 1, "{id}: authors {:?}", reply.rows);
+    // Numbers: docs pageviews of version 2.5, on totals (event metrics only).
+    let req = RunReportRequest {
+        metrics: vec![
+            Metric::Visitors as i32,
+            Metric::Pageviews as i32,
+            Metric::Events as i32,
+        ],
+        filter: Some(property_condition(
+            "version",
+            Operator::Matches,
+            &["^2\\.5$"],
+        )),
+        ..request(vec![])
+    };
+    let reply = client.report(&tenant.read, req).await?;
+    let test = |v: &str| v == "2.5";
+    let want = tenant.facts.report(
+        date(START),
+        date(END),
+        Grouping::default(),
+        Some(&Keep {
+            dimension: Dimension::Property,
+            property: Some("version"),
+            test: &test,
+        }),
+    );
+    let want = want.values().next().copied().unwrap_or_default();
+    let got: Vec<f64> = reply.rows[0].values.iter().map(|v| v.value).collect();
+    let expected = [want.visitors, want.pageviews, want.events].map(|n| n as f64);
+    anyhow::ensure!(
+        got == expected && want.pageviews > 0,
+        "{id} version 2.5: {got:?} != {expected:?}"
+    );
+    // Events without the property cannot be counted apart on totals.
+    let req = RunReportRequest {
+        metrics: vec![Metric::Events as i32],
+        filter: Some(property_condition("plan", Operator::IsNot, &["free"])),
+        ..request(vec![])
+    };
+    let refused = client
+        .report(&tenant.read, req)
+        .await
+        .expect_err("events without the property");
+    anyhow::ensure!(
+        refused.code() == tonic::Code::Unimplemented
+            && refused.message().contains("DIMENSION_PROPERTY \"plan\""),
+        "{id}: {refused:?}"
     );
     Ok(())
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use beacon_proto::ingest::v1::prop_value;
 use beacon_proto::insights::v1::Dimension;
 use beacon_proto::pipeline::v1::LoggedEvent;
 
@@ -48,6 +49,30 @@ impl Enricher {
         self.agents.insert(agent.to_owned(), parsed.clone());
         parsed
     }
+}
+
+/// The custom properties of `event` as (key, property-row value), by key: string values as
+/// they are, numbers in their shortest decimal form.
+pub fn properties(event: &LoggedEvent) -> Vec<(String, String)> {
+    let mut props: Vec<(String, String)> = event
+        .props
+        .iter()
+        .filter_map(|(key, value)| {
+            let text = match value.kind.as_ref()? {
+                prop_value::Kind::StringValue(text) => text.clone(),
+                prop_value::Kind::NumberValue(number) => number.to_string(),
+            };
+            Some((key.clone(), property_value(key, &text)))
+        })
+        .collect();
+    props.sort();
+    props
+}
+
+/// A property row's value ([`beacon_core::property::row_value`]), cut to
+/// [`crate::cap::MAX_VALUE_BYTES`].
+pub fn property_value(key: &str, value: &str) -> String {
+    cap_length(beacon_core::property::row_value(key, value))
 }
 
 /// Region and city value of visitors whose location is unknown.

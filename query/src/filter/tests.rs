@@ -9,6 +9,7 @@ fn condition(dimension: Dimension, operator: Operator, values: &[&str]) -> Filte
             operator: operator as i32,
             values: values.iter().map(|v| (*v).to_owned()).collect(),
             ignore_case: false,
+            property: String::new(),
         })),
     }
 }
@@ -77,7 +78,10 @@ fn nested_trees_and_missing_values() {
     assert!(tree.accepts("/blog/new") && tree.accepts("/"));
     assert!(!tree.accepts("/blog/old") && !tree.accepts("/pricing"));
     assert!(!tree.accepts_missing());
-    assert_eq!(tree.dimensions(), BTreeSet::from([Dimension::Page]));
+    assert_eq!(
+        tree.fields(),
+        BTreeSet::from([(Dimension::Page, String::new())])
+    );
     let is_not = compiled(&condition(Dimension::UtmSource, Operator::IsNot, &["x"]));
     assert!(is_not.accepts_missing());
 }

@@ -13,7 +13,7 @@ use beacon_proto::insights::v1::{
 };
 
 use crate::QueryError;
-use crate::filter::ValueFilter;
+use crate::filter::{Field, ValueFilter};
 use crate::metrics;
 use crate::range::{self, Range};
 use crate::shard::{GroupBy, Sort, SortKey, Time};
@@ -47,6 +47,8 @@ pub struct Plan {
     pub metrics: Vec<Metric>,
     /// Grouping columns, in the request's order.
     pub columns: Vec<Column>,
+    /// With a [`Dimension::Property`] column: the property key (as rows keep it).
+    pub property: Option<String>,
     /// The filter, if any.
     pub filter: Option<Arc<ValueFilter>>,
     /// Sort keys.
@@ -61,7 +63,7 @@ impl Plan {
     /// Validates a request: every field is named in the error it causes.
     pub fn parse(req: &RunReportRequest) -> Result<Self, QueryError> {
         let range = range::parse(req.date_range.as_ref())?;
-        let columns = columns(req)?;
+        let (columns, property) = columns(req)?;
         let limit = match req.limit {
             0 => DEFAULT_LIMIT,
             1..=MAX_LIMIT => req.limit,
@@ -82,6 +84,7 @@ impl Plan {
                 .map(|f| ValueFilter::compile(f, "filter").map(Arc::new))
                 .transpose()?,
             columns,
+            property,
             offset: req.offset as usize,
             limit: limit as usize,
         };
@@ -98,6 +101,7 @@ impl Plan {
             sort: default_sort(&columns, &metrics),
             metrics,
             columns,
+            property: None,
             filter: None,
             offset: 0,
             limit: usize::MAX,
@@ -139,8 +143,10 @@ impl Plan {
                  group by DIMENSION_GOAL to ask for it",
             ));
         }
-        let filtered = self.filter.as_ref().map(|f| f.dimensions());
-        let by = self.dimension();
+        let filtered = self.filter.as_ref().map(|f| f.fields());
+        let by: Option<Field> = self
+            .dimension()
+            .map(|d| (d, self.property.clone().unwrap_or_default()));
         if self.time() == Some(Time::Hour) && (by.is_some() || filtered.is_some()) {
             return Err(QueryError::unimplemented(
                 "hourly points are kept for unfiltered totals only; group by INTERVAL_DAY, \
@@ -148,10 +154,10 @@ impl Plan {
             ));
         }
         let Some(filtered) = filtered else {
-            return Ok(by.map_or(0, |d| d as i32));
+            return Ok(by.map_or(0, |(d, _)| d as i32));
         };
-        let names: Vec<&str> = filtered.iter().map(|d| d.as_str_name()).collect();
-        let [only] = filtered.into_iter().collect::<Vec<_>>()[..] else {
+        let names: Vec<String> = filtered.iter().map(field_name).collect();
+        let [only] = &filtered.into_iter().collect::<Vec<_>>()[..] else {
             return Err(QueryError::unimplemented(format!(
                 "the filter reads {}: conditions on more than one dimension need per-event \
                  data, which the rollups do not keep",
@@ -159,21 +165,44 @@ impl Plan {
             )));
         };
         match by {
-            Some(by) if by != only => Err(QueryError::unimplemented(format!(
+            Some(by) if by != *only => Err(QueryError::unimplemented(format!(
                 "filtering by {} while grouping by {} needs per-event data, which the rollups \
                  do not keep; filter by the grouped dimension itself",
-                only.as_str_name(),
-                by.as_str_name()
+                field_name(only),
+                field_name(&by)
             ))),
-            Some(by) => Ok(by as i32),
+            Some((by, _)) => Ok(by as i32),
             None => self.filtered_totals(only),
+        }
+    }
+
+    /// The filter the rollup rows are read with: the request's, and for a custom property
+    /// only the rows of its key.
+    pub fn keep(&self) -> Option<Arc<ValueFilter>> {
+        let key = match (&self.property, &self.filter) {
+            (Some(key), _) => Some(key.clone()),
+            (None, Some(filter)) => filter
+                .fields()
+                .into_iter()
+                .find(|(d, _)| *d == Dimension::Property)
+                .map(|(_, key)| key),
+            (None, None) => None,
+        };
+        match (key, &self.filter) {
+            (None, filter) => filter.clone(),
+            (Some(key), None) => Some(Arc::new(ValueFilter::property(&key))),
+            (Some(key), Some(filter)) => Some(Arc::new(ValueFilter::All(vec![
+                ValueFilter::property(&key),
+                (**filter).clone(),
+            ]))),
         }
     }
 
     /// The rows of `only` summed over the values the filter keeps: exact for a visit
     /// dimension (each visit has one value), and for an event dimension only for the event
     /// metrics.
-    fn filtered_totals(&self, only: Dimension) -> Result<i32, QueryError> {
+    fn filtered_totals(&self, only: &Field) -> Result<i32, QueryError> {
+        let (only, name) = (only.0, field_name(only));
         if only == Dimension::Goal {
             return Err(QueryError::unimplemented(
                 "a filter on DIMENSION_GOAL without grouping by it (the visits of visitors who \
@@ -185,10 +214,9 @@ impl Plan {
             |m: &Metric| matches!(m, Metric::Visitors | Metric::Pageviews | Metric::Events);
         if is_event_dimension(only) && !self.metrics.iter().all(event_metric) {
             return Err(QueryError::unimplemented(format!(
-                "filter: visit metrics filtered by {0} need per-event data, which the rollups \
-                 do not keep; ask for METRIC_VISITORS, METRIC_PAGEVIEWS and METRIC_EVENTS \
-                 only, or group by {0}",
-                only.as_str_name()
+                "filter: visit metrics filtered by {name} need per-event data, which the \
+                 rollups do not keep; ask for METRIC_VISITORS, METRIC_PAGEVIEWS and \
+                 METRIC_EVENTS only, or group by {name}"
             )));
         }
         let optional = matches!(
@@ -198,12 +226,12 @@ impl Plan {
                 | Dimension::UtmCampaign
                 | Dimension::UtmTerm
                 | Dimension::UtmContent
+                | Dimension::Property
         );
         if optional && self.filter.as_ref().is_some_and(|f| f.accepts_missing()) {
             return Err(QueryError::unimplemented(format!(
-                "the filter keeps visits without {}, which the rollups do not count apart; \
-                 group by it instead",
-                only.as_str_name()
+                "the filter keeps visits or events without {name}, which the rollups do not \
+                 count apart; group by it instead"
             )));
         }
         Ok(only as i32)
@@ -214,32 +242,63 @@ impl Plan {
 pub fn is_event_dimension(dimension: Dimension) -> bool {
     matches!(
         dimension,
-        Dimension::Page | Dimension::EventName | Dimension::Hostname | Dimension::Goal
+        Dimension::Page
+            | Dimension::EventName
+            | Dimension::Hostname
+            | Dimension::Goal
+            | Dimension::Property
     )
 }
 
-fn columns(req: &RunReportRequest) -> Result<Vec<Column>, QueryError> {
+/// A field as errors name it: `DIMENSION_SOURCE`, `DIMENSION_PROPERTY "plan"`.
+fn field_name((dimension, key): &Field) -> String {
+    if key.is_empty() {
+        dimension.as_str_name().to_owned()
+    } else {
+        format!("{} {key:?}", dimension.as_str_name())
+    }
+}
+
+/// The grouping columns of a request, and the property key of a property column.
+fn columns(req: &RunReportRequest) -> Result<(Vec<Column>, Option<String>), QueryError> {
     let mut columns: Vec<Column> = Vec::with_capacity(req.dimensions.len());
+    let mut property = None;
     for (i, dimension) in req.dimensions.iter().enumerate() {
         let field = format!("dimensions[{i}]");
-        let column = match dimension.kind {
+        let column = match &dimension.kind {
             None => {
                 return Err(QueryError::invalid(format!(
-                    "{field} is empty: set dimension or time"
+                    "{field} is empty: set dimension, time or property"
                 )));
             }
-            Some(report_dimension::Kind::Dimension(raw)) => Column::Value(
-                Dimension::try_from(raw)
-                    .ok()
-                    .filter(|d| *d != Dimension::Unspecified)
-                    .ok_or_else(|| {
-                        QueryError::invalid(format!(
+            Some(report_dimension::Kind::Dimension(raw)) => {
+                let raw = *raw;
+                match Dimension::try_from(raw) {
+                    Ok(Dimension::Property) => {
+                        return Err(QueryError::invalid(format!(
+                            "{field}.dimension DIMENSION_PROPERTY needs its key: set \
+                             {field}.property instead"
+                        )));
+                    }
+                    Ok(d) if d != Dimension::Unspecified => Column::Value(d),
+                    _ => {
+                        return Err(QueryError::invalid(format!(
                             "{field}.dimension {raw} is not a dimension: use DIMENSION_PAGE \
-                             (1) to DIMENSION_GOAL (19)"
-                        ))
-                    })?,
-            ),
-            Some(report_dimension::Kind::Time(raw)) => Column::Time(time(raw, &field)?),
+                             (1) to DIMENSION_PROPERTY (20)"
+                        )));
+                    }
+                }
+            }
+            Some(report_dimension::Kind::Time(raw)) => Column::Time(time(*raw, &field)?),
+            Some(report_dimension::Kind::Property(key)) => {
+                if key.is_empty() {
+                    return Err(QueryError::invalid(format!(
+                        "{field}.property: the custom property key is empty"
+                    )));
+                }
+                property = Some(beacon_core::property::row_key(key).to_owned());
+                Column::Value(Dimension::Property)
+            }
         };
         let same_kind = |c: &Column| {
             matches!(
@@ -255,7 +314,7 @@ fn columns(req: &RunReportRequest) -> Result<Vec<Column>, QueryError> {
         }
         columns.push(column);
     }
-    Ok(columns)
+    Ok((columns, property))
 }
 
 /// The point width of a time dimension or interval.

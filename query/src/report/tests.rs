@@ -44,6 +44,7 @@ fn condition(operator: Operator, values: &[&str], ignore_case: bool) -> Filter {
             operator: operator as i32,
             values: values.iter().map(|v| (*v).to_owned()).collect(),
             ignore_case,
+            property: String::new(),
         })),
     }
 }

@@ -31,6 +31,7 @@ fn condition(dimension: Dimension, operator: Operator, value: &str) -> Filter {
             operator: operator as i32,
             values: vec![value.into()],
             ignore_case: false,
+            property: String::new(),
         })),
     }
 }
@@ -233,7 +234,7 @@ fn what_the_rollups_cannot_answer_is_unimplemented() {
                 filter: Some(condition(Dimension::UtmSource, Operator::IsNot, "x")),
                 ..request()
             },
-            "keeps visits without DIMENSION_UTM_SOURCE",
+            "keeps visits or events without DIMENSION_UTM_SOURCE",
         ),
         (
             RunReportRequest {
