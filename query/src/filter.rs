@@ -246,17 +246,25 @@ fn compile(
     }
 }
 
+/// The dimension `raw` of the request field `field`: a known one, not unspecified.
+pub fn dimension(raw: i32, field: &str) -> Result<Dimension, QueryError> {
+    Dimension::try_from(raw)
+        .ok()
+        .filter(|d| *d != Dimension::Unspecified)
+        .ok_or_else(|| {
+            let (first, last) = (Dimension::Page, Dimension::Property);
+            QueryError::invalid(format!(
+                "{field} {raw} is not a dimension: use {} ({}) to {} ({})",
+                first.as_str_name(),
+                first as i32,
+                last.as_str_name(),
+                last as i32
+            ))
+        })
+}
+
 fn test(condition: &Condition, field: &str) -> Result<Test, QueryError> {
-    let dimension = match Dimension::try_from(condition.dimension) {
-        Ok(Dimension::Unspecified) | Err(_) => {
-            return Err(QueryError::invalid(format!(
-                "{field}.dimension {} is not a dimension: use DIMENSION_PAGE (1) to \
-                 DIMENSION_PROPERTY (20)",
-                condition.dimension
-            )));
-        }
-        Ok(dimension) => dimension,
-    };
+    let dimension = dimension(condition.dimension, &format!("{field}.dimension"))?;
     let property = match (dimension, condition.property.as_str()) {
         (Dimension::Property, "") => {
             return Err(QueryError::invalid(format!(

@@ -199,13 +199,7 @@ fn breakdown_dimension(raw: i32) -> Result<Dimension, QueryError> {
             "dimension DIMENSION_PROPERTY needs a property key: use RunReport with \
              ReportDimension.property",
         )),
-        Ok(Dimension::Unspecified) => Err(QueryError::invalid(
-            "dimension is required: use DIMENSION_PAGE (1) to DIMENSION_PROPERTY (20)",
-        )),
-        Ok(dimension) => Ok(dimension),
-        Err(_) => Err(QueryError::invalid(format!(
-            "dimension {raw} is not a dimension: use DIMENSION_PAGE (1) to DIMENSION_PROPERTY (20)"
-        ))),
+        _ => crate::filter::dimension(raw, "dimension"),
     }
 }
 

@@ -50,19 +50,29 @@ pub fn requested(metrics: &[i32]) -> Result<Vec<Metric>, QueryError> {
     }
     let mut out = Vec::with_capacity(ALL_METRICS.len());
     for (index, &raw) in metrics.iter().enumerate() {
-        let metric = match Metric::try_from(raw) {
-            Ok(Metric::Unspecified) | Err(_) => {
-                return Err(QueryError::invalid(format!(
-                    "metrics[{index}] = {raw} is not a metric: use METRIC_VISITORS (1) to METRIC_CONVERSION_RATE (8)"
-                )));
-            }
-            Ok(metric) => metric,
-        };
+        let metric = parse(raw, &format!("metrics[{index}] ="))?;
         if !out.contains(&metric) {
             out.push(metric);
         }
     }
     Ok(out)
+}
+
+/// The metric `raw` of the request field `field`: a known one, not unspecified.
+pub fn parse(raw: i32, field: &str) -> Result<Metric, QueryError> {
+    Metric::try_from(raw)
+        .ok()
+        .filter(|m| *m != Metric::Unspecified)
+        .ok_or_else(|| {
+            let (first, last) = (Metric::Visitors, Metric::ConversionRate);
+            QueryError::invalid(format!(
+                "{field} {raw} is not a metric: use {} ({}) to {} ({})",
+                first.as_str_name(),
+                first as i32,
+                last.as_str_name(),
+                last as i32
+            ))
+        })
 }
 
 /// The value of `metric` over `sums`. Ratios are 0 when there were no visits.

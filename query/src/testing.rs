@@ -99,3 +99,24 @@ pub(crate) async fn apply(
     };
     store.apply(0, vec![message].into()).await.expect("apply")
 }
+
+/// A store of one partition in a temporary folder, and Insights over it.
+pub(crate) struct Fixture {
+    _dir: TempDir,
+    /// The store.
+    pub store: crate::DuckShardStore,
+    /// Insights over it.
+    pub insights: crate::Insights,
+}
+
+/// A new [`Fixture`] in a folder named after `name`.
+pub(crate) fn fixture(name: &str) -> Fixture {
+    let dir = TempDir::new(name);
+    let store = one_partition_store(&dir);
+    let insights = crate::Insights::new(std::sync::Arc::new(store.clone()));
+    Fixture {
+        _dir: dir,
+        store,
+        insights,
+    }
+}

@@ -3,7 +3,7 @@ use beacon_proto::pipeline::v1::{RollupRow, TenantRollup};
 
 use super::*;
 use crate::shard::DuckShardStore;
-use crate::testing::{TempDir, apply, hit, one_partition_store, rollup};
+use crate::testing::{apply, fixture, hit, rollup};
 
 fn tenant(id: &str, tz: &str) -> Tenant {
     Tenant {
@@ -32,23 +32,6 @@ fn value(values: &[MetricValue], metric: Metric) -> f64 {
 
 fn pageviews(point: &TimeseriesPoint) -> f64 {
     value(&point.values, Metric::Pageviews)
-}
-
-struct Fixture {
-    _dir: TempDir,
-    store: DuckShardStore,
-    insights: Insights,
-}
-
-fn fixture(name: &str) -> Fixture {
-    let dir = TempDir::new(name);
-    let store = one_partition_store(&dir);
-    let insights = Insights::new(Arc::new(store.clone()));
-    Fixture {
-        _dir: dir,
-        store,
-        insights,
-    }
 }
 
 /// Applies totals-only visits of `tenant` at the instants `at`, one visitor each.
@@ -314,7 +297,7 @@ async fn validation_names_field_and_limit() {
         .breakdown(&t, breakdown(0, 10))
         .await
         .expect_err("dimension");
-    assert!(message(err).contains("dimension is required"));
+    assert!(message(err).contains("dimension 0 is not a dimension: use DIMENSION_PAGE (1)"));
     let err = f
         .insights
         .breakdown(&t, breakdown(77, 10))

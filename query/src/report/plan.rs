@@ -272,21 +272,14 @@ fn columns(req: &RunReportRequest) -> Result<(Vec<Column>, Option<String>), Quer
                 )));
             }
             Some(report_dimension::Kind::Dimension(raw)) => {
-                let raw = *raw;
-                match Dimension::try_from(raw) {
-                    Ok(Dimension::Property) => {
+                match crate::filter::dimension(*raw, &format!("{field}.dimension"))? {
+                    Dimension::Property => {
                         return Err(QueryError::invalid(format!(
                             "{field}.dimension DIMENSION_PROPERTY needs its key: set \
                              {field}.property instead"
                         )));
                     }
-                    Ok(d) if d != Dimension::Unspecified => Column::Value(d),
-                    _ => {
-                        return Err(QueryError::invalid(format!(
-                            "{field}.dimension {raw} is not a dimension: use DIMENSION_PAGE \
-                             (1) to DIMENSION_PROPERTY (20)"
-                        )));
-                    }
+                    d => Column::Value(d),
                 }
             }
             Some(report_dimension::Kind::Time(raw)) => Column::Time(time(*raw, &field)?),
@@ -400,17 +393,9 @@ fn sort(req: &RunReportRequest, columns: &[Column]) -> Result<Vec<Sort>, QueryEr
                         "{field} is empty: set metric or dimension_index"
                     )));
                 }
-                Some(order_by::Key::Metric(raw)) => SortKey::Metric(
-                    Metric::try_from(raw)
-                        .ok()
-                        .filter(|m| *m != Metric::Unspecified)
-                        .ok_or_else(|| {
-                            QueryError::invalid(format!(
-                                "{field}.metric {raw} is not a metric: use METRIC_VISITORS (1) \
-                                 to METRIC_CONVERSION_RATE (8)"
-                            ))
-                        })?,
-                ),
+                Some(order_by::Key::Metric(raw)) => {
+                    SortKey::Metric(metrics::parse(raw, &format!("{field}.metric"))?)
+                }
                 Some(order_by::Key::DimensionIndex(index)) => match columns.get(index as usize) {
                     Some(Column::Time(_)) => SortKey::Time,
                     Some(Column::Value(_)) => SortKey::Value,

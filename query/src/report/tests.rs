@@ -4,9 +4,7 @@ use beacon_proto::insights::v1::{
 };
 
 use super::*;
-use crate::Insights;
-use crate::shard::DuckShardStore;
-use crate::testing::{TempDir, apply, hit, one_partition_store, rollup};
+use crate::testing::{Fixture, apply, fixture, hit, rollup};
 
 fn tenant() -> Tenant {
     Tenant {
@@ -46,23 +44,6 @@ fn condition(operator: Operator, values: &[&str], ignore_case: bool) -> Filter {
             ignore_case,
             property: String::new(),
         })),
-    }
-}
-
-struct Fixture {
-    _dir: TempDir,
-    store: DuckShardStore,
-    insights: Insights,
-}
-
-fn fixture(name: &str) -> Fixture {
-    let dir = TempDir::new(name);
-    let store = one_partition_store(&dir);
-    let insights = Insights::new(Arc::new(store.clone()));
-    Fixture {
-        _dir: dir,
-        store,
-        insights,
     }
 }
 
