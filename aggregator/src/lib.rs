@@ -30,7 +30,7 @@ pub use processor::{Prepared, Processor};
 /// 3: a user agent in which neither a browser nor an operating system is recognized is a bot.
 /// 4: `engagement` events (Plausible's tracker) are not counted and neither start nor extend
 ///    visits; new dimensions: event name, hostname, region, city, referrer URL, utm_term,
-///    utm_content and custom properties.
+///    utm_content and custom properties; revenue counters.
 pub const LOGIC_VERSION: u32 = 4;
 /// The oldest logic version the aggregator can still apply (`--logic-version`).
 pub const OLDEST_LOGIC_VERSION: u32 = 2;

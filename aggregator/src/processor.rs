@@ -221,6 +221,11 @@ impl Processor {
                 hour,
                 event_dims: &event_dims,
                 recent: self.recent,
+                revenue_micros: event
+                    .revenue
+                    .as_ref()
+                    .filter(|_| self.version >= 4)
+                    .map(|revenue| (revenue.amount * 1e6).round() as i64),
             };
             emit_deltas(&mut self.pending, deltas, visit, session.as_ref());
         }
@@ -402,6 +407,8 @@ struct Deltas<'a> {
     event_dims: &'a [(Dimension, String)],
     /// Whether to add the realtime view's minute too.
     recent: bool,
+    /// The event's revenue, millionths of the tenant's currency.
+    revenue_micros: Option<i64>,
 }
 
 /// The deltas of one event: the session's at the session hour, the event's at the event hour
@@ -418,6 +425,7 @@ fn emit_deltas(
         hour,
         event_dims,
         recent,
+        revenue_micros,
     } = event;
     let mut deltas = pending.tenant(hit.tenant_id);
     let targets = || {
@@ -447,6 +455,8 @@ fn emit_deltas(
     let event_delta = Counters {
         events: 1,
         pageviews: i64::from(hit.pageview),
+        revenue_micros: revenue_micros.unwrap_or(0),
+        revenue_events: i64::from(revenue_micros.is_some()),
         ..Counters::default()
     };
     let own = event_dims.iter().map(|(d, v)| (*d, v.as_str()));

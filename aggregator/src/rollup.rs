@@ -27,6 +27,10 @@ pub struct Counters {
     pub duration_ms: i64,
     /// Bot events.
     pub bot_events: i64,
+    /// Revenue, millionths of the tenant's currency.
+    pub revenue_micros: i64,
+    /// Events that carried revenue.
+    pub revenue_events: i64,
 }
 
 impl Counters {
@@ -37,6 +41,8 @@ impl Counters {
         self.bounces += other.bounces;
         self.duration_ms += other.duration_ms;
         self.bot_events += other.bot_events;
+        self.revenue_micros = self.revenue_micros.saturating_add(other.revenue_micros);
+        self.revenue_events += other.revenue_events;
     }
 
     fn is_zero(&self) -> bool {
@@ -77,9 +83,9 @@ pub const BATCH_OVERHEAD: usize = 64 + 3 + beacon_core::log::MAX_IDENTITY_BYTES;
 /// (tenant ids are at most 64 bytes).
 const TENANT_BYTES: usize = 1 + 5 + 2 + 64;
 /// Most bytes a row needs besides its value and visitors: its tag and length (5), hour (11),
-/// date (12), dimension (11), value tag and length (3), six counters (66) and the visitors'
+/// date (12), dimension (11), value tag and length (3), eight counters (88) and the visitors'
 /// tag and length (6).
-const ROW_BYTES: usize = 5 + 11 + 12 + 11 + 3 + 66 + 6;
+const ROW_BYTES: usize = 5 + 11 + 12 + 11 + 3 + 88 + 6;
 /// Encoded size of one visitor hash.
 const VISITOR_BYTES: usize = 8;
 
@@ -247,6 +253,8 @@ fn row(hour_ms: i64, dim: Dimension, value: String, bucket: Bucket) -> RollupRow
         duration_ms: c.duration_ms,
         bot_events: c.bot_events,
         visitors,
+        revenue_micros: c.revenue_micros,
+        revenue_events: c.revenue_events,
     }
 }
 
@@ -261,6 +269,8 @@ mod tests {
         bounces: 0,
         duration_ms: 0,
         bot_events: 0,
+        revenue_micros: 0,
+        revenue_events: 0,
     };
 
     #[test]
@@ -367,6 +377,8 @@ mod tests {
             bounces: i64::MAX,
             duration_ms: i64::MIN,
             bot_events: i64::MAX,
+            revenue_micros: i64::MIN,
+            revenue_events: i64::MAX,
         };
         let tenant = "t".repeat(64);
         for n in 0..300u64 {

@@ -5,7 +5,7 @@ use beacon_core::auth::with_bearer;
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
 use beacon_proto::admin::v1::{
     CreateKeyRequest, CreateTenantRequest, DeleteTenantRequest, Goal, KeyKind, ListKeysRequest,
-    ListTenantsRequest, RevokeKeyRequest, RotateKeyRequest, SetGoalsRequest,
+    ListTenantsRequest, RevokeKeyRequest, RotateKeyRequest, SetCurrencyRequest, SetGoalsRequest,
     SetRawRetentionRequest, goal,
 };
 use tonic::transport::Channel;
@@ -121,6 +121,15 @@ enum AdminCommand {
         /// Days raw events are kept.
         #[arg(long)]
         days: u32,
+    },
+    /// Sets the currency a tenant's revenue is counted in.
+    SetCurrency {
+        /// The tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// ISO 4217 code, for example EUR.
+        #[arg(long)]
+        currency: String,
     },
     /// Replaces a tenant's goals (none given: removes them all).
     SetGoals {
@@ -292,6 +301,15 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 })?)
                 .await?;
             serde_json::json!({ "tenant": tenant, "raw_retention_days": days })
+        }
+        AdminCommand::SetCurrency { tenant, currency } => {
+            client
+                .set_currency(admin.request(SetCurrencyRequest {
+                    tenant_id: tenant.clone(),
+                    currency: currency.clone(),
+                })?)
+                .await?;
+            serde_json::json!({ "tenant": tenant, "currency": currency })
         }
         AdminCommand::SetGoals { tenant, goals } => {
             let count = goals.len();

@@ -52,7 +52,12 @@ pub async fn create_tenants(
             .context("tenant creation: the concurrency semaphore closed")?;
         let (channel, token) = (channel.clone(), Arc::clone(&token));
         tasks.spawn(async move {
-            let keys = create_one(&channel, &token, &spec, deadline).await;
+            let keys = match create_one(&channel, &token, &spec, deadline).await {
+                Ok(keys) => set_currency(&channel, &token, &spec.id)
+                    .await
+                    .map(|()| keys),
+                Err(err) => Err(err),
+            };
             drop(permit);
             (index, keys)
         });
@@ -67,6 +72,20 @@ pub async fn create_tenants(
         .enumerate()
         .map(|(i, k)| k.ok_or_else(|| anyhow!("tenant #{i}: no keys were returned")))
         .collect()
+}
+
+/// Sets the tenant's currency: the one its purchases are in.
+async fn set_currency(channel: &Channel, admin_token: &str, tenant: &str) -> anyhow::Result<()> {
+    let (currency, _) = crate::traffic::currency_of(tenant);
+    let request = beacon_proto::admin::v1::SetCurrencyRequest {
+        tenant_id: tenant.to_owned(),
+        currency: currency.to_owned(),
+    };
+    AdminServiceClient::new(channel.clone())
+        .set_currency(authorized(admin_token, request)?)
+        .await
+        .with_context(|| format!("setting the currency of tenant {tenant}"))?;
+    Ok(())
 }
 
 /// Creates one tenant, retrying transient failures until `deadline`.

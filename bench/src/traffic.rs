@@ -9,6 +9,8 @@
 
 mod catalog;
 
+pub use catalog::currency_of;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -18,8 +20,8 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 
 use catalog::{
-    AGENTS, AUTHORS, CURRENCIES, Cumulative, DIURNAL, FIXED_RANKS, IPV4_FIRST, IPV6_PREFIXES,
-    OUTBOUND, PLANS, PRICES, Page, PageKind, SESSION_LENGTHS, SIGNUP_METHODS, SOURCES, TIME_ZONES,
+    AGENTS, AUTHORS, Cumulative, DIURNAL, FIXED_RANKS, IPV4_FIRST, IPV6_PREFIXES, OUTBOUND, PLANS,
+    PRICES, Page, PageKind, SESSION_LENGTHS, SIGNUP_METHODS, SOURCES, TIME_ZONES,
 };
 
 /// Sessions end after this much inactivity.
@@ -64,7 +66,6 @@ struct Catalog {
     agents: Cumulative,
     sources: Cumulative,
     lengths: Cumulative,
-    currencies: Cumulative,
 }
 
 /// One visitor: a stable address and browser.
@@ -97,6 +98,8 @@ struct Session {
 struct Site {
     origin: String,
     host: String,
+    /// The shop's currency and its units per dollar.
+    currency: (&'static str, f64),
     id_prefix: String,
     next_id: u64,
     salt: u64,
@@ -201,7 +204,6 @@ impl Catalog {
             agents: Cumulative::new(AGENTS.iter().map(|a| a.weight)),
             sources: Cumulative::new(SOURCES.iter().map(|s| s.weight)),
             lengths: Cumulative::new(SESSION_LENGTHS),
-            currencies: Cumulative::new(CURRENCIES.iter().map(|c| c.2)),
         }
     }
 }
@@ -243,6 +245,7 @@ impl Site {
         Self {
             origin: format!("https://{id}.example"),
             host: format!("{id}.example"),
+            currency: catalog::currency_of(id),
             id_prefix: format!("{id}-{seed}-"),
             next_id: 0,
             salt: rng.random(),
@@ -348,7 +351,7 @@ impl Site {
         session.last_ms = ts;
         let page = &catalog.pages[session.page];
         let (name, props, revenue) = if custom {
-            self.custom_event(catalog, rng, page)
+            self.custom_event(rng, page)
         } else {
             ("pageview", pageview_props(session.page, page), None)
         };
@@ -383,14 +386,13 @@ impl Site {
 
     fn custom_event(
         &self,
-        catalog: &Catalog,
         rng: &mut StdRng,
         page: &Page,
     ) -> (&'static str, HashMap<String, PropValue>, Option<Revenue>) {
         match page.kind {
             PageKind::Conversion => ("Signup", signup_props(rng), None),
             PageKind::Product => {
-                let (props, revenue) = purchase(catalog, rng, page);
+                let (props, revenue) = purchase(self.currency, rng, page);
                 ("Purchase", props, Some(revenue))
             }
             PageKind::Docs if rng.random_bool(0.5) => {
@@ -432,13 +434,12 @@ fn signup_props(rng: &mut StdRng) -> HashMap<String, PropValue> {
 }
 
 fn purchase(
-    catalog: &Catalog,
+    (currency, per_dollar): (&'static str, f64),
     rng: &mut StdRng,
     page: &Page,
 ) -> (HashMap<String, PropValue>, Revenue) {
     let quantity = rng.random_range(1..=3u32);
     let price = PRICES[rng.random_range(0..PRICES.len())] * f64::from(quantity);
-    let (currency, per_dollar, _) = CURRENCIES[catalog.currencies.pick(rng)];
     let amount = if per_dollar >= 50.0 {
         (price * per_dollar).round()
     } else {

@@ -211,6 +211,7 @@ impl Registry {
             time_zone: time_zone.to_owned(),
             raw_retention_days: 0,
             goals: Vec::new(),
+            currency: String::new(),
         };
         self.store.create_tenant(&tenant).await?;
         let ingest = self.create_key(&tenant.id, KeyKind::Ingest).await?;
@@ -359,6 +360,25 @@ impl Registry {
             return Err(Error::NotFound(format!("tenant_id {id:?} is not a tenant")));
         };
         self.store.update_tenant(&Tenant { goals, ..before }).await
+    }
+
+    /// Sets the currency a tenant's revenue is counted in (an ISO 4217 code, three capital
+    /// letters). Revenue already counted is not converted.
+    pub async fn set_currency(&self, id: &str, currency: &str) -> Result<()> {
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(Error::InvalidArgument(format!(
+                "currency: {currency:?} is not an ISO 4217 code of 3 capital letters"
+            )));
+        }
+        let Some(before) = self.store.tenant(id).await? else {
+            return Err(Error::NotFound(format!("tenant_id {id:?} is not a tenant")));
+        };
+        self.store
+            .update_tenant(&Tenant {
+                currency: currency.to_owned(),
+                ..before
+            })
+            .await
     }
 
     /// Changes a tenant's time zone; every replica stamps events with it once its cached keys

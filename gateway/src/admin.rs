@@ -18,9 +18,9 @@ use beacon_proto::admin::v1::{
     ListReprocessRequest, ListReprocessResponse, ListStaleRequest, ListStaleResponse,
     ListTenantsRequest, ListTenantsResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse,
     ResetTenantRequest, ResetTenantResponse, RevokeKeyRequest, RevokeKeyResponse, RotateKeyRequest,
-    RotateKeyResponse, SetGoalsRequest, SetGoalsResponse, SetRawRetentionRequest,
-    SetRawRetentionResponse, SetTimeZoneRequest, SetTimeZoneResponse, StartReprocessRequest,
-    StartReprocessResponse, Tenant, goal,
+    RotateKeyResponse, SetCurrencyRequest, SetCurrencyResponse, SetGoalsRequest, SetGoalsResponse,
+    SetRawRetentionRequest, SetRawRetentionResponse, SetTimeZoneRequest, SetTimeZoneResponse,
+    StartReprocessRequest, StartReprocessResponse, Tenant, goal,
 };
 use tonic::{Request, Response, Status};
 
@@ -159,6 +159,7 @@ fn to_proto(tenant: meta::Tenant) -> Tenant {
         time_zone: tenant.time_zone,
         raw_retention_days: tenant.raw_retention_days,
         goals: tenant.goals.into_iter().map(goal_to_proto).collect(),
+        currency: tenant.currency,
     }
 }
 
@@ -491,6 +492,19 @@ impl AdminService for Admin {
             .await?;
         tracing::info!(tenant = %req.tenant_id, days = req.raw_retention_days, "raw retention set");
         Ok(Response::new(SetRawRetentionResponse {}))
+    }
+
+    async fn set_currency(
+        &self,
+        request: Request<SetCurrencyRequest>,
+    ) -> Result<Response<SetCurrencyResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        self.registry
+            .set_currency(&req.tenant_id, &req.currency)
+            .await?;
+        tracing::info!(tenant = %req.tenant_id, currency = %req.currency, "currency set");
+        Ok(Response::new(SetCurrencyResponse {}))
     }
 
     async fn set_goals(

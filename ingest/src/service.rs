@@ -143,6 +143,27 @@ fn client_ip_allowed(event: &Event, kind: KeyKind) -> Result<(), String> {
     }
 }
 
+/// Revenue counts only in the tenant's currency: Beacon converts none.
+fn currency_allowed(event: &Event, tenant: &Tenant) -> Result<(), String> {
+    let Some(revenue) = &event.revenue else {
+        return Ok(());
+    };
+    if tenant.currency.is_empty() {
+        return Err(format!(
+            "revenue: tenant {:?} has no currency; set one with AdminService.SetCurrency \
+             (`beacon admin set-currency`)",
+            tenant.id
+        ));
+    }
+    if revenue.currency != tenant.currency {
+        return Err(format!(
+            "revenue.currency: {:?} is not the tenant's currency, {:?}",
+            revenue.currency, tenant.currency
+        ));
+    }
+    Ok(())
+}
+
 fn rejected(id: String, error: String) -> EventResult {
     EventResult {
         id,
@@ -179,7 +200,8 @@ impl IngestService {
             let checked = self
                 .limits
                 .check_as(&event, now, mode)
-                .and_then(|ts| client_ip_allowed(&event, kind).map(|()| ts));
+                .and_then(|ts| client_ip_allowed(&event, kind).map(|()| ts))
+                .and_then(|ts| currency_allowed(&event, &tenant).map(|()| ts));
             let id = event.id.clone();
             let logged = match checked {
                 Ok(ts) => self.to_logged(&tenant, event, ts, now, fallback_ip).await?,
@@ -239,5 +261,40 @@ impl ingest_service_server::IngestService for IngestService {
             accepted: r.accepted,
             rejected: r.rejected,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use beacon_proto::ingest::v1::Revenue;
+
+    use super::*;
+
+    fn with_revenue(currency: &str) -> Event {
+        Event {
+            revenue: Some(Revenue {
+                amount: 10.0,
+                currency: currency.into(),
+            }),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn revenue_counts_in_the_tenants_currency_only() {
+        let mut tenant = Tenant {
+            id: "shop".into(),
+            ..Tenant::default()
+        };
+        let err = currency_allowed(&with_revenue("EUR"), &tenant).expect_err("no currency");
+        assert!(err.contains("tenant \"shop\" has no currency"), "{err}");
+        tenant.currency = "EUR".into();
+        assert!(currency_allowed(&with_revenue("EUR"), &tenant).is_ok());
+        assert!(currency_allowed(&Event::default(), &tenant).is_ok());
+        let err = currency_allowed(&with_revenue("USD"), &tenant).expect_err("another one");
+        assert_eq!(
+            err,
+            "revenue.currency: \"USD\" is not the tenant's currency, \"EUR\""
+        );
     }
 }

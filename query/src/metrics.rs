@@ -39,6 +39,10 @@ pub struct Sums {
     pub duration_ms: i64,
     /// Bot events (excluded from every metric).
     pub bot_events: i64,
+    /// Revenue, millionths of the tenant's currency.
+    pub revenue_micros: i64,
+    /// Events that carried revenue.
+    pub revenue_events: i64,
     /// Distinct visitors of the whole time point or range, for conversion rates (goal rows).
     pub total_visitors: u64,
 }
@@ -64,7 +68,7 @@ pub fn parse(raw: i32, field: &str) -> Result<Metric, QueryError> {
         .ok()
         .filter(|m| *m != Metric::Unspecified)
         .ok_or_else(|| {
-            let (first, last) = (Metric::Visitors, Metric::ConversionRate);
+            let (first, last) = (Metric::Visitors, Metric::AverageRevenue);
             QueryError::invalid(format!(
                 "{field} {raw} is not a metric: use {} ({}) to {} ({})",
                 first.as_str_name(),
@@ -93,6 +97,11 @@ pub fn value(metric: Metric, sums: &Sums) -> f64 {
             (100.0 * sums.visitors as f64 / sums.total_visitors as f64).min(100.0)
         }
         Metric::ConversionRate => 0.0,
+        Metric::TotalRevenue => sums.revenue_micros as f64 / 1e6,
+        Metric::AverageRevenue if sums.revenue_events > 0 => {
+            sums.revenue_micros as f64 / 1e6 / sums.revenue_events as f64
+        }
+        Metric::AverageRevenue => 0.0,
     }
 }
 

@@ -62,6 +62,7 @@ pub(crate) fn hit(
         duration_ms: 0,
         bot_events: 0,
         visitors: vec![visitor],
+        ..RollupRow::default()
     }
 }
 

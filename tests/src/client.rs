@@ -188,6 +188,26 @@ impl Client {
             .map(tonic::Response::into_inner)
     }
 
+    /// Sets the currency a tenant's revenue is counted in.
+    pub async fn set_currency(
+        &self,
+        admin_token: &str,
+        tenant: &str,
+        currency: &str,
+    ) -> Result<(), Status> {
+        let request = with_bearer(
+            admin_token,
+            beacon_proto::admin::v1::SetCurrencyRequest {
+                tenant_id: tenant.into(),
+                currency: currency.into(),
+            },
+        )?;
+        AdminServiceClient::new(self.admin.clone())
+            .set_currency(request)
+            .await
+            .map(|_| ())
+    }
+
     /// Replaces a tenant's goals.
     pub async fn set_goals(
         &self,

@@ -17,7 +17,7 @@ use beacon_proto::insights::v1::{
 use beacon_tests::client::{Counts, METRICS, counts};
 use beacon_tests::reports::{Facts, Grain, Grouping, Keep};
 use beacon_tests::run::{import_all, wait_exact};
-use beacon_tests::sessions::{BOT_AGENT, Order, arrange, oracle, tricky_events};
+use beacon_tests::sessions::{BOT_AGENT, Order, arrange, event_ms, oracle, tricky_events};
 use beacon_tests::traffic::{TenantSpec, Traffic, USER_AGENTS};
 use beacon_tests::{Client, Cluster};
 use jiff::civil::Date;
@@ -155,6 +155,12 @@ fn with_props(event: &mut Event, v: usize) {
         set("author", Kind::StringValue(["ann", "bob"][v % 2].into()));
     } else if path.starts_with("/docs") {
         set("version", Kind::NumberValue([2.0, 2.5][v % 2]));
+    }
+    if event.name == "signup" && !v.is_multiple_of(4) {
+        event.revenue = Some(beacon_proto::ingest::v1::Revenue {
+            amount: 9.99 * (v % 4) as f64,
+            currency: "EUR".into(),
+        });
     }
 }
 
@@ -296,6 +302,21 @@ fn keyed(req: &RunReportRequest, reply: &RunReportResponse) -> BTreeMap<(String,
 struct Tenant {
     read: String,
     facts: Facts,
+    /// (source, revenue amount) of every event with revenue in the reports' range.
+    revenues: Vec<(String, f64)>,
+}
+
+impl Tenant {
+    /// Revenue total and count per source.
+    fn revenue_by_source(&self) -> BTreeMap<String, (f64, u64)> {
+        let mut out: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+        for (source, amount) in &self.revenues {
+            let entry = out.entry(source.clone()).or_default();
+            entry.0 += amount;
+            entry.1 += 1;
+        }
+        out
+    }
 }
 
 impl Tenant {
@@ -328,10 +349,44 @@ fn dates(req: &RunReportRequest) -> (Date, Date) {
     (date(&r.start_date), date(&r.end_date))
 }
 
+/// The (source of its visit, amount) of every event with revenue whose local date is in the
+/// reports' range: sessionized by the oracle's rule (30 minutes idle).
+fn revenues(zone: &str, events: &[Event]) -> Vec<(String, f64)> {
+    let mut by_visitor: BTreeMap<(&str, &str), Vec<&Event>> = BTreeMap::new();
+    for event in events
+        .iter()
+        .filter(|e| e.user_agent != BOT_AGENT && e.name != "engagement")
+    {
+        by_visitor
+            .entry((&event.client_ip, &event.user_agent))
+            .or_default()
+            .push(event);
+    }
+    let (start, end) = (date(START), date(END));
+    let mut out = Vec::new();
+    for mut list in by_visitor.into_values() {
+        list.sort_by(|a, b| (event_ms(a), &a.id).cmp(&(event_ms(b), &b.id)));
+        let (mut last, mut source) = (i64::MIN, String::new());
+        for event in list {
+            let ms = event_ms(event);
+            if last == i64::MIN || ms - last > 30 * 60_000 {
+                source = classify(event)[&Dimension::Source].clone();
+            }
+            last = ms;
+            let day = date(&beacon_tests::traffic::local_date(ms, zone));
+            if let (Some(revenue), true) = (&event.revenue, day >= start && day <= end) {
+                out.push((source.clone(), revenue.amount));
+            }
+        }
+    }
+    out
+}
+
 async fn start_tenants(cluster: &Cluster, client: &Client) -> anyhow::Result<Vec<Tenant>> {
     let mut tenants = Vec::new();
     for (i, (id, zone, order)) in TENANTS.iter().enumerate() {
         let (server, read) = client.create_tenant(&cluster.admin_token, id, zone).await?;
+        client.set_currency(&cluster.admin_token, id, "EUR").await?;
         let spec = TenantSpec {
             id: (*id).into(),
             time_zone: (*zone).into(),
@@ -361,7 +416,12 @@ async fn start_tenants(cluster: &Cluster, client: &Client) -> anyhow::Result<Vec
         let daily: BTreeMap<String, Counts> =
             daily.into_iter().map(|((day, _), c)| (day, c)).collect();
         anyhow::ensure!(daily == traffic.expected, "{id}: the oracles disagree");
-        tenants.push(Tenant { read, facts });
+        let revenues = revenues(zone, &traffic.events);
+        tenants.push(Tenant {
+            read,
+            facts,
+            revenues,
+        });
     }
     Ok(tenants)
 }
@@ -382,6 +442,7 @@ async fn reports_match_the_oracle() -> anyhow::Result<()> {
         csv_export(&client, tenant, id).await?;
         goals(&client, &cluster, tenant, id).await?;
         properties(&client, tenant, id).await?;
+        revenue(&client, tenant, id).await?;
         println!("{id}: every report equals the oracle");
     }
     Ok(())
@@ -1184,6 +1245,38 @@ async fn properties(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Resul
         refused.code() == tonic::Code::Unimplemented
             && refused.message().contains("DIMENSION_PROPERTY \"plan\""),
         "{id}: {refused:?}"
+    );
+    Ok(())
+}
+
+/// Revenue by source: the totals and averages of the signups that carried revenue (in the
+/// tenant's currency), summed by hand from the events sent.
+async fn revenue(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()> {
+    let req = RunReportRequest {
+        metrics: vec![
+            Metric::TotalRevenue as i32,
+            Metric::AverageRevenue as i32,
+            Metric::Events as i32,
+        ],
+        ..request(vec![dimension(Dimension::Source)])
+    };
+    let reply = client.report(&tenant.read, req).await?;
+    let want = tenant.revenue_by_source();
+    let mut seen = 0;
+    for row in &reply.rows {
+        let (total, count) = want.get(&row.dimensions[0]).copied().unwrap_or((0.0, 0));
+        let average = if count > 0 { total / count as f64 } else { 0.0 };
+        let got = (row.values[0].value, row.values[1].value);
+        anyhow::ensure!(
+            (got.0 - total).abs() < 1e-6 && (got.1 - average).abs() < 1e-6,
+            "{id} revenue of {}: {got:?}, want ({total}, {average})",
+            row.dimensions[0]
+        );
+        seen += usize::from(count > 0);
+    }
+    anyhow::ensure!(
+        seen == want.len() && seen > 0,
+        "{id}: sources with revenue {seen}"
     );
     Ok(())
 }

@@ -92,6 +92,7 @@ pub fn tenant(spec: &TenantSpec) -> Tenant {
         time_zone: spec.time_zone.clone(),
         raw_retention_days: 0,
         goals: Vec::new(),
+        currency: String::new(),
     }
 }
 

@@ -236,6 +236,23 @@ pub const AUTHORS: &[&str] = &[
 pub const PRICES: &[f64] = &[4.99, 9.0, 12.5, 19.0, 29.99, 49.0, 79.0, 99.0, 149.5, 299.0];
 
 /// Currencies: code, units per US dollar, relative weight.
+/// The currency of a tenant's shop (its revenue is counted in it): picked by the weights of
+/// [`CURRENCIES`] from a hash of its id, so every run and the tenant setup agree.
+pub fn currency_of(tenant_id: &str) -> (&'static str, f64) {
+    let hash = tenant_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let total: f64 = CURRENCIES.iter().map(|c| c.2).sum();
+    let mut point = (hash % 1_000_000) as f64 / 1_000_000.0 * total;
+    for &(code, per_dollar, weight) in CURRENCIES {
+        if point < weight {
+            return (code, per_dollar);
+        }
+        point -= weight;
+    }
+    ("USD", 1.0)
+}
+
 pub const CURRENCIES: &[(&str, f64, f64)] = &[
     ("USD", 1.0, 50.0),
     ("EUR", 0.92, 28.0),

@@ -37,6 +37,7 @@ fn tenant(id: &str, name: &str) -> Tenant {
         time_zone: "Europe/Berlin".to_owned(),
         raw_retention_days: 0,
         goals: Vec::new(),
+        currency: String::new(),
     }
 }
 

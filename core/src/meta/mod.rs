@@ -30,6 +30,10 @@ pub struct Tenant {
     /// What counts as a conversion, in the merchant's order.
     #[serde(default)]
     pub goals: Vec<Goal>,
+    /// ISO 4217 code of the currency revenue is counted in; empty until set (events with
+    /// revenue are refused meanwhile).
+    #[serde(default)]
+    pub currency: String,
 }
 
 /// What a key may do.

@@ -12,6 +12,7 @@ fn tenant(id: &str, tz: &str) -> Tenant {
         time_zone: tz.into(),
         raw_retention_days: 0,
         goals: Vec::new(),
+        currency: String::new(),
     }
 }
 

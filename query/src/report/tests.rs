@@ -13,6 +13,7 @@ fn tenant() -> Tenant {
         time_zone: "UTC".into(),
         raw_retention_days: 0,
         goals: Vec::new(),
+        currency: String::new(),
     }
 }
 

@@ -11,8 +11,11 @@ use crate::error::ShardFailure;
 use crate::metrics::Sums;
 
 /// Additive counters in column order: pageviews, events, visits, bounces, duration_ms,
-/// bot_events.
-pub(crate) type Counters = [i64; 6];
+/// bot_events, revenue_micros, revenue_events.
+pub(crate) type Counters = [i64; COUNTERS];
+
+/// Counters of a cell.
+pub(crate) const COUNTERS: usize = 8;
 
 /// The counters of a rollup row.
 pub(crate) fn counters(row: &RollupRow) -> Counters {
@@ -23,6 +26,8 @@ pub(crate) fn counters(row: &RollupRow) -> Counters {
         row.bounces,
         row.duration_ms,
         row.bot_events,
+        row.revenue_micros,
+        row.revenue_events,
     ]
 }
 
@@ -45,7 +50,7 @@ impl NewCell {
     /// An empty cell.
     pub(crate) fn new() -> Self {
         Self {
-            counters: [0; 6],
+            counters: [0; COUNTERS],
             sketch: None,
         }
     }
@@ -83,14 +88,14 @@ impl Cell {
     /// The cell of a row whose cell columns start at `first`.
     pub(crate) fn read(row: &Row<'_>, first: usize) -> ::duckdb::Result<Self> {
         let mut cell = Self::read_counters(row, first)?;
-        let sketch: Option<Vec<u8>> = row.get(first + 6)?;
+        let sketch: Option<Vec<u8>> = row.get(first + COUNTERS)?;
         cell.sketch = sketch.map(Merge::of);
         Ok(cell)
     }
 
     /// The counters of a row whose cell columns start at `first`, leaving its sketch unread.
     pub(crate) fn read_counters(row: &Row<'_>, first: usize) -> ::duckdb::Result<Self> {
-        let mut counters = [0; 6];
+        let mut counters = [0; COUNTERS];
         for (i, counter) in counters.iter_mut().enumerate() {
             *counter = row.get(first + i)?;
         }
@@ -121,7 +126,16 @@ impl Cell {
             (Some(merge), true) => merge.count()?,
             _ => 0,
         };
-        let [pageviews, events, visits, bounces, duration_ms, bot_events] = self.counters;
+        let [
+            pageviews,
+            events,
+            visits,
+            bounces,
+            duration_ms,
+            bot_events,
+            revenue_micros,
+            revenue_events,
+        ] = self.counters;
         Ok(Sums {
             key,
             time: 0,
@@ -132,6 +146,8 @@ impl Cell {
             bounces,
             duration_ms,
             bot_events,
+            revenue_micros,
+            revenue_events,
             total_visitors: 0,
         })
     }
@@ -181,7 +197,7 @@ pub(crate) fn append_day(
     sketch: Option<Vec<u8>>,
     folded: bool,
 ) -> ::duckdb::Result<()> {
-    let [pv, ev, vi, bo, du, bot] = *counters;
+    let [pv, ev, vi, bo, du, bot, rev, rev_ev] = *counters;
     appender.append_row(params![
         key.tenant,
         Value::Date32(key.day),
@@ -196,7 +212,9 @@ pub(crate) fn append_day(
         sketch,
         folded,
         key.stamp.gen_id,
-        key.stamp.version
+        key.stamp.version,
+        rev,
+        rev_ev
     ])
 }
 
@@ -207,10 +225,10 @@ pub(crate) fn append_recent_row(
     counters: &Counters,
     sketch: Option<Vec<u8>>,
 ) -> ::duckdb::Result<()> {
-    let [pv, ev, vi, bo, du, bot] = *counters;
+    let [pv, ev, vi, bo, du, bot, rev, rev_ev] = *counters;
     let (tenant, minute_ms, dimension, value) = key;
     appender.append_row(params![
-        tenant, minute_ms, dimension, value, pv, ev, vi, bo, du, bot, sketch
+        tenant, minute_ms, dimension, value, pv, ev, vi, bo, du, bot, sketch, rev, rev_ev
     ])
 }
 
@@ -222,7 +240,7 @@ pub(crate) fn append_hour(
     sketch: Option<Vec<u8>>,
     folded: bool,
 ) -> ::duckdb::Result<()> {
-    let [pv, ev, vi, bo, du, bot] = *counters;
+    let [pv, ev, vi, bo, du, bot, rev, rev_ev] = *counters;
     appender.append_row(params![
         key.tenant,
         key.hour_ms,
@@ -236,6 +254,8 @@ pub(crate) fn append_hour(
         sketch,
         folded,
         key.stamp.gen_id,
-        key.stamp.version
+        key.stamp.version,
+        rev,
+        rev_ev
     ])
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use ::duckdb::{Connection, params};
 use beacon_proto::insights::v1::{Dimension, Metric};
 
-use super::cell::Cell;
+use super::cell::{COUNTERS, Cell};
 use super::sketch::Merge;
 use super::{Answer, Page, Recent, RecentQuery, ShardQuery, Sort, SortKey, Time, schema};
 use crate::error::ShardFailure;
@@ -135,7 +135,7 @@ impl Read<'_> {
                     String::new()
                 },
             );
-            let version: i32 = row.get(9)?;
+            let version: i32 = row.get(2 + COUNTERS + 1)?;
             versions.insert(u32::try_from(version).unwrap_or(0));
             let cell = if sketch(&key) {
                 Cell::read(row, 2)?
@@ -181,7 +181,7 @@ pub(crate) fn recent(
         let into = match i32::from(dimension) {
             0 => {
                 if minute >= query.current_from_ms
-                    && let Some(bytes) = row.get::<_, Option<Vec<u8>>>(3 + 6)?
+                    && let Some(bytes) = row.get::<_, Option<Vec<u8>>>(3 + COUNTERS)?
                 {
                     match &mut current {
                         Some(merge) => merge.add(Merge::of(bytes)),

@@ -56,6 +56,10 @@ ALTER TABLE days ADD COLUMN IF NOT EXISTS gen UBIGINT DEFAULT 0;
 ALTER TABLE days ADD COLUMN IF NOT EXISTS logic_version INTEGER DEFAULT 0;
 ALTER TABLE hours ADD COLUMN IF NOT EXISTS gen UBIGINT DEFAULT 0;
 ALTER TABLE hours ADD COLUMN IF NOT EXISTS logic_version INTEGER DEFAULT 0;
+ALTER TABLE days ADD COLUMN IF NOT EXISTS revenue_micros BIGINT DEFAULT 0;
+ALTER TABLE days ADD COLUMN IF NOT EXISTS revenue_events BIGINT DEFAULT 0;
+ALTER TABLE hours ADD COLUMN IF NOT EXISTS revenue_micros BIGINT DEFAULT 0;
+ALTER TABLE hours ADD COLUMN IF NOT EXISTS revenue_events BIGINT DEFAULT 0;
 CREATE TABLE IF NOT EXISTS recent (
     tenant VARCHAR,
     minute_ms BIGINT,
@@ -67,7 +71,9 @@ CREATE TABLE IF NOT EXISTS recent (
     bounces BIGINT,
     duration_ms BIGINT,
     bot_events BIGINT,
-    sketch BLOB
+    sketch BLOB,
+    revenue_micros BIGINT,
+    revenue_events BIGINT
 );
 CREATE TABLE IF NOT EXISTS generations (
     tenant VARCHAR,
@@ -108,7 +114,7 @@ pub(crate) const DROP_GENERATION: [&str; 2] = [
 /// The totals cells of a tenant generation's dates: parameters tenant, generation, first and
 /// last date. Columns: the cell.
 pub(crate) const GENERATION_TOTALS: &str = "SELECT pageviews, events, visits, bounces, \
-    duration_ms, bot_events, sketch FROM days WHERE tenant = ? AND gen = ? AND dimension = 0 \
+    duration_ms, bot_events, revenue_micros, revenue_events, sketch FROM days WHERE tenant = ? AND gen = ? AND dimension = 0 \
     AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)";
 
 /// The applied rollup-log sequence of a partition.
@@ -142,7 +148,8 @@ ON CONFLICT ("partition") DO UPDATE SET seq = excluded.seq,
 "#;
 
 /// The counter columns, in [`Cell`](super::cell::Cell) order, then the sketch.
-const CELL: &str = "pageviews, events, visits, bounces, duration_ms, bot_events, sketch";
+const CELL: &str = "pageviews, events, visits, bounces, duration_ms, bot_events, \
+    revenue_micros, revenue_events, sketch";
 
 /// Collects the (tenant, day) keys with unfolded rows.
 pub(crate) const DIRTY_DAYS: &str = "CREATE TEMP TABLE dirty_days AS \
