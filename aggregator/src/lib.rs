@@ -29,9 +29,10 @@ pub use processor::{Prepared, Processor};
 /// 2: dimension values are capped in length and per-day cardinality, paths are percent-decoded.
 /// 3: a user agent in which neither a browser nor an operating system is recognized is a bot.
 /// 4: `engagement` events (Plausible's tracker) are not counted and neither start nor extend
-///    visits; new dimensions: event name, hostname, region, city, referrer URL, utm_term,
-///    utm_content and custom properties; revenue counters.
-pub const LOGIC_VERSION: u32 = 4;
+///    visits; new dimensions: event name, hostname, region, city, referrer URL, utm_term and
+///    utm_content.
+/// 5: custom properties; revenue counters (revenue in the currency stamped at ingest).
+pub const LOGIC_VERSION: u32 = 5;
 /// The oldest logic version the aggregator can still apply (`--logic-version`).
 pub const OLDEST_LOGIC_VERSION: u32 = 2;
 

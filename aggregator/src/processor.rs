@@ -20,6 +20,8 @@ use crate::{AggregatorError, LOGIC_VERSION};
 
 /// One minute, milliseconds: the realtime view's bucket.
 const MINUTE_MS: i64 = 60_000;
+/// Events older than this behind their tenant's newest add no realtime minutes.
+const RECENT_MS: i64 = 2 * 3_600_000;
 
 /// Closed sessions are dropped after this many events.
 const CLEANUP_EVERY: u32 = 4096;
@@ -187,13 +189,17 @@ impl Processor {
                 (dim, kept)
             })
             .collect();
-        if self.version >= 4 {
-            for (key, value) in enrich::properties(event) {
+        if self.version >= 5 {
+            for (_, value) in enrich::properties(event) {
                 let kept = match self
                     .admitted
                     .admit(tenant, hour.1, Dimension::Property, &value)
                 {
-                    crate::cap::OTHER => enrich::property_value(&key, crate::cap::OTHER),
+                    // One row for every pair past the cap, whatever its key: keys are the
+                    // senders' too.
+                    crate::cap::OTHER => {
+                        enrich::property_value(crate::cap::OTHER, crate::cap::OTHER)
+                    }
                     _ => value,
                 };
                 event_dims.push((Dimension::Property, kept));
@@ -220,11 +226,14 @@ impl Processor {
                 hit,
                 hour,
                 event_dims: &event_dims,
-                recent: self.recent,
+                // Realtime minutes for events of the last two hours of their tenant only
+                // (not for imports of history through the live path).
+                recent: self.recent
+                    && event.timestamp_ms >= watermark_ms.max(event.timestamp_ms) - RECENT_MS,
                 revenue_micros: event
                     .revenue
                     .as_ref()
-                    .filter(|_| self.version >= 4)
+                    .filter(|r| self.version >= 5 && r.currency == event.currency)
                     .map(|revenue| (revenue.amount * 1e6).round() as i64),
             };
             emit_deltas(&mut self.pending, deltas, visit, session.as_ref());

@@ -74,18 +74,29 @@ pub async fn create_tenants(
         .collect()
 }
 
-/// Sets the tenant's currency: the one its purchases are in.
+/// Sets the tenant's currency, the one its purchases are in, retrying UNAVAILABLE (the
+/// gateway's upstreams may still start) for a few seconds.
 async fn set_currency(channel: &Channel, admin_token: &str, tenant: &str) -> anyhow::Result<()> {
     let (currency, _) = crate::traffic::currency_of(tenant);
-    let request = beacon_proto::admin::v1::SetCurrencyRequest {
-        tenant_id: tenant.to_owned(),
-        currency: currency.to_owned(),
-    };
-    AdminServiceClient::new(channel.clone())
-        .set_currency(authorized(admin_token, request)?)
-        .await
-        .with_context(|| format!("setting the currency of tenant {tenant}"))?;
-    Ok(())
+    let until = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let request = beacon_proto::admin::v1::SetCurrencyRequest {
+            tenant_id: tenant.to_owned(),
+            currency: currency.to_owned(),
+        };
+        match AdminServiceClient::new(channel.clone())
+            .set_currency(authorized(admin_token, request)?)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(status) if status.code() == Code::Unavailable && Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(status) => {
+                return Err(status).with_context(|| format!("setting the currency of {tenant}"));
+            }
+        }
+    }
 }
 
 /// Creates one tenant, retrying transient failures until `deadline`.

@@ -125,6 +125,7 @@ impl IngestService {
             city: place.city,
             visitor,
             time_zone: tenant.time_zone.clone(),
+            currency: tenant.currency.clone(),
         }))
     }
 }

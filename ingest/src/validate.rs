@@ -125,6 +125,11 @@ impl Limits {
                 return Err("props: empty property key".into());
             }
             self.check_text("props key", key, self.prop_key)?;
+            if key.chars().any(char::is_control) {
+                return Err(format!(
+                    "props key {key:?}: control characters are not allowed"
+                ));
+            }
             match value.kind.as_ref() {
                 Some(prop_value::Kind::StringValue(text)) => {
                     self.check_text(&format!("props[{key:?}]"), text, self.prop_value)?;
@@ -174,9 +179,14 @@ impl Limits {
     }
 }
 
+/// Largest revenue amount of one event.
+const MAX_REVENUE: f64 = 1e9;
+
 fn check_revenue(amount: f64, currency: &str) -> Result<(), String> {
-    if !amount.is_finite() {
-        return Err("revenue.amount: must be a finite number".into());
+    if !amount.is_finite() || !(0.0..=MAX_REVENUE).contains(&amount) {
+        return Err(format!(
+            "revenue.amount: {amount} is not a number from 0 to 1,000,000,000"
+        ));
     }
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(format!(
@@ -259,6 +269,34 @@ mod tests {
             },
         );
         assert_eq!(err(&e), "props[\"k\"]: 2001 characters, the limit is 2000");
+        let mut e = event();
+        e.props.insert(
+            "a\u{1f}b".into(),
+            PropValue {
+                kind: Some(prop_value::Kind::StringValue("v".into())),
+            },
+        );
+        assert_eq!(
+            err(&e),
+            "props key \"a\\u{1f}b\": control characters are not allowed"
+        );
+    }
+
+    #[test]
+    fn revenue_limits() {
+        for amount in [-1.0, 1e9 + 1.0, f64::NAN] {
+            let mut e = event();
+            e.revenue = Some(beacon_proto::ingest::v1::Revenue {
+                amount,
+                currency: "EUR".into(),
+            });
+            assert!(
+                err(&e).starts_with("revenue.amount: ")
+                    && err(&e).ends_with("is not a number from 0 to 1,000,000,000"),
+                "{}",
+                err(&e)
+            );
+        }
     }
 
     #[test]

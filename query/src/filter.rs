@@ -79,7 +79,7 @@ impl ValueFilter {
     pub fn property(key: &str) -> Self {
         Self::Condition(Test {
             dimension: Dimension::Property,
-            property: Some(beacon_core::property::row_key(key).to_owned()),
+            property: Some(beacon_core::property::row_key(key)),
             matcher: Matcher::Any,
             negated: false,
         })
@@ -271,7 +271,7 @@ fn test(condition: &Condition, field: &str) -> Result<Test, QueryError> {
                 "{field}.property: the custom property key is required with DIMENSION_PROPERTY"
             )));
         }
-        (Dimension::Property, key) => Some(beacon_core::property::row_key(key).to_owned()),
+        (Dimension::Property, key) => Some(beacon_core::property::row_key(key)),
         (_, "") => None,
         (_, _) => {
             return Err(QueryError::invalid(format!(

@@ -92,7 +92,7 @@ pub fn tenant(spec: &TenantSpec) -> Tenant {
         time_zone: spec.time_zone.clone(),
         raw_retention_days: 0,
         goals: Vec::new(),
-        currency: String::new(),
+        currency: crate::traffic::currency_of(&spec.id).0.to_owned(),
     }
 }
 
@@ -119,6 +119,7 @@ pub fn logged(tenant: &Tenant, event: Event) -> LoggedEvent {
         city: String::new(),
         visitor,
         time_zone: tenant.time_zone.clone(),
+        currency: tenant.currency.clone(),
     }
 }
 

@@ -235,7 +235,6 @@ pub const AUTHORS: &[&str] = &[
 /// Base prices in US dollars.
 pub const PRICES: &[f64] = &[4.99, 9.0, 12.5, 19.0, 29.99, 49.0, 79.0, 99.0, 149.5, 299.0];
 
-/// Currencies: code, units per US dollar, relative weight.
 /// The currency of a tenant's shop (its revenue is counted in it): picked by the weights of
 /// [`CURRENCIES`] from a hash of its id, so every run and the tenant setup agree.
 pub fn currency_of(tenant_id: &str) -> (&'static str, f64) {
@@ -253,6 +252,7 @@ pub fn currency_of(tenant_id: &str) -> (&'static str, f64) {
     ("USD", 1.0)
 }
 
+/// Currencies: code, units per US dollar, relative weight.
 pub const CURRENCIES: &[(&str, f64, f64)] = &[
     ("USD", 1.0, 50.0),
     ("EUR", 0.92, 28.0),

@@ -210,8 +210,16 @@ impl Plan {
                  DIMENSION_GOAL",
             ));
         }
-        let event_metric =
-            |m: &Metric| matches!(m, Metric::Visitors | Metric::Pageviews | Metric::Events);
+        let event_metric = |m: &Metric| {
+            matches!(
+                m,
+                Metric::Visitors
+                    | Metric::Pageviews
+                    | Metric::Events
+                    | Metric::TotalRevenue
+                    | Metric::AverageRevenue
+            )
+        };
         if is_event_dimension(only) && !self.metrics.iter().all(event_metric) {
             return Err(QueryError::unimplemented(format!(
                 "filter: visit metrics filtered by {name} need per-event data, which the \
@@ -289,7 +297,7 @@ fn columns(req: &RunReportRequest) -> Result<(Vec<Column>, Option<String>), Quer
                         "{field}.property: the custom property key is empty"
                     )));
                 }
-                property = Some(beacon_core::property::row_key(key).to_owned());
+                property = Some(beacon_core::property::row_key(key));
                 Column::Value(Dimension::Property)
             }
         };

@@ -169,6 +169,7 @@ pub(crate) fn recent(
 ) -> Result<Recent, ShardFailure> {
     let mut statement = conn.prepare_cached(&schema::select_recent())?;
     let mut rows = statement.query(params![tenant, query.from_ms, query.to_ms])?;
+    let mut held = 0usize;
     let mut minutes: HashMap<i64, Cell> = HashMap::new();
     let mut current: Option<Merge> = None;
     let (mut pages, mut sources): (HashMap<String, Cell>, HashMap<String, Cell>) =
@@ -178,6 +179,14 @@ pub(crate) fn recent(
         let dimension: i16 = row.get(1)?;
         let value: String = row.get(2)?;
         let cell = Cell::read(row, 3)?;
+        // The current visitors hold each totals sketch a second time.
+        held += 2 * cell.sketch.as_ref().map_or(0, |s| s.held_bytes());
+        if held > MAX_READ_SKETCH_BYTES {
+            return Err(ShardFailure::Budget(format!(
+                "the realtime view reads more than {} MiB of visitor sketches",
+                MAX_READ_SKETCH_BYTES >> 20
+            )));
+        }
         let into = match i32::from(dimension) {
             0 => {
                 if minute >= query.current_from_ms
