@@ -86,10 +86,14 @@ fn matches(view: &GetRealtimeResponse) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn realtime_shows_the_last_minutes() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let with_logs = |err: anyhow::Error| anyhow::anyhow!("{err}\n{}", cluster.logs());
+    let client = Client::connect(&cluster.gateway(), &cluster.admin())
+        .await
+        .map_err(with_logs)?;
     let (server, read) = client
         .create_tenant(&cluster.admin_token, "live", "Asia/Kathmandu")
-        .await?;
+        .await
+        .map_err(with_logs)?;
     let now = beacon_core::time::now_ms();
     let mut events: Vec<Event> = SENT
         .iter()
