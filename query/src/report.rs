@@ -241,15 +241,16 @@ async fn compare(
     } else {
         let mut query = ShardQuery::new(dimension, other.start, other.end, plan.group());
         query.shift_days = shift;
+        let keep = plan.keep();
         query.keep = match plan.dimension() {
             Some(by) => {
                 let page = ValueFilter::one_of(by, names);
-                Some(Arc::new(match plan.keep() {
+                Some(Arc::new(match keep {
                     Some(keep) => ValueFilter::All(vec![(*keep).clone(), page]),
                     None => page,
                 }))
             }
-            None => plan.keep(),
+            None => keep,
         };
         let answer = store.query(&tenant.id, query).await?;
         (answer.groups, answer.logic_versions)

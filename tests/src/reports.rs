@@ -14,7 +14,7 @@ use beacon_proto::insights::v1::Dimension;
 use jiff::civil::Date;
 
 use crate::client::Counts;
-use crate::sessions::event_ms;
+use crate::sessions::{by_visitor, event_ms};
 use crate::traffic::local_date;
 
 const IDLE_MS: i64 = 30 * 60_000;
@@ -90,21 +90,9 @@ pub struct Grouping {
 impl Facts {
     /// The facts of `events` in `time_zone`; agents in `bots` are bots and count nowhere.
     pub fn of(time_zone: &str, events: &[Event], bots: &[&str], classify: &Classify) -> Self {
-        let mut by_visitor: BTreeMap<(&str, &str), Vec<&Event>> = BTreeMap::new();
-        for event in events
-            .iter()
-            .filter(|e| !bots.contains(&e.user_agent.as_str()) && e.name != "engagement")
-        {
-            by_visitor
-                .entry((&event.client_ip, &event.user_agent))
-                .or_default()
-                .push(event);
-        }
         let mut facts = Facts::default();
         let date = |ms: i64| -> Date { local_date(ms, time_zone).parse().expect("date") };
-        for (visitor, list) in by_visitor.into_values().enumerate() {
-            let mut list = list;
-            list.sort_by(|a, b| (event_ms(a), &a.id).cmp(&(event_ms(b), &b.id)));
+        for (visitor, list) in by_visitor(events, bots).into_values().enumerate() {
             let mut last_ms = i64::MIN;
             for event in list {
                 let ms = event_ms(event);

@@ -71,22 +71,29 @@ pub fn arrange(events: &[Event], order: Order, seed: u64) -> Vec<Event> {
 /// A visitor: address and agent.
 type Visitor<'a> = (&'a str, &'a str);
 
-/// The daily numbers of `events` for a tenant in `time_zone`; agents in `bots` are bots, and
-/// `engagement` events count nowhere.
-pub fn oracle(time_zone: &str, events: &[Event], bots: &[&str]) -> BTreeMap<String, Counts> {
-    let mut by_visitor: BTreeMap<(&str, &str), Vec<&Event>> = BTreeMap::new();
+/// The events that count of each visitor (address and agent), each visitor's by time (then
+/// id): bots' events (agents in `bots`) and `engagement` reports left out.
+pub fn by_visitor<'e>(events: &'e [Event], bots: &[&str]) -> BTreeMap<Visitor<'e>, Vec<&'e Event>> {
+    let mut out: BTreeMap<Visitor<'e>, Vec<&'e Event>> = BTreeMap::new();
     for event in events
         .iter()
         .filter(|e| !bots.contains(&e.user_agent.as_str()) && e.name != "engagement")
     {
-        by_visitor
-            .entry((&event.client_ip, &event.user_agent))
+        out.entry((&event.client_ip, &event.user_agent))
             .or_default()
             .push(event);
     }
-    let mut days: BTreeMap<String, (Counts, BTreeSet<Visitor<'_>>)> = BTreeMap::new();
-    for (visitor, mut list) in by_visitor {
+    for list in out.values_mut() {
         list.sort_by(|a, b| (event_ms(a), &a.id).cmp(&(event_ms(b), &b.id)));
+    }
+    out
+}
+
+/// The daily numbers of `events` for a tenant in `time_zone`; agents in `bots` are bots, and
+/// `engagement` events count nowhere.
+pub fn oracle(time_zone: &str, events: &[Event], bots: &[&str]) -> BTreeMap<String, Counts> {
+    let mut days: BTreeMap<String, (Counts, BTreeSet<Visitor<'_>>)> = BTreeMap::new();
+    for (visitor, list) in by_visitor(events, bots) {
         let mut session: Option<(i64, i64, u64)> = None;
         let close = |days: &mut BTreeMap<_, (Counts, BTreeSet<_>)>, (start, end, pageviews)| {
             let day = &mut days.entry(local_date(start, time_zone)).or_default().0;

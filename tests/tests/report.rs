@@ -17,7 +17,9 @@ use beacon_proto::insights::v1::{
 use beacon_tests::client::{Counts, METRICS, counts};
 use beacon_tests::reports::{Facts, Grain, Grouping, Keep};
 use beacon_tests::run::{import_all, wait_exact};
-use beacon_tests::sessions::{BOT_AGENT, Order, arrange, event_ms, oracle, tricky_events};
+use beacon_tests::sessions::{
+    BOT_AGENT, Order, arrange, by_visitor, event_ms, oracle, tricky_events,
+};
 use beacon_tests::traffic::{TenantSpec, Traffic, USER_AGENTS};
 use beacon_tests::{Client, Cluster};
 use jiff::civil::Date;
@@ -352,20 +354,9 @@ fn dates(req: &RunReportRequest) -> (Date, Date) {
 /// The (source of its visit, amount) of every event with revenue whose local date is in the
 /// reports' range: sessionized by the oracle's rule (30 minutes idle).
 fn revenues(zone: &str, events: &[Event]) -> Vec<(String, f64)> {
-    let mut by_visitor: BTreeMap<(&str, &str), Vec<&Event>> = BTreeMap::new();
-    for event in events
-        .iter()
-        .filter(|e| e.user_agent != BOT_AGENT && e.name != "engagement")
-    {
-        by_visitor
-            .entry((&event.client_ip, &event.user_agent))
-            .or_default()
-            .push(event);
-    }
     let (start, end) = (date(START), date(END));
     let mut out = Vec::new();
-    for mut list in by_visitor.into_values() {
-        list.sort_by(|a, b| (event_ms(a), &a.id).cmp(&(event_ms(b), &b.id)));
+    for list in by_visitor(events, &[BOT_AGENT]).into_values() {
         let (mut last, mut source) = (i64::MIN, String::new());
         for event in list {
             let ms = event_ms(event);

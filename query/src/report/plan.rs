@@ -73,11 +73,12 @@ impl Plan {
                 )));
             }
         };
+        let metrics = metrics::requested(&req.metrics)?;
         let plan = Self {
             range,
             comparison: comparison(req, range)?,
-            metrics: metrics::requested(&req.metrics)?,
-            sort: sort(req, &columns)?,
+            sort: sort(req, &columns, &metrics)?,
+            metrics,
             filter: req
                 .filter
                 .as_ref()
@@ -380,7 +381,11 @@ fn default_sort(columns: &[Column], metrics: &[Metric]) -> Vec<Sort> {
     sort
 }
 
-fn sort(req: &RunReportRequest, columns: &[Column]) -> Result<Vec<Sort>, QueryError> {
+fn sort(
+    req: &RunReportRequest,
+    columns: &[Column],
+    metrics: &[Metric],
+) -> Result<Vec<Sort>, QueryError> {
     if req.order_by.len() > MAX_ORDER_BY {
         return Err(QueryError::invalid(format!(
             "order_by has {} keys; at most {MAX_ORDER_BY} are allowed",
@@ -388,7 +393,7 @@ fn sort(req: &RunReportRequest, columns: &[Column]) -> Result<Vec<Sort>, QueryEr
         )));
     }
     if req.order_by.is_empty() {
-        return Ok(default_sort(columns, &metrics::requested(&req.metrics)?));
+        return Ok(default_sort(columns, metrics));
     }
     req.order_by
         .iter()

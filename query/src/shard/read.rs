@@ -171,7 +171,6 @@ pub(crate) fn recent(
     let mut rows = statement.query(params![tenant, query.from_ms, query.to_ms])?;
     let mut held = 0usize;
     let mut minutes: HashMap<i64, Cell> = HashMap::new();
-    let mut current: Option<Merge> = None;
     let (mut pages, mut sources): (HashMap<String, Cell>, HashMap<String, Cell>) =
         Default::default();
     while let Some(row) = rows.next()? {
@@ -179,8 +178,7 @@ pub(crate) fn recent(
         let dimension: i16 = row.get(1)?;
         let value: String = row.get(2)?;
         let cell = Cell::read(row, 3)?;
-        // The current visitors hold each totals sketch a second time.
-        held += 2 * cell.sketch.as_ref().map_or(0, |s| s.held_bytes());
+        held += cell.sketch.as_ref().map_or(0, |s| s.held_bytes());
         if held > MAX_READ_SKETCH_BYTES {
             return Err(ShardFailure::Budget(format!(
                 "the realtime view reads more than {} MiB of visitor sketches",
@@ -189,14 +187,6 @@ pub(crate) fn recent(
         }
         let into = match i32::from(dimension) {
             0 => {
-                if minute >= query.current_from_ms
-                    && let Some(bytes) = row.get::<_, Option<Vec<u8>>>(3 + COUNTERS)?
-                {
-                    match &mut current {
-                        Some(merge) => merge.add(Merge::of(bytes)),
-                        None => current = Some(Merge::of(bytes)),
-                    }
-                }
                 add_to(&mut minutes, minute, cell);
                 continue;
             }
@@ -204,6 +194,17 @@ pub(crate) fn recent(
             _ => &mut sources,
         };
         add_to(into, value, cell);
+    }
+    // The current visitors: the sketches of the last minutes merged once more.
+    let mut current: Option<Merge> = None;
+    let last = minutes
+        .iter()
+        .filter(|(minute, _)| **minute >= query.current_from_ms);
+    for sketch in last.filter_map(|(_, cell)| cell.sketch.clone()) {
+        match &mut current {
+            Some(merge) => merge.add(sketch),
+            None => current = Some(sketch),
+        }
     }
     let top = |cells: HashMap<String, Cell>| -> Result<Vec<Sums>, ShardFailure> {
         let mut out = cells

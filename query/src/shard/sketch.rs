@@ -20,6 +20,7 @@ pub(crate) fn new() -> Result<HllSketch, ShardFailure> {
 }
 
 /// Serialized sketches of one key, merged only when their count or their union is needed.
+#[derive(Clone)]
 pub(crate) struct Merge {
     sketches: Vec<Vec<u8>>,
 }
