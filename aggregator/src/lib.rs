@@ -32,7 +32,9 @@ pub use processor::{Prepared, Processor};
 ///    visits; new dimensions: event name, hostname, region, city, referrer URL, utm_term and
 ///    utm_content.
 /// 5: custom properties; revenue counters (revenue in the currency stamped at ingest).
-pub const LOGIC_VERSION: u32 = 5;
+/// 6: a visit of two events or more is not a bounce (before: of two pageviews or more); every
+///    counted event and engagement report is also kept in the event store (`EventRow`).
+pub const LOGIC_VERSION: u32 = 6;
 /// The oldest logic version the aggregator can still apply (`--logic-version`).
 pub const OLDEST_LOGIC_VERSION: u32 = 2;
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use beacon_core::time::{hour_bucket, time_zone};
 use beacon_proto::insights::v1::Dimension;
-use beacon_proto::pipeline::v1::{AggregatorSnapshot, DirtyDays, LoggedEvent, TenantRollup};
+use beacon_proto::pipeline::v1::{
+    AggregatorSnapshot, DirtyDays, EventRow, LoggedEvent, TenantRollup,
+};
 use jiff::tz::TimeZone;
 
 use crate::cap::{Admitted, cap_length};
@@ -96,7 +98,7 @@ impl Processor {
         Self::default()
     }
 
-    /// An empty state applying logic `version` (2 to 4; see [`LOGIC_VERSION`]).
+    /// An empty state applying logic `version` (2 to 6; see [`LOGIC_VERSION`]).
     pub fn with_version(version: u32) -> Self {
         Self {
             version,
@@ -171,11 +173,14 @@ impl Processor {
             }
             return;
         }
-        if self.version >= 4 && event.name == ENGAGEMENT {
-            return;
-        }
         let mut page = enrich::url::parse(&event.url);
         page.path = cap_length(page.path);
+        if self.version >= 4 && event.name == ENGAGEMENT {
+            if emit && self.version >= 6 {
+                self.emit_engagement(&prepared, &agent, &page, watermark_ms);
+            }
+            return;
+        }
         let tenant = event.tenant_id.as_str();
         let mut event_dims = vec![(Dimension::Page, page.path.clone())];
         if self.version >= 4 {
@@ -210,6 +215,7 @@ impl Processor {
             visitor: event.visitor,
             ts: event.timestamp_ms,
             pageview: event.name == PAGEVIEW,
+            bounce_by_events: self.version >= 6,
         };
         if self.out_of_order(hit, watermark_ms) {
             self.dirty
@@ -236,9 +242,71 @@ impl Processor {
                     .filter(|r| self.version >= 5 && r.currency == event.currency)
                     .map(|revenue| (revenue.amount * 1e6).round() as i64),
             };
+            let stored = (self.version >= 6).then(|| {
+                let mut row = event_row(&prepared, session.as_ref());
+                row.revenue_micros = deltas.revenue_micros;
+                for (dim, value) in &event_dims {
+                    match dim {
+                        Dimension::Property => row.properties.push(value.clone()),
+                        // The row keeps the name itself.
+                        Dimension::EventName => {}
+                        _ => {
+                            row.dimensions.push(*dim as i32);
+                            row.values.push(value.clone());
+                        }
+                    }
+                }
+                row
+            });
             emit_deltas(&mut self.pending, deltas, visit, session.as_ref());
+            if let Some(row) = stored {
+                self.pending.tenant(tenant).add_event(row);
+            }
         }
         self.maybe_cleanup();
+    }
+
+    /// Adds an engagement report to the event store's rows, under its visitor's open visit
+    /// (or, without one, a visit of its own that is not counted anywhere).
+    fn emit_engagement(
+        &mut self,
+        prepared: &Prepared<'_>,
+        agent: &UserAgent,
+        page: &PageUrl,
+        watermark_ms: i64,
+    ) {
+        let event = prepared.event;
+        let open = self
+            .sessions
+            .get(&event.tenant_id, event.visitor)
+            .filter(|s| s.is_open(watermark_ms.max(event.timestamp_ms)));
+        let mut row = match open {
+            Some(session) => event_row(prepared, session),
+            None => {
+                let dims = enrich::session_dimensions(event, agent, page, self.version)
+                    .into_iter()
+                    .map(|(dim, value)| (dim, Arc::from(value)))
+                    .collect();
+                let alone = SessionState {
+                    start_ms: event.timestamp_ms,
+                    end_ms: event.timestamp_ms,
+                    pageviews: 0,
+                    events: 0,
+                    hour_ms: prepared.hour_ms,
+                    local_date: prepared.local_date.clone(),
+                    dims,
+                };
+                event_row(prepared, &alone)
+            }
+        };
+        row.dimensions.push(Dimension::Page as i32);
+        row.values.push(page.path.clone());
+        row.dimensions.push(Dimension::Hostname as i32);
+        row.values.push(cap_length(page.host.clone()));
+        let engagement = event.engagement.unwrap_or_default();
+        row.scroll_depth = Some(engagement.scroll_depth);
+        row.engaged_ms = Some(engagement.engaged_ms);
+        self.pending.tenant(&event.tenant_id).add_event(row);
     }
 
     /// Whether sessionizing `hit` now may differ from time order: it is more than
@@ -401,9 +469,34 @@ fn new_session(
         start_ms: event.timestamp_ms,
         end_ms: event.timestamp_ms,
         pageviews: u32::from(event.name == PAGEVIEW),
+        events: 1,
         hour_ms: hour.0,
         local_date: hour.1.to_owned(),
         dims,
+    }
+}
+
+/// The event store's row of `prepared` in `session`, with the session's dimensions (the
+/// event's own are added by the caller).
+fn event_row(prepared: &Prepared<'_>, session: &SessionState) -> EventRow {
+    let event = prepared.event;
+    let (dimensions, values) = session
+        .dims
+        .iter()
+        .map(|(dim, value)| (*dim as i32, value.to_string()))
+        .unzip();
+    EventRow {
+        timestamp_ms: event.timestamp_ms,
+        hour_ms: prepared.hour_ms,
+        local_date: prepared.local_date.clone(),
+        visitor: event.visitor,
+        visit_start_ms: session.start_ms,
+        visit_hour_ms: session.hour_ms,
+        visit_date: session.local_date.clone(),
+        name: cap_length(event.name.clone()),
+        dimensions,
+        values,
+        ..EventRow::default()
     }
 }
 

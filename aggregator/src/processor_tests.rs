@@ -458,3 +458,73 @@ fn custom_properties_are_rows_of_key_and_value() {
     );
     assert_eq!(rows_of(&out, Dimension::Property).len(), 2);
 }
+
+#[test]
+fn version_6_ends_a_bounce_with_any_second_event() {
+    let out = run(&[
+        ev(1, T0, "signup", "/"),
+        pv(1, T0 + MIN, "/pricing"),
+        pv(2, T0, "/"),
+    ]);
+    let c = totals(&out);
+    assert_eq!(
+        (c.visits, c.bounces),
+        (2, 1),
+        "only visitor 2's lone pageview"
+    );
+    let mut v5 = Processor::with_version(5);
+    for e in [ev(1, T0, "signup", "/"), pv(1, T0 + MIN, "/pricing")] {
+        v5.process(&e, true).expect("process");
+    }
+    assert_eq!(totals(&v5.take_rollups()).bounces, 1, "one pageview");
+}
+
+#[test]
+fn version_6_keeps_every_event_with_its_visit() {
+    let mut engagement = ev(1, T0 + 2 * MIN, ENGAGEMENT, "/pricing");
+    engagement.engagement = Some(beacon_proto::ingest::v1::Engagement {
+        scroll_depth: 70,
+        engaged_ms: 9_000,
+    });
+    let mut signup = ev(1, T0 + 3 * MIN, "signup", "/pricing");
+    signup.props.insert(
+        "plan".into(),
+        beacon_proto::ingest::v1::PropValue {
+            kind: Some(beacon_proto::ingest::v1::prop_value::Kind::StringValue(
+                "pro".into(),
+            )),
+        },
+    );
+    let out = run(&[
+        pv(1, T0, "/"),
+        pv(1, T0 + MIN, "/pricing"),
+        engagement,
+        signup,
+    ]);
+    let events: Vec<_> = out.iter().flat_map(|t| &t.events).collect();
+    assert_eq!(events.len(), 4, "three events and the engagement report");
+    for row in &events {
+        assert_eq!((row.visitor, row.visit_start_ms), (1, T0), "one visit");
+        assert_eq!(row.visit_date, "2026-03-01");
+        assert!(
+            !row.dimensions.contains(&(Dimension::EventName as i32)),
+            "the name is a field of its own"
+        );
+        let value = |d: Dimension| {
+            let at = row.dimensions.iter().position(|x| *x == d as i32)?;
+            Some(row.values[at].as_str())
+        };
+        assert_eq!(value(Dimension::Country), Some("DE"));
+        assert_eq!(value(Dimension::EntryPage), Some("/"));
+    }
+    assert_eq!(
+        (
+            events[2].name.as_str(),
+            events[2].scroll_depth,
+            events[2].engaged_ms
+        ),
+        (ENGAGEMENT, Some(70), Some(9_000))
+    );
+    assert_eq!(events[3].properties, ["plan\u{1f}pro"]);
+    assert_eq!(totals(&out).events, 3, "engagement reports are not counted");
+}

@@ -373,8 +373,9 @@ impl Replay {
         let mut parts = self.processor.take_rollups();
         for part in &mut parts {
             part.rows.retain(|row| range.contains(&row.local_date));
+            part.events.retain(|row| range.contains(&row.local_date));
         }
-        parts.retain(|part| !part.rows.is_empty());
+        parts.retain(|part| !part.rows.is_empty() || !part.events.is_empty());
         parts
     }
 

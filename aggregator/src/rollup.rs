@@ -10,7 +10,8 @@ use hashbrown::hash_map::EntryRef;
 use hashbrown::{HashMap, HashSet};
 
 use beacon_proto::insights::v1::Dimension;
-use beacon_proto::pipeline::v1::{RollupRow, TenantRollup};
+use beacon_proto::pipeline::v1::{EventRow, RollupRow, TenantRollup};
+use prost::Message;
 
 /// Additive changes to one bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -65,6 +66,8 @@ type Buckets = HashMap<(i64, Dimension), HashMap<String, Bucket>>;
 struct TenantPending {
     buckets: Buckets,
     recent: Buckets,
+    /// The event store's rows, in the order of their events.
+    events: Vec<EventRow>,
 }
 
 /// Deltas not yet published.
@@ -124,7 +127,7 @@ impl PendingRollups {
             .tenants
             .drain()
             .map(|(tenant_id, pending)| tenant_rollup(tenant_id, pending))
-            .filter(|t| !t.rows.is_empty() || !t.recent.is_empty())
+            .filter(|t| !t.rows.is_empty() || !t.recent.is_empty() || !t.events.is_empty())
             .collect();
         tenants.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         tenants
@@ -182,6 +185,13 @@ impl TenantDeltas<'_> {
         }
     }
 
+    /// Adds an event store row.
+    pub fn add_event(&mut self, row: EventRow) {
+        // Tag and length of the row within its tenant part.
+        *self.bound += row.encoded_len() + 1 + 5;
+        self.pending.events.push(row);
+    }
+
     /// The hourly bucket, created when missing.
     fn bucket(&mut self, hour: (i64, &str), dim: Dimension, value: &str) -> &mut Bucket {
         bucket(&mut self.pending.buckets, self.bound, hour, dim, value)
@@ -215,6 +225,7 @@ fn tenant_rollup(tenant_id: String, pending: TenantPending) -> TenantRollup {
         tenant_id,
         rows: rows_of(pending.buckets),
         recent: rows_of(pending.recent),
+        events: pending.events,
         ..Default::default()
     }
 }
@@ -368,7 +379,6 @@ mod tests {
 
     #[test]
     fn the_bound_holds_for_extreme_values() {
-        use prost::Message;
         let mut pending = PendingRollups::default();
         let big = Counters {
             pageviews: i64::MIN,

@@ -31,6 +31,8 @@ pub struct SessionState {
     pub end_ms: i64,
     /// Pageviews so far.
     pub pageviews: u32,
+    /// Events so far (pageviews included).
+    pub events: u32,
     /// Hour bucket of the session start.
     pub hour_ms: i64,
     /// Local date of that bucket.
@@ -65,7 +67,8 @@ pub enum Visit {
     Joined {
         /// How much longer the session got, milliseconds.
         extended_ms: i64,
-        /// The event was the session's second pageview: it is no longer a bounce.
+        /// The event ended the session's bounce: it was its second event (its second pageview
+        /// before logic version 6).
         no_longer_bounce: bool,
     },
 }
@@ -81,6 +84,9 @@ pub struct Hit<'a> {
     pub ts: i64,
     /// Whether it is a pageview.
     pub pageview: bool,
+    /// Whether a second event of any kind ends a bounce (logic version 6), not only a second
+    /// pageview.
+    pub bounce_by_events: bool,
 }
 
 /// The sessions of a partition, by tenant and visitor.
@@ -235,11 +241,15 @@ fn join(session: &mut SessionState, hit: Hit<'_>) -> Visit {
         extended_ms += session.start_ms - hit.ts;
         session.start_ms = hit.ts;
     }
-    let mut no_longer_bounce = false;
+    session.events = session.events.saturating_add(1);
     if hit.pageview {
         session.pageviews = session.pageviews.saturating_add(1);
-        no_longer_bounce = session.pageviews == 2;
     }
+    let no_longer_bounce = if hit.bounce_by_events {
+        session.events == 2
+    } else {
+        hit.pageview && session.pageviews == 2
+    };
     Visit::Joined {
         extended_ms,
         no_longer_bounce,
@@ -253,6 +263,7 @@ fn session_proto(tenant: &str, visitor: u64, s: &SessionState) -> Session {
         start_ms: s.start_ms,
         end_ms: s.end_ms,
         pageviews: s.pageviews,
+        events: s.events,
         hour_ms: s.hour_ms,
         local_date: s.local_date.clone(),
         dimension_values: s.dims.iter().map(|(_, v)| v.to_string()).collect(),
@@ -285,6 +296,11 @@ fn session_state(partition: u32, s: Session) -> Result<SessionState, AggregatorE
         start_ms: s.start_ms,
         end_ms: s.end_ms,
         pageviews: s.pageviews,
+        events: if s.events == 0 {
+            s.pageviews.max(1)
+        } else {
+            s.events
+        },
         hour_ms: s.hour_ms,
         local_date: s.local_date,
         dims,
@@ -302,6 +318,7 @@ mod tests {
             start_ms: ts,
             end_ms: ts,
             pageviews: 1,
+            events: 1,
             hour_ms: ts,
             local_date: "2026-01-01".into(),
             dims: vec![(Dimension::Country, "DE".into())],
@@ -314,6 +331,7 @@ mod tests {
             visitor: 7,
             ts,
             pageview: true,
+            bounce_by_events: true,
         }
     }
 
@@ -343,6 +361,7 @@ mod tests {
             visitor: v,
             ts,
             pageview: true,
+            bounce_by_events: true,
         };
         for v in 0..MAX_SESSIONS_PER_TENANT as u64 {
             sessions.track(visitor(v, 0), 0, || state(0));

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use beacon_core::auth::with_bearer;
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::ingest::v1::{
-    Event, EventStatus, ImportEventsRequest, PropValue, Revenue, prop_value,
+    Engagement, Event, EventStatus, ImportEventsRequest, PropValue, Revenue, prop_value,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -169,9 +169,20 @@ fn parse_line(line: &str) -> anyhow::Result<Event> {
             .unwrap_or_default()
             .to_owned()
     };
+    let number = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| map.get(*k).and_then(Value::as_u64))
+            .unwrap_or_default()
+    };
+    let name = text(&["name", "n"]);
+    let engagement = (name == "engagement").then(|| Engagement {
+        // Out of range becomes u32::MAX, which ingest refuses naming the field.
+        scroll_depth: u32::try_from(number(&["scroll_depth", "sd"])).unwrap_or(u32::MAX),
+        engaged_ms: number(&["engaged_ms", "e"]),
+    });
     let mut event = Event {
         id: text(&["id"]),
-        name: text(&["name", "n"]),
+        name,
         url: text(&["url", "u"]),
         referrer: text(&["referrer", "r"]),
         title: text(&["title"]),
@@ -180,6 +191,7 @@ fn parse_line(line: &str) -> anyhow::Result<Event> {
         timestamp: Some(timestamp(map.get("timestamp"))?),
         props: props(map.get("props").or_else(|| map.get("p")))?,
         revenue: revenue(map.get("revenue"))?,
+        engagement,
     };
     if event.id.is_empty() {
         let hash = blake3::hash(line.trim().as_bytes());

@@ -370,6 +370,7 @@ impl Site {
             timestamp: Some(timestamp(ts)),
             props,
             revenue,
+            engagement: None,
         }
     }
 

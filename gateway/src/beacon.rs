@@ -1,5 +1,6 @@
 //! Plausible-compatible HTTP beacons: `POST /api/event` with a JSON body (`name`, `url`,
-//! `domain`, `referrer`, `props`, `revenue`, or their one-letter forms), the key in
+//! `domain`, `referrer`, `props`, `revenue`, or their one-letter forms; `sd` and `e` of an
+//! `engagement` event), the key in
 //! `Authorization: Bearer`, `X-Beacon-Key` or `?key=`, the visitor's `User-Agent` and
 //! `X-Forwarded-For` headers. Answers `202 ok` once the event is durable.
 
@@ -11,7 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use beacon_core::MAX_BODY_BYTES;
-use beacon_proto::ingest::v1::{Event, PropValue, Revenue, SendEventsRequest, prop_value};
+use beacon_proto::ingest::v1::{
+    Engagement, Event, PropValue, Revenue, SendEventsRequest, prop_value,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -47,6 +50,12 @@ struct Body {
     id: Option<String>,
     #[serde(default)]
     timestamp: Option<Value>,
+    /// An engagement report's deepest scroll, percent.
+    #[serde(default, rename = "sd")]
+    scroll_depth: Option<u32>,
+    /// An engagement report's engaged time, milliseconds.
+    #[serde(default, rename = "e")]
+    engaged_ms: Option<u64>,
 }
 
 /// An HTTP refusal: its status and message.
@@ -142,7 +151,6 @@ fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<Event, Rejection> {
         .to_owned();
     Ok(Event {
         id: body.id.unwrap_or_default(),
-        name: body.name,
         url: body.url,
         referrer: body.referrer.unwrap_or_default(),
         title: String::new(),
@@ -156,6 +164,11 @@ fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<Event, Rejection> {
             .map_err(bad)?
             .unwrap_or_default(),
         revenue: body.revenue.map(revenue).transpose().map_err(bad)?,
+        engagement: (body.name == "engagement").then(|| Engagement {
+            scroll_depth: body.scroll_depth.unwrap_or_default(),
+            engaged_ms: body.engaged_ms.unwrap_or_default(),
+        }),
+        name: body.name,
     })
 }
 

@@ -126,6 +126,7 @@ impl IngestService {
             visitor,
             time_zone: tenant.time_zone.clone(),
             currency: tenant.currency.clone(),
+            engagement: event.engagement,
         }))
     }
 }

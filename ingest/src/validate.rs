@@ -1,6 +1,6 @@
 //! Input limits. Every rejection names the field and the limit.
 
-use beacon_proto::ingest::v1::{Event, prop_value};
+use beacon_proto::ingest::v1::{Engagement, Event, prop_value};
 
 pub use beacon_core::MAX_BODY_BYTES;
 /// Most events in one call.
@@ -90,6 +90,9 @@ impl Limits {
         self.check_props(event)?;
         if let Some(revenue) = &event.revenue {
             check_revenue(revenue.amount, &revenue.currency)?;
+        }
+        if let Some(engagement) = &event.engagement {
+            check_engagement(&event.name, engagement)?;
         }
         self.check_timestamp(event, now_ms, mode)
     }
@@ -196,6 +199,32 @@ fn check_revenue(amount: f64, currency: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest engaged time one engagement report may state, milliseconds: a day.
+const MAX_ENGAGED_MS: u64 = 86_400_000;
+
+/// An engagement report belongs to an "engagement" event and states a percentage and a time
+/// within bounds.
+fn check_engagement(name: &str, engagement: &Engagement) -> Result<(), String> {
+    if name != "engagement" {
+        return Err(format!(
+            "engagement: only events named \"engagement\" carry it, not {name:?}"
+        ));
+    }
+    if engagement.scroll_depth > 100 {
+        return Err(format!(
+            "engagement.scroll_depth: {} is above 100 (percent)",
+            engagement.scroll_depth
+        ));
+    }
+    if engagement.engaged_ms > MAX_ENGAGED_MS {
+        return Err(format!(
+            "engagement.engaged_ms: {} is above the limit of 86,400,000 (a day)",
+            engagement.engaged_ms
+        ));
+    }
+    Ok(())
+}
+
 fn display_ms(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .map(|ts| ts.to_string())
@@ -297,6 +326,37 @@ mod tests {
                 err(&e)
             );
         }
+    }
+
+    #[test]
+    fn engagement_limits() {
+        let mut e = event();
+        e.engagement = Some(Engagement {
+            scroll_depth: 50,
+            engaged_ms: 1_000,
+        });
+        assert_eq!(
+            err(&e),
+            "engagement: only events named \"engagement\" carry it, not \"pageview\""
+        );
+        e.name = "engagement".into();
+        assert_eq!(Limits::default().check(&e, NOW), Ok(NOW));
+        e.engagement = Some(Engagement {
+            scroll_depth: 101,
+            engaged_ms: 0,
+        });
+        assert_eq!(
+            err(&e),
+            "engagement.scroll_depth: 101 is above 100 (percent)"
+        );
+        e.engagement = Some(Engagement {
+            scroll_depth: 0,
+            engaged_ms: 86_400_001,
+        });
+        assert_eq!(
+            err(&e),
+            "engagement.engaged_ms: 86400001 is above the limit of 86,400,000 (a day)"
+        );
     }
 
     #[test]

@@ -63,7 +63,7 @@ enum Matcher {
         ignore_case: bool,
     },
     /// Matches one of the patterns.
-    Matches(RegexSet),
+    Matches { set: RegexSet, ignore_case: bool },
     /// Any value (a property key alone).
     Any,
 }
@@ -105,7 +105,10 @@ impl ValueFilter {
         Ok(Self::Condition(Test {
             dimension,
             property: None,
-            matcher: Matcher::Matches(patterns(&[pattern.to_owned()], false, field)?),
+            matcher: Matcher::Matches {
+                set: patterns(&[pattern.to_owned()], false, field)?,
+                ignore_case: false,
+            },
             negated: false,
         }))
     }
@@ -151,14 +154,13 @@ impl ValueFilter {
 }
 
 impl Test {
-    fn accepts(&self, row_value: &str) -> bool {
-        let value = match &self.property {
-            None => row_value,
-            Some(key) => match beacon_core::property::split(row_value) {
-                Some((row_key, value)) if row_key == key => value,
-                _ => return self.negated,
-            },
-        };
+    /// The custom property key it reads, as rows keep it.
+    pub fn property(&self) -> Option<&str> {
+        self.property.as_deref()
+    }
+
+    /// Whether `value` matches the condition's values, before any negation.
+    pub fn found(&self, value: &str) -> bool {
         let lower = |ignore_case: bool| {
             if ignore_case {
                 std::borrow::Cow::Owned(value.to_lowercase())
@@ -166,7 +168,7 @@ impl Test {
                 std::borrow::Cow::Borrowed(value)
             }
         };
-        let found = match &self.matcher {
+        match &self.matcher {
             Matcher::Is {
                 values,
                 ignore_case,
@@ -178,10 +180,165 @@ impl Test {
                 let value = lower(*ignore_case);
                 values.iter().any(|v| value.contains(v.as_str()))
             }
-            Matcher::Matches(set) => set.is_match(value),
+            Matcher::Matches { set, .. } => set.is_match(value),
             Matcher::Any => true,
+        }
+    }
+
+    fn accepts(&self, row_value: &str) -> bool {
+        let value = match &self.property {
+            None => row_value,
+            Some(key) => match beacon_core::property::split(row_value) {
+                Some((row_key, value)) if row_key == key => value,
+                _ => return self.negated,
+            },
         };
-        found != self.negated
+        self.found(value) != self.negated
+    }
+
+    /// The SQL predicate of [`Test::found`] over the expression `operand` (NULL when the
+    /// event has no value), its values pushed to `params`.
+    fn found_sql(&self, operand: &str, params: &mut Vec<String>) -> String {
+        let folded = |ignore_case: bool| {
+            if ignore_case {
+                format!("lower({operand})")
+            } else {
+                operand.to_owned()
+            }
+        };
+        let mut any = |values: &mut dyn Iterator<Item = &String>, each: &dyn Fn() -> String| {
+            let tests: Vec<String> = values
+                .map(|value| {
+                    params.push(value.clone());
+                    each()
+                })
+                .collect();
+            format!("({})", tests.join(" OR "))
+        };
+        match &self.matcher {
+            Matcher::Is {
+                values,
+                ignore_case,
+            } => {
+                // Sorted, so that the same filter is the same statement.
+                let mut sorted: Vec<&String> = values.iter().collect();
+                sorted.sort();
+                let value = folded(*ignore_case);
+                any(&mut sorted.into_iter(), &|| format!("{value} = ?"))
+            }
+            Matcher::Contains {
+                values,
+                ignore_case,
+            } => {
+                let value = folded(*ignore_case);
+                any(&mut values.iter(), &|| format!("contains({value}, ?)"))
+            }
+            Matcher::Matches { set, ignore_case } => {
+                let flags = if *ignore_case { ", 'i'" } else { "" };
+                any(&mut set.patterns().iter(), &|| {
+                    format!("regexp_matches({operand}, ?{flags})")
+                })
+            }
+            Matcher::Any => format!("({operand} IS NOT NULL)"),
+        }
+    }
+}
+
+/// What a condition reads in the event store.
+#[derive(Debug, Clone)]
+pub enum Operand {
+    /// An SQL expression of its value, NULL when the event has none.
+    Value(String),
+    /// SQL predicates of named sets of events (goals): the condition holds for an event when
+    /// the predicate of a name it matches does.
+    Named(Vec<(String, String)>),
+}
+
+impl ValueFilter {
+    /// The filter as an SQL predicate over the event store, with its parameters pushed to
+    /// `params` in order: `operand` says what each condition reads. An event without a value
+    /// passes a negated condition and fails the others, as with [`ValueFilter::accepts_missing`].
+    pub fn to_sql(
+        &self,
+        operand: &dyn Fn(&Test) -> Result<Operand, QueryError>,
+        params: &mut Vec<String>,
+    ) -> Result<String, QueryError> {
+        let join = |children: &[ValueFilter], op: &str, params: &mut Vec<String>| {
+            let parts = children
+                .iter()
+                .map(|c| c.to_sql(operand, params))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, QueryError>(format!("({})", parts.join(op)))
+        };
+        Ok(match self {
+            Self::Condition(test) => {
+                let found = match operand(test)? {
+                    Operand::Value(expr) => {
+                        format!("coalesce({}, false)", test.found_sql(&expr, params))
+                    }
+                    Operand::Named(named) => {
+                        let kept: Vec<&str> = named
+                            .iter()
+                            .filter(|(name, _)| test.found(name))
+                            .map(|(_, predicate)| predicate.as_str())
+                            .collect();
+                        if kept.is_empty() {
+                            "false".to_owned()
+                        } else {
+                            format!("coalesce(({}), false)", kept.join(" OR "))
+                        }
+                    }
+                };
+                if test.negated {
+                    format!("(NOT {found})")
+                } else {
+                    found
+                }
+            }
+            Self::All(children) => join(children, " AND ", params)?,
+            Self::Any(children) => join(children, " OR ", params)?,
+            Self::NoneOf(children) => format!("(NOT {})", join(children, " OR ", params)?),
+        })
+    }
+
+    /// The conditions at the top of the tree that every passing event must meet: the filter
+    /// itself when it is a condition, the children of an all_of node that are.
+    pub fn required(&self) -> Vec<&Test> {
+        match self {
+            Self::Condition(test) => vec![test],
+            Self::All(children) => children
+                .iter()
+                .filter_map(|c| match c {
+                    Self::Condition(test) => Some(test),
+                    _ => None,
+                })
+                .collect(),
+            Self::Any(_) | Self::NoneOf(_) => Vec::new(),
+        }
+    }
+
+    /// The filter without the top-level conditions on `dimension` ([`ValueFilter::required`]);
+    /// `None` when nothing is left.
+    pub fn without(&self, dimension: Dimension) -> Option<ValueFilter> {
+        match self {
+            Self::Condition(test) if test.dimension == dimension => None,
+            Self::All(children) => {
+                let kept: Vec<ValueFilter> = children
+                    .iter()
+                    .filter(|c| !matches!(c, Self::Condition(t) if t.dimension == dimension))
+                    .cloned()
+                    .collect();
+                (!kept.is_empty()).then_some(Self::All(kept))
+            }
+            other => Some(other.clone()),
+        }
+    }
+}
+
+impl Test {
+    /// Whether it is an `is` condition (not negated, exact values).
+    pub fn is_exact(&self) -> bool {
+        !self.negated && matches!(self.matcher, Matcher::Is { .. })
     }
 }
 
@@ -252,7 +409,7 @@ pub fn dimension(raw: i32, field: &str) -> Result<Dimension, QueryError> {
         .ok()
         .filter(|d| *d != Dimension::Unspecified)
         .ok_or_else(|| {
-            let (first, last) = (Dimension::Page, Dimension::Property);
+            let (first, last) = (Dimension::Page, Dimension::ExitPage);
             QueryError::invalid(format!(
                 "{field} {raw} is not a dimension: use {} ({}) to {} ({})",
                 first.as_str_name(),
@@ -329,7 +486,10 @@ fn test(condition: &Condition, field: &str) -> Result<Test, QueryError> {
             values: values.iter().map(fold).collect(),
             ignore_case,
         },
-        Operator::Matches => Matcher::Matches(patterns(values, ignore_case, field)?),
+        Operator::Matches => Matcher::Matches {
+            set: patterns(values, ignore_case, field)?,
+            ignore_case,
+        },
     };
     Ok(Test {
         dimension,

@@ -43,8 +43,17 @@ pub struct Sums {
     pub revenue_micros: i64,
     /// Events that carried revenue.
     pub revenue_events: i64,
-    /// Distinct visitors of the whole time point or range, for conversion rates (goal rows).
+    /// Distinct visitors of the whole time point or range, for conversion rates (goal rows);
+    /// with a group conversion rate, the group's visitors without the goal conditions.
     pub total_visitors: u64,
+    /// Distinct visitors of every group of the time point (or range), for percentages.
+    pub point_visitors: u64,
+    /// Visitor-page pairs that sent engagement reports.
+    pub engaged_pages: i64,
+    /// Summed deepest scroll of those pairs, percent.
+    pub scroll_sum: i64,
+    /// Summed engaged time of those pairs, milliseconds.
+    pub engaged_ms: i64,
 }
 
 /// The metrics a request asks for, in its order without repeats; [`ALL_METRICS`] when empty.
@@ -68,7 +77,7 @@ pub fn parse(raw: i32, field: &str) -> Result<Metric, QueryError> {
         .ok()
         .filter(|m| *m != Metric::Unspecified)
         .ok_or_else(|| {
-            let (first, last) = (Metric::Visitors, Metric::AverageRevenue);
+            let (first, last) = (Metric::Visitors, Metric::TimeOnPage);
             QueryError::invalid(format!(
                 "{field} {raw} is not a metric: use {} ({}) to {} ({})",
                 first.as_str_name(),
@@ -92,17 +101,30 @@ pub fn value(metric: Metric, sums: &Sums) -> f64 {
         Metric::BounceRate => per_visit(100.0 * sums.bounces as f64),
         Metric::VisitDuration => per_visit(sums.duration_ms as f64) / 1000.0,
         Metric::ViewsPerVisit => per_visit(sums.pageviews as f64),
-        // Both counts are sketch estimates: the share is capped at 100 %.
-        Metric::ConversionRate if sums.total_visitors > 0 => {
-            (100.0 * sums.visitors as f64 / sums.total_visitors as f64).min(100.0)
-        }
-        Metric::ConversionRate => 0.0,
+        Metric::ConversionRate => share(sums.visitors, sums.total_visitors),
         Metric::TotalRevenue => sums.revenue_micros as f64 / 1e6,
         Metric::AverageRevenue if sums.revenue_events > 0 => {
             sums.revenue_micros as f64 / 1e6 / sums.revenue_events as f64
         }
         Metric::AverageRevenue => 0.0,
+        Metric::GroupConversionRate => share(sums.visitors, sums.total_visitors),
+        Metric::Percentage => share(sums.visitors, sums.point_visitors),
+        Metric::ScrollDepth if sums.engaged_pages > 0 => {
+            sums.scroll_sum as f64 / sums.engaged_pages as f64
+        }
+        Metric::TimeOnPage if sums.engaged_pages > 0 => {
+            sums.engaged_ms as f64 / 1000.0 / sums.engaged_pages as f64
+        }
+        Metric::ScrollDepth | Metric::TimeOnPage => 0.0,
     }
+}
+
+/// `part` of `whole` in percent, at most 100 (both may be sketch estimates); 0 of nothing.
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    (100.0 * part as f64 / whole as f64).min(100.0)
 }
 
 /// One [`MetricValue`] per metric, in order.

@@ -13,12 +13,13 @@ use crate::QueryError;
 use crate::filter::ValueFilter;
 use crate::metrics::{self, Sums};
 use crate::range::{self, Range};
-use crate::shard::{self, Page, ShardQuery, ShardStore, Time};
+use crate::shard::{self, GroupBy, Page, ShardQuery, ShardStore, Time};
 
 mod goals;
 pub mod plan;
+mod scan;
 
-pub use plan::{Column, Plan};
+pub use plan::{Column, Plan, Route};
 
 /// A report's rows.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +30,8 @@ pub struct Table {
     pub total: usize,
     /// Logic versions of the rollups read (both ranges), ascending.
     pub logic_versions: Vec<u32>,
+    /// What was read.
+    pub source: ReportSource,
 }
 
 /// One row of a report.
@@ -49,46 +52,69 @@ pub async fn run(
     tenant: &Tenant,
     plan: &Plan,
 ) -> Result<Table, QueryError> {
-    let dimension = plan.rows()?;
+    let route = plan.route()?;
     let tz = beacon_core::time::time_zone(&tenant.time_zone)?;
     let points = match plan.time() {
         Some(time) => range::points(&plan.range, time, &tz)?,
         None => Vec::new(),
     };
     let mut versions: BTreeSet<u32> = BTreeSet::new();
-    let (groups, total) = if plan.dimension() == Some(Dimension::Goal) {
-        let (mut rows, read) = goals::rows(store, tenant, plan, plan.range, 0, None).await?;
-        versions.extend(read);
-        shard::sort(&mut rows, &plan.sort);
-        paged(rows, plan)
-    } else {
-        let group = plan.group();
-        // A series without a dimension has every point, empty ones included; totals have one.
-        let every = match group.time {
-            Some(_) if !group.value => Some(points.iter().map(|(time, _)| *time).collect()),
-            None if !group.value => Some(vec![0]),
-            _ => None,
-        };
-        let mut query = ShardQuery::new(dimension, plan.range.start, plan.range.end, group);
-        query.keep = plan.keep();
-        if every.is_none() {
-            query.page = Some(Page {
-                sort: plan.sort.clone(),
-                offset: plan.offset,
-                limit: plan.limit,
-            });
+    let (groups, total) = match route {
+        Route::Events => {
+            let query = scan::query(plan, tenant, plan.range, 0)?;
+            tracing::debug!(tenant = %tenant.id, ?query, "report scan");
+            let answer = store.scan(&tenant.id, query).await?;
+            versions.extend(answer.logic_versions);
+            let mut groups = answer.groups;
+            if plan.dimensions().is_empty() {
+                let times = match plan.time() {
+                    Some(_) => points.iter().map(|(time, _)| *time).collect(),
+                    None => vec![0],
+                };
+                groups = every_point(groups, times, plan);
+            } else {
+                shard::sort(&mut groups, &plan.sort);
+            }
+            paged(groups, plan)
         }
-        tracing::debug!(tenant = %tenant.id, ?query, "report query");
-        let answer = store.query(&tenant.id, query).await?;
-        versions.extend(answer.logic_versions);
-        match every {
-            Some(times) => paged(every_point(answer.groups, times, plan), plan),
-            None => (answer.groups, answer.total),
+        Route::Rollups(_) if plan.dimension() == Some(Dimension::Goal) => {
+            let (mut rows, read) = goals::rows(store, tenant, plan, plan.range, 0, None).await?;
+            versions.extend(read);
+            shard::sort(&mut rows, &plan.sort);
+            paged(rows, plan)
+        }
+        Route::Rollups(dimension) => {
+            let group = plan.group();
+            // A series without a dimension has every point, empty ones included; totals have one.
+            let every = match group.time {
+                Some(_) if !group.value => Some(points.iter().map(|(time, _)| *time).collect()),
+                None if !group.value => Some(vec![0]),
+                _ => None,
+            };
+            let mut query = ShardQuery::new(dimension, plan.range.start, plan.range.end, group);
+            query.keep = plan.keep();
+            if every.is_none() {
+                query.page = Some(Page {
+                    sort: plan.sort.clone(),
+                    offset: plan.offset,
+                    limit: plan.limit,
+                });
+            }
+            tracing::debug!(tenant = %tenant.id, ?query, "report query");
+            let mut answer = store.query(&tenant.id, query).await?;
+            versions.extend(answer.logic_versions.iter().copied());
+            if plan.metrics.contains(&Metric::Percentage) {
+                point_visitors(store, tenant, plan, plan.range, 0, &mut answer.groups).await?;
+            }
+            match every {
+                Some(times) => paged(every_point(answer.groups, times, plan), plan),
+                None => (answer.groups, answer.total),
+            }
         }
     };
     let compared = match plan.comparison {
         Some(other) => {
-            let compared = compare(store, tenant, plan, dimension, other, &groups).await?;
+            let compared = compare(store, tenant, plan, route, other, &groups).await?;
             versions.extend(compared.versions.iter().copied());
             Some(compared)
         }
@@ -119,7 +145,51 @@ pub async fn run(
         rows,
         total,
         logic_versions: versions.into_iter().collect(),
+        source: match route {
+            Route::Rollups(_) => ReportSource::Rollups,
+            Route::Events => ReportSource::Events,
+        },
     })
+}
+
+/// Sets each group's [`Sums::point_visitors`]: the visitors of its time point in every group
+/// the plan's filter keeps (goal rows: all visitors; totals: their own).
+async fn point_visitors(
+    store: &dyn ShardStore,
+    tenant: &Tenant,
+    plan: &Plan,
+    range: Range,
+    shift: i64,
+    groups: &mut [Sums],
+) -> Result<(), QueryError> {
+    let Some(dimension) = plan.dimension() else {
+        groups
+            .iter_mut()
+            .for_each(|s| s.point_visitors = s.visitors);
+        return Ok(());
+    };
+    let mut query = ShardQuery::new(
+        dimension as i32,
+        range.start,
+        range.end,
+        GroupBy {
+            time: plan.time(),
+            value: false,
+        },
+    );
+    query.keep = plan.keep();
+    query.shift_days = shift;
+    let points: HashMap<i64, u64> = store
+        .query(&tenant.id, query)
+        .await?
+        .groups
+        .into_iter()
+        .map(|s| (s.time, s.visitors))
+        .collect();
+    for sums in groups {
+        sums.point_visitors = points.get(&sums.time).copied().unwrap_or(0);
+    }
+    Ok(())
 }
 
 /// The page of `groups` the plan asks for, and how many there were.
@@ -146,15 +216,21 @@ fn every_point(groups: Vec<Sums>, times: Vec<i64>, plan: &Plan) -> Vec<Sums> {
 }
 
 /// A row's dimension values, in the plan's column order (a property's value without its key).
-fn dimensions(plan: &Plan, time_label: &str, value: &str) -> Vec<String> {
+fn dimensions(plan: &Plan, time_label: &str, key: &str) -> Vec<String> {
+    let mut values = key.split(shard::KEY_SEPARATOR);
     plan.columns
         .iter()
         .map(|column| match column {
             Column::Time(_) => time_label.to_owned(),
-            Column::Value(Dimension::Property) => beacon_core::property::split(value)
-                .map_or(value, |(_, v)| v)
-                .to_owned(),
-            Column::Value(_) => value.to_owned(),
+            Column::Value(dimension) => {
+                let value = values.next().unwrap_or_default();
+                match dimension {
+                    Dimension::Property => beacon_core::property::split(value)
+                        .map_or(value, |(_, v)| v)
+                        .to_owned(),
+                    _ => value.to_owned(),
+                }
+            }
         })
         .collect()
 }
@@ -223,7 +299,7 @@ async fn compare(
     store: &dyn ShardStore,
     tenant: &Tenant,
     plan: &Plan,
-    dimension: i32,
+    route: Route,
     other: Range,
     groups: &[Sums],
 ) -> Result<Compared, QueryError> {
@@ -236,9 +312,17 @@ async fn compare(
         _ => Vec::new(),
     };
     let names: Vec<String> = groups.iter().map(|s| s.key.clone()).collect();
-    let (rows, versions) = if plan.dimension() == Some(Dimension::Goal) {
+    let (rows, versions) = if let Route::Events = route {
+        let answer = store
+            .scan(&tenant.id, scan::query(plan, tenant, other, shift)?)
+            .await?;
+        (answer.groups, answer.logic_versions)
+    } else if plan.dimension() == Some(Dimension::Goal) {
         goals::rows(store, tenant, plan, other, shift, Some(&names)).await?
     } else {
+        let Route::Rollups(dimension) = route else {
+            unreachable!("the event store's route is taken above");
+        };
         let mut query = ShardQuery::new(dimension, other.start, other.end, plan.group());
         query.shift_days = shift;
         let keep = plan.keep();
@@ -252,7 +336,10 @@ async fn compare(
             }
             None => keep,
         };
-        let answer = store.query(&tenant.id, query).await?;
+        let mut answer = store.query(&tenant.id, query).await?;
+        if plan.metrics.contains(&Metric::Percentage) {
+            point_visitors(store, tenant, plan, other, shift, &mut answer.groups).await?;
+        }
         (answer.groups, answer.logic_versions)
     };
     Ok(Compared {
@@ -304,7 +391,7 @@ pub fn response(plan: &Plan, table: Table) -> RunReportResponse {
             end_date: r.end.to_string(),
         }),
         logic_versions: table.logic_versions,
-        source: ReportSource::Rollups as i32,
+        source: table.source as i32,
     }
 }
 

@@ -44,8 +44,10 @@ struct EventFact {
 struct SessionFact {
     date: Date,
     attributes: BTreeMap<Dimension, String>,
-    pageviews: u64,
+    events: u64,
     duration_ms: u64,
+    /// The page of its last pageview.
+    exit: Option<String>,
 }
 
 /// Every event and visit of a tenant's traffic.
@@ -101,15 +103,19 @@ impl Facts {
                     facts.sessions.push(SessionFact {
                         date: date(ms),
                         attributes: classify(event),
-                        pageviews: 0,
+                        events: 0,
                         duration_ms: 0,
+                        exit: None,
                     });
                 } else if let Some(session) = facts.sessions.last_mut() {
                     session.duration_ms += (ms - last_ms) as u64;
                 }
                 last_ms = ms;
                 let session = facts.sessions.len() - 1;
-                facts.sessions[session].pageviews += u64::from(pageview);
+                facts.sessions[session].events += 1;
+                if pageview {
+                    facts.sessions[session].exit = Some(path(&event.url));
+                }
                 let dims = BTreeMap::from([
                     (Dimension::Page, path(&event.url)),
                     (Dimension::EventName, event.name.clone()),
@@ -149,19 +155,7 @@ impl Facts {
         keep: Option<&Keep<'_>>,
     ) -> BTreeMap<(String, String), Counts> {
         let in_range = |date: Date| date >= start && date <= end;
-        let label = |date: Date| match grouping.time {
-            None => String::new(),
-            Some(Grain::Day) => date.to_string(),
-            Some(Grain::Week) => {
-                let monday = date
-                    .checked_sub(
-                        jiff::Span::new().days(i64::from(date.weekday().to_monday_zero_offset())),
-                    )
-                    .expect("monday");
-                monday.max(start).to_string()
-            }
-            Some(Grain::Month) => date.first_of_month().max(start).to_string(),
-        };
+        let label = |date: Date| label(grouping.time, start, date);
         let by_event = |d: Dimension| EVENT_DIMENSIONS.contains(&d) || d == Dimension::Property;
         let session_passes = |session: &SessionFact| match keep {
             None => true,
@@ -191,7 +185,8 @@ impl Facts {
             };
             let counts = &mut out.entry((label(session.date), value)).or_default().0;
             counts.visits += 1;
-            counts.bounces += u64::from(session.pageviews < 2);
+            // A bounce is a visit of one event.
+            counts.bounces += u64::from(session.events < 2);
             counts.duration_ms += session.duration_ms;
         }
         for event in &self.events {
@@ -224,6 +219,110 @@ impl Facts {
                 (key, counts)
             })
             .collect()
+    }
+}
+
+/// A field of an event as the event store's reports read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field<'a> {
+    /// A dimension of the event or of its visit.
+    Dimension(Dimension),
+    /// A custom property of the event.
+    Property(&'a str),
+    /// The last page viewed in the event's visit.
+    ExitPage,
+}
+
+/// An event with its visit, as a filter of the event store sees it.
+pub struct Seen<'f> {
+    facts: &'f Facts,
+    event: &'f EventFact,
+}
+
+impl Seen<'_> {
+    /// The event's value of `field`, if it has one.
+    pub fn get(&self, field: Field<'_>) -> Option<String> {
+        let session = &self.facts.sessions[self.event.session];
+        match field {
+            Field::Dimension(d) if EVENT_DIMENSIONS.contains(&d) => {
+                self.event.dims.get(&d).cloned()
+            }
+            Field::Dimension(d) => session.attributes.get(&d).cloned(),
+            Field::Property(key) => self.event.props.get(key).cloned(),
+            Field::ExitPage => session.exit.clone(),
+        }
+    }
+}
+
+impl Facts {
+    /// A report over `[start, end]` as the event store answers it: grouped by `time` and the
+    /// values of `fields` (joined by U+001E), counting the events `pass` keeps on their own
+    /// dates, and each visit, on the date it started, once in every group where one of its
+    /// events passes. Events without a value of a grouped field are in no group.
+    pub fn scan(
+        &self,
+        (start, end): (Date, Date),
+        time: Option<Grain>,
+        fields: &[Field<'_>],
+        pass: &dyn Fn(&Seen<'_>) -> bool,
+    ) -> BTreeMap<(String, String), Counts> {
+        let in_range = |date: Date| date >= start && date <= end;
+        let label = |date: Date| label(time, start, date);
+        let mut out: BTreeMap<(String, String), (Counts, BTreeSet<usize>)> = BTreeMap::new();
+        let mut visits: BTreeSet<(usize, String, String)> = BTreeSet::new();
+        for event in &self.events {
+            let seen = Seen { facts: self, event };
+            if !pass(&seen) {
+                continue;
+            }
+            let Some(values) = fields
+                .iter()
+                .map(|f| seen.get(*f))
+                .collect::<Option<Vec<String>>>()
+            else {
+                continue;
+            };
+            let key = values.join("\u{1e}");
+            if in_range(event.date) {
+                let (counts, visitors) = out.entry((label(event.date), key.clone())).or_default();
+                counts.events += 1;
+                counts.pageviews += u64::from(event.pageview);
+                visitors.insert(event.visitor);
+            }
+            let session = &self.sessions[event.session];
+            if in_range(session.date)
+                && visits.insert((event.session, label(session.date), key.clone()))
+            {
+                let counts = &mut out.entry((label(session.date), key)).or_default().0;
+                counts.visits += 1;
+                counts.bounces += u64::from(session.events < 2);
+                counts.duration_ms += session.duration_ms;
+            }
+        }
+        out.into_iter()
+            .map(|(key, (mut counts, visitors))| {
+                counts.visitors = visitors.len() as u64;
+                (key, counts)
+            })
+            .collect()
+    }
+}
+
+/// The label of `date`'s time point: itself, its week's Monday or its month's first day, not
+/// before `start`; empty without time points.
+fn label(time: Option<Grain>, start: Date, date: Date) -> String {
+    match time {
+        None => String::new(),
+        Some(Grain::Day) => date.to_string(),
+        Some(Grain::Week) => {
+            let monday = date
+                .checked_sub(
+                    jiff::Span::new().days(i64::from(date.weekday().to_monday_zero_offset())),
+                )
+                .expect("monday");
+            monday.max(start).to_string()
+        }
+        Some(Grain::Month) => date.first_of_month().max(start).to_string(),
     }
 }
 

@@ -94,25 +94,25 @@ pub fn by_visitor<'e>(events: &'e [Event], bots: &[&str]) -> BTreeMap<Visitor<'e
 pub fn oracle(time_zone: &str, events: &[Event], bots: &[&str]) -> BTreeMap<String, Counts> {
     let mut days: BTreeMap<String, (Counts, BTreeSet<Visitor<'_>>)> = BTreeMap::new();
     for (visitor, list) in by_visitor(events, bots) {
+        // (first event, last event, events) of the open session.
         let mut session: Option<(i64, i64, u64)> = None;
-        let close = |days: &mut BTreeMap<_, (Counts, BTreeSet<_>)>, (start, end, pageviews)| {
+        let close = |days: &mut BTreeMap<_, (Counts, BTreeSet<_>)>, (start, end, events)| {
             let day = &mut days.entry(local_date(start, time_zone)).or_default().0;
             day.visits += 1;
-            day.bounces += u64::from(pageviews < 2);
+            // A bounce is a visit of one event.
+            day.bounces += u64::from(events < 2);
             day.duration_ms += (end - start) as u64;
         };
         for event in list {
             let ms = event_ms(event);
             let pageview = event.name == "pageview";
             session = match session {
-                Some((start, end, pageviews)) if ms - end <= IDLE => {
-                    Some((start, ms, pageviews + u64::from(pageview)))
-                }
+                Some((start, end, events)) if ms - end <= IDLE => Some((start, ms, events + 1)),
                 previous => {
                     if let Some(previous) = previous {
                         close(&mut days, previous);
                     }
-                    Some((ms, ms, u64::from(pageview)))
+                    Some((ms, ms, 1))
                 }
             };
             let (day, seen) = days.entry(local_date(ms, time_zone)).or_default();
@@ -254,6 +254,7 @@ fn event(tenant: &TenantSpec, n: usize, ms: i64, pageview: bool, ip: &str, agent
         }),
         props: Default::default(),
         revenue: None,
+        engagement: None,
     }
 }
 

@@ -112,13 +112,13 @@ pub fn generate(seed: u64, tenant: &TenantSpec, events: usize, now_ms: i64) -> T
             let session_date = local_date(start, &tenant.time_zone);
             days.entry(session_date.clone()).or_default().0.visits += 1;
             let mut ts = start;
-            let (mut pageviews, mut last) = (0, start);
+            let (mut count, mut last) = (0, start);
             for j in 0..rng.random_range(1..=6usize) {
                 if out.len() >= events {
                     break;
                 }
                 let pageview = j == 0 || rng.random_bool(0.7);
-                pageviews += u64::from(pageview);
+                count += 1;
                 last = ts;
                 let day = days.entry(local_date(ts, &tenant.time_zone)).or_default();
                 day.0.events += 1;
@@ -137,7 +137,8 @@ pub fn generate(seed: u64, tenant: &TenantSpec, events: usize, now_ms: i64) -> T
                 ts += rng.random_range(30_000..300_000);
             }
             let session = &mut days.entry(session_date).or_default().0;
-            session.bounces += u64::from(pageviews < 2);
+            // A bounce is a visit of one event.
+            session.bounces += u64::from(count < 2);
             session.duration_ms += (last - start) as u64;
             start = ts + 2 * hour + rng.random_range(0..8 * hour);
         }
@@ -197,6 +198,7 @@ fn make_event(
         timestamp: Some(timestamp(ts)),
         props,
         revenue: None,
+        engagement: None,
     }
 }
 

@@ -61,6 +61,7 @@ fn hostile(now_ms: i64) -> Vec<Event> {
                 }),
                 props: Default::default(),
                 revenue: None,
+                engagement: None,
             }
         })
         .collect()

@@ -15,7 +15,7 @@ use beacon_proto::insights::v1::{
     order_by, report_dimension,
 };
 use beacon_tests::client::{Counts, METRICS, counts};
-use beacon_tests::reports::{Facts, Grain, Grouping, Keep};
+use beacon_tests::reports::{Facts, Field, Grain, Grouping, Keep, Seen};
 use beacon_tests::run::{import_all, wait_exact};
 use beacon_tests::sessions::{
     BOT_AGENT, Order, arrange, by_visitor, event_ms, oracle, tricky_events,
@@ -279,12 +279,9 @@ fn keyed(req: &RunReportRequest, reply: &RunReportResponse) -> BTreeMap<(String,
         .dimensions
         .iter()
         .position(|d| matches!(d.kind, Some(report_dimension::Kind::Time(_))));
-    let value_at = req.dimensions.iter().position(|d| {
-        matches!(
-            d.kind,
-            Some(report_dimension::Kind::Dimension(_) | report_dimension::Kind::Property(_))
-        )
-    });
+    let values_at: Vec<usize> = (0..req.dimensions.len())
+        .filter(|i| Some(*i) != time_at)
+        .collect();
     let cell = |row: &beacon_proto::insights::v1::ReportRow, at: Option<usize>| {
         at.map(|i| row.dimensions[i].clone()).unwrap_or_default()
     };
@@ -292,8 +289,12 @@ fn keyed(req: &RunReportRequest, reply: &RunReportResponse) -> BTreeMap<(String,
         .rows
         .iter()
         .map(|row| {
+            let values: Vec<&str> = values_at
+                .iter()
+                .map(|i| row.dimensions[*i].as_str())
+                .collect();
             (
-                (cell(row, time_at), cell(row, value_at)),
+                (cell(row, time_at), values.join("\u{1e}")),
                 counts(&row.values),
             )
         })
@@ -341,6 +342,32 @@ impl Tenant {
         anyhow::ensure!(
             reply.source == ReportSource::Rollups as i32,
             "{what}: source"
+        );
+        Ok(reply)
+    }
+}
+
+impl Tenant {
+    /// Checks a report the event store answers against the oracle's scan.
+    async fn check_scan(
+        &self,
+        client: &Client,
+        what: &str,
+        req: RunReportRequest,
+        (time, fields): (Option<Grain>, &[Field<'_>]),
+        pass: &dyn Fn(&Seen<'_>) -> bool,
+    ) -> anyhow::Result<RunReportResponse> {
+        let reply = client.report(&self.read, req.clone()).await?;
+        let want = self.facts.scan(dates(&req), time, fields, pass);
+        let got = keyed(&req, &reply);
+        anyhow::ensure!(
+            got == want && !want.is_empty(),
+            "{what}: report differs from the oracle\nwant {want:#?}\ngot {got:#?}"
+        );
+        anyhow::ensure!(
+            reply.source == ReportSource::Events as i32,
+            "{what}: source {}",
+            reply.source
         );
         Ok(reply)
     }
@@ -434,6 +461,7 @@ async fn reports_match_the_oracle() -> anyhow::Result<()> {
         goals(&client, &cluster, tenant, id).await?;
         properties(&client, tenant, id).await?;
         revenue(&client, tenant, id).await?;
+        scans(&client, tenant, id).await?;
         println!("{id}: every report equals the oracle");
     }
     Ok(())
@@ -1222,21 +1250,181 @@ async fn properties(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Resul
         got == expected && want.pageviews > 0,
         "{id} version 2.5: {got:?} != {expected:?}"
     );
-    // Events without the property cannot be counted apart on totals.
+    // Events without the property pass `is_not`: the event store counts them.
     let req = RunReportRequest {
-        metrics: vec![Metric::Events as i32],
+        metrics: METRICS.iter().map(|m| *m as i32).collect(),
         filter: Some(property_condition("plan", Operator::IsNot, &["free"])),
-        ..request(vec![])
+        ..request(vec![time(Interval::Week)])
     };
-    let refused = client
-        .report(&tenant.read, req)
-        .await
-        .expect_err("events without the property");
-    anyhow::ensure!(
-        refused.code() == tonic::Code::Unimplemented
-            && refused.message().contains("DIMENSION_PROPERTY \"plan\""),
-        "{id}: {refused:?}"
+    let not_free = |e: &Seen<'_>| e.get(Field::Property("plan")).is_none_or(|v| v != "free");
+    tenant
+        .check_scan(
+            client,
+            &format!("{id} plan is not free"),
+            req,
+            (Some(Grain::Week), &[]),
+            &not_free,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Reports the rollups cannot answer, read from the event store: filters across dimensions
+/// (nested, each operator), two dimensions, exit pages, property filters on visit metrics,
+/// and a comparison.
+async fn scans(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()> {
+    let metrics: Vec<i32> = METRICS.iter().map(|m| *m as i32).collect();
+    // Pages of visits from Google or on Safari, leaving out the blog.
+    let filter = node(
+        filter::Kind::AllOf,
+        vec![
+            node(
+                filter::Kind::AnyOf,
+                vec![
+                    condition(Dimension::Source, Operator::Is, &["Google"], false),
+                    condition(Dimension::Browser, Operator::Matches, &["^saf"], true),
+                ],
+            ),
+            node(
+                filter::Kind::NoneOf,
+                vec![condition(
+                    Dimension::Page,
+                    Operator::Contains,
+                    &["/blog"],
+                    false,
+                )],
+            ),
+        ],
     );
+    let pass = |e: &Seen<'_>| {
+        let is = |field, want: &str| e.get(field).is_some_and(|v| v == want);
+        (is(Field::Dimension(Dimension::Source), "Google")
+            || is(Field::Dimension(Dimension::Browser), "Safari"))
+            && !e
+                .get(Field::Dimension(Dimension::Page))
+                .is_some_and(|p| p.contains("/blog"))
+    };
+    let req = RunReportRequest {
+        metrics: metrics.clone(),
+        filter: Some(filter.clone()),
+        ..request(vec![dimension(Dimension::Page)])
+    };
+    let pages = [Field::Dimension(Dimension::Page)];
+    tenant
+        .check_scan(
+            client,
+            &format!("{id} pages of Google or Safari"),
+            req,
+            (None, &pages),
+            &pass,
+        )
+        .await?;
+    // Two dimensions by day, and the same filter on totals by week.
+    let req = RunReportRequest {
+        metrics: metrics.clone(),
+        filter: Some(filter.clone()),
+        ..request(vec![
+            dimension(Dimension::Device),
+            time(Interval::Day),
+            dimension(Dimension::Channel),
+        ])
+    };
+    let two = [
+        Field::Dimension(Dimension::Device),
+        Field::Dimension(Dimension::Channel),
+    ];
+    tenant
+        .check_scan(
+            client,
+            &format!("{id} device by channel"),
+            req,
+            (Some(Grain::Day), &two),
+            &pass,
+        )
+        .await?;
+    let req = RunReportRequest {
+        metrics: metrics.clone(),
+        filter: Some(filter),
+        ..request(vec![time(Interval::Week)])
+    };
+    tenant
+        .check_scan(
+            client,
+            &format!("{id} weekly filtered"),
+            req,
+            (Some(Grain::Week), &[]),
+            &pass,
+        )
+        .await?;
+    // Exit pages of the visits of a visitor on the pro plan.
+    let pro = |e: &Seen<'_>| e.get(Field::Property("plan")).is_some_and(|v| v == "pro");
+    let req = RunReportRequest {
+        metrics: metrics.clone(),
+        filter: Some(property_condition("plan", Operator::Is, &["pro"])),
+        ..request(vec![dimension(Dimension::ExitPage)])
+    };
+    let exits = [Field::ExitPage];
+    let reply = tenant
+        .check_scan(
+            client,
+            &format!("{id} exit pages of pro"),
+            req,
+            (None, &exits),
+            &pro,
+        )
+        .await?;
+    anyhow::ensure!(
+        reply.rows.iter().any(|r| r.values[1].value > 0.0),
+        "{id}: no visits on the pro plan"
+    );
+    // A comparison: last week against the week before, by source, filtered by entry page.
+    let req = RunReportRequest {
+        date_range: range("2026-11-03", "2026-11-09"),
+        comparison: Some(Comparison {
+            mode: ComparisonMode::PreviousPeriod as i32,
+            date_range: None,
+        }),
+        metrics: metrics.clone(),
+        filter: Some(condition(
+            Dimension::EntryPage,
+            Operator::IsNot,
+            &["/"],
+            false,
+        )),
+        ..request(vec![dimension(Dimension::Source), dimension(Dimension::Os)])
+    };
+    let entry = |e: &Seen<'_>| {
+        e.get(Field::Dimension(Dimension::EntryPage))
+            .is_none_or(|p| p != "/")
+    };
+    let fields = [
+        Field::Dimension(Dimension::Source),
+        Field::Dimension(Dimension::Os),
+    ];
+    let reply = tenant
+        .check_scan(
+            client,
+            &format!("{id} sources by OS"),
+            req,
+            (None, &fields),
+            &entry,
+        )
+        .await?;
+    let before = tenant.facts.scan(
+        (date("2026-10-27"), date("2026-11-02")),
+        None,
+        &fields,
+        &entry,
+    );
+    for row in &reply.rows {
+        let key = (String::new(), row.dimensions.join("\u{1e}"));
+        let want = before.get(&key).copied().unwrap_or_default();
+        let got = counts(&row.comparison_values);
+        anyhow::ensure!(
+            got == want,
+            "{id} sources by OS, the week before, {key:?}: {got:?} != {want:?}"
+        );
+    }
     Ok(())
 }
 

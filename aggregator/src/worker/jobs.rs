@@ -79,16 +79,24 @@ impl JobRunner {
                 tracing::error!(job = %job.id, ?first, ?cut, "live deltas straddle a job's cut; not copied");
                 continue;
             }
+            let on_dates = |date: &String| &job.first_date <= date && date <= &job.last_date;
             let rows: Vec<_> = part
                 .rows
                 .iter()
-                .filter(|row| job.first_date <= row.local_date && row.local_date <= job.last_date)
+                .filter(|row| on_dates(&row.local_date))
                 .cloned()
                 .collect();
-            if !rows.is_empty() {
+            let events: Vec<_> = part
+                .events
+                .iter()
+                .filter(|row| on_dates(&row.local_date))
+                .cloned()
+                .collect();
+            if !rows.is_empty() || !events.is_empty() {
                 copies.push(TenantRollup {
                     tenant_id: part.tenant_id.clone(),
                     rows,
+                    events,
                     generation: job.generation,
                     ..TenantRollup::default()
                 });
@@ -352,17 +360,18 @@ impl Worker {
         let Some(replay) = active.replay.as_mut() else {
             return Ok(());
         };
-        let rows: Vec<_> = replay
-            .take_parts()
-            .into_iter()
-            .flat_map(|part| part.rows)
-            .collect();
+        let (mut rows, mut events) = (Vec::new(), Vec::new());
+        for part in replay.take_parts() {
+            rows.extend(part.rows);
+            events.extend(part.events);
+        }
         let job = &mut active.job;
-        if !rows.is_empty() {
+        if !rows.is_empty() || !events.is_empty() {
             job.stage += 1;
             let part = TenantRollup {
                 tenant_id: job.tenant_id.clone(),
                 rows,
+                events,
                 generation: job.generation,
                 stage: job.stage,
                 ..TenantRollup::default()

@@ -120,6 +120,7 @@ pub fn logged(tenant: &Tenant, event: Event) -> LoggedEvent {
         visitor,
         time_zone: tenant.time_zone.clone(),
         currency: tenant.currency.clone(),
+        engagement: event.engagement,
     }
 }
 

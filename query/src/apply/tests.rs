@@ -203,6 +203,14 @@ impl ShardStore for Poisoned {
         self.0.query(tenant_id, query).await
     }
 
+    async fn scan(
+        &self,
+        tenant_id: &str,
+        query: crate::shard::ScanQuery,
+    ) -> Result<crate::shard::Answer, QueryError> {
+        self.0.scan(tenant_id, query).await
+    }
+
     async fn recent(
         &self,
         tenant_id: &str,

@@ -67,6 +67,7 @@ pub(super) async fn rows(
         out.extend(answer.groups.into_iter().map(|mut sums| {
             sums.key = goal.name.clone();
             sums.total_visitors = visitors.get(&sums.time).copied().unwrap_or(0);
+            sums.point_visitors = sums.total_visitors;
             sums
         }));
     }

@@ -24,8 +24,19 @@ pub const DEFAULT_LIMIT: u32 = 1_000;
 pub const MAX_LIMIT: u32 = 10_000;
 /// Most sort keys.
 pub const MAX_ORDER_BY: usize = 4;
+/// Most dimensions besides time one report groups by.
+pub const MAX_VALUE_COLUMNS: usize = 2;
 /// Days between a date and the same weekday a year earlier.
 const YEAR_OF_WEEKS: i64 = 364;
+
+/// Where a report is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The rollup rows of this dimension (0: the totals).
+    Rollups(i32),
+    /// The event store.
+    Events,
+}
 
 /// What a report groups by, in the request's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +100,7 @@ impl Plan {
             offset: req.offset as usize,
             limit: limit as usize,
         };
-        plan.rows()?;
+        plan.route()?;
         Ok(plan)
     }
 
@@ -133,17 +144,83 @@ impl Plan {
         })
     }
 
-    /// The rollup rows that answer the report: their dimension (0 for totals), or
-    /// UNIMPLEMENTED when the rollups cannot answer it.
-    pub fn rows(&self) -> Result<i32, QueryError> {
-        if self.metrics.contains(&Metric::ConversionRate)
-            && self.dimension() != Some(Dimension::Goal)
-        {
+    /// The dimensions the report groups by, in order (time aside).
+    pub fn dimensions(&self) -> Vec<Dimension> {
+        self.columns
+            .iter()
+            .filter_map(|c| match c {
+                Column::Value(d) => Some(*d),
+                Column::Time(_) => None,
+            })
+            .collect()
+    }
+
+    /// Where the report is read from: the rollups when they hold it exactly, else the event
+    /// store; an error for what neither answers.
+    pub fn route(&self) -> Result<Route, QueryError> {
+        let uses = |m: Metric| self.metrics.contains(&m) || self.sorts_by(m);
+        if uses(Metric::ConversionRate) && self.dimension() != Some(Dimension::Goal) {
             return Err(QueryError::invalid(
                 "metrics: METRIC_CONVERSION_RATE is the share of visitors who reached a goal: \
                  group by DIMENSION_GOAL to ask for it",
             ));
         }
+        if uses(Metric::GroupConversionRate) && self.goal_conditions().is_empty() {
+            return Err(QueryError::invalid(
+                "metrics: METRIC_GROUP_CONVERSION_RATE is the share of each group's visitors \
+                 who reached a goal: give a filter whose top level requires DIMENSION_GOAL \
+                 OPERATOR_IS",
+            ));
+        }
+        let fields = self.filter.as_ref().map(|f| f.fields()).unwrap_or_default();
+        let events_only = self.dimensions().len() > 1
+            || self.dimensions().contains(&Dimension::ExitPage)
+            || fields.iter().any(|(d, _)| *d == Dimension::ExitPage)
+            || [
+                Metric::GroupConversionRate,
+                Metric::ScrollDepth,
+                Metric::TimeOnPage,
+            ]
+            .into_iter()
+            .any(uses);
+        if self.dimensions().contains(&Dimension::Goal) {
+            if events_only {
+                return Err(QueryError::unimplemented(
+                    "goal rows are read from the rollups: with DIMENSION_GOAL, group by no \
+                     other dimension, filter on goals only and ask for rollup metrics; filter \
+                     on a goal (DIMENSION_GOAL OPERATOR_IS) to scan the event store instead",
+                ));
+            }
+            return self.rows().map(Route::Rollups);
+        }
+        if events_only {
+            return Ok(Route::Events);
+        }
+        match self.rows() {
+            Ok(dimension) => Ok(Route::Rollups(dimension)),
+            Err(QueryError::Core(beacon_core::Error::Unimplemented(_))) => Ok(Route::Events),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The top-level goal conditions every passing event must meet (`is` only).
+    pub fn goal_conditions(&self) -> Vec<&crate::filter::Test> {
+        self.filter.as_ref().map_or_else(Vec::new, |f| {
+            f.required()
+                .into_iter()
+                .filter(|t| t.dimension == Dimension::Goal && t.is_exact())
+                .collect()
+        })
+    }
+
+    /// Whether a sort key is the metric.
+    fn sorts_by(&self, metric: Metric) -> bool {
+        self.sort.iter().any(|s| s.key == SortKey::Metric(metric))
+    }
+
+    /// The rollup rows that answer the report: their dimension (0 for totals), or
+    /// UNIMPLEMENTED when the rollups cannot answer it.
+    fn rows(&self) -> Result<i32, QueryError> {
         let filtered = self.filter.as_ref().map(|f| f.fields());
         let by: Option<Field> = self
             .dimension()
@@ -298,20 +375,28 @@ fn columns(req: &RunReportRequest) -> Result<(Vec<Column>, Option<String>), Quer
                         "{field}.property: the custom property key is empty"
                     )));
                 }
+                if property.is_some() {
+                    return Err(QueryError::invalid(format!(
+                        "{field}: a report groups by at most one custom property"
+                    )));
+                }
                 property = Some(beacon_core::property::row_key(key));
                 Column::Value(Dimension::Property)
             }
         };
-        let same_kind = |c: &Column| {
-            matches!(
-                (c, &column),
-                (Column::Time(_), Column::Time(_)) | (Column::Value(_), Column::Value(_))
-            )
+        let times = |c: &&Column| matches!(c, Column::Time(_));
+        let (time_columns, value_columns) = (
+            columns.iter().filter(times).count(),
+            columns.iter().filter(|c| !times(c)).count(),
+        );
+        let too_many = match column {
+            Column::Time(_) => time_columns >= 1,
+            Column::Value(_) => value_columns >= MAX_VALUE_COLUMNS,
         };
-        if columns.iter().any(same_kind) {
-            return Err(QueryError::unimplemented(format!(
-                "{field}: a report groups by at most one dimension and one time dimension; \
-                 more need per-event data, which the rollups do not keep"
+        if too_many {
+            return Err(QueryError::invalid(format!(
+                "{field}: a report groups by at most {MAX_VALUE_COLUMNS} dimensions and one \
+                 time dimension"
             )));
         }
         columns.push(column);
@@ -411,7 +496,12 @@ fn sort(
                 }
                 Some(order_by::Key::DimensionIndex(index)) => match columns.get(index as usize) {
                     Some(Column::Time(_)) => SortKey::Time,
-                    Some(Column::Value(_)) => SortKey::Value,
+                    Some(Column::Value(_)) => SortKey::Value(
+                        columns[..index as usize]
+                            .iter()
+                            .filter(|c| matches!(c, Column::Value(_)))
+                            .count(),
+                    ),
                     None => {
                         return Err(QueryError::invalid(format!(
                             "{field}.dimension_index {index} is not below the {} \

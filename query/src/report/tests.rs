@@ -331,3 +331,243 @@ async fn a_month_is_compared_with_as_many_days() {
     assert_eq!(rows[1].comparison_values.len(), 1);
     assert_eq!(rows[1].comparison_values[0].value, 0.0);
 }
+
+/// An event of the event store: `visitor`'s event `name` on `page` at `at` (UTC), in the
+/// visit that started at `visit`, from `country` and `source`.
+fn stored(
+    visitor: u64,
+    (at, visit): (&str, &str),
+    name: &str,
+    page: &str,
+    (country, source): (&str, &str),
+) -> beacon_proto::pipeline::v1::EventRow {
+    let ms = |text: &str| {
+        jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M", text)
+            .expect("time")
+            .in_tz("UTC")
+            .expect("zoned")
+            .timestamp()
+            .as_millisecond()
+    };
+    let hour = |ms: i64| ms - ms.rem_euclid(3_600_000);
+    let dims = [
+        (Dimension::Page, page),
+        (Dimension::Country, country),
+        (Dimension::Source, source),
+    ];
+    beacon_proto::pipeline::v1::EventRow {
+        timestamp_ms: ms(at),
+        hour_ms: hour(ms(at)),
+        local_date: at[..10].into(),
+        visitor,
+        visit_start_ms: ms(visit),
+        visit_hour_ms: hour(ms(visit)),
+        visit_date: visit[..10].into(),
+        name: name.into(),
+        dimensions: dims.iter().map(|(d, _)| *d as i32).collect(),
+        values: dims.iter().map(|(_, v)| (*v).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+fn is(dimension: Dimension, values: &[&str]) -> Filter {
+    Filter {
+        kind: Some(filter::Kind::Condition(Condition {
+            dimension: dimension as i32,
+            operator: Operator::Is as i32,
+            values: values.iter().map(|v| (*v).to_owned()).collect(),
+            ignore_case: false,
+            property: String::new(),
+        })),
+    }
+}
+
+#[tokio::test]
+async fn reports_the_rollups_cannot_answer_scan_the_event_store() {
+    let f = fixture("report-scan");
+    let (de_google, de_direct, us) = (("DE", "Google"), ("DE", "Direct"), ("US", "Direct"));
+    let one = "2026-03-01 10:00";
+    let mut signup = stored(1, ("2026-03-01 10:06", one), "signup", "/b", de_google);
+    signup.properties = vec!["plan\u{1f}pro".into()];
+    let mut engaged = stored(1, ("2026-03-01 10:07", one), "engagement", "/b", de_google);
+    (engaged.scroll_depth, engaged.engaged_ms) = (Some(80), Some(30_000));
+    let two = "2026-03-01 11:00";
+    let mut glance = stored(2, ("2026-03-01 11:01", two), "engagement", "/a", us);
+    (glance.scroll_depth, glance.engaged_ms) = (Some(40), Some(10_000));
+    let three = "2026-03-02 09:00";
+    let events = vec![
+        stored(1, (one, one), "pageview", "/a", de_google),
+        stored(1, ("2026-03-01 10:05", one), "pageview", "/b", de_google),
+        signup,
+        engaged,
+        stored(2, (two, two), "pageview", "/a", us),
+        glance,
+        stored(3, (three, three), "pageview", "/c", de_direct),
+        stored(3, ("2026-03-02 09:10", three), "pageview", "/a", de_direct),
+    ];
+    let mut part = rollup("acme", Vec::new());
+    part.events = events;
+    apply(&f.store, 1, vec![part]).await;
+    let metrics = |m: &[Metric]| m.iter().map(|m| *m as i32).collect::<Vec<_>>();
+    let base = RunReportRequest {
+        date_range: range("2026-03-01", "2026-03-02"),
+        ..Default::default()
+    };
+
+    // Pages visited from Germany: a filter on another dimension than the grouped one.
+    let reply = report(
+        &f,
+        RunReportRequest {
+            metrics: metrics(&[Metric::Visitors, Metric::Pageviews, Metric::Visits]),
+            dimensions: vec![by(Dimension::Page)],
+            filter: Some(is(Dimension::Country, &["DE"])),
+            ..base.clone()
+        },
+    )
+    .await;
+    assert_eq!(reply.source, ReportSource::Events as i32);
+    assert_eq!(
+        reply.logic_versions.len(),
+        1,
+        "the version of the rows read"
+    );
+    assert_eq!(
+        table(&reply),
+        [
+            (vec!["/a"], vec![2.0, 2.0, 2.0]),
+            (vec!["/b"], vec![1.0, 1.0, 1.0]),
+            (vec!["/c"], vec![1.0, 1.0, 1.0]),
+        ]
+    );
+
+    // Two dimensions, with bounce rates (a visit of one event is a bounce).
+    let reply = report(
+        &f,
+        RunReportRequest {
+            metrics: metrics(&[Metric::Visitors, Metric::BounceRate]),
+            dimensions: vec![by(Dimension::Country), by(Dimension::Source)],
+            order_by: vec![OrderBy {
+                key: Some(order_by::Key::DimensionIndex(1)),
+                descending: true,
+            }],
+            ..base.clone()
+        },
+    )
+    .await;
+    assert_eq!(
+        table(&reply),
+        [
+            (vec!["DE", "Google"], vec![1.0, 0.0]),
+            (vec!["DE", "Direct"], vec![1.0, 0.0]),
+            (vec!["US", "Direct"], vec![1.0, 100.0]),
+        ]
+    );
+
+    // Exit pages: the last pageview of each visit.
+    let reply = report(
+        &f,
+        RunReportRequest {
+            metrics: metrics(&[Metric::Visits, Metric::Percentage]),
+            dimensions: vec![by(Dimension::ExitPage)],
+            ..base.clone()
+        },
+    )
+    .await;
+    assert_eq!(
+        table(&reply),
+        [
+            (vec!["/a"], vec![2.0, 200.0 / 3.0]),
+            (vec!["/b"], vec![1.0, 100.0 / 3.0]),
+        ]
+    );
+
+    // Engagement: each visitor's deepest scroll and engaged time per page.
+    let reply = report(
+        &f,
+        RunReportRequest {
+            metrics: metrics(&[Metric::ScrollDepth, Metric::TimeOnPage, Metric::Events]),
+            dimensions: vec![by(Dimension::Page)],
+            order_by: vec![OrderBy {
+                key: Some(order_by::Key::DimensionIndex(0)),
+                descending: false,
+            }],
+            ..base.clone()
+        },
+    )
+    .await;
+    assert_eq!(
+        table(&reply),
+        [
+            (vec!["/a"], vec![40.0, 10.0, 3.0]),
+            (vec!["/b"], vec![80.0, 30.0, 2.0]),
+            (vec!["/c"], vec![0.0, 0.0, 1.0]),
+        ]
+    );
+
+    // Conversion per source: visitors who signed up over the source's visitors, by goal and
+    // by property.
+    let mut with_goal = tenant();
+    with_goal.goals = vec![beacon_core::meta::Goal {
+        name: "Signup".into(),
+        kind: beacon_core::meta::GoalKind::EventName("signup".into()),
+    }];
+    let goal_filter = Filter {
+        kind: Some(filter::Kind::AllOf(Filters {
+            filters: vec![
+                is(Dimension::Goal, &["Signup"]),
+                Filter {
+                    kind: Some(filter::Kind::Condition(Condition {
+                        dimension: Dimension::Property as i32,
+                        operator: Operator::Contains as i32,
+                        values: vec!["PR".into()],
+                        ignore_case: true,
+                        property: "plan".into(),
+                    })),
+                },
+            ],
+        })),
+    };
+    let reply = f
+        .insights
+        .report(
+            &with_goal,
+            RunReportRequest {
+                metrics: metrics(&[Metric::Visitors, Metric::GroupConversionRate]),
+                dimensions: vec![by(Dimension::Source)],
+                filter: Some(goal_filter),
+                ..base.clone()
+            },
+        )
+        .await
+        .expect("group conversion");
+    assert_eq!(table(&reply), [(vec!["Google"], vec![1.0, 100.0])]);
+
+    // The same report one day later compares with the first day.
+    let reply = report(
+        &f,
+        RunReportRequest {
+            date_range: range("2026-03-02", "2026-03-02"),
+            comparison: Some(Comparison {
+                mode: ComparisonMode::PreviousPeriod as i32,
+                date_range: None,
+            }),
+            metrics: metrics(&[Metric::Visitors]),
+            dimensions: vec![by(Dimension::Page), over(Interval::Day)],
+            filter: Some(is(Dimension::Country, &["DE"])),
+            ..Default::default()
+        },
+    )
+    .await;
+    let compared: Vec<(&str, f64, f64)> = reply
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.dimensions[0].as_str(),
+                r.values[0].value,
+                r.comparison_values[0].value,
+            )
+        })
+        .collect();
+    assert_eq!(compared, [("/a", 1.0, 1.0), ("/c", 1.0, 0.0)]);
+}

@@ -148,7 +148,7 @@ impl Cell {
             bot_events,
             revenue_micros,
             revenue_events,
-            total_visitors: 0,
+            ..Sums::default()
         })
     }
 }

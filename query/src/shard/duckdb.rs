@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ::duckdb::{Connection, OptionalExt, Transaction, params};
 use async_trait::async_trait;
 use beacon_core::partition::partition_of;
-use beacon_proto::pipeline::v1::{Swap, SwapTotals, TenantRollup, TenantVersion, Totals};
+use beacon_proto::pipeline::v1::{EventRow, Swap, SwapTotals, TenantRollup, TenantVersion, Totals};
 
 use super::cell::{
     Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour, append_recent_row,
@@ -17,8 +17,8 @@ use super::cell::{
 use super::open::{OpenShards, Shard};
 use super::schema;
 use super::{
-    Answer, Applied, Covered, EventPosition, Recent, RecentQuery, RollupMessage, ShardPosition,
-    ShardQuery, ShardStore, ValidRollup, compact, read, rows,
+    Answer, Applied, Covered, EventPosition, Recent, RecentQuery, RollupMessage, ScanQuery,
+    ShardPosition, ShardQuery, ShardStore, ValidRollup, compact, events, read, rows, scan,
 };
 use crate::QueryError;
 use crate::error::ShardFailure;
@@ -233,6 +233,27 @@ impl ShardStore for DuckShardStore {
                     QueryError::shard(
                         &shard.name,
                         format!("reading the realtime view of tenant {tenant:?}"),
+                        err,
+                    )
+                })
+        })
+        .await
+    }
+
+    async fn scan(&self, tenant_id: &str, query: ScanQuery) -> Result<Answer, QueryError> {
+        beacon_core::auth::validate_tenant_id(tenant_id)?;
+        let partition = partition_of(tenant_id, self.partitions);
+        let tenant = tenant_id.to_owned();
+        self.blocking(move |shards| {
+            let Some(shard) = open(shards, partition, false)? else {
+                return Ok(Answer::default());
+            };
+            shard
+                .with_reader(|conn| scan::run(conn, &tenant, &query))
+                .map_err(|err| {
+                    QueryError::shard(
+                        &shard.name,
+                        format!("scanning the events of tenant {tenant:?}"),
                         err,
                     )
                 })
@@ -597,11 +618,11 @@ fn swap_generation(
 ) -> Result<SwapTotals, ShardFailure> {
     let (first, last) = (swap.first_date.as_str(), swap.last_date.as_str());
     let before = generation_totals(tx, tenant, 0, first, last)?;
-    for sql in &schema::SWAP[..2] {
+    for sql in &schema::SWAP[..schema::SWAP_DELETES] {
         tx.prepare_cached(sql)?
             .execute(params![tenant, first, last])?;
     }
-    for sql in &schema::SWAP[2..] {
+    for sql in &schema::SWAP[schema::SWAP_DELETES..] {
         tx.prepare_cached(sql)?.execute(params![tenant, gen_id])?;
     }
     let after = generation_totals(tx, tenant, 0, first, last)?;
@@ -652,6 +673,8 @@ struct NewCells<'a> {
     hours: HashMap<(&'a str, i64, i32, Stamp), NewCell>,
     /// The realtime view's rows by (tenant, minute, dimension, value): live parts only.
     recent: HashMap<(&'a str, i64, i16, &'a str), NewCell>,
+    /// The event store's rows, with their tenant, stamp and (event, visit) days.
+    events: Vec<(&'a str, Stamp, &'a EventRow, (i32, i32))>,
 }
 
 impl<'a> NewCells<'a> {
@@ -678,6 +701,9 @@ impl<'a> NewCells<'a> {
                 }
             }
         }
+        for (row, &days) in part.rollup.events.iter().zip(&part.keys.events) {
+            self.events.push((tenant, stamp, row, days));
+        }
         if stamp.gen_id != 0 {
             return Ok(());
         }
@@ -700,6 +726,13 @@ impl<'a> NewCells<'a> {
 /// Appends cells; returns the rows appended.
 fn append_cells(tx: &Transaction<'_>, cells: NewCells<'_>) -> Result<u64, ShardFailure> {
     append_recent(tx, &cells.recent)?;
+    if !cells.events.is_empty() {
+        let mut appender = tx.appender("events")?;
+        for &(tenant, stamp, row, days) in &cells.events {
+            events::append(&mut appender, tenant, stamp, row, days)?;
+        }
+        appender.flush()?;
+    }
     let rows = (cells.days.len() + cells.hours.len()) as u64;
     if rows == 0 {
         return Ok(0);

@@ -18,15 +18,19 @@ use crate::metrics::Sums;
 mod cell;
 mod compact;
 pub mod duckdb;
+mod events;
 mod open;
 mod read;
 mod rows;
+mod scan;
 mod schema;
 mod sketch;
 
 pub use self::duckdb::DuckShardStore;
+pub use self::events::column as event_column;
 pub use self::read::sort;
 pub use self::rows::ValidRollup;
+pub use self::scan::{KEY_SEPARATOR, property_sql};
 
 /// One rollup-log message: its sequence and its tenant parts that passed validation.
 #[derive(Debug, Clone)]
@@ -148,8 +152,8 @@ pub enum SortKey {
     Metric(Metric),
     /// The time group.
     Time,
-    /// The dimension value.
-    Value,
+    /// The value of the report's value column of this index (0 when it has one).
+    Value(usize),
 }
 
 /// One sort key and its direction.
@@ -222,6 +226,59 @@ impl ShardQuery {
     }
 }
 
+/// A grouping column of an event store scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanColumn {
+    /// A column of the event store ([`event_column`]).
+    Stored(&'static str),
+    /// The last page viewed in the event's visit.
+    ExitPage,
+    /// A custom property's value, by its key as rows keep it.
+    Property(String),
+}
+
+/// An SQL predicate over the event store and its parameters, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Predicate {
+    /// The predicate.
+    pub sql: String,
+    /// Its parameters.
+    pub params: Vec<String>,
+}
+
+/// What an event store scan computes besides the event metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Visits, bounces and duration.
+    pub visits: bool,
+    /// Scroll depth and engaged time.
+    pub engagement: bool,
+    /// The visitors of each time point across groups ([`Sums::point_visitors`]).
+    pub point_visitors: bool,
+}
+
+/// A report read from a tenant's event store.
+#[derive(Debug, Clone)]
+pub struct ScanQuery {
+    /// First local date.
+    pub start: Date,
+    /// Last local date, inclusive.
+    pub end: Date,
+    /// Days are grouped as if this many days later (see [`ShardQuery::shift_days`]).
+    pub shift_days: i64,
+    /// Time points, if any.
+    pub time: Option<Time>,
+    /// Value columns, at most two: a group's key joins their values with [`KEY_SEPARATOR`].
+    pub columns: Vec<ScanColumn>,
+    /// Which events pass; all when `None`.
+    pub filter: Option<Predicate>,
+    /// With a group conversion rate: the filter without its goal conditions; each group's
+    /// visitors passing it are its [`Sums::total_visitors`].
+    pub base: Option<Predicate>,
+    /// What else to compute.
+    pub needs: Needs,
+}
+
 /// A read of one tenant's realtime rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecentQuery {
@@ -288,6 +345,9 @@ pub trait ShardStore: Send + Sync + 'static {
     /// Summed counters and unique visitors of the tenant's live rows matching `query`, and the
     /// logic versions that made them. A tenant without rollups has no rows.
     async fn query(&self, tenant_id: &str, query: ShardQuery) -> Result<Answer, QueryError>;
+
+    /// A report scanned from a tenant's event store; every group, unsorted.
+    async fn scan(&self, tenant_id: &str, query: ScanQuery) -> Result<Answer, QueryError>;
 
     /// The realtime view of a tenant's last minutes ([`RecentQuery`]).
     async fn recent(&self, tenant_id: &str, query: RecentQuery) -> Result<Recent, QueryError>;

@@ -286,7 +286,12 @@ pub fn sort(groups: &mut [Sums], keys: &[Sort]) {
                         metrics::value(metric, a).total_cmp(&metrics::value(metric, b))
                     }
                     SortKey::Time => a.time.cmp(&b.time),
-                    SortKey::Value => a.key.cmp(&b.key),
+                    SortKey::Value(0) => a.key.cmp(&b.key),
+                    SortKey::Value(i) => {
+                        let nth =
+                            |key: &str| key.split(super::KEY_SEPARATOR).nth(i).map(str::to_owned);
+                        nth(&a.key).cmp(&nth(&b.key))
+                    }
                 };
                 if sort.descending {
                     order.reverse()

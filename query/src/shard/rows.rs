@@ -15,6 +15,8 @@ const MINUTE_MS: i64 = 60_000;
 pub(crate) struct Keys {
     /// (days since 1970-01-01, dimension) of each row.
     pub rows: Vec<(i32, i16)>,
+    /// (day of the event, day of its visit), since 1970-01-01, of each event row.
+    pub events: Vec<(i32, i32)>,
 }
 
 /// A tenant's rollup that passed [`validate`], with the typed keys of its rows.
@@ -82,8 +84,26 @@ fn keys(rollup: &TenantRollup) -> Result<Keys, QueryError> {
             )));
         }
     }
+    let events = rollup
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let invalid = |why: String| {
+                QueryError::InvalidRollup(format!("tenant {tenant:?} events[{i}]{why}"))
+            };
+            let day = |field: &str, date: &str| {
+                epoch_day(date).map_err(|why| invalid(format!(".{field} {date:?}: {why}")))
+            };
+            super::events::check(row).map_err(|why| invalid(format!(": {why}")))?;
+            Ok((
+                day("local_date", &row.local_date)?,
+                day("visit_date", &row.visit_date)?,
+            ))
+        })
+        .collect::<Result<_, QueryError>>()?;
     check_generation(rollup)?;
-    Ok(Keys { rows })
+    Ok(Keys { rows, events })
 }
 
 /// Swaps and drops name a staged generation, and a swap names valid dates in order.

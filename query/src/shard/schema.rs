@@ -75,6 +75,40 @@ CREATE TABLE IF NOT EXISTS recent (
     revenue_micros BIGINT,
     revenue_events BIGINT
 );
+CREATE TABLE IF NOT EXISTS events (
+    tenant VARCHAR,
+    gen UBIGINT,
+    logic_version INTEGER,
+    local_date DATE,
+    hour_ms BIGINT,
+    ts BIGINT,
+    visitor UBIGINT,
+    visit_start BIGINT,
+    visit_hour_ms BIGINT,
+    visit_date DATE,
+    name VARCHAR,
+    page VARCHAR,
+    hostname VARCHAR,
+    entry_page VARCHAR,
+    source VARCHAR,
+    channel VARCHAR,
+    referrer VARCHAR,
+    country VARCHAR,
+    region VARCHAR,
+    city VARCHAR,
+    device VARCHAR,
+    browser VARCHAR,
+    os VARCHAR,
+    utm_source VARCHAR,
+    utm_medium VARCHAR,
+    utm_campaign VARCHAR,
+    utm_term VARCHAR,
+    utm_content VARCHAR,
+    properties VARCHAR[],
+    revenue_micros BIGINT,
+    scroll_depth INTEGER,
+    engaged_ms BIGINT
+);
 CREATE TABLE IF NOT EXISTS generations (
     tenant VARCHAR,
     gen UBIGINT,
@@ -96,19 +130,26 @@ ON CONFLICT (tenant, gen) DO UPDATE SET stage = excluded.stage, state = excluded
 
 /// The swap of a generation into the live one for a tenant's local dates: parameters tenant,
 /// first and last date, then tenant and generation. Both tables, one transaction (the caller's).
-pub(crate) const SWAP: [&str; 4] = [
+pub(crate) const SWAP: [&str; 6] = [
     "DELETE FROM days WHERE tenant = ? AND gen = 0 \
      AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)",
     "DELETE FROM hours WHERE tenant = ? AND gen = 0 \
      AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)",
+    "DELETE FROM events WHERE tenant = ? AND gen = 0 \
+     AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)",
     "UPDATE days SET gen = 0, folded = false WHERE tenant = ? AND gen = ?",
     "UPDATE hours SET gen = 0, folded = false WHERE tenant = ? AND gen = ?",
+    "UPDATE events SET gen = 0 WHERE tenant = ? AND gen = ?",
 ];
 
+/// How many of [`SWAP`]'s statements delete live rows (the others turn the generation live).
+pub(crate) const SWAP_DELETES: usize = 3;
+
 /// Drops a tenant generation's rows: parameters tenant, generation.
-pub(crate) const DROP_GENERATION: [&str; 2] = [
+pub(crate) const DROP_GENERATION: [&str; 3] = [
     "DELETE FROM days WHERE tenant = ? AND gen = ?",
     "DELETE FROM hours WHERE tenant = ? AND gen = ?",
+    "DELETE FROM events WHERE tenant = ? AND gen = ?",
 ];
 
 /// The totals cells of a tenant generation's dates: parameters tenant, generation, first and

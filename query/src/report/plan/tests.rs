@@ -182,7 +182,7 @@ fn invalid_requests_name_the_field() {
 }
 
 #[test]
-fn what_the_rollups_cannot_answer_is_unimplemented() {
+fn what_the_rollups_cannot_answer_scans_the_event_store() {
     let both = Filter {
         kind: Some(filter::Kind::AllOf(Filters {
             filters: vec![
@@ -245,11 +245,25 @@ fn what_the_rollups_cannot_answer_is_unimplemented() {
             "a filter on DIMENSION_GOAL without grouping by it",
         ),
     ];
-    for (req, want) in cases {
-        let (code, msg) = refused(req);
-        assert_eq!(code, Code::Unimplemented, "{msg}");
-        assert!(msg.contains(want), "{msg} lacks {want}");
+    for (req, why) in cases {
+        let plan = Plan::parse(&req).expect("plan");
+        assert_eq!(plan.route().expect("route"), Route::Events, "{why}");
     }
+    // Goal rows come from the rollups only.
+    let (code, msg) = refused(RunReportRequest {
+        dimensions: vec![by(Dimension::Goal), by(Dimension::Country)],
+        ..request()
+    });
+    assert_eq!(code, Code::Unimplemented, "{msg}");
+    assert!(msg.contains("goal rows are read from the rollups"), "{msg}");
+    // A group conversion rate needs a goal the filter requires.
+    let (code, msg) = refused(RunReportRequest {
+        metrics: vec![Metric::GroupConversionRate as i32],
+        dimensions: vec![by(Dimension::Source)],
+        ..request()
+    });
+    assert_eq!(code, Code::InvalidArgument, "{msg}");
+    assert!(msg.contains("METRIC_GROUP_CONVERSION_RATE"), "{msg}");
     // Event metrics filtered by page are sums of page rows.
     let plan = Plan::parse(&RunReportRequest {
         metrics: vec![Metric::Visitors as i32, Metric::Pageviews as i32],
