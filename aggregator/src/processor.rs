@@ -173,6 +173,10 @@ impl Processor {
             }
             return;
         }
+        if let (true, Some(previous)) = (self.version >= 6, event.previous_visitor) {
+            let pair = (previous, event.visitor);
+            self.sessions.carry(&event.tenant_id, pair, watermark_ms);
+        }
         let mut page = enrich::url::parse(&event.url);
         page.path = cap_length(page.path);
         if self.version >= 4 && event.name == ENGAGEMENT {
@@ -292,6 +296,7 @@ impl Processor {
                     end_ms: event.timestamp_ms,
                     pageviews: 0,
                     events: 0,
+                    first_visitor: event.visitor,
                     hour_ms: prepared.hour_ms,
                     local_date: prepared.local_date.clone(),
                     dims,
@@ -470,6 +475,7 @@ fn new_session(
         end_ms: event.timestamp_ms,
         pageviews: u32::from(event.name == PAGEVIEW),
         events: 1,
+        first_visitor: event.visitor,
         hour_ms: hour.0,
         local_date: hour.1.to_owned(),
         dims,
@@ -490,6 +496,7 @@ fn event_row(prepared: &Prepared<'_>, session: &SessionState) -> EventRow {
         hour_ms: prepared.hour_ms,
         local_date: prepared.local_date.clone(),
         visitor: event.visitor,
+        visit_visitor: session.first_visitor,
         visit_start_ms: session.start_ms,
         visit_hour_ms: session.hour_ms,
         visit_date: session.local_date.clone(),

@@ -528,3 +528,35 @@ fn version_6_keeps_every_event_with_its_visit() {
     assert_eq!(events[3].properties, ["plan\u{1f}pro"]);
     assert_eq!(totals(&out).events, 3, "engagement reports are not counted");
 }
+
+#[test]
+fn version_6_continues_a_visit_under_the_next_dates_hash() {
+    // Visitor 1 becomes visitor 2 at local midnight: the event after it carries both.
+    let mut after = pv(2, T0 + 10 * MIN, "/pricing");
+    after.previous_visitor = Some(1);
+    let out = run(&[pv(1, T0, "/"), after.clone()]);
+    let c = totals(&out);
+    assert_eq!(
+        (c.visits, c.bounces, c.duration_ms),
+        (1, 0, 10 * MIN),
+        "one visit"
+    );
+    let events: Vec<_> = out.iter().flat_map(|t| &t.events).collect();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.visitor, e.visit_visitor, e.visit_start_ms))
+            .collect::<Vec<_>>(),
+        [(1, 1, T0), (2, 1, T0)],
+        "the visit keeps its first hash"
+    );
+    // Without the previous hash, or under version 5, they are two visits.
+    after.previous_visitor = None;
+    assert_eq!(totals(&run(&[pv(1, T0, "/"), after.clone()])).visits, 2);
+    after.previous_visitor = Some(1);
+    let mut v5 = Processor::with_version(5);
+    for e in [pv(1, T0, "/"), after] {
+        v5.process(&e, true).expect("process");
+    }
+    assert_eq!(totals(&v5.take_rollups()).visits, 2);
+}

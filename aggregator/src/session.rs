@@ -33,6 +33,9 @@ pub struct SessionState {
     pub pageviews: u32,
     /// Events so far (pageviews included).
     pub events: u32,
+    /// The visitor hash the session started under (it may continue under the next local
+    /// date's hash).
+    pub first_visitor: u64,
     /// Hour bucket of the session start.
     pub hour_ms: i64,
     /// Local date of that bucket.
@@ -151,6 +154,21 @@ impl Sessions {
         }
     }
 
+    /// Moves the open session of visitor hash `from` to `to`, unless `to` has an open one:
+    /// the same person under the next local date's salt, continuing a visit across midnight.
+    pub fn carry(&mut self, tenant: &str, (from, to): (u64, u64), watermark_ms: i64) {
+        let Some(visitors) = self.by_tenant.get_mut(tenant) else {
+            return;
+        };
+        let open = |s: Option<&SessionState>| s.is_some_and(|s| s.is_open(watermark_ms));
+        if from == to || open(visitors.get(&to)) || !open(visitors.get(&from)) {
+            return;
+        }
+        if let Some(session) = visitors.remove(&from) {
+            visitors.insert(to, session);
+        }
+    }
+
     /// The session held for a visitor, open or not.
     pub fn get(&self, tenant: &str, visitor: u64) -> Option<&SessionState> {
         self.by_tenant.get(tenant)?.get(&visitor)
@@ -264,6 +282,11 @@ fn session_proto(tenant: &str, visitor: u64, s: &SessionState) -> Session {
         end_ms: s.end_ms,
         pageviews: s.pageviews,
         events: s.events,
+        first_visitor: if s.first_visitor == visitor {
+            0
+        } else {
+            s.first_visitor
+        },
         hour_ms: s.hour_ms,
         local_date: s.local_date.clone(),
         dimension_values: s.dims.iter().map(|(_, v)| v.to_string()).collect(),
@@ -301,6 +324,11 @@ fn session_state(partition: u32, s: Session) -> Result<SessionState, AggregatorE
         } else {
             s.events
         },
+        first_visitor: if s.first_visitor == 0 {
+            s.visitor
+        } else {
+            s.first_visitor
+        },
         hour_ms: s.hour_ms,
         local_date: s.local_date,
         dims,
@@ -319,6 +347,7 @@ mod tests {
             end_ms: ts,
             pageviews: 1,
             events: 1,
+            first_visitor: 7,
             hour_ms: ts,
             local_date: "2026-01-01".into(),
             dims: vec![(Dimension::Country, "DE".into())],

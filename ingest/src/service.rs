@@ -95,7 +95,12 @@ impl IngestService {
         let ip_text = ip.map(|ip| ip.to_string()).unwrap_or_default();
         let visitor = self
             .hasher
-            .hash(&ip_text, &event.user_agent, &tenant.id)
+            .hash(
+                (&ip_text, &event.user_agent),
+                &tenant.id,
+                &tenant.time_zone,
+                received_ms,
+            )
             .await
             .map_err(|err| {
                 Status::unavailable(format!(
@@ -123,7 +128,8 @@ impl IngestService {
             country: place.country,
             region: place.region,
             city: place.city,
-            visitor,
+            visitor: visitor.id,
+            previous_visitor: visitor.previous,
             time_zone: tenant.time_zone.clone(),
             currency: tenant.currency.clone(),
             engagement: event.engagement,

@@ -121,6 +121,7 @@ pub fn logged(tenant: &Tenant, event: Event) -> LoggedEvent {
         time_zone: tenant.time_zone.clone(),
         currency: tenant.currency.clone(),
         engagement: event.engagement,
+        previous_visitor: None,
     }
 }
 

@@ -343,10 +343,10 @@ async fn nats_meta_survives_kill_and_restart() {
     verify_durable(&open_nats(&server).await, salt).await;
 }
 
-/// Only today's and yesterday's salts are kept (embedded; JetStream expires them by age
-/// instead): a salt is gone two days after its own, so it lives 48 hours.
+/// A salt is kept while the two dates after it are requested (embedded; JetStream expires
+/// them by age instead), and gone three dates after its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_salts_are_kept_48_hours() {
+async fn embedded_salts_are_kept_two_dates_more() {
     let dir = temp_dir();
     let salts = open_embedded(&dir).salts;
     let salt = |day: &'static str, candidate: u8| {
@@ -358,8 +358,18 @@ async fn embedded_salts_are_kept_48_hours() {
     assert_eq!(salt("2024-03-01", 9).await, 1, "yesterday's salt is kept");
     assert_eq!(salt("2024-03-03", 3).await, 3);
     assert_eq!(salt("2024-03-02", 8).await, 2, "yesterday's salt is kept");
+    assert_eq!(
+        salt("2024-03-01", 7).await,
+        1,
+        "kept while 2024-03-03 is in use"
+    );
     assert_eq!(salt("2024-03-04", 4).await, 4);
-    assert_eq!(salt("2024-03-02", 5).await, 5, "deleted two days later");
+    assert_eq!(
+        salt("2024-03-02", 6).await,
+        2,
+        "kept while 2024-03-04 is in use"
+    );
+    assert_eq!(salt("2024-03-01", 5).await, 5, "deleted three dates later");
     let invalid = salts.salt("March 1st", [0; 32]).await;
     assert!(
         matches!(invalid, Err(Error::InvalidArgument(_))),

@@ -34,9 +34,10 @@ const KEYS: BytesTable = TableDefinition::new("keys");
 const SALTS: BytesTable = TableDefinition::new("salts");
 const SNAPSHOTS: BytesTable = TableDefinition::new("snapshots");
 
-/// How many days before the requested one a salt is kept: today's and yesterday's, so a salt
-/// is gone at the first request two UTC days after its own (48 hours after it began).
-const SALT_KEEP_DAYS: i64 = 1;
+/// How many dates before the requested one a salt is kept. Zones span 26 hours, so three
+/// dates can be in use at once: a date's salt is used for 50 hours and gone at the first
+/// request three dates later (at most 72 hours after it was first used).
+const SALT_KEEP_DAYS: i64 = 2;
 
 /// Tenants, keys, salts and snapshots in one local redb file.
 pub struct EmbeddedMeta {
@@ -381,14 +382,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn salt_cutoff_is_one_day_before() {
+    fn salt_cutoff_is_two_dates_before() {
         assert_eq!(
             salt_cutoff("2024-03-01").ok().as_deref(),
-            Some("2024-02-29")
+            Some("2024-02-28")
         );
         assert_eq!(
             salt_cutoff("2024-01-01").ok().as_deref(),
-            Some("2023-12-31")
+            Some("2023-12-30")
         );
         assert!(matches!(
             salt_cutoff("yesterday"),

@@ -85,13 +85,14 @@ pub trait TenantStore: Send + Sync + 'static {
     async fn keys(&self) -> Result<Vec<(String, KeyGrant)>>;
 }
 
-/// Daily salts for visitor hashes.
+/// Daily salts for visitor hashes, one per local date (tenants use their own zone's).
 ///
-/// Invariant: every ingest replica gets the same salt for a day; salts older than 48 hours are
-/// deleted, so visitor hashes cannot be linked across days.
+/// Invariant: every ingest replica gets the same salt for a date; a salt is deleted at most 72
+/// hours after it was first used (a date lasts 50 hours across zones), so visitor hashes cannot
+/// be linked across days.
 #[async_trait]
 pub trait SaltStore: Send + Sync + 'static {
-    /// The salt of `day` ("YYYY-MM-DD", UTC). When none exists, stores `candidate` and returns
+    /// The salt of `day` ("YYYY-MM-DD", a local date). When none exists, stores `candidate` and returns
     /// it; when another replica won the race, returns the stored one.
     async fn salt(&self, day: &str, candidate: [u8; 32]) -> Result<[u8; 32]>;
 }

@@ -1,7 +1,7 @@
 //! The clustered tenant, salt and snapshot stores on JetStream.
 //!
 //! - KV bucket `beacon_tenants`: `tenant.<id>` and `key.<hash>`, JSON values.
-//! - KV bucket `beacon_salts`: one key per day, 32 bytes, expiring after 48 hours.
+//! - KV bucket `beacon_salts`: one key per date, 32 bytes, expiring after 72 hours.
 //! - Object store `beacon_snapshots`: one object per snapshot name (snapshots can exceed the
 //!   message size limit, the object store chunks them).
 
@@ -23,7 +23,8 @@ const TENANTS_BUCKET: &str = "beacon_tenants";
 const SALTS_BUCKET: &str = "beacon_salts";
 const SNAPSHOTS_BUCKET: &str = "beacon_snapshots";
 /// Salts are deleted by JetStream this long after they were chosen.
-const SALT_MAX_AGE: Duration = Duration::from_secs(48 * 3600);
+/// A date's salt is used for 50 hours (the zones on that date span 26): kept 72.
+const SALT_MAX_AGE: Duration = Duration::from_secs(72 * 3600);
 /// Longest wait for one snapshot download.
 /// Time a snapshot read may take before it is tried again: this much, plus
 /// [`SNAPSHOT_READ_PER_MIB`] per MiB.

@@ -360,6 +360,7 @@ fn stored(
         hour_ms: hour(ms(at)),
         local_date: at[..10].into(),
         visitor,
+        visit_visitor: visitor,
         visit_start_ms: ms(visit),
         visit_hour_ms: hour(ms(visit)),
         visit_date: visit[..10].into(),

@@ -132,6 +132,7 @@ pub(crate) fn append(
         row.hour_ms,
         row.timestamp_ms,
         row.visitor,
+        row.visit_visitor,
         row.visit_start_ms,
         row.visit_hour_ms,
         Value::Date32(visit_day),

@@ -146,7 +146,7 @@ impl Sql {
                 .is_some_and(|p| p.sql.contains("exit_page"));
         let exit = if uses_exit {
             ", arg_max(page, ts) FILTER (WHERE name = 'pageview') \
-             OVER (PARTITION BY visitor, visit_start) AS exit_page"
+             OVER (PARTITION BY visit_visitor, visit_start) AS exit_page"
         } else {
             ""
         };
@@ -166,7 +166,7 @@ impl Sql {
             "WITH raw AS (SELECT *{exit} FROM events WHERE tenant = ? AND gen = 0 \
              AND (local_date BETWEEN {first} - 1 AND {last} \
              OR visit_date BETWEEN {first} AND {last})), \
-             ev AS (SELECT visitor, visit_start, ts, name, local_date, visit_date, page, \
+             ev AS (SELECT visitor, visit_visitor, visit_start, ts, name, local_date, visit_date, page, \
              revenue_micros, scroll_depth, engaged_ms, \
              {te} AS te, {tv} AS tv, {g0} AS g0, {g1} AS g1, {pass} AS pass, {base} AS base FROM raw)",
             te = time(query, "local_date", "hour_ms"),
@@ -213,12 +213,12 @@ impl Sql {
         } = self;
         let started = format!("name <> 'engagement' AND visit_date BETWEEN {first} AND {last}");
         format!(
-            "{with}, visits AS (SELECT visitor, visit_start, count(*) < 2 AS bounce, \
-             max(ts) - min(ts) AS duration FROM ev WHERE {started} GROUP BY visitor, visit_start), \
-             groups AS (SELECT visitor, visit_start, any_value(tv) AS tv, g0, g1 FROM ev \
-             WHERE {started}{grouped} GROUP BY visitor, visit_start, g0, g1 HAVING bool_or(pass)) \
+            "{with}, visits AS (SELECT visit_visitor, visit_start, count(*) < 2 AS bounce, \
+             max(ts) - min(ts) AS duration FROM ev WHERE {started} GROUP BY visit_visitor, visit_start), \
+             groups AS (SELECT visit_visitor, visit_start, any_value(tv) AS tv, g0, g1 FROM ev \
+             WHERE {started}{grouped} GROUP BY visit_visitor, visit_start, g0, g1 HAVING bool_or(pass)) \
              SELECT tv, g0, g1, count(*), count(*) FILTER (WHERE bounce), \
-             coalesce(sum(duration), 0) FROM groups JOIN visits USING (visitor, visit_start) \
+             coalesce(sum(duration), 0) FROM groups JOIN visits USING (visit_visitor, visit_start) \
              GROUP BY tv, g0, g1"
         )
     }

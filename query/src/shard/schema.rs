@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS events (
     hour_ms BIGINT,
     ts BIGINT,
     visitor UBIGINT,
+    visit_visitor UBIGINT,
     visit_start BIGINT,
     visit_hour_ms BIGINT,
     visit_date DATE,
