@@ -1,0 +1,273 @@
+//! Traffic shaped like Plausible's tracker, end to end in cluster mode: one-letter JSON beacons
+//! to `POST /api/event` with pageviews, custom events with props and revenue, and engagement
+//! reports (`sd` scroll depth, `e` engaged milliseconds), some pages reported twice. Event
+//! counts leave the engagement reports out, bounces are visits of one event, and scroll depth
+//! and time on page equal their definitions (METRICS.md), computed here by hand.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use beacon_proto::admin::v1::KeyKind;
+use beacon_proto::insights::v1::{
+    DateRange, Dimension, Metric, ReportDimension, ReportSource, RunReportRequest,
+    RunReportResponse, report_dimension,
+};
+use beacon_tests::{Client, Cluster};
+
+const VISITORS: usize = 12;
+const SHOP: &str = "https://tracked.example";
+
+/// One beacon as the tracker sends it.
+enum Beacon {
+    Pageview(&'static str),
+    Signup,
+    /// Page, deepest scroll (percent), engaged milliseconds.
+    Engagement(&'static str, u32, u64),
+}
+
+/// What visitor `v` does: a lone pageview (a bounce), a second page read twice, or a signup.
+fn visit(v: usize) -> Vec<Beacon> {
+    use Beacon::*;
+    match v % 3 {
+        0 => vec![
+            Pageview("/"),
+            Engagement("/", 20 + v as u32, 1_000 * v as u64 + 500),
+        ],
+        1 => vec![
+            Pageview("/"),
+            Engagement("/", 50, 3_000),
+            Pageview("/pricing"),
+            Engagement("/pricing", 90, 7_000),
+            Engagement("/pricing", 100, 1_000),
+        ],
+        _ => vec![Pageview("/"), Signup, Engagement("/", 70, 2_000)],
+    }
+}
+
+fn agent(v: usize) -> String {
+    format!(
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
+         Chrome/120.0.{v}.0 Safari/537.36"
+    )
+}
+
+fn body(beacon: &Beacon) -> serde_json::Value {
+    let url = |page: &str| format!("{SHOP}{page}");
+    match beacon {
+        Beacon::Pageview(page) => serde_json::json!({
+            "n": "pageview", "u": url(page), "d": "tracked.example",
+            "r": "https://www.google.com/",
+        }),
+        Beacon::Signup => serde_json::json!({
+            "n": "signup", "u": url("/"), "d": "tracked.example",
+            "p": "{\"plan\":\"pro\"}", "$": {"amount": "29", "currency": "EUR"},
+        }),
+        Beacon::Engagement(page, sd, e) => serde_json::json!({
+            "n": "engagement", "u": url(page), "d": "tracked.example", "sd": sd, "e": e,
+        }),
+    }
+}
+
+/// The expected numbers, by definition.
+#[derive(Debug, Default)]
+struct Expected {
+    pageviews: u64,
+    events: u64,
+    bounces: u64,
+    signups: u64,
+    /// Per page: each visitor's deepest scroll and summed engaged milliseconds.
+    engaged: BTreeMap<&'static str, Vec<(u32, u64)>>,
+}
+
+fn expected() -> Expected {
+    let mut out = Expected::default();
+    for v in 0..VISITORS {
+        let mut per_page: BTreeMap<&'static str, (u32, u64)> = BTreeMap::new();
+        let mut counted = 0;
+        for beacon in visit(v) {
+            match beacon {
+                Beacon::Pageview(_) => {
+                    out.pageviews += 1;
+                    counted += 1;
+                }
+                Beacon::Signup => {
+                    out.signups += 1;
+                    counted += 1;
+                }
+                Beacon::Engagement(page, sd, e) => {
+                    let entry = per_page.entry(page).or_default();
+                    *entry = (entry.0.max(sd), entry.1 + e);
+                }
+            }
+        }
+        out.events += counted;
+        out.bounces += u64::from(counted == 1);
+        for (page, pair) in per_page {
+            out.engaged.entry(page).or_default().push(pair);
+        }
+    }
+    out
+}
+
+fn report(metrics: &[Metric], dimension: Option<Dimension>) -> RunReportRequest {
+    // Yesterday too, should the test run across midnight.
+    let today = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .date();
+    RunReportRequest {
+        date_range: Some(DateRange {
+            start_date: today.yesterday().expect("a date").to_string(),
+            end_date: today.to_string(),
+        }),
+        metrics: metrics.iter().map(|m| *m as i32).collect(),
+        dimensions: dimension
+            .map(|d| ReportDimension {
+                kind: Some(report_dimension::Kind::Dimension(d as i32)),
+            })
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn values(reply: &RunReportResponse) -> BTreeMap<String, Vec<f64>> {
+    reply
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.dimensions.first().cloned().unwrap_or_default(),
+                r.values.iter().map(|v| v.value).collect(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plausible_shaped_traffic_counts_by_definition() -> anyhow::Result<()> {
+    let cluster = Cluster::start()?;
+    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let (_, read) = client
+        .create_tenant(&cluster.admin_token, "tracked", "UTC")
+        .await?;
+    client
+        .set_currency(&cluster.admin_token, "tracked", "EUR")
+        .await?;
+    let key = client
+        .create_key(&cluster.admin_token, "tracked", KeyKind::Ingest)
+        .await?;
+    for v in 0..VISITORS {
+        for beacon in visit(v) {
+            let agent = agent(v);
+            let (status, text) = client
+                .beacon(
+                    Some(&key),
+                    body(&beacon).to_string().into_bytes(),
+                    &[("user-agent", agent.as_str())],
+                )
+                .await?;
+            anyhow::ensure!(status == 202, "beacon refused: {status} {text}");
+        }
+    }
+    let want = expected();
+    let totals = [
+        Metric::Visitors,
+        Metric::Visits,
+        Metric::Pageviews,
+        Metric::Events,
+        Metric::BounceRate,
+        Metric::TotalRevenue,
+    ];
+    let visits = VISITORS as f64;
+    let wanted = vec![
+        visits,
+        visits,
+        want.pageviews as f64,
+        want.events as f64,
+        100.0 * want.bounces as f64 / visits,
+        29.0 * want.signups as f64,
+    ];
+    // The numbers must reach the definition and stay there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stable_since: Option<Instant> = None;
+    let got = loop {
+        let reply = client.report(&read, report(&totals, None)).await;
+        let got = reply.map(|r| values(&r).remove("").unwrap_or_default());
+        match &got {
+            Ok(got) if *got == wanted => {
+                let since = *stable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(3) {
+                    break got.clone();
+                }
+            }
+            _ => stable_since = None,
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "totals {got:?} never held {wanted:?}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("totals (visitors, visits, pageviews, events, bounce rate, revenue): {got:?}");
+
+    // Engagement reports are not events: the names are pageviews and signups only.
+    let names = client
+        .report(&read, report(&[Metric::Events], Some(Dimension::EventName)))
+        .await?;
+    assert_eq!(names.source, ReportSource::Rollups as i32);
+    assert_eq!(
+        values(&names),
+        BTreeMap::from([
+            ("pageview".to_owned(), vec![want.pageviews as f64]),
+            ("signup".to_owned(), vec![want.signups as f64]),
+        ])
+    );
+
+    // Scroll depth and time on page: per page, the mean over visitors of their deepest scroll
+    // and of their summed engaged time.
+    let pages = client
+        .report(
+            &read,
+            report(
+                &[Metric::ScrollDepth, Metric::TimeOnPage, Metric::Pageviews],
+                Some(Dimension::Page),
+            ),
+        )
+        .await?;
+    assert_eq!(pages.source, ReportSource::Events as i32);
+    let got = values(&pages);
+    for (page, pairs) in &want.engaged {
+        let n = pairs.len() as f64;
+        let depth = pairs.iter().map(|p| f64::from(p.0)).sum::<f64>() / n;
+        let seconds = pairs.iter().map(|p| p.1 as f64).sum::<f64>() / 1000.0 / n;
+        let row = &got[*page];
+        assert!(
+            (row[0] - depth).abs() < 1e-9 && (row[1] - seconds).abs() < 1e-9,
+            "{page}: scroll depth and time on page {row:?}, want {depth} and {seconds}"
+        );
+        println!("{page}: scroll depth {depth:.2} %, time on page {seconds:.3} s");
+    }
+    assert_eq!(got.len(), want.engaged.len());
+
+    // Revenue and props of the signups.
+    let plans = client
+        .report(
+            &read,
+            RunReportRequest {
+                dimensions: vec![ReportDimension {
+                    kind: Some(report_dimension::Kind::Property("plan".into())),
+                }],
+                ..report(&[Metric::Events, Metric::TotalRevenue], None)
+            },
+        )
+        .await?;
+    assert_eq!(
+        values(&plans),
+        BTreeMap::from([(
+            "pro".to_owned(),
+            vec![want.signups as f64, 29.0 * want.signups as f64]
+        )])
+    );
+    Ok(())
+}
