@@ -448,7 +448,7 @@ impl Processor {
 /// Whether an agent is a bot under logic `version`: from version 3 on, an agent in which
 /// neither a browser nor an operating system can be recognized is one too (monitors and
 /// scripts that name only themselves).
-fn is_bot(agent: &UserAgent, version: u32) -> bool {
+pub fn is_bot(agent: &UserAgent, version: u32) -> bool {
     agent.bot
         || (version >= 3 && agent.browser == enrich::ua::UNKNOWN && agent.os == enrich::ua::UNKNOWN)
 }

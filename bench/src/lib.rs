@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// Calls in flight during the ingest runs.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Events of the largest tenant's month in the dashboard rows (default: 100,000 quick,
+    /// 10,000,000 full).
+    #[arg(long)]
+    pub largest_tenant_events: Option<usize>,
     /// Run one scenario only (to profile it).
     #[arg(long, value_enum, default_value_t = Scenario::All)]
     pub only: Scenario,
@@ -110,7 +114,11 @@ impl Plan {
             freshness_for: Duration::from_secs(if quick { 8 } else { 60 }),
             probes: if quick { 10 } else { 100 },
             concurrency: args.concurrency,
-            largest_tenant_events: if quick { 100_000 } else { 10_000_000 },
+            largest_tenant_events: args.largest_tenant_events.unwrap_or(if quick {
+                100_000
+            } else {
+                10_000_000
+            }),
             median_tenant_events: if quick { 2_000 } else { 30_000 },
             query_requests: if quick { 48 } else { 480 },
             scale_tenants: if quick {

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use beacon_aggregator::LOGIC_VERSION;
 use beacon_aggregator::enrich::{referrer, url};
 use beacon_core::meta::Tenant;
 use beacon_proto::insights::v1::{
@@ -20,6 +21,7 @@ use hdrhistogram::Histogram;
 
 use crate::traffic::{TrafficConfig, TrafficModel};
 
+mod filtered;
 pub(crate) mod load;
 pub mod scale;
 
@@ -60,6 +62,15 @@ pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     })?;
     let insights = Arc::new(Insights::new(Arc::new(loader.store)));
     let range = month(now)?;
+    filtered::run(
+        &insights,
+        &largest.tenant,
+        &largest.raw,
+        &range,
+        (largest.events, plan.query_requests),
+        table,
+    )
+    .await?;
     for (label, loaded) in [("largest", &largest), ("median", &median)] {
         // DuckDB blocks: keep it off the async workers.
         let baseline = tokio::task::block_in_place(|| {
@@ -117,8 +128,10 @@ fn load(
     let tz = beacon_core::time::time_zone(&tenant.time_zone)?;
     let raw = duckdb::Connection::open_in_memory()?;
     raw.execute_batch(
-        "CREATE TABLE raw_events (ts BIGINT, local_date DATE, name VARCHAR, path VARCHAR, source VARCHAR, visitor UBIGINT)",
+        "CREATE TABLE raw_events (ts BIGINT, local_date DATE, name VARCHAR, path VARCHAR, \
+         source VARCHAR, visitor UBIGINT, country VARCHAR, plan VARCHAR, bot BOOLEAN)",
     )?;
+    let mut agents = beacon_aggregator::enrich::Enricher::default();
     {
         let mut appender = raw.appender("raw_events")?;
         for day in 0..30usize {
@@ -130,13 +143,24 @@ fn load(
                 let source =
                     referrer::source(&event.referrer, &page.host, page.utm_source.as_deref());
                 let (_, date) = beacon_core::time::hour_bucket(event.timestamp_ms, &tz)?;
+                let plan = event.props.get("plan").and_then(|p| match &p.kind {
+                    Some(beacon_proto::ingest::v1::prop_value::Kind::StringValue(s)) => {
+                        Some(s.clone())
+                    }
+                    _ => None,
+                });
+                let agent = agents.user_agent(&event.user_agent);
+                let bot = beacon_aggregator::processor::is_bot(&agent, LOGIC_VERSION);
                 appender.append_row(duckdb::params![
                     event.timestamp_ms,
                     date,
                     event.name,
                     page.path,
                     source.name,
-                    event.visitor
+                    event.visitor,
+                    event.country,
+                    plan,
+                    bot
                 ])?;
             }
         }
