@@ -303,7 +303,7 @@ mod tests {
         let counts = oracle("UTC", &events, &[]);
         let only = counts.values().next().expect("one day");
         assert_eq!(only.visits, 3);
-        assert_eq!(only.bounces, 3, "one pageview each");
+        assert_eq!(only.bounces, 2, "a signup and a pageview are two events");
         assert_eq!(only.duration_ms, IDLE as u64);
         assert_eq!((only.events, only.pageviews, only.visitors), (4, 3, 2));
     }

@@ -1269,10 +1269,88 @@ async fn properties(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Resul
     Ok(())
 }
 
+/// Group conversion rates (the "Signup" goal set by [`goals`], on docs and blog pages) and
+/// percentages by source and week, from the event store: a source's visitors who signed up
+/// on those pages over the source's visitors on them, and each source's share of the week's
+/// visitors who did.
+async fn conversions(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()> {
+    let docs_or_blog = condition(
+        Dimension::Page,
+        Operator::Matches,
+        &["^/(docs|blog)"],
+        false,
+    );
+    let req = RunReportRequest {
+        metrics: vec![
+            Metric::Visitors as i32,
+            Metric::GroupConversionRate as i32,
+            Metric::Percentage as i32,
+        ],
+        filter: Some(node(
+            filter::Kind::AllOf,
+            vec![
+                condition(Dimension::Goal, Operator::Is, &["Signup"], false),
+                docs_or_blog,
+            ],
+        )),
+        ..request(vec![time(Interval::Week), dimension(Dimension::Source)])
+    };
+    let reply = client.report(&tenant.read, req.clone()).await?;
+    anyhow::ensure!(reply.source == ReportSource::Events as i32, "{id}: source");
+    let source = [Field::Dimension(Dimension::Source)];
+    let page = |e: &Seen<'_>| {
+        e.get(Field::Dimension(Dimension::Page))
+            .is_some_and(|p| p.starts_with("/docs") || p.starts_with("/blog"))
+    };
+    let signup = |e: &Seen<'_>| {
+        page(e) && e.get(Field::Dimension(Dimension::EventName)).as_deref() == Some("signup")
+    };
+    let weeks = Some(Grain::Week);
+    let converted = tenant.facts.scan(dates(&req), weeks, &source, &signup);
+    let on_pages = tenant.facts.scan(dates(&req), weeks, &source, &page);
+    let per_week = tenant.facts.scan(dates(&req), weeks, &[], &signup);
+    let share = |part: u64, whole: u64| 100.0 * part as f64 / whole as f64;
+    let want: BTreeMap<(String, String), Vec<f64>> = converted
+        .iter()
+        .map(|(key, counts)| {
+            let base = on_pages.get(key).map_or(0, |c| c.visitors);
+            let week = (key.0.clone(), String::new());
+            let all = per_week.get(&week).map_or(0, |c| c.visitors);
+            let values = vec![
+                counts.visitors as f64,
+                share(counts.visitors, base),
+                share(counts.visitors, all),
+            ];
+            (key.clone(), values)
+        })
+        .collect();
+    let got: BTreeMap<(String, String), Vec<f64>> = reply
+        .rows
+        .iter()
+        .map(|r| {
+            let key = (r.dimensions[0].clone(), r.dimensions[1].clone());
+            (key, r.values.iter().map(|v| v.value).collect())
+        })
+        .collect();
+    let close = |a: &Vec<f64>, b: &Vec<f64>| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+    };
+    let agree = got.len() == want.len()
+        && want
+            .iter()
+            .all(|(k, v)| got.get(k).is_some_and(|g| close(g, v)));
+    anyhow::ensure!(
+        agree && !want.is_empty(),
+        "{id} group conversion rates: want {want:#?}\ngot {got:#?}"
+    );
+    Ok(())
+}
+
 /// Reports the rollups cannot answer, read from the event store: filters across dimensions
 /// (nested, each operator), two dimensions, exit pages, property filters on visit metrics,
 /// and a comparison.
 async fn scans(client: &Client, tenant: &Tenant, id: &str) -> anyhow::Result<()> {
+    conversions(client, tenant, id).await?;
     let metrics: Vec<i32> = METRICS.iter().map(|m| *m as i32).collect();
     // Pages of visits from Google or on Safari, leaving out the blog.
     let filter = node(

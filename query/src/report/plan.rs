@@ -1,10 +1,11 @@
-//! A report request, validated, and the rollup read that answers it.
+//! A report request, validated, and where it is read from.
 //!
 //! The rollups hold, per local day, the counters and visitor sketch of each value of each
 //! dimension on its own. So they answer a report grouped by at most one dimension and time,
 //! filtered on that dimension's own values; without a dimension, filtered on one dimension's
-//! values, since every visit has one value of a visit dimension. Everything else is refused
-//! with UNIMPLEMENTED, naming what it would need.
+//! values, since every visit has one value of a visit dimension. Everything else is read from
+//! the event store ([`Route::Events`]); goal rows, made from the rollups only, refuse what
+//! they cannot answer with UNIMPLEMENTED.
 
 use std::sync::Arc;
 
@@ -184,21 +185,22 @@ impl Plan {
             .into_iter()
             .any(uses);
         if self.dimensions().contains(&Dimension::Goal) {
-            if events_only {
-                return Err(QueryError::unimplemented(
+            return match (events_only, self.rows()) {
+                (false, Ok(dimension)) => Ok(Route::Rollups(dimension)),
+                (_, Err(err)) if !is_unimplemented(&err) => Err(err),
+                _ => Err(QueryError::unimplemented(
                     "goal rows are read from the rollups: with DIMENSION_GOAL, group by no \
                      other dimension, filter on goals only and ask for rollup metrics; filter \
                      on a goal (DIMENSION_GOAL OPERATOR_IS) to scan the event store instead",
-                ));
-            }
-            return self.rows().map(Route::Rollups);
+                )),
+            };
         }
         if events_only {
             return Ok(Route::Events);
         }
         match self.rows() {
             Ok(dimension) => Ok(Route::Rollups(dimension)),
-            Err(QueryError::Core(beacon_core::Error::Unimplemented(_))) => Ok(Route::Events),
+            Err(err) if is_unimplemented(&err) => Ok(Route::Events),
             Err(err) => Err(err),
         }
     }
@@ -322,6 +324,11 @@ impl Plan {
         }
         Ok(only as i32)
     }
+}
+
+/// Whether `err` says the rollups cannot answer (as opposed to an invalid request).
+fn is_unimplemented(err: &QueryError) -> bool {
+    matches!(err, QueryError::Core(beacon_core::Error::Unimplemented(_)))
 }
 
 /// Whether each event has its own value of `dimension` (else each visit has one).

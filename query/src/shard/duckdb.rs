@@ -84,6 +84,32 @@ impl DuckShardStore {
         let shards = self.shards.clone();
         tokio::task::spawn_blocking(move || f(&shards)).await?
     }
+
+    /// Runs `read` on a read connection of `tenant_id`'s shard, with the tenant id; the
+    /// default answer when the shard was never created. `what` names the read in errors.
+    async fn read_tenant<T, F>(
+        &self,
+        tenant_id: &str,
+        what: String,
+        read: F,
+    ) -> Result<T, QueryError>
+    where
+        T: Default + Send + 'static,
+        F: FnOnce(&Connection, &str) -> Result<T, ShardFailure> + Send + 'static,
+    {
+        beacon_core::auth::validate_tenant_id(tenant_id)?;
+        let partition = partition_of(tenant_id, self.partitions);
+        let tenant = tenant_id.to_owned();
+        self.blocking(move |shards| {
+            let Some(shard) = open(shards, partition, false)? else {
+                return Ok(T::default());
+            };
+            shard
+                .with_reader(|conn| read(conn, &tenant))
+                .map_err(|err| QueryError::shard(&shard.name, what, err))
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -220,49 +246,22 @@ impl ShardStore for DuckShardStore {
     }
 
     async fn recent(&self, tenant_id: &str, query: RecentQuery) -> Result<Recent, QueryError> {
-        beacon_core::auth::validate_tenant_id(tenant_id)?;
-        let partition = partition_of(tenant_id, self.partitions);
-        let tenant = tenant_id.to_owned();
-        self.blocking(move |shards| {
-            let Some(shard) = open(shards, partition, false)? else {
-                return Ok(Recent::default());
-            };
-            shard
-                .with_reader(|conn| read::recent(conn, &tenant, &query))
-                .map_err(|err| {
-                    QueryError::shard(
-                        &shard.name,
-                        format!("reading the realtime view of tenant {tenant:?}"),
-                        err,
-                    )
-                })
+        let what = format!("reading the realtime view of tenant {tenant_id:?}");
+        self.read_tenant(tenant_id, what, move |conn, tenant| {
+            read::recent(conn, tenant, &query)
         })
         .await
     }
 
     async fn scan(&self, tenant_id: &str, query: ScanQuery) -> Result<Answer, QueryError> {
-        beacon_core::auth::validate_tenant_id(tenant_id)?;
-        let partition = partition_of(tenant_id, self.partitions);
-        let tenant = tenant_id.to_owned();
-        self.blocking(move |shards| {
-            let Some(shard) = open(shards, partition, false)? else {
-                return Ok(Answer::default());
-            };
-            shard
-                .with_reader(|conn| scan::run(conn, &tenant, &query))
-                .map_err(|err| {
-                    QueryError::shard(
-                        &shard.name,
-                        format!("scanning the events of tenant {tenant:?}"),
-                        err,
-                    )
-                })
+        let what = format!("scanning the events of tenant {tenant_id:?}");
+        self.read_tenant(tenant_id, what, move |conn, tenant| {
+            scan::run(conn, tenant, &query)
         })
         .await
     }
 
     async fn query(&self, tenant_id: &str, query: ShardQuery) -> Result<Answer, QueryError> {
-        beacon_core::auth::validate_tenant_id(tenant_id)?;
         let dimension = i16::try_from(query.dimension).map_err(|_| {
             QueryError::invalid(format!(
                 "dimension {} is not a known Dimension",
@@ -276,21 +275,9 @@ impl ShardStore for DuckShardStore {
                 "hourly groups are kept for unfiltered totals only (dimension 0)",
             ));
         }
-        let partition = partition_of(tenant_id, self.partitions);
-        let tenant = tenant_id.to_owned();
-        self.blocking(move |shards| {
-            let Some(shard) = open(shards, partition, false)? else {
-                return Ok(Answer::default());
-            };
-            shard
-                .with_reader(|conn| read::sums(conn, &tenant, dimension, &query))
-                .map_err(|err| {
-                    QueryError::shard(
-                        &shard.name,
-                        format!("reading {:?} of tenant {tenant:?}", query.group),
-                        err,
-                    )
-                })
+        let what = format!("reading {:?} of tenant {tenant_id:?}", query.group);
+        self.read_tenant(tenant_id, what, move |conn, tenant| {
+            read::sums(conn, tenant, dimension, &query)
         })
         .await
     }
