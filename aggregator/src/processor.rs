@@ -180,8 +180,9 @@ impl Processor {
         let mut page = enrich::url::parse(&event.url);
         page.path = cap_length(page.path);
         if self.version >= 4 && event.name == ENGAGEMENT {
-            if emit && self.version >= 6 {
-                self.emit_engagement(&prepared, &agent, &page, watermark_ms);
+            // A report without its measures (as senders made them before version 6) is none.
+            if let (true, Some(engagement)) = (emit && self.version >= 6, event.engagement) {
+                self.emit_engagement(&prepared, (&agent, &page), engagement, watermark_ms);
             }
             return;
         }
@@ -270,20 +271,20 @@ impl Processor {
         self.maybe_cleanup();
     }
 
-    /// Adds an engagement report to the event store's rows, under its visitor's open visit
-    /// (or, without one, a visit of its own that is not counted anywhere).
+    /// Adds an engagement report to the event store's rows, under the visit of its visitor it
+    /// would join (or, without one, a visit of its own that is not counted anywhere).
     fn emit_engagement(
         &mut self,
         prepared: &Prepared<'_>,
-        agent: &UserAgent,
-        page: &PageUrl,
+        (agent, page): (&UserAgent, &PageUrl),
+        engagement: beacon_proto::ingest::v1::Engagement,
         watermark_ms: i64,
     ) {
         let event = prepared.event;
         let open = self
             .sessions
             .get(&event.tenant_id, event.visitor)
-            .filter(|s| s.is_open(watermark_ms.max(event.timestamp_ms)));
+            .filter(|s| s.accepts(event.timestamp_ms, watermark_ms));
         let mut row = match open {
             Some(session) => event_row(prepared, session),
             None => {
@@ -308,7 +309,6 @@ impl Processor {
         row.values.push(page.path.clone());
         row.dimensions.push(Dimension::Hostname as i32);
         row.values.push(cap_length(page.host.clone()));
-        let engagement = event.engagement.unwrap_or_default();
         row.scroll_depth = Some(engagement.scroll_depth);
         row.engaged_ms = Some(engagement.engaged_ms);
         self.pending.tenant(&event.tenant_id).add_event(row);

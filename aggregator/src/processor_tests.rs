@@ -499,6 +499,8 @@ fn version_6_keeps_every_event_with_its_visit() {
         pv(1, T0, "/"),
         pv(1, T0 + MIN, "/pricing"),
         engagement,
+        // A report without its measures, as older senders made them: no row.
+        ev(1, T0 + 2 * MIN, ENGAGEMENT, "/pricing"),
         signup,
     ]);
     let events: Vec<_> = out.iter().flat_map(|t| &t.events).collect();

@@ -54,7 +54,7 @@ impl SessionState {
     }
 
     /// Whether an event at `ts` joins this session.
-    fn accepts(&self, ts: i64, watermark_ms: i64) -> bool {
+    pub fn accepts(&self, ts: i64, watermark_ms: i64) -> bool {
         self.is_open(watermark_ms)
             && ts >= self.start_ms.saturating_sub(SESSION_IDLE_MS)
             && ts <= self.end_ms.saturating_add(SESSION_IDLE_MS)

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub mod apply;
 mod args;
 mod error;
+mod expire;
 pub mod filter;
 pub mod insights;
 pub mod metrics;
@@ -90,6 +91,12 @@ pub async fn run(
         });
         consumers.spawn(consumer.run());
     }
+    consumers.spawn(expire::run(
+        store.clone(),
+        backends.tenants.clone(),
+        (partitions.clone(), backends.partitions),
+        consumers.token().clone(),
+    ));
     tracing::info!(
         ?partitions,
         replica,

@@ -93,7 +93,12 @@ pub async fn run(
             };
             let mut query = ShardQuery::new(dimension, plan.range.start, plan.range.end, group);
             query.keep = plan.keep();
-            if every.is_none() {
+            // Percentages are known only after the read: sort by them here.
+            let by_percentage = plan
+                .sort
+                .iter()
+                .any(|s| s.key == shard::SortKey::Metric(Metric::Percentage));
+            if every.is_none() && !by_percentage {
                 query.page = Some(Page {
                     sort: plan.sort.clone(),
                     offset: plan.offset,
@@ -108,6 +113,10 @@ pub async fn run(
             }
             match every {
                 Some(times) => paged(every_point(answer.groups, times, plan), plan),
+                None if by_percentage => {
+                    shard::sort(&mut answer.groups, &plan.sort);
+                    paged(answer.groups, plan)
+                }
                 None => (answer.groups, answer.total),
             }
         }
@@ -217,7 +226,12 @@ fn every_point(groups: Vec<Sums>, times: Vec<i64>, plan: &Plan) -> Vec<Sums> {
 
 /// A row's dimension values, in the plan's column order (a property's value without its key).
 fn dimensions(plan: &Plan, time_label: &str, key: &str) -> Vec<String> {
-    let mut values = key.split(shard::KEY_SEPARATOR);
+    // Only keys of two values are joined: a single value is whole, whatever it holds.
+    let mut values: Box<dyn Iterator<Item = &str>> = if plan.dimensions().len() > 1 {
+        Box::new(key.split(shard::KEY_SEPARATOR))
+    } else {
+        Box::new(std::iter::once(key))
+    };
     plan.columns
         .iter()
         .map(|column| match column {

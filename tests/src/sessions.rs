@@ -89,30 +89,53 @@ pub fn by_visitor<'e>(events: &'e [Event], bots: &[&str]) -> BTreeMap<Visitor<'e
     out
 }
 
+/// What makes a visit a bounce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounce {
+    /// One event (logic version 6 on).
+    OneEvent,
+    /// Fewer than two pageviews (before logic version 6).
+    OnePageview,
+}
+
 /// The daily numbers of `events` for a tenant in `time_zone`; agents in `bots` are bots, and
 /// `engagement` events count nowhere.
 pub fn oracle(time_zone: &str, events: &[Event], bots: &[&str]) -> BTreeMap<String, Counts> {
+    oracle_with(Bounce::OneEvent, time_zone, events, bots)
+}
+
+/// [`oracle`] with the bounce rule of another logic version.
+pub fn oracle_with(
+    bounce: Bounce,
+    time_zone: &str,
+    events: &[Event],
+    bots: &[&str],
+) -> BTreeMap<String, Counts> {
     let mut days: BTreeMap<String, (Counts, BTreeSet<Visitor<'_>>)> = BTreeMap::new();
     for (visitor, list) in by_visitor(events, bots) {
-        // (first event, last event, events) of the open session.
-        let mut session: Option<(i64, i64, u64)> = None;
-        let close = |days: &mut BTreeMap<_, (Counts, BTreeSet<_>)>, (start, end, events)| {
+        // (first event, last event, events, pageviews) of the open session.
+        let mut session: Option<(i64, i64, u64, u64)> = None;
+        let close = |days: &mut BTreeMap<_, (Counts, BTreeSet<_>)>, (start, end, events, views)| {
             let day = &mut days.entry(local_date(start, time_zone)).or_default().0;
             day.visits += 1;
-            // A bounce is a visit of one event.
-            day.bounces += u64::from(events < 2);
+            day.bounces += u64::from(match bounce {
+                Bounce::OneEvent => events < 2,
+                Bounce::OnePageview => views < 2,
+            });
             day.duration_ms += (end - start) as u64;
         };
         for event in list {
             let ms = event_ms(event);
             let pageview = event.name == "pageview";
             session = match session {
-                Some((start, end, events)) if ms - end <= IDLE => Some((start, ms, events + 1)),
+                Some((start, end, events, views)) if ms - end <= IDLE => {
+                    Some((start, ms, events + 1, views + u64::from(pageview)))
+                }
                 previous => {
                     if let Some(previous) = previous {
                         close(&mut days, previous);
                     }
-                    Some((ms, ms, 1))
+                    Some((ms, ms, 1, u64::from(pageview)))
                 }
             };
             let (day, seen) = days.entry(local_date(ms, time_zone)).or_default();

@@ -20,7 +20,9 @@ use beacon_proto::ingest::v1::Event;
 use beacon_tests::client::Counts;
 use beacon_tests::process::beacon_bin;
 use beacon_tests::run::{import_all, send_acknowledged, wait_stable};
-use beacon_tests::sessions::{BOT_AGENT, MONITOR_AGENT, event_ms, oracle, tricky_events};
+use beacon_tests::sessions::{
+    BOT_AGENT, Bounce, MONITOR_AGENT, event_ms, oracle_with, tricky_events,
+};
 use beacon_tests::traffic::{TenantSpec, Traffic, local_date};
 use beacon_tests::{Client, Cluster, Role};
 use prost::Message;
@@ -40,7 +42,12 @@ fn spec(id: &str, time_zone: &str) -> TenantSpec {
 }
 
 fn traffic(tenant: &TenantSpec, events: Vec<Event>, bots: &[&str]) -> Traffic {
-    let expected = oracle(&tenant.time_zone, &events, bots);
+    traffic_with(Bounce::OneEvent, tenant, events, bots)
+}
+
+/// [`traffic`] with the bounce rule of another logic version.
+fn traffic_with(bounce: Bounce, tenant: &TenantSpec, events: Vec<Event>, bots: &[&str]) -> Traffic {
+    let expected = oracle_with(bounce, &tenant.time_zone, &events, bots);
     Traffic {
         tenant: tenant.clone(),
         events,
@@ -195,9 +202,11 @@ async fn a_logic_change_is_reprocessed_under_load_through_a_sigkill() -> anyhow:
     }
     let (shifty_key, shifty_read) = keys[0].clone();
     let (bystander_key, bystander_read) = keys[1].clone();
-    let old = traffic(&shifty, histories[0].clone(), &[BOT_AGENT]);
-    let new = traffic(&shifty, histories[0].clone(), &[BOT_AGENT, MONITOR_AGENT]);
-    let other = traffic(&bystander, histories[1].clone(), &[BOT_AGENT]);
+    // Logic versions 2 and 3 count visits of fewer than two pageviews as bounces.
+    let before_6 = |tenant, events, bots| traffic_with(Bounce::OnePageview, tenant, events, bots);
+    let old = before_6(&shifty, histories[0].clone(), &[BOT_AGENT]);
+    let new = before_6(&shifty, histories[0].clone(), &[BOT_AGENT, MONITOR_AGENT]);
+    let other = before_6(&bystander, histories[1].clone(), &[BOT_AGENT]);
     ensure!(
         old.expected != new.expected,
         "the rule change must change numbers"
@@ -350,7 +359,7 @@ async fn a_logic_change_is_reprocessed_under_load_through_a_sigkill() -> anyhow:
     // other tenant's history keeps its numbers.
     let mut all = histories[0].clone();
     all.extend(live[0].iter().cloned());
-    let after = traffic(&shifty, all, &[BOT_AGENT, MONITOR_AGENT]);
+    let after = before_6(&shifty, all, &[BOT_AGENT, MONITOR_AGENT]);
     wait_stable(&client, &shifty_read, &after, WAIT, HOLD)
         .await
         .map_err(|err| anyhow::anyhow!("after: {err}\n{}", cluster.logs()))?;
@@ -440,7 +449,7 @@ async fn a_logic_change_is_reprocessed_under_load_through_a_sigkill() -> anyhow:
             .any(|job| job["tenant"] == bystander.id && job["state"] == "done"),
         "--stale rebuilt the other tenant: {report}"
     );
-    let upgraded = traffic(
+    let upgraded = before_6(
         &bystander,
         histories[1].clone(),
         &[BOT_AGENT, MONITOR_AGENT],

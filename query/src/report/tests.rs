@@ -160,6 +160,25 @@ async fn filters_order_and_pages() {
         at.extend((0..n).map(|_| ("2026-03-02T10:00:00Z", source)));
     }
     visits(&f, 1, &at).await;
+    // Shares of the day's visitors, the largest first: sorted after they are known.
+    let shares = report(
+        &f,
+        RunReportRequest {
+            date_range: range("2026-03-02", "2026-03-02"),
+            metrics: vec![Metric::Percentage as i32],
+            dimensions: vec![by(Dimension::Source)],
+            limit: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        table(&shares),
+        [
+            (vec!["Hacker News"], vec![40.0]),
+            (vec!["Google"], vec![30.0])
+        ]
+    );
     let any = Filter {
         kind: Some(filter::Kind::AnyOf(Filters {
             filters: vec![

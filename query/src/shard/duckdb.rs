@@ -10,6 +10,7 @@ use ::duckdb::{Connection, OptionalExt, Transaction, params};
 use async_trait::async_trait;
 use beacon_core::partition::partition_of;
 use beacon_proto::pipeline::v1::{EventRow, Swap, SwapTotals, TenantRollup, TenantVersion, Totals};
+use jiff::civil::Date;
 
 use super::cell::{
     Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour, append_recent_row,
@@ -54,6 +55,29 @@ impl DuckShardStore {
             shards: Arc::new(OpenShards::new(dir, memory.to_owned())),
             partitions: partitions.max(1),
         })
+    }
+
+    /// Deletes `tenant_id`'s live and staged events of local dates before `before`; returns
+    /// how many.
+    pub async fn expire_events(&self, tenant_id: &str, before: Date) -> Result<u64, QueryError> {
+        beacon_core::auth::validate_tenant_id(tenant_id)?;
+        let partition = partition_of(tenant_id, self.partitions);
+        let tenant = tenant_id.to_owned();
+        self.blocking(move |shards| {
+            let Some(shard) = open(shards, partition, false)? else {
+                return Ok(0);
+            };
+            shard
+                .with_writer(|conn| {
+                    conn.prepare_cached(schema::EXPIRE_EVENTS)?
+                        .execute(params![tenant, before.to_string()])
+                })
+                .map(|deleted| deleted as u64)
+                .map_err(|err| {
+                    QueryError::shard(&shard.name, format!("expiring events of {tenant:?}"), err)
+                })
+        })
+        .await
     }
 
     /// Folds every open shard's deltas now, off the async runtime.

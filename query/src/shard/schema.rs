@@ -146,6 +146,10 @@ pub(crate) const SWAP: [&str; 6] = [
 /// How many of [`SWAP`]'s statements delete live rows (the others turn the generation live).
 pub(crate) const SWAP_DELETES: usize = 3;
 
+/// Deletes a tenant's events of dates before one: parameters tenant, first kept date.
+pub(crate) const EXPIRE_EVENTS: &str =
+    "DELETE FROM events WHERE tenant = ? AND local_date < CAST(? AS DATE)";
+
 /// Drops a tenant generation's rows: parameters tenant, generation.
 pub(crate) const DROP_GENERATION: [&str; 3] = [
     "DELETE FROM days WHERE tenant = ? AND gen = ?",
