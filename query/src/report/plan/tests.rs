@@ -197,7 +197,7 @@ fn what_the_rollups_cannot_answer_scans_the_event_store() {
                 dimensions: vec![by(Dimension::Page), by(Dimension::Country)],
                 ..request()
             },
-            "at most one dimension and one time dimension",
+            "two dimensions",
         ),
         (
             RunReportRequest {
