@@ -5,8 +5,8 @@ use beacon_core::auth::with_bearer;
 use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
 use beacon_proto::admin::v1::{
     CreateKeyRequest, CreateTenantRequest, DeleteTenantRequest, Goal, KeyKind, ListKeysRequest,
-    ListTenantsRequest, RevokeKeyRequest, RotateKeyRequest, SetCurrencyRequest, SetGoalsRequest,
-    SetRawRetentionRequest, goal,
+    ListTenantsRequest, RevokeKeyRequest, RotateKeyRequest, SetCurrencyRequest, SetDomainsRequest,
+    SetGoalsRequest, SetRawRetentionRequest, goal,
 };
 use tonic::transport::Channel;
 
@@ -130,6 +130,16 @@ enum AdminCommand {
         /// ISO 4217 code, for example EUR.
         #[arg(long)]
         currency: String,
+    },
+    /// Replaces the site domains whose keyless beacons (Plausible's tracker, `domain`) count
+    /// for a tenant (none given: stops them).
+    SetDomains {
+        /// The tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// A host name, for example shop.example; repeat for more.
+        #[arg(long = "domain")]
+        domains: Vec<String>,
     },
     /// Replaces a tenant's goals (none given: removes them all).
     SetGoals {
@@ -310,6 +320,17 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 })?)
                 .await?;
             serde_json::json!({ "tenant": tenant, "currency": currency })
+        }
+        AdminCommand::SetDomains { tenant, domains } => {
+            let stored = client
+                .set_domains(admin.request(SetDomainsRequest {
+                    tenant_id: tenant.clone(),
+                    domains: domains.clone(),
+                })?)
+                .await?
+                .into_inner()
+                .domains;
+            serde_json::json!({ "tenant": tenant, "domains": stored })
         }
         AdminCommand::SetGoals { tenant, goals } => {
             let count = goals.len();

@@ -81,7 +81,15 @@ struct Cache {
 pub struct Registry {
     store: Arc<dyn TenantStore>,
     cache: Arc<Mutex<Cache>>,
+    /// Tenants by registered domain, and when they were listed.
+    domains: Arc<Mutex<Option<DomainList>>>,
 }
+
+/// When the tenants were listed, and each registered domain's tenant.
+type DomainList = (Instant, HashMap<String, Tenant>);
+
+/// Most site domains one tenant may register.
+pub const MAX_DOMAINS: usize = 50;
 
 impl Registry {
     /// A registry over `store`.
@@ -89,7 +97,74 @@ impl Registry {
         Self {
             store,
             cache: Arc::default(),
+            domains: Arc::default(),
         }
+    }
+
+    /// Replaces the site domains whose keyless beacons count for tenant `id`, making its site
+    /// key (a public ingest key) if it has none that works. A domain belongs to one tenant.
+    pub async fn set_domains(&self, id: &str, domains: Vec<String>) -> Result<Tenant> {
+        let domains = valid_domains(domains)?;
+        let Some(before) = self.store.tenant(id).await? else {
+            return Err(Error::NotFound(format!("tenant_id {id:?} is not a tenant")));
+        };
+        for other in self.store.tenants().await? {
+            if let (false, Some(taken)) = (
+                other.id == id,
+                other.domains.iter().find(|d| domains.contains(d)),
+            ) {
+                return Err(Error::InvalidArgument(format!(
+                    "domains: {taken:?} is a site of tenant {:?} already",
+                    other.id
+                )));
+            }
+        }
+        let works = !before.site_key.is_empty()
+            && self
+                .authenticate(&before.site_key, KeyKind::Ingest)
+                .await
+                .is_ok();
+        let site_key = if works {
+            before.site_key.clone()
+        } else {
+            self.create_key(id, KeyKind::Ingest).await?
+        };
+        let after = Tenant {
+            domains,
+            site_key,
+            ..before
+        };
+        self.store.update_tenant(&after).await?;
+        if let Ok(mut cached) = self.domains.lock() {
+            *cached = None;
+        }
+        Ok(after)
+    }
+
+    /// The tenant that registered site `domain`, from a list of the tenants at most
+    /// [`CACHE_TTL`] old.
+    pub async fn tenant_of_domain(&self, domain: &str) -> Result<Option<Tenant>> {
+        let domain = domain.trim().to_ascii_lowercase();
+        let fresh = |cached: &Option<DomainList>| {
+            cached
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+                .map(|(_, map)| map.get(&domain).cloned())
+        };
+        if let Some(found) = self.domains.lock().ok().and_then(|c| fresh(&c)) {
+            return Ok(found);
+        }
+        let mut map = HashMap::new();
+        for tenant in self.store.tenants().await? {
+            for domain in &tenant.domains {
+                map.insert(domain.clone(), tenant.clone());
+            }
+        }
+        let found = map.get(&domain).cloned();
+        if let Ok(mut cached) = self.domains.lock() {
+            *cached = Some((Instant::now(), map));
+        }
+        Ok(found)
     }
 
     /// The tenant a key allowed to do `want` belongs to. Unknown, revoked and expired keys are
@@ -212,6 +287,8 @@ impl Registry {
             raw_retention_days: 0,
             goals: Vec::new(),
             currency: String::new(),
+            domains: Vec::new(),
+            site_key: String::new(),
         };
         self.store.create_tenant(&tenant).await?;
         let ingest = self.create_key(&tenant.id, KeyKind::Ingest).await?;
@@ -405,6 +482,32 @@ fn kind_name(kind: KeyKind) -> &'static str {
     }
 }
 
+/// Site domains as stored: trimmed, lowercase, each a host name of at most 253 characters
+/// (letters, digits, `-` and `.`), without repeats, at most [`MAX_DOMAINS`].
+fn valid_domains(domains: Vec<String>) -> Result<Vec<String>> {
+    if domains.len() > MAX_DOMAINS {
+        return Err(Error::InvalidArgument(format!(
+            "domains: {} domains; at most {MAX_DOMAINS} are allowed",
+            domains.len()
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(domains.len());
+    for (i, domain) in domains.into_iter().enumerate() {
+        let domain = domain.trim().to_ascii_lowercase();
+        let host = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+        if domain.is_empty() || domain.len() > 253 || !domain.chars().all(host) {
+            return Err(Error::InvalidArgument(format!(
+                "domains[{i}]: {domain:?} is not a host name (letters, digits, '-' and '.', at \
+                 most 253 characters)"
+            )));
+        }
+        if !out.contains(&domain) {
+            out.push(domain);
+        }
+    }
+    Ok(out)
+}
+
 /// `message` as a gRPC request carrying `authorization: Bearer <key>`.
 pub fn with_bearer<T>(key: &str, message: T) -> Result<tonic::Request<T>> {
     let value =
@@ -442,4 +545,21 @@ pub fn request_key(metadata: &tonic::metadata::MetadataMap) -> Result<String> {
     Err(Error::Unauthenticated(
         "missing API key: send \"authorization: Bearer <key>\"".into(),
     ))
+}
+
+#[cfg(test)]
+mod domain_tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_hosts_lowercase_without_repeats() {
+        let got = valid_domains(vec![" Shop.Example ".into(), "shop.example".into()]);
+        assert_eq!(got.ok(), Some(vec!["shop.example".to_owned()]));
+        let err = valid_domains(vec!["a.example".into(), "https://b.example/".into()])
+            .expect_err("a URL");
+        assert!(err.to_string().contains("domains[1]"), "{err}");
+        let many = (0..=MAX_DOMAINS).map(|i| format!("s{i}.example")).collect();
+        let err = valid_domains(many).expect_err("too many");
+        assert!(err.to_string().contains("at most 50"), "{err}");
+    }
 }

@@ -18,9 +18,10 @@ use beacon_proto::admin::v1::{
     ListReprocessRequest, ListReprocessResponse, ListStaleRequest, ListStaleResponse,
     ListTenantsRequest, ListTenantsResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse,
     ResetTenantRequest, ResetTenantResponse, RevokeKeyRequest, RevokeKeyResponse, RotateKeyRequest,
-    RotateKeyResponse, SetCurrencyRequest, SetCurrencyResponse, SetGoalsRequest, SetGoalsResponse,
-    SetRawRetentionRequest, SetRawRetentionResponse, SetTimeZoneRequest, SetTimeZoneResponse,
-    StartReprocessRequest, StartReprocessResponse, Tenant, goal,
+    RotateKeyResponse, SetCurrencyRequest, SetCurrencyResponse, SetDomainsRequest,
+    SetDomainsResponse, SetGoalsRequest, SetGoalsResponse, SetRawRetentionRequest,
+    SetRawRetentionResponse, SetTimeZoneRequest, SetTimeZoneResponse, StartReprocessRequest,
+    StartReprocessResponse, Tenant, goal,
 };
 use tonic::{Request, Response, Status};
 
@@ -160,6 +161,7 @@ fn to_proto(tenant: meta::Tenant) -> Tenant {
         raw_retention_days: tenant.raw_retention_days,
         goals: tenant.goals.into_iter().map(goal_to_proto).collect(),
         currency: tenant.currency,
+        domains: tenant.domains,
     }
 }
 
@@ -505,6 +507,22 @@ impl AdminService for Admin {
             .await?;
         tracing::info!(tenant = %req.tenant_id, currency = %req.currency, "currency set");
         Ok(Response::new(SetCurrencyResponse {}))
+    }
+
+    async fn set_domains(
+        &self,
+        request: Request<SetDomainsRequest>,
+    ) -> Result<Response<SetDomainsResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        let tenant = self
+            .registry
+            .set_domains(&req.tenant_id, req.domains)
+            .await?;
+        tracing::info!(tenant = %tenant.id, domains = ?tenant.domains, "site domains set");
+        Ok(Response::new(SetDomainsResponse {
+            domains: tenant.domains,
+        }))
     }
 
     async fn set_goals(

@@ -38,7 +38,6 @@ struct Body {
     #[serde(alias = "u")]
     url: String,
     #[serde(default, alias = "d")]
-    #[allow(dead_code)]
     domain: Option<String>,
     #[serde(default, alias = "r")]
     referrer: Option<String>,
@@ -71,7 +70,7 @@ async fn event(State(ingest): State<IngestProxy>, request: Request) -> Response 
 async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection> {
     let (parts, body) = request.into_parts();
     let metadata = tonic::metadata::MetadataMap::from_headers(parts.headers.clone());
-    let key = key_of(&metadata, parts.uri.query(), "ingest")?;
+    let keyed = has_key(&metadata, parts.uri.query());
     let peer = parts
         .extensions
         .get::<TcpConnectInfo>()
@@ -86,7 +85,52 @@ async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection>
                 format!("body: larger than the limit of {MAX_BODY_BYTES} bytes"),
             )
         })?;
-    let event = to_event(&bytes, &parts.headers)?;
+    let (event, domain) = to_event(&bytes, &parts.headers)?;
+    let keys = match (keyed, domain) {
+        (false, Some(domains)) => site_keys(ingest, &domains, client_ip).await?,
+        _ => vec![key_of(&metadata, parts.uri.query(), "ingest")?],
+    };
+    for key in keys {
+        send(ingest, event.clone(), &key, client_ip).await?;
+    }
+    Ok(())
+}
+
+/// The site keys of the registered domains among `domains` (Plausible's comma-separated
+/// list); a refusal when none is registered.
+async fn site_keys(
+    ingest: &IngestProxy,
+    domains: &str,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<Vec<String>, Rejection> {
+    let mut keys = Vec::new();
+    for domain in domains.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let key = ingest
+            .guard
+            .site_key(domain, client_ip)
+            .await
+            .map_err(|status| (http_status(status.code()), status.message().to_owned()))?;
+        keys.extend(key);
+    }
+    if keys.is_empty() {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "domain: {domains:?} is no registered site (AdminService.SetDomains), and no key \
+                 was sent"
+            ),
+        ));
+    }
+    Ok(keys)
+}
+
+/// Sends `event` with ingest key `key`; a refusal names the field and the limit.
+async fn send(
+    ingest: &IngestProxy,
+    event: Event,
+    key: &str,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<(), Rejection> {
     let mut grpc = tonic::Request::new(SendEventsRequest {
         events: vec![event],
     });
@@ -108,6 +152,15 @@ async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection>
         }
         _ => Ok(()),
     }
+}
+
+/// Whether a request carries a key, in a header or in `?key=`.
+fn has_key(metadata: &tonic::metadata::MetadataMap, query: Option<&str>) -> bool {
+    metadata.contains_key("authorization")
+        || metadata.contains_key("x-beacon-key")
+        || query.is_some_and(|q| {
+            url::form_urlencoded::parse(q.as_bytes()).any(|(name, _)| name == "key")
+        })
 }
 
 /// The `kind` key of an HTTP request: the headers gRPC requests use
@@ -140,7 +193,8 @@ pub(crate) fn key_of(
     })
 }
 
-fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<Event, Rejection> {
+/// The event of a beacon body, and the body's `domain`.
+fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<(Event, Option<String>), Rejection> {
     let bad = |msg: String| (StatusCode::BAD_REQUEST, msg);
     let body: Body =
         serde_json::from_slice(bytes).map_err(|err| bad(format!("malformed JSON body: {err}")))?;
@@ -149,7 +203,8 @@ fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<Event, Rejection> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    Ok(Event {
+    let domain = body.domain.clone();
+    let event = Event {
         id: body.id.unwrap_or_default(),
         url: body.url,
         referrer: body.referrer.unwrap_or_default(),
@@ -169,7 +224,8 @@ fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<Event, Rejection> {
             engaged_ms: body.engaged_ms.unwrap_or_default(),
         }),
         name: body.name,
-    })
+    };
+    Ok((event, domain))
 }
 
 fn props(value: Value) -> Result<HashMap<String, PropValue>, String> {
@@ -249,7 +305,7 @@ mod tests {
     #[test]
     fn plausible_short_names_and_string_props() {
         let body = br#"{"n":"pageview","u":"https://a.example/x","d":"a.example","r":"https://google.com/","p":"{\"plan\":\"pro\",\"n\":2}"}"#;
-        let event = to_event(body, &HeaderMap::new()).expect("valid");
+        let (event, _) = to_event(body, &HeaderMap::new()).expect("valid");
         assert_eq!(event.name, "pageview");
         assert_eq!(event.referrer, "https://google.com/");
         assert_eq!(event.props.len(), 2);
@@ -275,7 +331,7 @@ mod tests {
     #[test]
     fn revenue_accepts_string_amounts() {
         let body = br#"{"name":"buy","url":"https://a.example/","revenue":{"currency":"EUR","amount":"12.5"}}"#;
-        let event = to_event(body, &HeaderMap::new()).expect("valid");
+        let (event, _) = to_event(body, &HeaderMap::new()).expect("valid");
         assert_eq!(event.revenue.map(|r| r.amount), Some(12.5));
     }
 }

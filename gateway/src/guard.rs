@@ -72,6 +72,21 @@ impl Guard {
         })
     }
 
+    /// The site key of the tenant that registered `domain` (keyless beacons); an unknown
+    /// domain counts as a failed authentication of `client`.
+    pub async fn site_key(
+        &self,
+        domain: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Option<String>, Status> {
+        self.edge.admit(client)?;
+        let tenant = self.registry.tenant_of_domain(domain).await?;
+        if tenant.is_none() {
+            self.edge.failed(client);
+        }
+        Ok(tenant.map(|t| t.site_key).filter(|key| !key.is_empty()))
+    }
+
     /// Admits `count` events sent by `client` with the key in `metadata`.
     pub async fn ingest(
         &self,

@@ -87,6 +87,8 @@ mod tests {
             raw_retention_days: 0,
             goals: Vec::new(),
             currency: String::new(),
+            domains: Vec::new(),
+            site_key: String::new(),
         };
         // 2026-03-10T20:00:00Z: 2026-03-11 01:30 in Kolkata.
         let now = 1_773_172_800_000;

@@ -271,3 +271,83 @@ async fn plausible_shaped_traffic_counts_by_definition() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A site switches from Plausible by changing only the tracker's endpoint: beacons without a
+/// key, as `text/plain`, name their sites in `domain`; a comma-separated list sends to each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyless_beacons_count_for_the_sites_they_name() -> anyhow::Result<()> {
+    let cluster = Cluster::start()?;
+    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let mut reads = Vec::new();
+    for (tenant, domain) in [("site-a", "a.example"), ("site-b", "B.Example")] {
+        let (_, read) = client
+            .create_tenant(&cluster.admin_token, tenant, "UTC")
+            .await?;
+        let request = beacon_core::auth::with_bearer(
+            &cluster.admin_token,
+            beacon_proto::admin::v1::SetDomainsRequest {
+                tenant_id: tenant.into(),
+                domains: vec![domain.into()],
+            },
+        )?;
+        let stored = client.admin().set_domains(request).await?.into_inner();
+        assert_eq!(stored.domains, [domain.to_ascii_lowercase()]);
+        reads.push(read);
+    }
+    // A domain belongs to one tenant.
+    let taken = client
+        .admin()
+        .set_domains(beacon_core::auth::with_bearer(
+            &cluster.admin_token,
+            beacon_proto::admin::v1::SetDomainsRequest {
+                tenant_id: "site-b".into(),
+                domains: vec!["a.example".into()],
+            },
+        )?)
+        .await
+        .expect_err("taken");
+    assert!(taken.message().contains("site-a"), "{taken:?}");
+    let beacon = |name: &str, domain: &str| {
+        serde_json::json!({"n": name, "u": "https://a.example/", "d": domain}).to_string()
+    };
+    let send = |body: String, agent: String| {
+        let client = &client;
+        async move {
+            let headers = [
+                ("user-agent", agent.as_str()),
+                ("content-type", "text/plain"),
+            ];
+            client.beacon(None, body.into_bytes(), &headers).await
+        }
+    };
+    // Visitor 1 on both sites at once, visitor 2 on site a with a signup.
+    let sent = [
+        (beacon("pageview", "a.example,b.example"), agent(1)),
+        (beacon("pageview", "a.example"), agent(2)),
+        (beacon("signup", "a.example"), agent(2)),
+    ];
+    for (body, agent) in sent {
+        let (status, text) = send(body, agent).await?;
+        anyhow::ensure!(status == 202 && text == "ok", "refused: {status} {text}");
+    }
+    let (status, text) = send(beacon("pageview", "unknown.example"), agent(3)).await?;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("unknown.example"), "{text}");
+    // Site a: 2 visitors, 2 pageviews, 3 events; site b: 1 visitor, 1 pageview.
+    let totals = [Metric::Visitors, Metric::Pageviews, Metric::Events];
+    for (read, want) in reads.iter().zip([[2.0, 2.0, 3.0], [1.0, 1.0, 1.0]]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = client
+                .report(read, report(&totals, None))
+                .await
+                .map(|r| values(&r).remove("").unwrap_or_default());
+            if got.as_deref().ok() == Some(&want[..]) {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{got:?} never reached {want:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}

@@ -93,6 +93,8 @@ pub fn tenant(spec: &TenantSpec) -> Tenant {
         raw_retention_days: 0,
         goals: Vec::new(),
         currency: crate::traffic::currency_of(&spec.id).0.to_owned(),
+        domains: Vec::new(),
+        site_key: String::new(),
     }
 }
 

@@ -38,6 +38,8 @@ fn tenant(id: &str, name: &str) -> Tenant {
         raw_retention_days: 0,
         goals: Vec::new(),
         currency: String::new(),
+        domains: Vec::new(),
+        site_key: String::new(),
     }
 }
 

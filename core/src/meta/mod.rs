@@ -34,6 +34,13 @@ pub struct Tenant {
     /// revenue are refused meanwhile).
     #[serde(default)]
     pub currency: String,
+    /// Site domains (lowercase hosts) whose beacons count for the tenant without a key, as
+    /// Plausible's tracker sends them (`AdminService.SetDomains`); each belongs to one tenant.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// The public ingest key the gateway sends those beacons with, made by `SetDomains`.
+    #[serde(default)]
+    pub site_key: String,
 }
 
 /// What a key may do.

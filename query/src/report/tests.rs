@@ -14,6 +14,8 @@ fn tenant() -> Tenant {
         raw_retention_days: 0,
         goals: Vec::new(),
         currency: String::new(),
+        domains: Vec::new(),
+        site_key: String::new(),
     }
 }
 
