@@ -227,7 +227,12 @@ fn every_point(groups: Vec<Sums>, times: Vec<i64>, plan: &Plan) -> Vec<Sums> {
 /// A row's dimension values, in the plan's column order (a property's value without its key).
 fn dimensions(plan: &Plan, time_label: &str, key: &str) -> Vec<String> {
     // Only keys of two values are joined: a single value is whole, whatever it holds.
-    let mut values: Box<dyn Iterator<Item = &str>> = if plan.dimensions().len() > 1 {
+    let values_columns = plan
+        .columns
+        .iter()
+        .filter(|c| matches!(c, Column::Value(_)))
+        .count();
+    let mut values: Box<dyn Iterator<Item = &str>> = if values_columns > 1 {
         Box::new(key.split(shard::KEY_SEPARATOR))
     } else {
         Box::new(std::iter::once(key))

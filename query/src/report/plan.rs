@@ -186,8 +186,7 @@ impl Plan {
             .any(uses);
         if self.dimensions().contains(&Dimension::Goal) {
             return match (events_only, self.rows()) {
-                (false, Ok(dimension)) => Ok(Route::Rollups(dimension)),
-                (_, Err(err)) if !is_unimplemented(&err) => Err(err),
+                (false, Some(dimension)) => Ok(Route::Rollups(dimension)),
                 _ => Err(QueryError::unimplemented(
                     "goal rows are read from the rollups: with DIMENSION_GOAL, group by no \
                      other dimension, filter on goals only and ask for rollup metrics; filter \
@@ -198,11 +197,10 @@ impl Plan {
         if events_only {
             return Ok(Route::Events);
         }
-        match self.rows() {
-            Ok(dimension) => Ok(Route::Rollups(dimension)),
-            Err(err) if is_unimplemented(&err) => Ok(Route::Events),
-            Err(err) => Err(err),
-        }
+        Ok(match self.rows() {
+            Some(dimension) => Route::Rollups(dimension),
+            None => Route::Events,
+        })
     }
 
     /// The top-level goal conditions every passing event must meet (`is` only).
@@ -220,39 +218,28 @@ impl Plan {
         self.sort.iter().any(|s| s.key == SortKey::Metric(metric))
     }
 
-    /// The rollup rows that answer the report: their dimension (0 for totals), or
-    /// UNIMPLEMENTED when the rollups cannot answer it.
-    fn rows(&self) -> Result<i32, QueryError> {
+    /// The rollup rows that answer the report exactly: their dimension (0 for totals); none
+    /// when the rollups cannot answer it.
+    fn rows(&self) -> Option<i32> {
         let filtered = self.filter.as_ref().map(|f| f.fields());
         let by: Option<Field> = self
             .dimension()
             .map(|d| (d, self.property.clone().unwrap_or_default()));
+        // Hours are kept for the unfiltered totals only.
         if self.time() == Some(Time::Hour) && (by.is_some() || filtered.is_some()) {
-            return Err(QueryError::unimplemented(
-                "hourly points are kept for unfiltered totals only; group by INTERVAL_DAY, \
-                 INTERVAL_WEEK or INTERVAL_MONTH to break down or filter",
-            ));
+            return None;
         }
         let Some(filtered) = filtered else {
-            return Ok(by.map_or(0, |(d, _)| d as i32));
+            return Some(by.map_or(0, |(d, _)| d as i32));
         };
-        let names: Vec<String> = filtered.iter().map(field_name).collect();
+        // One dimension each value of which is kept apart.
         let [only] = &filtered.into_iter().collect::<Vec<_>>()[..] else {
-            return Err(QueryError::unimplemented(format!(
-                "the filter reads {}: conditions on more than one dimension need per-event \
-                 data, which the rollups do not keep",
-                names.join(" and ")
-            )));
+            return None;
         };
         match by {
-            Some(by) if by != *only => Err(QueryError::unimplemented(format!(
-                "filtering by {} while grouping by {} needs per-event data, which the rollups \
-                 do not keep; filter by the grouped dimension itself",
-                field_name(only),
-                field_name(&by)
-            ))),
-            Some((by, _)) => Ok(by as i32),
-            None => self.filtered_totals(only),
+            Some(by) if by != *only => None,
+            Some((by, _)) => Some(by as i32),
+            None => self.filtered_totals(only.0),
         }
     }
 
@@ -281,14 +268,10 @@ impl Plan {
     /// The rows of `only` summed over the values the filter keeps: exact for a visit
     /// dimension (each visit has one value), and for an event dimension only for the event
     /// metrics.
-    fn filtered_totals(&self, only: &Field) -> Result<i32, QueryError> {
-        let (only, name) = (only.0, field_name(only));
+    fn filtered_totals(&self, only: Dimension) -> Option<i32> {
+        // A goal's visits are not kept apart.
         if only == Dimension::Goal {
-            return Err(QueryError::unimplemented(
-                "a filter on DIMENSION_GOAL without grouping by it (the visits of visitors who \
-                 converted) needs per-event data, which the rollups do not keep; group by \
-                 DIMENSION_GOAL",
-            ));
+            return None;
         }
         let event_metric = |m: &Metric| {
             matches!(
@@ -300,13 +283,11 @@ impl Plan {
                     | Metric::AverageRevenue
             )
         };
+        // An event dimension's rows add up events, not visits.
         if is_event_dimension(only) && !self.metrics.iter().all(event_metric) {
-            return Err(QueryError::unimplemented(format!(
-                "filter: visit metrics filtered by {name} need per-event data, which the \
-                 rollups do not keep; ask for METRIC_VISITORS, METRIC_PAGEVIEWS and \
-                 METRIC_EVENTS only, or group by {name}"
-            )));
+            return None;
         }
+        // Visits and events without the dimension have no rows of it.
         let optional = matches!(
             only,
             Dimension::UtmSource
@@ -317,18 +298,10 @@ impl Plan {
                 | Dimension::Property
         );
         if optional && self.filter.as_ref().is_some_and(|f| f.accepts_missing()) {
-            return Err(QueryError::unimplemented(format!(
-                "the filter keeps visits or events without {name}, which the rollups do not \
-                 count apart; group by it instead"
-            )));
+            return None;
         }
-        Ok(only as i32)
+        Some(only as i32)
     }
-}
-
-/// Whether `err` says the rollups cannot answer (as opposed to an invalid request).
-fn is_unimplemented(err: &QueryError) -> bool {
-    matches!(err, QueryError::Core(beacon_core::Error::Unimplemented(_)))
 }
 
 /// Whether each event has its own value of `dimension` (else each visit has one).
@@ -341,15 +314,6 @@ pub fn is_event_dimension(dimension: Dimension) -> bool {
             | Dimension::Goal
             | Dimension::Property
     )
-}
-
-/// A field as errors name it: `DIMENSION_SOURCE`, `DIMENSION_PROPERTY "plan"`.
-fn field_name((dimension, key): &Field) -> String {
-    if key.is_empty() {
-        dimension.as_str_name().to_owned()
-    } else {
-        format!("{} {key:?}", dimension.as_str_name())
-    }
 }
 
 /// The grouping columns of a request, and the property key of a property column.

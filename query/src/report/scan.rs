@@ -63,6 +63,11 @@ pub(super) fn query(
             visits: visit_metrics.into_iter().any(|m| uses(plan, m)),
             engagement: uses(plan, Metric::ScrollDepth) || uses(plan, Metric::TimeOnPage),
             point_visitors: uses(plan, Metric::Percentage),
+            exit_page: plan.dimensions().contains(&Dimension::ExitPage)
+                || plan
+                    .filter
+                    .as_ref()
+                    .is_some_and(|f| f.fields().iter().any(|(d, _)| *d == Dimension::ExitPage)),
         },
     })
 }

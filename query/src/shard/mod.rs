@@ -255,6 +255,8 @@ pub struct Needs {
     pub engagement: bool,
     /// The visitors of each time point across groups ([`Sums::point_visitors`]).
     pub point_visitors: bool,
+    /// Each visit's exit page, which a column or the filter reads.
+    pub exit_page: bool,
 }
 
 /// A report read from a tenant's event store.

@@ -27,35 +27,25 @@ pub(crate) fn run(
     let mut params: Vec<String> = vec![tenant.to_owned()];
     params.extend(query.filter.iter().flat_map(|p| p.params.iter().cloned()));
     params.extend(query.base.iter().flat_map(|p| p.params.iter().cloned()));
-    let mut groups: HashMap<(i64, String), Sums> = HashMap::new();
-    each(conn, &sql.events(), &params, |row| {
-        let sums = group(&mut groups, row)?;
-        sums.visitors = u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0);
-        sums.pageviews = row.get(4)?;
-        sums.events = row.get(5)?;
-        sums.revenue_micros = row.get(6)?;
-        sums.revenue_events = row.get(7)?;
-        sums.total_visitors = u64::try_from(row.get::<_, i64>(8)?).unwrap_or(0);
-        Ok(())
-    })?;
+    // Each statement fills its own fields of the groups, columns 3 on.
+    let mut statements: Vec<(String, Fill)> = vec![(sql.events(), fill_events)];
     if query.needs.visits {
-        each(conn, &sql.visits(), &params, |row| {
-            let sums = group(&mut groups, row)?;
-            sums.visits = row.get(3)?;
-            sums.bounces = row.get(4)?;
-            sums.duration_ms = row.get(5)?;
-            Ok(())
-        })?;
+        statements.push((sql.visits(), fill_visits));
     }
     if query.needs.engagement {
-        each(conn, &sql.engagement(), &params, |row| {
-            let sums = group(&mut groups, row)?;
-            sums.engaged_pages = row.get(3)?;
-            sums.scroll_sum = row.get(4)?;
-            sums.engaged_ms = row.get(5)?;
-            Ok(())
+        statements.push((sql.engagement(), fill_engagement));
+    }
+    let mut groups: HashMap<(i64, String), Sums> = HashMap::new();
+    for (statement, fill) in statements {
+        each(conn, &statement, &params, |row| {
+            fill(group(&mut groups, row)?, row)
         })?;
     }
+    let mut versions = BTreeSet::new();
+    each(conn, &sql.versions(), &params[..1], |row| {
+        versions.insert(u32::try_from(row.get::<_, i32>(0)?).unwrap_or(0));
+        Ok(())
+    })?;
     let mut points: HashMap<i64, u64> = HashMap::new();
     if query.needs.point_visitors {
         each(conn, &sql.point_visitors(), &params, |row| {
@@ -64,11 +54,6 @@ pub(crate) fn run(
             Ok(())
         })?;
     }
-    let mut versions = BTreeSet::new();
-    each(conn, &sql.versions(), &params[..1], |row| {
-        versions.insert(u32::try_from(row.get::<_, i32>(0)?).unwrap_or(0));
-        Ok(())
-    })?;
     let groups: Vec<Sums> = groups
         .into_values()
         .filter(|s| s.events > 0 || s.visits > 0 || s.engaged_pages > 0)
@@ -82,6 +67,33 @@ pub(crate) fn run(
         groups,
         logic_versions: versions.into_iter().collect(),
     })
+}
+
+/// Sets a group's fields from a row of one statement.
+type Fill = fn(&mut Sums, &Row<'_>) -> Result<(), ShardFailure>;
+
+fn fill_events(sums: &mut Sums, row: &Row<'_>) -> Result<(), ShardFailure> {
+    sums.visitors = u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0);
+    sums.pageviews = row.get(4)?;
+    sums.events = row.get(5)?;
+    sums.revenue_micros = row.get(6)?;
+    sums.revenue_events = row.get(7)?;
+    sums.total_visitors = u64::try_from(row.get::<_, i64>(8)?).unwrap_or(0);
+    Ok(())
+}
+
+fn fill_visits(sums: &mut Sums, row: &Row<'_>) -> Result<(), ShardFailure> {
+    sums.visits = row.get(3)?;
+    sums.bounces = row.get(4)?;
+    sums.duration_ms = row.get(5)?;
+    Ok(())
+}
+
+fn fill_engagement(sums: &mut Sums, row: &Row<'_>) -> Result<(), ShardFailure> {
+    sums.engaged_pages = row.get(3)?;
+    sums.scroll_sum = row.get(4)?;
+    sums.engaged_ms = row.get(5)?;
+    Ok(())
 }
 
 /// The group of a row led by its time and its one or two values.
@@ -139,12 +151,7 @@ struct Sql {
 impl Sql {
     fn new(query: &ScanQuery) -> Self {
         let (first, last) = (date(query.start), date(query.end));
-        let uses_exit = query.columns.contains(&ScanColumn::ExitPage)
-            || query
-                .filter
-                .as_ref()
-                .is_some_and(|p| p.sql.contains("exit_page"));
-        let exit = if uses_exit {
+        let exit = if query.needs.exit_page {
             ", arg_max(page, ts) FILTER (WHERE name = 'pageview') \
              OVER (PARTITION BY visit_visitor, visit_start) AS exit_page"
         } else {
@@ -239,6 +246,14 @@ impl Sql {
         )
     }
 
+    fn versions(&self) -> String {
+        let Self { first, last, .. } = self;
+        format!(
+            "SELECT DISTINCT logic_version FROM events WHERE tenant = ? AND gen = 0 \
+             AND local_date BETWEEN {first} AND {last}"
+        )
+    }
+
     fn point_visitors(&self) -> String {
         let Self {
             with,
@@ -249,14 +264,6 @@ impl Sql {
         format!(
             "{with} SELECT te, count(DISTINCT visitor) FROM ev WHERE name <> 'engagement' \
              AND pass AND local_date BETWEEN {first} AND {last}{grouped} GROUP BY te"
-        )
-    }
-
-    fn versions(&self) -> String {
-        let Self { first, last, .. } = self;
-        format!(
-            "SELECT DISTINCT logic_version FROM events WHERE tenant = ? AND gen = 0 \
-             AND local_date BETWEEN {first} AND {last}"
         )
     }
 }
