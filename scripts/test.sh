@@ -22,6 +22,9 @@ if ! command -v npx >/dev/null 2>&1; then
 fi
 npx --yes @bufbuild/buf lint proto
 echo "buf lint: clean"
+# The SDKs are generated from proto/ and checked in: regenerate them and fail on any difference.
+# This also installs what the SDKs' own tests (Node's test runner, pytest) need.
+sdk/generate.sh --check
 
 cargo fmt --all -- --check
 cargo build --workspace --all-targets
