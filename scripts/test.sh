@@ -26,6 +26,18 @@ echo "buf lint: clean"
 # This also installs what the SDKs' own tests (Node's test runner, pytest) need.
 sdk/generate.sh --check
 
+# The browser tests drive Debian's Chromium with Playwright (browser downloads are blocked).
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
+echo "chromium: $(chromium --version)"
+# The browser assets (web/) are built into gateway/assets/ and embedded in the binary: fail
+# when the checked-in build differs from its sources.
+(cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null && node build.mjs --check)
+
 cargo fmt --all -- --check
 cargo build --workspace --all-targets
 cargo clippy --workspace --all-targets -- -D warnings

@@ -2,15 +2,16 @@
 //! `domain`, `referrer`, `props`, `revenue`, or their one-letter forms; `sd` and `e` of an
 //! `engagement` event), the key in
 //! `Authorization: Bearer`, `X-Beacon-Key` or `?key=`, the visitor's `User-Agent` and
-//! `X-Forwarded-For` headers. Answers `202 ok` once the event is durable.
+//! `X-Forwarded-For` headers. Answers `202 ok` once the event is durable. Also serves the
+//! browser tracker that sends them, `GET /js/beacon.js` (built from `web/tracker/`).
 
 use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use beacon_core::MAX_BODY_BYTES;
 use beacon_proto::ingest::v1::{
     Engagement, Event, PropValue, Revenue, SendEventsRequest, prop_value,
@@ -27,7 +28,25 @@ use crate::proxy::IngestProxy;
 pub fn router(ingest: IngestProxy) -> axum::Router {
     axum::Router::new()
         .route("/api/event", post(event))
+        .route("/js/beacon.js", get(tracker))
         .with_state(ingest)
+}
+
+/// The browser tracker, minified by `web/build.mjs` (CI fails when it drifts from its source).
+const TRACKER: &str = include_str!("../assets/beacon.js");
+
+async fn tracker() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        TRACKER,
+    )
+        .into_response()
 }
 
 /// A Plausible Events API body.

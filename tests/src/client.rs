@@ -188,6 +188,26 @@ impl Client {
             .map(tonic::Response::into_inner)
     }
 
+    /// Registers tenant `tenant`'s site domains; returns them as stored.
+    pub async fn set_domains(
+        &self,
+        admin_token: &str,
+        tenant: &str,
+        domains: &[&str],
+    ) -> Result<Vec<String>, Status> {
+        let request = with_bearer(
+            admin_token,
+            beacon_proto::admin::v1::SetDomainsRequest {
+                tenant_id: tenant.into(),
+                domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+            },
+        )?;
+        AdminServiceClient::new(self.admin.clone())
+            .set_domains(request)
+            .await
+            .map(|reply| reply.into_inner().domains)
+    }
+
     /// Sets the currency a tenant's revenue is counted in.
     pub async fn set_currency(
         &self,

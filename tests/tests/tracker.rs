@@ -283,27 +283,15 @@ async fn keyless_beacons_count_for_the_sites_they_name() -> anyhow::Result<()> {
         let (_, read) = client
             .create_tenant(&cluster.admin_token, tenant, "UTC")
             .await?;
-        let request = beacon_core::auth::with_bearer(
-            &cluster.admin_token,
-            beacon_proto::admin::v1::SetDomainsRequest {
-                tenant_id: tenant.into(),
-                domains: vec![domain.into()],
-            },
-        )?;
-        let stored = client.admin().set_domains(request).await?.into_inner();
-        assert_eq!(stored.domains, [domain.to_ascii_lowercase()]);
+        let stored = client
+            .set_domains(&cluster.admin_token, tenant, &[domain])
+            .await?;
+        assert_eq!(stored, [domain.to_ascii_lowercase()]);
         reads.push(read);
     }
     // A domain belongs to one tenant.
     let taken = client
-        .admin()
-        .set_domains(beacon_core::auth::with_bearer(
-            &cluster.admin_token,
-            beacon_proto::admin::v1::SetDomainsRequest {
-                tenant_id: "site-b".into(),
-                domains: vec!["a.example".into()],
-            },
-        )?)
+        .set_domains(&cluster.admin_token, "site-b", &["a.example"])
         .await
         .expect_err("taken");
     assert!(taken.message().contains("site-a"), "{taken:?}");

@@ -1,0 +1,185 @@
+// Browser tests in headless Chromium (Playwright): a page carrying Beacon's tracker and a page
+// carrying Plausible's published tracker, each visited by several browser contexts (visitors),
+// then the numbers read back through the generated TypeScript SDK over gRPC-web, exactly.
+//
+// Environment (tests/tests/browser.rs sets it): BEACON_URL, BEACON_INGEST_KEY and
+// BEACON_READ_KEY (a UTC tenant in EUR), PLAUSIBLE_READ_KEY (a UTC tenant in EUR owning the
+// domain plausible.example), SCREENSHOTS (a folder), CHROMIUM (default /usr/bin/chromium).
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { createBeacon, Dimension, Metric } from "../../sdk/typescript/src/web.js";
+import { startSite } from "../fixtures/site.mjs";
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`set ${name} (see the header of this file)`);
+  return value;
+};
+const gateway = env("BEACON_URL");
+const screenshots = env("SCREENSHOTS");
+const VISITORS = 6;
+
+let site;
+let browser;
+
+before(async () => {
+  mkdirSync(screenshots, { recursive: true });
+  site = await startSite({ gateway, key: env("BEACON_INGEST_KEY") });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      // The sites' names, as a real deployment has them (trackers ignore localhost).
+      "--host-resolver-rules=MAP shop.example 127.0.0.1, MAP plausible.example 127.0.0.1",
+      // A browser a person drives: trackers ignore automated ones (navigator.webdriver).
+      "--disable-blink-features=AutomationControlled",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await site?.stop();
+});
+
+/** A visitor: a browser context of its own, with a desktop Chrome user agent. */
+async function visitor(v) {
+  return browser.newContext({
+    userAgent: `Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.${v}.0 Safari/537.36`,
+    viewport: { width: 1024 + v, height: 700 },
+  });
+}
+
+/** Leaves the page (so the tracker reports engagement) and closes the visitor's context. */
+async function leave(context, page) {
+  if (!page.url().startsWith("about:")) await page.goto("about:blank");
+  await page.waitForTimeout(300);
+  await context.close();
+}
+
+function today(offset) {
+  return new Date(Date.now() + offset * 86_400_000).toISOString().slice(0, 10);
+}
+
+/** Totals and events by name of the tenant of `key`, today give or take a day. */
+async function numbers(key) {
+  const reader = createBeacon({ baseUrl: gateway, key });
+  const dateRange = { startDate: today(-1), endDate: today(1) };
+  const metrics = [Metric.VISITORS, Metric.PAGEVIEWS, Metric.EVENTS, Metric.TOTAL_REVENUE];
+  const totals = await reader.insights.getAggregate({ dateRange, metrics });
+  const names = await reader.insights.getBreakdown({
+    dateRange,
+    dimension: Dimension.EVENT_NAME,
+    metrics: [Metric.EVENTS],
+    limit: 100,
+  });
+  return {
+    totals: Object.fromEntries(totals.values.map((v) => [Metric[v.metric], v.value])),
+    names: sorted(names.rows.map((row) => [row.value, row.values[0].value])),
+  };
+}
+
+/** An object of `entries` in key order, so that two compare equal whatever the rows' order. */
+function sorted(entries) {
+  return Object.fromEntries([...entries].sort((a, b) => a[0].localeCompare(b[0])));
+}
+
+/** Polls until the numbers equal `expected`, then checks they stay so. */
+async function expectExactly(key, expected) {
+  let seen;
+  const until = Date.now() + 60_000;
+  while (Date.now() < until) {
+    seen = await numbers(key);
+    if (JSON.stringify(seen) === JSON.stringify(expected)) break;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+  }
+  assert.deepEqual(seen, expected);
+  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  assert.deepEqual(await numbers(key), expected, "the numbers changed after they matched");
+}
+
+test("Beacon's tracker: pageviews, single-page navigation, custom events, downloads, outbound links", async () => {
+  for (let v = 0; v < VISITORS; v++) {
+    const context = await visitor(v);
+    await context.route("https://partner.example/**", (route) =>
+      route.fulfill({ contentType: "text/html", body: "<p>Partner</p>" }),
+    );
+    const page = await context.newPage();
+    await page.goto(`http://shop.example:${site.port}/`);
+    await page.waitForFunction(() => typeof window.beacon === "function" && !window.beacon.q);
+    await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+    await page.waitForTimeout(100);
+    await page.click("#signup");
+    await page.click("#pricing");
+    if (v % 2 === 0) await page.click("#download");
+    if (v === 0) await page.screenshot({ path: join(screenshots, "beacon-tracker.png") });
+    if (v % 3 === 0) {
+      await page.click("#outbound");
+      await page.waitForURL("https://partner.example/");
+    }
+    await leave(context, page);
+  }
+  const downloads = Math.ceil(VISITORS / 2);
+  const outbound = Math.ceil(VISITORS / 3);
+  await expectExactly(env("BEACON_READ_KEY"), {
+    totals: {
+      VISITORS: VISITORS,
+      PAGEVIEWS: 2 * VISITORS,
+      EVENTS: 3 * VISITORS + downloads + outbound,
+      TOTAL_REVENUE: 29 * VISITORS,
+    },
+    names: sorted([
+      ["pageview", 2 * VISITORS],
+      ["signup", VISITORS],
+      ["File Download", downloads],
+      ["Outbound Link: Click", outbound],
+    ]),
+  });
+  // Engagement reports: every visitor scrolled the first page to its end and stayed a while.
+  const pages = await createBeacon({ baseUrl: gateway, key: env("BEACON_READ_KEY") }).insights.getBreakdown({
+    dateRange: { startDate: today(-1), endDate: today(1) },
+    dimension: Dimension.PAGE,
+    metrics: [Metric.SCROLL_DEPTH, Metric.TIME_ON_PAGE],
+  });
+  const home = pages.rows.find((row) => row.value === "/");
+  assert.ok(home, "a row for /");
+  assert.equal(home.values[0].value, 100, "scroll depth of /");
+  assert.ok(home.values[1].value > 0, `time on / is ${home.values[1].value}`);
+});
+
+test("Plausible's published tracker with only domain and endpoint set counts exactly", async () => {
+  for (let v = 0; v < VISITORS; v++) {
+    const context = await visitor(v);
+    const page = await context.newPage();
+    await page.goto(`http://plausible.example:${site.port}/plausible/`);
+    await page.waitForFunction(() => window.ready === true);
+    await page.click("#signup");
+    await page.click("#purchase");
+    await page.click("#pricing");
+    if (v === 0) await page.screenshot({ path: join(screenshots, "plausible-tracker.png") });
+    await page.waitForTimeout(200);
+    await leave(context, page);
+  }
+  await expectExactly(env("PLAUSIBLE_READ_KEY"), {
+    totals: {
+      VISITORS: VISITORS,
+      PAGEVIEWS: 2 * VISITORS,
+      EVENTS: 4 * VISITORS,
+      TOTAL_REVENUE: 15.5 * VISITORS,
+    },
+    names: sorted([
+      ["pageview", 2 * VISITORS],
+      ["Purchase", VISITORS],
+      ["signup", VISITORS],
+    ]),
+  });
+});
