@@ -161,7 +161,7 @@ impl Processor {
         let hour = (prepared.hour_ms, prepared.local_date.as_str());
         let agent = self.enricher.user_agent(&event.user_agent);
         let watermark_ms = self.advance_watermark(&event.tenant_id, event.timestamp_ms);
-        if is_bot(&agent, self.version) {
+        if is_bot(&agent, event, self.version) {
             if emit {
                 let bot = Counters {
                     bot_events: 1,
@@ -445,10 +445,14 @@ impl Processor {
     }
 }
 
-/// Whether an agent is a bot under logic `version`: from version 3 on, an agent in which
-/// neither a browser nor an operating system can be recognized is one too (monitors and
-/// scripts that name only themselves).
-pub fn is_bot(agent: &UserAgent, version: u32) -> bool {
+/// Whether `event`, whose agent is `agent`, is a bot's under logic `version`: from version 3 on,
+/// an agent in which neither a browser nor an operating system can be recognized is one too
+/// (monitors and scripts that name only themselves). A visitor the sender stated (a server
+/// reporting for its users, whose events may carry no browser) is a bot only by its agent.
+pub fn is_bot(agent: &UserAgent, event: &LoggedEvent, version: u32) -> bool {
+    if event.visitor_stated {
+        return !event.user_agent.trim().is_empty() && agent.bot;
+    }
     agent.bot
         || (version >= 3 && agent.browser == enrich::ua::UNKNOWN && agent.os == enrich::ua::UNKNOWN)
 }

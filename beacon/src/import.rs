@@ -192,6 +192,7 @@ fn parse_line(line: &str) -> anyhow::Result<Event> {
         props: props(map.get("props").or_else(|| map.get("p")))?,
         revenue: revenue(map.get("revenue"))?,
         engagement,
+        visitor_id: text(&["visitor_id", "visitorId"]),
     };
     if event.id.is_empty() {
         let hash = blake3::hash(line.trim().as_bytes());

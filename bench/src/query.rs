@@ -150,7 +150,7 @@ fn load(
                     _ => None,
                 });
                 let agent = agents.user_agent(&event.user_agent);
-                let bot = beacon_aggregator::processor::is_bot(&agent, LOGIC_VERSION);
+                let bot = beacon_aggregator::processor::is_bot(&agent, &event, LOGIC_VERSION);
                 appender.append_row(duckdb::params![
                     event.timestamp_ms,
                     date,

@@ -371,6 +371,7 @@ impl Site {
             props,
             revenue,
             engagement: None,
+            visitor_id: String::new(),
         }
     }
 

@@ -243,6 +243,7 @@ fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<(Event, Option<String>)
             engaged_ms: body.engaged_ms.unwrap_or_default(),
         }),
         name: body.name,
+        visitor_id: String::new(),
     };
     Ok((event, domain))
 }

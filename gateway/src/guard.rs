@@ -58,8 +58,25 @@ impl Guard {
         want: KeyKind,
         client: Option<IpAddr>,
     ) -> Result<Tenant, Status> {
+        self.authenticate_key(request_key(metadata), want, client)
+            .await
+    }
+
+    /// The tenant of server key `key` (a GA4 Measurement Protocol `api_secret`), counting
+    /// failures of `client`.
+    pub async fn server_tenant(&self, key: &str, client: Option<IpAddr>) -> Result<Tenant, Status> {
+        self.authenticate_key(Ok(key.to_owned()), KeyKind::Server, client)
+            .await
+    }
+
+    async fn authenticate_key(
+        &self,
+        key: beacon_core::Result<String>,
+        want: KeyKind,
+        client: Option<IpAddr>,
+    ) -> Result<Tenant, Status> {
         self.edge.admit(client)?;
-        let authenticated = match request_key(metadata) {
+        let authenticated = match key {
             Ok(key) => self.registry.authenticate(&key, want).await,
             Err(err) => Err(err),
         };

@@ -12,6 +12,7 @@ mod edge;
 mod error;
 mod export;
 mod guard;
+mod mp;
 mod proxy;
 mod route;
 mod serve;

@@ -25,7 +25,7 @@ use crate::admin::Admin;
 use crate::guard::Guard;
 use crate::proxy::{IngestProxy, InsightsProxy};
 use crate::route::{Probe, Upstreams};
-use crate::{GatewayArgs, GatewayError, beacon, conn, edge, export};
+use crate::{GatewayArgs, GatewayError, beacon, conn, edge, export, mp};
 
 /// The services of the public port.
 const PUBLIC_SERVICES: &[&str] = &[
@@ -90,7 +90,8 @@ pub async fn serve(
     let public_router = api
         .into_axum_router()
         .layer(tonic_web::GrpcWebLayer::new())
-        .merge(beacon::router(ingest))
+        .merge(beacon::router(ingest.clone()))
+        .merge(mp::router(ingest))
         .merge(export::router(insights_http))
         .layer(browser_cors());
     let admin_api = Admin {

@@ -79,8 +79,10 @@ impl IngestService {
         received_ms: i64,
         fallback_ip: Option<IpAddr>,
     ) -> Result<Result<LoggedEvent, String>, Status> {
+        let stated = !event.visitor_id.is_empty();
         let ip = if event.client_ip.is_empty() {
-            fallback_ip
+            // A stated visitor is not the sender: the sender's address says nothing of them.
+            fallback_ip.filter(|_| !stated)
         } else {
             match event.client_ip.parse::<IpAddr>() {
                 Ok(ip) => Some(ip),
@@ -92,11 +94,18 @@ impl IngestService {
                 }
             }
         };
-        let ip_text = ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let identity = if stated {
+            (format!("visitor:{}", event.visitor_id), String::new())
+        } else {
+            (
+                ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                event.user_agent.clone(),
+            )
+        };
         let visitor = self
             .hasher
             .hash(
-                (&ip_text, &event.user_agent),
+                (&identity.0, &identity.1),
                 &tenant.id,
                 &tenant.time_zone,
                 received_ms,
@@ -130,6 +139,7 @@ impl IngestService {
             city: place.city,
             visitor: visitor.id,
             previous_visitor: visitor.previous,
+            visitor_stated: stated,
             time_zone: tenant.time_zone.clone(),
             currency: tenant.currency.clone(),
             engagement: event.engagement,
@@ -137,17 +147,21 @@ impl IngestService {
     }
 }
 
-/// Only a server key may state a visitor's address: a public ingest key could otherwise mint
-/// visitors and places at will.
+/// Only a server key may state a visitor's address or id: a public ingest key could otherwise
+/// mint visitors and places at will.
 fn client_ip_allowed(event: &Event, kind: KeyKind) -> Result<(), String> {
-    if event.client_ip.is_empty() || kind == KeyKind::Server {
+    if kind == KeyKind::Server {
         Ok(())
-    } else {
+    } else if !event.client_ip.is_empty() {
         Err(
             "client_ip: only server keys may set it; events sent with an ingest key take the \
              connection's address"
                 .to_owned(),
         )
+    } else if !event.visitor_id.is_empty() {
+        Err("visitor_id: only server keys may set it".to_owned())
+    } else {
+        Ok(())
     }
 }
 
@@ -304,5 +318,17 @@ mod tests {
             err,
             "revenue.currency: \"USD\" is not the tenant's currency, \"EUR\""
         );
+    }
+
+    #[test]
+    fn only_server_keys_state_visitors() {
+        let stated = Event {
+            visitor_id: "1234.5678".into(),
+            ..Event::default()
+        };
+        assert!(client_ip_allowed(&stated, KeyKind::Server).is_ok());
+        let err = client_ip_allowed(&stated, KeyKind::Ingest).expect_err("public key");
+        assert_eq!(err, "visitor_id: only server keys may set it");
+        assert!(client_ip_allowed(&Event::default(), KeyKind::Ingest).is_ok());
     }
 }

@@ -87,6 +87,7 @@ impl Limits {
         self.check_text("title", &event.title, self.text)?;
         self.check_text("user_agent", &event.user_agent, self.text)?;
         self.check_text("client_ip", &event.client_ip, 64)?;
+        self.check_text("visitor_id", &event.visitor_id, 256)?;
         self.check_props(event)?;
         if let Some(revenue) = &event.revenue {
             check_revenue(revenue.amount, &revenue.currency)?;

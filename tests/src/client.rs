@@ -315,7 +315,29 @@ impl Client {
             .collect())
     }
 
-    /// Totals of a local date range, with a read key.
+    /// The values of `metrics` over the range, in their order.
+    pub async fn aggregate(
+        &self,
+        key: &str,
+        start: &str,
+        end: &str,
+        metrics: &[Metric],
+    ) -> Result<Vec<f64>, Status> {
+        let request = GetAggregateRequest {
+            date_range: Some(DateRange {
+                start_date: start.into(),
+                end_date: end.into(),
+            }),
+            metrics: metrics.iter().map(|m| *m as i32).collect(),
+        };
+        let reply = InsightsServiceClient::new(self.channel.clone())
+            .get_aggregate(with_bearer(key, request)?)
+            .await?
+            .into_inner();
+        Ok(reply.values.iter().map(|v| v.value).collect())
+    }
+
+    /// The range's totals of [`METRICS`].
     pub async fn totals(&self, key: &str, start: &str, end: &str) -> Result<Counts, Status> {
         let request = GetAggregateRequest {
             date_range: Some(DateRange {

@@ -278,6 +278,7 @@ fn event(tenant: &TenantSpec, n: usize, ms: i64, pageview: bool, ip: &str, agent
         props: Default::default(),
         revenue: None,
         engagement: None,
+        visitor_id: String::new(),
     }
 }
 

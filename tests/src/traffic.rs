@@ -199,6 +199,7 @@ fn make_event(
         props,
         revenue: None,
         engagement: None,
+        visitor_id: String::new(),
     }
 }
 

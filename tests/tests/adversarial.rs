@@ -62,6 +62,7 @@ fn hostile(now_ms: i64) -> Vec<Event> {
                 props: Default::default(),
                 revenue: None,
                 engagement: None,
+                visitor_id: String::new(),
             }
         })
         .collect()

@@ -139,6 +139,7 @@ pub fn logged(tenant: &Tenant, event: Event) -> LoggedEvent {
         currency: tenant.currency.clone(),
         engagement: event.engagement,
         previous_visitor: None,
+        visitor_stated: false,
     }
 }
 

@@ -106,6 +106,7 @@ class Event(_message.Message):
     PROPS_FIELD_NUMBER: _builtins.int
     REVENUE_FIELD_NUMBER: _builtins.int
     ENGAGEMENT_FIELD_NUMBER: _builtins.int
+    VISITOR_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Client-chosen id (1 to 64 characters). Retries with the same id count once. When empty,
     Beacon assigns one and the retry protection is lost.
@@ -124,6 +125,13 @@ class Event(_message.Message):
     """IP address of the visitor. Used to derive the country and the visitor hash, then dropped.
     Only server keys may set it (an event carrying it under an ingest key is rejected); when
     empty, the caller's address is used.
+    """
+    visitor_id: _builtins.str
+    """A stable id of the visitor chosen by the sender (GA4's client_id, an app's install id), at
+    most 256 characters. Only server keys may set it. The visitor is then told apart by this id
+    (hashed with the daily salt, like an address) instead of by address and user agent, the
+    country comes only from `client_ip`, and an event without a known browser is not taken for
+    a bot.
     """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
@@ -160,10 +168,11 @@ class Event(_message.Message):
         props: _abc.Mapping[_builtins.str, Global___PropValue] | None = ...,
         revenue: Global___Revenue | None = ...,
         engagement: Global___Engagement | None = ...,
+        visitor_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["engagement", b"engagement", "revenue", b"revenue", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "engagement", b"engagement", "id", b"id", "name", b"name", "props", b"props", "referrer", b"referrer", "revenue", b"revenue", "timestamp", b"timestamp", "title", b"title", "url", b"url", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "engagement", b"engagement", "id", b"id", "name", b"name", "props", b"props", "referrer", b"referrer", "revenue", b"revenue", "timestamp", b"timestamp", "title", b"title", "url", b"url", "user_agent", b"user_agent", "visitor_id", b"visitor_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -119,6 +119,17 @@ export declare type Event = Message<"beacon.ingest.v1.Event"> & {
    * @generated from field: beacon.ingest.v1.Engagement engagement = 11;
    */
   engagement?: Engagement | undefined;
+
+  /**
+   * A stable id of the visitor chosen by the sender (GA4's client_id, an app's install id), at
+   * most 256 characters. Only server keys may set it. The visitor is then told apart by this id
+   * (hashed with the daily salt, like an address) instead of by address and user agent, the
+   * country comes only from `client_ip`, and an event without a known browser is not taken for
+   * a bot.
+   *
+   * @generated from field: string visitor_id = 12;
+   */
+  visitorId: string;
 };
 
 /**
