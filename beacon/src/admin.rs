@@ -182,6 +182,8 @@ enum KindArg {
     Read,
     /// Send events stating visitors' addresses; secret, for servers.
     Server,
+    /// Read insights only, in a dashboard link (`/#key=<key>`); revoke it to end the link.
+    Shared,
 }
 
 impl KindArg {
@@ -190,6 +192,7 @@ impl KindArg {
             Self::Ingest => KeyKind::Ingest,
             Self::Read => KeyKind::Read,
             Self::Server => KeyKind::Server,
+            Self::Shared => KeyKind::Shared,
         }
     }
 }

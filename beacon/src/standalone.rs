@@ -55,6 +55,9 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     );
     let admin_token = admin_token(&args.backend.data_dir, args.gateway.admin_token.take())?;
     let demo = demo_tenant(&backends, &args.demo_time_zone).await?;
+    if args.ingest.geoip_db.is_none() {
+        args.ingest.geoip_db = installed_geoip(&args.backend.data_dir);
+    }
 
     let query_listener = bind(localhost_any()).await?;
     let ingest_listener = bind(localhost_any()).await?;
@@ -101,6 +104,16 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
         &admin_token,
     );
     supervise(roles, tokens).await
+}
+
+/// The country database `scripts/geoip.sh` installs in the data folder, if it did.
+fn installed_geoip(data_dir: &Path) -> Option<std::path::PathBuf> {
+    let path = data_dir.join("geoip").join("country.mmdb");
+    let found = path.is_file();
+    if found {
+        tracing::info!(path = %path.display(), "using the installed GeoIP database");
+    }
+    found.then_some(path)
 }
 
 fn localhost_any() -> std::net::SocketAddr {

@@ -18,12 +18,13 @@ const CACHE_ENTRIES: usize = 100_000;
 /// Characters of a key's hash shown as its id.
 const KEY_ID_CHARS: usize = 12;
 
-/// A new random key of `kind`: `bk_ingest_…`, `bk_read_…` or `bk_server_…`.
+/// A new random key of `kind`: `bk_ingest_…`, `bk_read_…`, `bk_server_…` or `bk_share_…`.
 pub fn new_key(kind: KeyKind) -> String {
     let prefix = match kind {
         KeyKind::Ingest => "bk_ingest_",
         KeyKind::Read => "bk_read_",
         KeyKind::Server => "bk_server_",
+        KeyKind::Shared => "bk_share_",
     };
     let bytes: [u8; 20] = rand::random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -169,7 +170,7 @@ impl Registry {
 
     /// The tenant a key allowed to do `want` belongs to. Unknown, revoked and expired keys are
     /// [`Error::Unauthenticated`]; a key of another kind is [`Error::PermissionDenied`]. A
-    /// server key may do what an ingest key may.
+    /// server key may do what an ingest key may, a shared key what a read key may.
     pub async fn authenticate(&self, key: &str, want: KeyKind) -> Result<Tenant> {
         self.authenticate_kind(key, want)
             .await
@@ -191,15 +192,16 @@ impl Registry {
         {
             return Err(Error::Unauthenticated("the API key was revoked".into()));
         }
-        let allowed =
-            grant.kind == want || (grant.kind == KeyKind::Server && want == KeyKind::Ingest);
+        let allowed = grant.kind == want
+            || (grant.kind == KeyKind::Server && want == KeyKind::Ingest)
+            || (grant.kind == KeyKind::Shared && want == KeyKind::Read);
         if !allowed {
             return Err(Error::PermissionDenied(format!(
                 "a {} key cannot be used to {}",
                 kind_name(grant.kind),
                 match want {
                     KeyKind::Ingest | KeyKind::Server => "send events",
-                    KeyKind::Read => "read insights",
+                    KeyKind::Read | KeyKind::Shared => "read insights",
                 }
             )));
         }
@@ -479,6 +481,7 @@ fn kind_name(kind: KeyKind) -> &'static str {
         KeyKind::Ingest => "ingest",
         KeyKind::Read => "read",
         KeyKind::Server => "server",
+        KeyKind::Shared => "shared",
     }
 }
 

@@ -139,8 +139,9 @@ fn kind_from_proto(kind: i32) -> Result<KeyKind, Status> {
         Ok(ProtoKeyKind::Ingest) => Ok(KeyKind::Ingest),
         Ok(ProtoKeyKind::Read) => Ok(KeyKind::Read),
         Ok(ProtoKeyKind::Server) => Ok(KeyKind::Server),
+        Ok(ProtoKeyKind::Shared) => Ok(KeyKind::Shared),
         _ => Err(Status::invalid_argument(
-            "kind: must be KEY_KIND_INGEST, KEY_KIND_READ or KEY_KIND_SERVER",
+            "kind: must be KEY_KIND_INGEST, KEY_KIND_READ, KEY_KIND_SERVER or KEY_KIND_SHARED",
         )),
     }
 }
@@ -150,6 +151,7 @@ fn kind_to_proto(kind: KeyKind) -> ProtoKeyKind {
         KeyKind::Ingest => ProtoKeyKind::Ingest,
         KeyKind::Read => ProtoKeyKind::Read,
         KeyKind::Server => ProtoKeyKind::Server,
+        KeyKind::Shared => ProtoKeyKind::Shared,
     }
 }
 

@@ -8,6 +8,7 @@
 mod admin;
 mod beacon;
 mod conn;
+mod dashboard;
 mod edge;
 mod error;
 mod export;

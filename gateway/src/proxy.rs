@@ -15,8 +15,8 @@ use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::insights_service_server::InsightsService;
 use beacon_proto::insights::v1::{
     GetAggregateRequest, GetAggregateResponse, GetBreakdownRequest, GetBreakdownResponse,
-    GetRealtimeRequest, GetRealtimeResponse, GetTimeseriesRequest, GetTimeseriesResponse,
-    RunReportRequest, RunReportResponse,
+    GetRealtimeRequest, GetRealtimeResponse, GetSiteRequest, GetSiteResponse, GetTimeseriesRequest,
+    GetTimeseriesResponse, RunReportRequest, RunReportResponse,
 };
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
@@ -242,6 +242,16 @@ impl InsightsService for InsightsProxy {
     ) -> Result<Response<RunReportResponse>, Status> {
         self.read(request, |mut client, request| async move {
             client.run_report(request).await
+        })
+        .await
+    }
+
+    async fn get_site(
+        &self,
+        request: Request<GetSiteRequest>,
+    ) -> Result<Response<GetSiteResponse>, Status> {
+        self.read(request, |mut client, request| async move {
+            client.get_site(request).await
         })
         .await
     }

@@ -25,7 +25,7 @@ use crate::admin::Admin;
 use crate::guard::Guard;
 use crate::proxy::{IngestProxy, InsightsProxy};
 use crate::route::{Probe, Upstreams};
-use crate::{GatewayArgs, GatewayError, beacon, conn, edge, export, mp};
+use crate::{GatewayArgs, GatewayError, beacon, conn, dashboard, edge, export, mp};
 
 /// The services of the public port.
 const PUBLIC_SERVICES: &[&str] = &[
@@ -92,6 +92,7 @@ pub async fn serve(
         .layer(tonic_web::GrpcWebLayer::new())
         .merge(beacon::router(ingest.clone()))
         .merge(mp::router(ingest))
+        .merge(dashboard::router())
         .merge(export::router(insights_http))
         .layer(browser_cors());
     let admin_api = Admin {

@@ -9,8 +9,8 @@ use beacon_core::meta::{KeyKind, Tenant};
 use beacon_proto::insights::v1::insights_service_server::InsightsService;
 use beacon_proto::insights::v1::{
     GetAggregateRequest, GetAggregateResponse, GetBreakdownRequest, GetBreakdownResponse,
-    GetRealtimeRequest, GetRealtimeResponse, GetTimeseriesRequest, GetTimeseriesResponse,
-    RunReportRequest, RunReportResponse,
+    GetRealtimeRequest, GetRealtimeResponse, GetSiteRequest, GetSiteResponse, GetTimeseriesRequest,
+    GetTimeseriesResponse, RunReportRequest, RunReportResponse,
 };
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Histogram;
@@ -140,4 +140,26 @@ impl InsightsService for InsightsApi {
         })
         .await
     }
+
+    async fn get_site(
+        &self,
+        request: Request<GetSiteRequest>,
+    ) -> Result<Response<GetSiteResponse>, Status> {
+        self.answer("site", request, |_, tenant, _| async move { site(tenant) })
+            .await
+    }
+}
+
+/// What a dashboard shows of `tenant`.
+fn site(tenant: Tenant) -> Result<GetSiteResponse, QueryError> {
+    let zone = beacon_core::time::time_zone(&tenant.time_zone)?;
+    let (_, today) = beacon_core::time::hour_bucket(beacon_core::time::now_ms(), &zone)?;
+    Ok(GetSiteResponse {
+        today,
+        goals: tenant.goals.into_iter().map(|goal| goal.name).collect(),
+        tenant_id: tenant.id,
+        name: tenant.name,
+        time_zone: tenant.time_zone,
+        currency: tenant.currency,
+    })
 }

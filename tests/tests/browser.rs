@@ -1,6 +1,7 @@
 //! Browser tests in headless Chromium against `beacon standalone`: Beacon's tracker and
 //! Plausible's published tracker (npm), each on a page visited by several browser contexts,
-//! counted exactly (`web/test/`, Node's test runner driving Playwright). Screenshots go to
+//! counted exactly, and the merchant dashboard showing, filtering and exporting a tenant's
+//! numbers (`web/test/`, Node's test runner driving Playwright). Screenshots go to
 //! `browser-screenshots` under Cargo's scratch folder for integration tests. `scripts/test.sh`
 //! installs Chromium and the npm packages.
 
@@ -13,7 +14,7 @@ use beacon_tests::process::free_port;
 use beacon_tests::{Client, Standalone};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trackers_in_chromium_count_exactly() -> anyhow::Result<()> {
+async fn trackers_and_dashboard_in_chromium() -> anyhow::Result<()> {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
     if !web.join("node_modules/playwright-core").is_dir() {
         bail!("web/node_modules is missing: run `npm ci` in web/ (scripts/test.sh does)");
@@ -33,6 +34,21 @@ async fn trackers_in_chromium_count_exactly() -> anyhow::Result<()> {
         .set_domains(token, "plausible-shop", &["plausible.example"])
         .await?;
 
+    let (_, dashboard_read) = client.create_tenant(token, "dashboard-shop", "UTC").await?;
+    let dashboard_ingest = client
+        .create_key(token, "dashboard-shop", KeyKind::Ingest)
+        .await?;
+    client.set_currency(token, "dashboard-shop", "EUR").await?;
+    let signup = beacon_proto::admin::v1::Goal {
+        name: "Signup".into(),
+        kind: Some(beacon_proto::admin::v1::goal::Kind::EventName(
+            "signup".into(),
+        )),
+    };
+    client
+        .set_goals(token, "dashboard-shop", vec![signup])
+        .await?;
+
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-screenshots");
     let output = Command::new("node")
         .args(["--test", "--test-concurrency=1", "test/"])
@@ -41,6 +57,10 @@ async fn trackers_in_chromium_count_exactly() -> anyhow::Result<()> {
         .env("BEACON_INGEST_KEY", ingest)
         .env("BEACON_READ_KEY", read)
         .env("PLAUSIBLE_READ_KEY", plausible_read)
+        .env("DASHBOARD_INGEST_KEY", dashboard_ingest)
+        .env("DASHBOARD_READ_KEY", dashboard_read)
+        .env("BEACON_ADMIN_URL", &ready.admin)
+        .env("BEACON_ADMIN_TOKEN", token)
         .env("SCREENSHOTS", &screenshots)
         .output()
         .context("starting node in web/")?;

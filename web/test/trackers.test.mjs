@@ -9,66 +9,28 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
 import { createBeacon, Dimension, Metric } from "../../sdk/typescript/src/web.js";
+import { env, launch, leave, settle, today, visitor as contextOf } from "../fixtures/browser.mjs";
 import { startSite } from "../fixtures/site.mjs";
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`set ${name} (see the header of this file)`);
-  return value;
-};
 const gateway = env("BEACON_URL");
 const screenshots = env("SCREENSHOTS");
 const VISITORS = 6;
 
 let site;
 let browser;
+const visitor = (v) => contextOf(browser, v);
 
 before(async () => {
   mkdirSync(screenshots, { recursive: true });
   site = await startSite({ gateway, key: env("BEACON_INGEST_KEY") });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      // The sites' names, as a real deployment has them (trackers ignore localhost).
-      "--host-resolver-rules=MAP shop.example 127.0.0.1, MAP plausible.example 127.0.0.1",
-      // A browser a person drives: trackers ignore automated ones (navigator.webdriver).
-      "--disable-blink-features=AutomationControlled",
-    ],
-  });
+  browser = await launch();
 });
 
 after(async () => {
   await browser?.close();
   await site?.stop();
 });
-
-/** A visitor: a browser context of its own, with a desktop Chrome user agent. */
-async function visitor(v) {
-  return browser.newContext({
-    userAgent: `Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.${v}.0 Safari/537.36`,
-    viewport: { width: 1024 + v, height: 700 },
-  });
-}
-
-/** Leaves the page (so the tracker reports engagement) and closes the visitor's context. */
-async function leave(context, page) {
-  if (!page.url().startsWith("about:")) await page.goto("about:blank");
-  await page.waitForTimeout(300);
-  await context.close();
-}
-
-function today(offset) {
-  return new Date(Date.now() + offset * 86_400_000).toISOString().slice(0, 10);
-}
 
 /** Totals and events by name of the tenant of `key`, today give or take a day. */
 async function numbers(key) {
@@ -94,17 +56,8 @@ function sorted(entries) {
 }
 
 /** Polls until the numbers equal `expected`, then checks they stay so. */
-async function expectExactly(key, expected) {
-  let seen;
-  const until = Date.now() + 60_000;
-  while (Date.now() < until) {
-    seen = await numbers(key);
-    if (JSON.stringify(seen) === JSON.stringify(expected)) break;
-    await new Promise((resolve) => setTimeout(resolve, 300));
-  }
-  assert.deepEqual(seen, expected);
-  await new Promise((resolve) => setTimeout(resolve, 1_500));
-  assert.deepEqual(await numbers(key), expected, "the numbers changed after they matched");
+function expectExactly(key, expected) {
+  return settle(() => numbers(key), expected, assert);
 }
 
 test("Beacon's tracker: pageviews, single-page navigation, custom events, downloads, outbound links", async () => {

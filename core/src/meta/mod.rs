@@ -53,6 +53,9 @@ pub enum KeyKind {
     /// Send events on behalf of visitors, stating their address (`Event.client_ip`). Secret:
     /// never embed it in a page.
     Server,
+    /// Read insights only, like [`KeyKind::Read`], but made to be shared in a dashboard link;
+    /// revoked on its own.
+    Shared,
 }
 
 /// What a key grants.

@@ -35,6 +35,11 @@ class _KeyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KeyKind.Value
     """May send events on behalf of visitors and state their address (Event.client_ip). Secret:
     for servers only, never embedded in pages.
     """
+    KEY_KIND_SHARED: _KeyKind.ValueType  # 4
+    """May only read insights, like a read key, but made to be shared: a link to the dashboard
+    carries it (`/#key=<key>`), so that people without an account see the numbers. Revoke it
+    alone to end the link; the tenant's read keys stay.
+    """
 
 class KeyKind(_KeyKind, metaclass=_KeyKindEnumTypeWrapper):
     """KeyKind says what a key may do."""
@@ -48,6 +53,11 @@ KEY_KIND_READ: KeyKind.ValueType  # 2
 KEY_KIND_SERVER: KeyKind.ValueType  # 3
 """May send events on behalf of visitors and state their address (Event.client_ip). Secret:
 for servers only, never embedded in pages.
+"""
+KEY_KIND_SHARED: KeyKind.ValueType  # 4
+"""May only read insights, like a read key, but made to be shared: a link to the dashboard
+carries it (`/#key=<key>`), so that people without an account see the numbers. Revoke it
+alone to end the link; the tenant's read keys stay.
 """
 Global___KeyKind: _TypeAlias = KeyKind  # noqa: Y015
 

@@ -1166,3 +1166,64 @@ class GetRealtimeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetRealtimeResponse: _TypeAlias = GetRealtimeResponse  # noqa: Y015
+
+@_typing.final
+class GetSiteRequest(_message.Message):
+    """GetSiteRequest asks for the key's tenant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSiteRequest: _TypeAlias = GetSiteRequest  # noqa: Y015
+
+@_typing.final
+class GetSiteResponse(_message.Message):
+    """GetSiteResponse describes a tenant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    TODAY_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    GOALS_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant's id."""
+    name: _builtins.str
+    """Its display name."""
+    time_zone: _builtins.str
+    """The IANA time zone its dates and hours are read in."""
+    today: _builtins.str
+    """Today in that time zone, "YYYY-MM-DD"."""
+    currency: _builtins.str
+    """The ISO 4217 currency revenue counts in; empty when none is set."""
+    @_builtins.property
+    def goals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The names of its goals (AdminService.SetGoals), the values of DIMENSION_GOAL."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        today: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        goals: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "goals", b"goals", "name", b"name", "tenant_id", b"tenant_id", "time_zone", b"time_zone", "today", b"today"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSiteResponse: _TypeAlias = GetSiteResponse  # noqa: Y015

@@ -61,6 +61,11 @@ class InsightsServiceStub:
                 request_serializer=beacon_dot_insights_dot_v1_dot_insights__pb2.GetRealtimeRequest.SerializeToString,
                 response_deserializer=beacon_dot_insights_dot_v1_dot_insights__pb2.GetRealtimeResponse.FromString,
                 _registered_method=True)
+        self.GetSite = channel.unary_unary(
+                '/beacon.insights.v1.InsightsService/GetSite',
+                request_serializer=beacon_dot_insights_dot_v1_dot_insights__pb2.GetSiteRequest.SerializeToString,
+                response_deserializer=beacon_dot_insights_dot_v1_dot_insights__pb2.GetSiteResponse.FromString,
+                _registered_method=True)
 
 
 class InsightsServiceServicer:
@@ -107,6 +112,14 @@ class InsightsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSite(self, request, context):
+        """GetSite describes the key's tenant: its name, the time zone its dates are read in, its
+        current local date, its currency and its goals. Dashboards label their numbers with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InsightsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +147,11 @@ def add_InsightsServiceServicer_to_server(servicer, server):
                     servicer.GetRealtime,
                     request_deserializer=beacon_dot_insights_dot_v1_dot_insights__pb2.GetRealtimeRequest.FromString,
                     response_serializer=beacon_dot_insights_dot_v1_dot_insights__pb2.GetRealtimeResponse.SerializeToString,
+            ),
+            'GetSite': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSite,
+                    request_deserializer=beacon_dot_insights_dot_v1_dot_insights__pb2.GetSiteRequest.FromString,
+                    response_serializer=beacon_dot_insights_dot_v1_dot_insights__pb2.GetSiteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +291,33 @@ class InsightsService:
             '/beacon.insights.v1.InsightsService/GetRealtime',
             beacon_dot_insights_dot_v1_dot_insights__pb2.GetRealtimeRequest.SerializeToString,
             beacon_dot_insights_dot_v1_dot_insights__pb2.GetRealtimeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/beacon.insights.v1.InsightsService/GetSite',
+            beacon_dot_insights_dot_v1_dot_insights__pb2.GetSiteRequest.SerializeToString,
+            beacon_dot_insights_dot_v1_dot_insights__pb2.GetSiteResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,10 @@ class InsightsServiceStub:
     series of the last 30 minutes, and its top pages and sources, a second or two behind the
     events (no hourly rollup is waited for).
     """
+    GetSite: _grpc.UnaryUnaryMultiCallable[_insights_pb2.GetSiteRequest, _insights_pb2.GetSiteResponse]
+    """GetSite describes the key's tenant: its name, the time zone its dates are read in, its
+    current local date, its currency and its goals. Dashboards label their numbers with it.
+    """
 
 @_typing.type_check_only
 class InsightsServiceAsyncStub(InsightsServiceStub):
@@ -74,6 +78,10 @@ class InsightsServiceAsyncStub(InsightsServiceStub):
     """GetRealtime answers what is happening now: visitors of the last 5 minutes, a per-minute
     series of the last 30 minutes, and its top pages and sources, a second or two behind the
     events (no hourly rollup is waited for).
+    """
+    GetSite: _aio.UnaryUnaryMultiCallable[_insights_pb2.GetSiteRequest, _insights_pb2.GetSiteResponse]  # type: ignore[assignment]
+    """GetSite describes the key's tenant: its name, the time zone its dates are read in, its
+    current local date, its currency and its goals. Dashboards label their numbers with it.
     """
 
 class InsightsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +133,16 @@ class InsightsServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetRealtime answers what is happening now: visitors of the last 5 minutes, a per-minute
         series of the last 30 minutes, and its top pages and sources, a second or two behind the
         events (no hourly rollup is waited for).
+        """
+
+    @_abc_1.abstractmethod
+    def GetSite(
+        self,
+        request: _insights_pb2.GetSiteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_insights_pb2.GetSiteResponse, _abc.Awaitable[_insights_pb2.GetSiteResponse]]:
+        """GetSite describes the key's tenant: its name, the time zone its dates are read in, its
+        current local date, its currency and its goals. Dashboards label their numbers with it.
         """
 
 def add_InsightsServiceServicer_to_server(servicer: InsightsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

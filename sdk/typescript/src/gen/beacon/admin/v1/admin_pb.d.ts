@@ -1629,6 +1629,15 @@ export enum KeyKind {
    * @generated from enum value: KEY_KIND_SERVER = 3;
    */
   SERVER = 3,
+
+  /**
+   * May only read insights, like a read key, but made to be shared: a link to the dashboard
+   * carries it (`/#key=<key>`), so that people without an account see the numbers. Revoke it
+   * alone to end the link; the tenant's read keys stay.
+   *
+   * @generated from enum value: KEY_KIND_SHARED = 4;
+   */
+  SHARED = 4,
 }
 
 /**

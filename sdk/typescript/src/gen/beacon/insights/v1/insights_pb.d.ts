@@ -843,6 +843,75 @@ export declare type GetRealtimeResponse = Message<"beacon.insights.v1.GetRealtim
 export declare const GetRealtimeResponseSchema: GenMessage<GetRealtimeResponse>;
 
 /**
+ * GetSiteRequest asks for the key's tenant.
+ *
+ * @generated from message beacon.insights.v1.GetSiteRequest
+ */
+export declare type GetSiteRequest = Message<"beacon.insights.v1.GetSiteRequest"> & {
+};
+
+/**
+ * Describes the message beacon.insights.v1.GetSiteRequest.
+ * Use `create(GetSiteRequestSchema)` to create a new message.
+ */
+export declare const GetSiteRequestSchema: GenMessage<GetSiteRequest>;
+
+/**
+ * GetSiteResponse describes a tenant.
+ *
+ * @generated from message beacon.insights.v1.GetSiteResponse
+ */
+export declare type GetSiteResponse = Message<"beacon.insights.v1.GetSiteResponse"> & {
+  /**
+   * The tenant's id.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Its display name.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The IANA time zone its dates and hours are read in.
+   *
+   * @generated from field: string time_zone = 3;
+   */
+  timeZone: string;
+
+  /**
+   * Today in that time zone, "YYYY-MM-DD".
+   *
+   * @generated from field: string today = 4;
+   */
+  today: string;
+
+  /**
+   * The ISO 4217 currency revenue counts in; empty when none is set.
+   *
+   * @generated from field: string currency = 5;
+   */
+  currency: string;
+
+  /**
+   * The names of its goals (AdminService.SetGoals), the values of DIMENSION_GOAL.
+   *
+   * @generated from field: repeated string goals = 6;
+   */
+  goals: string[];
+};
+
+/**
+ * Describes the message beacon.insights.v1.GetSiteResponse.
+ * Use `create(GetSiteResponseSchema)` to create a new message.
+ */
+export declare const GetSiteResponseSchema: GenMessage<GetSiteResponse>;
+
+/**
  * Metric is a number Beacon computes.
  *
  * @generated from enum beacon.insights.v1.Metric
@@ -1369,6 +1438,17 @@ export declare const InsightsService: GenService<{
     methodKind: "unary";
     input: typeof GetRealtimeRequestSchema;
     output: typeof GetRealtimeResponseSchema;
+  },
+  /**
+   * GetSite describes the key's tenant: its name, the time zone its dates are read in, its
+   * current local date, its currency and its goals. Dashboards label their numbers with it.
+   *
+   * @generated from rpc beacon.insights.v1.InsightsService.GetSite
+   */
+  getSite: {
+    methodKind: "unary";
+    input: typeof GetSiteRequestSchema;
+    output: typeof GetSiteResponseSchema;
   },
 }>;
 
