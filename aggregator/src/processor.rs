@@ -221,6 +221,7 @@ impl Processor {
             ts: event.timestamp_ms,
             pageview: event.name == PAGEVIEW,
             bounce_by_events: self.version >= 6,
+            interactive: !event.non_interactive,
         };
         if self.out_of_order(hit, watermark_ms) {
             self.dirty
@@ -297,6 +298,7 @@ impl Processor {
                     end_ms: event.timestamp_ms,
                     pageviews: 0,
                     events: 0,
+                    passive: 0,
                     first_visitor: event.visitor,
                     hour_ms: prepared.hour_ms,
                     local_date: prepared.local_date.clone(),
@@ -479,6 +481,7 @@ fn new_session(
         end_ms: event.timestamp_ms,
         pageviews: u32::from(event.name == PAGEVIEW),
         events: 1,
+        passive: u32::from(event.non_interactive),
         first_visitor: event.visitor,
         hour_ms: hour.0,
         local_date: hour.1.to_owned(),
@@ -507,6 +510,7 @@ fn event_row(prepared: &Prepared<'_>, session: &SessionState) -> EventRow {
         name: cap_length(event.name.clone()),
         dimensions,
         values,
+        non_interactive: event.non_interactive,
         ..EventRow::default()
     }
 }

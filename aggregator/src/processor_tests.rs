@@ -480,6 +480,30 @@ fn version_6_ends_a_bounce_with_any_second_event() {
 }
 
 #[test]
+fn non_interactive_events_end_no_bounce() {
+    let passive = |visitor: u64, ts: i64| LoggedEvent {
+        non_interactive: true,
+        ..ev(visitor, ts, "autoplay", "/")
+    };
+    let out = run(&[
+        pv(1, T0, "/"),
+        passive(1, T0 + MIN),
+        // A visit whose first event is passive ends its bounce with its second interactive one.
+        passive(2, T0),
+        pv(2, T0 + MIN, "/"),
+        pv(3, T0, "/"),
+        passive(3, T0 + MIN),
+        ev(3, T0 + 2 * MIN, "signup", "/"),
+    ]);
+    let c = totals(&out);
+    assert_eq!(
+        (c.visits, c.bounces, c.events),
+        (3, 2, 7),
+        "visitors 1 and 2 bounced"
+    );
+}
+
+#[test]
 fn version_6_keeps_every_event_with_its_visit() {
     let mut engagement = ev(1, T0 + 2 * MIN, ENGAGEMENT, "/pricing");
     engagement.engagement = Some(beacon_proto::ingest::v1::Engagement {

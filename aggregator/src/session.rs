@@ -33,6 +33,9 @@ pub struct SessionState {
     pub pageviews: u32,
     /// Events so far (pageviews included).
     pub events: u32,
+    /// How many of them were non-interactive: a visit ends its bounce with a second
+    /// interactive event.
+    pub passive: u32,
     /// The visitor hash the session started under (it may continue under the next local
     /// date's hash).
     pub first_visitor: u64,
@@ -90,6 +93,8 @@ pub struct Hit<'a> {
     /// Whether a second event of any kind ends a bounce (logic version 6), not only a second
     /// pageview.
     pub bounce_by_events: bool,
+    /// Whether the visitor caused it: a non-interactive event never ends a bounce.
+    pub interactive: bool,
 }
 
 /// The sessions of a partition, by tenant and visitor.
@@ -260,11 +265,14 @@ fn join(session: &mut SessionState, hit: Hit<'_>) -> Visit {
         session.start_ms = hit.ts;
     }
     session.events = session.events.saturating_add(1);
+    if !hit.interactive {
+        session.passive = session.passive.saturating_add(1);
+    }
     if hit.pageview {
         session.pageviews = session.pageviews.saturating_add(1);
     }
     let no_longer_bounce = if hit.bounce_by_events {
-        session.events == 2
+        hit.interactive && session.events.saturating_sub(session.passive) == 2
     } else {
         hit.pageview && session.pageviews == 2
     };
@@ -282,6 +290,7 @@ fn session_proto(tenant: &str, visitor: u64, s: &SessionState) -> Session {
         end_ms: s.end_ms,
         pageviews: s.pageviews,
         events: s.events,
+        passive: s.passive,
         first_visitor: if s.first_visitor == visitor {
             0
         } else {
@@ -324,6 +333,7 @@ fn session_state(partition: u32, s: Session) -> Result<SessionState, AggregatorE
         } else {
             s.events
         },
+        passive: s.passive,
         first_visitor: if s.first_visitor == 0 {
             s.visitor
         } else {
@@ -347,6 +357,7 @@ mod tests {
             end_ms: ts,
             pageviews: 1,
             events: 1,
+            passive: 0,
             first_visitor: 7,
             hour_ms: ts,
             local_date: "2026-01-01".into(),
@@ -361,6 +372,7 @@ mod tests {
             ts,
             pageview: true,
             bounce_by_events: true,
+            interactive: true,
         }
     }
 
@@ -391,6 +403,7 @@ mod tests {
             ts,
             pageview: true,
             bounce_by_events: true,
+            interactive: true,
         };
         for v in 0..MAX_SESSIONS_PER_TENANT as u64 {
             sessions.track(visitor(v, 0), 0, || state(0));

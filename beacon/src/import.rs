@@ -193,6 +193,7 @@ fn parse_line(line: &str) -> anyhow::Result<Event> {
         revenue: revenue(map.get("revenue"))?,
         engagement,
         visitor_id: text(&["visitor_id", "visitorId"]),
+        non_interactive: map.get("interactive").and_then(serde_json::Value::as_bool) == Some(false),
     };
     if event.id.is_empty() {
         let hash = blake3::hash(line.trim().as_bytes());

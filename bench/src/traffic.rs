@@ -372,6 +372,7 @@ impl Site {
             revenue,
             engagement: None,
             visitor_id: String::new(),
+            non_interactive: false,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Plausible-compatible HTTP beacons: `POST /api/event` with a JSON body (`name`, `url`,
-//! `domain`, `referrer`, `props`, `revenue`, or their one-letter forms; `sd` and `e` of an
-//! `engagement` event), the key in
+//! `domain`, `referrer`, `props`, `revenue`, `interactive`, or their one-letter forms; `sd` and
+//! `e` of an `engagement` event; Plausible's hashed-page flag `h` is accepted, and the page is
+//! the URL's path as always), the key in
 //! `Authorization: Bearer`, `X-Beacon-Key` or `?key=`, the visitor's `User-Agent` and
 //! `X-Forwarded-For` headers. Answers `202 ok` once the event is durable. Also serves the
 //! browser tracker that sends them, `GET /js/beacon.js` (built from `web/tracker/`).
@@ -74,6 +75,9 @@ struct Body {
     /// An engagement report's engaged time, milliseconds.
     #[serde(default, rename = "e")]
     engaged_ms: Option<u64>,
+    /// `false` for an event the visitor did not cause (it ends no bounce).
+    #[serde(default, alias = "i")]
+    interactive: Option<bool>,
 }
 
 /// An HTTP refusal: its status and message.
@@ -244,6 +248,7 @@ fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<(Event, Option<String>)
         }),
         name: body.name,
         visitor_id: String::new(),
+        non_interactive: body.interactive == Some(false),
     };
     Ok((event, domain))
 }

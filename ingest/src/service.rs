@@ -140,6 +140,7 @@ impl IngestService {
             visitor: visitor.id,
             previous_visitor: visitor.previous,
             visitor_stated: stated,
+            non_interactive: event.non_interactive,
             time_zone: tenant.time_zone.clone(),
             currency: tenant.currency.clone(),
             engagement: event.engagement,

@@ -279,6 +279,7 @@ fn event(tenant: &TenantSpec, n: usize, ms: i64, pageview: bool, ip: &str, agent
         revenue: None,
         engagement: None,
         visitor_id: String::new(),
+        non_interactive: false,
     }
 }
 

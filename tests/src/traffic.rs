@@ -200,6 +200,7 @@ fn make_event(
         revenue: None,
         engagement: None,
         visitor_id: String::new(),
+        non_interactive: false,
     }
 }
 

@@ -63,6 +63,7 @@ fn hostile(now_ms: i64) -> Vec<Event> {
                 revenue: None,
                 engagement: None,
                 visitor_id: String::new(),
+                non_interactive: false,
             }
         })
         .collect()

@@ -1,16 +1,17 @@
 //! Traffic shaped like Plausible's tracker, end to end in cluster mode: one-letter JSON beacons
-//! to `POST /api/event` with pageviews, custom events with props and revenue, and engagement
-//! reports (`sd` scroll depth, `e` engaged milliseconds), some pages reported twice. Event
-//! counts leave the engagement reports out, bounces are visits of one event, and scroll depth
-//! and time on page equal their definitions (METRICS.md), computed here by hand.
+//! to `POST /api/event` with pageviews, custom events with props and revenue, non-interactive
+//! events (`"i": false`), and engagement reports (`sd` scroll depth, `e` engaged
+//! milliseconds), some pages reported twice. Event counts leave the engagement reports out,
+//! bounces are visits of one interactive event, and scroll depth and time on page equal their
+//! definitions (METRICS.md), computed here by hand.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use beacon_proto::admin::v1::KeyKind;
 use beacon_proto::insights::v1::{
-    DateRange, Dimension, Metric, ReportDimension, ReportSource, RunReportRequest,
-    RunReportResponse, report_dimension,
+    Condition, DateRange, Dimension, Filter, Metric, Operator, ReportDimension, ReportSource,
+    RunReportRequest, RunReportResponse, filter, report_dimension,
 };
 use beacon_tests::{Client, Cluster};
 
@@ -21,6 +22,8 @@ const SHOP: &str = "https://tracked.example";
 enum Beacon {
     Pageview(&'static str),
     Signup,
+    /// A non-interactive event (`"i": false`): counted, but it ends no bounce.
+    Autoplay,
     /// Page, deepest scroll (percent), engaged milliseconds.
     Engagement(&'static str, u32, u64),
 }
@@ -31,6 +34,7 @@ fn visit(v: usize) -> Vec<Beacon> {
     match v % 3 {
         0 => vec![
             Pageview("/"),
+            Autoplay,
             Engagement("/", 20 + v as u32, 1_000 * v as u64 + 500),
         ],
         1 => vec![
@@ -58,6 +62,9 @@ fn body(beacon: &Beacon) -> serde_json::Value {
             "n": "pageview", "u": url(page), "d": "tracked.example",
             "r": "https://www.google.com/",
         }),
+        Beacon::Autoplay => serde_json::json!({
+            "n": "autoplay", "u": url("/"), "d": "tracked.example", "i": false,
+        }),
         Beacon::Signup => serde_json::json!({
             "n": "signup", "u": url("/"), "d": "tracked.example",
             "p": "{\"plan\":\"pro\"}", "$": {"amount": "29", "currency": "EUR"},
@@ -73,6 +80,7 @@ fn body(beacon: &Beacon) -> serde_json::Value {
 struct Expected {
     pageviews: u64,
     events: u64,
+    autoplays: u64,
     bounces: u64,
     signups: u64,
     /// Per page: each visitor's deepest scroll and summed engaged milliseconds.
@@ -83,15 +91,21 @@ fn expected() -> Expected {
     let mut out = Expected::default();
     for v in 0..VISITORS {
         let mut per_page: BTreeMap<&'static str, (u32, u64)> = BTreeMap::new();
-        let mut counted = 0;
+        let (mut counted, mut interactive) = (0, 0);
         for beacon in visit(v) {
             match beacon {
                 Beacon::Pageview(_) => {
                     out.pageviews += 1;
                     counted += 1;
+                    interactive += 1;
                 }
                 Beacon::Signup => {
                     out.signups += 1;
+                    counted += 1;
+                    interactive += 1;
+                }
+                Beacon::Autoplay => {
+                    out.autoplays += 1;
                     counted += 1;
                 }
                 Beacon::Engagement(page, sd, e) => {
@@ -101,7 +115,7 @@ fn expected() -> Expected {
             }
         }
         out.events += counted;
-        out.bounces += u64::from(counted == 1);
+        out.bounces += u64::from(interactive == 1);
         for (page, pair) in per_page {
             out.engaged.entry(page).or_default().push(pair);
         }
@@ -211,7 +225,7 @@ async fn plausible_shaped_traffic_counts_by_definition() -> anyhow::Result<()> {
     };
     println!("totals (visitors, visits, pageviews, events, bounce rate, revenue): {got:?}");
 
-    // Engagement reports are not events: the names are pageviews and signups only.
+    // Engagement reports are not events: the names are pageviews, autoplays and signups only.
     let names = client
         .report(&read, report(&[Metric::Events], Some(Dimension::EventName)))
         .await?;
@@ -219,10 +233,32 @@ async fn plausible_shaped_traffic_counts_by_definition() -> anyhow::Result<()> {
     assert_eq!(
         values(&names),
         BTreeMap::from([
+            ("autoplay".to_owned(), vec![want.autoplays as f64]),
             ("pageview".to_owned(), vec![want.pageviews as f64]),
             ("signup".to_owned(), vec![want.signups as f64]),
         ])
     );
+
+    // The event store agrees on bounces: every visit (all in Chrome) has an event on /.
+    let chrome = Condition {
+        dimension: Dimension::Browser as i32,
+        operator: Operator::Is as i32,
+        values: vec!["Chrome".into()],
+        ..Default::default()
+    };
+    let home = client
+        .report(
+            &read,
+            RunReportRequest {
+                filter: Some(Filter {
+                    kind: Some(filter::Kind::Condition(chrome)),
+                }),
+                ..report(&[Metric::Visits, Metric::BounceRate], Some(Dimension::Page))
+            },
+        )
+        .await?;
+    assert_eq!(home.source, ReportSource::Events as i32);
+    assert_eq!(values(&home)["/"], [visits, wanted[4]]);
 
     // Scroll depth and time on page: per page, the mean over visitors of their deepest scroll
     // and of their summed engaged time.

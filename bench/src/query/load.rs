@@ -140,6 +140,7 @@ pub fn logged(tenant: &Tenant, event: Event) -> LoggedEvent {
         engagement: event.engagement,
         previous_visitor: None,
         visitor_stated: false,
+        non_interactive: false,
     }
 }
 

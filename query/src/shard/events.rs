@@ -115,6 +115,7 @@ pub(crate) fn append(
         &row.revenue_micros,
         &row.scroll_depth,
         &engaged_ms,
+        &row.non_interactive,
     ]);
     appender.append_row(columns.as_slice())
 }

@@ -174,7 +174,7 @@ impl Sql {
              AND (local_date BETWEEN {first} - 1 AND {last} \
              OR visit_date BETWEEN {first} AND {last})), \
              ev AS (SELECT visitor, visit_visitor, visit_start, ts, name, local_date, visit_date, page, \
-             revenue_micros, scroll_depth, engaged_ms, \
+             revenue_micros, scroll_depth, engaged_ms, non_interactive, \
              {te} AS te, {tv} AS tv, {g0} AS g0, {g1} AS g1, {pass} AS pass, {base} AS base FROM raw)",
             te = time(query, "local_date", "hour_ms"),
             tv = time(query, "visit_date", "visit_hour_ms"),
@@ -220,7 +220,8 @@ impl Sql {
         } = self;
         let started = format!("name <> 'engagement' AND visit_date BETWEEN {first} AND {last}");
         format!(
-            "{with}, visits AS (SELECT visit_visitor, visit_start, count(*) < 2 AS bounce, \
+            "{with}, visits AS (SELECT visit_visitor, visit_start, \
+             count(*) FILTER (WHERE NOT non_interactive) < 2 AS bounce, \
              max(ts) - min(ts) AS duration FROM ev WHERE {started} GROUP BY visit_visitor, visit_start), \
              groups AS (SELECT visit_visitor, visit_start, any_value(tv) AS tv, g0, g1 FROM ev \
              WHERE {started}{grouped} GROUP BY visit_visitor, visit_start, g0, g1 HAVING bool_or(pass)) \

@@ -108,8 +108,10 @@ CREATE TABLE IF NOT EXISTS events (
     properties VARCHAR[],
     revenue_micros BIGINT,
     scroll_depth INTEGER,
-    engaged_ms BIGINT
+    engaged_ms BIGINT,
+    non_interactive BOOLEAN DEFAULT false
 );
+ALTER TABLE events ADD COLUMN IF NOT EXISTS non_interactive BOOLEAN DEFAULT false;
 CREATE TABLE IF NOT EXISTS generations (
     tenant VARCHAR,
     gen UBIGINT,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62\x65\x61\x63on/ingest/v1/ingest.proto\x12\x10\x62\x65\x61\x63on.ingest.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x11SendEventsRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.beacon.ingest.v1.Event\"\x95\x03\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x10\n\x08referrer\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\x12\n\nuser_agent\x18\x06 \x01(\t\x12\x11\n\tclient_ip\x18\x07 \x01(\t\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x05props\x18\t \x03(\x0b\x32\".beacon.ingest.v1.Event.PropsEntry\x12*\n\x07revenue\x18\n \x01(\x0b\x32\x19.beacon.ingest.v1.Revenue\x12\x30\n\nengagement\x18\x0b \x01(\x0b\x32\x1c.beacon.ingest.v1.Engagement\x12\x12\n\nvisitor_id\x18\x0c \x01(\t\x1aI\n\nPropsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.beacon.ingest.v1.PropValue:\x02\x38\x01\"6\n\nEngagement\x12\x14\n\x0cscroll_depth\x18\x01 \x01(\r\x12\x12\n\nengaged_ms\x18\x02 \x01(\x04\"C\n\tPropValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x16\n\x0cnumber_value\x18\x02 \x01(\x01H\x00\x42\x06\n\x04kind\"+\n\x07Revenue\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"h\n\x12SendEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.beacon.ingest.v1.EventResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x10\n\x08rejected\x18\x03 \x01(\r\"W\n\x0b\x45ventResult\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.beacon.ingest.v1.EventStatus\x12\r\n\x05\x65rror\x18\x03 \x01(\t\">\n\x13ImportEventsRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.beacon.ingest.v1.Event\"j\n\x14ImportEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.beacon.ingest.v1.EventResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x10\n\x08rejected\x18\x03 \x01(\r*a\n\x0b\x45ventStatus\x12\x1c\n\x18\x45VENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_STATUS_ACCEPTED\x10\x01\x12\x19\n\x15\x45VENT_STATUS_REJECTED\x10\x02\x32\xc7\x01\n\rIngestService\x12W\n\nSendEvents\x12#.beacon.ingest.v1.SendEventsRequest\x1a$.beacon.ingest.v1.SendEventsResponse\x12]\n\x0cImportEvents\x12%.beacon.ingest.v1.ImportEventsRequest\x1a&.beacon.ingest.v1.ImportEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62\x65\x61\x63on/ingest/v1/ingest.proto\x12\x10\x62\x65\x61\x63on.ingest.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x11SendEventsRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.beacon.ingest.v1.Event\"\xae\x03\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x10\n\x08referrer\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\x12\n\nuser_agent\x18\x06 \x01(\t\x12\x11\n\tclient_ip\x18\x07 \x01(\t\x12-\n\ttimestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x05props\x18\t \x03(\x0b\x32\".beacon.ingest.v1.Event.PropsEntry\x12*\n\x07revenue\x18\n \x01(\x0b\x32\x19.beacon.ingest.v1.Revenue\x12\x30\n\nengagement\x18\x0b \x01(\x0b\x32\x1c.beacon.ingest.v1.Engagement\x12\x12\n\nvisitor_id\x18\x0c \x01(\t\x12\x17\n\x0fnon_interactive\x18\r \x01(\x08\x1aI\n\nPropsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.beacon.ingest.v1.PropValue:\x02\x38\x01\"6\n\nEngagement\x12\x14\n\x0cscroll_depth\x18\x01 \x01(\r\x12\x12\n\nengaged_ms\x18\x02 \x01(\x04\"C\n\tPropValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x16\n\x0cnumber_value\x18\x02 \x01(\x01H\x00\x42\x06\n\x04kind\"+\n\x07Revenue\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x01\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"h\n\x12SendEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.beacon.ingest.v1.EventResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x10\n\x08rejected\x18\x03 \x01(\r\"W\n\x0b\x45ventResult\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.beacon.ingest.v1.EventStatus\x12\r\n\x05\x65rror\x18\x03 \x01(\t\">\n\x13ImportEventsRequest\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.beacon.ingest.v1.Event\"j\n\x14ImportEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.beacon.ingest.v1.EventResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x10\n\x08rejected\x18\x03 \x01(\r*a\n\x0b\x45ventStatus\x12\x1c\n\x18\x45VENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_STATUS_ACCEPTED\x10\x01\x12\x19\n\x15\x45VENT_STATUS_REJECTED\x10\x02\x32\xc7\x01\n\rIngestService\x12W\n\nSendEvents\x12#.beacon.ingest.v1.SendEventsRequest\x1a$.beacon.ingest.v1.SendEventsResponse\x12]\n\x0cImportEvents\x12%.beacon.ingest.v1.ImportEventsRequest\x1a&.beacon.ingest.v1.ImportEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,28 +34,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENT_PROPSENTRY']._loaded_options = None
   _globals['_EVENT_PROPSENTRY']._serialized_options = b'8\001'
-  _globals['_EVENTSTATUS']._serialized_start=1091
-  _globals['_EVENTSTATUS']._serialized_end=1188
+  _globals['_EVENTSTATUS']._serialized_start=1116
+  _globals['_EVENTSTATUS']._serialized_end=1213
   _globals['_SENDEVENTSREQUEST']._serialized_start=84
   _globals['_SENDEVENTSREQUEST']._serialized_end=144
   _globals['_EVENT']._serialized_start=147
-  _globals['_EVENT']._serialized_end=552
-  _globals['_EVENT_PROPSENTRY']._serialized_start=479
-  _globals['_EVENT_PROPSENTRY']._serialized_end=552
-  _globals['_ENGAGEMENT']._serialized_start=554
-  _globals['_ENGAGEMENT']._serialized_end=608
-  _globals['_PROPVALUE']._serialized_start=610
-  _globals['_PROPVALUE']._serialized_end=677
-  _globals['_REVENUE']._serialized_start=679
-  _globals['_REVENUE']._serialized_end=722
-  _globals['_SENDEVENTSRESPONSE']._serialized_start=724
-  _globals['_SENDEVENTSRESPONSE']._serialized_end=828
-  _globals['_EVENTRESULT']._serialized_start=830
-  _globals['_EVENTRESULT']._serialized_end=917
-  _globals['_IMPORTEVENTSREQUEST']._serialized_start=919
-  _globals['_IMPORTEVENTSREQUEST']._serialized_end=981
-  _globals['_IMPORTEVENTSRESPONSE']._serialized_start=983
-  _globals['_IMPORTEVENTSRESPONSE']._serialized_end=1089
-  _globals['_INGESTSERVICE']._serialized_start=1191
-  _globals['_INGESTSERVICE']._serialized_end=1390
+  _globals['_EVENT']._serialized_end=577
+  _globals['_EVENT_PROPSENTRY']._serialized_start=504
+  _globals['_EVENT_PROPSENTRY']._serialized_end=577
+  _globals['_ENGAGEMENT']._serialized_start=579
+  _globals['_ENGAGEMENT']._serialized_end=633
+  _globals['_PROPVALUE']._serialized_start=635
+  _globals['_PROPVALUE']._serialized_end=702
+  _globals['_REVENUE']._serialized_start=704
+  _globals['_REVENUE']._serialized_end=747
+  _globals['_SENDEVENTSRESPONSE']._serialized_start=749
+  _globals['_SENDEVENTSRESPONSE']._serialized_end=853
+  _globals['_EVENTRESULT']._serialized_start=855
+  _globals['_EVENTRESULT']._serialized_end=942
+  _globals['_IMPORTEVENTSREQUEST']._serialized_start=944
+  _globals['_IMPORTEVENTSREQUEST']._serialized_end=1006
+  _globals['_IMPORTEVENTSRESPONSE']._serialized_start=1008
+  _globals['_IMPORTEVENTSRESPONSE']._serialized_end=1114
+  _globals['_INGESTSERVICE']._serialized_start=1216
+  _globals['_INGESTSERVICE']._serialized_end=1415
 # @@protoc_insertion_point(module_scope)

@@ -107,6 +107,7 @@ class Event(_message.Message):
     REVENUE_FIELD_NUMBER: _builtins.int
     ENGAGEMENT_FIELD_NUMBER: _builtins.int
     VISITOR_ID_FIELD_NUMBER: _builtins.int
+    NON_INTERACTIVE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Client-chosen id (1 to 64 characters). Retries with the same id count once. When empty,
     Beacon assigns one and the retry protection is lost.
@@ -132,6 +133,11 @@ class Event(_message.Message):
     (hashed with the daily salt, like an address) instead of by address and user agent, the
     country comes only from `client_ip`, and an event without a known browser is not taken for
     a bot.
+    """
+    non_interactive: _builtins.bool
+    """Whether the visitor did nothing to cause the event (an autoplaying video, a timer):
+    Plausible's `interactive: false`. Such an event counts as an event but does not end a
+    bounce.
     """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
@@ -169,10 +175,11 @@ class Event(_message.Message):
         revenue: Global___Revenue | None = ...,
         engagement: Global___Engagement | None = ...,
         visitor_id: _builtins.str = ...,
+        non_interactive: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["engagement", b"engagement", "revenue", b"revenue", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "engagement", b"engagement", "id", b"id", "name", b"name", "props", b"props", "referrer", b"referrer", "revenue", b"revenue", "timestamp", b"timestamp", "title", b"title", "url", b"url", "user_agent", b"user_agent", "visitor_id", b"visitor_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "engagement", b"engagement", "id", b"id", "name", b"name", "non_interactive", b"non_interactive", "props", b"props", "referrer", b"referrer", "revenue", b"revenue", "timestamp", b"timestamp", "title", b"title", "url", b"url", "user_agent", b"user_agent", "visitor_id", b"visitor_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

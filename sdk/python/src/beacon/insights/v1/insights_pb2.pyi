@@ -37,8 +37,8 @@ class _MetricEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Metric.ValueTy
     """All events, pageviews included."""
     METRIC_BOUNCE_RATE: _Metric.ValueType  # 5
     """Percentage of visits that were bounces. From logic version 6 a bounce is a visit of one
-    event (engagement reports aside), as Plausible defines it; before, a visit with at most one
-    pageview.
+    event (engagement reports aside, non-interactive events ending none), as Plausible defines
+    it; before, a visit with at most one pageview.
     """
     METRIC_VISIT_DURATION: _Metric.ValueType  # 6
     """Mean visit duration in seconds."""
@@ -88,8 +88,8 @@ METRIC_EVENTS: Metric.ValueType  # 4
 """All events, pageviews included."""
 METRIC_BOUNCE_RATE: Metric.ValueType  # 5
 """Percentage of visits that were bounces. From logic version 6 a bounce is a visit of one
-event (engagement reports aside), as Plausible defines it; before, a visit with at most one
-pageview.
+event (engagement reports aside, non-interactive events ending none), as Plausible defines
+it; before, a visit with at most one pageview.
 """
 METRIC_VISIT_DURATION: Metric.ValueType  # 6
 """Mean visit duration in seconds."""

@@ -130,6 +130,15 @@ export declare type Event = Message<"beacon.ingest.v1.Event"> & {
    * @generated from field: string visitor_id = 12;
    */
   visitorId: string;
+
+  /**
+   * Whether the visitor did nothing to cause the event (an autoplaying video, a timer):
+   * Plausible's `interactive: false`. Such an event counts as an event but does not end a
+   * bounce.
+   *
+   * @generated from field: bool non_interactive = 13;
+   */
+  nonInteractive: boolean;
 };
 
 /**

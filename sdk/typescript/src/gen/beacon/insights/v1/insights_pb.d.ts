@@ -954,8 +954,8 @@ export enum Metric {
 
   /**
    * Percentage of visits that were bounces. From logic version 6 a bounce is a visit of one
-   * event (engagement reports aside), as Plausible defines it; before, a visit with at most one
-   * pageview.
+   * event (engagement reports aside, non-interactive events ending none), as Plausible defines
+   * it; before, a visit with at most one pageview.
    *
    * @generated from enum value: METRIC_BOUNCE_RATE = 5;
    */
