@@ -1,7 +1,7 @@
 //! Plausible-compatible HTTP beacons: `POST /api/event` with a JSON body (`name`, `url`,
 //! `domain`, `referrer`, `props`, `revenue`, `interactive`, or their one-letter forms; `sd` and
-//! `e` of an `engagement` event; Plausible's hashed-page flag `h` is accepted, and the page is
-//! the URL's path as always), the key in
+//! `e` of an `engagement` event; with Plausible's hash-routing flag `h` the URL's fragment
+//! joins the page), the key in
 //! `Authorization: Bearer`, `X-Beacon-Key` or `?key=`, the visitor's `User-Agent` and
 //! `X-Forwarded-For` headers. Answers `202 ok` once the event is durable. Also serves the
 //! browser tracker that sends them, `GET /js/beacon.js` (built from `web/tracker/`).
@@ -78,6 +78,9 @@ struct Body {
     /// `false` for an event the visitor did not cause (it ends no bounce).
     #[serde(default, alias = "i")]
     interactive: Option<bool>,
+    /// Plausible's hash-based routing (`1`): the URL's fragment is part of the page.
+    #[serde(default, rename = "h")]
+    hash_routing: Option<Value>,
 }
 
 /// An HTTP refusal: its status and message.
@@ -94,12 +97,7 @@ async fn handle(ingest: &IngestProxy, request: Request) -> Result<(), Rejection>
     let (parts, body) = request.into_parts();
     let metadata = tonic::metadata::MetadataMap::from_headers(parts.headers.clone());
     let keyed = has_key(&metadata, parts.uri.query());
-    let peer = parts
-        .extensions
-        .get::<TcpConnectInfo>()
-        .and_then(|info| info.remote_addr())
-        .map(|addr| addr.ip());
-    let client_ip = ingest.guard.edge.client(peer, &metadata);
+    let client_ip = client_of(ingest, &parts, &metadata);
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| {
@@ -177,6 +175,31 @@ async fn send(
     }
 }
 
+/// The address of the client that sent an HTTP request, as the edge resolves it.
+pub(crate) fn client_of(
+    ingest: &IngestProxy,
+    parts: &axum::http::request::Parts,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Option<std::net::IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<TcpConnectInfo>()
+        .and_then(|info| info.remote_addr())
+        .map(|addr| addr.ip());
+    ingest.guard.edge.client(peer, metadata)
+}
+
+/// The parameters of a query string (none when absent).
+pub(crate) fn query_params(query: Option<&str>) -> HashMap<String, String> {
+    query
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Whether a request carries a key, in a header or in `?key=`.
 fn has_key(metadata: &tonic::metadata::MetadataMap, query: Option<&str>) -> bool {
     metadata.contains_key("authorization")
@@ -198,14 +221,7 @@ pub(crate) fn key_of(
         return beacon_core::auth::request_key(metadata)
             .map_err(|err| (StatusCode::UNAUTHORIZED, err.to_string()));
     }
-    let params: HashMap<String, String> = query
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    params.get("key").cloned().ok_or_else(|| {
+    query_params(query).get("key").cloned().ok_or_else(|| {
         (
             StatusCode::UNAUTHORIZED,
             format!(
@@ -227,9 +243,17 @@ fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<(Event, Option<String>)
         .unwrap_or_default()
         .to_owned();
     let domain = body.domain.clone();
+    let hashed = body
+        .hash_routing
+        .as_ref()
+        .is_some_and(|h| h.as_bool() == Some(true) || h.as_u64().is_some_and(|n| n > 0));
     let event = Event {
         id: body.id.unwrap_or_default(),
-        url: body.url,
+        url: if hashed {
+            hash_page(&body.url)
+        } else {
+            body.url
+        },
         referrer: body.referrer.unwrap_or_default(),
         title: String::new(),
         user_agent,
@@ -251,6 +275,21 @@ fn to_event(bytes: &[u8], headers: &HeaderMap) -> Result<(Event, Option<String>)
         non_interactive: body.interactive == Some(false),
     };
     Ok((event, domain))
+}
+
+/// The URL of a page of a hash-routed site: its fragment joins the path ("/#/pricing"),
+/// percent-encoded, which the page dimension decodes. Other URLs are kept as they are.
+fn hash_page(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return raw.to_owned();
+    };
+    let Some(fragment) = url.fragment().map(str::to_owned) else {
+        return raw.to_owned();
+    };
+    let path = format!("{}%23{fragment}", url.path());
+    url.set_fragment(None);
+    url.set_path(&path);
+    url.to_string()
 }
 
 fn props(value: Value) -> Result<HashMap<String, PropValue>, String> {
@@ -351,6 +390,21 @@ mod tests {
         let body = br#"{"name":"x","url":"https://a.example/","props":{"a":{"b":1}}}"#;
         let (_, msg) = to_event(body, &HeaderMap::new()).expect_err("bad");
         assert_eq!(msg, "props[\"a\"]: must be a string or a number");
+    }
+
+    #[test]
+    fn hash_routed_pages_keep_their_fragment_and_interactive_false_is_kept() {
+        let body = br#"{"n":"pageview","u":"https://a.example/app?utm_source=x#/pricing","d":"a.example","h":1}"#;
+        let (event, _) = to_event(body, &HeaderMap::new()).expect("valid");
+        assert_eq!(event.url, "https://a.example/app%23/pricing?utm_source=x");
+        assert!(!event.non_interactive);
+        let body = br#"{"n":"autoplay","u":"https://a.example/#/x","d":"a.example","i":false}"#;
+        let (event, _) = to_event(body, &HeaderMap::new()).expect("valid");
+        assert_eq!(
+            event.url, "https://a.example/#/x",
+            "no h: the fragment is not a page"
+        );
+        assert!(event.non_interactive);
     }
 
     #[test]

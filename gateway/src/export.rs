@@ -4,8 +4,6 @@
 //! report runs through the public `InsightsService` like a gRPC call (same admission, routing
 //! and deadline), so the export can never disagree with the API.
 
-use std::collections::HashMap;
-
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +16,7 @@ use beacon_proto::insights::v1::{
 use tonic::metadata::MetadataValue;
 use tonic::transport::server::TcpConnectInfo;
 
-use crate::beacon::{Rejection, http_status, key_of};
+use crate::beacon::{Rejection, http_status, key_of, query_params};
 use crate::proxy::InsightsProxy;
 
 /// The export route.
@@ -51,15 +49,7 @@ async fn handle(insights: &InsightsProxy, request: Request) -> Result<String, Re
     let (parts, body) = request.into_parts();
     let metadata = tonic::metadata::MetadataMap::from_headers(parts.headers.clone());
     let key = key_of(&metadata, parts.uri.query(), "read")?;
-    let params: HashMap<String, String> = parts
-        .uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let params = query_params(parts.uri.query());
     let bad = |msg: String| (StatusCode::BAD_REQUEST, msg);
     let json = match params.get("request") {
         Some(json) => json.clone().into_bytes(),

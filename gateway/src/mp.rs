@@ -18,11 +18,10 @@ use axum::routing::post;
 use beacon_proto::ingest::v1::{Event, SendEventsRequest};
 use serde_json::json;
 use tonic::metadata::MetadataValue;
-use tonic::transport::server::TcpConnectInfo;
 
 use payload::ValidationMessage;
 
-use crate::beacon::http_status;
+use crate::beacon::{client_of, http_status, query_params};
 use crate::proxy::IngestProxy;
 
 /// Largest body GA4 takes, bytes.
@@ -83,15 +82,7 @@ struct Sender {
 /// Authenticates a request and turns its body into events.
 async fn take(ingest: &IngestProxy, request: Request) -> Result<(Vec<Event>, Sender), Refusal> {
     let (parts, body) = request.into_parts();
-    let query: std::collections::HashMap<String, String> = parts
-        .uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let query = query_params(parts.uri.query());
     let param = |name: &str| {
         query
             .get(name)
@@ -109,12 +100,7 @@ async fn take(ingest: &IngestProxy, request: Request) -> Result<(Vec<Event>, Sen
     };
     let (measurement_id, key) = (param("measurement_id")?, param("api_secret")?);
     let metadata = tonic::metadata::MetadataMap::from_headers(parts.headers.clone());
-    let peer = parts
-        .extensions
-        .get::<TcpConnectInfo>()
-        .and_then(|info| info.remote_addr())
-        .map(|addr| addr.ip());
-    let client_ip = ingest.guard.edge.client(peer, &metadata);
+    let client_ip = client_of(ingest, &parts, &metadata);
     let tenant = ingest
         .guard
         .server_tenant(&key, client_ip)

@@ -13,11 +13,18 @@ use beacon_proto::insights::v1::{
 };
 
 use crate::QueryError;
+
+/// Most property keys [`Insights::property_keys`] lists.
+pub const PROPERTY_KEYS: usize = 100;
+/// Most property rows (key and value) it reads for them.
+const PROPERTY_ROWS: usize = 1_000;
+/// The value rows fold into past a day's cap (`aggregator::cap::OTHER`).
+const OTHER: &str = "(other)";
 use crate::metrics;
 use crate::metrics::Sums;
 use crate::range;
 use crate::report::{self, Column, Plan};
-use crate::shard::{RecentQuery, ShardStore};
+use crate::shard::{GroupBy, Page, RecentQuery, ShardQuery, ShardStore};
 
 /// Answers a tenant's questions from its shard. The tenant is always the authenticated one.
 #[derive(Clone)]
@@ -48,6 +55,32 @@ impl Insights {
     /// The same insights reading the time from `clock`.
     pub fn with_clock(self, clock: fn() -> i64) -> Self {
         Self { clock, ..self }
+    }
+
+    /// The custom property keys of the 30 local days up to `today`, most events first, at
+    /// most [`PROPERTY_KEYS`]; the folded `(other)` rows aside.
+    pub async fn property_keys(
+        &self,
+        tenant: &Tenant,
+        today: jiff::civil::Date,
+    ) -> Result<Vec<String>, QueryError> {
+        let start = today.saturating_sub(jiff::Span::new().days(29));
+        let mut query = ShardQuery::new(Dimension::Property as i32, start, today, GroupBy::VALUE);
+        query.page = Some(Page::top(Metric::Events, PROPERTY_ROWS));
+        let answer = self.store.query(&tenant.id, query).await?;
+        let mut keys: Vec<String> = Vec::new();
+        for group in &answer.groups {
+            let Some((key, _)) = group.key.split_once(beacon_core::property::SEPARATOR) else {
+                continue;
+            };
+            if key != OTHER && !keys.iter().any(|k| k == key) {
+                keys.push(key.to_owned());
+            }
+            if keys.len() == PROPERTY_KEYS {
+                break;
+            }
+        }
+        Ok(keys)
     }
 
     /// What is happening now: current visitors, the last 30 minutes, top pages and sources.

@@ -145,16 +145,22 @@ impl InsightsService for InsightsApi {
         &self,
         request: Request<GetSiteRequest>,
     ) -> Result<Response<GetSiteResponse>, Status> {
-        self.answer("site", request, |_, tenant, _| async move { site(tenant) })
-            .await
+        self.answer("site", request, |insights, tenant, _| async move {
+            site(&insights, tenant).await
+        })
+        .await
     }
 }
 
 /// What a dashboard shows of `tenant`.
-fn site(tenant: Tenant) -> Result<GetSiteResponse, QueryError> {
+async fn site(insights: &Insights, tenant: Tenant) -> Result<GetSiteResponse, QueryError> {
     let zone = beacon_core::time::time_zone(&tenant.time_zone)?;
     let (_, today) = beacon_core::time::hour_bucket(beacon_core::time::now_ms(), &zone)?;
+    let date: jiff::civil::Date = today
+        .parse()
+        .map_err(|err| QueryError::invalid(format!("today {today:?}: {err}")))?;
     Ok(GetSiteResponse {
+        property_keys: insights.property_keys(&tenant, date).await?,
         today,
         goals: tenant.goals.into_iter().map(|goal| goal.name).collect(),
         tenant_id: tenant.id,

@@ -323,6 +323,24 @@ impl Client {
         end: &str,
         metrics: &[Metric],
     ) -> Result<Vec<f64>, Status> {
+        let values = self.get_aggregate(key, start, end, metrics).await?;
+        Ok(values.iter().map(|v| v.value).collect())
+    }
+
+    /// The range's totals of [`METRICS`].
+    pub async fn totals(&self, key: &str, start: &str, end: &str) -> Result<Counts, Status> {
+        Ok(counts(
+            &self.get_aggregate(key, start, end, &METRICS).await?,
+        ))
+    }
+
+    async fn get_aggregate(
+        &self,
+        key: &str,
+        start: &str,
+        end: &str,
+        metrics: &[Metric],
+    ) -> Result<Vec<beacon_proto::insights::v1::MetricValue>, Status> {
         let request = GetAggregateRequest {
             date_range: Some(DateRange {
                 start_date: start.into(),
@@ -334,23 +352,7 @@ impl Client {
             .get_aggregate(with_bearer(key, request)?)
             .await?
             .into_inner();
-        Ok(reply.values.iter().map(|v| v.value).collect())
-    }
-
-    /// The range's totals of [`METRICS`].
-    pub async fn totals(&self, key: &str, start: &str, end: &str) -> Result<Counts, Status> {
-        let request = GetAggregateRequest {
-            date_range: Some(DateRange {
-                start_date: start.into(),
-                end_date: end.into(),
-            }),
-            metrics: METRICS.iter().map(|m| *m as i32).collect(),
-        };
-        let reply = InsightsServiceClient::new(self.channel.clone())
-            .get_aggregate(with_bearer(key, request)?)
-            .await?
-            .into_inner();
-        Ok(counts(&reply.values))
+        Ok(reply.values)
     }
 
     /// Top values of `dimension` over a local date range, with a read key.

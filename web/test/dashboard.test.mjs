@@ -105,6 +105,9 @@ test("the dashboard shows the visitors' numbers, filters on a click and exports 
   assert.equal(await rowVisitors(page, "Pages", "/pricing").textContent(), "3");
   assert.equal(await rowVisitors(page, "Goals", "Signup").textContent(), "2");
   assert.equal(await goalRate(page, "Signup").textContent(), "50%");
+  // Custom properties: the tenant's keys come from GetSite; the signups carried plan=pro.
+  assert.equal(await page.getByLabel("Property key").inputValue(), "plan");
+  assert.equal(await rowVisitors(page, "Properties", "pro").textContent(), "2");
   await page.screenshot({ path: join(screenshots, "dashboard.png"), fullPage: true });
 
   // Every input and select has a label.

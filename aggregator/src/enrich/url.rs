@@ -124,6 +124,11 @@ mod tests {
         assert_eq!(parse("https://a.de/%C3%BCber/caf%C3%A9").path, "/über/café");
         assert_eq!(parse("https://a.de/über").path, "/über");
         assert_eq!(
+            parse("https://a.de/app%23/pricing").path,
+            "/app#/pricing",
+            "a hash-routed page (the gateway moves the fragment into the path)"
+        );
+        assert_eq!(
             parse("https://a.de/%FF").path,
             "/%FF",
             "not UTF-8: kept encoded"

@@ -51,9 +51,7 @@ export function panel(definition, context) {
   const { beacon, view, site, onFilter } = context;
   const id = definition.title.toLowerCase();
   const body = h("div", { class: "rows", id: `${id}-rows`, role: "tabpanel", "aria-live": "polite" });
-  const propertyInput = definition.properties
-    ? h("input", { id: "property-key", type: "text", placeholder: "plan", "aria-label": "Property key", value: propertyKey })
-    : null;
+  const propertyInput = definition.properties ? keyPicker(site.propertyKeys) : null;
   const tabs = definition.tabs.map((t, index) =>
     h("button", {
       type: "button",
@@ -70,7 +68,7 @@ export function panel(definition, context) {
     for (const other of tabs) other.setAttribute("aria-selected", other === button ? "true" : "false");
     const chosen = definition.properties ? { property: propertyInput.value.trim() } : t;
     if (definition.properties && !chosen.property) {
-      body.replaceChildren(h("p", { class: "empty" }, "Type a property key to see its values."));
+      body.replaceChildren(h("p", { class: "empty" }, "No custom properties in the last 30 days: type a key to see its values."));
       return;
     }
     body.setAttribute("aria-busy", "true");
@@ -141,6 +139,19 @@ export function panel(definition, context) {
   header.querySelector("h2").id = `${id}-title`;
   select(tabs[0], definition.tabs[0]);
   return element;
+}
+
+/** The property key picker: the tenant's recent keys (GetSite), or a field to type one. */
+function keyPicker(keys) {
+  if (!propertyKey || (keys.length > 0 && !keys.includes(propertyKey))) propertyKey = keys[0] ?? "";
+  if (keys.length === 0) {
+    return h("input", { id: "property-key", type: "text", placeholder: "plan", "aria-label": "Property key", value: propertyKey });
+  }
+  return h(
+    "select",
+    { id: "property-key", "aria-label": "Property key" },
+    keys.map((key) => h("option", { value: key, selected: key === propertyKey }, key)),
+  );
 }
 
 /** The custom-properties panel. */

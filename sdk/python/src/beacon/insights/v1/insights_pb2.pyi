@@ -1196,6 +1196,7 @@ class GetSiteResponse(_message.Message):
     TODAY_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     GOALS_FIELD_NUMBER: _builtins.int
+    PROPERTY_KEYS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant's id."""
     name: _builtins.str
@@ -1210,6 +1211,12 @@ class GetSiteResponse(_message.Message):
     def goals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The names of its goals (AdminService.SetGoals), the values of DIMENSION_GOAL."""
 
+    @_builtins.property
+    def property_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The custom property keys of its last 30 days (to today), most events first, at most 100:
+        what ReportDimension.property and Condition.property take. From logic version 5.
+        """
+
     def __init__(
         self,
         *,
@@ -1219,10 +1226,11 @@ class GetSiteResponse(_message.Message):
         today: _builtins.str = ...,
         currency: _builtins.str = ...,
         goals: _abc.Iterable[_builtins.str] | None = ...,
+        property_keys: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "goals", b"goals", "name", b"name", "tenant_id", b"tenant_id", "time_zone", b"time_zone", "today", b"today"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "goals", b"goals", "name", b"name", "property_keys", b"property_keys", "tenant_id", b"tenant_id", "time_zone", b"time_zone", "today", b"today"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -903,6 +903,14 @@ export declare type GetSiteResponse = Message<"beacon.insights.v1.GetSiteRespons
    * @generated from field: repeated string goals = 6;
    */
   goals: string[];
+
+  /**
+   * The custom property keys of its last 30 days (to today), most events first, at most 100:
+   * what ReportDimension.property and Condition.property take. From logic version 5.
+   *
+   * @generated from field: repeated string property_keys = 7;
+   */
+  propertyKeys: string[];
 };
 
 /**
