@@ -4,7 +4,9 @@
 //! body and answers GA4's `validationMessages` without counting anything.
 //!
 //! The measurement id is the tenant's id and the API secret one of its server keys. Each event
-//! counts for the visitor its `client_id` names (`Event.visitor_id`). Unlike GA4, which answers
+//! counts for the visitor its `client_id` names (`Event.visitor_id`); a `purchase`'s `value`
+//! in `currency` is revenue. The body is checked against everything ingest checks (times,
+//! the tenant's currency), so the debug endpoint refuses all that would be refused. Unlike GA4, which answers
 //! 2xx and drops what it cannot take, `/mp/collect` refuses an invalid request as a whole with
 //! `400` and the validation messages, and answers `204` once every event is durable.
 
@@ -129,7 +131,12 @@ async fn take(ingest: &IngestProxy, request: Request) -> Result<(Vec<Event>, Sen
                 }],
             )
         })?;
-    let events = payload::events(&bytes, &measurement_id)
+    let stream = payload::Stream {
+        measurement_id: &measurement_id,
+        currency: &tenant.currency,
+        now_ms: beacon_core::time::now_ms(),
+    };
+    let events = payload::events(&bytes, stream)
         .map_err(|messages| Refusal::Invalid(StatusCode::BAD_REQUEST, messages))?;
     Ok((events, Sender { key, client_ip }))
 }

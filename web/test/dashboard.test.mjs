@@ -122,7 +122,7 @@ test("the dashboard shows the visitors' numbers, filters on a click and exports 
   await page.locator("section.panel", { has: page.getByRole("heading", { name: "Pages" }) })
     .getByRole("button", { name: /\/pricing/ }).click();
   await stat(page, "visitors").filter({ hasText: /^3$/ }).waitFor();
-  await page.getByRole("button", { name: "Remove filter /pricing" }).waitFor();
+  await page.getByRole("button", { name: "Remove filter Page is /pricing" }).waitFor();
   assert.equal(await rowVisitors(page, "Sources", "Direct / None").textContent(), "3");
   assert.equal(await rowVisitors(page, "Devices", "Desktop").textContent(), "3");
   // Signups on /pricing: 2 of its 3 visitors.
@@ -140,8 +140,20 @@ test("the dashboard shows the visitors' numbers, filters on a click and exports 
   // Another period: the last 7 days hold the same visits.
   await page.getByLabel("Period", { exact: true }).selectOption("7d");
   await stat(page, "visitors").filter({ hasText: /^3$/ }).waitFor();
-  await page.getByRole("button", { name: "Remove filter /pricing" }).click();
+  await page.getByRole("button", { name: "Remove filter Page is /pricing" }).click();
   await stat(page, "visitors").filter({ hasText: /^4$/ }).waitFor();
+
+  // Comparisons: a year before (nobody then either), or none at all.
+  await page.getByLabel("Compare with").selectOption("year");
+  await page.waitForURL(/compare=year/);
+  await stat(page, "visitors").filter({ hasText: /^4$/ }).waitFor();
+  assert.equal(await page.locator('[data-testid="stat-visitors"] [data-testid="change"]').textContent(), "new");
+  await page.getByLabel("Compare with").selectOption("off");
+  await page.waitForURL(/compare=off/);
+  // The chart's table loses its comparison column, and the stats their changes.
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="series"] th').length === 2);
+  assert.equal(await page.locator('[data-testid="change"]').count(), 0);
+  await page.getByLabel("Compare with").selectOption("previous");
 
   // A phone's screen: one column, nothing wider than the screen.
   await page.setViewportSize({ width: 390, height: 844 });

@@ -136,3 +136,49 @@ test("Plausible's published tracker with only domain and endpoint set counts exa
     ]),
   });
 });
+
+test("Plausible's tracker with hash-based routing: the fragment is part of the page", async () => {
+  const context = await visitor(VISITORS);
+  const page = await context.newPage();
+  await page.goto(`http://plausible.example:${site.port}/plausible/hash#/home`);
+  await page.waitForFunction(() => window.ready === true);
+  await page.waitForTimeout(200);
+  await page.evaluate(() => { location.hash = "#/pricing"; });
+  await page.waitForTimeout(200);
+  await leave(context, page);
+  const reader = createBeacon({ baseUrl: gateway, key: env("PLAUSIBLE_READ_KEY") });
+  await settle(async () => {
+    const pages = await reader.insights.getBreakdown({
+      dateRange: { startDate: today(-1), endDate: today(1) },
+      dimension: Dimension.PAGE,
+      metrics: [Metric.PAGEVIEWS],
+      limit: 100,
+    });
+    return sorted(pages.rows.filter((r) => r.value.startsWith("/plausible/hash")).map((r) => [r.value, r.values[0].value]));
+  }, { "/plausible/hash#/home": 1, "/plausible/hash#/pricing": 1 }, assert);
+});
+
+test("Beacon's tracker sends nothing when the page respects Do Not Track and the browser asks", async () => {
+  const context = await visitor(VISITORS + 1);
+  await context.addInitScript(() => {
+    Object.defineProperty(Navigator.prototype, "doNotTrack", { get: () => "1" });
+  });
+  const page = await context.newPage();
+  const sent = [];
+  page.on("request", (request) => {
+    if (request.url().includes("/api/event")) sent.push(new URL(request.url()).pathname);
+  });
+  const visit = async (query) => {
+    await page.goto(`http://shop.example:${site.port}/${query}`);
+    await page.waitForFunction(() => typeof window.beacon === "function" && !window.beacon.q);
+    await page.click("#pricing");
+    await page.waitForTimeout(300);
+  };
+  // The same browser on a page that does not opt in is counted: the requests are seen.
+  await visit("");
+  assert.ok(sent.length >= 2, `a pageview and a navigation, saw ${sent.length} requests`);
+  sent.length = 0;
+  await visit("?dnt");
+  await leave(context, page);
+  assert.deepEqual(sent, [], "nothing sent under Do Not Track");
+});

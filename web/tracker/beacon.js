@@ -34,7 +34,11 @@
   var fileTypes = (
     data("file-types") ||
     "pdf,xlsx,docx,txt,rtf,csv,exe,key,pps,ppt,pptx,7z,pkg,rar,gz,zip,avi,mov,mp4,mpeg,wmv,midi,mp3,wav,wma,dmg"
-  ).split(",");
+  )
+    .split(",")
+    .map(function (type) {
+      return type.trim().toLowerCase();
+    });
   var ignored =
     has("respect-dnt") && (navigator.doNotTrack === "1" || window.doNotTrack === "1");
 
@@ -59,6 +63,8 @@
   // Engagement: the deepest scroll and the time the page was visible since the last report,
   // sent when the page is hidden or left.
   var page = null;
+  // A page is its path and query: jumping to an anchor (#faq) is no new pageview.
+  var pageKey = null;
   var deepest = 0;
   var engaged = 0;
   var visibleSince = null;
@@ -90,9 +96,10 @@
   }
 
   function pageview() {
-    if (location.href === page) return;
+    if (location.pathname + location.search === pageKey) return;
     if (page) reportEngagement();
     page = location.href;
+    pageKey = location.pathname + location.search;
     deepest = scrollDepth();
     engaged = 0;
     visibleSince = null;
@@ -128,6 +135,9 @@
   });
   window.addEventListener("pagehide", reportEngagement);
   document.addEventListener("click", onClick, true);
+  document.addEventListener("auxclick", function (event) {
+    if (event.button === 1) onClick(event);
+  }, true);
 
   var queued = (window.beacon && window.beacon.q) || [];
   window.beacon = track;

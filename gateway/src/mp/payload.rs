@@ -95,8 +95,27 @@ fn message(field_path: &str, description: String, code: &'static str) -> Validat
     }
 }
 
+/// Oldest event time taken, as Beacon's ingest and GA4 take it: 72 hours.
+const MAX_AGE_MS: i64 = 72 * 3_600_000;
+/// Latest event time taken: 5 minutes ahead, as ingest takes it.
+const MAX_AHEAD_MS: i64 = 5 * 60_000;
+/// Largest purchase value ingest takes.
+const MAX_VALUE_AMOUNT: f64 = 1e9;
+
+/// The tenant a request's events go to, and the time it arrived: what the events are checked
+/// against, so that the debug endpoint refuses all that ingest would.
+#[derive(Debug, Clone, Copy)]
+pub struct Stream<'a> {
+    /// The measurement id: the tenant's id.
+    pub measurement_id: &'a str,
+    /// The tenant's currency; empty when none is set.
+    pub currency: &'a str,
+    /// Now, Unix milliseconds.
+    pub now_ms: i64,
+}
+
 /// A request's events as Beacon events, or GA4's validation messages for all it got wrong.
-pub fn events(body: &[u8], measurement_id: &str) -> Result<Vec<Event>, Vec<ValidationMessage>> {
+pub fn events(body: &[u8], stream: Stream<'_>) -> Result<Vec<Event>, Vec<ValidationMessage>> {
     let root: Map<String, Value> = serde_json::from_slice(body).map_err(|err| {
         vec![message(
             "",
@@ -137,8 +156,15 @@ pub fn events(body: &[u8], measurement_id: &str) -> Result<Vec<Event>, Vec<Valid
         .get("ip_override")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    if !ip_override.is_empty() && ip_override.parse::<std::net::IpAddr>().is_err() {
+        messages.push(message(
+            "ip_override",
+            format!("Parameter [ip_override] with value [{ip_override}] is not an IP address."),
+            "VALUE_INVALID",
+        ));
+    }
     let context = Context {
-        measurement_id,
+        stream,
         client_id: client_id.unwrap_or_default(),
         ip_override,
         request_micros,
@@ -285,7 +311,7 @@ fn micros(value: Option<&Value>, path: &str, messages: &mut Vec<ValidationMessag
 
 /// What every event of a request shares.
 struct Context<'a> {
-    measurement_id: &'a str,
+    stream: Stream<'a>,
     client_id: &'a str,
     /// The visitor's address, which GA4 takes for the location.
     ip_override: &'a str,
@@ -343,6 +369,9 @@ impl Context<'_> {
             messages,
         )
         .or(self.request_micros);
+        if let Some(m) = micros {
+            self.check_time(index, m, messages);
+        }
         let mut event = Event {
             name: if name == "page_view" {
                 "pageview".into()
@@ -358,6 +387,9 @@ impl Context<'_> {
             ..Event::default()
         };
         self.params(index, params, &mut event, messages);
+        if name == "purchase" {
+            self.check_revenue(index, &event, messages);
+        }
         if name == "page_view" && event.url.is_empty() {
             messages.push(message(
                 "events.params",
@@ -378,11 +410,61 @@ impl Context<'_> {
         (messages.len() == before).then_some(event)
     }
 
+    /// An event time ingest would refuse: older than 72 hours, or more than 5 minutes ahead.
+    fn check_time(&self, index: usize, micros: i64, messages: &mut Vec<ValidationMessage>) {
+        let ms = micros.div_euclid(1_000);
+        let problem = if ms < self.stream.now_ms - MAX_AGE_MS {
+            "is more than 72 hours old"
+        } else if ms > self.stream.now_ms + MAX_AHEAD_MS {
+            "is more than 5 minutes in the future"
+        } else {
+            return;
+        };
+        messages.push(message(
+            "timestamp_micros",
+            format!("Event at index: [{index}] has timestamp_micros [{micros}], which {problem}."),
+            "VALUE_OUT_OF_BOUNDS",
+        ));
+    }
+
+    /// A purchase's revenue ingest would refuse: another currency than the tenant's, or an
+    /// amount outside 0 to 10⁹.
+    fn check_revenue(&self, index: usize, event: &Event, messages: &mut Vec<ValidationMessage>) {
+        let Some(revenue) = &event.revenue else {
+            return;
+        };
+        if revenue.currency != self.stream.currency {
+            let wanted = if self.stream.currency.is_empty() {
+                "the tenant has none (AdminService.SetCurrency)".to_owned()
+            } else {
+                format!("the tenant's is [{}]", self.stream.currency)
+            };
+            messages.push(message(
+                "events.params",
+                format!(
+                    "Event at index: [{index}] has currency [{}], but {wanted}.",
+                    revenue.currency
+                ),
+                "VALUE_INVALID",
+            ));
+        }
+        if !(0.0..=MAX_VALUE_AMOUNT).contains(&revenue.amount) {
+            messages.push(message(
+                "events.params",
+                format!(
+                    "Event at index: [{index}] has value [{}], outside 0 to [{MAX_VALUE_AMOUNT}].",
+                    revenue.amount
+                ),
+                "VALUE_OUT_OF_BOUNDS",
+            ));
+        }
+    }
+
     /// An id that a resent request repeats: the stream, visitor, time, position and name.
     fn event_id(&self, index: usize, name: &str, micros: i64) -> String {
         let key = format!(
             "{}\u{1f}{}\u{1f}{micros}\u{1f}{index}\u{1f}{name}",
-            self.measurement_id, self.client_id
+            self.stream.measurement_id, self.client_id
         );
         let hash = blake3::hash(key.as_bytes()).to_hex();
         format!("mp-{}", &hash[..40])
@@ -492,24 +574,22 @@ impl Context<'_> {
                 }
             }
         }
+        // GA4's other shop events (view_item, add_to_cart, ...) carry a value too: only a
+        // purchase is revenue; elsewhere value and currency stay properties.
+        let purchase = event.name == "purchase";
         event.revenue = match (amount, currency) {
-            (Some(amount), Some(currency)) => Some(Revenue { amount, currency }),
+            (Some(amount), Some(currency)) if purchase => Some(Revenue { amount, currency }),
+            (Some(amount), Some(currency)) => {
+                props.insert("value".into(), number(amount));
+                props.insert("currency".into(), text(currency));
+                None
+            }
             (Some(amount), None) => {
-                props.insert(
-                    "value".into(),
-                    PropValue {
-                        kind: Some(prop_value::Kind::NumberValue(amount)),
-                    },
-                );
+                props.insert("value".into(), number(amount));
                 None
             }
             (None, Some(currency)) => {
-                props.insert(
-                    "currency".into(),
-                    PropValue {
-                        kind: Some(prop_value::Kind::StringValue(currency)),
-                    },
-                );
+                props.insert("currency".into(), text(currency));
                 None
             }
             (None, None) => None,
@@ -518,12 +598,31 @@ impl Context<'_> {
     }
 }
 
+fn number(value: f64) -> PropValue {
+    PropValue {
+        kind: Some(prop_value::Kind::NumberValue(value)),
+    }
+}
+
+fn text(value: String) -> PropValue {
+    PropValue {
+        kind: Some(prop_value::Kind::StringValue(value)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// 2023-11-14T22:13:20Z, a tenant in EUR.
+    const STREAM: Stream<'static> = Stream {
+        measurement_id: "shop",
+        currency: "EUR",
+        now_ms: 1_700_000_000_000,
+    };
+
     fn codes(body: serde_json::Value) -> Vec<&'static str> {
-        match events(body.to_string().as_bytes(), "shop") {
+        match events(body.to_string().as_bytes(), STREAM) {
             Ok(_) => Vec::new(),
             Err(messages) => messages.iter().map(|m| m.validation_code).collect(),
         }
@@ -534,7 +633,7 @@ mod tests {
         let body = serde_json::json!({"client_id": "1.2", "timestamp_micros": 1_700_000_000_000_000_i64,
             "events": [{"name": "page_view", "params": {"page_location": "https://a.example/x",
             "page_title": "X", "session_id": "9", "plan": "pro", "n": 2}}]});
-        let events = events(body.to_string().as_bytes(), "shop").expect("valid");
+        let events = events(body.to_string().as_bytes(), STREAM).expect("valid");
         let event = &events[0];
         assert_eq!(
             (event.name.as_str(), event.url.as_str()),
@@ -546,7 +645,7 @@ mod tests {
             event.id.starts_with("mp-"),
             "a timestamped event gets a repeatable id"
         );
-        let again = super::events(body.to_string().as_bytes(), "shop").expect("valid");
+        let again = super::events(body.to_string().as_bytes(), STREAM).expect("valid");
         assert_eq!(again[0].id, event.id);
     }
 
@@ -554,12 +653,44 @@ mod tests {
     fn value_with_currency_is_revenue_and_pageless_events_are_the_servers() {
         let body = serde_json::json!({"client_id": "1.2",
             "events": [{"name": "purchase", "params": {"value": 20.5, "currency": "EUR"}}]});
-        let events = events(body.to_string().as_bytes(), "shop").expect("valid");
+        let events = events(body.to_string().as_bytes(), STREAM).expect("valid");
         assert_eq!(events[0].revenue.as_ref().map(|r| r.amount), Some(20.5));
         assert_eq!(events[0].url, SERVER_PAGE);
         assert!(
             events[0].id.is_empty(),
             "without a time, a resend cannot be recognized"
+        );
+    }
+
+    #[test]
+    fn only_purchases_are_revenue_and_ingest_limits_are_checked_first() {
+        let body = serde_json::json!({"client_id": "1.2",
+            "events": [{"name": "add_to_cart", "params": {"value": 29, "currency": "EUR"}}]});
+        let events = events(body.to_string().as_bytes(), STREAM).expect("valid");
+        assert!(events[0].revenue.is_none());
+        assert_eq!(
+            events[0].props.len(),
+            2,
+            "value and currency stay properties"
+        );
+        let purchase = |currency: &str, value: f64| {
+            serde_json::json!({"client_id": "1.2", "events": [{"name": "purchase",
+                "params": {"value": value, "currency": currency}}]})
+        };
+        assert_eq!(codes(purchase("USD", 29.0)), ["VALUE_INVALID"]);
+        assert_eq!(codes(purchase("EUR", 2e9)), ["VALUE_OUT_OF_BOUNDS"]);
+        let old = (STREAM.now_ms - 73 * 3_600_000) * 1_000;
+        assert_eq!(
+            codes(
+                serde_json::json!({"client_id": "1", "timestamp_micros": old, "events": [{"name": "a"}]})
+            ),
+            ["VALUE_OUT_OF_BOUNDS"]
+        );
+        assert_eq!(
+            codes(
+                serde_json::json!({"client_id": "1", "ip_override": "nope", "events": [{"name": "a"}]})
+            ),
+            ["VALUE_INVALID"]
         );
     }
 

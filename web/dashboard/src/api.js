@@ -52,7 +52,9 @@ function base(view, metrics) {
     dateRange: view.range,
     metrics,
     filter: filterOf(view.filters),
-    comparison: view.compare ? { mode: ComparisonMode.PREVIOUS_PERIOD } : undefined,
+    comparison: view.compare
+      ? { mode: view.compare === "year" ? ComparisonMode.YEAR_OVER_YEAR : ComparisonMode.PREVIOUS_PERIOD }
+      : undefined,
   };
 }
 
@@ -66,6 +68,8 @@ export function series(beacon, view, metrics, interval) {
   return beacon.insights.runReport({
     ...base(view, metrics),
     dimensions: [{ kind: { case: "time", value: interval } }],
+    // Every point: a year of hours is 8,760 (the default page is 1,000 rows).
+    limit: 10_000,
   });
 }
 

@@ -9,7 +9,7 @@ import { download, toCsv } from "./csv.js";
 import { h } from "./dom.js";
 import { METRIC_LABELS, formatChange, formatValue } from "./format.js";
 import { GOALS, PANELS, PROPERTIES, panel } from "./panels.js";
-import { INTERVALS, PERIODS, dateRange, interval, parse, serialize } from "./state.js";
+import { COMPARISONS, INTERVALS, PERIODS, dateRange, interval, parse, serialize } from "./state.js";
 
 const STORED_KEY = "beacon.key";
 const main = document.getElementById("main");
@@ -43,10 +43,12 @@ async function start(key, shared) {
     site = await beacon.insights.getSite({});
   } catch (error) {
     const e = ConnectError.from(error);
-    sessionStorage.removeItem(STORED_KEY);
-    const why = [Code.Unauthenticated, Code.PermissionDenied].includes(e.code)
+    const refused = [Code.Unauthenticated, Code.PermissionDenied].includes(e.code);
+    // Only a refused key is forgotten: a network blip keeps the merchant signed in.
+    if (refused) sessionStorage.removeItem(STORED_KEY);
+    const why = refused
       ? "That key was not accepted: it may be wrong, revoked, or not a read key."
-      : `Beacon did not answer: ${e.rawMessage}`;
+      : `Beacon did not answer: ${e.rawMessage}. Try again.`;
     return signIn(why);
   }
   if (!shared) sessionStorage.setItem(STORED_KEY, key);
@@ -96,13 +98,17 @@ function controls(view) {
     { id: "interval", onchange: (e) => update({ interval: e.target.value }) },
     INTERVALS.map((i) => h("option", { value: i.id, selected: i.value === view.interval }, i.label)),
   );
-  const compare = h("input", { id: "compare", type: "checkbox", checked: state.compare, onchange: (e) => update({ compare: e.target.checked }) });
+  const compare = h(
+    "select",
+    { id: "compare", onchange: (e) => update({ compare: e.target.value === "off" ? "" : e.target.value }) },
+    COMPARISONS.map((c) => h("option", { value: c.id, selected: c.id === (state.compare || "off") }, c.label)),
+  );
   return h(
     "div",
     { class: "controls" },
     h("label", { for: "period" }, "Period"), period, ...custom,
     h("label", { for: "interval" }, "Interval"), every,
-    h("span", { class: "check" }, compare, h("label", { for: "compare" }, "Compare with the previous period")),
+    h("label", { for: "compare" }, "Compare with"), compare,
     h("button", { type: "button", id: "export", onclick: () => exportCsv(view) }, "Download CSV"),
     h("p", { id: "realtime", class: "realtime", "aria-live": "polite" }, realtimeText),
   );
@@ -118,17 +124,19 @@ function filterChips() {
       h("li", {}, h("button", {
         type: "button",
         class: "chip",
-        "aria-label": `Remove filter ${f.value}`,
+        "aria-label": `Remove filter ${filterName(f)} is ${f.value}`,
         onclick: () => update({ filters: state.filters.filter((_, j) => j !== i) }),
-      }, `${f.property || dimensionLabel(f.dimension)} is ${f.value} ×`)),
+      }, `${filterName(f)} is ${f.value} ×`)),
     ),
   );
 }
 
-function dimensionLabel(dimension) {
+/** What a filter is on: the property key, or the dimension's name. */
+function filterName(filter) {
+  if (filter.property) return filter.property;
   for (const p of [...PANELS, GOALS]) {
-    const t = p.tabs.find((tab) => tab.dimension === dimension);
-    if (t) return t.label.replace(/^Top /, "").replace(/s$/, "");
+    const t = p.tabs.find((tab) => tab.dimension === filter.dimension);
+    if (t) return t.one;
   }
   return "Value";
 }
@@ -181,6 +189,8 @@ async function render() {
     update({ filters: [...kept, filter] });
   };
   main.setAttribute("aria-busy", "true");
+  // The page is drawn again from scratch: the control in use keeps the focus.
+  const focused = document.activeElement?.id;
   try {
     const [top, points] = await Promise.all([
       totals(beacon, view, metrics),
@@ -195,6 +205,7 @@ async function render() {
       chart(points.rows, metric, site.currency, state.compare),
       h("div", { class: "panels" }, panels.map((p) => panel(p, context))),
     );
+    if (focused) document.getElementById(focused)?.focus();
   } catch (error) {
     if (mine !== generation) return;
     main.replaceChildren(...[controls(view), filterChips()].filter(Boolean),
@@ -207,9 +218,14 @@ async function render() {
 /** Downloads the chart's points with every top-row metric as CSV. */
 async function exportCsv(view) {
   const metrics = metricsOfSite();
-  const answer = await series(beacon, { ...view, compare: false }, metrics, view.interval);
-  const { startDate, endDate } = view.range;
-  download(`beacon-${site.tenantId}-${startDate}-${endDate}.csv`, toCsv(answer.rows, metrics));
+  const button = document.getElementById("export");
+  try {
+    const answer = await series(beacon, { ...view, compare: false }, metrics, view.interval);
+    const { startDate, endDate } = view.range;
+    download(`beacon-${site.tenantId}-${startDate}-${endDate}.csv`, toCsv(answer.rows, metrics));
+  } catch (error) {
+    if (button) button.textContent = `CSV failed: ${ConnectError.from(error).rawMessage}`;
+  }
 }
 
 /** Current visitors, every 15 seconds. */

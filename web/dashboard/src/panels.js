@@ -5,39 +5,39 @@ import { breakdown, filteredGoal } from "./api.js";
 import { h } from "./dom.js";
 import { formatValue } from "./format.js";
 
-const tab = (label, dimension) => ({ label, dimension });
+const tab = (label, dimension, one) => ({ label, dimension, one });
 
 /** The property key last shown, kept while the page redraws. */
 let propertyKey = "";
 
 /** The panels and their tabs (goals and properties are added per tenant). */
 export const PANELS = [
-  { title: "Pages", tabs: [tab("Top pages", Dimension.PAGE), tab("Entry pages", Dimension.ENTRY_PAGE), tab("Exit pages", Dimension.EXIT_PAGE)] },
+  { title: "Pages", tabs: [tab("Top pages", Dimension.PAGE, "Page"), tab("Entry pages", Dimension.ENTRY_PAGE, "Entry page"), tab("Exit pages", Dimension.EXIT_PAGE, "Exit page")] },
   {
     title: "Sources",
     tabs: [
-      tab("Sources", Dimension.SOURCE),
-      tab("Referrers", Dimension.REFERRER),
-      tab("Channels", Dimension.CHANNEL),
-      tab("UTM source", Dimension.UTM_SOURCE),
-      tab("UTM medium", Dimension.UTM_MEDIUM),
-      tab("UTM campaign", Dimension.UTM_CAMPAIGN),
-      tab("UTM term", Dimension.UTM_TERM),
-      tab("UTM content", Dimension.UTM_CONTENT),
+      tab("Sources", Dimension.SOURCE, "Source"),
+      tab("Referrers", Dimension.REFERRER, "Referrer"),
+      tab("Channels", Dimension.CHANNEL, "Channel"),
+      tab("UTM source", Dimension.UTM_SOURCE, "UTM source"),
+      tab("UTM medium", Dimension.UTM_MEDIUM, "UTM medium"),
+      tab("UTM campaign", Dimension.UTM_CAMPAIGN, "UTM campaign"),
+      tab("UTM term", Dimension.UTM_TERM, "UTM term"),
+      tab("UTM content", Dimension.UTM_CONTENT, "UTM content"),
     ],
   },
   {
     title: "Locations",
-    tabs: [tab("Countries", Dimension.COUNTRY), tab("Regions", Dimension.REGION), tab("Cities", Dimension.CITY)],
+    tabs: [tab("Countries", Dimension.COUNTRY, "Country"), tab("Regions", Dimension.REGION, "Region"), tab("Cities", Dimension.CITY, "City")],
     // The free country database scripts/geoip.sh installs asks for this credit (CC BY 4.0).
     credit: () => h("p", { class: "attribution" }, h("a", { href: "https://db-ip.com" }, "IP Geolocation by DB-IP")),
   },
-  { title: "Devices", tabs: [tab("Devices", Dimension.DEVICE), tab("Browsers", Dimension.BROWSER), tab("Operating systems", Dimension.OS)] },
-  { title: "Events", tabs: [tab("Event names", Dimension.EVENT_NAME), tab("Hostnames", Dimension.HOSTNAME)] },
+  { title: "Devices", tabs: [tab("Devices", Dimension.DEVICE, "Device"), tab("Browsers", Dimension.BROWSER, "Browser"), tab("Operating systems", Dimension.OS, "Operating system")] },
+  { title: "Events", tabs: [tab("Event names", Dimension.EVENT_NAME, "Event name"), tab("Hostnames", Dimension.HOSTNAME, "Hostname")] },
 ];
 
 /** The goals panel, for a tenant with goals. */
-export const GOALS = { title: "Goals", tabs: [tab("Goals", Dimension.GOAL)], goals: true };
+export const GOALS = { title: "Goals", tabs: [tab("Goals", Dimension.GOAL, "Goal")], goals: true };
 
 /** The metrics of a tab's rows: the first orders them and sizes the bars. */
 function metricsOf(panel) {
@@ -50,7 +50,9 @@ function metricsOf(panel) {
 export function panel(definition, context) {
   const { beacon, view, site, onFilter } = context;
   const id = definition.title.toLowerCase();
-  const body = h("div", { class: "rows", id: `${id}-rows`, role: "tabpanel", "aria-live": "polite" });
+  const body = h("div", { class: "rows", id: `${id}-rows`, role: "tabpanel" });
+  // Only the last tab chosen fills the panel, however the answers arrive.
+  let shown = 0;
   const propertyInput = definition.properties ? keyPicker(site.propertyKeys) : null;
   const tabs = definition.tabs.map((t, index) =>
     h("button", {
@@ -65,6 +67,7 @@ export function panel(definition, context) {
   const metrics = metricsOf(definition);
 
   async function select(button, t) {
+    const mine = ++shown;
     for (const other of tabs) other.setAttribute("aria-selected", other === button ? "true" : "false");
     const chosen = definition.properties ? { property: propertyInput.value.trim() } : t;
     if (definition.properties && !chosen.property) {
@@ -76,10 +79,12 @@ export function panel(definition, context) {
       const answer = definition.goals && view.filters.length > 0
         ? { rows: await Promise.all(site.goals.map((goal) => filteredGoal(beacon, view, goal))) }
         : await breakdown(beacon, view, chosen, metrics);
+      if (mine !== shown) return;
       body.replaceChildren(rows(answer.rows, chosen, t.label));
       const located = answer.rows.some((row) => row.dimensions[0] && row.dimensions[0] !== "(unknown)");
       if (definition.credit && located) body.append(definition.credit());
     } catch (error) {
+      if (mine !== shown) return;
       body.replaceChildren(h("p", { class: "empty" }, `Not available: ${ConnectError.from(error).rawMessage}`));
     } finally {
       body.removeAttribute("aria-busy");

@@ -1,6 +1,6 @@
 // What the page shows, kept in the URL's fragment so that a view can be bookmarked or shared
 // (the fragment never reaches a server): the period, the interval, the chart's metric,
-// whether to compare, the filters, and, in a shared link, the key.
+// what to compare with, the filters, and, in a shared link, the key.
 import { Dimension, Interval, Metric } from "../../../sdk/typescript/src/web.js";
 
 /** The periods of the date picker: label and length in days ("month": this month). */
@@ -21,6 +21,19 @@ export const INTERVALS = [
   { id: "month", label: "Months", value: Interval.MONTH },
 ];
 
+/** What the numbers are compared with: the API's comparison modes, or nothing. */
+export const COMPARISONS = [
+  { id: "previous", label: "Previous period" },
+  { id: "year", label: "Year before" },
+  { id: "off", label: "Nothing" },
+];
+
+/** The comparison named `id` in a URL: "" for none, "previous" when unknown. */
+function comparison(id) {
+  if (id === "off" || id === "0") return "";
+  return COMPARISONS.some((c) => c.id === id) ? id : "previous";
+}
+
 /** Dimension names as they appear in the URL. */
 const DIMENSIONS = Object.fromEntries(
   Object.entries(Dimension)
@@ -35,7 +48,9 @@ export function parse(hash) {
   const filters = params.getAll("f").flatMap((text) => {
     const at = text.indexOf("~");
     if (at < 0) return [];
-    const [name, property] = text.slice(0, at).split(".", 2);
+    const head = text.slice(0, at);
+    const dot = head.indexOf(".");
+    const [name, property] = dot < 0 ? [head, undefined] : [head.slice(0, dot), head.slice(dot + 1)];
     const dimension = DIMENSIONS[name];
     return dimension ? [{ dimension, property: property ?? "", value: text.slice(at + 1) }] : [];
   });
@@ -46,7 +61,7 @@ export function parse(hash) {
     end: params.get("end") ?? "",
     interval: INTERVALS.some((i) => i.id === params.get("interval")) ? params.get("interval") : "",
     metric: Number(params.get("metric")) || Metric.VISITORS,
-    compare: params.get("compare") !== "0",
+    compare: comparison(params.get("compare") ?? "previous"),
     filters,
   };
 }
@@ -62,7 +77,7 @@ export function serialize(state, withKey = false) {
   }
   if (state.interval) params.set("interval", state.interval);
   params.set("metric", String(state.metric));
-  if (!state.compare) params.set("compare", "0");
+  if (state.compare !== "previous") params.set("compare", state.compare || "off");
   for (const f of state.filters) {
     const name = DIMENSION_NAMES[f.dimension] + (f.property ? `.${f.property}` : "");
     params.append("f", `${name}~${f.value}`);

@@ -46,6 +46,12 @@ def with_ids(events: Sequence[ingest_pb2.Event]) -> Sequence[ingest_pb2.Event]:
     return events
 
 
+def _is_local(target: str) -> bool:
+    """Whether ``target`` (``host:port``) is this machine."""
+    host = target.rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
 class _Bearer(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """Sends the key as ``authorization: Bearer <key>`` with every call."""
 
@@ -62,7 +68,9 @@ class Beacon:
 
     ``ingest``, ``insights`` and ``admin`` are the generated stubs. ``send_events`` gives
     events ids (in place, so that sending the same messages again counts once) and retries
-    transient failures up to ``attempts`` times.
+    transient failures up to ``attempts`` times. The channel uses TLS (the system's roots, or
+    ``credentials``) unless the target is this machine or ``insecure=True``: keys never cross
+    a network in the clear by accident.
     """
 
     def __init__(
@@ -71,16 +79,18 @@ class Beacon:
         key: str,
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        insecure: bool | None = None,
         attempts: int = 3,
         backoff: float = 0.2,
     ) -> None:
         if not target or not key:
             raise ValueError("Beacon: `target` and `key` are required")
-        channel = (
-            grpc.secure_channel(target, credentials)
-            if credentials is not None
-            else grpc.insecure_channel(target)
-        )
+        if insecure is None:
+            insecure = credentials is None and _is_local(target)
+        if insecure:
+            channel = grpc.insecure_channel(target)
+        else:
+            channel = grpc.secure_channel(target, credentials or grpc.ssl_channel_credentials())
         self.channel = grpc.intercept_channel(channel, _Bearer(key))
         self.ingest = ingest_pb2_grpc.IngestServiceStub(self.channel)
         self.insights = insights_pb2_grpc.InsightsServiceStub(self.channel)
