@@ -48,6 +48,8 @@ pub struct Rates {
     pub acknowledged: f64,
     /// Events/s from the first byte until every acknowledged event is counted in queries.
     pub applied: f64,
+    /// Mean events per gRPC call, as sent (the sender asks for 100).
+    pub events_per_call: f64,
 }
 
 /// Sends the plan's events as fast as the gateway takes them and measures both rates.
@@ -75,6 +77,7 @@ async fn drive(
     Ok(Rates {
         acknowledged,
         applied: report.acked as f64 / started.elapsed().as_secs_f64(),
+        events_per_call: report.events_per_call(),
     })
 }
 

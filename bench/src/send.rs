@@ -68,6 +68,18 @@ pub struct SendReport {
     pub elapsed: Duration,
     /// Latency of each successful call (its last attempt), in microseconds.
     pub latency_us: Histogram<u64>,
+    /// gRPC calls answered, and the events they carried: the batch size as sent, not as
+    /// configured (a tenant's partial batch is sent when its chunk ends).
+    pub grpc_calls: u64,
+    /// Events in the answered gRPC calls.
+    pub grpc_events: u64,
+}
+
+impl SendReport {
+    /// Mean events per answered gRPC call; 0 without calls.
+    pub fn events_per_call(&self) -> f64 {
+        self.grpc_events as f64 / self.grpc_calls.max(1) as f64
+    }
 }
 
 /// Sends `total` live events drawn from `model`, timestamped when generated, with the ingest
@@ -210,6 +222,8 @@ struct Outcome {
     rejected: u64,
     failed: bool,
     latency_us: Option<u64>,
+    /// The events of an answered gRPC call.
+    grpc_events: Option<u64>,
 }
 
 /// What one attempt says about the call.
@@ -254,6 +268,7 @@ impl Sender {
 
     /// Runs `job`, retrying what may pass.
     async fn call(&self, job: Job) -> Outcome {
+        let grpc = matches!(job, Job::Grpc { .. });
         let (tenant, events, payload) = match job {
             Job::Grpc { tenant, events } => {
                 let count = events.len();
@@ -275,6 +290,7 @@ impl Sender {
                         rejected,
                         failed: false,
                         latency_us: Some(started.elapsed().as_micros() as u64),
+                        grpc_events: grpc.then_some(events as u64),
                     };
                 }
                 Attempt::Retry(error) if attempt < ATTEMPTS => {
@@ -446,6 +462,8 @@ async fn run(
         failed_calls: totals.failed_calls,
         elapsed,
         latency_us: totals.latency_us,
+        grpc_calls: totals.grpc_calls,
+        grpc_events: totals.grpc_events,
     })
 }
 
@@ -455,6 +473,8 @@ struct Totals {
     rejected: u64,
     failed_calls: u64,
     latency_us: Histogram<u64>,
+    grpc_calls: u64,
+    grpc_events: u64,
 }
 
 impl Totals {
@@ -465,6 +485,8 @@ impl Totals {
             failed_calls: 0,
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .context("creating the latency histogram")?,
+            grpc_calls: 0,
+            grpc_events: 0,
         })
     }
 
@@ -479,6 +501,10 @@ impl Totals {
         self.acked += outcome.acked;
         self.rejected += outcome.rejected;
         self.failed_calls += u64::from(outcome.failed);
+        if let Some(events) = outcome.grpc_events {
+            self.grpc_calls += 1;
+            self.grpc_events += events;
+        }
         if let Some(us) = outcome.latency_us {
             self.latency_us.saturating_record(us.max(1));
         }
