@@ -50,6 +50,8 @@ pub struct Rates {
     pub applied: f64,
     /// Mean events per gRPC call, as sent (the sender asks for 100).
     pub events_per_call: f64,
+    /// CPU seconds this process (the load generator) spent sending.
+    pub generator_cpu_s: f64,
 }
 
 /// Sends the plan's events as fast as the gateway takes them and measures both rates.
@@ -68,7 +70,9 @@ async fn drive(
         http_share: 0.02,
     };
     let started = Instant::now();
+    let cpu_before = own_cpu_seconds();
     let report = send(&config, &mut model, &keys, plan.events).await?;
+    let generator_cpu_s = own_cpu_seconds() - cpu_before;
     if report.failed_calls > 0 {
         bail!("{} calls failed during the ingest run", report.failed_calls);
     }
@@ -78,7 +82,23 @@ async fn drive(
         acknowledged,
         applied: report.acked as f64 / started.elapsed().as_secs_f64(),
         events_per_call: report.events_per_call(),
+        generator_cpu_s,
     })
+}
+
+/// CPU seconds this process has used so far (0 when /proc cannot tell).
+fn own_cpu_seconds() -> f64 {
+    crate::procs::cpu_seconds(std::process::id()).unwrap_or(0.0)
+}
+
+/// The load generator's CPU beside the CPU of what it loaded (`loaded`, named `what`).
+fn generator_row(table: &mut Table, mode: &str, rate: &Rates, loaded: f64, what: &str) {
+    table.row(
+        &format!("CPU seconds, load generator (beacon-bench sending, {mode} ingest run)"),
+        format!("{:.1} s", rate.generator_cpu_s),
+        format!("{loaded:.1} s ({what}, same run)"),
+        format!("{:.2}x", rate.generator_cpu_s / loaded.max(0.01)),
+    );
 }
 
 /// `beacon standalone` on a fresh folder.
@@ -88,6 +108,8 @@ pub async fn standalone(plan: &Plan, table: &mut Table, nats_rss: u64) -> anyhow
     let ready = &beacon.ready;
     let rate = drive(plan, &ready.gateway, &ready.admin, &ready.admin_token).await?;
     let rss = beacon.proc.peak_rss().unwrap_or(0);
+    let cpu = beacon.proc.cpu_seconds().unwrap_or(0.0);
+    generator_row(table, "standalone", &rate, cpu, "beacon standalone");
     table.row(
         "peak RSS, beacon standalone (all roles, ingest run)",
         mib(rss),
@@ -110,6 +132,14 @@ pub async fn cluster(plan: &Plan, table: &mut Table) -> anyhow::Result<Rates> {
     let nats_pid = cluster.nats.pid();
     let nats = nats_pid.and_then(crate::procs::peak_rss).unwrap_or(0);
     let nats_cpu = nats_pid.and_then(crate::procs::cpu_seconds).unwrap_or(0.0);
+    let roles_cpu: f64 = cluster.cpu_seconds().iter().map(|(_, cpu)| cpu).sum();
+    generator_row(
+        table,
+        "cluster",
+        &rate,
+        roles_cpu + nats_cpu,
+        "every role and nats-server",
+    );
     for (role, cpu) in cluster.cpu_seconds() {
         table.row(
             &format!(
