@@ -94,18 +94,22 @@ impl IngestService {
                 }
             }
         };
-        let identity = if stated {
-            (format!("visitor:{}", event.visitor_id), String::new())
+        // A stated visitor is hashed by its id alone; the others by address and user agent,
+        // borrowed as before (no copy of the agent per event).
+        let who = if stated {
+            format!("visitor:{}", event.visitor_id)
         } else {
-            (
-                ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                event.user_agent.clone(),
-            )
+            ip.map(|ip| ip.to_string()).unwrap_or_default()
+        };
+        let agent = if stated {
+            ""
+        } else {
+            event.user_agent.as_str()
         };
         let visitor = self
             .hasher
             .hash(
-                (&identity.0, &identity.1),
+                (&who, agent),
                 &tenant.id,
                 &tenant.time_zone,
                 received_ms,

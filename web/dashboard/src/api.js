@@ -100,6 +100,11 @@ export async function filteredGoal(beacon, view, goal) {
   return { dimensions: [goal], values: [visitors, { value: 0 }, rate] };
 }
 
+/** The key's tenant: name, time zone, today, currency, goals, property keys. */
+export function site(beacon) {
+  return beacon.insights.getSite({});
+}
+
 /** Visitors now, and the last 30 minutes. */
 export function realtime(beacon) {
   return beacon.insights.getRealtime({ limit: 5 });

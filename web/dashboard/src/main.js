@@ -3,7 +3,7 @@
 // read from the Insights API over gRPC-web. A row click filters the whole page.
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Metric } from "../../../sdk/typescript/src/web.js";
-import { TOP_METRICS, connect, realtime, series, totals } from "./api.js";
+import { TOP_METRICS, connect, realtime, series, site as siteOf, totals } from "./api.js";
 import { chart } from "./chart.js";
 import { download, toCsv } from "./csv.js";
 import { h } from "./dom.js";
@@ -40,7 +40,7 @@ function signIn(problem) {
 async function start(key, shared) {
   beacon = connect(key);
   try {
-    site = await beacon.insights.getSite({});
+    site = await siteOf(beacon);
   } catch (error) {
     const e = ConnectError.from(error);
     const refused = [Code.Unauthenticated, Code.PermissionDenied].includes(e.code);
