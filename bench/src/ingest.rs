@@ -68,6 +68,7 @@ async fn drive(
         batch: 100,
         rate: None,
         http_share: 0.02,
+        import: false,
     };
     let started = Instant::now();
     let cpu_before = own_cpu_seconds();

@@ -82,7 +82,7 @@ pub struct Plan {
     pub rate: u64,
     /// How long the loaded freshness run lasts.
     pub freshness_for: Duration,
-    /// Freshness probes per phase.
+    /// Freshness probes of the idle phase (the loaded phase sends as many as fit in its time).
     pub probes: usize,
     /// Calls in flight.
     pub concurrency: usize,
@@ -112,7 +112,7 @@ impl Plan {
             tenants: args.tenants.unwrap_or(if quick { 50 } else { 1_000 }),
             rate: args.rate.unwrap_or(if quick { 5_000 } else { 20_000 }),
             freshness_for: Duration::from_secs(if quick { 8 } else { 60 }),
-            probes: if quick { 10 } else { 100 },
+            probes: 500,
             concurrency: args.concurrency,
             largest_tenant_events: args.largest_tenant_events.unwrap_or(if quick {
                 100_000

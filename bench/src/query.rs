@@ -1,43 +1,74 @@
-//! Query latency of a merchant dashboard (totals, a 30-day daily series, top 10 pages, top 10
-//! sources) for the largest and a median tenant, at 1 and 16 concurrent clients. Baseline: the
-//! same report computed by DuckDB directly over the tenant's raw events, same run.
+//! Dashboard latency (totals, a 30-day daily series, top 10 pages, top 10 sources) of the
+//! largest and a median tenant, at 1 and 16 concurrent clients, through the gateway of a
+//! `beacon standalone` with production settings, on shards as its own pipeline left them.
+//! Baseline: the same report computed by DuckDB straight from the tenant's raw events, exact
+//! and approximate distinct counts, at the same concurrency, same run. Beacon's answer is
+//! checked against the raw scan's before any speed is printed.
 //!
-//! The month of history is older than live ingest accepts (72 h), so it is loaded the way
-//! reprocessing loads it: the aggregator's `Processor` over the events, applied to the query
-//! role's DuckDB shards.
+//! A month of history is older than live ingest accepts (72 h): its first 28 days go through
+//! `ImportEvents`, the last two through `SendEvents`, as a merchant moving to Beacon would send
+//! them. The reports beyond the dashboard (`filtered`) and the tenant-scale rows (`scale`) run
+//! in process, on shards loaded the way reprocessing loads them.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use beacon_aggregator::LOGIC_VERSION;
 use beacon_aggregator::enrich::{referrer, url};
 use beacon_core::meta::Tenant;
+use beacon_proto::admin::v1::ListReprocessRequest;
+use beacon_proto::admin::v1::admin_service_client::AdminServiceClient;
+use beacon_proto::ingest::v1::Event;
 use beacon_proto::insights::v1::{
     DateRange, Dimension, GetAggregateRequest, GetBreakdownRequest, GetTimeseriesRequest, Interval,
     Metric,
 };
 use beacon_query::Insights;
 use hdrhistogram::Histogram;
+use tonic::transport::Channel;
 
+use crate::ingest::bench_env;
+use crate::procs::{Ready, Standalone};
+use crate::send::{SendConfig, send_events};
+use crate::tenants::{TenantKeys, create_tenants};
 use crate::traffic::{TrafficConfig, TrafficModel};
 
+mod answer;
 mod filtered;
 pub(crate) mod load;
+mod rawscan;
 pub mod scale;
 
 use crate::{Plan, Table};
 pub use load::Loader;
+use rawscan::Distinct;
 
 pub(crate) const DAY_MS: i64 = 86_400_000;
+/// Days of the month sent live (`SendEvents`); the older ones are imported.
+const LIVE_DAYS: usize = 2;
+/// Rows of the raw scan's panels when checking an answer: all of them.
+const ALL_ROWS: usize = 1_000_000_000;
+/// How long a settled tenant stays unchanged, with no restatement open, before it is checked:
+/// longer than the aggregator takes to turn late (imported) dates into a restatement.
+const QUIET_FOR: Duration = Duration::from_secs(6);
+/// How long the loaded answers may take to be counted and to settle.
+const SETTLE_WITHIN: Duration = Duration::from_secs(600);
 
-/// One tenant's month of history, loaded into a shard and into a raw DuckDB table.
-struct Loaded {
-    tenant: Tenant,
+/// One tenant's month, sent through the gateway and kept raw for the baseline.
+struct Month {
+    label: &'static str,
+    keys: TenantKeys,
     events: usize,
     raw: duckdb::Connection,
 }
 
-/// Measures dashboard latency for the largest and the median tenant and adds rows.
+/// The largest tenant's month loaded in process, for the reports beyond the dashboard.
+struct Loaded {
+    tenant: Tenant,
+    raw: duckdb::Connection,
+}
+
+/// Measures the dashboards of the largest and the median tenant and adds rows.
 pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut model = TrafficModel::new(TrafficConfig {
@@ -46,59 +77,234 @@ pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
         zipf_exponent: 1.1,
     });
     let now = beacon_core::time::now_ms();
-    // The processor and DuckDB block: keep them off the async workers.
-    let (loader, largest, median) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
-        let mut loader = Loader::new(dir.path())?;
-        let largest = load(&mut model, &mut loader, 0, plan.largest_tenant_events, now)?;
-        let median = load(
-            &mut model,
-            &mut loader,
-            plan.tenants / 2,
-            plan.median_tenant_events,
-            now,
-        )?;
-        loader.finish()?;
-        Ok((loader, largest, median))
-    })?;
-    let insights = Arc::new(Insights::new(Arc::new(loader.store)));
     let range = month(now)?;
+    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env())?;
+    let indexes = [0, plan.tenants / 2];
+    let specs: Vec<_> = indexes
+        .iter()
+        .map(|&i| model.tenants()[i].clone())
+        .collect();
+    let keys = create_tenants(
+        &beacon.ready.admin,
+        &beacon.ready.admin_token,
+        &specs,
+        specs.len(),
+    )
+    .await?;
+    let mut loader = tokio::task::block_in_place(|| Loader::new(dir.path()))?;
+    let largest = Loaded::new(&specs[0])?;
+    let mut months = Vec::new();
+    for (((index, spec), keys), (label, count)) in indexes.iter().zip(&specs).zip(keys).zip([
+        ("largest", plan.largest_tenant_events),
+        ("median", plan.median_tenant_events),
+    ]) {
+        let raw = rawscan::create()?;
+        for day in 0..30usize {
+            let per_day = count / 30 + usize::from(day < count % 30);
+            let start = now - (30 - day as i64) * DAY_MS;
+            let events = model.history(*index, per_day, start, start + DAY_MS);
+            // The processor and DuckDB block: keep them off the async workers.
+            tokio::task::block_in_place(|| {
+                rawscan::append(&raw, &events, &spec.time_zone)?;
+                if *index == 0 {
+                    largest.add(&mut loader, &events)?;
+                }
+                anyhow::Ok(())
+            })?;
+            send_month_day(&beacon.ready.gateway, &keys, events, day >= 30 - LIVE_DAYS).await?;
+        }
+        months.push(Month {
+            label,
+            keys,
+            events: count,
+            raw,
+        });
+    }
+    tokio::task::block_in_place(|| loader.finish())?;
+    for month in &months {
+        settle(&beacon.ready, month, &range).await?;
+    }
+    let insights = Arc::new(Insights::new(Arc::new(loader.store)));
     filtered::run(
         &insights,
         &largest.tenant,
         &largest.raw,
         &range,
-        (largest.events, plan.query_requests),
+        (plan.largest_tenant_events, plan.query_requests),
         table,
     )
     .await?;
-    for (label, loaded) in [("largest", &largest), ("median", &median)] {
-        // DuckDB blocks: keep it off the async workers.
-        let baseline = tokio::task::block_in_place(|| {
-            raw_scan(&loaded.raw, &range, plan.query_requests.min(50))
-        })?;
-        for clients in [1usize, 16] {
-            let latency = dashboards(
-                &insights,
-                &loaded.tenant,
-                &range,
-                clients,
-                plan.query_requests,
-            )
-            .await?;
+    for month in &months {
+        measure(plan, &beacon.ready.gateway, month, &range, table).await?;
+    }
+    Ok(())
+}
+
+/// Sends one day of a tenant's month: imported, or live for the last days.
+async fn send_month_day(
+    gateway: &str,
+    keys: &TenantKeys,
+    events: Vec<Event>,
+    live: bool,
+) -> anyhow::Result<()> {
+    let config = SendConfig {
+        gateway: gateway.to_owned(),
+        concurrency: 8,
+        batch: 500,
+        rate: None,
+        http_share: 0.0,
+        import: !live,
+    };
+    let count = events.len() as u64;
+    let report = send_events(
+        &config,
+        events.into_iter().map(|e| (0, e)).collect(),
+        std::slice::from_ref(keys),
+    )
+    .await?;
+    anyhow::ensure!(
+        report.acked == count,
+        "tenant {}: {} of {count} events of a day of history were accepted ({} rejected, {} calls failed)",
+        keys.id,
+        report.acked,
+        report.rejected,
+        report.failed_calls
+    );
+    Ok(())
+}
+
+/// Waits until Beacon counts every event of `month` in `range`, no restatement of the tenant
+/// is open, and its dashboard has stopped changing for [`QUIET_FOR`]; then checks that
+/// dashboard against the raw scan's.
+async fn settle(ready: &Ready, month: &Month, range: &DateRange) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(ready.gateway.clone())?
+        .connect()
+        .await?;
+    let admin = Channel::from_shared(ready.admin.clone())?.connect().await?;
+    let want = tokio::task::block_in_place(|| {
+        rawscan::answer(&month.raw, range, Distinct::Exact, ALL_ROWS)
+    })?;
+    let expected = want.totals.events as u64 + want.bot_events;
+    let deadline = Instant::now() + SETTLE_WITHIN;
+    let mut quiet: Option<(Instant, answer::Answer)> = None;
+    loop {
+        let got = answer::fetch(&channel, &month.keys.read_key, range).await?;
+        let counted = got.totals.events as u64 + got.bot_events;
+        let open = open_jobs(&admin, &ready.admin_token, &month.keys.id).await?;
+        quiet = match quiet {
+            Some((since, previous)) if counted == expected && open == 0 && previous == got => {
+                if since.elapsed() >= QUIET_FOR {
+                    return answer::check(&month.keys.id, &got, &want);
+                }
+                Some((since, previous))
+            }
+            _ => (counted == expected && open == 0).then(|| (Instant::now(), got.clone())),
+        };
+        if Instant::now() > deadline {
+            answer::check(&month.keys.id, &got, &want)?;
+            anyhow::bail!(
+                "tenant {}: {counted} of {expected} events counted and {open} restatements open {SETTLE_WITHIN:?} after the events were sent",
+                month.keys.id
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Restatements of `tenant` pending or running.
+async fn open_jobs(admin: &Channel, token: &str, tenant: &str) -> anyhow::Result<usize> {
+    let request = crate::send::authorized(
+        token,
+        ListReprocessRequest {
+            tenant_id: tenant.to_owned(),
+        },
+    )?;
+    let jobs = AdminServiceClient::new(admin.clone())
+        .list_reprocess(request)
+        .await?
+        .into_inner()
+        .jobs;
+    Ok(jobs
+        .iter()
+        .filter(|job| matches!(job.state.as_str(), "pending" | "running"))
+        .count())
+}
+
+/// Times the dashboard of `month` through the gateway and the raw scans, at 1 and 16 clients.
+async fn measure(
+    plan: &Plan,
+    gateway: &str,
+    month: &Month,
+    range: &DateRange,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let raw_requests = plan.query_requests.min(48);
+    for clients in [1usize, 16] {
+        let beacon = through_gateway(
+            gateway,
+            &month.keys.read_key,
+            range,
+            clients,
+            plan.query_requests,
+        )
+        .await?;
+        for distinct in [Distinct::Exact, Distinct::Approx] {
+            // DuckDB blocks: keep it off the async workers.
+            let baseline = tokio::task::block_in_place(|| {
+                rawscan::latency(&month.raw, range, distinct, clients, raw_requests)
+            })?;
             for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
                 table.latency(
                     &format!(
-                        "dashboard {name}, {label} tenant ({} events in 30 days), {clients} client(s)",
-                        loaded.events
+                        "dashboard {name} through the gateway, {} tenant ({} events in 30 days), {clients} client(s)",
+                        month.label, month.events
                     ),
-                    latency.value_at_quantile(q) as f64 / 1000.0,
-                    &format!("raw-event scan {name}, DuckDB, 1 client"),
-                    baseline.value_at_quantile(q) as f64 / 1000.0,
+                    ms(&beacon, q),
+                    &format!(
+                        "raw-event scan {name}, DuckDB, {}, {clients} client(s)",
+                        distinct.label()
+                    ),
+                    ms(&baseline, q),
                 );
             }
         }
     }
     Ok(())
+}
+
+fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+/// `requests` dashboards through the gateway from `clients` concurrent clients, each on its own
+/// connection; microseconds per dashboard.
+async fn through_gateway(
+    gateway: &str,
+    read_key: &str,
+    range: &DateRange,
+    clients: usize,
+    requests: usize,
+) -> anyhow::Result<Histogram<u64>> {
+    let per_client = requests.div_ceil(clients);
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let channel = Channel::from_shared(gateway.to_owned())?.connect().await?;
+        let (read_key, range) = (read_key.to_owned(), range.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new(3)?;
+            for _ in 0..per_client {
+                let started = Instant::now();
+                answer::fetch(&channel, &read_key, &range).await?;
+                histogram.record(started.elapsed().as_micros() as u64)?;
+            }
+            anyhow::Ok(histogram)
+        }));
+    }
+    let mut total = Histogram::<u64>::new(3)?;
+    for result in futures::future::join_all(tasks).await {
+        total.add(result??)?;
+    }
+    Ok(total)
 }
 
 /// The last 30 local days (UTC dates).
@@ -115,62 +321,51 @@ pub(crate) fn month(now: i64) -> anyhow::Result<DateRange> {
     })
 }
 
-/// Generates `count` events of tenant `index` over the last 30 days, a day at a time, folds
-/// them into `loader`, and loads them raw into an in-memory DuckDB table.
-fn load(
-    model: &mut TrafficModel,
-    loader: &mut Loader,
-    index: usize,
-    count: usize,
-    now: i64,
-) -> anyhow::Result<Loaded> {
-    let tenant = load::tenant(&model.tenants()[index]);
-    let tz = beacon_core::time::time_zone(&tenant.time_zone)?;
-    let raw = duckdb::Connection::open_in_memory()?;
-    raw.execute_batch(
-        "CREATE TABLE raw_events (ts BIGINT, local_date DATE, name VARCHAR, path VARCHAR, \
-         source VARCHAR, visitor UBIGINT, country VARCHAR, plan VARCHAR, bot BOOLEAN)",
-    )?;
-    let mut agents = beacon_aggregator::enrich::Enricher::default();
-    {
-        let mut appender = raw.appender("raw_events")?;
-        for day in 0..30usize {
-            let per_day = count / 30 + usize::from(day < count % 30);
-            let start = now - (30 - day as i64) * DAY_MS;
-            for event in model.history(index, per_day, start, start + DAY_MS) {
-                let event = loader.add(&tenant, event)?;
-                let page = url::parse(&event.url);
-                let source =
-                    referrer::source(&event.referrer, &page.host, page.utm_source.as_deref());
-                let (_, date) = beacon_core::time::hour_bucket(event.timestamp_ms, &tz)?;
-                let plan = event.props.get("plan").and_then(|p| match &p.kind {
-                    Some(beacon_proto::ingest::v1::prop_value::Kind::StringValue(s)) => {
-                        Some(s.clone())
-                    }
-                    _ => None,
-                });
-                let agent = agents.user_agent(&event.user_agent);
-                let bot = beacon_aggregator::processor::is_bot(&agent, &event, LOGIC_VERSION);
-                appender.append_row(duckdb::params![
-                    event.timestamp_ms,
-                    date,
-                    event.name,
-                    page.path,
-                    source.name,
-                    event.visitor,
-                    event.country,
-                    plan,
-                    bot
-                ])?;
-            }
+impl Loaded {
+    /// An empty bare table for the tenant of `spec`.
+    fn new(spec: &crate::traffic::TenantSpec) -> anyhow::Result<Self> {
+        let raw = duckdb::Connection::open_in_memory()?;
+        raw.execute_batch(
+            "CREATE TABLE raw_events (ts BIGINT, local_date DATE, name VARCHAR, path VARCHAR, \
+             source VARCHAR, visitor UBIGINT, country VARCHAR, plan VARCHAR, bot BOOLEAN)",
+        )?;
+        Ok(Self {
+            tenant: load::tenant(spec),
+            raw,
+        })
+    }
+
+    /// Folds `events` into `loader` and appends them to the bare table. Blocks.
+    fn add(&self, loader: &mut Loader, events: &[Event]) -> anyhow::Result<()> {
+        let tz = beacon_core::time::time_zone(&self.tenant.time_zone)?;
+        let mut agents = beacon_aggregator::enrich::Enricher::default();
+        let mut appender = self.raw.appender("raw_events")?;
+        for event in events {
+            let event = loader.add(&self.tenant, event.clone())?;
+            let page = url::parse(&event.url);
+            let source = referrer::source(&event.referrer, &page.host, page.utm_source.as_deref());
+            let (_, date) = beacon_core::time::hour_bucket(event.timestamp_ms, &tz)?;
+            let plan = event.props.get("plan").and_then(|p| match &p.kind {
+                Some(beacon_proto::ingest::v1::prop_value::Kind::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            });
+            let agent = agents.user_agent(&event.user_agent);
+            let bot = beacon_aggregator::processor::is_bot(&agent, &event, LOGIC_VERSION);
+            appender.append_row(duckdb::params![
+                event.timestamp_ms,
+                date,
+                event.name,
+                page.path,
+                source.name,
+                event.visitor,
+                event.country,
+                plan,
+                bot
+            ])?;
         }
         appender.flush()?;
+        Ok(())
     }
-    Ok(Loaded {
-        tenant,
-        events: count,
-        raw,
-    })
 }
 
 /// `requests` dashboards from `clients` concurrent clients; microseconds per dashboard.
@@ -249,41 +444,4 @@ async fn dashboard(insights: &Insights, tenant: &Tenant, range: &DateRange) -> a
     pages?;
     sources?;
     Ok(())
-}
-
-/// The same report straight from raw events: totals, daily series, top pages, top sources.
-fn raw_scan(
-    raw: &duckdb::Connection,
-    range: &DateRange,
-    requests: usize,
-) -> anyhow::Result<Histogram<u64>> {
-    let filter = format!(
-        "local_date BETWEEN DATE '{}' AND DATE '{}'",
-        range.start_date, range.end_date
-    );
-    let queries = [
-        format!(
-            "SELECT count(DISTINCT visitor), count(*) FILTER (name = 'pageview'), count(*) FROM raw_events WHERE {filter}"
-        ),
-        format!(
-            "SELECT local_date, count(DISTINCT visitor), count(*) FILTER (name = 'pageview') FROM raw_events WHERE {filter} GROUP BY 1 ORDER BY 1"
-        ),
-        format!(
-            "SELECT path, count(DISTINCT visitor) AS v, count(*) FROM raw_events WHERE {filter} AND name = 'pageview' GROUP BY 1 ORDER BY v DESC LIMIT 10"
-        ),
-        format!(
-            "SELECT source, count(DISTINCT visitor) AS v, count(*) FROM raw_events WHERE {filter} GROUP BY 1 ORDER BY v DESC LIMIT 10"
-        ),
-    ];
-    let mut histogram = Histogram::<u64>::new(3)?;
-    for _ in 0..requests {
-        let started = Instant::now();
-        for sql in &queries {
-            let mut statement = raw.prepare_cached(sql)?;
-            let mut rows = statement.query([])?;
-            while rows.next()?.is_some() {}
-        }
-        histogram.record(started.elapsed().as_micros() as u64)?;
-    }
-    Ok(histogram)
 }

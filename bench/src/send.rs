@@ -53,6 +53,8 @@ pub struct SendConfig {
     pub rate: Option<u64>,
     /// Fraction of events sent one by one as HTTP beacons instead of gRPC.
     pub http_share: f64,
+    /// Whether gRPC batches go to `ImportEvents` (history) instead of `SendEvents`.
+    pub import: bool,
 }
 
 /// What happened.
@@ -213,6 +215,7 @@ struct Sender {
     beacon_url: String,
     grpc_auth: Vec<MetadataValue<Ascii>>,
     http_auth: Vec<HeaderValue>,
+    import: bool,
 }
 
 /// The fate of one call.
@@ -263,6 +266,7 @@ impl Sender {
             beacon_url: format!("{}/api/event", config.gateway.trim_end_matches('/')),
             grpc_auth,
             http_auth,
+            import: config.import,
         })
     }
 
@@ -321,7 +325,11 @@ impl Sender {
         if let Err(err) = grpc.ready().await {
             return Attempt::Retry(format!("gRPC channel not ready: {err}"));
         }
-        let path = PathAndQuery::from_static(wire::SEND_EVENTS_PATH);
+        let path = PathAndQuery::from_static(if self.import {
+            wire::IMPORT_EVENTS_PATH
+        } else {
+            wire::SEND_EVENTS_PATH
+        });
         let call = grpc.unary(request, path, wire::EncodedCodec);
         match tokio::time::timeout(CALL_TIMEOUT + Duration::from_secs(5), call).await {
             Ok(Ok(reply)) => counted(&reply.into_inner()),
@@ -523,6 +531,7 @@ mod tests {
             batch,
             rate,
             http_share: 0.0,
+            import: false,
         }
     }
 

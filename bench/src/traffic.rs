@@ -550,5 +550,14 @@ pub fn timestamp_ms(event: &Event) -> Option<i64> {
         .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
 }
 
+/// Whether the model made `user_agent` a bot's (a crawler or a script); `None` for an agent
+/// the model never sends.
+pub fn is_bot_agent(user_agent: &str) -> Option<bool> {
+    AGENTS
+        .iter()
+        .find(|agent| agent.ua == user_agent)
+        .map(|agent| agent.bot)
+}
+
 #[cfg(test)]
 mod tests;

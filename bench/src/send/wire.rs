@@ -12,6 +12,10 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 /// Path of `IngestService.SendEvents`.
 pub const SEND_EVENTS_PATH: &str = "/beacon.ingest.v1.IngestService/SendEvents";
 
+/// Path of `IngestService.ImportEvents`, whose request and answer are encoded as
+/// `SendEvents`' are.
+pub const IMPORT_EVENTS_PATH: &str = "/beacon.ingest.v1.IngestService/ImportEvents";
+
 /// Encodes a batch once, ready to be sent (and resent) as is.
 pub fn encode_batch(events: Vec<Event>) -> Bytes {
     SendEventsRequest { events }.encode_to_vec().into()
