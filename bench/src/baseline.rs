@@ -19,8 +19,8 @@ const IN_FLIGHT: usize = 4096;
 pub struct Baseline {
     /// Events (messages) per second acknowledged by JetStream.
     pub events_per_s: f64,
-    /// Peak resident memory of nats-server during the run, bytes.
-    pub nats_peak_rss: u64,
+    /// CPU seconds of nats-server per million events stored.
+    pub nats_cpu_per_million: f64,
 }
 
 /// Publishes `plan.events` encoded events and returns the acknowledged rate.
@@ -66,6 +66,11 @@ pub async fn jetstream_publish(plan: &Plan) -> anyhow::Result<Baseline> {
     let elapsed = started.elapsed();
     Ok(Baseline {
         events_per_s: plan.events as f64 / elapsed.as_secs_f64(),
-        nats_peak_rss: nats.pid().and_then(crate::procs::peak_rss).unwrap_or(0),
+        nats_cpu_per_million: nats
+            .pid()
+            .and_then(crate::procs::cpu_seconds)
+            .unwrap_or(0.0)
+            * 1e6
+            / plan.events.max(1) as f64,
     })
 }

@@ -42,7 +42,7 @@ pub async fn setup(
 }
 
 /// Rates of one ingest run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Rates {
     /// Events/s from the first byte until the last acknowledgement.
     pub acknowledged: f64,
@@ -52,14 +52,33 @@ pub struct Rates {
     pub events_per_call: f64,
     /// CPU seconds this process (the load generator) spent sending.
     pub generator_cpu_s: f64,
+    /// CPU seconds of each loaded process from the first event sent until all were counted.
+    pub loaded_cpu_s: Vec<(String, f64)>,
+    /// Events acknowledged.
+    pub events: u64,
 }
 
-/// Sends the plan's events as fast as the gateway takes them and measures both rates.
+impl Rates {
+    /// CPU seconds of all loaded processes together.
+    fn loaded_total(&self) -> f64 {
+        self.loaded_cpu_s.iter().map(|(_, cpu)| cpu).sum()
+    }
+
+    /// `cpu_s` per million acknowledged events.
+    fn per_million(&self, cpu_s: f64) -> f64 {
+        cpu_s * 1e6 / self.events.max(1) as f64
+    }
+}
+
+/// Sends the plan's events as fast as the gateway takes them and measures both rates, and the
+/// CPU seconds of what `cpu` samples (name and CPU seconds so far, per process) from the first
+/// event sent until every event is counted.
 async fn drive(
     plan: &Plan,
     gateway: &str,
     admin: &str,
     admin_token: &str,
+    cpu: impl Fn() -> Vec<(String, f64)>,
 ) -> anyhow::Result<Rates> {
     let (mut model, keys) = setup(plan, admin, admin_token).await?;
     let config = SendConfig {
@@ -71,6 +90,7 @@ async fn drive(
         import: false,
     };
     let started = Instant::now();
+    let loaded_before = cpu();
     let cpu_before = own_cpu_seconds();
     let report = send(&config, &mut model, &keys, plan.events).await?;
     let generator_cpu_s = own_cpu_seconds() - cpu_before;
@@ -78,12 +98,31 @@ async fn drive(
         bail!("{} calls failed during the ingest run", report.failed_calls);
     }
     let acknowledged = report.acked as f64 / started.elapsed().as_secs_f64();
-    wait_counted(gateway, &keys, report.acked, Duration::from_secs(600)).await?;
+    wait_each_counted(
+        gateway,
+        &keys,
+        &report.acked_by_tenant,
+        Duration::from_secs(600),
+    )
+    .await?;
+    let applied = report.acked as f64 / started.elapsed().as_secs_f64();
+    let loaded_cpu_s = cpu()
+        .into_iter()
+        .map(|(name, after)| {
+            let before = loaded_before
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0.0, |(_, b)| *b);
+            (name, after - before)
+        })
+        .collect();
     Ok(Rates {
         acknowledged,
-        applied: report.acked as f64 / started.elapsed().as_secs_f64(),
+        applied,
         events_per_call: report.events_per_call(),
         generator_cpu_s,
+        loaded_cpu_s,
+        events: report.acked,
     })
 }
 
@@ -92,67 +131,77 @@ fn own_cpu_seconds() -> f64 {
     crate::procs::cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 
-/// The load generator's CPU beside the CPU of what it loaded (`loaded`, named `what`).
-fn generator_row(table: &mut Table, mode: &str, rate: &Rates, loaded: f64, what: &str) {
+/// The load generator's CPU beside the CPU of what it loaded.
+fn generator_row(table: &mut Table, mode: &str, rate: &Rates) {
+    let loaded = rate.loaded_total();
     table.row(
         &format!("CPU seconds, load generator (beacon-bench sending, {mode} ingest run)"),
         format!("{:.1} s", rate.generator_cpu_s),
-        format!("{loaded:.1} s ({what}, same run)"),
+        format!("{loaded:.1} s (what it loaded, same run)"),
         format!("{:.2}x", rate.generator_cpu_s / loaded.max(0.01)),
     );
 }
 
-/// `beacon standalone` on a fresh folder.
-pub async fn standalone(plan: &Plan, table: &mut Table, nats_rss: u64) -> anyhow::Result<Rates> {
+/// `beacon standalone` on a fresh folder; `floor` is nats-server's CPU per million events of
+/// the bare JetStream publish.
+pub async fn standalone(plan: &Plan, table: &mut Table, floor: f64) -> anyhow::Result<Rates> {
     let dir = tempfile::tempdir()?;
     let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env())?;
     let ready = &beacon.ready;
-    let rate = drive(plan, &ready.gateway, &ready.admin, &ready.admin_token).await?;
+    let at_rest = beacon.proc.peak_rss().unwrap_or(0);
+    let sample = || {
+        vec![(
+            "beacon standalone".to_owned(),
+            beacon.proc.cpu_seconds().unwrap_or(0.0),
+        )]
+    };
+    let rate = drive(
+        plan,
+        &ready.gateway,
+        &ready.admin,
+        &ready.admin_token,
+        sample,
+    )
+    .await?;
     let rss = beacon.proc.peak_rss().unwrap_or(0);
-    let cpu = beacon.proc.cpu_seconds().unwrap_or(0.0);
-    generator_row(table, "standalone", &rate, cpu, "beacon standalone");
+    generator_row(table, "standalone", &rate);
+    cpu_rows(table, "standalone", &rate, floor);
     table.row(
         "peak RSS, beacon standalone (all roles, ingest run)",
         mib(rss),
-        format!("{} (nats-server, baseline run)", mib(nats_rss)),
-        format!("{:.2}x", rss as f64 / nats_rss.max(1) as f64),
+        format!("{} (the same process ready, before any load)", mib(at_rest)),
+        format!("{:.2}x", rss as f64 / at_rest.max(1) as f64),
     );
     Ok(rate)
 }
 
-/// nats-server and one process per role.
-pub async fn cluster(plan: &Plan, table: &mut Table) -> anyhow::Result<Rates> {
+/// nats-server and one process per role; `floor` as for [`standalone`].
+pub async fn cluster(plan: &Plan, table: &mut Table, floor: f64) -> anyhow::Result<Rates> {
     let cluster = Cluster::start_with(&bench_env())?;
+    let nats_pid = cluster.nats.pid();
+    let sample = || {
+        let mut cpu: Vec<(String, f64)> = cluster
+            .cpu_seconds()
+            .into_iter()
+            .map(|(role, cpu)| (format!("{} role", role.name()), cpu))
+            .collect();
+        cpu.push((
+            "nats-server".to_owned(),
+            nats_pid.and_then(crate::procs::cpu_seconds).unwrap_or(0.0),
+        ));
+        cpu
+    };
     let rate = drive(
         plan,
         &cluster.gateway(),
         &cluster.admin(),
         &cluster.admin_token,
+        sample,
     )
     .await?;
-    let nats_pid = cluster.nats.pid();
+    generator_row(table, "cluster", &rate);
+    cpu_rows(table, "cluster", &rate, floor);
     let nats = nats_pid.and_then(crate::procs::peak_rss).unwrap_or(0);
-    let nats_cpu = nats_pid.and_then(crate::procs::cpu_seconds).unwrap_or(0.0);
-    let roles_cpu: f64 = cluster.cpu_seconds().iter().map(|(_, cpu)| cpu).sum();
-    generator_row(
-        table,
-        "cluster",
-        &rate,
-        roles_cpu + nats_cpu,
-        "every role and nats-server",
-    );
-    for (role, cpu) in cluster.cpu_seconds() {
-        table.row(
-            &format!(
-                "CPU seconds, {} role (whole cluster run, {} events)",
-                role.name(),
-                plan.events
-            ),
-            format!("{cpu:.1} s"),
-            format!("{nats_cpu:.1} s (nats-server, same run)"),
-            format!("{:.2}x", cpu / nats_cpu.max(0.01)),
-        );
-    }
     for (role, rss) in cluster.peak_rss() {
         table.row(
             &format!("peak RSS, {} role (cluster ingest run)", role.name()),
@@ -162,6 +211,28 @@ pub async fn cluster(plan: &Plan, table: &mut Table) -> anyhow::Result<Rates> {
         );
     }
     Ok(rate)
+}
+
+/// CPU seconds per million events of each loaded process, and of all together, beside
+/// `floor`: nats-server's per million events of the bare JetStream publish, same run (storing
+/// each event once, durably).
+fn cpu_rows(table: &mut Table, mode: &str, rate: &Rates, floor: f64) {
+    let mut rows = rate.loaded_cpu_s.clone();
+    if rows.len() > 1 {
+        rows.push(("all of them".to_owned(), rate.loaded_total()));
+    }
+    for (name, cpu) in rows {
+        let figure = rate.per_million(cpu);
+        table.row(
+            &format!(
+                "CPU seconds per million events, {name} ({mode} ingest run of {} events, first event to all counted)",
+                rate.events
+            ),
+            format!("{figure:.1} s"),
+            format!("{floor:.1} s (nats-server storing them, bare JetStream publish, same run)"),
+            format!("{:.2}x", figure / floor.max(0.01)),
+        );
+    }
 }
 
 /// A read-key request for one tenant's totals around today.
@@ -222,4 +293,54 @@ pub async fn wait_counted(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     bail!("only {seen} of {expected} acknowledged events were counted after {timeout:?}")
+}
+
+/// Waits until each tenant counts exactly the events acknowledged for it (`expected`, in the
+/// order of `keys`), asking only tenants not there yet: the polling adds as little as it can
+/// to the query role's CPU, which the ingest rows report.
+pub async fn wait_each_counted(
+    gateway: &str,
+    keys: &[TenantKeys],
+    expected: &[u64],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(gateway.to_owned())?.connect().await?;
+    let deadline = Instant::now() + timeout;
+    let mut waiting: Vec<(&TenantKeys, u64)> = keys
+        .iter()
+        .zip(expected.iter().copied())
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    while !waiting.is_empty() {
+        let counts =
+            futures::stream::iter(waiting.iter().map(|(k, _)| counted(&channel, &k.read_key)))
+                .buffered(16)
+                .collect::<Vec<_>>()
+                .await;
+        let mut still = Vec::with_capacity(waiting.len());
+        for ((keys, want), count) in waiting.into_iter().zip(counts) {
+            match count {
+                Ok(n) if n == want => {}
+                Ok(n) if n > want => {
+                    bail!(
+                        "tenant {}: {n} events counted but only {want} were acknowledged",
+                        keys.id
+                    )
+                }
+                _ => still.push((keys, want)),
+            }
+        }
+        waiting = still;
+        if Instant::now() > deadline {
+            let missing: u64 = waiting.iter().map(|(_, n)| n).sum();
+            bail!(
+                "{} tenants (of {missing} acknowledged events) were not fully counted after {timeout:?}",
+                waiting.len()
+            );
+        }
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(())
 }

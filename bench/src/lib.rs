@@ -166,8 +166,8 @@ async fn ingest_rows(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
         baseline,
         baseline,
     );
-    let standalone = ingest::standalone(plan, table, measured.nats_peak_rss).await?;
-    let cluster = ingest::cluster(plan, table).await?;
+    let standalone = ingest::standalone(plan, table, measured.nats_cpu_per_million).await?;
+    let cluster = ingest::cluster(plan, table, measured.nats_cpu_per_million).await?;
     for (mode, rates) in [("standalone", standalone), ("cluster", cluster)] {
         // The label says the batch size as measured: partial batches make it smaller than the
         // 100 the sender asks for.

@@ -62,6 +62,8 @@ pub struct SendConfig {
 pub struct SendReport {
     /// Events the gateway accepted.
     pub acked: u64,
+    /// Events the gateway accepted, by tenant index.
+    pub acked_by_tenant: Vec<u64>,
     /// Events the gateway rejected (per-event results, or HTTP 400).
     pub rejected: u64,
     /// Calls that failed even after retries; their events are neither acked nor rejected.
@@ -221,6 +223,7 @@ struct Sender {
 /// The fate of one call.
 #[derive(Debug, Default)]
 struct Outcome {
+    tenant: usize,
     acked: u64,
     rejected: u64,
     failed: bool,
@@ -290,6 +293,7 @@ impl Sender {
             match result {
                 Attempt::Done(acked, rejected) => {
                     return Outcome {
+                        tenant,
                         acked,
                         rejected,
                         failed: false,
@@ -310,6 +314,7 @@ impl Sender {
             }
         }
         Outcome {
+            tenant,
             failed: true,
             ..Outcome::default()
         }
@@ -418,7 +423,7 @@ async fn run(
 ) -> anyhow::Result<SendReport> {
     let sender = Arc::new(Sender::new(config, keys).await?);
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    let mut totals = Totals::new()?;
+    let mut totals = Totals::new(keys.len())?;
     let mut tasks = JoinSet::new();
     let started = Instant::now();
     let mut dispatched = 0u64;
@@ -466,6 +471,7 @@ async fn run(
     );
     Ok(SendReport {
         acked: totals.acked,
+        acked_by_tenant: totals.acked_by_tenant,
         rejected: totals.rejected,
         failed_calls: totals.failed_calls,
         elapsed,
@@ -478,6 +484,7 @@ async fn run(
 /// Running sums of the outcomes.
 struct Totals {
     acked: u64,
+    acked_by_tenant: Vec<u64>,
     rejected: u64,
     failed_calls: u64,
     latency_us: Histogram<u64>,
@@ -486,9 +493,10 @@ struct Totals {
 }
 
 impl Totals {
-    fn new() -> anyhow::Result<Self> {
+    fn new(tenants: usize) -> anyhow::Result<Self> {
         Ok(Self {
             acked: 0,
+            acked_by_tenant: vec![0; tenants],
             rejected: 0,
             failed_calls: 0,
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
@@ -507,6 +515,9 @@ impl Totals {
             }
         });
         self.acked += outcome.acked;
+        if let Some(acked) = self.acked_by_tenant.get_mut(outcome.tenant) {
+            *acked += outcome.acked;
+        }
         self.rejected += outcome.rejected;
         self.failed_calls += u64::from(outcome.failed);
         if let Some(events) = outcome.grpc_events {
