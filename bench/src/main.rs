@@ -5,10 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// The allocator of the `beacon` binary, so that in-process figures match it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Runs the benchmarks and prints every figure beside a same-run baseline.
 #[derive(Debug, Parser)]
 #[command(name = "beacon-bench", version, about)]
