@@ -318,6 +318,7 @@ pub async fn wait_each_counted(
                 .collect::<Vec<_>>()
                 .await;
         let mut still = Vec::with_capacity(waiting.len());
+        let mut last = Vec::new();
         for ((keys, want), count) in waiting.into_iter().zip(counts) {
             match count {
                 Ok(n) if n == want => {}
@@ -327,15 +328,19 @@ pub async fn wait_each_counted(
                         keys.id
                     )
                 }
-                _ => still.push((keys, want)),
+                other => {
+                    last.push(format!("{}: {other:?} of {want}", keys.id));
+                    still.push((keys, want));
+                }
             }
         }
         waiting = still;
         if Instant::now() > deadline {
             let missing: u64 = waiting.iter().map(|(_, n)| n).sum();
             bail!(
-                "{} tenants (of {missing} acknowledged events) were not fully counted after {timeout:?}",
-                waiting.len()
+                "{} tenants (of {missing} acknowledged events) were not fully counted after {timeout:?}: {}",
+                waiting.len(),
+                last.join(", ")
             );
         }
         if !waiting.is_empty() {

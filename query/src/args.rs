@@ -20,6 +20,15 @@ pub struct QueryArgs {
         default_value = "256MB"
     )]
     pub shard_memory: String,
+    /// Bytes of answers each replica keeps until their tenant's shard changes ("64MiB"): the
+    /// same dashboard asked again between two writes is not computed again. "0" keeps none.
+    #[arg(
+        long = "result-cache",
+        env = "BEACON_RESULT_CACHE",
+        default_value = "64MiB",
+        value_parser = beacon_core::backends::parse_bytes
+    )]
+    pub result_cache: u64,
     /// Partitions whose rollups this instance applies (comma-separated); all when empty.
     #[arg(
         id = "query_partitions",
@@ -99,6 +108,7 @@ mod tests {
         QueryArgs {
             listen: ([127, 0, 0, 1], 0).into(),
             shard_memory: "64MB".into(),
+            result_cache: 0,
             own_partitions: own,
             max_serve_lag: std::time::Duration::from_secs(15),
             replica_id: None,

@@ -13,6 +13,7 @@ use beacon_proto::insights::v1::{
 };
 
 use crate::QueryError;
+use crate::cache::ResultCache;
 
 /// Most property keys [`Insights::property_keys`] lists.
 pub const PROPERTY_KEYS: usize = 100;
@@ -32,6 +33,8 @@ pub struct Insights {
     store: Arc<dyn ShardStore>,
     /// The time now, Unix milliseconds (the realtime view's "now").
     clock: fn() -> i64,
+    /// Answers kept until their shard changes (none by default).
+    cache: Arc<ResultCache>,
 }
 
 /// One minute, milliseconds.
@@ -49,7 +52,34 @@ impl Insights {
         Self {
             store,
             clock: beacon_core::time::now_ms,
+            cache: Arc::new(ResultCache::new(0)),
         }
+    }
+
+    /// The same insights keeping up to `bytes` of answers until their tenant's shard changes.
+    pub fn with_cache(self, bytes: u64) -> Self {
+        Self {
+            cache: Arc::new(ResultCache::new(bytes)),
+            ..self
+        }
+    }
+
+    /// `compute`'s answer to `request`, or the one kept for it while `tenant`'s shard has not
+    /// changed.
+    async fn kept<T, Fut>(
+        &self,
+        tenant: &Tenant,
+        request: Vec<u8>,
+        compute: impl FnOnce() -> Fut,
+    ) -> Result<T, QueryError>
+    where
+        T: prost::Message + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<T, QueryError>>,
+    {
+        let changes = self.store.changes(&tenant.id);
+        self.cache
+            .get_or_compute(tenant, changes, request, compute)
+            .await
     }
 
     /// The same insights reading the time from `clock`.
@@ -150,6 +180,17 @@ impl Insights {
         tenant: &Tenant,
         req: RunReportRequest,
     ) -> Result<RunReportResponse, QueryError> {
+        self.kept(tenant, prost::Message::encode_to_vec(&req), || {
+            self.report_now(tenant, req)
+        })
+        .await
+    }
+
+    async fn report_now(
+        &self,
+        tenant: &Tenant,
+        req: RunReportRequest,
+    ) -> Result<RunReportResponse, QueryError> {
         let plan = Plan::parse(&req)?;
         let table = report::run(self.store.as_ref(), tenant, &plan).await?;
         Ok(report::response(&plan, table))
@@ -157,6 +198,17 @@ impl Insights {
 
     /// Totals of the range, and its bot events.
     pub async fn aggregate(
+        &self,
+        tenant: &Tenant,
+        req: GetAggregateRequest,
+    ) -> Result<GetAggregateResponse, QueryError> {
+        self.kept(tenant, prost::Message::encode_to_vec(&req), || {
+            self.aggregate_now(tenant, req)
+        })
+        .await
+    }
+
+    async fn aggregate_now(
         &self,
         tenant: &Tenant,
         req: GetAggregateRequest,
@@ -176,6 +228,17 @@ impl Insights {
     /// One point per local hour, day, week or month of the range, in order, empty ones
     /// included.
     pub async fn timeseries(
+        &self,
+        tenant: &Tenant,
+        req: GetTimeseriesRequest,
+    ) -> Result<GetTimeseriesResponse, QueryError> {
+        self.kept(tenant, prost::Message::encode_to_vec(&req), || {
+            self.timeseries_now(tenant, req)
+        })
+        .await
+    }
+
+    async fn timeseries_now(
         &self,
         tenant: &Tenant,
         req: GetTimeseriesRequest,
@@ -201,6 +264,17 @@ impl Insights {
 
     /// The top values of a dimension, by the first requested metric, then by value.
     pub async fn breakdown(
+        &self,
+        tenant: &Tenant,
+        req: GetBreakdownRequest,
+    ) -> Result<GetBreakdownResponse, QueryError> {
+        self.kept(tenant, prost::Message::encode_to_vec(&req), || {
+            self.breakdown_now(tenant, req)
+        })
+        .await
+    }
+
+    async fn breakdown_now(
         &self,
         tenant: &Tenant,
         req: GetBreakdownRequest,

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod apply;
 mod args;
+pub mod cache;
 mod error;
 mod expire;
 pub mod filter;
@@ -101,6 +102,7 @@ pub async fn run(
         ?partitions,
         replica,
         shard_memory = %args.shard_memory,
+        result_cache = args.result_cache,
         "query role started"
     );
 
@@ -113,7 +115,7 @@ pub async fn run(
     );
     let api = InsightsApi::new(
         Registry::new(backends.tenants.clone()),
-        Insights::new(shared),
+        Insights::new(shared).with_cache(args.result_cache),
         serving.clone(),
     );
     let routes = tonic::service::Routes::new(InsightsServiceServer::new(api))

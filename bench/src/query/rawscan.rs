@@ -36,14 +36,6 @@ impl Distinct {
             Self::Approx => "approx_count_distinct(visitor)",
         }
     }
-
-    /// How the rows say it.
-    pub(super) fn label(self) -> &'static str {
-        match self {
-            Self::Exact => "exact distinct",
-            Self::Approx => "approx_count_distinct",
-        }
-    }
 }
 
 /// A new in-memory database with an empty `raw_events` table.

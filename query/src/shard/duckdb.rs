@@ -138,6 +138,10 @@ impl DuckShardStore {
 
 #[async_trait]
 impl ShardStore for DuckShardStore {
+    fn changes(&self, tenant_id: &str) -> Option<u64> {
+        Some(self.shards.writes(partition_of(tenant_id, self.partitions)))
+    }
+
     fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, QueryError> {
         let valid = rows::validate(rollup)?;
         let owner = partition_of(valid.tenant_id(), self.partitions);

@@ -34,6 +34,8 @@ pub(crate) struct Shard {
     active: Mutex<usize>,
     freed: Condvar,
     appended: AtomicU64,
+    /// Writes done on this partition's shard since the process started (kept across reopens).
+    writes: Arc<AtomicU64>,
 }
 
 /// A running read; frees its place when dropped.
@@ -47,7 +49,7 @@ impl Drop for ReadPermit<'_> {
 }
 
 impl Shard {
-    fn open(path: PathBuf, memory: &str) -> duckdb::Result<Self> {
+    fn open(path: PathBuf, memory: &str, writes: Arc<AtomicU64>) -> duckdb::Result<Self> {
         let config = Config::default()
             .threads(SHARD_THREADS)?
             .max_memory(memory)?;
@@ -62,6 +64,7 @@ impl Shard {
             active: Mutex::new(0),
             freed: Condvar::new(),
             appended: AtomicU64::new(0),
+            writes,
         })
     }
 
@@ -75,12 +78,15 @@ impl Shard {
         self.appended.store(0, Ordering::Relaxed);
     }
 
-    /// Runs `f` with the shard's only write connection.
+    /// Runs `f` with the shard's only write connection, and counts the write once it is over
+    /// (committed or not): a read that sees the count from before may have read either side.
     pub(crate) fn with_writer<T, E>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, E>,
     ) -> Result<T, E> {
-        f(&mut lock(&self.write))
+        let out = f(&mut lock(&self.write));
+        self.writes.fetch_add(1, Ordering::Release);
+        out
     }
 
     /// Waits until fewer than [`MAX_READERS`] reads run on this shard.
@@ -123,6 +129,8 @@ pub(crate) struct OpenShards {
     dir: PathBuf,
     memory: String,
     open: Mutex<HashMap<u32, Arc<Shard>>>,
+    /// Per partition, the writes counted by its shard.
+    writes: Mutex<HashMap<u32, Arc<AtomicU64>>>,
 }
 
 impl OpenShards {
@@ -132,6 +140,7 @@ impl OpenShards {
             dir,
             memory,
             open: Mutex::default(),
+            writes: Mutex::default(),
         }
     }
 
@@ -152,10 +161,20 @@ impl OpenShards {
         if !create && !path.exists() {
             return Ok(None);
         }
-        let shard = Arc::new(Shard::open(path, &self.memory)?);
+        let shard = Arc::new(Shard::open(path, &self.memory, self.writes_of(partition))?);
         tracing::debug!(partition, shard = %shard.name, "shard opened");
         open.insert(partition, shard.clone());
         Ok(Some(shard))
+    }
+
+    /// Writes done on `partition`'s shard so far: an answer read from the shard stays true
+    /// while this count stays the same. Never blocks on DuckDB.
+    pub(crate) fn writes(&self, partition: u32) -> u64 {
+        self.writes_of(partition).load(Ordering::Acquire)
+    }
+
+    fn writes_of(&self, partition: u32) -> Arc<AtomicU64> {
+        lock(&self.writes).entry(partition).or_default().clone()
     }
 
     /// Closes every shard (checkpointing it) once no one else holds it.
