@@ -92,6 +92,9 @@ pub struct Plan {
     pub median_tenant_events: usize,
     /// Dashboards requested per latency measurement.
     pub query_requests: usize,
+    /// Dashboards the raw-scan baseline computes per latency measurement (each one scans the
+    /// tenant's whole month).
+    pub raw_requests: usize,
     /// Tenants loaded for the tenant-scale rows: the baseline count, then the measured one.
     pub scale_tenants: (usize, usize),
     /// Events of each tenant loaded for the tenant-scale rows.
@@ -121,6 +124,7 @@ impl Plan {
             }),
             median_tenant_events: if quick { 2_000 } else { 30_000 },
             query_requests: if quick { 48 } else { 480 },
+            raw_requests: if quick { 48 } else { 32 },
             scale_tenants: if quick {
                 (200, 5_000)
             } else {
