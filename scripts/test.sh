@@ -43,7 +43,8 @@ cargo build --workspace --all-targets
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets
 
-# The benchmark harness, small: every scenario runs, so it cannot rot. Figures are printed, not
-# asserted (see BENCHMARKS.md).
+# The benchmark harness, small: every scenario runs, so it cannot rot. Speeds are printed, not
+# asserted (see BENCHMARKS.md); answers are: a dashboard that differs from the raw scan, or a
+# live event a dashboard never counts, fails the run (and CI).
 # The workspace build above made it; running it directly avoids a second dependency resolution.
 "${CARGO_TARGET_DIR:-target}/debug/beacon-bench" --quick

@@ -151,10 +151,21 @@ impl Probe {
                 calls.spawn(async move { probe.send(n).await });
             }
             let mut acks = Vec::with_capacity(calls.len());
+            let mut failed = None;
             while let Some(ack) = calls.join_next().await {
-                acks.push(ack??);
+                match ack.map_err(anyhow::Error::from).and_then(|ack| ack) {
+                    Ok(at) => acks.push(at),
+                    Err(err) => failed = Some(err),
+                }
             }
-            acked.store(acks.len(), Ordering::Release);
+            // The poller stops once this many probes are visible: none after a failure.
+            acked.store(
+                if failed.is_some() { 0 } else { acks.len() },
+                Ordering::Release,
+            );
+            if let Some(err) = failed {
+                return Err(err.context("a freshness probe failed"));
+            }
             acks.sort_unstable();
             anyhow::Ok(acks)
         };
@@ -212,9 +223,13 @@ impl Probe {
                 events: vec![event],
             },
         )?;
-        IngestServiceClient::new(self.channel.clone())
+        let reply = IngestServiceClient::new(self.channel.clone())
             .send_events(request)
-            .await?;
+            .await?
+            .into_inner();
+        if reply.accepted != 1 {
+            bail!("probe event {n} was not accepted: {:?}", reply.results);
+        }
         Ok(Instant::now())
     }
 }

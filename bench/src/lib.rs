@@ -92,6 +92,8 @@ pub struct Plan {
     pub median_tenant_events: usize,
     /// Dashboards requested per latency measurement.
     pub query_requests: usize,
+    /// Least time each dashboard latency measurement through the gateway lasts.
+    pub dashboard_for: Duration,
     /// Dashboards the raw-scan baseline computes per latency measurement (each one scans the
     /// tenant's whole month).
     pub raw_requests: usize,
@@ -125,6 +127,7 @@ impl Plan {
             median_tenant_events: if quick { 2_000 } else { 30_000 },
             query_requests: if quick { 48 } else { 480 },
             raw_requests: if quick { 48 } else { 32 },
+            dashboard_for: Duration::from_secs(if quick { 3 } else { 10 }),
             scale_tenants: if quick {
                 (200, 5_000)
             } else {

@@ -51,7 +51,8 @@ struct Kept {
     bytes: usize,
 }
 
-/// Answers kept up to a byte budget.
+/// Answers kept up to a byte budget: their encoded size plus each entry's key and tenant
+/// record (the memory held is larger, by the decoded answers' allocations).
 pub struct ResultCache {
     budget: usize,
     kept: Mutex<Kept>,
@@ -89,13 +90,14 @@ impl ResultCache {
             answer: TypeId::of::<T>(),
             request,
         };
-        let cell = self.cell(&key, tenant, changes);
+        let Some(cell) = self.cell(&key, tenant, changes) else {
+            // A newer answer is kept already: this caller read the count before a write.
+            return compute().await;
+        };
         let value = cell
             .get_or_try_init(|| async {
                 let answer = compute().await?;
-                let bytes =
-                    ENTRY_OVERHEAD + key.tenant.len() + key.request.len() + answer.encoded_len();
-                self.account(&key, &cell, bytes);
+                self.account(&key, &cell, answer.encoded_len());
                 Ok::<Value, QueryError>(Arc::new(answer))
             })
             .await?;
@@ -108,32 +110,38 @@ impl ResultCache {
         })
     }
 
-    /// The cell of `key` at `changes`, made anew when missing or older.
-    fn cell(&self, key: &Key, tenant: &Tenant, changes: u64) -> Arc<OnceCell<Value>> {
+    /// The cell of `key` at `changes`: the kept one, or one made anew (counted at once, so that
+    /// entries whose computation fails or is abandoned count too) when missing, older or of
+    /// other tenant settings; `None` when the kept one is newer.
+    fn cell(&self, key: &Key, tenant: &Tenant, changes: u64) -> Option<Arc<OnceCell<Value>>> {
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = kept.entries.get(key)
-            && entry.changes == changes
-            && entry.tenant == *tenant
-        {
-            return entry.cell.clone();
+        if let Some(entry) = kept.entries.get(key) {
+            if entry.changes == changes && entry.tenant == *tenant {
+                return Some(entry.cell.clone());
+            }
+            if entry.changes > changes {
+                return None;
+            }
         }
         let cell = Arc::new(OnceCell::new());
+        let bytes = ENTRY_OVERHEAD + key.tenant.len() + key.request.len() + tenant_bytes(tenant);
         let entry = Entry {
             changes,
             tenant: tenant.clone(),
-            bytes: 0,
+            bytes,
             cell: cell.clone(),
         };
         match kept.entries.insert(key.clone(), entry) {
             Some(old) => kept.bytes -= old.bytes,
             None => kept.order.push_back(key.clone()),
         }
-        cell
+        kept.bytes += bytes;
+        self.evict(&mut kept);
+        Some(cell)
     }
 
-    /// Counts the size of the answer just computed into `cell`, and drops the oldest answers
-    /// while over budget.
-    fn account(&self, key: &Key, cell: &Arc<OnceCell<Value>>, bytes: usize) {
+    /// Adds the size of the answer just computed into `cell` to its entry, if it is still kept.
+    fn account(&self, key: &Key, cell: &Arc<OnceCell<Value>>, answer_bytes: usize) {
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(entry) = kept.entries.get_mut(key) else {
             return;
@@ -141,8 +149,13 @@ impl ResultCache {
         if !Arc::ptr_eq(&entry.cell, cell) {
             return;
         }
-        entry.bytes = bytes;
-        kept.bytes += bytes;
+        entry.bytes += answer_bytes;
+        kept.bytes += answer_bytes;
+        self.evict(&mut kept);
+    }
+
+    /// Drops the oldest entries while over budget.
+    fn evict(&self, kept: &mut Kept) {
         while kept.bytes > self.budget {
             let Some(oldest) = kept.order.pop_front() else {
                 break;
@@ -152,6 +165,22 @@ impl ResultCache {
             }
         }
     }
+}
+
+/// Bytes of a tenant record's strings, as an entry keeps a copy.
+fn tenant_bytes(tenant: &Tenant) -> usize {
+    let goals: usize = tenant
+        .goals
+        .iter()
+        .map(|goal| format!("{goal:?}").len())
+        .sum();
+    tenant.id.len()
+        + tenant.name.len()
+        + tenant.time_zone.len()
+        + tenant.currency.len()
+        + tenant.site_key.len()
+        + tenant.domains.iter().map(String::len).sum::<usize>()
+        + goals
 }
 
 #[cfg(test)]
@@ -251,9 +280,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_caller_with_an_older_count_leaves_the_newer_answer_kept() {
+        let cache = ResultCache::new(1 << 20);
+        let computed = AtomicUsize::new(0);
+        let shop = tenant();
+        assert_eq!(ask(&cache, &shop, 9, &computed).await, 0);
+        assert_eq!(
+            ask(&cache, &shop, 8, &computed).await,
+            1,
+            "computed, not kept"
+        );
+        assert_eq!(
+            ask(&cache, &shop, 9, &computed).await,
+            0,
+            "the newer one stays"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_requests_count_against_the_budget() {
+        let cache = ResultCache::new(ENTRY_OVERHEAD as u64 * 10);
+        let shop = tenant();
+        for n in 0..1000u32 {
+            let request = GetAggregateRequest {
+                metrics: vec![n as i32],
+                ..Default::default()
+            };
+            let failed: Result<GetAggregateResponse, _> = cache
+                .get_or_compute(&shop, Some(1), request.encode_to_vec(), || async {
+                    Err(QueryError::invalid("no"))
+                })
+                .await;
+            assert!(failed.is_err());
+        }
+        let kept = cache.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(kept.bytes <= cache.budget, "{} bytes kept", kept.bytes);
+        assert!(
+            kept.entries.len() < 10,
+            "{} entries kept",
+            kept.entries.len()
+        );
+    }
+
+    #[tokio::test]
     async fn the_oldest_answers_go_when_over_budget() {
         // Room for one answer: the second pushes the first out.
-        let cache = ResultCache::new(ENTRY_OVERHEAD as u64 + 32);
+        let cache = ResultCache::new(ENTRY_OVERHEAD as u64 + 64);
         let computed = AtomicUsize::new(0);
         let (a, b) = (
             tenant(),

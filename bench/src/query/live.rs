@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::ingest::counted;
 use std::time::Duration;
 
 use beacon_proto::ingest::v1::SendEventsRequest;
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
+use beacon_proto::insights::v1::DateRange;
+use jiff::civil::Date;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
@@ -22,20 +23,27 @@ const EVERY: Duration = Duration::from_millis(100);
 /// Events sent live until stopped.
 pub(super) struct Live {
     stop: Arc<AtomicBool>,
-    /// Events accepted, per tenant.
+    /// Events accepted whose local date is in the measured range, per tenant.
     sent: Arc<[AtomicU64]>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Live {
-    /// Sends `per_second` events a second to each tenant of `tenants` (model index and keys)
-    /// through `gateway`, drawn from a model of `config`.
+    /// Sends `per_second` events a second to each tenant of `tenants` (model index, keys and
+    /// time zone) through `gateway`, drawn from a model of `config`, counting those of local
+    /// dates in `range`.
     pub(super) async fn start(
         gateway: &str,
         config: TrafficConfig,
-        tenants: Vec<(usize, TenantKeys)>,
+        tenants: Vec<(usize, TenantKeys, String)>,
         per_second: usize,
+        range: &DateRange,
     ) -> anyhow::Result<Self> {
+        let (first, last): (Date, Date) = (range.start_date.parse()?, range.end_date.parse()?);
+        let zones = tenants
+            .iter()
+            .map(|(_, _, zone)| jiff::tz::TimeZone::get(zone))
+            .collect::<Result<Vec<_>, _>>()?;
         let channel = Channel::from_shared(gateway.to_owned())?.connect().await?;
         let stop = Arc::new(AtomicBool::new(false));
         let sent: Arc<[AtomicU64]> = tenants.iter().map(|_| AtomicU64::new(0)).collect();
@@ -48,8 +56,18 @@ impl Live {
                 while !stop.load(Ordering::Relaxed) {
                     ticks.tick().await;
                     let now = beacon_core::time::now_ms();
-                    for ((index, keys), sent) in tenants.iter().zip(sent.iter()) {
+                    for (((index, keys, _), zone), sent) in
+                        tenants.iter().zip(&zones).zip(sent.iter())
+                    {
                         let events = model.history(*index, per_batch, now - 1_000, now);
+                        let in_range = events
+                            .iter()
+                            .filter_map(crate::traffic::timestamp_ms)
+                            .filter_map(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                            .map(|ts| ts.to_zoned_datetime(zone.clone()).date())
+                            .filter(|date| (first..=last).contains(date))
+                            .count() as u64;
+                        let count = events.len();
                         let request = crate::send::authorized(
                             &keys.ingest_key,
                             SendEventsRequest { events },
@@ -58,7 +76,13 @@ impl Live {
                             .send_events(request)
                             .await?
                             .into_inner();
-                        sent.fetch_add(u64::from(reply.accepted), Ordering::Relaxed);
+                        anyhow::ensure!(
+                            reply.accepted as usize == count,
+                            "{} of {count} live events accepted: {:?}",
+                            reply.accepted,
+                            reply.results.iter().find(|r| !r.error.is_empty())
+                        );
+                        sent.fetch_add(in_range, Ordering::Relaxed);
                     }
                 }
                 Ok(())
@@ -67,7 +91,7 @@ impl Live {
         Ok(Self { stop, sent, task })
     }
 
-    /// Stops sending; the events accepted, per tenant in the order given.
+    /// Stops sending; the events accepted in the range, per tenant in the order given.
     pub(super) async fn stop(self) -> anyhow::Result<Vec<u64>> {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await??;
@@ -77,14 +101,4 @@ impl Live {
             .map(|n| n.load(Ordering::Relaxed))
             .collect())
     }
-}
-
-/// The events (bots included) each tenant of `keys` counts around today.
-pub(super) async fn counts(gateway: &str, keys: &[TenantKeys]) -> anyhow::Result<Vec<u64>> {
-    let channel = Channel::from_shared(gateway.to_owned())?.connect().await?;
-    let mut out = Vec::with_capacity(keys.len());
-    for key in keys {
-        out.push(counted(&channel, &key.read_key).await?);
-    }
-    Ok(out)
 }

@@ -48,11 +48,13 @@ pub(super) fn create() -> anyhow::Result<duckdb::Connection> {
     Ok(raw)
 }
 
-/// Appends `events` of a tenant in `time_zone` to `raw_events`. Blocks.
+/// Appends `events` of a tenant in `time_zone`, sent on the tenant's local date `arrived`, to
+/// `raw_events`. Blocks.
 pub(super) fn append(
     raw: &duckdb::Connection,
     events: &[Event],
     time_zone: &str,
+    arrived: jiff::civil::Date,
 ) -> anyhow::Result<()> {
     let tz = jiff::tz::TimeZone::get(time_zone)?;
     let mut appender = raw.appender("raw_events")?;
@@ -74,7 +76,7 @@ pub(super) fn append(
             event.name,
             page.path,
             source.name,
-            visitor(event),
+            visitor(event, arrived),
             bot
         ])?;
     }
@@ -82,10 +84,11 @@ pub(super) fn append(
     Ok(())
 }
 
-/// The visitor as Beacon tells it apart within one local day of arrival: address and agent.
-fn visitor(event: &Event) -> u64 {
+/// The visitor as Beacon tells it apart: address and agent, on the tenant's local date of
+/// arrival.
+fn visitor(event: &Event, arrived: jiff::civil::Date) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
-    (&event.client_ip, &event.user_agent).hash(&mut hasher);
+    (&event.client_ip, &event.user_agent, arrived).hash(&mut hasher);
     hasher.finish()
 }
 
