@@ -62,7 +62,10 @@ pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
         );
     }
     table.latency(
-        "ingest call latency p99 under the freshness load (100-event gRPC batch)",
+        &format!(
+            "ingest call latency p99 under the freshness load ({:.1} events per gRPC call)",
+            report.events_per_call()
+        ),
         report.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
         "p50 of the same calls",
         report.latency_us.value_at_quantile(0.5) as f64 / 1000.0,

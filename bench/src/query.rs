@@ -311,7 +311,18 @@ async fn settle(ready: &Ready, month: &Month, range: &DateRange) -> anyhow::Resu
     let deadline = Instant::now() + SETTLE_WITHIN;
     let mut quiet: Option<(Instant, answer::Answer)> = None;
     loop {
-        let got = answer::fetch(&channel, &month.keys.read_key, range).await?;
+        let got = match answer::fetch(&channel, &month.keys.read_key, range).await {
+            Ok(got) => got,
+            // A replica further behind its rollup log than `--max-serve-lag` refuses reads
+            // until it catches up, as it may while a month is restated.
+            Err(err) if unavailable(&err) && Instant::now() < deadline => {
+                tracing::warn!(tenant = %month.keys.id, error = %err, "dashboard unavailable while settling; asking again");
+                quiet = None;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
         let counted = got.totals.events as u64 + got.bot_events;
         let open = open_jobs(&admin, &ready.admin_token, &month.keys.id).await?;
         quiet = match quiet {
@@ -332,6 +343,12 @@ async fn settle(ready: &Ready, month: &Month, range: &DateRange) -> anyhow::Resu
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Whether `err` is a gRPC UNAVAILABLE answer.
+fn unavailable(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<tonic::Status>()
+        .is_some_and(|status| status.code() == tonic::Code::Unavailable)
 }
 
 /// Restatements of `tenant` pending or running.
