@@ -412,7 +412,7 @@ fn retryable(code: Code) -> bool {
 }
 
 fn describe(status: &Status) -> String {
-    format!("SendEvents: {:?}: {}", status.code(), status.message())
+    format!("{:?}: {}", status.code(), status.message())
 }
 
 /// Dispatches `jobs` with bounded concurrency and optional pacing, and adds up the outcomes.

@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use beacon_core::meta::Tenant;
+use beacon_core::meta::{GoalKind, Tenant};
 use tokio::sync::OnceCell;
 
 use crate::QueryError;
@@ -65,6 +65,11 @@ impl ResultCache {
             budget: usize::try_from(budget).unwrap_or(usize::MAX),
             kept: Mutex::default(),
         }
+    }
+
+    /// Whether answers are kept at all (a budget above 0).
+    pub fn keeps(&self) -> bool {
+        self.budget > 0
     }
 
     /// The answer `T` to `request` (encoded) for `tenant`, kept while `changes` (the tenant's shard's
@@ -172,7 +177,12 @@ fn tenant_bytes(tenant: &Tenant) -> usize {
     let goals: usize = tenant
         .goals
         .iter()
-        .map(|goal| format!("{goal:?}").len())
+        .map(|goal| {
+            goal.name.len()
+                + match &goal.kind {
+                    GoalKind::EventName(text) | GoalKind::PagePath(text) => text.len(),
+                }
+        })
         .sum();
     tenant.id.len()
         + tenant.name.len()

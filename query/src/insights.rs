@@ -66,19 +66,28 @@ impl Insights {
 
     /// `compute`'s answer to `request`, or the one kept for it while `tenant`'s shard has not
     /// changed.
-    async fn kept<T, Fut>(
+    async fn kept<R, T, Fut>(
         &self,
         tenant: &Tenant,
-        request: Vec<u8>,
-        compute: impl FnOnce() -> Fut,
+        request: R,
+        compute: impl FnOnce(R) -> Fut,
     ) -> Result<T, QueryError>
     where
+        R: prost::Message,
         T: prost::Message + Clone + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<T, QueryError>>,
     {
-        let changes = self.store.changes(&tenant.id);
+        // Encoding the request is only worth it when an answer may be kept.
+        let changes = self
+            .store
+            .changes(&tenant.id)
+            .filter(|_| self.cache.keeps());
+        if changes.is_none() {
+            return compute(request).await;
+        }
+        let encoded = request.encode_to_vec();
         self.cache
-            .get_or_compute(tenant, changes, request, compute)
+            .get_or_compute(tenant, changes, encoded, || compute(request))
             .await
     }
 
@@ -180,10 +189,8 @@ impl Insights {
         tenant: &Tenant,
         req: RunReportRequest,
     ) -> Result<RunReportResponse, QueryError> {
-        self.kept(tenant, prost::Message::encode_to_vec(&req), || {
-            self.report_now(tenant, req)
-        })
-        .await
+        self.kept(tenant, req, |req| self.report_now(tenant, req))
+            .await
     }
 
     async fn report_now(
@@ -202,10 +209,8 @@ impl Insights {
         tenant: &Tenant,
         req: GetAggregateRequest,
     ) -> Result<GetAggregateResponse, QueryError> {
-        self.kept(tenant, prost::Message::encode_to_vec(&req), || {
-            self.aggregate_now(tenant, req)
-        })
-        .await
+        self.kept(tenant, req, |req| self.aggregate_now(tenant, req))
+            .await
     }
 
     async fn aggregate_now(
@@ -232,10 +237,8 @@ impl Insights {
         tenant: &Tenant,
         req: GetTimeseriesRequest,
     ) -> Result<GetTimeseriesResponse, QueryError> {
-        self.kept(tenant, prost::Message::encode_to_vec(&req), || {
-            self.timeseries_now(tenant, req)
-        })
-        .await
+        self.kept(tenant, req, |req| self.timeseries_now(tenant, req))
+            .await
     }
 
     async fn timeseries_now(
@@ -268,10 +271,8 @@ impl Insights {
         tenant: &Tenant,
         req: GetBreakdownRequest,
     ) -> Result<GetBreakdownResponse, QueryError> {
-        self.kept(tenant, prost::Message::encode_to_vec(&req), || {
-            self.breakdown_now(tenant, req)
-        })
-        .await
+        self.kept(tenant, req, |req| self.breakdown_now(tenant, req))
+            .await
     }
 
     async fn breakdown_now(
