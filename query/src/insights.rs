@@ -52,14 +52,15 @@ impl Insights {
         Self {
             store,
             clock: beacon_core::time::now_ms,
-            cache: Arc::new(ResultCache::new(0)),
+            cache: Arc::new(ResultCache::new(0, std::time::Duration::ZERO)),
         }
     }
 
-    /// The same insights keeping up to `bytes` of answers until their tenant's shard changes.
-    pub fn with_cache(self, bytes: u64) -> Self {
+    /// The same insights keeping up to `bytes` of answers until their tenant's shard changes,
+    /// and serving one read at most `stale` ago while its successor is computed.
+    pub fn with_cache(self, bytes: u64, stale: std::time::Duration) -> Self {
         Self {
-            cache: Arc::new(ResultCache::new(bytes)),
+            cache: Arc::new(ResultCache::new(bytes, stale)),
             ..self
         }
     }

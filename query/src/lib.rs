@@ -103,6 +103,7 @@ pub async fn run(
         replica,
         shard_memory = %args.shard_memory,
         result_cache = args.result_cache,
+        result_stale = ?args.result_stale,
         "query role started"
     );
 
@@ -115,7 +116,7 @@ pub async fn run(
     );
     let api = InsightsApi::new(
         Registry::new(backends.tenants.clone()),
-        Insights::new(shared).with_cache(args.result_cache),
+        Insights::new(shared).with_cache(args.result_cache, args.result_stale),
         serving.clone(),
     );
     let routes = tonic::service::Routes::new(InsightsServiceServer::new(api))
