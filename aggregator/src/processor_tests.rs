@@ -174,40 +174,6 @@ fn event_slightly_out_of_order_joins_and_extends_the_start() {
 }
 
 #[test]
-fn an_earlier_event_becomes_the_entry_of_the_events_still_to_come() {
-    let internal = |mut e: LoggedEvent| {
-        e.referrer = "https://acme.test/a".into();
-        e
-    };
-    let mut p = Processor::new();
-    p.process(&internal(pv(1, T0, "/b")), true)
-        .expect("process");
-    p.process(&pv(1, T0 - 2 * MIN, "/a"), true)
-        .expect("process");
-    // Counted so far under the entry as it arrived; the day is dirty, to be restated.
-    assert_eq!(p.take_dirty("acme"), ["2026-03-01"]);
-    p.take_rollups();
-    p.process(&internal(pv(1, T0 + 10 * MIN, "/c")), true)
-        .expect("process");
-    let out = p.take_rollups();
-    let google = total(&out, Dimension::Source, "Google");
-    assert_eq!(
-        (google.pageviews, google.duration_ms),
-        (1, 10 * MIN),
-        "the rest of the visit counts under the source time order gives it"
-    );
-    assert_eq!(total(&out, Dimension::Source, "Direct / None").pageviews, 0);
-    let entry = rows_of(&out, Dimension::EntryPage);
-    assert!(entry.iter().all(|r| r.value == "/a"), "{entry:?}");
-    assert!(
-        entry
-            .iter()
-            .all(|r| (r.duration_ms > 0) == (r.hour_ms == T0 - HOUR)),
-        "the visit's duration in the hour it starts in: {entry:?}"
-    );
-}
-
-#[test]
 fn bots_count_only_as_bot_events() {
     let mut bot = pv(9, T0, "/");
     bot.user_agent =

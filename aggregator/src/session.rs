@@ -135,9 +135,6 @@ impl Sessions {
         match visitors.entry(hit.visitor) {
             Entry::Occupied(occupied) if occupied.get().accepts(hit.ts, watermark_ms) => {
                 let session = occupied.into_mut();
-                if hit.ts < session.start_ms {
-                    enter(&mut self.values, session, start());
-                }
                 let visit = join(session, hit);
                 (visit, Cow::Borrowed(session))
             }
@@ -255,20 +252,6 @@ pub const NO_WATERMARK: i64 = i64::MIN;
 /// A tenant's watermark.
 fn watermark_of(watermarks: &HashMap<String, i64>, tenant: &str) -> i64 {
     watermarks.get(tenant).copied().unwrap_or(NO_WATERMARK)
-}
-
-/// Makes an event earlier than the session's start its entry, as time order would have: the
-/// session takes its dimensions (entry page, source …) and its hour, so that the events still to
-/// come count under them. What was counted under the old entry is wrong until the event's date
-/// is restated (the event marks it dirty), and a restatement's live changes, counted on after
-/// its cut, need the entry time order gives.
-fn enter(values: &mut HashSet<Arc<str>>, session: &mut SessionState, entry: SessionState) {
-    session.dims = entry.dims;
-    for (_, value) in &mut session.dims {
-        *value = intern(values, value);
-    }
-    session.hour_ms = entry.hour_ms;
-    session.local_date = entry.local_date;
 }
 
 fn join(session: &mut SessionState, hit: Hit<'_>) -> Visit {

@@ -1,10 +1,10 @@
-//! Answers kept until their tenant's shard changes: many merchants' browsers ask the same
-//! dashboard again and again (every viewer, every refresh), and between two writes to a shard
-//! its answers cannot change.
+//! Answers kept until their tenant's rows change: many merchants' browsers ask the same
+//! dashboard again and again (every viewer, every refresh), and between two writes of a
+//! tenant's rows its answers cannot change.
 //!
-//! Invariant: an answer is served as current only while the count of writes to its tenant's
-//! shard ([`ShardStore::changes`](crate::shard::ShardStore::changes)) is the one read before it
-//! was computed, and only for the same tenant settings (time zone, goals, currency) and the same
+//! Invariant: an answer is served as current only while the count of writes that may change
+//! its tenant's rows ([`ShardStore::changes`](crate::shard::ShardStore::changes)) is the one
+//! read before it was computed, and only for the same tenant settings (time zone, goals, currency) and the same
 //! request bytes. The count is read before computing and bumped after each write ends, so a
 //! kept answer is never older than the rows it is served for.
 //!

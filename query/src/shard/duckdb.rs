@@ -15,7 +15,7 @@ use jiff::civil::Date;
 use super::cell::{
     Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour, append_recent_row,
 };
-use super::open::{OpenShards, Shard};
+use super::open::{OpenShards, Shard, Touched};
 use super::schema;
 use super::{
     Answer, Applied, Covered, EventPosition, Recent, RecentQuery, RollupMessage, ScanQuery,
@@ -68,7 +68,7 @@ impl DuckShardStore {
                 return Ok(0);
             };
             shard
-                .with_writer(|conn| {
+                .with_writer(Touched::Tenants(&[&tenant]), |conn| {
                     conn.prepare_cached(schema::EXPIRE_EVENTS)?
                         .execute(params![tenant, before.to_string()])
                 })
@@ -139,7 +139,10 @@ impl DuckShardStore {
 #[async_trait]
 impl ShardStore for DuckShardStore {
     fn changes(&self, tenant_id: &str) -> Option<u64> {
-        Some(self.shards.writes(partition_of(tenant_id, self.partitions)))
+        Some(
+            self.shards
+                .writes(partition_of(tenant_id, self.partitions), tenant_id),
+        )
     }
 
     fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, QueryError> {
@@ -180,7 +183,7 @@ impl ShardStore for DuckShardStore {
                 covered: None,
             };
             shard
-                .with_writer(|conn| {
+                .with_writer(Touched::Tenants(&[&tenant]), |conn| {
                     let tx = conn.transaction()?;
                     let mut parts = Parts::new(&tx);
                     for part in &message.tenants {
@@ -258,7 +261,7 @@ impl ShardStore for DuckShardStore {
                 )));
             };
             shard
-                .with_writer(|conn| match watermark {
+                .with_writer(Touched::All, |conn| match watermark {
                     Some(seq) => conn.execute(
                         schema::MOVE_TO_LOG,
                         duckdb::params![partition, seq, identity],
@@ -358,8 +361,15 @@ fn apply(
         messages.first().map_or(0, |m| m.seq),
         messages.last().map_or(0, |m| m.seq),
     );
+    let tenants: Vec<&str> = messages
+        .iter()
+        .flat_map(|m| &m.tenants)
+        .map(|part| part.tenant_id())
+        .collect();
     let (applied, rows) = shard
-        .with_writer(|conn| apply_tx(conn, partition, messages))
+        .with_writer(Touched::Tenants(&tenants), |conn| {
+            apply_tx(conn, partition, messages)
+        })
         .map_err(|err| {
             QueryError::shard(
                 &shard.name,
@@ -379,7 +389,7 @@ fn apply(
 fn fold(shard: &Shard) -> Result<(), QueryError> {
     shard.reset_appended();
     shard
-        .with_writer(compact::fold)
+        .with_writer(Touched::All, compact::fold)
         .map_err(|err| QueryError::shard(&shard.name, "folding deltas", err))?;
     tracing::debug!(shard = %shard.name, "shard folded");
     Ok(())

@@ -358,8 +358,9 @@ pub trait ShardStore: Send + Sync + 'static {
     async fn versions(&self, partition: u32) -> Result<Vec<TenantVersion>, QueryError>;
 
     /// A count that changes whenever the rows `tenant_id`'s answers are read from may have
-    /// changed (every write to its shard), so that an answer can be kept until it does; `None`
-    /// when the store cannot tell, and then no answer is kept. Must not block.
+    /// changed (every write of its rows, and every write of the whole shard), so that an answer
+    /// can be kept until it does; `None` when the store cannot tell, and then no answer is kept.
+    /// Must not block.
     fn changes(&self, tenant_id: &str) -> Option<u64> {
         let _ = tenant_id;
         None

@@ -35,7 +35,56 @@ pub(crate) struct Shard {
     freed: Condvar,
     appended: AtomicU64,
     /// Writes done on this partition's shard since the process started (kept across reopens).
-    writes: Arc<AtomicU64>,
+    writes: Arc<Mutex<Writes>>,
+}
+
+/// Whose rows a write may change.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Touched<'a> {
+    /// Any tenant's.
+    All,
+    /// These tenants' only.
+    Tenants(&'a [&'a str]),
+}
+
+/// The writes of one partition's shard, numbered, and the last one that may have changed each
+/// tenant's rows.
+#[derive(Debug, Default)]
+pub(crate) struct Writes {
+    /// Writes so far.
+    done: u64,
+    /// The last write that may have changed every tenant's rows.
+    all: u64,
+    /// The last write that changed each tenant's rows, where later than `all`.
+    tenants: HashMap<String, u64>,
+}
+
+impl Writes {
+    /// Counts a write of `touched`.
+    fn count(&mut self, touched: Touched<'_>) {
+        self.done += 1;
+        match touched {
+            Touched::All => {
+                self.all = self.done;
+                self.tenants.clear();
+            }
+            Touched::Tenants(tenants) => {
+                for tenant in tenants {
+                    match self.tenants.get_mut(*tenant) {
+                        Some(last) => *last = self.done,
+                        None => {
+                            self.tenants.insert((*tenant).to_owned(), self.done);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The number of the last write that may have changed `tenant`'s rows.
+    fn of(&self, tenant: &str) -> u64 {
+        self.tenants.get(tenant).copied().unwrap_or(self.all)
+    }
 }
 
 /// A running read; frees its place when dropped.
@@ -49,7 +98,7 @@ impl Drop for ReadPermit<'_> {
 }
 
 impl Shard {
-    fn open(path: PathBuf, memory: &str, writes: Arc<AtomicU64>) -> duckdb::Result<Self> {
+    fn open(path: PathBuf, memory: &str, writes: Arc<Mutex<Writes>>) -> duckdb::Result<Self> {
         let config = Config::default()
             .threads(SHARD_THREADS)?
             .max_memory(memory)?;
@@ -78,14 +127,16 @@ impl Shard {
         self.appended.store(0, Ordering::Relaxed);
     }
 
-    /// Runs `f` with the shard's only write connection, and counts the write once it is over
-    /// (committed or not): a read that sees the count from before may have read either side.
+    /// Runs `f` with the shard's only write connection, and counts the write of `touched`'s
+    /// rows once it is over (committed or not): a read that sees the count from before may have
+    /// read either side.
     pub(crate) fn with_writer<T, E>(
         &self,
+        touched: Touched<'_>,
         f: impl FnOnce(&mut Connection) -> Result<T, E>,
     ) -> Result<T, E> {
         let out = f(&mut lock(&self.write));
-        self.writes.fetch_add(1, Ordering::Release);
+        lock(&self.writes).count(touched);
         out
     }
 
@@ -130,7 +181,7 @@ pub(crate) struct OpenShards {
     memory: String,
     open: Mutex<HashMap<u32, Arc<Shard>>>,
     /// Per partition, the writes counted by its shard.
-    writes: Mutex<HashMap<u32, Arc<AtomicU64>>>,
+    writes: Mutex<HashMap<u32, Arc<Mutex<Writes>>>>,
 }
 
 impl OpenShards {
@@ -167,18 +218,38 @@ impl OpenShards {
         Ok(Some(shard))
     }
 
-    /// Writes done on `partition`'s shard so far: an answer read from the shard stays true
-    /// while this count stays the same. Never blocks on DuckDB.
-    pub(crate) fn writes(&self, partition: u32) -> u64 {
-        self.writes_of(partition).load(Ordering::Acquire)
+    /// The number of the last write to `partition`'s shard that may have changed `tenant`'s
+    /// rows: an answer read from them stays true while it stays the same. Never blocks on
+    /// DuckDB.
+    pub(crate) fn writes(&self, partition: u32, tenant: &str) -> u64 {
+        lock(&self.writes_of(partition)).of(tenant)
     }
 
-    fn writes_of(&self, partition: u32) -> Arc<AtomicU64> {
+    fn writes_of(&self, partition: u32) -> Arc<Mutex<Writes>> {
         lock(&self.writes).entry(partition).or_default().clone()
     }
 
     /// Closes every shard (checkpointing it) once no one else holds it.
     pub(crate) fn close(&self) {
         lock(&self.open).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_changes_the_count_of_the_tenants_it_touched_only() {
+        let mut writes = Writes::default();
+        assert_eq!((writes.of("a"), writes.of("b")), (0, 0));
+        writes.count(Touched::Tenants(&["a"]));
+        assert_eq!((writes.of("a"), writes.of("b")), (1, 0));
+        writes.count(Touched::Tenants(&["b", "c"]));
+        assert_eq!((writes.of("a"), writes.of("b"), writes.of("c")), (1, 2, 2));
+        writes.count(Touched::All);
+        assert_eq!((writes.of("a"), writes.of("b"), writes.of("z")), (3, 3, 3));
+        writes.count(Touched::Tenants(&["a"]));
+        assert_eq!((writes.of("a"), writes.of("b")), (4, 3));
     }
 }
