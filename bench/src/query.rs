@@ -234,7 +234,7 @@ fn dashboard_env(cache: Cache) -> Vec<(&'static str, String)> {
 /// Whether the query role keeps answers until their shard changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cache {
-    /// `--result-cache` and `--result-stale` (5s) at their defaults.
+    /// `--result-cache` at its default.
     On,
     /// `--result-cache 0`: every answer computed.
     Off,
@@ -382,10 +382,8 @@ async fn measure(
     table: &mut Table,
 ) -> anyhow::Result<()> {
     let cache = match cache {
-        Cache::On => {
-            "answers kept; while one is recomputed, the one before it (at most 5 s old) served"
-        }
-        Cache::Off => "result cache off: every answer computed",
+        Cache::On => "result cache on",
+        Cache::Off => "result cache off",
     };
     let cache = format!("{cache}, {LIVE_PER_SECOND} live events/s arriving");
     for (clients, [exact, approx]) in baselines {

@@ -20,7 +20,7 @@ pub struct QueryArgs {
         default_value = "256MB"
     )]
     pub shard_memory: String,
-    /// Bytes of answers each replica keeps until their tenant's shard changes ("64MiB"): the
+    /// Bytes of answers each replica keeps until their tenant's rows change ("64MiB"): the
     /// same dashboard asked again between two writes is not computed again. "0" keeps none.
     #[arg(
         long = "result-cache",
@@ -29,16 +29,6 @@ pub struct QueryArgs {
         value_parser = beacon_core::backends::parse_bytes
     )]
     pub result_cache: u64,
-    /// How old a kept answer may be and still be served while its successor is computed
-    /// ("5s"): callers asking at once with a computation under way get it instead of waiting.
-    /// A caller alone always gets a current answer. "0s" makes every caller wait.
-    #[arg(
-        long = "result-stale",
-        env = "BEACON_RESULT_STALE",
-        default_value = "5s",
-        value_parser = beacon_core::time::parse_duration
-    )]
-    pub result_stale: std::time::Duration,
     /// Partitions whose rollups this instance applies (comma-separated); all when empty.
     #[arg(
         id = "query_partitions",
@@ -119,7 +109,6 @@ mod tests {
             listen: ([127, 0, 0, 1], 0).into(),
             shard_memory: "64MB".into(),
             result_cache: 0,
-            result_stale: std::time::Duration::ZERO,
             own_partitions: own,
             max_serve_lag: std::time::Duration::from_secs(15),
             replica_id: None,

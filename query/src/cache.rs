@@ -2,26 +2,18 @@
 //! dashboard again and again (every viewer, every refresh), and between two writes of a
 //! tenant's rows its answers cannot change.
 //!
-//! Invariant: an answer is served as current only while the count of writes that may change
-//! its tenant's rows ([`ShardStore::changes`](crate::shard::ShardStore::changes)) is the one
-//! read before it was computed, and only for the same tenant settings (time zone, goals, currency) and the same
+//! Invariant: an answer is served only while the count of writes that may change its tenant's
+//! rows ([`ShardStore::changes`](crate::shard::ShardStore::changes)) is the one read before it
+//! was computed, and only for the same tenant settings (time zone, goals, currency) and the same
 //! request bytes. The count is read before computing and bumped after each write ends, so a
 //! kept answer is never older than the rows it is served for.
 //!
-//! Invariant: an older answer is served only to callers that ask while its successor is being
-//! computed, and only if its count was read at most the cache's staleness (`--result-stale`)
-//! ago: it lacks no write older than that. A caller alone always gets a current answer, so
-//! reading after writing sees the writes.
-//!
-//! Callers that ask the same question at once share one computation; while it runs, the others
-//! get the answer before it, if it is recent enough (a busy merchant's dashboard under live
-//! traffic changes every second, and would otherwise make every viewer wait for every write).
+//! Callers that ask the same question at once share one computation.
 
 use std::any::{Any, TypeId};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use beacon_core::meta::{GoalKind, Tenant};
 use tokio::sync::OnceCell;
@@ -46,62 +38,9 @@ const ENTRY_OVERHEAD: usize = 128;
 /// One answer, or the computation of it.
 struct Entry {
     changes: u64,
-    /// When `changes` was read, about.
-    read_at: Instant,
     tenant: Tenant,
-    /// Bytes counted for the key and tenant record.
-    base_bytes: usize,
-    /// Encoded size of the answer in `cell`, once computed.
-    answer_bytes: usize,
-    cell: Arc<OnceCell<Value>>,
-    /// Alive while some caller computes `cell` or waits for it.
-    busy: Weak<()>,
-    /// The answer of an earlier count: served while `cell` is computed, and dropped when it is.
-    previous: Option<Answer>,
-}
-
-/// A computed answer, when its count was read, and its encoded size.
-#[derive(Clone)]
-struct Answer {
-    value: Value,
-    read_at: Instant,
     bytes: usize,
-}
-
-impl Entry {
-    /// Bytes counted against the budget.
-    fn bytes(&self) -> usize {
-        self.base_bytes + self.answer_bytes + self.previous.as_ref().map_or(0, |a| a.bytes)
-    }
-
-    /// Its answer, once computed.
-    fn answer(&self) -> Option<Answer> {
-        Some(Answer {
-            value: self.cell.get()?.clone(),
-            read_at: self.read_at,
-            bytes: self.answer_bytes,
-        })
-    }
-
-    /// The earlier answer to serve instead of waiting: while a computation runs, and if its
-    /// count was read within `stale`.
-    fn stand_in(&self, stale: Duration) -> Option<Value> {
-        if self.cell.initialized() || self.busy.strong_count() == 0 {
-            return None;
-        }
-        let previous = self.previous.as_ref()?;
-        (previous.read_at.elapsed() < stale).then(|| previous.value.clone())
-    }
-}
-
-/// Where a caller gets its answer.
-enum Route {
-    /// From the cell, holding the token while it computes or waits.
-    Cell(Arc<OnceCell<Value>>, Arc<()>),
-    /// An earlier answer, recent enough.
-    StandIn(Value),
-    /// Computed without keeping it: a newer answer is kept already.
-    Bypass,
+    cell: Arc<OnceCell<Value>>,
 }
 
 #[derive(Default)]
@@ -116,17 +55,14 @@ struct Kept {
 /// record (the memory held is larger, by the decoded answers' allocations).
 pub struct ResultCache {
     budget: usize,
-    stale: Duration,
     kept: Mutex<Kept>,
 }
 
 impl ResultCache {
-    /// A cache of at most `budget` bytes of encoded answers (0 keeps nothing), serving an earlier
-    /// answer read at most `stale` ago while its successor is computed.
-    pub fn new(budget: u64, stale: Duration) -> Self {
+    /// A cache of at most `budget` bytes of encoded answers; 0 keeps nothing.
+    pub fn new(budget: u64) -> Self {
         Self {
             budget: usize::try_from(budget).unwrap_or(usize::MAX),
-            stale,
             kept: Mutex::default(),
         }
     }
@@ -136,10 +72,9 @@ impl ResultCache {
         self.budget > 0
     }
 
-    /// The answer `T` to `request` (encoded) for `tenant`, kept while `changes` (the tenant's
-    /// shard's count of writes, read before this call) stays the same; computed by `compute`
-    /// otherwise, or while another caller computes it, the answer before it (see the module's
-    /// invariants). Errors are never kept.
+    /// The answer `T` to `request` (encoded) for `tenant`, kept while `changes` (the count of
+    /// writes of the tenant's rows, read before this call) stays the same; computed by
+    /// `compute` otherwise. Errors are never kept.
     pub async fn get_or_compute<T, F, Fut>(
         &self,
         tenant: &Tenant,
@@ -160,18 +95,17 @@ impl ResultCache {
             answer: TypeId::of::<T>(),
             request,
         };
-        let value = match self.route(&key, tenant, changes) {
-            Route::Bypass => return compute().await,
-            Route::StandIn(value) => value,
-            Route::Cell(cell, _busy) => cell
-                .get_or_try_init(|| async {
-                    let answer = compute().await?;
-                    self.account(&key, &cell, answer.encoded_len());
-                    Ok::<Value, QueryError>(Arc::new(answer))
-                })
-                .await?
-                .clone(),
+        let Some(cell) = self.cell(&key, tenant, changes) else {
+            // A newer answer is kept already: this caller read the count before a write.
+            return compute().await;
         };
+        let value = cell
+            .get_or_try_init(|| async {
+                let answer = compute().await?;
+                self.account(&key, &cell, answer.encoded_len());
+                Ok::<Value, QueryError>(Arc::new(answer))
+            })
+            .await?;
         // The key holds the answer's type: another type is never kept under it.
         value.downcast_ref::<T>().cloned().ok_or_else(|| {
             QueryError::Core(beacon_core::Error::Corrupt(format!(
@@ -181,56 +115,37 @@ impl ResultCache {
         })
     }
 
-    /// Where the caller of `key` at `changes` gets its answer: the kept cell, an earlier answer
-    /// while another caller computes, or a cell made anew (counted at once, so that entries
-    /// whose computation fails or is abandoned count too) when missing, older or of other
-    /// tenant settings; nowhere when the kept one is newer.
-    fn route(&self, key: &Key, tenant: &Tenant, changes: u64) -> Route {
+    /// The cell of `key` at `changes`: the kept one, or one made anew (counted at once, so that
+    /// entries whose computation fails or is abandoned count too) when missing, older or of
+    /// other tenant settings; `None` when the kept one is newer.
+    fn cell(&self, key: &Key, tenant: &Tenant, changes: u64) -> Option<Arc<OnceCell<Value>>> {
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut previous = None;
-        if let Some(entry) = kept.entries.get_mut(key).filter(|e| e.tenant == *tenant) {
+        if let Some(entry) = kept.entries.get(key) {
+            if entry.changes == changes && entry.tenant == *tenant {
+                return Some(entry.cell.clone());
+            }
             if entry.changes > changes {
-                return Route::Bypass;
+                return None;
             }
-            // One computation at a time: a newer count waits for the running one to end.
-            if let Some(value) = entry.stand_in(self.stale) {
-                return Route::StandIn(value);
-            }
-            if entry.changes == changes {
-                let busy = Arc::new(());
-                if entry.busy.strong_count() == 0 {
-                    entry.busy = Arc::downgrade(&busy);
-                }
-                return Route::Cell(entry.cell.clone(), busy);
-            }
-            previous = entry.answer().or_else(|| entry.previous.clone());
         }
-        let busy = Arc::new(());
         let cell = Arc::new(OnceCell::new());
+        let bytes = ENTRY_OVERHEAD + key.tenant.len() + key.request.len() + tenant_bytes(tenant);
         let entry = Entry {
             changes,
-            read_at: Instant::now(),
             tenant: tenant.clone(),
-            base_bytes: ENTRY_OVERHEAD
-                + key.tenant.len()
-                + key.request.len()
-                + tenant_bytes(tenant),
-            answer_bytes: 0,
+            bytes,
             cell: cell.clone(),
-            busy: Arc::downgrade(&busy),
-            previous,
         };
-        kept.bytes += entry.bytes();
         match kept.entries.insert(key.clone(), entry) {
-            Some(old) => kept.bytes -= old.bytes(),
+            Some(old) => kept.bytes -= old.bytes,
             None => kept.order.push_back(key.clone()),
         }
+        kept.bytes += bytes;
         self.evict(&mut kept);
-        Route::Cell(cell, busy)
+        Some(cell)
     }
 
-    /// Counts the answer just computed into `cell` for its entry, if it is still kept, and drops
-    /// the earlier answer it replaces.
+    /// Adds the size of the answer just computed into `cell` to its entry, if it is still kept.
     fn account(&self, key: &Key, cell: &Arc<OnceCell<Value>>, answer_bytes: usize) {
         let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(entry) = kept.entries.get_mut(key) else {
@@ -239,11 +154,8 @@ impl ResultCache {
         if !Arc::ptr_eq(&entry.cell, cell) {
             return;
         }
-        let before = entry.bytes();
-        entry.answer_bytes = answer_bytes;
-        entry.previous = None;
-        let after = entry.bytes();
-        kept.bytes = kept.bytes - before + after;
+        entry.bytes += answer_bytes;
+        kept.bytes += answer_bytes;
         self.evict(&mut kept);
     }
 
@@ -254,7 +166,7 @@ impl ResultCache {
                 break;
             };
             if let Some(entry) = kept.entries.remove(&oldest) {
-                kept.bytes -= entry.bytes();
+                kept.bytes -= entry.bytes;
             }
         }
     }
@@ -290,8 +202,6 @@ mod tests {
 
     use super::*;
 
-    const STALE: Duration = Duration::from_secs(60);
-
     fn tenant() -> Tenant {
         Tenant {
             id: "shop".into(),
@@ -322,7 +232,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_is_kept_until_the_shard_or_the_tenant_changes() {
-        let cache = ResultCache::new(1 << 20, STALE);
+        let cache = ResultCache::new(1 << 20);
         let computed = AtomicUsize::new(0);
         let shop = tenant();
         assert_eq!(ask(&cache, &shop, 7, &computed).await, 0);
@@ -346,7 +256,7 @@ mod tests {
 
     #[tokio::test]
     async fn callers_asking_at_once_share_one_computation() {
-        let cache = ResultCache::new(1 << 20, STALE);
+        let cache = ResultCache::new(1 << 20);
         let computed = AtomicUsize::new(0);
         let shop = tenant();
         let answers =
@@ -359,12 +269,12 @@ mod tests {
     async fn nothing_is_kept_without_a_budget_or_a_count_and_errors_never() {
         let computed = AtomicUsize::new(0);
         let shop = tenant();
-        let off = ResultCache::new(0, STALE);
+        let off = ResultCache::new(0);
         ask(&off, &shop, 1, &computed).await;
         ask(&off, &shop, 1, &computed).await;
         assert_eq!(computed.load(Ordering::SeqCst), 2);
 
-        let cache = ResultCache::new(1 << 20, STALE);
+        let cache = ResultCache::new(1 << 20);
         let request = GetAggregateRequest::default();
         let failed: Result<GetAggregateResponse, _> = cache
             .get_or_compute(&shop, Some(1), request.encode_to_vec(), || async {
@@ -381,7 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_with_an_older_count_leaves_the_newer_answer_kept() {
-        let cache = ResultCache::new(1 << 20, STALE);
+        let cache = ResultCache::new(1 << 20);
         let computed = AtomicUsize::new(0);
         let shop = tenant();
         assert_eq!(ask(&cache, &shop, 9, &computed).await, 0);
@@ -399,7 +309,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_requests_count_against_the_budget() {
-        let cache = ResultCache::new(ENTRY_OVERHEAD as u64 * 10, STALE);
+        let cache = ResultCache::new(ENTRY_OVERHEAD as u64 * 10);
         let shop = tenant();
         for n in 0..1000u32 {
             let request = GetAggregateRequest {
@@ -425,7 +335,7 @@ mod tests {
     #[tokio::test]
     async fn the_oldest_answers_go_when_over_budget() {
         // Room for one answer: the second pushes the first out.
-        let cache = ResultCache::new(ENTRY_OVERHEAD as u64 + 64, STALE);
+        let cache = ResultCache::new(ENTRY_OVERHEAD as u64 + 64);
         let computed = AtomicUsize::new(0);
         let (a, b) = (
             tenant(),
@@ -438,98 +348,5 @@ mod tests {
         ask(&cache, &b, 1, &computed).await;
         ask(&cache, &a, 1, &computed).await;
         assert_eq!(computed.load(Ordering::SeqCst), 3);
-    }
-
-    /// Asks at `changes` with a computation that answers `n` once `go` is notified.
-    async fn ask_held(cache: &ResultCache, changes: u64, n: u64, go: &tokio::sync::Notify) -> u64 {
-        let request = GetAggregateRequest::default();
-        cache
-            .get_or_compute(
-                &tenant(),
-                Some(changes),
-                request.encode_to_vec(),
-                || async {
-                    go.notified().await;
-                    Ok(GetAggregateResponse {
-                        bot_events: n,
-                        ..Default::default()
-                    })
-                },
-            )
-            .await
-            .map(|answer| answer.bot_events)
-            .unwrap_or(u64::MAX)
-    }
-
-    #[tokio::test]
-    async fn while_one_caller_computes_the_others_get_the_answer_before() {
-        let cache = ResultCache::new(1 << 20, STALE);
-        let computed = AtomicUsize::new(0);
-        assert_eq!(ask(&cache, &tenant(), 1, &computed).await, 0);
-        let go = tokio::sync::Notify::new();
-        let computing = ask_held(&cache, 2, 7, &go);
-        tokio::pin!(computing);
-        assert!(
-            futures::poll!(computing.as_mut()).is_pending(),
-            "computing the answer at 2"
-        );
-        assert_eq!(
-            ask(&cache, &tenant(), 2, &computed).await,
-            0,
-            "the answer at 1 meanwhile"
-        );
-        assert_eq!(
-            ask(&cache, &tenant(), 3, &computed).await,
-            0,
-            "a newer count waits for the running computation too"
-        );
-        go.notify_one();
-        assert_eq!(computing.await, 7);
-        assert_eq!(ask(&cache, &tenant(), 2, &computed).await, 7, "kept");
-        assert_eq!(
-            ask(&cache, &tenant(), 3, &computed).await,
-            1,
-            "alone, a caller gets the current answer"
-        );
-        assert_eq!(computed.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn an_answer_older_than_the_staleness_is_not_served() {
-        let cache = ResultCache::new(1 << 20, Duration::ZERO);
-        let computed = AtomicUsize::new(0);
-        assert_eq!(ask(&cache, &tenant(), 1, &computed).await, 0);
-        let go = tokio::sync::Notify::new();
-        let computing = ask_held(&cache, 2, 7, &go);
-        tokio::pin!(computing);
-        assert!(futures::poll!(computing.as_mut()).is_pending());
-        let shop = tenant();
-        let waiting = ask(&cache, &shop, 2, &computed);
-        tokio::pin!(waiting);
-        assert!(
-            futures::poll!(waiting.as_mut()).is_pending(),
-            "waits for the computation"
-        );
-        go.notify_one();
-        assert_eq!(computing.await, 7);
-        assert_eq!(waiting.await, 7);
-    }
-
-    #[tokio::test]
-    async fn an_abandoned_computation_leaves_the_next_caller_to_compute() {
-        let cache = ResultCache::new(1 << 20, STALE);
-        let computed = AtomicUsize::new(0);
-        assert_eq!(ask(&cache, &tenant(), 1, &computed).await, 0);
-        let go = tokio::sync::Notify::new();
-        {
-            let abandoned = ask_held(&cache, 2, 7, &go);
-            tokio::pin!(abandoned);
-            assert!(futures::poll!(abandoned.as_mut()).is_pending());
-        }
-        assert_eq!(
-            ask(&cache, &tenant(), 2, &computed).await,
-            1,
-            "computed, not the answer at 1"
-        );
     }
 }

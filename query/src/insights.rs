@@ -33,7 +33,7 @@ pub struct Insights {
     store: Arc<dyn ShardStore>,
     /// The time now, Unix milliseconds (the realtime view's "now").
     clock: fn() -> i64,
-    /// Answers kept until their shard changes (none by default).
+    /// Answers kept until their tenant's rows change (none by default).
     cache: Arc<ResultCache>,
 }
 
@@ -52,15 +52,14 @@ impl Insights {
         Self {
             store,
             clock: beacon_core::time::now_ms,
-            cache: Arc::new(ResultCache::new(0, std::time::Duration::ZERO)),
+            cache: Arc::new(ResultCache::new(0)),
         }
     }
 
-    /// The same insights keeping up to `bytes` of answers until their tenant's shard changes,
-    /// and serving one read at most `stale` ago while its successor is computed.
-    pub fn with_cache(self, bytes: u64, stale: std::time::Duration) -> Self {
+    /// The same insights keeping up to `bytes` of answers until their tenant's rows change.
+    pub fn with_cache(self, bytes: u64) -> Self {
         Self {
-            cache: Arc::new(ResultCache::new(bytes, stale)),
+            cache: Arc::new(ResultCache::new(bytes)),
             ..self
         }
     }

@@ -103,7 +103,6 @@ pub async fn run(
         replica,
         shard_memory = %args.shard_memory,
         result_cache = args.result_cache,
-        result_stale = ?args.result_stale,
         "query role started"
     );
 
@@ -116,7 +115,7 @@ pub async fn run(
     );
     let api = InsightsApi::new(
         Registry::new(backends.tenants.clone()),
-        Insights::new(shared).with_cache(args.result_cache, args.result_stale),
+        Insights::new(shared).with_cache(args.result_cache),
         serving.clone(),
     );
     let routes = tonic::service::Routes::new(InsightsServiceServer::new(api))

@@ -84,7 +84,6 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
         listen: addr,
         shard_memory: "64MB".into(),
         result_cache: 64 << 20,
-        result_stale: Duration::from_secs(5),
         own_partitions: vec![partition],
         max_serve_lag: Duration::from_secs(15),
         replica_id: None,
