@@ -157,6 +157,23 @@ impl NatsRawStore {
         Ok(events.into_iter().map(|(event, _)| event).collect())
     }
 
+    /// Messages of `subject` stored after stream sequence `after`.
+    async fn pending_after(&self, subject: &str, after: u64) -> Result<u64> {
+        let config = OrderedConfig {
+            filter_subject: subject.to_owned(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
+            ..Default::default()
+        };
+        let consumer = self.stream.create_consumer(config).await.map_err(|err| {
+            Error::Unavailable(format!(
+                "counting {subject} after {after} in {STREAM}: {err}"
+            ))
+        })?;
+        Ok(consumer.cached_info().num_pending)
+    }
+
     /// Every stored copy of `tenant`'s events on `day` with its stream sequence, in stream
     /// order.
     async fn read_all(&self, tenant: &str, day: i64) -> Result<Vec<(RawEvent, u64)>> {
@@ -178,11 +195,22 @@ impl NatsRawStore {
             return Ok(Vec::new());
         }
         let mut messages = consumer.messages().await.map_err(|err| failed(&err))?;
-        let mut events = Vec::new();
+        let mut events: Vec<(RawEvent, u64)> = Vec::new();
         loop {
-            let next = tokio::time::timeout(READ_TIMEOUT, messages.next())
-                .await
-                .map_err(|_| failed(&"no message within 10 s"))?;
+            let Ok(next) = tokio::time::timeout(READ_TIMEOUT, messages.next()).await else {
+                // The messages still pending when the read began may have been deleted since
+                // (retention, deletion jobs): done if none is left after the last one read.
+                let after = events.last().map_or(0, |(_, seq)| *seq);
+                if self
+                    .pending_after(&subject, after)
+                    .await
+                    .map_err(|err| failed(&err))?
+                    == 0
+                {
+                    break;
+                }
+                return Err(failed(&"no message within 10 s"));
+            };
             let Some(message) = next else { break };
             let message = message.map_err(|err| failed(&err))?;
             let info = message.info().map_err(|err| failed(&err))?;
