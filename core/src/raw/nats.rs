@@ -43,6 +43,9 @@ const DAY_MS: i64 = 86_400_000;
 const IN_FLIGHT: usize = 64;
 /// Longest wait for the next message of a day being read.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Silence after which a read checks whether anything is left to deliver: messages pending
+/// when it began may have been deleted since (retention, deletion jobs).
+const SILENCE: Duration = Duration::from_secs(1);
 /// Bytes in front of the event id in a stored message: time, origin seq and index, id length.
 const HEADER: usize = 8 + 8 + 4 + 2;
 
@@ -196,21 +199,20 @@ impl NatsRawStore {
         }
         let mut messages = consumer.messages().await.map_err(|err| failed(&err))?;
         let mut events: Vec<(RawEvent, u64)> = Vec::new();
+        let mut silent = Duration::ZERO;
         loop {
-            let Ok(next) = tokio::time::timeout(READ_TIMEOUT, messages.next()).await else {
-                // The messages still pending when the read began may have been deleted since
-                // (retention, deletion jobs): done if none is left after the last one read.
+            let Ok(next) = tokio::time::timeout(SILENCE, messages.next()).await else {
                 let after = events.last().map_or(0, |(_, seq)| *seq);
-                if self
-                    .pending_after(&subject, after)
-                    .await
-                    .map_err(|err| failed(&err))?
-                    == 0
-                {
+                if self.pending_after(&subject, after).await? == 0 {
                     break;
                 }
-                return Err(failed(&"no message within 10 s"));
+                silent += SILENCE;
+                if silent >= READ_TIMEOUT {
+                    return Err(failed(&"no message within 10 s"));
+                }
+                continue;
             };
+            silent = Duration::ZERO;
             let Some(message) = next else { break };
             let message = message.map_err(|err| failed(&err))?;
             let info = message.info().map_err(|err| failed(&err))?;
