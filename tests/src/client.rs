@@ -39,6 +39,32 @@ pub struct Counts {
     pub duration_ms: u64,
 }
 
+impl Counts {
+    /// Whether these numbers, read from Beacon, agree with an oracle's `exact` ones: every
+    /// count equal, and the visitors equal or one short. Beacon counts visitors with HLL sketches
+    /// that keep each visitor's 32-bit coupon below about 1,500 visitors, so two visitors can
+    /// share one (about 5 in 10,000 for a day of 400 visitors, with salts fresh in every run);
+    /// a second shared coupon in one day is a few in ten million.
+    pub fn agrees_with(&self, exact: &Counts) -> bool {
+        let visitors_agree = self.visitors <= exact.visitors && self.visitors + 1 >= exact.visitors;
+        visitors_agree
+            && Counts {
+                visitors: exact.visitors,
+                ..*self
+            } == *exact
+    }
+}
+
+/// Whether every row of `seen` [agrees](Counts::agrees_with) with the row of the same key in
+/// `exact`, and both have the same keys.
+pub fn all_agree<K: Ord>(seen: &BTreeMap<K, Counts>, exact: &BTreeMap<K, Counts>) -> bool {
+    seen.len() == exact.len()
+        && seen
+            .iter()
+            .zip(exact)
+            .all(|((k, s), (l, e))| k == l && s.agrees_with(e))
+}
+
 /// The metrics [`Counts`] are derived from.
 pub const METRICS: [Metric; 6] = [
     Metric::Visitors,
@@ -470,5 +496,33 @@ impl Client {
         let headers = response.headers().clone();
         let body = response.bytes().await.context("reading body")?.to_vec();
         Ok((headers, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visitors_may_be_one_short_and_nothing_else_may_differ() {
+        let exact = Counts {
+            visitors: 428,
+            visits: 843,
+            pageviews: 2297,
+            events: 2961,
+            bounces: 133,
+            duration_ms: 349_375_959,
+        };
+        let with = |f: fn(&mut Counts)| {
+            let mut c = exact;
+            f(&mut c);
+            c
+        };
+        assert!(exact.agrees_with(&exact));
+        assert!(with(|c| c.visitors -= 1).agrees_with(&exact));
+        assert!(!with(|c| c.visitors -= 2).agrees_with(&exact));
+        assert!(!with(|c| c.visitors += 1).agrees_with(&exact));
+        assert!(!with(|c| c.events += 1).agrees_with(&exact));
+        assert!(!with(|c| c.duration_ms -= 1).agrees_with(&exact));
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use beacon_proto::ingest::v1::{Event, EventResult, EventStatus};
 
-use crate::client::{Client, Counts};
+use crate::client::{Client, Counts, all_agree};
 use crate::traffic::Traffic;
 
 /// Batch size used by [`send_all`].
@@ -163,7 +163,7 @@ pub async fn wait_exact(
                 .into_iter()
                 .filter(|(_, c)| *c != Counts::default())
                 .collect();
-            if seen == traffic.expected {
+            if all_agree(&seen, &traffic.expected) {
                 return Ok(started.elapsed());
             }
         }
@@ -197,7 +197,7 @@ pub async fn wait_stable(
             .into_iter()
             .filter(|(_, c)| *c != Counts::default())
             .collect();
-        if seen != traffic.expected {
+        if !all_agree(&seen, &traffic.expected) {
             bail!(
                 "tenant {}: numbers were exact, then changed\nexpected {:#?}\nseen {:#?}",
                 traffic.tenant.id,
