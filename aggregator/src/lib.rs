@@ -34,7 +34,9 @@ pub use processor::{Prepared, Processor};
 /// 5: custom properties; revenue counters (revenue in the currency stamped at ingest).
 /// 6: a visit of two events or more is not a bounce (before: of two pageviews or more); every
 ///    counted event and engagement report is also kept in the event store (`EventRow`).
-pub const LOGIC_VERSION: u32 = 6;
+/// 7: a visit ends at the first local midnight at least 12 hours after its first event, so a
+///    visitor who never pauses 30 minutes has one visit a day, not one for ever.
+pub const LOGIC_VERSION: u32 = 7;
 /// The oldest logic version the aggregator can still apply (`--logic-version`).
 pub const OLDEST_LOGIC_VERSION: u32 = 2;
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::iter;
 use std::sync::Arc;
 
-use beacon_core::time::{hour_bucket, time_zone};
+use beacon_core::time::{hour_bucket, midnight_at_or_after, time_zone};
 use beacon_proto::insights::v1::Dimension;
 use beacon_proto::pipeline::v1::{
     AggregatorSnapshot, DirtyDays, EventRow, LoggedEvent, TenantRollup,
@@ -17,7 +17,9 @@ use jiff::tz::TimeZone;
 use crate::cap::{Admitted, cap_length};
 use crate::enrich::{self, Enricher, PageUrl, UserAgent};
 use crate::rollup::{Counters, PendingRollups};
-use crate::session::{Hit, LATE_AFTER_MS, NO_WATERMARK, SessionState, Sessions, Visit};
+use crate::session::{
+    Hit, LATE_AFTER_MS, LONG_VISIT_MS, NO_WATERMARK, SessionState, Sessions, Visit,
+};
 use crate::{AggregatorError, LOGIC_VERSION};
 
 /// One minute, milliseconds: the realtime view's bucket.
@@ -78,6 +80,7 @@ pub struct Prepared<'a> {
     event: &'a LoggedEvent,
     hour_ms: i64,
     local_date: String,
+    tz: TimeZone,
 }
 
 impl Prepared<'_> {
@@ -151,6 +154,7 @@ impl Processor {
             event,
             hour_ms,
             local_date,
+            tz,
         })
     }
 
@@ -231,7 +235,12 @@ impl Processor {
         }
         let admitted = &mut self.admitted;
         let version = self.version;
-        let start = || new_session(event, &agent, &page, hour, admitted, version);
+        let ends_by_ms = visit_ends_by(event.timestamp_ms, &prepared.tz, version);
+        let start = || {
+            let mut session = new_session(event, &agent, &page, hour, admitted, version);
+            session.ends_by_ms = ends_by_ms;
+            session
+        };
         let (visit, session) = self.sessions.track(hit, watermark_ms, start);
         if emit {
             let deltas = Deltas {
@@ -302,6 +311,7 @@ impl Processor {
                     first_visitor: event.visitor,
                     hour_ms: prepared.hour_ms,
                     local_date: prepared.local_date.clone(),
+                    ends_by_ms: i64::MAX,
                     dims,
                 };
                 event_row(prepared, &alone)
@@ -485,8 +495,19 @@ fn new_session(
         first_visitor: event.visitor,
         hour_ms: hour.0,
         local_date: hour.1.to_owned(),
+        ends_by_ms: i64::MAX,
         dims,
     }
+}
+
+/// When a visit starting at `start_ms` ends at the latest under logic `version`: the first local
+/// midnight at least [`LONG_VISIT_MS`] later from version 7 on, never before.
+fn visit_ends_by(start_ms: i64, tz: &TimeZone, version: u32) -> i64 {
+    if version < 7 {
+        return i64::MAX;
+    }
+    // Only instants beyond jiff's range (year ±9999) have no midnight: they never end.
+    midnight_at_or_after(start_ms.saturating_add(LONG_VISIT_MS), tz).unwrap_or(i64::MAX)
 }
 
 /// The event store's row of `prepared` in `session`, with the session's dimensions (the

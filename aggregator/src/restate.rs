@@ -27,8 +27,13 @@ use crate::processor::Processor;
 pub const STAGE_BYTES: usize = 768 * 1024;
 
 /// How long before the range the replay starts, so that sessions open at the range's start are
-/// rebuilt: a session that had already lasted longer than this when the range began is seen
-/// from the warm-up's start only.
+/// rebuilt. With the zone's slack the replay starts at or before the local midnight a day before
+/// the range: from logic version 7, a visit ends at the first local midnight 12 hours after its
+/// start ([`crate::session::LONG_VISIT_MS`]), so one the replay picks up mid-way (from its
+/// first event after the replay's start, within 30 minutes of it) ends by the range's first
+/// midnight at the latest, where time order ends it too, and every session of the range is
+/// rebuilt as time order made it. Before version 7, a session that had already lasted longer
+/// than this when the range began was seen from the warm-up's start only.
 pub const WARMUP_MS: i64 = 24 * HOUR_MS;
 /// How long after the range the replay goes on, so sessions that start inside it and end
 /// after it are complete.
@@ -394,6 +399,8 @@ impl Replay {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -450,16 +457,139 @@ mod tests {
         (sums, done.events, replay.after_cut())
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn small_steps_and_small_parts_fold_every_event_once() {
-        const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
-                              (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                          (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+
+    /// A raw store in a file of its own, deleted with the returned guard.
+    fn raw_store(name: &str) -> (beacon_core::raw::embedded::EmbeddedRawStore, TempFile) {
         let path = std::env::temp_dir().join(format!(
-            "beacon-replay-{}-{}.redb",
+            "beacon-{name}-{}-{}.redb",
             std::process::id(),
             beacon_core::time::now_ms()
         ));
         let raw = beacon_core::raw::embedded::EmbeddedRawStore::open(&path).expect("raw store");
+        (raw, TempFile(path))
+    }
+
+    /// Deletes its file when dropped.
+    struct TempFile(std::path::PathBuf);
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn ms(instant: &str) -> i64 {
+        instant
+            .parse::<jiff::Timestamp>()
+            .expect("instant")
+            .as_millisecond()
+    }
+
+    /// (visits, pageviews) of each source on `date`, from rollup parts.
+    fn sources_on(parts: &[TenantRollup], date: &str) -> BTreeMap<String, (i64, i64)> {
+        let mut out = BTreeMap::new();
+        let rows = parts.iter().flat_map(|part| &part.rows);
+        let source = beacon_proto::insights::v1::Dimension::Source as i32;
+        for row in rows.filter(|row| row.dimension == source && row.local_date == date) {
+            let sums: &mut (i64, i64) = out.entry(row.value.clone()).or_default();
+            sums.0 += row.visits;
+            sums.1 += row.pageviews;
+        }
+        out
+    }
+
+    /// Every local date's sources of `events` processed in time order, and those a restatement
+    /// of `date` alone replays from the raw store, under logic `version`.
+    async fn live_and_restated(
+        events: &[LoggedEvent],
+        date: &str,
+        version: u32,
+    ) -> (BTreeMap<String, (i64, i64)>, BTreeMap<String, (i64, i64)>) {
+        let mut live = Processor::with_version(version);
+        for event in events {
+            live.process(event, true).expect("process");
+        }
+        let live = sources_on(&live.take_rollups(), date);
+        let (raw, _file) = raw_store("long-visit");
+        let stored: Vec<RawEvent> = events
+            .iter()
+            .enumerate()
+            .map(|(i, logged)| RawEvent {
+                tenant_id: logged.tenant_id.clone(),
+                event_id: logged.event_id.clone(),
+                timestamp_ms: logged.timestamp_ms,
+                origin: Origin {
+                    seq: i as u64 + 1,
+                    index: 0,
+                },
+                payload: logged.encode_to_vec().into(),
+            })
+            .collect();
+        raw.insert(&stored).await.expect("insert");
+        let range = DateRange::parse(date, date).expect("range");
+        let (from_ms, to_ms) = range.scan_bounds();
+        let job = RestatementJob {
+            tenant_id: "acme".into(),
+            first_date: date.into(),
+            last_date: date.into(),
+            logic_version: version,
+            cut_seq: u64::MAX,
+            cut_index: u32::MAX,
+            from_ms,
+            to_ms,
+            ..RestatementJob::default()
+        };
+        let mut replay = Replay::of(&job).expect("replay");
+        while !replay.is_done() {
+            replay
+                .step(&raw, usize::MAX, usize::MAX)
+                .await
+                .expect("step");
+        }
+        (live, sources_on(&replay.take_parts(), date))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restatement_counts_a_visitor_who_never_pauses_as_time_order_does() {
+        // Every 20 minutes for six days, from Google, Bing or nowhere in turn, in a zone 8:45
+        // ahead of UTC; and a visitor with one short visit a day.
+        let event = |visitor: u64, i: usize, ts: i64, referrer: &str| LoggedEvent {
+            tenant_id: "acme".into(),
+            event_id: format!("{visitor}-{i}"),
+            name: "pageview".into(),
+            timestamp_ms: ts,
+            url: format!("https://acme.test/{}", i % 5),
+            referrer: referrer.into(),
+            user_agent: CHROME.into(),
+            visitor,
+            time_zone: "Australia/Eucla".into(),
+            ..LoggedEvent::default()
+        };
+        let referrers = ["https://www.google.com/", "https://www.bing.com/", ""];
+        let start = ms("2026-03-01T05:30:00Z");
+        let mut events: Vec<LoggedEvent> = (0..6 * 72)
+            .map(|i| event(1, i, start + i as i64 * 20 * 60_000, referrers[i % 3]))
+            .collect();
+        events.extend((0..6).map(|day| event(2, day, start + day as i64 * 86_400_000, "")));
+        events.sort_by_key(|e| e.timestamp_ms);
+        let (live, restated) = live_and_restated(&events, "2026-03-04", crate::LOGIC_VERSION).await;
+        assert_eq!(restated, live);
+        assert_eq!(
+            live.values().map(|sums| sums.0).sum::<i64>(),
+            2,
+            "one visit of each visitor on the day: {live:?}"
+        );
+        // Before logic version 7 the visit lasted six days, and a restatement rebuilt it from
+        // its warm-up's first event, under another source.
+        let (live, restated) = live_and_restated(&events, "2026-03-04", 6).await;
+        assert_ne!(restated, live);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_steps_and_small_parts_fold_every_event_once() {
+        let (raw, _file) = raw_store("replay");
         // 9,000 pageviews of 300 visitors over three days: more than two pages.
         let start = "2026-03-01T00:00:00Z"
             .parse::<jiff::Timestamp>()
@@ -507,8 +637,6 @@ mod tests {
         };
         let whole = replay_all(&raw, &job, usize::MAX, usize::MAX).await;
         let small = replay_all(&raw, &job, 7, 4_096).await;
-        drop(raw);
-        let _ = std::fs::remove_file(&path);
         assert_eq!(whole.1, 9_000);
         assert_eq!(whole.2, 1_000, "events after the cut");
         assert_eq!(whole.0[0], 8_000, "pageviews before the cut");

@@ -1,4 +1,6 @@
-//! Sessions: a visitor's events belong to one visit until 30 minutes pass without activity.
+//! Sessions: a visitor's events belong to one visit until 30 minutes pass without activity, or
+//! (from logic version 7) until the first local midnight at least 12 hours after its first
+//! event.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -13,6 +15,12 @@ use crate::AggregatorError;
 
 /// Idle time that ends a session.
 pub const SESSION_IDLE_MS: i64 = 30 * 60 * 1000;
+/// How long a visit lasts at least before a local midnight ends it (logic version 7 on): a visit
+/// ends at the first local midnight this long after its first event, so a visitor who never
+/// pauses has a visit a day. A replay that starts a local day or more before a midnight cuts
+/// every visit at that midnight where time order does, whatever it missed before its start
+/// (see `restate`).
+pub const LONG_VISIT_MS: i64 = 12 * 60 * 60 * 1000;
 /// How far behind its tenant's newest event an event may arrive and still be sessionized as
 /// time order would: sessions stay open this much longer than the idle time. Later events are
 /// counted at once and their days recomputed in time order (see `Processor`).
@@ -43,6 +51,9 @@ pub struct SessionState {
     pub hour_ms: i64,
     /// Local date of that bucket.
     pub local_date: String,
+    /// The first local midnight at least [`LONG_VISIT_MS`] after the start, Unix milliseconds
+    /// (`i64::MAX` before logic version 7): no event at or after it joins the session.
+    pub ends_by_ms: i64,
     /// Session dimensions, fixed at the start. Values are shared between the sessions that
     /// hold them (see [`Sessions`]), so a session costs a pointer per dimension.
     pub dims: Vec<(Dimension, Arc<str>)>,
@@ -61,6 +72,7 @@ impl SessionState {
         self.is_open(watermark_ms)
             && ts >= self.start_ms.saturating_sub(SESSION_IDLE_MS)
             && ts <= self.end_ms.saturating_add(SESSION_IDLE_MS)
+            && ts < self.ends_by_ms
     }
 }
 
@@ -298,6 +310,11 @@ fn session_proto(tenant: &str, visitor: u64, s: &SessionState) -> Session {
         },
         hour_ms: s.hour_ms,
         local_date: s.local_date.clone(),
+        ends_by_ms: if s.ends_by_ms == i64::MAX {
+            0
+        } else {
+            s.ends_by_ms
+        },
         dimension_values: s.dims.iter().map(|(_, v)| v.to_string()).collect(),
         dimension_kinds: s.dims.iter().map(|(d, _)| *d as i32).collect(),
     }
@@ -341,6 +358,11 @@ fn session_state(partition: u32, s: Session) -> Result<SessionState, AggregatorE
         },
         hour_ms: s.hour_ms,
         local_date: s.local_date,
+        ends_by_ms: if s.ends_by_ms == 0 {
+            i64::MAX
+        } else {
+            s.ends_by_ms
+        },
         dims,
     })
 }
@@ -361,6 +383,7 @@ mod tests {
             first_visitor: 7,
             hour_ms: ts,
             local_date: "2026-01-01".into(),
+            ends_by_ms: i64::MAX,
             dims: vec![(Dimension::Country, "DE".into())],
         }
     }
@@ -392,6 +415,20 @@ mod tests {
         assert_eq!((s.start_ms, s.end_ms, s.pageviews), (0, 10 * MIN, 2));
         let (visit, _) = sessions.track(hit(41 * MIN), 10 * MIN, || state(41 * MIN));
         assert_eq!(visit, Visit::Started);
+    }
+
+    #[test]
+    fn no_event_joins_at_or_after_the_visits_end() {
+        let mut sessions = Sessions::default();
+        let ending = |ts: i64| SessionState {
+            ends_by_ms: 20 * MIN,
+            ..state(ts)
+        };
+        sessions.track(hit(0), 0, || ending(0));
+        let (visit, _) = sessions.track(hit(19 * MIN), 0, || ending(19 * MIN));
+        assert!(matches!(visit, Visit::Joined { .. }));
+        let (visit, s) = sessions.track(hit(20 * MIN), 19 * MIN, || state(20 * MIN));
+        assert_eq!((visit, s.start_ms), (Visit::Started, 20 * MIN));
     }
 
     #[test]

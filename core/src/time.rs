@@ -46,6 +46,22 @@ pub fn hour_bucket(timestamp_ms: i64, tz: &TimeZone) -> Result<(i64, String)> {
     Ok((hour.timestamp().as_millisecond(), hour.date().to_string()))
 }
 
+/// The first local midnight at or after an instant (Unix ms), as a UTC instant: the start of
+/// the next local date, or the instant itself when it is a midnight. Where a DST change skips
+/// midnight, the day starts at the first local time that exists.
+pub fn midnight_at_or_after(timestamp_ms: i64, tz: &TimeZone) -> Result<i64> {
+    let invalid = |err: jiff::Error| {
+        Error::InvalidArgument(format!("midnight after timestamp {timestamp_ms} ms: {err}"))
+    };
+    let before = Timestamp::from_millisecond(timestamp_ms.saturating_sub(1)).map_err(invalid)?;
+    let date = before.to_zoned_datetime(tz.clone()).date();
+    let midnight = date
+        .tomorrow()
+        .and_then(|next| next.to_zoned_datetime(tz.clone()))
+        .map_err(invalid)?;
+    Ok(midnight.timestamp().as_millisecond())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +109,27 @@ mod tests {
     fn unknown_zone_is_named() {
         let err = time_zone("Mars/Olympus").expect_err("unknown");
         assert!(err.to_string().contains("Mars/Olympus"));
+    }
+
+    #[test]
+    fn midnights_are_local_and_exist() {
+        let sydney = time_zone("Australia/Sydney").expect("tz");
+        // 10:00 local (UTC+11) on 1 March: the next midnight is 2 March 00:00 local.
+        let next = midnight_at_or_after(ms("2026-02-28T23:00:00Z"), &sydney).expect("midnight");
+        assert_eq!(next, ms("2026-03-01T13:00:00Z"));
+        // A midnight is its own.
+        assert_eq!(midnight_at_or_after(next, &sydney).expect("midnight"), next);
+        assert_eq!(
+            midnight_at_or_after(next + 1, &sydney).expect("midnight"),
+            ms("2026-03-02T13:00:00Z")
+        );
+        // Santiago skips 00:00 when it moves to summer time (6 September 2026): that day
+        // starts at 01:00 local, UTC-3.
+        let santiago = time_zone("America/Santiago").expect("tz");
+        let next = midnight_at_or_after(ms("2026-09-05T20:00:00Z"), &santiago).expect("midnight");
+        assert_eq!(next, ms("2026-09-06T04:00:00Z"));
+        let kathmandu = time_zone("Asia/Kathmandu").expect("tz");
+        let next = midnight_at_or_after(ms("2026-03-01T12:00:00Z"), &kathmandu).expect("midnight");
+        assert_eq!(next, ms("2026-03-01T18:15:00Z"));
     }
 }

@@ -15,7 +15,7 @@ use jiff::civil::Date;
 
 use crate::client::Counts;
 use crate::sessions::{by_visitor, event_ms};
-use crate::traffic::local_date;
+use crate::traffic::{local_date, visit_ends_by};
 
 const IDLE_MS: i64 = 30 * 60_000;
 
@@ -95,11 +95,16 @@ impl Facts {
         let mut facts = Facts::default();
         let date = |ms: i64| -> Date { local_date(ms, time_zone).parse().expect("date") };
         for (visitor, list) in by_visitor(events, bots).into_values().enumerate() {
-            let mut last_ms = i64::MIN;
+            let (mut last_ms, mut ends_by) = (i64::MIN, i64::MIN);
             for event in list {
                 let ms = event_ms(event);
                 let pageview = event.name == "pageview";
-                if facts.sessions.is_empty() || last_ms == i64::MIN || ms - last_ms > IDLE_MS {
+                if facts.sessions.is_empty()
+                    || last_ms == i64::MIN
+                    || ms - last_ms > IDLE_MS
+                    || ms >= ends_by
+                {
+                    ends_by = visit_ends_by(ms, time_zone);
                     facts.sessions.push(SessionFact {
                         date: date(ms),
                         attributes: classify(event),

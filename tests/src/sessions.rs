@@ -1,9 +1,10 @@
 //! Traffic that puts sessionization to the test, an oracle for it, and arrival orders.
 //!
 //! The traffic has sessions whose gaps sit at the 30-minute boundary (29:59, 30:00, 30:00.001),
-//! sessions that cross local midnight, sessions that start with a custom event, and bots. The
-//! oracle shares no code with Beacon: it sorts each visitor's events by time, cuts sessions
-//! where two events are more than 30 minutes apart, and counts visits, bounces and duration on
+//! sessions that cross local midnight, sessions that start with a custom event, visitors who
+//! never pause for up to 40 hours, and bots. The oracle shares no code with Beacon: it sorts each
+//! visitor's events by time, cuts sessions where two events are more than 30 minutes apart or at
+//! the first local midnight 12 hours after a session's start, and counts visits, bounces and duration on
 //! the local date of a session's first event, events, pageviews and visitors on each event's
 //! own date.
 
@@ -15,7 +16,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::client::Counts;
-use crate::traffic::{TenantSpec, Traffic, USER_AGENTS, local_date};
+use crate::traffic::{TenantSpec, Traffic, USER_AGENTS, local_date, visit_ends_by};
 
 /// A crawler's agent: a bot by any logic version.
 pub const BOT_AGENT: &str =
@@ -128,7 +129,9 @@ pub fn oracle_with(
             let ms = event_ms(event);
             let pageview = event.name == "pageview";
             session = match session {
-                Some((start, end, events, views)) if ms - end <= IDLE => {
+                Some((start, end, events, views))
+                    if ms - end <= IDLE && ms < visit_ends_by(start, time_zone) =>
+                {
                     Some((start, ms, events + 1, views + u64::from(pageview)))
                 }
                 previous => {
@@ -195,6 +198,10 @@ pub fn tricky_events(
             (_, 3) if !agents.is_empty() => agents[v / 7 % agents.len()],
             _ => USER_AGENTS[v % USER_AGENTS.len()],
         };
+        if v % 100 == 25 {
+            marathon(&mut rng, (tenant, &ip, agent), window, &mut events);
+            continue;
+        }
         let mut start = match (v % 4, midnights.is_empty()) {
             // A quarter of the visitors start a few minutes before a local midnight.
             (0, false) => midnights[v % midnights.len()] - rng.random_range(MINUTE..20 * MINUTE),
@@ -219,6 +226,23 @@ pub fn tricky_events(
         }
     }
     arrange(&events, Order::Time, 0)
+}
+
+/// A visitor who never pauses 30 minutes for up to 40 hours of `window`: their visits end at
+/// local midnights, not at a pause.
+fn marathon(
+    rng: &mut StdRng,
+    (tenant, ip, agent): (&TenantSpec, &str, &str),
+    (from, to): (i64, i64),
+    events: &mut Vec<Event>,
+) {
+    let mut ms = from + rng.random_range(0..(to - from).max(HOUR) / 4);
+    let end = (ms + 40 * HOUR).min(to);
+    while ms <= end {
+        let pageview = rng.random_bool(0.7);
+        events.push(event(tenant, events.len(), ms, pageview, ip, agent));
+        ms += rng.random_range(MINUTE..IDLE);
+    }
 }
 
 /// The gap to a visitor's next event: often right at the idle time, on either side.
@@ -331,6 +355,32 @@ mod tests {
         assert_eq!(only.bounces, 2, "a signup and a pageview are two events");
         assert_eq!(only.duration_ms, IDLE as u64);
         assert_eq!((only.events, only.pageviews, only.visitors), (4, 3, 2));
+    }
+
+    #[test]
+    fn a_visit_ends_at_the_first_midnight_twelve_hours_after_its_start() {
+        let midnight = 1_790_000_000_000 - 1_790_000_000_000 % (24 * HOUR);
+        // From 20:00 for 40 hours, every 20 minutes: 12 hours after 20:00 is 08:00, so the
+        // first visit lasts until the second midnight, and the next one from there.
+        let events: Vec<Event> = (0..120)
+            .map(|i| {
+                let ms = midnight - 4 * HOUR + i * 20 * MINUTE;
+                at(ms, "a", "pageview", &i.to_string())
+            })
+            .collect();
+        let days = oracle("UTC", &events, &[]);
+        let visits: Vec<u64> = days.values().map(|c| c.visits).collect();
+        assert_eq!(visits, [1, 0, 1], "{days:?}");
+        let first = days.values().next().expect("a day");
+        assert_eq!(first.duration_ms as i64, 28 * HOUR - 20 * MINUTE);
+        assert_eq!(
+            crate::traffic::visit_ends_by(midnight - 12 * HOUR, "UTC"),
+            midnight
+        );
+        assert_eq!(
+            crate::traffic::visit_ends_by(midnight - 12 * HOUR + 1, "UTC"),
+            midnight + 24 * HOUR
+        );
     }
 
     #[test]

@@ -80,6 +80,26 @@ pub fn local_date(ms: i64, tz: &str) -> String {
         .unwrap_or_default()
 }
 
+/// When a visit that started at `start_ms` ends at the latest, in zone `tz`: the first local
+/// midnight at least 12 hours later (events at or after it start another visit).
+pub fn visit_ends_by(start_ms: i64, tz: &str) -> i64 {
+    let zone = jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
+    let twelve_hours_later = start_ms + 12 * 3_600_000;
+    let Ok(at) = jiff::Timestamp::from_millisecond(twelve_hours_later) else {
+        return i64::MAX;
+    };
+    let local = at.to_zoned_datetime(zone.clone());
+    let day_start = |date: jiff::civil::Date| {
+        date.to_zoned_datetime(zone.clone())
+            .map_or(i64::MAX, |midnight| midnight.timestamp().as_millisecond())
+    };
+    let today = day_start(local.date());
+    if today == twelve_hours_later {
+        return today;
+    }
+    local.date().tomorrow().map_or(i64::MAX, day_start)
+}
+
 fn timestamp(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: ms.div_euclid(1000),

@@ -20,7 +20,7 @@ use beacon_tests::run::{import_all, wait_exact};
 use beacon_tests::sessions::{
     BOT_AGENT, Order, arrange, by_visitor, event_ms, oracle, tricky_events,
 };
-use beacon_tests::traffic::{TenantSpec, Traffic, USER_AGENTS};
+use beacon_tests::traffic::{TenantSpec, Traffic, USER_AGENTS, visit_ends_by};
 use beacon_tests::{Client, Cluster};
 use jiff::civil::Date;
 
@@ -379,15 +379,17 @@ fn dates(req: &RunReportRequest) -> (Date, Date) {
 }
 
 /// The (source of its visit, amount) of every event with revenue whose local date is in the
-/// reports' range: sessionized by the oracle's rule (30 minutes idle).
+/// reports' range: sessionized by the oracle's rules (30 minutes idle, a visit ends at the first
+/// local midnight 12 hours after its start).
 fn revenues(zone: &str, events: &[Event]) -> Vec<(String, f64)> {
     let (start, end) = (date(START), date(END));
     let mut out = Vec::new();
     for list in by_visitor(events, &[BOT_AGENT]).into_values() {
-        let (mut last, mut source) = (i64::MIN, String::new());
+        let (mut last, mut ends_by, mut source) = (i64::MIN, i64::MIN, String::new());
         for event in list {
             let ms = event_ms(event);
-            if last == i64::MIN || ms - last > 30 * 60_000 {
+            if last == i64::MIN || ms - last > 30 * 60_000 || ms >= ends_by {
+                ends_by = visit_ends_by(ms, zone);
                 source = classify(event)[&Dimension::Source].clone();
             }
             last = ms;

@@ -19,6 +19,8 @@ use super::answer::{Answer, Counts};
 
 /// A visit ends after more than this much inactivity (a gap of exactly 30 minutes continues).
 const VISIT_GAP_MS: i64 = 30 * 60 * 1000;
+/// A visit also ends at the first local midnight at least this long after its first event.
+const LONG_VISIT_MS: i64 = 12 * 60 * 60 * 1000;
 
 /// How the scan counts distinct visitors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +44,8 @@ impl Distinct {
 pub(super) fn create() -> anyhow::Result<duckdb::Connection> {
     let raw = duckdb::Connection::open_in_memory()?;
     raw.execute_batch(
-        "CREATE TABLE raw_events (ts BIGINT, local_date DATE, name VARCHAR, path VARCHAR, \
-         source VARCHAR, visitor UBIGINT, bot BOOLEAN)",
+        "CREATE TABLE raw_events (ts BIGINT, local_date DATE, late_date DATE, name VARCHAR, \
+         path VARCHAR, source VARCHAR, visitor UBIGINT, bot BOOLEAN)",
     )?;
     Ok(raw)
 }
@@ -61,10 +63,15 @@ pub(super) fn append(
     for event in events {
         let ts = crate::traffic::timestamp_ms(event)
             .ok_or_else(|| anyhow::anyhow!("event {} has no timestamp", event.id))?;
-        let date = jiff::Timestamp::from_millisecond(ts)?
-            .to_zoned_datetime(tz.clone())
-            .date()
-            .to_string();
+        let date_of = |ms: i64| -> anyhow::Result<String> {
+            Ok(jiff::Timestamp::from_millisecond(ms)?
+                .to_zoned_datetime(tz.clone())
+                .date()
+                .to_string())
+        };
+        let date = date_of(ts)?;
+        // A visit starting with this event ends at the start of the day after `late_date`.
+        let late_date = date_of(ts + LONG_VISIT_MS - 1)?;
         let page = url::parse(&event.url);
         let source = referrer::source(&event.referrer, &page.host, page.utm_source.as_deref());
         let bot = crate::traffic::is_bot_agent(&event.user_agent).ok_or_else(|| {
@@ -73,6 +80,7 @@ pub(super) fn append(
         appender.append_row(duckdb::params![
             ts,
             date,
+            late_date,
             event.name,
             page.path,
             source.name,
@@ -100,15 +108,21 @@ fn statements(range: &DateRange, distinct: Distinct, limit: usize) -> [String; 6
     );
     let d = distinct.sql();
     [
+        // A run of events without a 30-minute pause is one visit until the first local midnight
+        // 12 hours after its start; after that, its visits start right after midnight and last
+        // each a local day (a day's first event is within 30 minutes of its midnight).
         format!(
             "CREATE OR REPLACE TEMP TABLE ev AS SELECT ts, local_date, name, path, source, visitor, \
-             sum(starts) OVER (PARTITION BY visitor ORDER BY ts ROWS UNBOUNDED PRECEDING) AS visit \
+             run, CASE WHEN local_date > first_value(late_date) OVER (PARTITION BY visitor, run \
+             ORDER BY ts) THEN local_date ELSE DATE '1970-01-01' END AS part \
+             FROM (SELECT *, sum(starts) OVER (PARTITION BY visitor ORDER BY ts \
+             ROWS UNBOUNDED PRECEDING) AS run \
              FROM (SELECT *, coalesce(ts - lag(ts) OVER (PARTITION BY visitor ORDER BY ts) \
-             > {VISIT_GAP_MS}, true)::INT AS starts FROM raw_events WHERE NOT bot)"
+             > {VISIT_GAP_MS}, true)::INT AS starts FROM raw_events WHERE NOT bot))"
         ),
-        "CREATE OR REPLACE TEMP TABLE visits AS SELECT visitor, visit, \
+        "CREATE OR REPLACE TEMP TABLE visits AS SELECT visitor, run, part, \
          arg_min(local_date, ts) AS date, arg_min(source, ts) AS source, count(*) AS n \
-         FROM ev GROUP BY visitor, visit"
+         FROM ev GROUP BY visitor, run, part"
             .to_owned(),
         format!(
             "SELECT 'total', (SELECT {d} FROM ev WHERE local_date {dates}), \
@@ -135,7 +149,7 @@ fn statements(range: &DateRange, distinct: Distinct, limit: usize) -> [String; 6
         format!(
             "WITH a AS (SELECT v.source, {d} AS visitors, \
              count(*) FILTER (name = 'pageview') AS pageviews, count(*) AS events \
-             FROM ev JOIN visits v USING (visitor, visit) WHERE local_date {dates} GROUP BY 1), \
+             FROM ev JOIN visits v USING (visitor, run, part) WHERE local_date {dates} GROUP BY 1), \
              b AS (SELECT source, count(*) AS visits, count(*) FILTER (n = 1) AS bounces \
              FROM visits WHERE date {dates} GROUP BY 1) \
              SELECT source, visitors, coalesce(visits, 0), pageviews, events, \
