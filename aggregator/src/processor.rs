@@ -235,12 +235,8 @@ impl Processor {
         }
         let admitted = &mut self.admitted;
         let version = self.version;
-        let ends_by_ms = visit_ends_by(event.timestamp_ms, &prepared.tz, version);
-        let start = || {
-            let mut session = new_session(event, &agent, &page, hour, admitted, version);
-            session.ends_by_ms = ends_by_ms;
-            session
-        };
+        let tz = &prepared.tz;
+        let start = || new_session(event, (&agent, &page), (hour, tz), admitted, version);
         let (visit, session) = self.sessions.track(hit, watermark_ms, start);
         if emit {
             let deltas = Deltas {
@@ -469,13 +465,12 @@ pub fn is_bot(agent: &UserAgent, event: &LoggedEvent, version: u32) -> bool {
         || (version >= 3 && agent.browser == enrich::ua::UNKNOWN && agent.os == enrich::ua::UNKNOWN)
 }
 
-/// The session `event` starts under logic `version`; its open-ended dimensions pass the
-/// cardinality cap of the session's day.
+/// The session `event` starts under logic `version` in zone `tz`; its open-ended dimensions
+/// pass the cardinality cap of the session's day.
 fn new_session(
     event: &LoggedEvent,
-    agent: &UserAgent,
-    page: &PageUrl,
-    hour: (i64, &str),
+    (agent, page): (&UserAgent, &PageUrl),
+    (hour, tz): ((i64, &str), &TimeZone),
     admitted: &mut Admitted,
     version: u32,
 ) -> SessionState {
@@ -495,7 +490,7 @@ fn new_session(
         first_visitor: event.visitor,
         hour_ms: hour.0,
         local_date: hour.1.to_owned(),
-        ends_by_ms: i64::MAX,
+        ends_by_ms: visit_ends_by(event.timestamp_ms, tz, version),
         dims,
     }
 }
