@@ -13,13 +13,15 @@ pub struct QueryArgs {
         default_value = "127.0.0.1:7003"
     )]
     pub listen: std::net::SocketAddr,
-    /// Memory limit of each shard file's DuckDB instance (one per partition), e.g. "256MB".
+    /// Memory limit of each shard file's DuckDB instance (one per partition), in bytes
+    /// ("256MB", "128MiB").
     #[arg(
         long = "shard-memory",
         env = "BEACON_SHARD_MEMORY",
-        default_value = "256MB"
+        default_value = "256MB",
+        value_parser = beacon_core::backends::parse_bytes
     )]
-    pub shard_memory: String,
+    pub shard_memory: u64,
     /// Bytes of answers each replica keeps until their tenant's rows change ("64MiB"): the
     /// same dashboard asked again between two writes is not computed again. "0" keeps none.
     #[arg(
@@ -107,7 +109,7 @@ mod tests {
     fn args(own: Vec<u32>) -> QueryArgs {
         QueryArgs {
             listen: ([127, 0, 0, 1], 0).into(),
-            shard_memory: "64MB".into(),
+            shard_memory: 64_000_000,
             result_cache: 0,
             own_partitions: own,
             max_serve_lag: std::time::Duration::from_secs(15),

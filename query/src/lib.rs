@@ -66,7 +66,8 @@ pub async fn run(
     let store = DuckShardStore::new(
         backends.data_dir.join("shards"),
         backends.partitions,
-        &args.shard_memory,
+        // DuckDB's own syntax for a number of bytes.
+        &format!("{}b", args.shard_memory),
     )?;
     let shared: Arc<dyn ShardStore> = Arc::new(store.clone());
 
@@ -101,7 +102,7 @@ pub async fn run(
     tracing::info!(
         ?partitions,
         replica,
-        shard_memory = %args.shard_memory,
+        shard_memory = args.shard_memory,
         result_cache = args.result_cache,
         "query role started"
     );

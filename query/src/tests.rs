@@ -82,7 +82,7 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
     let addr = listener.local_addr().expect("addr");
     let args = QueryArgs {
         listen: addr,
-        shard_memory: "64MB".into(),
+        shard_memory: 64_000_000,
         result_cache: 64 << 20,
         own_partitions: vec![partition],
         max_serve_lag: Duration::from_secs(15),

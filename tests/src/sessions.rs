@@ -90,24 +90,19 @@ pub fn by_visitor<'e>(events: &'e [Event], bots: &[&str]) -> BTreeMap<Visitor<'e
     out
 }
 
-/// What makes a visit a bounce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bounce {
-    /// One event (logic version 6 on).
-    OneEvent,
-    /// Fewer than two pageviews (before logic version 6).
-    OnePageview,
-}
+/// The logic version whose rules [`oracle`] applies.
+pub const LOGIC_VERSION: u32 = 7;
 
 /// The daily numbers of `events` for a tenant in `time_zone`; agents in `bots` are bots, and
 /// `engagement` events count nowhere.
 pub fn oracle(time_zone: &str, events: &[Event], bots: &[&str]) -> BTreeMap<String, Counts> {
-    oracle_with(Bounce::OneEvent, time_zone, events, bots)
+    oracle_with(LOGIC_VERSION, time_zone, events, bots)
 }
 
-/// [`oracle`] with the bounce rule of another logic version.
+/// [`oracle`] with the rules of logic version `version`: before 6, a visit of fewer than two
+/// pageviews is a bounce (from 6, of one event); before 7, no midnight ends a visit.
 pub fn oracle_with(
-    bounce: Bounce,
+    version: u32,
     time_zone: &str,
     events: &[Event],
     bots: &[&str],
@@ -119,10 +114,7 @@ pub fn oracle_with(
         let close = |days: &mut BTreeMap<_, (Counts, BTreeSet<_>)>, (start, end, events, views)| {
             let day = &mut days.entry(local_date(start, time_zone)).or_default().0;
             day.visits += 1;
-            day.bounces += u64::from(match bounce {
-                Bounce::OneEvent => events < 2,
-                Bounce::OnePageview => views < 2,
-            });
+            day.bounces += u64::from(if version >= 6 { events < 2 } else { views < 2 });
             day.duration_ms += (end - start) as u64;
         };
         for event in list {
@@ -130,7 +122,8 @@ pub fn oracle_with(
             let pageview = event.name == "pageview";
             session = match session {
                 Some((start, end, events, views))
-                    if ms - end <= IDLE && ms < visit_ends_by(start, time_zone) =>
+                    if ms - end <= IDLE
+                        && (version < 7 || ms < visit_ends_by(start, time_zone)) =>
                 {
                     Some((start, ms, events + 1, views + u64::from(pageview)))
                 }

@@ -21,7 +21,7 @@ use beacon_tests::client::{Counts, all_agree};
 use beacon_tests::process::beacon_bin;
 use beacon_tests::run::{import_all, send_acknowledged, wait_stable};
 use beacon_tests::sessions::{
-    BOT_AGENT, Bounce, MONITOR_AGENT, event_ms, oracle_with, tricky_events,
+    BOT_AGENT, LOGIC_VERSION, MONITOR_AGENT, event_ms, oracle_with, tricky_events,
 };
 use beacon_tests::traffic::{TenantSpec, Traffic, local_date};
 use beacon_tests::{Client, Cluster, Role};
@@ -42,12 +42,12 @@ fn spec(id: &str, time_zone: &str) -> TenantSpec {
 }
 
 fn traffic(tenant: &TenantSpec, events: Vec<Event>, bots: &[&str]) -> Traffic {
-    traffic_with(Bounce::OneEvent, tenant, events, bots)
+    traffic_with(LOGIC_VERSION, tenant, events, bots)
 }
 
-/// [`traffic`] with the bounce rule of another logic version.
-fn traffic_with(bounce: Bounce, tenant: &TenantSpec, events: Vec<Event>, bots: &[&str]) -> Traffic {
-    let expected = oracle_with(bounce, &tenant.time_zone, &events, bots);
+/// [`traffic`] under the rules of another logic version.
+fn traffic_with(version: u32, tenant: &TenantSpec, events: Vec<Event>, bots: &[&str]) -> Traffic {
+    let expected = oracle_with(version, &tenant.time_zone, &events, bots);
     Traffic {
         tenant: tenant.clone(),
         events,
@@ -215,8 +215,9 @@ async fn a_logic_change_is_reprocessed_under_load_through_a_sigkill() -> anyhow:
     }
     let (shifty_key, shifty_read) = keys[0].clone();
     let (bystander_key, bystander_read) = keys[1].clone();
-    // Logic versions 2 and 3 count visits of fewer than two pageviews as bounces.
-    let before_6 = |tenant, events, bots| traffic_with(Bounce::OnePageview, tenant, events, bots);
+    // Logic versions 2 and 3 count visits of fewer than two pageviews as bounces, and let a visit
+    // go on past midnight for as long as its visitor never pauses.
+    let before_6 = |tenant, events, bots| traffic_with(3, tenant, events, bots);
     let old = before_6(&shifty, histories[0].clone(), &[BOT_AGENT]);
     let new = before_6(&shifty, histories[0].clone(), &[BOT_AGENT, MONITOR_AGENT]);
     let other = before_6(&bystander, histories[1].clone(), &[BOT_AGENT]);
