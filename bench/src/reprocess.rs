@@ -65,7 +65,7 @@ pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     raw.insert(&batch).await?;
 
     let (scanned, scan_s) = scan(&raw, &tenant.id).await?;
-    let store = DuckShardStore::new(dir.path().join("shards"), 1, "512MB")?;
+    let store = DuckShardStore::new(dir.path().join("shards"), 1, 512_000_000)?;
     let (replayed, replay_s, counted) = replay(&raw, &store, &tenant.id, now).await?;
     anyhow::ensure!(
         replayed == scanned && counted == scanned,

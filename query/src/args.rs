@@ -118,6 +118,26 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_memory_limit_is_refused_naming_it() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            query: QueryArgs,
+        }
+        let err = Cli::try_parse_from(["beacon", "--shard-memory", "lots"])
+            .err()
+            .expect("refused");
+        let err = err.to_string();
+        assert!(
+            err.contains("--shard-memory") && err.contains("\"lots\""),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from(["beacon", "--shard-memory", "128MiB"]).expect("parsed");
+        assert_eq!(cli.query.shard_memory, 128 << 20);
+    }
+
+    #[test]
     fn all_partitions_when_empty() {
         assert_eq!(
             args(vec![]).partitions(3).expect("partitions"),

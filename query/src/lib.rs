@@ -66,8 +66,7 @@ pub async fn run(
     let store = DuckShardStore::new(
         backends.data_dir.join("shards"),
         backends.partitions,
-        // DuckDB's own syntax for a number of bytes.
-        &format!("{}b", args.shard_memory),
+        args.shard_memory,
     )?;
     let shared: Arc<dyn ShardStore> = Arc::new(store.clone());
 

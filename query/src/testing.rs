@@ -77,7 +77,7 @@ pub(crate) fn rollup(tenant: &str, rows: Vec<RollupRow>) -> TenantRollup {
 
 /// A store of one partition (every tenant lands in partition 0) in `dir`.
 pub(crate) fn one_partition_store(dir: &TempDir) -> crate::DuckShardStore {
-    crate::DuckShardStore::new(dir.path().join("shards"), 1, "64MB").expect("store")
+    crate::DuckShardStore::new(dir.path().join("shards"), 1, 64_000_000).expect("store")
 }
 
 /// Applies `rollups` as message `seq` of partition 0.

@@ -159,7 +159,8 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
 
     shutdown.cancel();
     server.await.expect("server task").expect("server result");
-    let store = crate::DuckShardStore::new(dir.path().join("shards"), 2, "64MB").expect("store");
+    let store =
+        crate::DuckShardStore::new(dir.path().join("shards"), 2, 64_000_000).expect("store");
     assert_eq!(
         store.watermark(partition).await.expect("watermark"),
         Some(1),

@@ -30,7 +30,7 @@ impl Loader {
     /// A loader into a new store in `dir`.
     pub fn new(dir: &std::path::Path) -> anyhow::Result<Self> {
         Ok(Self {
-            store: DuckShardStore::new(dir.join("shards"), PARTITIONS, "512MB")?,
+            store: DuckShardStore::new(dir.join("shards"), PARTITIONS, 512_000_000)?,
             processor: Processor::new().historical(),
             seqs: vec![0; PARTITIONS as usize],
             pending: 0,

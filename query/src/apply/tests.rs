@@ -59,7 +59,7 @@ fn setup(dir: &Path) -> Setup {
     Setup {
         rollups: Arc::new(EmbeddedLog::open(&dir.join("rollups.redb")).expect("rollups")),
         dead_letters: Arc::new(EmbeddedLog::open(&dir.join("dead.redb")).expect("dead letters")),
-        store: DuckShardStore::new(dir.join("shards"), 1, "64MB").expect("store"),
+        store: DuckShardStore::new(dir.join("shards"), 1, 64_000_000).expect("store"),
         marks: Arc::new(
             beacon_core::meta::embedded::EmbeddedMeta::open(&dir.join("meta.redb")).expect("meta"),
         ),

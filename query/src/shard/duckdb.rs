@@ -39,20 +39,13 @@ pub struct DuckShardStore {
 
 impl DuckShardStore {
     /// A store of the shard files of `partitions` rollup-log partitions in `dir` (created if
-    /// absent); each file's DuckDB instance is limited to `memory` ("256MB").
-    pub fn new(dir: PathBuf, partitions: u32, memory: &str) -> Result<Self, QueryError> {
-        ::duckdb::Config::default()
-            .max_memory(memory)
-            .map_err(|err| {
-                QueryError::invalid(format!(
-                    "shard memory limit {memory:?} is not a DuckDB size such as \"256MB\": {err}"
-                ))
-            })?;
+    /// absent); each file's DuckDB instance is limited to `memory_bytes`.
+    pub fn new(dir: PathBuf, partitions: u32, memory_bytes: u64) -> Result<Self, QueryError> {
         std::fs::create_dir_all(&dir).map_err(|err| {
             beacon_core::Error::backend(format!("creating shard folder {}", dir.display()), err)
         })?;
         Ok(Self {
-            shards: Arc::new(OpenShards::new(dir, memory.to_owned())),
+            shards: Arc::new(OpenShards::new(dir, memory_bytes)),
             partitions: partitions.max(1),
         })
     }

@@ -185,11 +185,12 @@ pub(crate) struct OpenShards {
 }
 
 impl OpenShards {
-    /// Shards of `dir`, each DuckDB instance limited to `memory` (DuckDB's syntax, "256MB").
-    pub(crate) fn new(dir: PathBuf, memory: String) -> Self {
+    /// Shards of `dir`, each DuckDB instance limited to `memory_bytes`.
+    pub(crate) fn new(dir: PathBuf, memory_bytes: u64) -> Self {
         Self {
             dir,
-            memory,
+            // DuckDB's syntax for a number of bytes.
+            memory: format!("{memory_bytes}b"),
             open: Mutex::default(),
             writes: Mutex::default(),
         }
