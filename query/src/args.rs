@@ -31,6 +31,16 @@ pub struct QueryArgs {
         value_parser = beacon_core::backends::parse_bytes
     )]
     pub result_cache: u64,
+    /// Bytes of settled days' sums each replica keeps ("64MiB"): a month's dashboard read
+    /// under live traffic then scans the days written since, not the whole month. "0" keeps
+    /// none.
+    #[arg(
+        long = "settled-cache",
+        env = "BEACON_SETTLED_CACHE",
+        default_value = "64MiB",
+        value_parser = beacon_core::backends::parse_bytes
+    )]
+    pub settled_cache: u64,
     /// Partitions whose rollups this instance applies (comma-separated); all when empty.
     #[arg(
         id = "query_partitions",
@@ -111,6 +121,7 @@ mod tests {
             listen: ([127, 0, 0, 1], 0).into(),
             shard_memory: 64_000_000,
             result_cache: 0,
+            settled_cache: 0,
             own_partitions: own,
             max_serve_lag: std::time::Duration::from_secs(15),
             replica_id: None,

@@ -67,7 +67,8 @@ pub async fn run(
         backends.data_dir.join("shards"),
         backends.partitions,
         args.shard_memory,
-    )?;
+    )?
+    .with_settled_cache(args.settled_cache);
     let shared: Arc<dyn ShardStore> = Arc::new(store.clone());
 
     let consumers = Tasks::new(shutdown.child_token());
@@ -103,6 +104,7 @@ pub async fn run(
         replica,
         shard_memory = args.shard_memory,
         result_cache = args.result_cache,
+        settled_cache = args.settled_cache,
         "query role started"
     );
 

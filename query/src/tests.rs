@@ -84,6 +84,7 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
         listen: addr,
         shard_memory: 64_000_000,
         result_cache: 64 << 20,
+        settled_cache: 64 << 20,
         own_partitions: vec![partition],
         max_serve_lag: Duration::from_secs(15),
         replica_id: None,

@@ -16,6 +16,8 @@ pub(crate) type Counters = [i64; COUNTERS];
 
 /// Counters of a cell.
 pub(crate) const COUNTERS: usize = 8;
+/// Where the events counter is in [`Counters`].
+pub(crate) const EVENTS: usize = 1;
 
 /// The counters of a rollup row.
 pub(crate) fn counters(row: &RollupRow) -> Counters {

@@ -15,8 +15,9 @@ use jiff::civil::Date;
 use super::cell::{
     Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour, append_recent_row,
 };
-use super::open::{OpenShards, Shard, Touched};
+use super::open::{OpenShards, Shard};
 use super::schema;
+use super::writes::{Touched, Written};
 use super::{
     Answer, Applied, Covered, EventPosition, Recent, RecentQuery, RollupMessage, ScanQuery,
     ShardPosition, ShardQuery, ShardStore, ValidRollup, compact, events, read, rows, scan,
@@ -26,6 +27,10 @@ use crate::error::ShardFailure;
 
 /// How long realtime rows are kept, behind the newest minute applied.
 const RECENT_KEPT_MS: i64 = 2 * 3_600_000;
+
+/// Bytes of settled days' sums a store keeps unless told otherwise
+/// ([`DuckShardStore::with_settled_cache`]).
+const DEFAULT_SETTLED_BYTES: usize = 64 << 20;
 
 /// Folds a shard once this many rows arrived since the last fold.
 const FOLD_AFTER_ROWS: u64 = 100_000;
@@ -44,10 +49,21 @@ impl DuckShardStore {
         std::fs::create_dir_all(&dir).map_err(|err| {
             beacon_core::Error::backend(format!("creating shard folder {}", dir.display()), err)
         })?;
+        let shards = OpenShards::new(dir, memory_bytes);
+        let partitions = partitions.max(1);
+        shards.keep_spans(DEFAULT_SETTLED_BYTES / partitions as usize);
         Ok(Self {
-            shards: Arc::new(OpenShards::new(dir, memory_bytes)),
-            partitions: partitions.max(1),
+            shards: Arc::new(shards),
+            partitions,
         })
+    }
+
+    /// Keeps up to `bytes` (split evenly between the partitions' shards) of the sums of
+    /// tenants' settled days between reads, for shards opened from now on; 0 keeps none.
+    pub fn with_settled_cache(self, bytes: u64) -> Self {
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        self.shards.keep_spans(bytes / self.partitions as usize);
+        self
     }
 
     /// Deletes `tenant_id`'s live and staged events of local dates before `before`; returns
@@ -61,7 +77,7 @@ impl DuckShardStore {
                 return Ok(0);
             };
             shard
-                .with_writer(Touched::Tenants(&[&tenant]), |conn| {
+                .with_writer(Touched::Tenants(&[Written::any_day(&tenant)]), |conn| {
                     conn.prepare_cached(schema::EXPIRE_EVENTS)?
                         .execute(params![tenant, before.to_string()])
                 })
@@ -71,6 +87,15 @@ impl DuckShardStore {
                 })
         })
         .await
+    }
+
+    /// Spans of settled days kept by `partition`'s shard, if open.
+    #[cfg(test)]
+    pub(crate) fn spans_kept(&self, partition: u32) -> usize {
+        match self.shards.get(partition, false) {
+            Ok(Some(shard)) => super::open::lock(&shard.spans).len(),
+            _ => 0,
+        }
     }
 
     /// Folds every open shard's deltas now, off the async runtime.
@@ -112,7 +137,7 @@ impl DuckShardStore {
     ) -> Result<T, QueryError>
     where
         T: Default + Send + 'static,
-        F: FnOnce(&Connection, &str) -> Result<T, ShardFailure> + Send + 'static,
+        F: FnOnce(&Connection, &str, &Shard) -> Result<T, ShardFailure> + Send + 'static,
     {
         beacon_core::auth::validate_tenant_id(tenant_id)?;
         let partition = partition_of(tenant_id, self.partitions);
@@ -122,7 +147,7 @@ impl DuckShardStore {
                 return Ok(T::default());
             };
             shard
-                .with_reader(|conn| read(conn, &tenant))
+                .with_reader(|conn| read(conn, &tenant, &shard))
                 .map_err(|err| QueryError::shard(&shard.name, what, err))
         })
         .await
@@ -176,7 +201,7 @@ impl ShardStore for DuckShardStore {
                 covered: None,
             };
             shard
-                .with_writer(Touched::Tenants(&[&tenant]), |conn| {
+                .with_writer(Touched::Tenants(&[Written::any_day(&tenant)]), |conn| {
                     let tx = conn.transaction()?;
                     let mut parts = Parts::new(&tx);
                     for part in &message.tenants {
@@ -271,7 +296,7 @@ impl ShardStore for DuckShardStore {
 
     async fn recent(&self, tenant_id: &str, query: RecentQuery) -> Result<Recent, QueryError> {
         let what = format!("reading the realtime view of tenant {tenant_id:?}");
-        self.read_tenant(tenant_id, what, move |conn, tenant| {
+        self.read_tenant(tenant_id, what, move |conn, tenant, _| {
             read::recent(conn, tenant, &query)
         })
         .await
@@ -279,7 +304,7 @@ impl ShardStore for DuckShardStore {
 
     async fn scan(&self, tenant_id: &str, query: ScanQuery) -> Result<Answer, QueryError> {
         let what = format!("scanning the events of tenant {tenant_id:?}");
-        self.read_tenant(tenant_id, what, move |conn, tenant| {
+        self.read_tenant(tenant_id, what, move |conn, tenant, _| {
             scan::run(conn, tenant, &query)
         })
         .await
@@ -300,8 +325,12 @@ impl ShardStore for DuckShardStore {
             ));
         }
         let what = format!("reading {:?} of tenant {tenant_id:?}", query.group);
-        self.read_tenant(tenant_id, what, move |conn, tenant| {
-            read::sums(conn, tenant, dimension, &query)
+        self.read_tenant(tenant_id, what, move |conn, tenant, shard| {
+            let kept = read::Kept {
+                spans: &shard.spans,
+                writes: &shard.writes,
+            };
+            read::sums(conn, tenant, dimension, &query, Some(kept))
         })
         .await
     }
@@ -354,10 +383,13 @@ fn apply(
         messages.first().map_or(0, |m| m.seq),
         messages.last().map_or(0, |m| m.seq),
     );
-    let tenants: Vec<&str> = messages
+    let tenants: Vec<Written<'_>> = messages
         .iter()
         .flat_map(|m| &m.tenants)
-        .map(|part| part.tenant_id())
+        .map(|part| Written {
+            tenant: part.tenant_id(),
+            from_day: part.first_day().unwrap_or(Written::NO_DAY),
+        })
         .collect();
     let (applied, rows) = shard
         .with_writer(Touched::Tenants(&tenants), |conn| {

@@ -24,7 +24,9 @@ mod read;
 mod rows;
 mod scan;
 mod schema;
+mod settled;
 mod sketch;
+mod writes;
 
 pub use self::duckdb::DuckShardStore;
 pub use self::events::column as event_column;
@@ -101,7 +103,7 @@ pub struct Answer {
 }
 
 /// The width of a time group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Time {
     /// Hour buckets ([`Sums::time`]: the bucket's Unix milliseconds). Totals (dimension 0)
     /// only, unfiltered: hourly visitor sketches are kept for totals alone.
@@ -116,7 +118,7 @@ pub enum Time {
 }
 
 /// How a query groups rows: by time, by the dimension's value, both, or neither (one group).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct GroupBy {
     /// Time groups, if any.
     pub time: Option<Time>,

@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use duckdb::{Config, Connection};
 
 use super::schema;
+use super::settled::SpanCache;
+use super::writes::{Touched, Writes};
 
 /// Reads running at once on one shard; more wait. Each read runs on its caller's thread
 /// (DuckDB threads = 1), so this also bounds the blocking threads a shard occupies.
@@ -35,56 +37,9 @@ pub(crate) struct Shard {
     freed: Condvar,
     appended: AtomicU64,
     /// Writes done on this partition's shard since the process started (kept across reopens).
-    writes: Arc<Mutex<Writes>>,
-}
-
-/// Whose rows a write may change.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Touched<'a> {
-    /// Any tenant's.
-    All,
-    /// These tenants' only.
-    Tenants(&'a [&'a str]),
-}
-
-/// The writes of one partition's shard, numbered, and the last one that may have changed each
-/// tenant's rows.
-#[derive(Debug, Default)]
-pub(crate) struct Writes {
-    /// Writes so far.
-    done: u64,
-    /// The last write that may have changed every tenant's rows.
-    all: u64,
-    /// The last write that changed each tenant's rows, where later than `all`.
-    tenants: HashMap<String, u64>,
-}
-
-impl Writes {
-    /// Counts a write of `touched`.
-    fn count(&mut self, touched: Touched<'_>) {
-        self.done += 1;
-        match touched {
-            Touched::All => {
-                self.all = self.done;
-                self.tenants.clear();
-            }
-            Touched::Tenants(tenants) => {
-                for tenant in tenants {
-                    match self.tenants.get_mut(*tenant) {
-                        Some(last) => *last = self.done,
-                        None => {
-                            self.tenants.insert((*tenant).to_owned(), self.done);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The number of the last write that may have changed `tenant`'s rows.
-    fn of(&self, tenant: &str) -> u64 {
-        self.tenants.get(tenant).copied().unwrap_or(self.all)
-    }
+    pub(crate) writes: Arc<Mutex<Writes>>,
+    /// Sums of its tenants' settled days, kept between reads.
+    pub(crate) spans: Mutex<SpanCache>,
 }
 
 /// A running read; frees its place when dropped.
@@ -98,7 +53,12 @@ impl Drop for ReadPermit<'_> {
 }
 
 impl Shard {
-    fn open(path: PathBuf, memory: &str, writes: Arc<Mutex<Writes>>) -> duckdb::Result<Self> {
+    fn open(
+        path: PathBuf,
+        memory: &str,
+        writes: Arc<Mutex<Writes>>,
+        span_bytes: usize,
+    ) -> duckdb::Result<Self> {
         let config = Config::default()
             .threads(SHARD_THREADS)?
             .max_memory(memory)?;
@@ -114,6 +74,7 @@ impl Shard {
             freed: Condvar::new(),
             appended: AtomicU64::new(0),
             writes,
+            spans: Mutex::new(SpanCache::new(span_bytes)),
         })
     }
 
@@ -179,6 +140,8 @@ impl Shard {
 pub(crate) struct OpenShards {
     dir: PathBuf,
     memory: String,
+    /// Bytes of settled days' sums each shard keeps.
+    span_bytes: AtomicUsize,
     open: Mutex<HashMap<u32, Arc<Shard>>>,
     /// Per partition, the writes counted by its shard.
     writes: Mutex<HashMap<u32, Arc<Mutex<Writes>>>>,
@@ -191,9 +154,16 @@ impl OpenShards {
             dir,
             // DuckDB's syntax for a number of bytes.
             memory: format!("{memory_bytes}b"),
+            span_bytes: AtomicUsize::new(0),
             open: Mutex::default(),
             writes: Mutex::default(),
         }
+    }
+
+    /// Makes each shard opened from now on keep up to `bytes` of its tenants' settled days'
+    /// sums.
+    pub(crate) fn keep_spans(&self, bytes: usize) {
+        self.span_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// The file of a partition's shard. The dot keeps it apart from any tenant-named file:
@@ -213,7 +183,13 @@ impl OpenShards {
         if !create && !path.exists() {
             return Ok(None);
         }
-        let shard = Arc::new(Shard::open(path, &self.memory, self.writes_of(partition))?);
+        let spans = self.span_bytes.load(Ordering::Relaxed);
+        let shard = Arc::new(Shard::open(
+            path,
+            &self.memory,
+            self.writes_of(partition),
+            spans,
+        )?);
         tracing::debug!(partition, shard = %shard.name, "shard opened");
         open.insert(partition, shard.clone());
         Ok(Some(shard))
@@ -233,24 +209,5 @@ impl OpenShards {
     /// Closes every shard (checkpointing it) once no one else holds it.
     pub(crate) fn close(&self) {
         lock(&self.open).clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_write_changes_the_count_of_the_tenants_it_touched_only() {
-        let mut writes = Writes::default();
-        assert_eq!((writes.of("a"), writes.of("b")), (0, 0));
-        writes.count(Touched::Tenants(&["a"]));
-        assert_eq!((writes.of("a"), writes.of("b")), (1, 0));
-        writes.count(Touched::Tenants(&["b", "c"]));
-        assert_eq!((writes.of("a"), writes.of("b"), writes.of("c")), (1, 2, 2));
-        writes.count(Touched::All);
-        assert_eq!((writes.of("a"), writes.of("b"), writes.of("z")), (3, 3, 3));
-        writes.count(Touched::Tenants(&["a"]));
-        assert_eq!((writes.of("a"), writes.of("b")), (4, 3));
     }
 }

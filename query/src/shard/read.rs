@@ -4,34 +4,46 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
 
 use ::duckdb::{Connection, params};
 use beacon_proto::insights::v1::{Dimension, Metric};
 
-use super::cell::{COUNTERS, Cell};
+use super::cell::{COUNTERS, Cell, EVENTS};
+use super::open::lock;
+use super::settled::{Key, Span, SpanCache, SpanKey};
 use super::sketch::Merge;
+use super::writes::Writes;
 use super::{Answer, Page, Recent, RecentQuery, ShardQuery, Sort, SortKey, Time, schema};
 use crate::error::ShardFailure;
 use crate::metrics::{self, Sums};
 use crate::range::{epoch_day, from_epoch_day};
+use jiff::civil::Date;
 
 /// Most bytes of visitor sketches one read may hold (the rows of a dimension over the range).
 const MAX_READ_SKETCH_BYTES: usize = 512 << 20;
 
-/// A group: its time and its value.
-type Key = (i64, String);
+/// Where a read finds and keeps the sums of its tenant's settled days.
+pub(crate) struct Kept<'a> {
+    /// The shard's kept spans.
+    pub spans: &'a Mutex<SpanCache>,
+    /// The shard's writes.
+    pub writes: &'a Mutex<Writes>,
+}
 
 /// The groups of `tenant`'s rows matching `query`; `dimension` is the query's, checked.
 ///
 /// Paged by counters alone, the read takes two scans: counters of every group first, then the
 /// sketches of the page's groups only, so memory grows with the groups' counters, not their
-/// sketches. Otherwise every group's sketches are merged, and a read that would hold more than
-/// [`MAX_READ_SKETCH_BYTES`] of them fails, naming the limit.
+/// sketches. Paged by visitors, highest first, it merges the sketches of the groups that can
+/// make the page only ([`top_by_visitors`]). Otherwise every group's sketches are merged, and
+/// a read that would hold more than [`MAX_READ_SKETCH_BYTES`] of them fails, naming the limit.
 pub(crate) fn sums(
     conn: &Connection,
     tenant: &str,
     dimension: i16,
     query: &ShardQuery,
+    kept: Option<Kept<'_>>,
 ) -> Result<Answer, ShardFailure> {
     let mut versions = BTreeSet::new();
     let read = Read {
@@ -39,22 +51,27 @@ pub(crate) fn sums(
         tenant,
         dimension,
         query,
+        kept,
     };
+    let by_visitors = |sort: &Sort| sort.key == SortKey::Metric(Metric::Visitors);
     let (groups, total) = match &query.page {
         Some(page)
-            if !page
+            if page
                 .sort
-                .iter()
-                .any(|s| s.key == SortKey::Metric(Metric::Visitors)) =>
+                .first()
+                .is_some_and(|s| by_visitors(s) && s.descending) =>
         {
-            let counted = read.scan(&mut versions, |_| false)?;
+            top_by_visitors(&read, &mut versions, page)?
+        }
+        Some(page) if !page.sort.iter().any(by_visitors) => {
+            let counted = read.scan(&mut versions, Sketches::None)?;
             let total = counted.len();
             let mut page_groups = paged(all(&counted, false)?, page);
             let wanted: HashSet<Key> = page_groups
                 .iter()
                 .map(|s| (s.time, s.key.clone()))
                 .collect();
-            let sketches = read.scan(&mut versions, |key| wanted.contains(key))?;
+            let sketches = read.scan(&mut versions, Sketches::Of(&wanted))?;
             for sums in &mut page_groups {
                 if let Some(merge) = sketches
                     .get(&(sums.time, sums.key.clone()))
@@ -66,7 +83,7 @@ pub(crate) fn sums(
             (page_groups, total)
         }
         page => {
-            let groups = all(&read.scan(&mut versions, |_| true)?, true)?;
+            let groups = all(&read.scan(&mut versions, Sketches::All)?, true)?;
             let total = groups.len();
             match page {
                 Some(page) => (paged(groups, page), total),
@@ -81,31 +98,199 @@ pub(crate) fn sums(
     })
 }
 
+/// Groups merged per scan at first when ranking by visitors, at least; later scans take four
+/// times as many as the one before.
+const FIRST_MERGES: usize = 32;
+
+/// The page of groups ranked by visitors, highest first, and the count of every group.
+///
+/// A group's visitors are at most its events (every visitor a row records came with an event
+/// of that row), so the groups are merged in order of their events, a round at a time, until
+/// the page's last group has more visitors than any group left could show: most of a large
+/// tenant's pages are never merged. The estimate shown for a group stays within
+/// [`most_visitors`] of its events.
+fn top_by_visitors(
+    read: &Read<'_>,
+    versions: &mut BTreeSet<u32>,
+    page: &Page,
+) -> Result<(Vec<Sums>, usize), ShardFailure> {
+    let counted = read.scan(versions, Sketches::None)?;
+    let wanted = page.offset + page.limit;
+    let mut left: Vec<(i64, &Key)> = counted
+        .iter()
+        .map(|(key, cell)| (cell.counters[EVENTS], key))
+        .collect();
+    // Most events first; popped from the end.
+    left.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)));
+    let mut best: Vec<Sums> = Vec::new();
+    let mut round = FIRST_MERGES.max(2 * wanted);
+    while let Some(&(events, _)) = left.last() {
+        let settled = wanted.checked_sub(1).is_none_or(|last| {
+            best.get(last)
+                .is_some_and(|l| most_visitors(events) < l.visitors)
+        });
+        if settled {
+            break;
+        }
+        let take: HashSet<Key> = left
+            .drain(left.len().saturating_sub(round)..)
+            .map(|(_, key)| key.clone())
+            .collect();
+        let cells = read.scan(versions, Sketches::Of(&take))?;
+        for key in &take {
+            if let Some(cell) = cells.get(key) {
+                let mut sums = cell.sums(key.1.clone(), true)?;
+                sums.time = key.0;
+                best.push(sums);
+            }
+        }
+        sort(&mut best, &page.sort);
+        best.truncate(wanted);
+        round *= 4;
+    }
+    let page_groups = best.into_iter().skip(page.offset).collect();
+    Ok((page_groups, counted.len()))
+}
+
+/// The highest visitor estimate a group of `events` events can show: at most one visitor per
+/// event, and the sketch's estimate within an eighth (plus 8) of the true count, which is more
+/// than 15 times its standard error of 0.8 % (below about 1,500 visitors it is exact).
+fn most_visitors(events: i64) -> u64 {
+    let events = u64::try_from(events).unwrap_or(0);
+    events + events / 8 + 8
+}
+
+/// Which groups' sketches a scan reads.
+enum Sketches<'a> {
+    /// None: counters only.
+    None,
+    /// These groups'.
+    Of(&'a HashSet<Key>),
+    /// Every group's.
+    All,
+}
+
+impl Sketches<'_> {
+    fn of(&self, key: &Key) -> bool {
+        match self {
+            Sketches::None => false,
+            Sketches::Of(keys) => keys.contains(key),
+            Sketches::All => true,
+        }
+    }
+}
+
 struct Read<'a> {
     conn: &'a Connection,
     tenant: &'a str,
     dimension: i16,
     query: &'a ShardQuery,
+    kept: Option<Kept<'a>>,
 }
 
 impl Read<'_> {
-    /// One scan: the cells of every group added up, sketches kept only for the groups `sketch`
-    /// selects; the rows' logic versions are added to `versions`.
+    /// The cells of every group added up, sketches kept only for the groups `sketches`
+    /// selects; the rows' logic versions are added to `versions`. The settled days come from
+    /// a kept span where there is one, and are kept for the next read.
     fn scan(
         &self,
         versions: &mut BTreeSet<u32>,
-        sketch: impl Fn(&Key) -> bool,
+        sketches: Sketches<'_>,
+    ) -> Result<HashMap<Key, Cell>, ShardFailure> {
+        let (start, end) = (self.query.start, self.query.end);
+        let Some((kept, key, writes)) = self.settled() else {
+            return self.scan_days(start, end, versions, &sketches);
+        };
+        let taken = lock(kept.spans).take(&key, writes);
+        let mut span = match taken {
+            Some(span) => span,
+            None => {
+                let mut span = Span::default();
+                span.counters =
+                    self.scan_days(start, key.through, &mut span.versions, &Sketches::None)?;
+                span
+            }
+        };
+        match &sketches {
+            Sketches::None => {}
+            Sketches::Of(wanted) => {
+                let missing = span.missing(wanted);
+                if !missing.is_empty() {
+                    let read = Sketches::Of(&missing);
+                    let cells = self.scan_days(start, key.through, &mut span.versions, &read)?;
+                    span.keep_sketches(cells, |key| missing.contains(key))?;
+                }
+            }
+            Sketches::All if !span.every_sketch => {
+                let cells = self.scan_days(start, key.through, &mut span.versions, &sketches)?;
+                span.keep_sketches(cells, |_| true)?;
+                span.every_sketch = true;
+            }
+            Sketches::All => {}
+        }
+        versions.extend(span.versions.iter().copied());
+        let mut cells = span.cells(|key| sketches.of(key));
+        let after = key.through.tomorrow().ok().filter(|day| *day <= end);
+        lock(kept.spans).put(key, writes, span);
+        if let Some(after) = after {
+            for (key, cell) in self.scan_days(after, end, versions, &sketches)? {
+                add_to(&mut cells, key, cell);
+            }
+        }
+        Ok(cells)
+    }
+
+    /// The span of settled days this read can take from (or keep in) the shard's spans: the
+    /// days before the first day of the tenant's newest write, up to the read's last, and the
+    /// number of the last write that changed them. `None` when nothing is kept, the read
+    /// filters values, or no day of the read is settled.
+    fn settled(&self) -> Option<(&Kept<'_>, SpanKey, u64)> {
+        let kept = self.kept.as_ref()?;
+        if self.query.keep.is_some() || !lock(kept.spans).keeps() {
+            return None;
+        }
+        let day = |date: Date| i32::try_from(epoch_day(date)).ok();
+        let (start, end) = (day(self.query.start)?, day(self.query.end)?);
+        let writes = lock(kept.writes);
+        let through = match writes.of_days(self.tenant, end).1 {
+            Some(newest) => end.min(newest.saturating_sub(1)),
+            None => end,
+        };
+        if through < start {
+            return None;
+        }
+        let key = SpanKey {
+            tenant: self.tenant.to_owned(),
+            dimension: self.dimension,
+            start: self.query.start,
+            through: from_epoch_day(i64::from(through)),
+            group: self.query.group,
+            shift_days: self.query.shift_days,
+        };
+        Some((kept, key, writes.of_days(self.tenant, through).0))
+    }
+
+    /// One scan of the days from `from` to `to`: the cells of every group added up,
+    /// sketches kept only for the groups `sketches` selects; the rows' logic versions are
+    /// added to `versions`.
+    fn scan_days(
+        &self,
+        from: Date,
+        to: Date,
+        versions: &mut BTreeSet<u32>,
+        sketches: &Sketches<'_>,
     ) -> Result<HashMap<Key, Cell>, ShardFailure> {
         let query = self.query;
         let hours = query.group.time == Some(Time::Hour);
         let start_day = epoch_day(query.start);
         let mut groups: HashMap<Key, Cell> = HashMap::new();
-        let mut statement = self.conn.prepare_cached(&schema::select(hours))?;
+        let sql = schema::select(hours, !matches!(sketches, Sketches::None));
+        let mut statement = self.conn.prepare_cached(&sql)?;
         let mut rows = statement.query(params![
             self.tenant,
             self.dimension,
-            query.start.to_string(),
-            query.end.to_string()
+            from.to_string(),
+            to.to_string()
         ])?;
         let mut held = 0usize;
         while let Some(row) = rows.next()? {
@@ -137,7 +322,7 @@ impl Read<'_> {
             );
             let version: i32 = row.get(2 + COUNTERS + 1)?;
             versions.insert(u32::try_from(version).unwrap_or(0));
-            let cell = if sketch(&key) {
+            let cell = if sketches.of(&key) {
                 Cell::read(row, 2)?
             } else {
                 Cell::read_counters(row, 2)?

@@ -33,6 +33,20 @@ impl ValidRollup {
     pub fn tenant_id(&self) -> &str {
         &self.rollup.tenant_id
     }
+
+    /// The first local day (days since 1970-01-01) whose rows applying the part may change:
+    /// its rows', its events' and their visits' days and a swap's first date, staged or live
+    /// alike; `None` when it has none (realtime minutes only).
+    pub(crate) fn first_day(&self) -> Option<i32> {
+        let swapped = self
+            .rollup
+            .swap
+            .as_ref()
+            .and_then(|swap| epoch_day(&swap.first_date).ok());
+        let rows = self.keys.rows.iter().map(|(day, _)| *day);
+        let events = self.keys.events.iter().map(|(day, visit)| *day.min(visit));
+        rows.chain(events).chain(swapped).min()
+    }
 }
 
 /// Validates `rollup`: a well-formed tenant id, known dimensions and "YYYY-MM-DD" dates.

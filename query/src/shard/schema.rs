@@ -199,6 +199,10 @@ ON CONFLICT ("partition") DO UPDATE SET seq = excluded.seq,
 const CELL: &str = "pageviews, events, visits, bounces, duration_ms, bot_events, \
     revenue_micros, revenue_events, sketch";
 
+/// [`CELL`] with a NULL in the sketch's place: DuckDB then does not read the sketches.
+const CELL_COUNTERS: &str = "pageviews, events, visits, bounces, duration_ms, bot_events, \
+    revenue_micros, revenue_events, NULL::BLOB";
+
 /// Collects the (tenant, day) keys with unfolded rows.
 pub(crate) const DIRTY_DAYS: &str = "CREATE TEMP TABLE dirty_days AS \
     SELECT DISTINCT tenant, local_date FROM days WHERE NOT folded";
@@ -240,18 +244,19 @@ pub(crate) const DELETE_DIRTY_HOURS: &str = "DELETE FROM hours WHERE EXISTS (\
 
 /// A tenant's live rows for a read: parameters tenant, dimension, first and last local date
 /// ("YYYY-MM-DD"). Columns: the row's time (days since 1970-01-01, or the hour bucket's Unix
-/// milliseconds when `hours`), its value, the cell, then the logic version. Hourly rows come
-/// from `hours` (dimension 0 only).
-pub(crate) fn select(hours: bool) -> String {
+/// milliseconds when `hours`), its value, the cell (its sketch NULL unless `sketches`), then the
+/// logic version. Hourly rows come from `hours` (dimension 0 only).
+pub(crate) fn select(hours: bool, sketches: bool) -> String {
+    let cell = if sketches { CELL } else { CELL_COUNTERS };
     let range = "local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE) AND gen = 0";
     if hours {
         return format!(
-            "SELECT hour_ms, '', {CELL}, logic_version FROM hours \
+            "SELECT hour_ms, '', {cell}, logic_version FROM hours \
              WHERE tenant = ? AND 0 = ? AND {range}"
         );
     }
     format!(
-        r#"SELECT CAST(local_date - DATE '1970-01-01' AS BIGINT), "value", {CELL}, logic_version
+        r#"SELECT CAST(local_date - DATE '1970-01-01' AS BIGINT), "value", {cell}, logic_version
 FROM days WHERE tenant = ? AND dimension = ? AND {range}"#
     )
 }

@@ -299,6 +299,62 @@ async fn top_values_ordered_by_metric_then_value() {
 }
 
 #[tokio::test]
+async fn a_page_by_visitors_is_the_page_of_every_group_by_visitors() {
+    let dir = TempDir::new("top-visitors");
+    let store = store(&dir);
+    let at = "2026-03-01T10:15:00Z";
+    let mut hits = Vec::new();
+    // Page k: (k * 7) % 60 + 1 visitors, each seen (60 - k) / 10 + 1 times, so that the
+    // pages with the most events are not the ones with the most visitors.
+    for k in 0..60u64 {
+        for v in 0..((k * 7) % 60 + 1) {
+            for _ in 0..((60 - k) / 10 + 1) {
+                hits.push(hit(
+                    at,
+                    "UTC",
+                    Dimension::Page,
+                    &format!("/p{k}"),
+                    k * 100 + v,
+                ));
+            }
+        }
+    }
+    apply_one(&store, 1, vec![rollup("acme", hits)]).await;
+    let every = ShardQuery {
+        dimension: Dimension::Page as i32,
+        group: GroupBy::VALUE,
+        ..totals("2026-03-01", "2026-03-01")
+    };
+    let mut all = store
+        .query("acme", every.clone())
+        .await
+        .expect("query")
+        .groups;
+    assert_eq!(all.len(), 60);
+    crate::shard::sort(&mut all, &Page::top(Metric::Visitors, 1).sort);
+    for (offset, limit) in [(0, 10), (3, 4), (55, 10), (0, 0)] {
+        let page = Page {
+            offset,
+            limit,
+            ..Page::top(Metric::Visitors, 1)
+        };
+        let answer = store
+            .query(
+                "acme",
+                ShardQuery {
+                    page: Some(page),
+                    ..every.clone()
+                },
+            )
+            .await
+            .expect("query");
+        let want: Vec<_> = all.iter().skip(offset).take(limit).cloned().collect();
+        assert_eq!(answer.groups, want, "offset {offset}, limit {limit}");
+        assert_eq!(answer.total, 60);
+    }
+}
+
+#[tokio::test]
 async fn bad_tenant_id_is_refused() {
     let dir = TempDir::new("path");
     let store = store(&dir);
