@@ -414,7 +414,7 @@ fn apply(
 fn fold(shard: &Shard) -> Result<(), QueryError> {
     shard.reset_appended();
     shard
-        .with_writer(Touched::All, compact::fold)
+        .with_writer(Touched::NoSums, compact::fold)
         .map_err(|err| QueryError::shard(&shard.name, "folding deltas", err))?;
     tracing::debug!(shard = %shard.name, "shard folded");
     Ok(())
