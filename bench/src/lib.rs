@@ -153,6 +153,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if wanted(Scenario::Query) {
         query::run(&plan, &mut table).await?;
         query::scale::run(&plan, &mut table).await?;
+        query::recompute::run(&plan, &mut table).await?;
     }
     if wanted(Scenario::Reprocess) {
         reprocess::run(&plan, &mut table).await?;

@@ -39,6 +39,7 @@ mod filtered;
 mod live;
 pub(crate) mod load;
 mod rawscan;
+pub mod recompute;
 pub mod scale;
 
 use crate::{Plan, Table};
@@ -542,14 +543,19 @@ pub(crate) async fn dashboards(
     Ok(total)
 }
 
-async fn dashboard(insights: &Insights, tenant: &Tenant, range: &DateRange) -> anyhow::Result<()> {
-    let date_range = Some(range.clone());
-    let metrics = vec![
+/// The metrics of the dashboard's series and breakdowns, visitors first.
+pub(crate) fn dashboard_metrics() -> Vec<i32> {
+    vec![
         Metric::Visitors as i32,
         Metric::Visits as i32,
         Metric::Pageviews as i32,
         Metric::BounceRate as i32,
-    ];
+    ]
+}
+
+async fn dashboard(insights: &Insights, tenant: &Tenant, range: &DateRange) -> anyhow::Result<()> {
+    let date_range = Some(range.clone());
+    let metrics = dashboard_metrics();
     let (totals, series, pages, sources) = tokio::join!(
         insights.aggregate(
             tenant,
