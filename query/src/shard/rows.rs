@@ -34,18 +34,20 @@ impl ValidRollup {
         &self.rollup.tenant_id
     }
 
-    /// The first local day (days since 1970-01-01) whose rows applying the part may change:
-    /// its rows', its events' and their visits' days and a swap's first date, staged or live
-    /// alike; `None` when it has none (realtime minutes only).
+    /// The first local day (days since 1970-01-01) whose live rows applying the part may
+    /// change: its rows', its events' and their visits' days; `i32::MIN` (any day) for a swap,
+    /// which makes every staged row of its generation live whatever its date; `None` when it
+    /// changes no live day (realtime minutes only, or a staged part, which reads never see).
     pub(crate) fn first_day(&self) -> Option<i32> {
-        let swapped = self
-            .rollup
-            .swap
-            .as_ref()
-            .and_then(|swap| epoch_day(&swap.first_date).ok());
+        if self.rollup.swap.is_some() {
+            return Some(i32::MIN);
+        }
+        if self.rollup.generation != 0 {
+            return None;
+        }
         let rows = self.keys.rows.iter().map(|(day, _)| *day);
         let events = self.keys.events.iter().map(|(day, visit)| *day.min(visit));
-        rows.chain(events).chain(swapped).min()
+        rows.chain(events).min()
     }
 }
 
@@ -181,6 +183,29 @@ mod tests {
             ],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_part_changes_live_days_from_its_first_unless_staged_and_any_when_swapped() {
+        let mut live = rollup("acme", "2026-03-01", Dimension::Country as i32);
+        assert_eq!(validate(live.clone()).expect("valid").first_day(), Some(1));
+        live.rows.clear();
+        assert_eq!(validate(live.clone()).expect("valid").first_day(), None);
+        let staged = TenantRollup {
+            generation: 7,
+            stage: 1,
+            ..rollup("acme", "2026-03-01", 0)
+        };
+        assert_eq!(validate(staged.clone()).expect("valid").first_day(), None);
+        let swap = TenantRollup {
+            swap: Some(beacon_proto::pipeline::v1::Swap {
+                first_date: "2026-03-01".into(),
+                last_date: "2026-03-02".into(),
+                ..Default::default()
+            }),
+            ..staged
+        };
+        assert_eq!(validate(swap).expect("valid").first_day(), Some(i32::MIN));
     }
 
     #[test]
