@@ -330,7 +330,7 @@ impl ShardStore for DuckShardStore {
                 spans: &shard.spans,
                 writes: &shard.writes,
             };
-            read::sums(conn, tenant, dimension, &query, Some(kept))
+            read::sums(conn, tenant, dimension, &query, kept)
         })
         .await
     }
@@ -388,7 +388,7 @@ fn apply(
         .flat_map(|m| &m.tenants)
         .map(|part| Written {
             tenant: part.tenant_id(),
-            from_day: part.first_day().unwrap_or(Written::NO_DAY),
+            from_day: part.first_day(),
         })
         .collect();
     let (applied, rows) = shard

@@ -43,7 +43,7 @@ pub(crate) fn sums(
     tenant: &str,
     dimension: i16,
     query: &ShardQuery,
-    kept: Option<Kept<'_>>,
+    kept: Kept<'_>,
 ) -> Result<Answer, ShardFailure> {
     let mut versions = BTreeSet::new();
     let read = Read {
@@ -185,7 +185,7 @@ struct Read<'a> {
     tenant: &'a str,
     dimension: i16,
     query: &'a ShardQuery,
-    kept: Option<Kept<'a>>,
+    kept: Kept<'a>,
 }
 
 impl Read<'_> {
@@ -198,7 +198,8 @@ impl Read<'_> {
         sketches: Sketches<'_>,
     ) -> Result<HashMap<Key, Cell>, ShardFailure> {
         let (start, end) = (self.query.start, self.query.end);
-        let Some((kept, key, writes)) = self.settled() else {
+        let kept = &self.kept;
+        let Some((key, writes)) = self.settled() else {
             return self.scan_days(start, end, versions, &sketches);
         };
         let taken = lock(kept.spans).take(&key, writes);
@@ -212,7 +213,6 @@ impl Read<'_> {
             }
         };
         match &sketches {
-            Sketches::None => {}
             Sketches::Of(wanted) => {
                 let missing = span.missing(wanted);
                 if !missing.is_empty() {
@@ -226,7 +226,7 @@ impl Read<'_> {
                 span.keep_sketches(cells, |_| true)?;
                 span.every_sketch = true;
             }
-            Sketches::All => {}
+            Sketches::None | Sketches::All => {}
         }
         versions.extend(span.versions.iter().copied());
         let mut cells = span.cells(|key| sketches.of(key));
@@ -244,15 +244,15 @@ impl Read<'_> {
     /// days before the first day of the tenant's newest write, up to the read's last, and the
     /// number of the last write that changed them. `None` when nothing is kept, the read
     /// filters values, or no day of the read is settled.
-    fn settled(&self) -> Option<(&Kept<'_>, SpanKey, u64)> {
-        let kept = self.kept.as_ref()?;
+    fn settled(&self) -> Option<(SpanKey, u64)> {
+        let kept = &self.kept;
         if self.query.keep.is_some() || !lock(kept.spans).keeps() {
             return None;
         }
         let day = |date: Date| i32::try_from(epoch_day(date)).ok();
         let (start, end) = (day(self.query.start)?, day(self.query.end)?);
         let writes = lock(kept.writes);
-        let through = match writes.of_days(self.tenant, end).1 {
+        let through = match writes.newest_from_day(self.tenant) {
             Some(newest) => end.min(newest.saturating_sub(1)),
             None => end,
         };
@@ -267,7 +267,7 @@ impl Read<'_> {
             group: self.query.group,
             shift_days: self.query.shift_days,
         };
-        Some((kept, key, writes.of_days(self.tenant, through).0))
+        Some((key, writes.of_days(self.tenant, through)))
     }
 
     /// One scan of the days from `from` to `to`: the cells of every group added up,

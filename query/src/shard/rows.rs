@@ -4,6 +4,7 @@ use beacon_proto::insights::v1::Dimension;
 use beacon_proto::pipeline::v1::TenantRollup;
 use jiff::civil::Date;
 
+use super::writes::Written;
 use crate::QueryError;
 
 const EPOCH: Date = Date::constant(1970, 1, 1);
@@ -35,19 +36,20 @@ impl ValidRollup {
     }
 
     /// The first local day (days since 1970-01-01) whose live rows applying the part may
-    /// change: its rows', its events' and their visits' days; `i32::MIN` (any day) for a swap,
-    /// which makes every staged row of its generation live whatever its date; `None` when it
-    /// changes no live day (realtime minutes only, or a staged part, which reads never see).
-    pub(crate) fn first_day(&self) -> Option<i32> {
+    /// change: its rows', its events' and their visits' days; [`Written::ANY_DAY`] for a swap,
+    /// which makes every staged row of its generation live whatever its date;
+    /// [`Written::NO_DAY`] when it changes no live day (realtime minutes only, or a staged
+    /// part, which reads never see).
+    pub(crate) fn first_day(&self) -> i32 {
         if self.rollup.swap.is_some() {
-            return Some(i32::MIN);
+            return Written::ANY_DAY;
         }
         if self.rollup.generation != 0 {
-            return None;
+            return Written::NO_DAY;
         }
         let rows = self.keys.rows.iter().map(|(day, _)| *day);
         let events = self.keys.events.iter().map(|(day, visit)| *day.min(visit));
-        rows.chain(events).min()
+        rows.chain(events).min().unwrap_or(Written::NO_DAY)
     }
 }
 
@@ -188,15 +190,21 @@ mod tests {
     #[test]
     fn a_part_changes_live_days_from_its_first_unless_staged_and_any_when_swapped() {
         let mut live = rollup("acme", "2026-03-01", Dimension::Country as i32);
-        assert_eq!(validate(live.clone()).expect("valid").first_day(), Some(1));
+        assert_eq!(validate(live.clone()).expect("valid").first_day(), 1);
         live.rows.clear();
-        assert_eq!(validate(live.clone()).expect("valid").first_day(), None);
+        assert_eq!(
+            validate(live.clone()).expect("valid").first_day(),
+            Written::NO_DAY
+        );
         let staged = TenantRollup {
             generation: 7,
             stage: 1,
             ..rollup("acme", "2026-03-01", 0)
         };
-        assert_eq!(validate(staged.clone()).expect("valid").first_day(), None);
+        assert_eq!(
+            validate(staged.clone()).expect("valid").first_day(),
+            Written::NO_DAY
+        );
         let swap = TenantRollup {
             swap: Some(beacon_proto::pipeline::v1::Swap {
                 first_date: "2026-03-01".into(),
@@ -205,7 +213,7 @@ mod tests {
             }),
             ..staged
         };
-        assert_eq!(validate(swap).expect("valid").first_day(), Some(i32::MIN));
+        assert_eq!(validate(swap).expect("valid").first_day(), Written::ANY_DAY);
     }
 
     #[test]

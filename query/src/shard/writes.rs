@@ -98,17 +98,19 @@ impl Writes {
     }
 
     /// The number of the last write that may have changed `tenant`'s rows of a day up to
-    /// `day`, and the first day of its newest write that changed rows of a day, if any since
-    /// the last write of every tenant.
-    pub(crate) fn of_days(&self, tenant: &str, day: i32) -> (u64, Option<i32>) {
-        let Some(tenant) = self.tenants.get(tenant) else {
-            return (self.all, None);
-        };
-        let through = tenant.from_days.range(..=day).next_back();
-        (
-            through.map_or(self.all, |(_, write)| *write),
-            tenant.from_days.last_key_value().map(|(day, _)| *day),
-        )
+    /// `day`.
+    pub(crate) fn of_days(&self, tenant: &str, day: i32) -> u64 {
+        self.tenants
+            .get(tenant)
+            .and_then(|t| t.from_days.range(..=day).next_back())
+            .map_or(self.all, |(_, write)| *write)
+    }
+
+    /// The first day of `tenant`'s newest write that changed rows of a day, if any since the
+    /// last write of every tenant.
+    pub(crate) fn newest_from_day(&self, tenant: &str) -> Option<i32> {
+        let tenant = self.tenants.get(tenant)?;
+        tenant.from_days.last_key_value().map(|(day, _)| *day)
     }
 }
 
@@ -146,23 +148,28 @@ mod tests {
         writes.count(Touched::Tenants(&at("a", 100)));
         writes.count(Touched::Tenants(&at("a", 102)));
         // Days up to 99 were never written; 100 and 101 by write 1; 102 on by write 2.
-        assert_eq!(writes.of_days("a", 99), (0, Some(102)));
-        assert_eq!(writes.of_days("a", 101), (1, Some(102)));
-        assert_eq!(writes.of_days("a", 102), (2, Some(102)));
+        assert_eq!(writes.of_days("a", 99), 0);
+        assert_eq!(writes.newest_from_day("a"), Some(102));
+        assert_eq!(writes.of_days("a", 101), 1);
+        assert_eq!(writes.newest_from_day("a"), Some(102));
+        assert_eq!(writes.of_days("a", 102), 2);
+        assert_eq!(writes.newest_from_day("a"), Some(102));
         // A late write from day 90 changes every day from 90 on.
         writes.count(Touched::Tenants(&at("a", 90)));
-        assert_eq!(writes.of_days("a", 89), (0, Some(90)));
-        assert_eq!(writes.of_days("a", 101), (3, Some(90)));
+        assert_eq!(writes.of_days("a", 89), 0);
+        assert_eq!(writes.newest_from_day("a"), Some(90));
+        assert_eq!(writes.of_days("a", 101), 3);
+        assert_eq!(writes.newest_from_day("a"), Some(90));
         // Realtime rows only: no day's count changes, the tenant's does.
         writes.count(Touched::Tenants(&at("a", Written::NO_DAY)));
-        assert_eq!(writes.of_days("a", 101), (3, Some(90)));
+        assert_eq!(writes.of_days("a", 101), 3);
+        assert_eq!(writes.newest_from_day("a"), Some(90));
         assert_eq!(writes.of("a"), 4);
         writes.count(Touched::Tenants(&at("b", Written::ANY_DAY)));
-        assert_eq!(
-            writes.of_days("b", i32::MIN + 1),
-            (5, Some(Written::ANY_DAY))
-        );
+        assert_eq!(writes.of_days("b", i32::MIN + 1), 5);
+        assert_eq!(writes.newest_from_day("b"), Some(Written::ANY_DAY));
         writes.count(Touched::All);
-        assert_eq!(writes.of_days("a", 101), (6, None));
+        assert_eq!(writes.of_days("a", 101), 6);
+        assert_eq!(writes.newest_from_day("a"), None);
     }
 }
