@@ -59,6 +59,8 @@ pub enum Scenario {
     All,
     /// Ingest throughput, standalone and cluster (with the JetStream baseline).
     Ingest,
+    /// Ingest throughput of the standalone only (with the JetStream baseline).
+    Standalone,
     /// Freshness lag.
     Freshness,
     /// Dashboard latency and tenant scale.
@@ -144,8 +146,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::from_args(&args);
     let mut table = Table::new(&plan);
     let wanted = |scenario: Scenario| args.only == Scenario::All || args.only == scenario;
-    if wanted(Scenario::Ingest) {
-        ingest_rows(&plan, &mut table).await?;
+    if wanted(Scenario::Ingest) || args.only == Scenario::Standalone {
+        ingest_rows(&plan, &mut table, wanted(Scenario::Ingest)).await?;
     }
     if wanted(Scenario::Freshness) {
         freshness::run(&plan, &mut table).await?;
@@ -165,8 +167,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The ingest rows, beside the bare JetStream publish rate.
-async fn ingest_rows(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
+/// The ingest rows, beside the bare JetStream publish rate; the cluster's too if `cluster`.
+async fn ingest_rows(plan: &Plan, table: &mut Table, cluster: bool) -> anyhow::Result<()> {
     let measured = baseline::jetstream_publish(plan).await?;
     let baseline = measured.events_per_s;
     table.throughput(
@@ -174,9 +176,17 @@ async fn ingest_rows(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
         baseline,
         baseline,
     );
-    let standalone = ingest::standalone(plan, table, measured.nats_cpu_per_million).await?;
-    let cluster = ingest::cluster(plan, table, measured.nats_cpu_per_million).await?;
-    for (mode, rates) in [("standalone", standalone), ("cluster", cluster)] {
+    let mut modes = vec![(
+        "standalone",
+        ingest::standalone(plan, table, measured.nats_cpu_per_million).await?,
+    )];
+    if cluster {
+        modes.push((
+            "cluster",
+            ingest::cluster(plan, table, measured.nats_cpu_per_million).await?,
+        ));
+    }
+    for (mode, rates) in modes {
         // The label says the batch size as measured: partial batches make it smaller than the
         // 100 the sender asks for.
         let calls = format!("{:.1} events per gRPC call", rates.events_per_call);

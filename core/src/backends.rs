@@ -45,6 +45,11 @@ pub struct BackendArgs {
     /// NOT_SERVING ("60s", "2m 30s").
     #[arg(long, env = "BEACON_STALL_AFTER", default_value = "60s", value_parser = crate::time::parse_duration)]
     pub stall_after: std::time::Duration,
+    /// Page caches of the embedded stores, in all ("64MiB"): half for the raw store, a quarter
+    /// for the event log, the rest for the rollup log, dead letters and metadata. Pages past it
+    /// are read from the files again (the kernel's page cache, outside the process).
+    #[arg(long, env = "BEACON_STORE_CACHE", default_value = "64MiB", value_parser = parse_bytes)]
+    pub store_cache: u64,
     /// Where raw events live: Cassandra when contact points are given, else JetStream with
     /// `--nats-url` (shared by every aggregator), else a file in the data folder (one process).
     #[arg(long, env = "BEACON_RAW_STORE", value_enum)]
@@ -71,8 +76,8 @@ pub enum RawStoreKind {
 /// Where raw events live, resolved from [`BackendArgs`].
 #[derive(Clone)]
 pub enum RawBackend {
-    /// In the data folder.
-    Embedded,
+    /// In the data folder, with a page cache of this many bytes.
+    Embedded(usize),
     /// In JetStream, with this many replicas.
     Jetstream(async_nats::jetstream::Context, usize),
     /// In Cassandra.
@@ -89,7 +94,7 @@ impl RawBackend {
             (None, None) => RawStoreKind::Embedded,
         });
         match (kind, cassandra, js) {
-            (RawStoreKind::Embedded, _, _) => Ok(Self::Embedded),
+            (RawStoreKind::Embedded, _, _) => Ok(Self::Embedded(StoreCache::of(args).raw)),
             (RawStoreKind::Jetstream, _, Some(js)) => {
                 Ok(Self::Jetstream(js.clone(), args.nats_replicas))
             }
@@ -280,6 +285,28 @@ async fn pin_partitions(store: &dyn SnapshotStore, partitions: u32) -> Result<()
     Ok(())
 }
 
+/// `--store-cache` split between the embedded files, by how much each is read and written.
+struct StoreCache {
+    raw: usize,
+    events: usize,
+    rollups: usize,
+    dead_letters: usize,
+    meta: usize,
+}
+
+impl StoreCache {
+    fn of(args: &BackendArgs) -> Self {
+        let total = usize::try_from(args.store_cache).unwrap_or(usize::MAX);
+        Self {
+            raw: total / 2,
+            events: total / 4,
+            rollups: total / 8,
+            dead_letters: total / 16,
+            meta: total / 16,
+        }
+    }
+}
+
 /// The opened backends of one process.
 #[derive(Clone)]
 pub struct Backends {
@@ -327,16 +354,20 @@ impl Backends {
 
     fn open_embedded(args: &BackendArgs, tls: Tls) -> Result<Self> {
         let dir = &args.data_dir;
-        let meta = Arc::new(EmbeddedMeta::open(&dir.join("meta.redb"))?);
+        let cache = StoreCache::of(args);
+        let meta = Arc::new(EmbeddedMeta::open_with_cache(
+            &dir.join("meta.redb"),
+            cache.meta,
+        )?);
+        let log = |name: &str, max_bytes, cache| {
+            EmbeddedLog::open_limited(&dir.join(name), max_bytes, cache).map(Arc::new)
+        };
         Ok(Self {
             partitions: args.partitions,
             data_dir: dir.clone(),
-            events: Arc::new(EmbeddedLog::open_limited(
-                &dir.join("events.redb"),
-                args.event_log_max_bytes,
-            )?),
-            rollups: Arc::new(EmbeddedLog::open(&dir.join("rollups.redb"))?),
-            dead_letters: Arc::new(EmbeddedLog::open(&dir.join("deadletters.redb"))?),
+            events: log("events.redb", args.event_log_max_bytes, cache.events)?,
+            rollups: log("rollups.redb", None, cache.rollups)?,
+            dead_letters: log("deadletters.redb", None, cache.dead_letters)?,
             tenants: meta.clone(),
             salts: meta.clone(),
             snapshots: meta,
@@ -376,9 +407,10 @@ impl Backends {
             RawBackend::Jetstream(js, replicas) => {
                 Arc::new(NatsRawStore::open(js.clone(), *replicas).await?)
             }
-            RawBackend::Embedded => {
-                Arc::new(EmbeddedRawStore::open(&self.data_dir.join("raw.redb"))?)
-            }
+            RawBackend::Embedded(cache) => Arc::new(EmbeddedRawStore::open_with_cache(
+                &self.data_dir.join("raw.redb"),
+                *cache,
+            )?),
         })
     }
 }

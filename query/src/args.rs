@@ -14,11 +14,12 @@ pub struct QueryArgs {
     )]
     pub listen: std::net::SocketAddr,
     /// Memory limit of each shard file's DuckDB instance (one per partition), in bytes
-    /// ("256MB", "128MiB").
+    /// ("32MB", "128MiB"): its buffer pool, which holds the pages reads and writes touched;
+    /// pages past it are read from the file again.
     #[arg(
         long = "shard-memory",
         env = "BEACON_SHARD_MEMORY",
-        default_value = "256MB",
+        default_value = "32MB",
         value_parser = beacon_core::backends::parse_bytes
     )]
     pub shard_memory: u64,

@@ -51,6 +51,7 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
         partitions: 2,
         nats_replicas: 1,
         event_log_max_bytes: None,
+        store_cache: 64 << 20,
         stall_after: beacon_core::observe::DEFAULT_STALL_AFTER,
         raw_store: None,
         cassandra: beacon_core::backends::CassandraArgs::default(),

@@ -50,6 +50,7 @@ async fn backends(dir: &TempDir) -> Backends {
         partitions: 1,
         nats_replicas: 1,
         event_log_max_bytes: None,
+        store_cache: 64 << 20,
         stall_after: beacon_core::observe::DEFAULT_STALL_AFTER,
         raw_store: None,
         cassandra: beacon_core::backends::CassandraArgs::default(),

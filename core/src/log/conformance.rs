@@ -437,7 +437,7 @@ log_conformance!(
 async fn embedded_log_refuses_appends_at_its_byte_limit_until_trimmed() {
     let dir = temp_dir();
     let path = dir.path().join("limited.redb");
-    let log = EmbeddedLog::open_limited(&path, Some(1000)).expect("open");
+    let log = EmbeddedLog::open_limited(&path, Some(1000), 1 << 20).expect("open");
     let payload = Bytes::from(vec![b'x'; 300]);
     let mut seqs = Vec::new();
     for i in 0..3 {
@@ -455,7 +455,7 @@ async fn embedded_log_refuses_appends_at_its_byte_limit_until_trimmed() {
         .expect("room again");
     drop(log);
     // The byte count survives a restart.
-    let log = EmbeddedLog::open_limited(&path, Some(1000)).expect("reopen");
+    let log = EmbeddedLog::open_limited(&path, Some(1000), 1 << 20).expect("reopen");
     log.append(0, "l-5", payload.clone())
         .await
         .expect("600 + 300 fit");

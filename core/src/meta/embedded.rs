@@ -23,8 +23,8 @@ use super::{KeyGrant, SaltStore, SnapshotStore, Tenant, TenantStore};
 use crate::error::ResultExt;
 use crate::{Error, Result};
 
-/// Page cache of the metadata file.
-const CACHE_BYTES: usize = 16 << 20;
+/// Page cache of a metadata file opened with [`EmbeddedMeta::open`].
+const CACHE_BYTES: usize = 4 << 20;
 
 /// Every table maps a string to bytes.
 type BytesTable = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -52,8 +52,13 @@ struct Inner {
 impl EmbeddedMeta {
     /// Opens (or creates) the metadata file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_cache(path, CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the metadata file at `path`, caching up to `cache_bytes` of its pages.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self> {
         let db = Builder::new()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .create(path)
             .context(|| format!("opening metadata file {}", path.display()))?;
         create_tables(&db).context(|| format!("creating tables in {}", path.display()))?;

@@ -20,8 +20,8 @@ use super::{Inserted, Origin, RawEvent, RawStore};
 use crate::error::ResultExt;
 use crate::{Error, Result};
 
-/// Page cache of the raw store.
-const CACHE_BYTES: usize = 256 << 20;
+/// Page cache of a raw store opened with [`EmbeddedRawStore::open`].
+const CACHE_BYTES: usize = 32 << 20;
 /// `(tenant, event id)` to `(seq, index, timestamp)`.
 const IDS: TableDefinition<(&str, &str), (u64, u32, i64)> = TableDefinition::new("ids");
 /// `(tenant, timestamp, event id)` to origin header and payload.
@@ -42,7 +42,12 @@ struct Inner {
 impl EmbeddedRawStore {
     /// Opens (or creates) the raw store at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = match Builder::new().set_cache_size(CACHE_BYTES).create(path) {
+        Self::open_with_cache(path, CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the raw store at `path`, caching up to `cache_bytes` of its pages.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self> {
+        let db = match Builder::new().set_cache_size(cache_bytes).create(path) {
             Ok(db) => db,
             // Another process (an overlapping restart) still has it: it may let go.
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {

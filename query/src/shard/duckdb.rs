@@ -464,14 +464,17 @@ fn apply_tx(
     }
     let (rows, swaps) = parts.finish()?;
     let covered = fresh.iter().rev().find_map(|m| m.covered.as_ref());
-    tx.prepare_cached(schema::UPSERT_WATERMARK)?
-        .execute(params![
-            partition,
-            last,
-            covered.map(|c| c.to.seq),
-            covered.map(|c| c.to.index),
-            covered.and_then(|c| c.log.as_deref())
-        ])?;
+    let moved = match watermark {
+        Some(_) => schema::UPDATE_WATERMARK,
+        None => schema::INSERT_WATERMARK,
+    };
+    tx.prepare_cached(moved)?.execute(params![
+        partition,
+        last,
+        covered.map(|c| c.to.seq),
+        covered.map(|c| c.to.index),
+        covered.and_then(|c| c.log.as_deref())
+    ])?;
     tx.commit()?;
     let applied = Applied {
         messages: fresh.len(),

@@ -35,8 +35,9 @@ use crate::{Error, Result};
 
 mod writer;
 
-/// Page cache of one log file; reads are mostly of the recent tail.
-const CACHE_BYTES: usize = 64 << 20;
+/// Page cache of a log file opened with [`EmbeddedLog::open`]; reads are mostly of the
+/// recent tail.
+const CACHE_BYTES: usize = 16 << 20;
 /// The messages: `(partition, seq)` to payload.
 const LOG: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("log");
 /// The highest sequence ever written per partition, so that deleting the newest message never
@@ -97,14 +98,15 @@ impl Shared {
 impl EmbeddedLog {
     /// Opens (or creates) the log file at `path`, without a byte limit.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::open_limited(path, None)
+        Self::open_limited(path, None, CACHE_BYTES)
     }
 
-    /// Opens (or creates) the log file at `path` and starts its writer thread; appends beyond
-    /// `max_bytes` of payload in all are refused until trims make room.
-    pub fn open_limited(path: &Path, max_bytes: Option<u64>) -> Result<Self> {
+    /// Opens (or creates) the log file at `path`, caching up to `cache_bytes` of its pages, and
+    /// starts its writer thread; appends beyond `max_bytes` of payload in all are refused until
+    /// trims make room.
+    pub fn open_limited(path: &Path, max_bytes: Option<u64>, cache_bytes: usize) -> Result<Self> {
         let db = Builder::new()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .create(path)
             .context(|| format!("opening log file {}", path.display()))?;
         let recovered = create_and_recover(&db)
