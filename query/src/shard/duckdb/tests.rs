@@ -102,6 +102,46 @@ async fn a_run_of_messages_applies_only_past_the_watermark() {
 }
 
 #[tokio::test]
+async fn the_covered_event_moves_with_the_watermark_and_stays_when_a_run_names_none() {
+    let dir = TempDir::new("covered");
+    let store = store(&dir);
+    let message = |seq, covered: Option<(u64, u32, &str)>| RollupMessage {
+        logic_version: 0,
+        seq,
+        from_dead_letter: false,
+        covered: covered.map(|(seq, index, log)| Covered {
+            to: EventPosition { seq, index },
+            log: Some(log.to_owned()),
+        }),
+        tenants: vec![
+            store
+                .validate(0, one_visit("acme", "2026-03-01T10:15:00Z", seq))
+                .expect("valid"),
+        ],
+    };
+    let covered = |seq, index, log: &str| {
+        Some(Covered {
+            to: EventPosition { seq, index },
+            log: Some(log.to_owned()),
+        })
+    };
+    // The first run records the partition; the later ones move what it recorded.
+    for (seq, named, expected) in [
+        (1, Some((10, 3, "events-a")), covered(10, 3, "events-a")),
+        (2, None, covered(10, 3, "events-a")),
+        (3, Some((12, 0, "events-b")), covered(12, 0, "events-b")),
+    ] {
+        store
+            .apply(0, vec![message(seq, named)].into())
+            .await
+            .expect("apply");
+        let position = store.position(0).await.expect("position");
+        assert_eq!(position.watermark, Some(seq));
+        assert_eq!(position.covered, expected, "after message {seq}");
+    }
+}
+
+#[tokio::test]
 async fn visitors_are_unique_and_rows_add_up() {
     let dir = TempDir::new("distinct");
     let store = store(&dir);
