@@ -146,8 +146,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::from_args(&args);
     let mut table = Table::new(&plan);
     let wanted = |scenario: Scenario| args.only == Scenario::All || args.only == scenario;
-    if wanted(Scenario::Ingest) || args.only == Scenario::Standalone {
-        ingest_rows(&plan, &mut table, wanted(Scenario::Ingest)).await?;
+    let cluster = wanted(Scenario::Ingest);
+    if cluster || args.only == Scenario::Standalone {
+        ingest_rows(&plan, &mut table, cluster).await?;
     }
     if wanted(Scenario::Freshness) {
         freshness::run(&plan, &mut table).await?;

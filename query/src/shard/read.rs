@@ -198,11 +198,10 @@ impl Read<'_> {
         sketches: Sketches<'_>,
     ) -> Result<HashMap<Key, Cell>, ShardFailure> {
         let (start, end) = (self.query.start, self.query.end);
-        let kept = &self.kept;
         let Some((key, writes)) = self.settled() else {
             return self.scan_days(start, end, versions, &sketches);
         };
-        let taken = lock(kept.spans).take(&key, writes);
+        let taken = lock(self.kept.spans).take(&key, writes);
         let mut span = match taken {
             Some(span) => span,
             None => {
@@ -231,7 +230,7 @@ impl Read<'_> {
         versions.extend(span.versions.iter().copied());
         let mut cells = span.cells(|key| sketches.of(key));
         let after = key.through.tomorrow().ok().filter(|day| *day <= end);
-        lock(kept.spans).put(key, writes, span);
+        lock(self.kept.spans).put(key, writes, span);
         if let Some(after) = after {
             for (key, cell) in self.scan_days(after, end, versions, &sketches)? {
                 add_to(&mut cells, key, cell);
