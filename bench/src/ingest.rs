@@ -16,10 +16,10 @@ use crate::tenants::{TenantKeys, create_tenants};
 use crate::traffic::{TrafficConfig, TrafficModel};
 use crate::{Plan, Table};
 
-/// Environment of the benchmarked processes: production defaults, quieter logs.
+/// Environment of the benchmarked processes: production defaults (so each mode's own
+/// partition count), quieter logs.
 pub fn bench_env() -> Vec<(&'static str, String)> {
     vec![
-        ("BEACON_PARTITIONS", "8".into()),
         ("BEACON_FLUSH_INTERVAL_MS", "1000".into()),
         ("BEACON_SNAPSHOT_INTERVAL_S", "30".into()),
         ("RUST_LOG", "warn".into()),

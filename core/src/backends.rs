@@ -31,9 +31,12 @@ pub struct BackendArgs {
     /// embedded on local disk (one process only).
     #[arg(long, env = "BEACON_NATS_URL")]
     pub nats_url: Option<String>,
-    /// Number of partitions P. Fixed for the life of a deployment.
-    #[arg(long, env = "BEACON_PARTITIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub partitions: u32,
+    /// Number of partitions P, fixed by the deployment's first start. When not given: the
+    /// count the deployment was set up with, else 8 with NATS (the roles scale out by
+    /// partition) and 2 embedded (one process, whose per-partition flushes, apply
+    /// transactions and DuckDB pools cost more than their parallelism brings).
+    #[arg(long, env = "BEACON_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub partitions: Option<u32>,
     /// JetStream replicas of every stream and bucket.
     #[arg(long, env = "BEACON_NATS_REPLICAS", default_value_t = 1)]
     pub nats_replicas: usize,
@@ -256,16 +259,27 @@ fn redact(url: &str) -> String {
 /// Name of the record of the partition count in the snapshot store.
 const PARTITIONS_RECORD: &str = "cluster-partitions";
 
-/// Records the partition count on a deployment's first start; afterwards refuses another
-/// count, which would move tenants to other partitions (their sessions, jobs and shard rows
-/// stay where they were).
+/// Partitions of a new deployment with NATS when `--partitions` is not given.
+pub const NATS_PARTITIONS: u32 = 8;
+/// Partitions of a new embedded (standalone) deployment when `--partitions` is not given.
+pub const EMBEDDED_PARTITIONS: u32 = 2;
+
+/// The deployment's partition count: the one recorded at its first start, else `given`, else
+/// `default`, recorded now. Refuses a `given` count other than the recorded one, which would
+/// move tenants to other partitions (their sessions, jobs and shard rows stay where they were).
 ///
 /// Invariant: every process of a deployment uses the partition count it was set up with.
-async fn pin_partitions(store: &dyn SnapshotStore, partitions: u32) -> Result<()> {
+async fn pin_partitions(
+    store: &dyn SnapshotStore,
+    given: Option<u32>,
+    default: u32,
+) -> Result<u32> {
     let Some(stored) = store.load(PARTITIONS_RECORD).await? else {
-        return store
+        let partitions = given.unwrap_or(default);
+        store
             .save(PARTITIONS_RECORD, Bytes::from(partitions.to_string()))
-            .await;
+            .await?;
+        return Ok(partitions);
     };
     let stored: u32 = std::str::from_utf8(&stored)
         .ok()
@@ -275,14 +289,14 @@ async fn pin_partitions(store: &dyn SnapshotStore, partitions: u32) -> Result<()
                 "the partition-count record {PARTITIONS_RECORD:?} holds {stored:?}"
             ))
         })?;
-    if stored != partitions {
-        return Err(Error::InvalidArgument(format!(
+    match given {
+        Some(partitions) if partitions != stored => Err(Error::InvalidArgument(format!(
             "--partitions is {partitions}, but this deployment was set up with {stored} \
              partitions: tenants would move to other partitions; start every process with \
-             --partitions {stored}"
-        )));
+             --partitions {stored}, or without the flag"
+        ))),
+        _ => Ok(stored),
     }
-    Ok(())
 }
 
 /// `--store-cache` split between the embedded files, by how much each is read and written.
@@ -344,26 +358,26 @@ impl Backends {
         std::fs::create_dir_all(&args.data_dir)
             .context(|| format!("creating data folder {}", args.data_dir.display()))?;
         let tls = Tls::load(&args.tls)?;
-        let backends = match &args.nats_url {
-            Some(url) => Self::open_nats(args, url, tls).await?,
-            None => Self::open_embedded(args, tls)?,
-        };
-        pin_partitions(backends.snapshots.as_ref(), args.partitions).await?;
-        Ok(backends)
+        match &args.nats_url {
+            Some(url) => Self::open_nats(args, url, tls).await,
+            None => Self::open_embedded(args, tls).await,
+        }
     }
 
-    fn open_embedded(args: &BackendArgs, tls: Tls) -> Result<Self> {
+    async fn open_embedded(args: &BackendArgs, tls: Tls) -> Result<Self> {
         let dir = &args.data_dir;
         let cache = StoreCache::of(args);
         let meta = Arc::new(EmbeddedMeta::open_with_cache(
             &dir.join("meta.redb"),
             cache.meta,
         )?);
+        let partitions =
+            pin_partitions(meta.as_ref(), args.partitions, EMBEDDED_PARTITIONS).await?;
         let log = |name: &str, max_bytes, cache| {
             EmbeddedLog::open_limited(&dir.join(name), max_bytes, cache).map(Arc::new)
         };
         Ok(Self {
-            partitions: args.partitions,
+            partitions,
             data_dir: dir.clone(),
             events: log("events.redb", args.event_log_max_bytes, cache.events)?,
             rollups: log("rollups.redb", None, cache.rollups)?,
@@ -382,8 +396,9 @@ impl Backends {
         let js = async_nats::jetstream::new(client);
         let replicas = args.nats_replicas;
         let meta = Arc::new(NatsMeta::open(js.clone(), replicas).await?);
+        let partitions = pin_partitions(meta.as_ref(), args.partitions, NATS_PARTITIONS).await?;
         Ok(Self {
-            partitions: args.partitions,
+            partitions,
             data_dir: args.data_dir.clone(),
             events: Arc::new(
                 NatsLog::open(js.clone(), "events", replicas, args.event_log_max_bytes).await?,
@@ -441,10 +456,26 @@ mod tests {
     async fn the_partition_count_is_pinned_at_the_first_start() {
         let dir = beacon_testkit::TempDir::new("partitions").expect("temp dir");
         let meta = EmbeddedMeta::open(&dir.path().join("meta.redb")).expect("meta");
-        pin_partitions(&meta, 8).await.expect("first start");
-        pin_partitions(&meta, 8).await.expect("same count");
-        let err = pin_partitions(&meta, 16).await.expect_err("another count");
+        let pin = |given| pin_partitions(&meta, given, EMBEDDED_PARTITIONS);
+        assert_eq!(pin(Some(8)).await.expect("first start"), 8);
+        assert_eq!(pin(Some(8)).await.expect("same count"), 8);
+        assert_eq!(pin(None).await.expect("no count given"), 8);
+        let err = pin(Some(16)).await.expect_err("another count");
         assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
         assert!(err.to_string().contains("--partitions 8"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_new_deployment_without_a_count_takes_the_default_and_keeps_it() {
+        let dir = beacon_testkit::TempDir::new("partitions").expect("temp dir");
+        let meta = EmbeddedMeta::open(&dir.path().join("meta.redb")).expect("meta");
+        let pin = |given| pin_partitions(&meta, given, EMBEDDED_PARTITIONS);
+        assert_eq!(pin(None).await.expect("first start"), EMBEDDED_PARTITIONS);
+        assert_eq!(pin(None).await.expect("restart"), EMBEDDED_PARTITIONS);
+        let err = pin(Some(NATS_PARTITIONS)).await.expect_err("another count");
+        assert!(
+            err.to_string().contains("set up with 2 partitions"),
+            "{err}"
+        );
     }
 }

@@ -48,7 +48,7 @@ async fn serves_applied_rollups_to_the_key_holder_only() {
     let backend_args = BackendArgs {
         data_dir: dir.path().to_owned(),
         nats_url: None,
-        partitions: 2,
+        partitions: Some(2),
         nats_replicas: 1,
         event_log_max_bytes: None,
         store_cache: 64 << 20,

@@ -47,7 +47,7 @@ async fn backends(dir: &TempDir) -> Backends {
     let args = BackendArgs {
         data_dir: dir.0.clone(),
         nats_url: None,
-        partitions: 1,
+        partitions: Some(1),
         nats_replicas: 1,
         event_log_max_bytes: None,
         store_cache: 64 << 20,

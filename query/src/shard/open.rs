@@ -1,11 +1,12 @@
 //! The open shard files: one DuckDB database per rollup-log partition, opened on first use
-//! and kept open.
+//! and kept open, or opened again once DuckDB invalidated its instance.
 //!
-//! Invariant: a file is open at most once in this process.
+//! Invariant: a file is open at most once in this process, but for an instance DuckDB
+//! invalidated, which writes nothing more.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use duckdb::{Config, Connection};
@@ -13,6 +14,7 @@ use duckdb::{Config, Connection};
 use super::schema;
 use super::settled::SpanCache;
 use super::writes::{Touched, Writes};
+use crate::error::ShardFailure;
 
 /// Reads running at once on one shard; more wait. Each read runs on its caller's thread
 /// (DuckDB threads = 1), so this also bounds the blocking threads a shard occupies.
@@ -36,6 +38,8 @@ pub(crate) struct Shard {
     active: Mutex<usize>,
     freed: Condvar,
     appended: AtomicU64,
+    /// Set once DuckDB invalidated the instance: it refuses every call from then on.
+    invalidated: AtomicBool,
     /// Writes done on this partition's shard since the process started (kept across reopens).
     pub(crate) writes: Arc<Mutex<Writes>>,
     /// Sums of its tenants' settled days, kept between reads.
@@ -73,6 +77,7 @@ impl Shard {
             active: Mutex::new(0),
             freed: Condvar::new(),
             appended: AtomicU64::new(0),
+            invalidated: AtomicBool::new(false),
             writes,
             spans: Mutex::new(SpanCache::new(span_bytes)),
         })
@@ -95,9 +100,23 @@ impl Shard {
         &self,
         touched: Touched<'_>,
         f: impl FnOnce(&mut Connection) -> Result<T, E>,
-    ) -> Result<T, E> {
+    ) -> Result<T, E>
+    where
+        E: Invalidates,
+    {
         let out = f(&mut lock(&self.write));
         lock(&self.writes).count(touched);
+        self.note(out)
+    }
+
+    /// Passes `out` on, noting whether its error invalidated the instance.
+    fn note<T, E: Invalidates>(&self, out: Result<T, E>) -> Result<T, E> {
+        if let Err(err) = &out
+            && err.invalidates()
+            && !self.invalidated.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(shard = %self.name, error = %err, "DuckDB invalidated the shard's instance; the next call opens the file again");
+        }
         out
     }
 
@@ -115,7 +134,7 @@ impl Shard {
     }
 
     /// Runs `f` with a read connection of its own, concurrently with writes and other reads.
-    pub(crate) fn with_reader<T, E: From<duckdb::Error>>(
+    pub(crate) fn with_reader<T, E: From<duckdb::Error> + Invalidates>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> Result<T, E> {
@@ -132,7 +151,29 @@ impl Shard {
                 pool.push(conn);
             }
         }
-        out
+        self.note(out)
+    }
+}
+
+/// An error that may be DuckDB's fatal one. After a fatal error (a checkpoint that failed for
+/// want of memory or disk, say) DuckDB invalidates the instance and refuses every later call
+/// until the file is opened again, which replays its write-ahead log.
+pub(crate) trait Invalidates: std::fmt::Display {
+    /// Whether DuckDB invalidated its instance with this error.
+    fn invalidates(&self) -> bool;
+}
+
+impl Invalidates for duckdb::Error {
+    fn invalidates(&self) -> bool {
+        // DuckDB's C API tells a fatal error only by its message.
+        let text = self.to_string();
+        text.contains("FATAL Error") || text.contains("database has been invalidated")
+    }
+}
+
+impl Invalidates for ShardFailure {
+    fn invalidates(&self) -> bool {
+        matches!(self, ShardFailure::DuckDb(err) if err.invalidates())
     }
 }
 
@@ -177,7 +218,11 @@ impl OpenShards {
     pub(crate) fn get(&self, partition: u32, create: bool) -> duckdb::Result<Option<Arc<Shard>>> {
         let mut open = lock(&self.open);
         if let Some(shard) = open.get(&partition) {
-            return Ok(Some(shard.clone()));
+            if !shard.invalidated.load(Ordering::Relaxed) {
+                return Ok(Some(shard.clone()));
+            }
+            tracing::warn!(partition, shard = %shard.name, "opening an invalidated shard again");
+            open.remove(&partition);
         }
         let path = self.path(partition);
         if !create && !path.exists() {

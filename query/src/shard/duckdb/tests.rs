@@ -4,6 +4,7 @@ use jiff::civil::Date;
 
 use super::*;
 use crate::metrics::Sums;
+use crate::shard::open::Invalidates;
 use crate::shard::{GroupBy, Page, Time};
 use crate::testing::{TempDir, apply as apply_one, hit, one_partition_store as store, rollup};
 
@@ -637,4 +638,26 @@ async fn a_generation_missing_a_stage_or_replayed_late_is_dropped_not_swapped() 
 
 fn totals_of(start: &str, end: &str) -> ShardQuery {
     totals(start, end)
+}
+
+#[tokio::test]
+async fn a_shard_that_duckdb_invalidated_is_opened_again_with_what_it_committed() {
+    let dir = TempDir::new("invalidated");
+    let store = store(&dir);
+    let visit = |at: &str, visitor| vec![one_visit("acme", at, visitor)];
+    apply_one(&store, 1, visit("2026-03-01T10:15:00Z", 1)).await;
+    // DuckDB's own switch for a fatal error in a checkpoint: the instance is invalidated.
+    let shard = store.shards.get(0, false).expect("open").expect("shard");
+    let err = shard
+        .with_writer(Touched::NoSums, |conn| {
+            conn.execute_batch("SET debug_checkpoint_abort = 'before_header'; CHECKPOINT")
+        })
+        .expect_err("the checkpoint aborts");
+    assert!(err.invalidates(), "{err}");
+    drop(shard);
+
+    let applied = apply_one(&store, 2, visit("2026-03-01T11:15:00Z", 2)).await;
+    assert_eq!((applied.messages, applied.watermark), (1, 2));
+    let sums = total(&store, "acme", "2026-03-01", "2026-03-01").await;
+    assert_eq!((sums.pageviews, sums.visits, sums.visitors), (2, 2, 2));
 }
