@@ -15,12 +15,13 @@ pub struct QueryArgs {
     pub listen: std::net::SocketAddr,
     /// Memory limit of each shard file's DuckDB instance (one per partition), in bytes
     /// ("32MB", "128MiB"): its buffer pool, which holds the pages reads and writes touched;
-    /// pages past it are read from the file again.
+    /// pages past it are read from the file again. At least 32MB: with 16MB DuckDB failed
+    /// checkpoints for want of memory under the benchmark's load, which stops the instance.
     #[arg(
         long = "shard-memory",
         env = "BEACON_SHARD_MEMORY",
         default_value = "32MB",
-        value_parser = beacon_core::backends::parse_bytes
+        value_parser = parse_shard_memory
     )]
     pub shard_memory: u64,
     /// Bytes of answers each replica keeps until their tenant's rows change ("64MiB"): the
@@ -65,6 +66,20 @@ pub struct QueryArgs {
     /// default the host name (`HOSTNAME`), else "query".
     #[arg(long = "replica-id", env = "BEACON_REPLICA_ID")]
     pub replica_id: Option<String>,
+}
+
+/// Least `--shard-memory`: DuckDB needs room to checkpoint the pages it wrote.
+pub const MIN_SHARD_MEMORY: u64 = 32_000_000;
+
+/// Parses `--shard-memory`, refusing less than [`MIN_SHARD_MEMORY`].
+fn parse_shard_memory(text: &str) -> Result<u64, String> {
+    let bytes = beacon_core::backends::parse_bytes(text)?;
+    if bytes < MIN_SHARD_MEMORY {
+        return Err(format!(
+            "{text:?} is below the least a shard's DuckDB instance needs, 32MB"
+        ));
+    }
+    Ok(bytes)
 }
 
 impl QueryArgs {
@@ -143,6 +158,14 @@ mod tests {
         let err = err.to_string();
         assert!(
             err.contains("--shard-memory") && err.contains("\"lots\""),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["beacon", "--shard-memory", "16MB"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("--shard-memory") && err.contains("\"16MB\"") && err.contains("32MB"),
             "{err}"
         );
         let cli = Cli::try_parse_from(["beacon", "--shard-memory", "128MiB"]).expect("parsed");
