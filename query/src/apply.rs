@@ -346,9 +346,12 @@ impl Consumer {
     /// Applies `run`; on repeated failure splits it to the failing message and parks only the
     /// failing tenant parts.
     async fn apply_run(&self, run: Vec<RollupMessage>) -> Result<(), Halt<QueryError>> {
+        // Shared with the blocking apply, not copied: a run holds up to 8 MiB of rows.
+        let run: Arc<[RollupMessage]> = run.into();
         let Some(err) = self.try_apply(&run).await else {
             return Ok(());
         };
+        let run = run.to_vec();
         if run.len() > 1 {
             let mut first = run;
             let second = first.split_off(first.len() / 2);
@@ -365,9 +368,8 @@ impl Consumer {
 
     /// Applies `run`, retrying a failing shard up to [`ATTEMPTS`] times; the last error when it
     /// never succeeded.
-    async fn try_apply(&self, run: &[RollupMessage]) -> Option<beacon_core::Error> {
+    async fn try_apply(&self, messages: &Arc<[RollupMessage]>) -> Option<beacon_core::Error> {
         let (partition, store) = (self.lane.partition(), &self.store);
-        let messages: Arc<[RollupMessage]> = run.to_vec().into();
         let applied = self
             .lane
             .retry_at_most("applying rollups", ATTEMPTS, || async {
@@ -537,6 +539,8 @@ impl consumer::Handler for Consumer {
                 span
             })
             .collect();
+        // The run holds what the encoded messages did, decoded.
+        drop(messages);
         self.apply_run(run).await?;
         drop(spans);
         self.done = last;
