@@ -349,6 +349,28 @@ fn values_are_capped_in_length_and_per_day_cardinality() {
 }
 
 #[test]
+fn the_encoded_snapshot_decodes_to_the_snapshot() {
+    let mut p = Processor::new();
+    for e in &stream()[..200] {
+        p.process(e, true).expect("process");
+    }
+    for visitor in [9, 3] {
+        let mut other = pv(visitor, T0, "/b");
+        other.tenant_id = "beta".into();
+        p.process(&other, true).expect("process");
+    }
+    let (bytes, sessions) = p.encoded_snapshot(2, 200, "events-a");
+    let decoded: AggregatorSnapshot = prost::Message::decode(bytes.as_slice()).expect("decode");
+    let expected = AggregatorSnapshot {
+        event_log: "events-a".into(),
+        ..p.snapshot(2, 200)
+    };
+    assert!(sessions > 2, "{sessions}");
+    assert_eq!(sessions, expected.sessions.len());
+    assert_eq!(decoded, expected);
+}
+
+#[test]
 fn admission_survives_a_snapshot() {
     use crate::cap::{MAX_VALUES_PER_DAY, OTHER};
     let mut p = Processor::new();

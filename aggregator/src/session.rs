@@ -215,17 +215,34 @@ impl Sessions {
     /// Every session held (closed ones not dropped yet included, since they count toward the
     /// cap), ordered by (tenant, visitor).
     pub fn to_proto(&self) -> Vec<Session> {
-        let mut out: Vec<Session> = self
+        self.sorted()
+            .into_iter()
+            .map(|(tenant, visitor, s)| session_proto(tenant, visitor, s))
+            .collect()
+    }
+
+    /// Appends what [`Sessions::to_proto`] returns to `out` as entries of protobuf field
+    /// `field`, one session at a time; returns how many.
+    pub fn encode_sorted(&self, field: u32, out: &mut Vec<u8>) -> usize {
+        let sorted = self.sorted();
+        for &(tenant, visitor, s) in &sorted {
+            prost::encoding::message::encode(field, &session_proto(tenant, visitor, s), out);
+        }
+        sorted.len()
+    }
+
+    fn sorted(&self) -> Vec<(&str, u64, &SessionState)> {
+        let mut sorted: Vec<_> = self
             .by_tenant
             .iter()
             .flat_map(|(tenant, visitors)| {
                 visitors
                     .iter()
-                    .map(move |(visitor, s)| session_proto(tenant, *visitor, s))
+                    .map(move |(visitor, s)| (tenant.as_str(), *visitor, s))
             })
             .collect();
-        out.sort_by(|a, b| (&a.tenant_id, a.visitor).cmp(&(&b.tenant_id, b.visitor)));
-        out
+        sorted.sort_unstable_by_key(|&(tenant, visitor, _)| (tenant, visitor));
+        sorted
     }
 
     /// Rebuilds the sessions of a snapshot.

@@ -239,10 +239,9 @@ impl Worker {
                 return Ok(false);
             }
         }
-        let mut snapshot = self.processor.snapshot(partition, seq);
-        snapshot.event_log = self.event_log.clone().unwrap_or_default();
-        let sessions = snapshot.sessions.len();
-        let bytes = Bytes::from(snapshot.encode_to_vec());
+        let event_log = self.event_log.as_deref().unwrap_or_default();
+        let (bytes, sessions) = self.processor.encoded_snapshot(partition, seq, event_log);
+        let bytes = Bytes::from(bytes);
         let size = bytes.len();
         match self
             .backends
