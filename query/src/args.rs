@@ -68,15 +68,15 @@ pub struct QueryArgs {
     pub replica_id: Option<String>,
 }
 
-/// Least `--shard-memory`: DuckDB needs room to checkpoint the pages it wrote.
-pub const MIN_SHARD_MEMORY: u64 = 32_000_000;
+/// Least `--shard-memory`, in megabytes: DuckDB needs room to checkpoint the pages it wrote.
+const MIN_SHARD_MEGABYTES: u64 = 32;
 
-/// Parses `--shard-memory`, refusing less than [`MIN_SHARD_MEMORY`].
+/// Parses `--shard-memory`, refusing less than [`MIN_SHARD_MEGABYTES`].
 fn parse_shard_memory(text: &str) -> Result<u64, String> {
     let bytes = beacon_core::backends::parse_bytes(text)?;
-    if bytes < MIN_SHARD_MEMORY {
+    if bytes < MIN_SHARD_MEGABYTES * 1_000_000 {
         return Err(format!(
-            "{text:?} is below the least a shard's DuckDB instance needs, 32MB"
+            "{text:?} is below the least a shard's DuckDB instance needs, {MIN_SHARD_MEGABYTES}MB"
         ));
     }
     Ok(bytes)

@@ -656,6 +656,13 @@ async fn a_shard_that_duckdb_invalidated_is_opened_again_with_what_it_committed(
     assert!(err.invalidates(), "{err}");
     drop(shard);
 
+    // The reopened file kept the committed watermark: the first message again counts nothing.
+    assert_eq!(
+        apply_one(&store, 1, visit("2026-03-01T10:15:00Z", 1))
+            .await
+            .messages,
+        0
+    );
     let applied = apply_one(&store, 2, visit("2026-03-01T11:15:00Z", 2)).await;
     assert_eq!((applied.messages, applied.watermark), (1, 2));
     let sums = total(&store, "acme", "2026-03-01", "2026-03-01").await;
