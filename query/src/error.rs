@@ -2,6 +2,8 @@
 
 use tonic::Status;
 
+use crate::shard::DuckFailure;
+
 /// What went wrong in the query role.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -74,6 +76,14 @@ impl From<QueryError> for beacon_core::Error {
                 source: ShardFailure::Budget(reason),
                 ..
             } => beacon_core::Error::ResourceExhausted(reason),
+            QueryError::Shard {
+                shard,
+                what,
+                source,
+            } if source.out_of_memory() => beacon_core::Error::ResourceExhausted(format!(
+                "{what} in shard {shard} needs more memory than the shard may use \
+                 (--shard-memory): {source}"
+            )),
             QueryError::Shard {
                 shard,
                 what,

@@ -13,7 +13,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createBeacon, Metric, admin } from "../../sdk/typescript/src/web.js";
 import { createBeacon as overGrpc } from "../../sdk/typescript/src/node.js";
-import { env, launch, leave, settle, today, visitor } from "../fixtures/browser.mjs";
+import { env, launch, leave, settle, today, visitor, withEvidence } from "../fixtures/browser.mjs";
 import { startSite } from "../fixtures/site.mjs";
 
 const gateway = env("BEACON_URL");
@@ -83,87 +83,89 @@ test("the dashboard shows the visitors' numbers, filters on a click and exports 
   const failures = [];
   page.on("pageerror", (error) => failures.push(String(error)));
 
-  // Signing in with the keyboard alone: the key field is labelled and focused.
-  await page.goto(`${gateway}/`);
-  await page.getByLabel("Read key").fill("bk_read_not_a_key");
-  await page.keyboard.press("Enter");
-  await assert.doesNotReject(page.getByRole("alert").waitFor());
-  assert.match(await page.getByRole("alert").textContent(), /not accepted/);
-  await page.getByLabel("Read key").fill(readKey);
-  await page.keyboard.press("Enter");
+  await withEvidence(page, screenshots, "dashboard-failure", async () => {
+    // Signing in with the keyboard alone: the key field is labelled and focused.
+    await page.goto(`${gateway}/`);
+    await page.getByLabel("Read key").fill("bk_read_not_a_key");
+    await page.keyboard.press("Enter");
+    await assert.doesNotReject(page.getByRole("alert").waitFor());
+    assert.match(await page.getByRole("alert").textContent(), /not accepted/);
+    await page.getByLabel("Read key").fill(readKey);
+    await page.keyboard.press("Enter");
 
-  await stat(page, "visitors").filter({ hasText: /^4$/ }).waitFor();
-  assert.equal(await stat(page, "pageviews").textContent(), "7");
-  assert.equal(await stat(page, "events").textContent(), "9");
-  assert.match(await page.locator("#site").textContent(), /dashboard-shop · times in UTC/);
-  // The comparison: the previous 30 days had nobody, so every change is new, and the chart
-  // carries the comparison series.
-  assert.equal(await page.locator('[data-testid="stat-visitors"] [data-testid="change"]').textContent(), "new");
-  assert.equal(await page.locator('[data-testid="series"] th').nth(2).textContent(), "Comparison");
-  await page.locator("#realtime").filter({ hasText: "4 current visitors" }).waitFor({ timeout: 30_000 });
-  assert.equal(await rowVisitors(page, "Pages", "/").textContent(), "4");
-  assert.equal(await rowVisitors(page, "Pages", "/pricing").textContent(), "3");
-  assert.equal(await rowVisitors(page, "Goals", "Signup").textContent(), "2");
-  assert.equal(await goalRate(page, "Signup").textContent(), "50%");
-  // Custom properties: the tenant's keys come from GetSite; the signups carried plan=pro.
-  assert.equal(await page.getByLabel("Property key").inputValue(), "plan");
-  assert.equal(await rowVisitors(page, "Properties", "pro").textContent(), "2");
-  await page.screenshot({ path: join(screenshots, "dashboard.png"), fullPage: true });
+    await stat(page, "visitors").filter({ hasText: /^4$/ }).waitFor();
+    assert.equal(await stat(page, "pageviews").textContent(), "7");
+    assert.equal(await stat(page, "events").textContent(), "9");
+    assert.match(await page.locator("#site").textContent(), /dashboard-shop · times in UTC/);
+    // The comparison: the previous 30 days had nobody, so every change is new, and the chart
+    // carries the comparison series.
+    assert.equal(await page.locator('[data-testid="stat-visitors"] [data-testid="change"]').textContent(), "new");
+    assert.equal(await page.locator('[data-testid="series"] th').nth(2).textContent(), "Comparison");
+    await page.locator("#realtime").filter({ hasText: "4 current visitors" }).waitFor({ timeout: 30_000 });
+    assert.equal(await rowVisitors(page, "Pages", "/").textContent(), "4");
+    assert.equal(await rowVisitors(page, "Pages", "/pricing").textContent(), "3");
+    assert.equal(await rowVisitors(page, "Goals", "Signup").textContent(), "2");
+    assert.equal(await goalRate(page, "Signup").textContent(), "50%");
+    // Custom properties: the tenant's keys come from GetSite; the signups carried plan=pro.
+    assert.equal(await page.getByLabel("Property key").inputValue(), "plan");
+    assert.equal(await rowVisitors(page, "Properties", "pro").textContent(), "2");
+    await page.screenshot({ path: join(screenshots, "dashboard.png"), fullPage: true });
 
-  // Every input and select has a label.
-  const unlabelled = await page.evaluate(() =>
-    [...document.querySelectorAll("input, select")]
-      .filter((e) => !e.labels?.length && !e.getAttribute("aria-label"))
-      .map((e) => e.outerHTML),
-  );
-  assert.deepEqual(unlabelled, []);
+    // Every input and select has a label.
+    const unlabelled = await page.evaluate(() =>
+      [...document.querySelectorAll("input, select")]
+        .filter((e) => !e.labels?.length && !e.getAttribute("aria-label"))
+        .map((e) => e.outerHTML),
+    );
+    assert.deepEqual(unlabelled, []);
 
-  // A row click filters the whole page: the stats and every other panel.
-  await page.locator("section.panel", { has: page.getByRole("heading", { name: "Pages" }) })
-    .getByRole("button", { name: /\/pricing/ }).click();
-  await stat(page, "visitors").filter({ hasText: /^3$/ }).waitFor();
-  await page.getByRole("button", { name: "Remove filter Page is /pricing" }).waitFor();
-  assert.equal(await rowVisitors(page, "Sources", "Direct / None").textContent(), "3");
-  assert.equal(await rowVisitors(page, "Devices", "Desktop").textContent(), "3");
-  // Signups on /pricing: 2 of its 3 visitors.
-  assert.equal(await rowVisitors(page, "Goals", "Signup").textContent(), "2");
-  assert.equal(await goalRate(page, "Signup").textContent(), "66.67%");
-  assert.match(page.url(), /f=page%7E%2Fpricing/, "the filter is in the URL");
-  await page.screenshot({ path: join(screenshots, "dashboard-filtered.png"), fullPage: true });
+    // A row click filters the whole page: the stats and every other panel.
+    await page.locator("section.panel", { has: page.getByRole("heading", { name: "Pages" }) })
+      .getByRole("button", { name: /\/pricing/ }).click();
+    await stat(page, "visitors").filter({ hasText: /^3$/ }).waitFor();
+    await page.getByRole("button", { name: "Remove filter Page is /pricing" }).waitFor();
+    assert.equal(await rowVisitors(page, "Sources", "Direct / None").textContent(), "3");
+    assert.equal(await rowVisitors(page, "Devices", "Desktop").textContent(), "3");
+    // Signups on /pricing: 2 of its 3 visitors.
+    assert.equal(await rowVisitors(page, "Goals", "Signup").textContent(), "2");
+    assert.equal(await goalRate(page, "Signup").textContent(), "66.67%");
+    assert.match(page.url(), /f=page%7E%2Fpricing/, "the filter is in the URL");
+    await page.screenshot({ path: join(screenshots, "dashboard-filtered.png"), fullPage: true });
 
-  // The CSV of the chart's points, as the API answered them.
-  const [file] = await Promise.all([page.waitForEvent("download"), page.click("#export")]);
-  const csv = readFileSync(await file.path(), "utf8").trim().split(/\r\n/);
-  assert.equal(csv[0], "date,visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration,events,total_revenue");
-  assert.ok(csv.some((line) => line.startsWith(`${today()},3,3,`)), csv.join("\n"));
+    // The CSV of the chart's points, as the API answered them.
+    const [file] = await Promise.all([page.waitForEvent("download"), page.click("#export")]);
+    const csv = readFileSync(await file.path(), "utf8").trim().split(/\r\n/);
+    assert.equal(csv[0], "date,visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration,events,total_revenue");
+    assert.ok(csv.some((line) => line.startsWith(`${today()},3,3,`)), csv.join("\n"));
 
-  // Another period: the last 7 days hold the same visits.
-  await page.getByLabel("Period", { exact: true }).focus();
-  await page.getByLabel("Period", { exact: true }).selectOption("7d");
-  // The page is drawn again; the control in use keeps the focus (keyboard users stay put).
-  await page.waitForURL(/period=7d/);
-  await page.waitForFunction(() => document.activeElement?.id === "period");
-  await stat(page, "visitors").filter({ hasText: /^3$/ }).waitFor();
-  await page.getByRole("button", { name: "Remove filter Page is /pricing" }).click();
-  await stat(page, "visitors").filter({ hasText: /^4$/ }).waitFor();
+    // Another period: the last 7 days hold the same visits.
+    await page.getByLabel("Period", { exact: true }).focus();
+    await page.getByLabel("Period", { exact: true }).selectOption("7d");
+    // The page is drawn again; the control in use keeps the focus (keyboard users stay put).
+    await page.waitForURL(/period=7d/);
+    await page.waitForFunction(() => document.activeElement?.id === "period");
+    await stat(page, "visitors").filter({ hasText: /^3$/ }).waitFor();
+    await page.getByRole("button", { name: "Remove filter Page is /pricing" }).click();
+    await stat(page, "visitors").filter({ hasText: /^4$/ }).waitFor();
 
-  // Comparisons: a year before (nobody then either), or none at all.
-  await page.getByLabel("Compare with").selectOption("year");
-  await page.waitForURL(/compare=year/);
-  await stat(page, "visitors").filter({ hasText: /^4$/ }).waitFor();
-  assert.equal(await page.locator('[data-testid="stat-visitors"] [data-testid="change"]').textContent(), "new");
-  await page.getByLabel("Compare with").selectOption("off");
-  await page.waitForURL(/compare=off/);
-  // The chart's table loses its comparison column, and the stats their changes.
-  await page.waitForFunction(() => document.querySelectorAll('[data-testid="series"] th').length === 2);
-  assert.equal(await page.locator('[data-testid="change"]').count(), 0);
-  await page.getByLabel("Compare with").selectOption("previous");
+    // Comparisons: a year before (nobody then either), or none at all.
+    await page.getByLabel("Compare with").selectOption("year");
+    await page.waitForURL(/compare=year/);
+    await stat(page, "visitors").filter({ hasText: /^4$/ }).waitFor();
+    assert.equal(await page.locator('[data-testid="stat-visitors"] [data-testid="change"]').textContent(), "new");
+    await page.getByLabel("Compare with").selectOption("off");
+    await page.waitForURL(/compare=off/);
+    // The chart's table loses its comparison column, and the stats their changes.
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="series"] th').length === 2);
+    assert.equal(await page.locator('[data-testid="change"]').count(), 0);
+    await page.getByLabel("Compare with").selectOption("previous");
 
-  // A phone's screen: one column, nothing wider than the screen.
-  await page.setViewportSize({ width: 390, height: 844 });
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  assert.ok(overflow <= 0, `the page is ${overflow}px wider than a phone`);
-  await page.screenshot({ path: join(screenshots, "dashboard-phone.png"), fullPage: true });
+    // A phone's screen: one column, nothing wider than the screen.
+    await page.setViewportSize({ width: 390, height: 844 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than a phone`);
+    await page.screenshot({ path: join(screenshots, "dashboard-phone.png"), fullPage: true });
+  });
   assert.deepEqual(failures, []);
   await context.close();
 });

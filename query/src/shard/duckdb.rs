@@ -137,7 +137,7 @@ impl DuckShardStore {
     ) -> Result<T, QueryError>
     where
         T: Default + Send + 'static,
-        F: FnOnce(&Connection, &str, &Shard) -> Result<T, ShardFailure> + Send + 'static,
+        F: Fn(&Connection, &str, &Shard) -> Result<T, ShardFailure> + Send + 'static,
     {
         beacon_core::auth::validate_tenant_id(tenant_id)?;
         let partition = partition_of(tenant_id, self.partitions);

@@ -30,6 +30,7 @@ mod writes;
 
 pub use self::duckdb::DuckShardStore;
 pub use self::events::column as event_column;
+pub(crate) use self::open::DuckFailure;
 pub use self::read::sort;
 pub use self::rows::ValidRollup;
 pub use self::scan::{KEY_SEPARATOR, property_sql};

@@ -18,6 +18,9 @@ use crate::error::ShardFailure;
 
 /// Reads running at once on one shard; more wait. Each read runs on its caller's thread
 /// (DuckDB threads = 1), so this also bounds the blocking threads a shard occupies.
+///
+/// Invariant: a read that ran out of the shard's memory runs once more alone, so reads that
+/// fit the pool one at a time never fail for running at the same time.
 const MAX_READERS: usize = 8;
 /// DuckDB worker threads per shard: one, the caller's.
 const SHARD_THREADS: i64 = 1;
@@ -35,7 +38,7 @@ pub(crate) struct Shard {
     write: Mutex<Connection>,
     origin: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    active: Mutex<usize>,
+    reading: Mutex<Reading>,
     freed: Condvar,
     appended: AtomicU64,
     /// Set once DuckDB invalidated the instance: it refuses every call from then on.
@@ -46,13 +49,32 @@ pub(crate) struct Shard {
     pub(crate) spans: Mutex<SpanCache>,
 }
 
+/// The reads running on a shard, and those waiting to run alone.
+#[derive(Default)]
+struct Reading {
+    /// Reads running beside others.
+    shared: usize,
+    /// Whether a read runs alone.
+    alone: bool,
+    /// Reads waiting to run alone: no new read starts before them.
+    waiting_alone: usize,
+}
+
 /// A running read; frees its place when dropped.
-struct ReadPermit<'a>(&'a Shard);
+struct ReadPermit<'a> {
+    shard: &'a Shard,
+    alone: bool,
+}
 
 impl Drop for ReadPermit<'_> {
     fn drop(&mut self) {
-        *lock(&self.0.active) -= 1;
-        self.0.freed.notify_one();
+        let mut reading = lock(&self.shard.reading);
+        if self.alone {
+            reading.alone = false;
+        } else {
+            reading.shared -= 1;
+        }
+        self.shard.freed.notify_all();
     }
 }
 
@@ -74,7 +96,7 @@ impl Shard {
             write: Mutex::new(write),
             origin: Mutex::new(origin),
             readers: Mutex::new(Vec::new()),
-            active: Mutex::new(0),
+            reading: Mutex::default(),
             freed: Condvar::new(),
             appended: AtomicU64::new(0),
             invalidated: AtomicBool::new(false),
@@ -102,7 +124,7 @@ impl Shard {
         f: impl FnOnce(&mut Connection) -> Result<T, E>,
     ) -> Result<T, E>
     where
-        E: Invalidates,
+        E: DuckFailure,
     {
         let out = f(&mut lock(&self.write));
         lock(&self.writes).count(touched);
@@ -110,7 +132,7 @@ impl Shard {
     }
 
     /// Passes `out` on, noting whether its error invalidated the instance.
-    fn note<T, E: Invalidates>(&self, out: Result<T, E>) -> Result<T, E> {
+    fn note<T, E: DuckFailure>(&self, out: Result<T, E>) -> Result<T, E> {
         if let Err(err) = &out
             && err.invalidates()
             && !self.invalidated.swap(true, Ordering::Relaxed)
@@ -120,25 +142,58 @@ impl Shard {
         out
     }
 
-    /// Waits until fewer than [`MAX_READERS`] reads run on this shard.
-    fn read_permit(&self) -> ReadPermit<'_> {
-        let mut active = lock(&self.active);
-        while *active >= MAX_READERS {
-            active = self
+    /// Waits until this read may run: beside fewer than [`MAX_READERS`] others, or `alone`.
+    fn read_permit(&self, alone: bool) -> ReadPermit<'_> {
+        let mut reading = lock(&self.reading);
+        if alone {
+            reading.waiting_alone += 1;
+        }
+        loop {
+            let free = if alone {
+                reading.shared == 0
+            } else {
+                reading.shared < MAX_READERS && reading.waiting_alone == 0
+            };
+            if free && !reading.alone {
+                break;
+            }
+            reading = self
                 .freed
-                .wait(active)
+                .wait(reading)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        *active += 1;
-        ReadPermit(self)
+        if alone {
+            reading.waiting_alone -= 1;
+            reading.alone = true;
+        } else {
+            reading.shared += 1;
+        }
+        ReadPermit { shard: self, alone }
     }
 
-    /// Runs `f` with a read connection of its own, concurrently with writes and other reads.
-    pub(crate) fn with_reader<T, E: From<duckdb::Error> + Invalidates>(
+    /// Runs `f` with a read connection of its own, concurrently with writes and other reads;
+    /// once more alone if it ran out of the shard's memory.
+    pub(crate) fn with_reader<T, E: From<duckdb::Error> + DuckFailure>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, E>,
+        f: impl Fn(&Connection) -> Result<T, E>,
     ) -> Result<T, E> {
-        let _permit = self.read_permit();
+        let out = match self.read(false, &f) {
+            Err(err) if err.out_of_memory() => {
+                tracing::debug!(shard = %self.name, error = %err, "a read ran out of the shard's memory; running it again alone");
+                self.read(true, &f)
+            }
+            out => out,
+        };
+        self.note(out)
+    }
+
+    /// Runs `f` once with a pooled read connection, `alone` or beside other reads.
+    fn read<T, E: From<duckdb::Error>>(
+        &self,
+        alone: bool,
+        f: &impl Fn(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _permit = self.read_permit(alone);
         let idle = lock(&self.readers).pop();
         let conn = match idle {
             Some(conn) => conn,
@@ -151,29 +206,40 @@ impl Shard {
                 pool.push(conn);
             }
         }
-        self.note(out)
+        out
     }
 }
 
-/// An error that may be DuckDB's fatal one. After a fatal error (a checkpoint that failed for
-/// want of memory or disk, say) DuckDB invalidates the instance and refuses every later call
-/// until the file is opened again, which replays its write-ahead log.
-pub(crate) trait Invalidates: std::fmt::Display {
+/// An error that may be one of DuckDB's that a shard handles: fatal, or out of memory.
+///
+/// After a fatal error (a checkpoint that failed for want of memory or disk, say) DuckDB
+/// invalidates the instance and refuses every later call until the file is opened again,
+/// which replays its write-ahead log. DuckDB's C API tells either kind only by its message.
+pub(crate) trait DuckFailure: std::fmt::Display {
     /// Whether DuckDB invalidated its instance with this error.
     fn invalidates(&self) -> bool;
+    /// Whether DuckDB ran out of the instance's memory limit.
+    fn out_of_memory(&self) -> bool;
 }
 
-impl Invalidates for duckdb::Error {
+impl DuckFailure for duckdb::Error {
     fn invalidates(&self) -> bool {
-        // DuckDB's C API tells a fatal error only by its message.
         let text = self.to_string();
         text.contains("FATAL Error") || text.contains("database has been invalidated")
     }
+
+    fn out_of_memory(&self) -> bool {
+        self.to_string().contains("Out of Memory Error")
+    }
 }
 
-impl Invalidates for ShardFailure {
+impl DuckFailure for ShardFailure {
     fn invalidates(&self) -> bool {
         matches!(self, ShardFailure::DuckDb(err) if err.invalidates())
+    }
+
+    fn out_of_memory(&self) -> bool {
+        matches!(self, ShardFailure::DuckDb(err) if err.out_of_memory())
     }
 }
 

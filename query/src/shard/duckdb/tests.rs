@@ -4,7 +4,7 @@ use jiff::civil::Date;
 
 use super::*;
 use crate::metrics::Sums;
-use crate::shard::open::Invalidates;
+use crate::shard::open::DuckFailure;
 use crate::shard::{GroupBy, Page, Time};
 use crate::testing::{TempDir, apply as apply_one, hit, one_partition_store as store, rollup};
 
@@ -667,4 +667,53 @@ async fn a_shard_that_duckdb_invalidated_is_opened_again_with_what_it_committed(
     assert_eq!((applied.messages, applied.watermark), (1, 2));
     let sums = total(&store, "acme", "2026-03-01", "2026-03-01").await;
     assert_eq!((sums.pageviews, sums.visits, sums.visitors), (2, 2, 2));
+}
+
+#[test]
+fn reads_that_fit_the_shard_memory_one_at_a_time_all_answer_when_run_at_once() {
+    const READS: usize = 8;
+    const ITEMS: i64 = 700_000;
+    let dir = TempDir::new("crowded");
+    let store = DuckShardStore::new(dir.path().join("shards"), 1, 32_000_000).expect("store");
+    let shard = store.shards.get(0, true).expect("open").expect("shard");
+    // A list of 700,000 numbers takes about 12 MiB of the 32MB pool as it grows, which DuckDB cannot
+    // spill: eight at once do not fit, one at a time does.
+    let sql = format!("SELECT len(list(i)) FROM range({ITEMS}) t(i)");
+    let start = std::sync::Barrier::new(READS);
+    std::thread::scope(|scope| {
+        let reads: Vec<_> = (0..READS)
+            .map(|_| {
+                scope.spawn(|| {
+                    start.wait();
+                    shard.with_reader(|conn| conn.query_row(&sql, [], |r| r.get::<_, i64>(0)))
+                })
+            })
+            .collect();
+        for read in reads {
+            assert_eq!(read.join().expect("thread").expect("read"), ITEMS);
+        }
+    });
+}
+
+#[test]
+fn a_read_too_big_for_the_shard_memory_alone_names_the_limit() {
+    let dir = TempDir::new("too-big");
+    let store = DuckShardStore::new(dir.path().join("shards"), 1, 32_000_000).expect("store");
+    let shard = store.shards.get(0, true).expect("open").expect("shard");
+    // 3 million numbers in one list: 24 MiB, growing into 32 MiB.
+    let err = shard
+        .with_reader(|conn| {
+            conn.query_row("SELECT len(list(i)) FROM range(3000000) t(i)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .expect_err("too big");
+    assert!(err.out_of_memory(), "{err}");
+    let status = tonic::Status::from(QueryError::shard(&shard.name, "reading", err));
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        status.message().contains("--shard-memory"),
+        "{}",
+        status.message()
+    );
 }
