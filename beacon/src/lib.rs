@@ -3,6 +3,7 @@
 
 mod accept_log;
 mod admin;
+mod arenas;
 mod deadletters;
 mod health;
 mod import;
@@ -58,6 +59,9 @@ enum Command {
 /// Parses the command line, runs the command, and reports failure on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Standalone(_)) {
+        arenas::cap();
+    }
     beacon_core::shutdown::run_main("beacon", run(cli.command))
 }
 
