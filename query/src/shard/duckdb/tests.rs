@@ -676,8 +676,8 @@ fn reads_that_fit_the_shard_memory_one_at_a_time_all_answer_when_run_at_once() {
     let dir = TempDir::new("crowded");
     let store = DuckShardStore::new(dir.path().join("shards"), 1, 32_000_000).expect("store");
     let shard = store.shards.get(0, true).expect("open").expect("shard");
-    // A list of 700,000 numbers takes about 12 MiB of the 32MB pool as it grows, which DuckDB cannot
-    // spill: eight at once do not fit, one at a time does.
+    // A list of 700,000 numbers takes about 12 MiB of the 32MB pool as it grows, and DuckDB
+    // cannot spill it: eight at once do not fit, one at a time does.
     let sql = format!("SELECT len(list(i)) FROM range({ITEMS}) t(i)");
     let start = std::sync::Barrier::new(READS);
     std::thread::scope(|scope| {
