@@ -55,8 +55,9 @@ pub struct SessionState {
     /// (`i64::MAX` before logic version 7): no event at or after it joins the session.
     pub ends_by_ms: i64,
     /// Session dimensions, fixed at the start. Values are shared between the sessions that
-    /// hold them (see [`Sessions`]), so a session costs a pointer per dimension.
-    pub dims: Vec<(Dimension, Arc<str>)>,
+    /// hold them (see [`Sessions`]), so a session costs a pointer per dimension; a boxed
+    /// slice keeps no spare room (the list it is collected from has room for 18 pairs).
+    pub dims: Box<[(Dimension, Arc<str>)]>,
 }
 
 impl SessionState {
@@ -380,7 +381,7 @@ fn session_state(partition: u32, s: Session) -> Result<SessionState, AggregatorE
         } else {
             s.ends_by_ms
         },
-        dims,
+        dims: dims.into_boxed_slice(),
     })
 }
 
@@ -401,7 +402,7 @@ mod tests {
             hour_ms: ts,
             local_date: "2026-01-01".into(),
             ends_by_ms: i64::MAX,
-            dims: vec![(Dimension::Country, "DE".into())],
+            dims: [(Dimension::Country, "DE".into())].into(),
         }
     }
 
