@@ -669,13 +669,20 @@ async fn a_shard_that_duckdb_invalidated_is_opened_again_with_what_it_committed(
     assert_eq!((sums.pageviews, sums.visits, sums.visitors), (2, 2, 2));
 }
 
+/// A store of one partition in `dir` with the least pool `--shard-memory` takes (32MB), and
+/// its shard.
+fn smallest_pool_shard(dir: &TempDir) -> (DuckShardStore, Arc<Shard>) {
+    let store = DuckShardStore::new(dir.path().join("shards"), 1, 32_000_000).expect("store");
+    let shard = store.shards.get(0, true).expect("open").expect("shard");
+    (store, shard)
+}
+
 #[test]
 fn reads_that_fit_the_shard_memory_one_at_a_time_all_answer_when_run_at_once() {
     const READS: usize = 8;
     const ITEMS: i64 = 700_000;
     let dir = TempDir::new("crowded");
-    let store = DuckShardStore::new(dir.path().join("shards"), 1, 32_000_000).expect("store");
-    let shard = store.shards.get(0, true).expect("open").expect("shard");
+    let (_store, shard) = smallest_pool_shard(&dir);
     // A list of 700,000 numbers takes about 12 MiB of the 32MB pool as it grows, and DuckDB
     // cannot spill it: eight at once do not fit, one at a time does.
     let sql = format!("SELECT len(list(i)) FROM range({ITEMS}) t(i)");
@@ -698,8 +705,7 @@ fn reads_that_fit_the_shard_memory_one_at_a_time_all_answer_when_run_at_once() {
 #[test]
 fn a_read_too_big_for_the_shard_memory_alone_names_the_limit() {
     let dir = TempDir::new("too-big");
-    let store = DuckShardStore::new(dir.path().join("shards"), 1, 32_000_000).expect("store");
-    let shard = store.shards.get(0, true).expect("open").expect("shard");
+    let (_store, shard) = smallest_pool_shard(&dir);
     // 3 million numbers in one list: 24 MiB, growing into 32 MiB.
     let err = shard
         .with_reader(|conn| {
