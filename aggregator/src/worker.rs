@@ -28,10 +28,12 @@ mod jobs;
 mod publish;
 mod retention;
 
-/// Most event-log messages handled at once (their raw events are stored in one write).
+/// Most event-log messages handled at once (their raw events are stored in one write); a busy
+/// lane waits up to 200 ms to fill a chunk (ARCHITECTURE.md, "Consumers wait to fill a chunk").
 const CHUNK: ChunkLimits = ChunkLimits {
     messages: 256,
     bytes: 16 << 20,
+    linger: Duration::from_millis(200),
 };
 /// Pending deltas are published once their encoding may exceed this, bytes. One event adds at
 /// most a few KiB, so a rollup stays far below the log's 1 MiB message limit.

@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::Peekable;
@@ -65,6 +65,12 @@ pub struct ChunkLimits {
     pub messages: usize,
     /// Most payload bytes (a larger single message still comes alone).
     pub bytes: usize,
+    /// How long a busy lane waits, after a chunk's first message, for more to fill it. Every
+    /// chunk costs its handler a fixed amount (a raw-store commit, a shard transaction), so
+    /// under load a short wait makes fewer, larger chunks. A lane is busy when its previous
+    /// chunk was handed over less than this long ago: the first message after a quiet spell
+    /// goes at once. Zero takes only what is ready.
+    pub linger: Duration,
 }
 
 /// One partition's context: its number, shutdown, backoff, dead letters and lag probe.
@@ -319,6 +325,7 @@ async fn consume_messages<H: Handler>(
     let mut backoff = lane.backoff();
     let partition = lane.partition;
     let mut refused_since = None;
+    let mut last_chunk: Option<Instant> = None;
     loop {
         match check_log(lane, log, handler, &mut refused_since).await {
             Ok(true) => {}
@@ -347,7 +354,10 @@ async fn consume_messages<H: Handler>(
                 _ = interval.tick(), if tick.is_some() => handler.tick(lane).await,
                 next = stream.next() => match next {
                     Some(Ok(first)) => {
-                        let chunk = gather(&mut stream, first, limits);
+                        let busy = last_chunk.is_some_and(|at| at.elapsed() < limits.linger);
+                        let linger = if busy { limits.linger } else { Duration::ZERO };
+                        let chunk = gather(&mut stream, first, limits, linger, &lane.shutdown).await;
+                        last_chunk = Some(Instant::now());
                         handler.handle(lane, chunk).await
                     }
                     Some(Err(err)) => {
@@ -523,17 +533,29 @@ fn into_handler<E: From<Error>>(halt: Halt<Error>) -> Halt<E> {
     }
 }
 
-/// `first` and the messages ready after it, within `limits`. A failure or the end of the
-/// stream stays in the stream.
-fn gather(
+/// `first` and the messages ready after it or arriving within `linger`, within `limits`; what
+/// was gathered when shutdown is requested. A failure or the end of the stream stays in the
+/// stream.
+async fn gather(
     stream: &mut Peekable<LogStream>,
     first: LogMessage,
     limits: ChunkLimits,
+    linger: Duration,
+    shutdown: &CancellationToken,
 ) -> Vec<LogMessage> {
+    let deadline = tokio::time::Instant::now() + linger;
     let mut bytes = first.payload.len();
     let mut chunk = vec![first];
     while chunk.len() < limits.messages {
-        let Some(Some(Ok(next))) = Pin::new(&mut *stream).peek().now_or_never() else {
+        // The peeked message is polled before the deadline, so a ready one is taken even
+        // without a linger.
+        let next = tokio::time::timeout_at(deadline, Pin::new(&mut *stream).peek());
+        let peeked = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            peeked = next => peeked,
+        };
+        let Ok(Some(Ok(next))) = peeked else {
             break;
         };
         if bytes + next.payload.len() > limits.bytes {
@@ -619,6 +641,7 @@ mod tests {
         let limits = ChunkLimits {
             messages: 2,
             bytes: 1024,
+            linger: Duration::ZERO,
         };
         consume(&lane, log.as_ref(), &mut recorder, limits, None)
             .await
@@ -630,6 +653,45 @@ mod tests {
             recorder.chunks
         );
         assert_eq!(recorder.chunks.concat(), [1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_busy_lane_waits_its_linger_to_fill_a_chunk_and_no_longer() {
+        let dir = TempDir::new("consumer").expect("temp dir");
+        let log = open(&dir, "log.redb");
+        log.append(0, "", Bytes::from_static(b"first"))
+            .await
+            .expect("append");
+        let lane = Lane::new("test", 0, open(&dir, "dl.redb"), CancellationToken::new());
+        let mut recorder = Recorder::default();
+        let limits = ChunkLimits {
+            messages: 4,
+            bytes: 1024,
+            linger: Duration::from_secs(30),
+        };
+        let later = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for _ in 2..=5 {
+                log.append(0, "", Bytes::from_static(b"later"))
+                    .await
+                    .expect("append");
+            }
+        };
+        let consumed = async {
+            let (consumed, ()) = tokio::join!(
+                consume(&lane, log.as_ref(), &mut recorder, limits, None),
+                later
+            );
+            consumed
+        };
+        // A full chunk goes at once, well before its linger ends.
+        tokio::time::timeout(Duration::from_secs(10), consumed)
+            .await
+            .expect("the full chunk was held for its linger")
+            .expect("stopped cleanly");
+        // The first message came after a quiet spell and went alone; the next ones waited
+        // for each other.
+        assert_eq!(recorder.chunks, [vec![1], vec![2, 3, 4, 5]]);
     }
 
     /// Consumes `log` for half a second after message `done` as lane `role`; returns the
@@ -669,6 +731,7 @@ mod tests {
         let limits = ChunkLimits {
             messages: 8,
             bytes: 1024,
+            linger: Duration::ZERO,
         };
         let stop = async {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -837,6 +900,7 @@ mod tests {
         let limits = ChunkLimits {
             messages: 8,
             bytes: 1024,
+            linger: Duration::ZERO,
         };
         let err = consume(&lane, log.as_ref(), &mut Recorder::default(), limits, None)
             .await

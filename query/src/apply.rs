@@ -30,10 +30,12 @@ mod retention;
 
 pub use self::rebuild::Rebuild;
 
-/// Most messages and bytes applied in one shard transaction.
+/// Most messages and bytes applied in one shard transaction; a busy lane waits up to 500 ms to
+/// fill one (ARCHITECTURE.md, "Consumers wait to fill a chunk").
 const CHUNK: ChunkLimits = ChunkLimits {
     messages: 256,
     bytes: 8 << 20,
+    linger: Duration::from_millis(500),
 };
 /// Attempts at applying a run before it is split to find what fails.
 const ATTEMPTS: u32 = 3;
