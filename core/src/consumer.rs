@@ -2,8 +2,9 @@
 //! reprocessing jobs share.
 //!
 //! [`consume`] subscribes to a partition after the handler's position, hands the handler chunks
-//! of ready messages bounded by count and bytes, calls its tick on an interval, resubscribes
-//! with backoff after the stream failed or ended, and returns once shutdown is requested.
+//! of messages bounded by count and bytes (a busy lane waits a moment to fill one), calls its
+//! tick on an interval, resubscribes with backoff after the stream failed or ended, and returns
+//! once shutdown is requested.
 //! [`Lane`] gives handlers the rest: retries that classify errors (transient ones are retried
 //! with backoff, permanent ones returned at once so the caller splits or parks the input), and
 //! parking in the dead-letter log.
