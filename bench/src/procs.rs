@@ -2,7 +2,6 @@
 //! role or standalone, on free ports.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -25,12 +24,10 @@ pub fn beacon_bin() -> PathBuf {
     dir.join("beacon")
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range (see
+/// [`beacon_testkit::free_port`]); 0 (any port) if none was found.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    beacon_testkit::free_port().unwrap_or(0)
 }
 
 /// A running `beacon` process, killed when dropped.

@@ -265,17 +265,43 @@ fn find_binary() -> io::Result<PathBuf> {
         })
 }
 
-/// A port that was free a moment ago and was not handed out before in this process.
-fn free_port() -> io::Result<u16> {
+/// The lowest port [`free_port`] hands out.
+const FIRST_PORT: u16 = 10_000;
+/// Where the kernel's ephemeral range starts when `/proc` does not say.
+const EPHEMERAL_START: u16 = 32_768;
+
+/// A port that was free a moment ago, was not handed out before in this process, and lies below
+/// the kernel's ephemeral range.
+///
+/// A port the kernel picks for `bind(0)` comes from the ephemeral range, the same range it takes
+/// the local ports of outgoing connections from; between the check here and the server binding
+/// the port, any outgoing connection on the machine could take it. Below that range only an
+/// explicit bind can, so a server started on this port finds it free.
+pub fn free_port() -> io::Result<u16> {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let port = listener.local_addr()?.port();
+    let end = ephemeral_start().max(FIRST_PORT + 1_000);
+    for _ in 0..10_000 {
+        let port = rand::random_range(FIRST_PORT..end);
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+            continue;
+        }
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
         if handed_out.insert(port) {
             return Ok(port);
         }
     }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("no free port between {FIRST_PORT} and {end}"),
+    ))
+}
+
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(EPHEMERAL_START)
 }
 
 #[cfg(test)]
