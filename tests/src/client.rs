@@ -130,6 +130,14 @@ impl Client {
         })
     }
 
+    /// Connects to `cluster`'s first gateway; a failure carries the tail of every role's log,
+    /// since a gateway that never listens is most often a role that failed to start.
+    pub async fn of(cluster: &crate::Cluster) -> anyhow::Result<Self> {
+        Self::connect(&cluster.gateway(), &cluster.admin())
+            .await
+            .map_err(|err| anyhow::anyhow!("{err:#}\n{}", cluster.logs()))
+    }
+
     /// Creates a tenant (retrying while upstreams start) and returns a server key (it may state
     /// visitors' addresses, as the generated traffic does) and a read key.
     pub async fn create_tenant(

@@ -161,7 +161,7 @@ async fn wait_for_attacker(client: &Client, read: &str, date: &str) -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hostile_tenant_cannot_stall_its_partition() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let now = beacon_core::time::now_ms();
     let (evil_ingest, evil_read) = client
         .create_tenant(&cluster.admin_token, "evil", "UTC")

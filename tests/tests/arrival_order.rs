@@ -27,7 +27,7 @@ const VISITORS: usize = 300;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_arrival_order_gives_the_numbers_of_time_order() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let now = beacon_core::time::now_ms();
     let mut work = Vec::new();
     for (z, (zone, tz)) in ZONES.iter().enumerate() {

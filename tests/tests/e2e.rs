@@ -17,7 +17,7 @@ const ZONES: &[(&str, &str)] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_events_give_exact_daily_numbers() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let now = beacon_core::time::now_ms();
     let mut work = Vec::new();
     for (i, (id, tz)) in ZONES.iter().enumerate() {

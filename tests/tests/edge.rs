@@ -89,7 +89,7 @@ async fn reflects_file(client: &Client, name: &str) -> anyhow::Result<bool> {
 async fn everything_not_allowed_is_refused_with_the_right_code() -> anyhow::Result<()> {
     // Only 192.0.2.0/24 is a trusted proxy: this test, on loopback, is an ordinary caller.
     let cluster = Cluster::start_with(&[("BEACON_TRUSTED_PROXIES", "192.0.2.0/24".to_owned())])?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let token = cluster.admin_token.as_str();
     let (a_server, a_read) = client.create_tenant(token, "alpha", "UTC").await?;
     let a_ingest = client.create_key(token, "alpha", KeyKind::Ingest).await?;

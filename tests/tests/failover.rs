@@ -83,7 +83,7 @@ async fn a_dead_or_paused_owner_hands_its_partitions_over_and_counts_stay_exact(
         Cluster::instance_name(Role::Aggregator, owner),
         Cluster::instance_name(Role::Aggregator, other),
     ];
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let mut tenants = Vec::new();
     for (n, zone) in [
         "UTC",

@@ -51,7 +51,7 @@ async fn sigkill_of_every_process_at_random_moments_loses_and_doubles_nothing() 
     println!("fault seed {seed} (BEACON_FAULT_SEED repeats its kill schedule)");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let zones = [
         "UTC",
         "Asia/Kolkata",

@@ -10,7 +10,7 @@ use beacon_tests::{Client, Cluster, Role, Standalone};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_survives_sigkill_of_aggregator_and_query() -> anyhow::Result<()> {
     let mut cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let spec = TenantSpec {
         id: "faulty".into(),
         time_zone: "Asia/Kolkata".into(),

@@ -48,7 +48,7 @@ async fn services(url: &str) -> anyhow::Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_role_serves_health_and_reflection() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
-    Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    Client::of(&cluster).await?;
     for (role, url, service) in [
         (
             "gateway",
@@ -106,7 +106,7 @@ async fn every_role_serves_health_and_reflection() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_turns_every_role_not_serving_before_it_exits_cleanly() -> anyhow::Result<()> {
     let mut cluster = Cluster::start()?;
-    Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    Client::of(&cluster).await?;
     for role in [Role::Query, Role::Ingest, Role::Aggregator, Role::Gateway] {
         let url = cluster.role_url(role);
         anyhow::ensure!(

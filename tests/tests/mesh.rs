@@ -29,7 +29,7 @@ async fn every_hop_is_tls_and_one_trace_follows_an_event_to_the_shard() -> anyho
         ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
     ])?;
     cluster.wait_all_ready(Duration::from_secs(60)).await?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
 
     // The oracle, through TLS on every hop.
     let now = beacon_core::time::now_ms();

@@ -87,9 +87,7 @@ fn matches(view: &GetRealtimeResponse) -> bool {
 async fn realtime_shows_the_last_minutes() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
     let with_logs = |err: anyhow::Error| anyhow::anyhow!("{err}\n{}", cluster.logs());
-    let client = Client::connect(&cluster.gateway(), &cluster.admin())
-        .await
-        .map_err(with_logs)?;
+    let client = Client::of(&cluster).await.map_err(with_logs)?;
     let (server, read) = client
         .create_tenant(&cluster.admin_token, "live", "Asia/Kathmandu")
         .await

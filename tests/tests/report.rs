@@ -449,7 +449,7 @@ async fn start_tenants(cluster: &Cluster, client: &Client) -> anyhow::Result<Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reports_match_the_oracle() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let tenants = start_tenants(&cluster, &client)
         .await
         .map_err(|err| anyhow::anyhow!("{err}\n{}", cluster.logs()))?;

@@ -82,7 +82,7 @@ fn ndjson(events: &[Event]) -> String {
 async fn history_imported_twice_counts_once_and_expires_from_the_raw_store() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start_with(&[("BEACON_RETENTION_EVERY", "1s".to_owned())])?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let tenant = spec("importer", "Asia/Kathmandu");
     let (server_key, read) = client
         .create_tenant(&cluster.admin_token, &tenant.id, &tenant.time_zone)
@@ -193,7 +193,7 @@ async fn a_logic_change_is_reprocessed_under_load_through_a_sigkill() -> anyhow:
         ("BEACON_LOGIC_VERSION", "2".to_owned()),
         ("BEACON_RESTATE_EVENTS_PER_TICK", "50".to_owned()),
     ])?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let now = beacon_core::time::now_ms();
     // New York's month holds a DST change; the monitor is a visitor under logic 2, a bot
     // under 3.
@@ -491,7 +491,7 @@ async fn wait_done(client: &Client, token: &str, id: &str) -> anyhow::Result<Rep
 async fn time_zone_change_deletion_and_reset_restate_history() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let token = cluster.admin_token.clone();
     let now = beacon_core::time::now_ms();
     // Sixty days: Adelaide's DST start and New York's DST end fall inside.
@@ -671,7 +671,7 @@ fn retarget_events(events: &[Event], tenant: &str) -> Vec<Event> {
 async fn a_lost_shard_folder_is_rebuilt_from_the_raw_store() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let token = cluster.admin_token.clone();
     let now = beacon_core::time::now_ms();
     let mut tenants = Vec::new();

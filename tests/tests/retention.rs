@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(180);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_event_log_pushes_back_and_loses_nothing() -> anyhow::Result<()> {
     let mut cluster = Cluster::start_with(&[("BEACON_EVENT_LOG_MAX_BYTES", "96KiB".to_owned())])?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let spec = TenantSpec {
         id: "retained".into(),
         time_zone: "America/St_Johns".into(),

@@ -14,7 +14,7 @@ use tonic_health::ServingStatus;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recreated_streams_stop_every_consumer_loudly() -> anyhow::Result<()> {
     let mut cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let spec = TenantSpec {
         id: "regressed".into(),
         time_zone: "UTC".into(),

@@ -160,7 +160,7 @@ fn values(reply: &RunReportResponse) -> BTreeMap<String, Vec<f64>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plausible_shaped_traffic_counts_by_definition() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let (_, read) = client
         .create_tenant(&cluster.admin_token, "tracked", "UTC")
         .await?;
@@ -313,7 +313,7 @@ async fn plausible_shaped_traffic_counts_by_definition() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keyless_beacons_count_for_the_sites_they_name() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let mut reads = Vec::new();
     for (tenant, domain) in [("site-a", "a.example"), ("site-b", "B.Example")] {
         let (_, read) = client

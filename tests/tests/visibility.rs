@@ -80,7 +80,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_partition_shows_in_lag_and_health_then_recovers() -> anyhow::Result<()> {
     let mut cluster = Cluster::start_with(&[("BEACON_STALL_AFTER", "3s".to_owned())])?;
-    let client = Client::connect(&cluster.gateway(), &cluster.admin()).await?;
+    let client = Client::of(&cluster).await?;
     let aggregator = cluster.role_url(Role::Aggregator);
     let spec = TenantSpec {
         id: "stalled".into(),
