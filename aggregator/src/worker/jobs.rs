@@ -40,7 +40,7 @@ const STEP_BUDGET: Duration = Duration::from_millis(400);
 /// server's batch holding the visitor's earlier event) mark the day dirty again and again. A
 /// late job replays the tenant's days around it from the raw store, so without a pause a busy
 /// tenant was replayed every poll: in a 300,000-event run whose calls of one tenant each waited
-/// up to a second, replays took about a third of the CPU. The days are counted at once anyway;
+/// up to a second, replays took 23 % of the CPU samples. The days are counted at once anyway;
 /// the pause only delays their exact recount.
 const LATE_PAUSE_FACTOR: u32 = 9;
 
