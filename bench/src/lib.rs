@@ -188,8 +188,8 @@ async fn ingest_rows(plan: &Plan, table: &mut Table, cluster: bool) -> anyhow::R
         ));
     }
     for (mode, rates) in modes {
-        // The label says the batch size as measured: partial batches make it smaller than the
-        // 100 the sender asks for.
+        // The label says the batch size as measured: partial batches sent after waiting a
+        // second make it smaller than the 100 the sender asks for.
         let calls = format!("{:.1} events per gRPC call", rates.events_per_call);
         table.throughput(
             &format!("ingest acknowledged, {mode} (first byte to last ack; {calls})"),

@@ -37,6 +37,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most live events generated ahead of sending.
 const MAX_CHUNK: usize = 100_000;
+/// How long a tenant's partial batch waits for more events before it is sent anyway, as a
+/// client SDK's flush interval.
+const FLUSH_AFTER: Duration = Duration::from_secs(1);
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -73,7 +76,7 @@ pub struct SendReport {
     /// Latency of each successful call (its last attempt), in microseconds.
     pub latency_us: Histogram<u64>,
     /// gRPC calls answered, and the events they carried: the batch size as sent, not as
-    /// configured (a tenant's partial batch is sent when its chunk ends).
+    /// configured (a tenant's partial batch is sent once it waited [`FLUSH_AFTER`]).
     pub grpc_calls: u64,
     /// Events in the answered gRPC calls.
     pub grpc_events: u64,
@@ -119,7 +122,10 @@ pub async fn send(
                 batcher.push(tenant, event);
             }
             remaining -= count;
-            batcher.flush();
+            match remaining {
+                0 => batcher.flush(),
+                _ => batcher.flush_older(FLUSH_AFTER),
+            }
         }
     });
     run(config, keys, jobs).await

@@ -2,6 +2,7 @@
 //! fixed share of single events sent as HTTP beacons.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use beacon_proto::ingest::v1::Event;
 
@@ -44,9 +45,11 @@ pub struct Batcher {
     http_share: f64,
     http_credit: f64,
     pending: Vec<Vec<Event>>,
-    /// Tenants with pending events, in the order their first pending event came; may also
-    /// hold tenants whose batch has been sent since (skipped by `flush`).
-    touched: Vec<usize>,
+    /// When each tenant's first pending event came.
+    since: Vec<Option<Instant>>,
+    /// Tenants with pending events and when their first pending event came, oldest first; may
+    /// also hold batches sent since (their time no longer matches `since`).
+    touched: VecDeque<(usize, Instant)>,
     ready: VecDeque<Job>,
 }
 
@@ -64,7 +67,8 @@ impl Batcher {
             http_share,
             http_credit: 0.0,
             pending: (0..tenants).map(|_| Vec::new()).collect(),
-            touched: Vec::new(),
+            since: vec![None; tenants],
+            touched: VecDeque::new(),
             ready: VecDeque::new(),
         }
     }
@@ -86,22 +90,42 @@ impl Batcher {
         };
         if bucket.is_empty() {
             bucket.reserve(self.batch);
-            self.touched.push(tenant);
+            let now = Instant::now();
+            self.since[tenant] = Some(now);
+            self.touched.push_back((tenant, now));
         }
         bucket.push(event);
         if bucket.len() >= self.batch {
-            let events = std::mem::take(bucket);
-            self.ready.push_back(Job::Grpc { tenant, events });
+            self.send(tenant);
         }
     }
 
     /// Turns every partial batch into a job.
     pub fn flush(&mut self) {
-        for tenant in std::mem::take(&mut self.touched) {
-            let events = std::mem::take(&mut self.pending[tenant]);
-            if !events.is_empty() {
-                self.ready.push_back(Job::Grpc { tenant, events });
+        self.flush_older(Duration::ZERO);
+    }
+
+    /// Turns every partial batch whose first event came at least `age` ago into a job, the way a
+    /// client SDK sends what it buffered every so often even when no batch filled.
+    pub fn flush_older(&mut self, age: Duration) {
+        let now = Instant::now();
+        while let Some(&(tenant, since)) = self.touched.front() {
+            if now.saturating_duration_since(since) < age {
+                break;
             }
+            self.touched.pop_front();
+            if self.since[tenant] == Some(since) {
+                self.send(tenant);
+            }
+        }
+    }
+
+    /// Makes `tenant`'s pending events a job.
+    fn send(&mut self, tenant: usize) {
+        self.since[tenant] = None;
+        let events = std::mem::take(&mut self.pending[tenant]);
+        if !events.is_empty() {
+            self.ready.push_back(Job::Grpc { tenant, events });
         }
     }
 
@@ -150,6 +174,29 @@ mod tests {
         }
         seen.sort_unstable();
         assert_eq!(seen, (0..7).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn only_batches_older_than_the_age_are_flushed() {
+        let mut b = Batcher::new(3, 2, 0.0);
+        b.push(0, event(0));
+        b.push(0, event(1));
+        b.push(0, event(2));
+        std::thread::sleep(Duration::from_millis(50));
+        b.push(1, event(3));
+        b.flush_older(Duration::from_millis(40));
+        let sizes: Vec<(usize, usize)> = drain(&mut b)
+            .into_iter()
+            .map(|job| match job {
+                Job::Grpc { tenant, events } => (tenant, events.len()),
+                Job::Http { tenant, .. } => (tenant, 0),
+            })
+            .collect();
+        assert_eq!(sizes, [(0, 2), (0, 1)], "tenant 1's batch is too young");
+        b.flush_older(Duration::from_secs(60));
+        assert!(b.pop().is_none());
+        b.flush();
+        assert_eq!(b.pop().map(|job| job.events()), Some(1));
     }
 
     #[test]
