@@ -41,7 +41,7 @@ const STEP_BUDGET: Duration = Duration::from_millis(400);
 /// late job replays the tenant's days around it from the raw store, so without a pause a busy
 /// tenant was replayed every poll: in a 300,000-event run whose calls of one tenant each waited
 /// up to a second, replays took 23 % of the CPU samples. The days are counted at once anyway;
-/// the pause only delays their exact recount.
+/// the pause only delays their exact recount, and the job waits as a pending one in the open.
 const LATE_PAUSE_FACTOR: u32 = 9;
 
 /// A job being advanced.
@@ -74,9 +74,12 @@ impl LatePace {
         self.resume = Some(from + busy * LATE_PAUSE_FACTOR);
     }
 
-    /// Whether new late-event jobs wait at `now`.
-    fn paused(&self, now: Instant) -> bool {
-        self.resume.is_some_and(|at| now < at)
+    /// When a late-event job created at `now` (Unix time `now_ms`) may start, in Unix
+    /// milliseconds; `None` if at once.
+    fn resume_ms(&self, now: Instant, now_ms: i64) -> Option<i64> {
+        let wait = self.resume?.checked_duration_since(now)?;
+        let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        (!wait.is_zero()).then(|| now_ms.saturating_add(wait_ms))
     }
 }
 
@@ -209,9 +212,9 @@ impl Worker {
         }
     }
 
-    /// Loads jobs of this partition that are open and not active yet, notes cancel requests and,
-    /// unless late-event jobs are paused, turns dirty dates into late-event jobs. Failures are
-    /// logged; the next poll tries again.
+    /// Loads jobs of this partition that are open and not active yet, notes cancel requests and
+    /// turns dirty dates into late-event jobs, which wait for the pause (see [`LatePace`]) in
+    /// the open. Failures are logged; the next poll tries again.
     async fn poll_jobs(&mut self) {
         let partition = self.lane.partition();
         match self.jobs.jobs.of_partition(partition).await {
@@ -225,16 +228,21 @@ impl Worker {
                 active.cancel = true;
             }
         }
-        if self.jobs.late.paused(Instant::now()) {
-            return;
-        }
+        let not_before_ms = self.jobs.late.resume_ms(Instant::now(), now_ms());
         for tenant in self.processor.dirty_tenants() {
             if self.jobs.active.contains_key(&tenant) {
                 continue;
             }
             let dates = self.processor.take_dirty(&tenant);
-            if let Some(job) = late_job(&tenant, &dates) {
-                tracing::info!(partition, tenant, first = %job.first_date, last = %job.last_date, "recomputing days that received late events");
+            if let Some(mut job) = late_job(&tenant, &dates) {
+                tracing::info!(partition, tenant, first = %job.first_date, last = %job.last_date, not_before_ms, "recomputing days that received late events");
+                if let Some(at) = not_before_ms {
+                    // Saved at once, so that it shows as pending while it waits.
+                    job.not_before_ms = at;
+                    if let Err(err) = self.jobs.jobs.save(partition, &job).await {
+                        tracing::warn!(partition, job = %job.id, error = %err, "saving a paced late-event job failed");
+                    }
+                }
                 self.jobs.active.insert(
                     tenant,
                     Active {
@@ -629,17 +637,23 @@ mod tests {
     fn late_jobs_wait_nine_times_the_time_late_jobs_took() {
         let mut pace = LatePace::default();
         let t0 = Instant::now();
-        assert!(!pace.paused(t0), "nothing ran yet");
+        // When a job created `ms` milliseconds after t0 (Unix time 1,000,000 + ms) may start.
+        let at = |pace: &LatePace, ms: u64| {
+            pace.resume_ms(t0 + Duration::from_millis(ms), 1_000_000 + ms as i64)
+                .map(|at| at - 1_000_000)
+        };
+        assert_eq!(at(&pace, 0), None, "nothing ran yet");
         pace.add(t0, Duration::from_millis(100));
-        assert!(pace.paused(t0 + Duration::from_millis(899)));
-        assert!(!pace.paused(t0 + Duration::from_millis(900)));
+        assert_eq!(at(&pace, 0), Some(900));
+        assert_eq!(at(&pace, 899), Some(900));
+        assert_eq!(at(&pace, 900), None);
         // A second stretch while still paused adds to the pause.
         pace.add(t0 + Duration::from_millis(500), Duration::from_millis(50));
-        assert!(pace.paused(t0 + Duration::from_millis(1_349)));
-        assert!(!pace.paused(t0 + Duration::from_millis(1_350)));
+        assert_eq!(at(&pace, 1_000), Some(1_350));
+        assert_eq!(at(&pace, 1_350), None);
         // One after the pause ended starts from then.
         pace.add(t0 + Duration::from_secs(10), Duration::from_millis(10));
-        assert!(pace.paused(t0 + Duration::from_millis(10_089)));
-        assert!(!pace.paused(t0 + Duration::from_millis(10_090)));
+        assert_eq!(at(&pace, 10_000), Some(10_090));
+        assert_eq!(at(&pace, 10_090), None);
     }
 }
