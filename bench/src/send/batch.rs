@@ -182,9 +182,10 @@ mod tests {
         b.push(0, event(0));
         b.push(0, event(1));
         b.push(0, event(2));
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(300));
         b.push(1, event(3));
-        b.flush_older(Duration::from_millis(40));
+        // Tenant 1's batch is younger unless this thread stalls for a quarter of a second.
+        b.flush_older(Duration::from_millis(250));
         let sizes: Vec<(usize, usize)> = drain(&mut b)
             .into_iter()
             .map(|job| match job {
