@@ -20,7 +20,7 @@ use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::freshness::Probe;
-use crate::ingest::{bench_env, setup, totals_request, wait_counted};
+use crate::ingest::{CLUSTER, bench_env, setup, totals_request, wait_counted};
 use crate::procs::{Cluster, Role};
 use crate::tenants::{TenantKeys, create_tenants};
 use crate::traffic::{TenantSpec, TrafficModel};
@@ -211,7 +211,7 @@ impl Load {
 
 /// Measures the availability rows on a fresh redundant cluster.
 pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
-    let mut cluster = Cluster::start_redundant(&bench_env())?;
+    let mut cluster = Cluster::start_redundant(&bench_env(CLUSTER))?;
     cluster.wait_all_ready(RESTART_WITHIN).await?;
     let (model, keys) = setup(plan, &cluster.admin(), &cluster.admin_token).await?;
     let gateways = cluster
@@ -278,9 +278,7 @@ async fn failover(cluster: &mut Cluster, table: &mut Table) -> anyhow::Result<()
     .await?;
     let probe = Probe::connect(&cluster.gateway(), &keys[0]).await?;
     let baseline = probe.measure(5, None).await?;
-    // The cluster runs with NATS's default partition count ([`bench_env`] sets none).
-    let partitions = beacon_core::backends::NATS_PARTITIONS;
-    let partition = beacon_core::partition::partition_of(&spec.id, partitions);
+    let partition = beacon_core::partition::partition_of(&spec.id, CLUSTER);
     // While the aggregators balance their partitions, a lease may be free for a moment.
     let asked = Instant::now();
     let owner = loop {

@@ -10,7 +10,7 @@ use beacon_proto::ingest::v1::{Event, SendEventsRequest};
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
-use crate::ingest::{bench_env, counted, setup};
+use crate::ingest::{STANDALONE, bench_env, counted, setup};
 use crate::procs::Standalone;
 use crate::send::{SendConfig, send};
 use crate::tenants::{TenantKeys, create_tenants};
@@ -20,7 +20,7 @@ use crate::{Plan, Table};
 /// Measures idle and loaded freshness on a fresh `beacon standalone` and adds four rows.
 pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env())?;
+    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env(STANDALONE))?;
     let (gateway, admin, token) = (
         beacon.ready.gateway.clone(),
         beacon.ready.admin.clone(),

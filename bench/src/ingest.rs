@@ -16,15 +16,22 @@ use crate::tenants::{TenantKeys, create_tenants};
 use crate::traffic::{TrafficConfig, TrafficModel};
 use crate::{Plan, Table};
 
-/// Environment of the benchmarked processes: production defaults (so each mode's own
-/// partition count), quieter logs.
-pub fn bench_env() -> Vec<(&'static str, String)> {
+/// Environment of the benchmarked processes: production defaults, quieter logs. `partitions`
+/// is the count a new deployment of the mode takes ([`STANDALONE`], [`CLUSTER`]): the
+/// harness's own, 4, is the tests'.
+pub fn bench_env(partitions: u32) -> Vec<(&'static str, String)> {
     vec![
+        ("BEACON_PARTITIONS", partitions.to_string()),
         ("BEACON_FLUSH_INTERVAL_MS", "1000".into()),
         ("BEACON_SNAPSHOT_INTERVAL_S", "30".into()),
         ("RUST_LOG", "warn".into()),
     ]
 }
+
+/// The partitions of a new standalone deployment.
+pub const STANDALONE: u32 = beacon_core::backends::EMBEDDED_PARTITIONS;
+/// The partitions of a new deployment with NATS.
+pub const CLUSTER: u32 = beacon_core::backends::NATS_PARTITIONS;
 
 /// The model's tenants, created through the admin listener at `admin`.
 pub async fn setup(
@@ -149,7 +156,7 @@ fn generator_row(table: &mut Table, mode: &str, rate: &Rates) {
 /// the bare JetStream publish.
 pub async fn standalone(plan: &Plan, table: &mut Table, floor: f64) -> anyhow::Result<Rates> {
     let dir = tempfile::tempdir()?;
-    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env())?;
+    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env(STANDALONE))?;
     let ready = &beacon.ready;
     let at_rest = beacon.proc.peak_rss().unwrap_or(0);
     let sample = || {
@@ -180,7 +187,7 @@ pub async fn standalone(plan: &Plan, table: &mut Table, floor: f64) -> anyhow::R
 
 /// nats-server and one process per role; `floor` as for [`standalone`].
 pub async fn cluster(plan: &Plan, table: &mut Table, floor: f64) -> anyhow::Result<Rates> {
-    let cluster = Cluster::start_with(&bench_env())?;
+    let cluster = Cluster::start_with(&bench_env(CLUSTER))?;
     let nats_pid = cluster.nats.pid();
     let sample = || {
         let mut cpu: Vec<(String, f64)> = cluster

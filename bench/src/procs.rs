@@ -215,6 +215,7 @@ impl Standalone {
             ("BEACON_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port())),
             // The harness sends beacons on behalf of many visitors, as a proxy would.
             ("BEACON_TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
+            ("BEACON_PARTITIONS", "4".to_owned()),
             ("BEACON_FLUSH_INTERVAL_MS", "200".to_owned()),
         ];
         envs.extend(extra.iter().cloned());
@@ -581,12 +582,13 @@ impl Cluster {
             .is_some_and(|proc| proc.terminate(timeout))
     }
 
-    /// Runs `beacon <args>` against the cluster's backends (NATS and TLS; the partition count is
-    /// the one the cluster recorded) and returns what it printed; fails when it fails.
+    /// Runs `beacon <args>` against the cluster's backends (NATS, partition count, TLS) and
+    /// returns what it printed; fails when it fails.
     pub fn beacon(&self, args: &[&str]) -> anyhow::Result<String> {
         let output = Command::new(beacon_bin())
             .args(args)
             .env("BEACON_NATS_URL", self.nats.url())
+            .env("BEACON_PARTITIONS", "4")
             .env("BEACON_DATA_DIR", self.dir.path().join("cli"))
             .envs(self.tls_env())
             .output()
@@ -650,6 +652,7 @@ impl Cluster {
         vec![
             ("BEACON_NATS_URL", self.nats.url()),
             ("BEACON_DATA_DIR", data.display().to_string()),
+            ("BEACON_PARTITIONS", "4".to_owned()),
             ("BEACON_FLUSH_INTERVAL_MS", "200".to_owned()),
             ("BEACON_SNAPSHOT_INTERVAL_S", "2".to_owned()),
             ("BEACON_LISTEN", format!("127.0.0.1:{gateway}")),
