@@ -1,7 +1,8 @@
 //! Freshness: time from an acknowledged event to its appearance in a query, idle and under a
 //! steady load.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -86,6 +87,8 @@ const VISIBLE_WITHIN: Duration = Duration::from_secs(60);
 pub(crate) struct Probe {
     channel: Channel,
     keys: TenantKeys,
+    /// Probes [`Probe::measure`] had acknowledged.
+    measured: Arc<AtomicU64>,
 }
 
 impl Probe {
@@ -94,10 +97,14 @@ impl Probe {
         Ok(Self {
             channel: Channel::from_shared(gateway.to_owned())?.connect().await?,
             keys: keys.clone(),
+            measured: Arc::default(),
         })
     }
 
-    /// Up to `count` probes, or as many as fit in `window`; microseconds from ack to visible.
+    /// Up to `count` probes, one at a time, or as many as fit in `window`; microseconds from ack
+    /// to visible. The tenant must get no events but those of `measure` on this probe (and its
+    /// clones): a probe is visible once the tenant counts every probe acknowledged so far, not when its
+    /// count merely rose, which a read from another query replica that lagged behind can show.
     pub(crate) async fn measure(
         &self,
         count: usize,
@@ -105,17 +112,16 @@ impl Probe {
     ) -> anyhow::Result<Histogram<u64>> {
         let mut histogram = Histogram::<u64>::new(3)?;
         let started = Instant::now();
-        let mut seen = counted(&self.channel, &self.keys.read_key).await?;
         for n in 0..count {
             if window.is_some_and(|w| started.elapsed() >= w) {
                 break;
             }
             let acked = self.send(n).await?;
+            let total = self.measured.fetch_add(1, Ordering::AcqRel) + 1;
             let deadline = acked + Duration::from_secs(60);
             loop {
                 let now = counted(&self.channel, &self.keys.read_key).await?;
-                if now > seen {
-                    seen = now;
+                if now >= total {
                     break;
                 }
                 if Instant::now() > deadline {
