@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use beacon_core::backends::NATS_PARTITIONS;
 use beacon_proto::ingest::v1::SendEventsRequest;
 use beacon_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
@@ -20,7 +21,7 @@ use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::freshness::Probe;
-use crate::ingest::{CLUSTER, bench_env, setup, totals_request, wait_counted};
+use crate::ingest::{bench_env, setup, totals_request, wait_counted};
 use crate::procs::{Cluster, Role};
 use crate::tenants::{TenantKeys, create_tenants};
 use crate::traffic::{TenantSpec, TrafficModel};
@@ -211,7 +212,7 @@ impl Load {
 
 /// Measures the availability rows on a fresh redundant cluster.
 pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
-    let mut cluster = Cluster::start_redundant(&bench_env(CLUSTER))?;
+    let mut cluster = Cluster::start_redundant(&bench_env(NATS_PARTITIONS))?;
     cluster.wait_all_ready(RESTART_WITHIN).await?;
     let (model, keys) = setup(plan, &cluster.admin(), &cluster.admin_token).await?;
     let gateways = cluster
@@ -278,7 +279,7 @@ async fn failover(cluster: &mut Cluster, table: &mut Table) -> anyhow::Result<()
     .await?;
     let probe = Probe::connect(&cluster.gateway(), &keys[0]).await?;
     let baseline = probe.measure(5, None).await?;
-    let partition = beacon_core::partition::partition_of(&spec.id, CLUSTER);
+    let partition = beacon_core::partition::partition_of(&spec.id, NATS_PARTITIONS);
     // While the aggregators balance their partitions, a lease may be free for a moment.
     let asked = Instant::now();
     let owner = loop {

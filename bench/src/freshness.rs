@@ -11,7 +11,7 @@ use beacon_proto::ingest::v1::{Event, SendEventsRequest};
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
-use crate::ingest::{STANDALONE, bench_env, counted, setup};
+use crate::ingest::{bench_env, counted, setup};
 use crate::procs::Standalone;
 use crate::send::{SendConfig, send};
 use crate::tenants::{TenantKeys, create_tenants};
@@ -21,7 +21,11 @@ use crate::{Plan, Table};
 /// Measures idle and loaded freshness on a fresh `beacon standalone` and adds four rows.
 pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env(STANDALONE))?;
+    let beacon = Standalone::start(
+        &dir.path().join("data"),
+        0,
+        &bench_env(beacon_core::backends::EMBEDDED_PARTITIONS),
+    )?;
     let (gateway, admin, token) = (
         beacon.ready.gateway.clone(),
         beacon.ready.admin.clone(),
@@ -87,8 +91,8 @@ const VISIBLE_WITHIN: Duration = Duration::from_secs(60);
 pub(crate) struct Probe {
     channel: Channel,
     keys: TenantKeys,
-    /// Probes [`Probe::measure`] had acknowledged.
-    measured: Arc<AtomicU64>,
+    /// Probes acknowledged so far, by this probe and its clones.
+    acknowledged: Arc<AtomicU64>,
 }
 
 impl Probe {
@@ -97,14 +101,14 @@ impl Probe {
         Ok(Self {
             channel: Channel::from_shared(gateway.to_owned())?.connect().await?,
             keys: keys.clone(),
-            measured: Arc::default(),
+            acknowledged: Arc::default(),
         })
     }
 
     /// Up to `count` probes, one at a time, or as many as fit in `window`; microseconds from ack
-    /// to visible. The tenant must get no events but those of `measure` on this probe (and its
-    /// clones): a probe is visible once the tenant counts every probe acknowledged so far, not when its
-    /// count merely rose, which a read from another query replica that lagged behind can show.
+    /// to visible. The tenant must get no events but this probe's: a probe is visible once the
+    /// tenant counts every probe acknowledged so far, not when its count merely rose, which a
+    /// read from another query replica that lagged behind can show.
     pub(crate) async fn measure(
         &self,
         count: usize,
@@ -117,7 +121,7 @@ impl Probe {
                 break;
             }
             let acked = self.send(n).await?;
-            let total = self.measured.fetch_add(1, Ordering::AcqRel) + 1;
+            let total = self.acknowledged.load(Ordering::Acquire);
             let deadline = acked + Duration::from_secs(60);
             loop {
                 let now = counted(&self.channel, &self.keys.read_key).await?;
@@ -239,6 +243,7 @@ impl Probe {
         if reply.accepted != 1 {
             bail!("probe event {n} was not accepted: {:?}", reply.results);
         }
+        self.acknowledged.fetch_add(1, Ordering::AcqRel);
         Ok(Instant::now())
     }
 }

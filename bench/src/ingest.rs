@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use beacon_core::backends::{EMBEDDED_PARTITIONS, NATS_PARTITIONS};
 use beacon_proto::insights::v1::insights_service_client::InsightsServiceClient;
 use beacon_proto::insights::v1::{DateRange, GetAggregateRequest, Metric};
 use futures::StreamExt;
@@ -17,8 +18,8 @@ use crate::traffic::{TrafficConfig, TrafficModel};
 use crate::{Plan, Table};
 
 /// Environment of the benchmarked processes: production defaults, quieter logs. `partitions`
-/// is the count a new deployment of the mode takes ([`STANDALONE`], [`CLUSTER`]): the
-/// harness's own, 4, is the tests'.
+/// is the count a new deployment of the mode takes ([`EMBEDDED_PARTITIONS`],
+/// [`NATS_PARTITIONS`]): the harness's own, 4, is the tests'.
 pub fn bench_env(partitions: u32) -> Vec<(&'static str, String)> {
     vec![
         ("BEACON_PARTITIONS", partitions.to_string()),
@@ -27,11 +28,6 @@ pub fn bench_env(partitions: u32) -> Vec<(&'static str, String)> {
         ("RUST_LOG", "warn".into()),
     ]
 }
-
-/// The partitions of a new standalone deployment.
-pub const STANDALONE: u32 = beacon_core::backends::EMBEDDED_PARTITIONS;
-/// The partitions of a new deployment with NATS.
-pub const CLUSTER: u32 = beacon_core::backends::NATS_PARTITIONS;
 
 /// The model's tenants, created through the admin listener at `admin`.
 pub async fn setup(
@@ -156,7 +152,7 @@ fn generator_row(table: &mut Table, mode: &str, rate: &Rates) {
 /// the bare JetStream publish.
 pub async fn standalone(plan: &Plan, table: &mut Table, floor: f64) -> anyhow::Result<Rates> {
     let dir = tempfile::tempdir()?;
-    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env(STANDALONE))?;
+    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env(EMBEDDED_PARTITIONS))?;
     let ready = &beacon.ready;
     let at_rest = beacon.proc.peak_rss().unwrap_or(0);
     let sample = || {
@@ -187,7 +183,7 @@ pub async fn standalone(plan: &Plan, table: &mut Table, floor: f64) -> anyhow::R
 
 /// nats-server and one process per role; `floor` as for [`standalone`].
 pub async fn cluster(plan: &Plan, table: &mut Table, floor: f64) -> anyhow::Result<Rates> {
-    let cluster = Cluster::start_with(&bench_env(CLUSTER))?;
+    let cluster = Cluster::start_with(&bench_env(NATS_PARTITIONS))?;
     let nats_pid = cluster.nats.pid();
     let sample = || {
         let mut cpu: Vec<(String, f64)> = cluster

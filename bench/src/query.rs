@@ -28,7 +28,7 @@ use beacon_query::Insights;
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
-use crate::ingest::{STANDALONE, bench_env};
+use crate::ingest::bench_env;
 use crate::procs::{Ready, Standalone};
 use crate::send::{SendConfig, send_events};
 use crate::tenants::{TenantKeys, create_tenants};
@@ -224,7 +224,7 @@ async fn dashboard_totals(
 /// Production settings, but for the gateway's limit of queries per second and tenant (200),
 /// which 16 clients asking without pause would hit: the rows measure latency, not the limit.
 fn dashboard_env(cache: Cache) -> Vec<(&'static str, String)> {
-    let mut env = bench_env(STANDALONE);
+    let mut env = bench_env(beacon_core::backends::EMBEDDED_PARTITIONS);
     env.push(("BEACON_TENANT_QUERIES_PER_SECOND", "1000000".into()));
     if cache == Cache::Off {
         env.push(("BEACON_RESULT_CACHE", "0".into()));
