@@ -15,7 +15,7 @@ use jiff::civil::Date;
 use super::cell::{
     Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour, append_recent_row,
 };
-use super::open::{OpenShards, Shard};
+use super::open::{OpenShards, Shard, Staging, lock};
 use super::schema;
 use super::writes::{Touched, Written};
 use super::{
@@ -202,8 +202,9 @@ impl ShardStore for DuckShardStore {
             };
             shard
                 .with_writer(Touched::Tenants(&[Written::any_day(&tenant)]), |conn| {
+                    let staging = lock(&shard.staging);
                     let tx = conn.transaction()?;
-                    let mut parts = Parts::new(&tx);
+                    let mut parts = Parts::new(&tx, &staging);
                     for part in &message.tenants {
                         parts.add(part, &message)?;
                     }
@@ -393,7 +394,7 @@ fn apply(
         .collect();
     let (applied, rows) = shard
         .with_writer(Touched::Tenants(&tenants), |conn| {
-            apply_tx(conn, partition, messages)
+            apply_tx(conn, partition, messages, &mut lock(&shard.staging))
         })
         .map_err(|err| {
             QueryError::shard(
@@ -421,12 +422,13 @@ fn fold(shard: &Shard) -> Result<(), QueryError> {
 }
 
 /// The exactly-once step: the watermark check, the appended rows and sketches, the generation
-/// changes and the new watermark commit together or not at all. Returns what was applied and
-/// the rows appended.
+/// changes and the new watermark commit together or not at all; `staging` follows the
+/// generations once they are committed. Returns what was applied and the rows appended.
 fn apply_tx(
     conn: &mut Connection,
     partition: u32,
     messages: &[RollupMessage],
+    staging: &mut Staging,
 ) -> Result<(Applied, u64), ShardFailure> {
     let tx = conn.transaction()?;
     // Statements are prepared once per connection: parsing and planning dominated the apply
@@ -456,13 +458,17 @@ fn apply_tx(
         };
         return Ok((applied, 0));
     };
-    let mut parts = Parts::new(&tx);
+    let mut parts = Parts::new(&tx, staging);
     for message in &fresh {
         for part in &message.tenants {
             parts.add(part, message)?;
         }
     }
-    let (rows, swaps) = parts.finish()?;
+    let Finished {
+        rows,
+        swaps,
+        generations,
+    } = parts.finish()?;
     let covered = fresh.iter().rev().find_map(|m| m.covered.as_ref());
     let moved = match watermark {
         Some(_) => schema::UPDATE_WATERMARK,
@@ -476,6 +482,12 @@ fn apply_tx(
         covered.and_then(|c| c.log.as_deref())
     ])?;
     tx.commit()?;
+    for (key, stage) in generations {
+        match stage {
+            Some(stage) => staging.insert(key, stage),
+            None => staging.remove(&key),
+        };
+    }
     let applied = Applied {
         messages: fresh.len(),
         watermark: last,
@@ -499,6 +511,8 @@ struct Generation {
 /// and a swap or drop first appends what came before it.
 struct Parts<'t, 'a> {
     tx: &'t Transaction<'t>,
+    /// The generations staging as committed before this transaction.
+    staging: &'t Staging,
     cells: NewCells<'a>,
     rows: u64,
     generations: HashMap<(&'a str, u64), Generation>,
@@ -506,9 +520,10 @@ struct Parts<'t, 'a> {
 }
 
 impl<'t, 'a> Parts<'t, 'a> {
-    fn new(tx: &'t Transaction<'t>) -> Self {
+    fn new(tx: &'t Transaction<'t>, staging: &'t Staging) -> Self {
         Self {
             tx,
+            staging,
             cells: NewCells::default(),
             rows: 0,
             generations: HashMap::new(),
@@ -584,10 +599,20 @@ impl<'t, 'a> Parts<'t, 'a> {
         tenant: &'a str,
         gen_id: u64,
     ) -> Result<&mut Generation, ShardFailure> {
-        let tx = self.tx;
+        let (tx, staging) = (self.tx, self.staging);
         match self.generations.entry((tenant, gen_id)) {
             Entry::Occupied(known) => Ok(known.into_mut()),
-            Entry::Vacant(vacant) => Ok(vacant.insert(stored_generation(tx, tenant, gen_id)?)),
+            Entry::Vacant(vacant) => {
+                let generation = match staging.get(&(tenant.to_owned(), gen_id)) {
+                    Some(&stage) => Generation {
+                        stage,
+                        state: STAGING,
+                        changed: false,
+                    },
+                    None => stored_generation(tx, tenant, gen_id)?,
+                };
+                Ok(vacant.insert(generation))
+            }
         }
     }
 
@@ -610,9 +635,8 @@ impl<'t, 'a> Parts<'t, 'a> {
         Ok(())
     }
 
-    /// Appends what is left and records the generations that changed; returns the rows
-    /// appended and the swaps done.
-    fn finish(mut self) -> Result<(u64, Vec<(String, SwapTotals)>), ShardFailure> {
+    /// Appends what is left and records the generations that changed.
+    fn finish(mut self) -> Result<Finished, ShardFailure> {
         self.flush()?;
         let mut upsert = self.tx.prepare_cached(schema::UPSERT_GENERATION)?;
         for ((tenant, gen_id), generation) in &self.generations {
@@ -620,8 +644,30 @@ impl<'t, 'a> Parts<'t, 'a> {
                 upsert.execute(params![tenant, gen_id, generation.stage, generation.state])?;
             }
         }
-        Ok((self.rows, self.swaps))
+        let generations = self
+            .generations
+            .into_iter()
+            .map(|((tenant, gen_id), generation)| {
+                let stage = (generation.state == STAGING).then_some(generation.stage);
+                ((tenant.to_owned(), gen_id), stage)
+            })
+            .collect();
+        Ok(Finished {
+            rows: self.rows,
+            swaps: self.swaps,
+            generations,
+        })
     }
+}
+
+/// What the parts of a run did, once appended and recorded.
+struct Finished {
+    /// Rows appended.
+    rows: u64,
+    /// The swaps done: job and totals.
+    swaps: Vec<(String, SwapTotals)>,
+    /// Every generation the run had parts of, with its stage if it is still staging.
+    generations: Vec<((String, u64), Option<u32>)>,
 }
 
 /// A generation as the shard recorded it; a new one when it never did.
@@ -670,7 +716,9 @@ fn swap_generation(
     swap: &Swap,
 ) -> Result<SwapTotals, ShardFailure> {
     let (first, last) = (swap.first_date.as_str(), swap.last_date.as_str());
-    let before = generation_totals(tx, tenant, 0, first, last)?;
+    // The live rows of the dates hold the totals before the swap; the generation's rows of the
+    // dates are the live rows after it.
+    let (before, after) = swap_totals(tx, tenant, gen_id, first, last)?;
     for sql in &schema::SWAP[..schema::SWAP_DELETES] {
         tx.prepare_cached(sql)?
             .execute(params![tenant, first, last])?;
@@ -678,31 +726,40 @@ fn swap_generation(
     for sql in &schema::SWAP[schema::SWAP_DELETES..] {
         tx.prepare_cached(sql)?.execute(params![tenant, gen_id])?;
     }
-    let after = generation_totals(tx, tenant, 0, first, last)?;
     Ok(SwapTotals {
         before: Some(before),
         after: Some(after),
     })
 }
 
-/// The totals of a tenant generation's dates.
-fn generation_totals(
+/// The totals of a tenant's live rows (before) and of generation `gen_id` (after) on the dates
+/// from `first` to `last`, in one scan.
+fn swap_totals(
     tx: &Transaction<'_>,
     tenant: &str,
     gen_id: u64,
     first: &str,
     last: &str,
-) -> Result<Totals, ShardFailure> {
-    let mut statement = tx.prepare_cached(schema::GENERATION_TOTALS)?;
+) -> Result<(Totals, Totals), ShardFailure> {
+    let mut statement = tx.prepare_cached(schema::SWAP_TOTALS)?;
     let mut rows = statement.query(params![tenant, gen_id, first, last])?;
-    let mut total: Option<Cell> = None;
+    let (mut live, mut staged): (Option<Cell>, Option<Cell>) = (None, None);
     while let Some(row) = rows.next()? {
-        let cell = Cell::read(row, 0)?;
-        match &mut total {
+        let total = match row.get::<_, u64>(0)? {
+            0 => &mut live,
+            _ => &mut staged,
+        };
+        let cell = Cell::read(row, 1)?;
+        match total {
             Some(sum) => sum.add(cell),
-            None => total = Some(cell),
+            None => *total = Some(cell),
         }
     }
+    Ok((totals(live)?, totals(staged)?))
+}
+
+/// The totals of summed cells; zeros for none.
+fn totals(total: Option<Cell>) -> Result<Totals, ShardFailure> {
     let Some(total) = total else {
         return Ok(Totals::default());
     };

@@ -47,7 +47,16 @@ pub(crate) struct Shard {
     pub(crate) writes: Arc<Mutex<Writes>>,
     /// Sums of its tenants' settled days, kept between reads.
     pub(crate) spans: Mutex<SpanCache>,
+    /// The last applied stage of each generation still staging, by (tenant, generation), as
+    /// committed to the file. Only the writer reads and changes it, under the write lock.
+    ///
+    /// Invariant: it changes only after a commit, and only the rollup apply writes the
+    /// `generations` table, so an entry is what the table holds.
+    pub(crate) staging: Mutex<Staging>,
 }
+
+/// Generations still staging: their last applied stage by (tenant, generation).
+pub(crate) type Staging = HashMap<(String, u64), u32>;
 
 /// The reads running on a shard, and those waiting to run alone.
 #[derive(Default)]
@@ -102,6 +111,7 @@ impl Shard {
             invalidated: AtomicBool::new(false),
             writes,
             spans: Mutex::new(SpanCache::new(span_bytes)),
+            staging: Mutex::default(),
         })
     }
 
