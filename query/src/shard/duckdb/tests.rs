@@ -723,3 +723,39 @@ fn a_read_too_big_for_the_shard_memory_alone_names_the_limit() {
         status.message()
     );
 }
+
+#[tokio::test]
+async fn a_probed_stage_is_not_taken_as_applied() {
+    let dir = TempDir::new("probed-stage");
+    let store = store(&dir);
+    let day = |at: &str, visitor| hit(at, "UTC", Dimension::Unspecified, "", visitor);
+    apply_versioned(
+        &store,
+        1,
+        2,
+        vec![rollup("acme", vec![day("2026-03-01T10:00:00Z", 1)])],
+    )
+    .await;
+    // Stage 1 of generation 7 opens it; stage 2 is probed (applied, then rolled back) before
+    // it is applied for real, which must not find it applied already.
+    let stage = |stage, visitor| staged(7, stage, vec![day("2026-03-01T11:00:00Z", visitor)]);
+    apply_versioned(&store, 2, 3, vec![stage(1, 2)]).await;
+    let probed = store.validate(0, stage(2, 3)).expect("valid");
+    store.probe(0, probed).await.expect("probe");
+    apply_versioned(&store, 3, 3, vec![stage(2, 3)]).await;
+    let swap = TenantRollup {
+        swap: Some(Swap {
+            first_date: "2026-03-01".into(),
+            last_date: "2026-03-01".into(),
+            job_id: "acme.7".into(),
+        }),
+        ..staged(7, 3, Vec::new())
+    };
+    let applied = apply_versioned(&store, 4, 3, vec![swap]).await;
+    let (_, totals) = &applied.swaps[0];
+    let pageviews = |t: &Option<Totals>| t.as_ref().map(|t| t.pageviews);
+    assert_eq!(pageviews(&totals.before), Some(1));
+    assert_eq!(pageviews(&totals.after), Some(2), "both stages, once each");
+    let live = total(&store, "acme", "2026-03-01", "2026-03-01").await;
+    assert_eq!(live.pageviews, 2);
+}
