@@ -160,6 +160,8 @@ fn values(reply: &RunReportResponse) -> BTreeMap<String, Vec<f64>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plausible_shaped_traffic_counts_by_definition() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
+    // Beacons are sent once: ingest must be up before the first (the admin calls retry).
+    cluster.wait_all_ready(Duration::from_secs(60)).await?;
     let client = Client::of(&cluster).await?;
     let (_, read) = client
         .create_tenant(&cluster.admin_token, "tracked", "UTC")
@@ -313,6 +315,8 @@ async fn plausible_shaped_traffic_counts_by_definition() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn keyless_beacons_count_for_the_sites_they_name() -> anyhow::Result<()> {
     let cluster = Cluster::start()?;
+    // Beacons are sent once: ingest must be up before the first (the admin calls retry).
+    cluster.wait_all_ready(Duration::from_secs(60)).await?;
     let client = Client::of(&cluster).await?;
     let mut reads = Vec::new();
     for (tenant, domain) in [("site-a", "a.example"), ("site-b", "B.Example")] {
