@@ -17,15 +17,12 @@ use crate::send::{SendConfig, send};
 use crate::tenants::{TenantKeys, create_tenants};
 use crate::traffic::TenantSpec;
 use crate::{Plan, Table};
+use beacon_core::backends::EMBEDDED_PARTITIONS;
 
 /// Measures idle and loaded freshness on a fresh `beacon standalone` and adds four rows.
 pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let beacon = Standalone::start(
-        &dir.path().join("data"),
-        0,
-        &bench_env(beacon_core::backends::EMBEDDED_PARTITIONS),
-    )?;
+    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env(EMBEDDED_PARTITIONS))?;
     let (gateway, admin, token) = (
         beacon.ready.gateway.clone(),
         beacon.ready.admin.clone(),

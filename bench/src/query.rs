@@ -33,6 +33,7 @@ use crate::procs::{Ready, Standalone};
 use crate::send::{SendConfig, send_events};
 use crate::tenants::{TenantKeys, create_tenants};
 use crate::traffic::{TrafficConfig, TrafficModel};
+use beacon_core::backends::EMBEDDED_PARTITIONS;
 
 mod answer;
 mod filtered;
@@ -224,7 +225,7 @@ async fn dashboard_totals(
 /// Production settings, but for the gateway's limit of queries per second and tenant (200),
 /// which 16 clients asking without pause would hit: the rows measure latency, not the limit.
 fn dashboard_env(cache: Cache) -> Vec<(&'static str, String)> {
-    let mut env = bench_env(beacon_core::backends::EMBEDDED_PARTITIONS);
+    let mut env = bench_env(EMBEDDED_PARTITIONS);
     env.push(("BEACON_TENANT_QUERIES_PER_SECOND", "1000000".into()));
     if cache == Cache::Off {
         env.push(("BEACON_RESULT_CACHE", "0".into()));

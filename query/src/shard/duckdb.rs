@@ -741,7 +741,7 @@ fn swap_totals(
     first: &str,
     last: &str,
 ) -> Result<(Totals, Totals), ShardFailure> {
-    let mut statement = tx.prepare_cached(schema::SWAP_TOTALS)?;
+    let mut statement = tx.prepare_cached(&schema::swap_totals())?;
     let mut rows = statement.query(params![tenant, gen_id, first, last])?;
     let (mut live, mut staged): (Option<Cell>, Option<Cell>) = (None, None);
     while let Some(row) = rows.next()? {

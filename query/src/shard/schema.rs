@@ -162,10 +162,12 @@ pub(crate) const DROP_GENERATION: [&str; 3] = [
 /// The totals cells of a tenant's live rows and of one of its generations on a span of dates,
 /// in one scan: parameters tenant, generation, first and last date. Columns: the generation
 /// (0 for live rows), then the cell.
-pub(crate) const SWAP_TOTALS: &str = "SELECT gen, pageviews, events, visits, bounces, \
-    duration_ms, bot_events, revenue_micros, revenue_events, sketch FROM days \
-    WHERE tenant = ? AND (gen = 0 OR gen = ?) AND dimension = 0 \
-    AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)";
+pub(crate) fn swap_totals() -> String {
+    format!(
+        "SELECT gen, {CELL} FROM days WHERE tenant = ? AND (gen = 0 OR gen = ?) \
+         AND dimension = 0 AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)"
+    )
+}
 
 /// The applied rollup-log sequence of a partition.
 pub(crate) const SELECT_WATERMARK: &str = r#"SELECT seq FROM applied WHERE "partition" = ?"#;

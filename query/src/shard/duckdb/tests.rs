@@ -457,6 +457,18 @@ fn staged(generation: u64, stage: u32, rows: Vec<RollupRow>) -> TenantRollup {
     }
 }
 
+/// A part of `generation` at `stage` that swaps it in for March 1 2026, as job `job`.
+fn swap_of_march_1(generation: u64, stage: u32, job: &str) -> TenantRollup {
+    TenantRollup {
+        swap: Some(Swap {
+            first_date: "2026-03-01".into(),
+            last_date: "2026-03-01".into(),
+            job_id: job.into(),
+        }),
+        ..staged(generation, stage, Vec::new())
+    }
+}
+
 async fn apply_versioned(
     store: &DuckShardStore,
     seq: u64,
@@ -506,14 +518,7 @@ async fn a_generation_is_staged_out_of_sight_then_swapped_in_at_once() {
 
     // A live change copied into the generation, then the swap.
     let copy = staged(7, 0, vec![day("2026-03-01T12:00:00Z", 4)]);
-    let swap = TenantRollup {
-        swap: Some(Swap {
-            first_date: "2026-03-01".into(),
-            last_date: "2026-03-01".into(),
-            job_id: "acme.1".into(),
-        }),
-        ..staged(7, 2, Vec::new())
-    };
+    let swap = swap_of_march_1(7, 2, "acme.1");
     let applied = apply_versioned(&store, 4, 3, vec![copy, swap.clone()]).await;
     let (job, totals) = &applied.swaps[0];
     assert_eq!(job, "acme.1");
@@ -585,14 +590,8 @@ async fn a_generation_missing_a_stage_or_replayed_late_is_dropped_not_swapped() 
     let day = |at: &str, visitor| hit(at, "UTC", Dimension::Unspecified, "", visitor);
     let live = rollup("acme", vec![day("2026-03-01T10:00:00Z", 1)]);
     apply_versioned(&store, 1, 2, vec![live]).await;
-    let swap = |generation, stage| TenantRollup {
-        swap: Some(Swap {
-            first_date: "2026-03-01".into(),
-            last_date: "2026-03-01".into(),
-            job_id: format!("acme.{generation}"),
-        }),
-        ..staged(generation, stage, Vec::new())
-    };
+    let swap =
+        |generation, stage| swap_of_march_1(generation, stage, &format!("acme.{generation}"));
 
     // Stage 2 of generation 7 was parked: stage 3 skips it, and the swap changes nothing.
     let stage = |generation, stage, visitor| {
@@ -743,14 +742,7 @@ async fn a_probed_stage_is_not_taken_as_applied() {
     let probed = store.validate(0, stage(2, 3)).expect("valid");
     store.probe(0, probed).await.expect("probe");
     apply_versioned(&store, 3, 3, vec![stage(2, 3)]).await;
-    let swap = TenantRollup {
-        swap: Some(Swap {
-            first_date: "2026-03-01".into(),
-            last_date: "2026-03-01".into(),
-            job_id: "acme.7".into(),
-        }),
-        ..staged(7, 3, Vec::new())
-    };
+    let swap = swap_of_march_1(7, 3, "acme.7");
     let applied = apply_versioned(&store, 4, 3, vec![swap]).await;
     let (_, totals) = &applied.swaps[0];
     let pageviews = |t: &Option<Totals>| t.as_ref().map(|t| t.pageviews);
