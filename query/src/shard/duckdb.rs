@@ -9,12 +9,11 @@ use std::sync::Arc;
 use ::duckdb::{Connection, OptionalExt, Transaction, params};
 use async_trait::async_trait;
 use beacon_core::partition::partition_of;
-use beacon_proto::pipeline::v1::{EventRow, Swap, SwapTotals, TenantRollup, TenantVersion, Totals};
+use beacon_proto::pipeline::v1::{EventRow, SwapTotals, TenantRollup, TenantVersion};
 use jiff::civil::Date;
 
-use super::cell::{
-    Cell, DayKey, HourKey, NewCell, Stamp, append_day, append_hour, append_recent_row,
-};
+use self::swap::Swaps;
+use super::cell::{DayKey, HourKey, NewCell, Stamp, append_day, append_hour, append_recent_row};
 use super::open::{OpenShards, Shard, Staging, lock};
 use super::schema;
 use super::writes::{Touched, Written};
@@ -516,7 +515,10 @@ struct Parts<'t, 'a> {
     cells: NewCells<'a>,
     rows: u64,
     generations: HashMap<(&'a str, u64), Generation>,
+    /// The swaps done: job and totals.
     swaps: Vec<(String, SwapTotals)>,
+    /// The swaps waiting for the rows before them.
+    pending: Swaps<'a>,
 }
 
 impl<'t, 'a> Parts<'t, 'a> {
@@ -528,6 +530,7 @@ impl<'t, 'a> Parts<'t, 'a> {
             rows: 0,
             generations: HashMap::new(),
             swaps: Vec::new(),
+            pending: Swaps::default(),
         }
     }
 
@@ -546,6 +549,10 @@ impl<'t, 'a> Parts<'t, 'a> {
             gen_id,
             version: i32::try_from(message.logic_version).unwrap_or(i32::MAX),
         };
+        if self.pending.holds(tenant) {
+            // The tenant's rows after its swap must not be replaced by it.
+            self.settle()?;
+        }
         if gen_id == 0 {
             return self.cells.add(part, stamp);
         }
@@ -573,9 +580,7 @@ impl<'t, 'a> Parts<'t, 'a> {
         }
         self.cells.add(part, stamp)?;
         if let Some(swap) = &rollup.swap {
-            self.flush()?;
-            let totals = swap_generation(self.tx, tenant, gen_id, swap)?;
-            self.swaps.push((swap.job_id.clone(), totals));
+            self.pending.push(tenant, gen_id, swap);
             self.close(tenant, gen_id, SWAPPED)?;
         } else if rollup.drop {
             self.discard(tenant, gen_id)?;
@@ -585,7 +590,7 @@ impl<'t, 'a> Parts<'t, 'a> {
 
     /// Deletes a generation's rows and records it dropped.
     fn discard(&mut self, tenant: &'a str, gen_id: u64) -> Result<(), ShardFailure> {
-        self.flush()?;
+        self.settle()?;
         for sql in schema::DROP_GENERATION {
             self.tx
                 .prepare_cached(sql)?
@@ -628,16 +633,18 @@ impl<'t, 'a> Parts<'t, 'a> {
         Ok(())
     }
 
-    /// Appends the cells gathered so far.
-    fn flush(&mut self) -> Result<(), ShardFailure> {
+    /// Appends the cells gathered so far, then does the swaps waiting for them.
+    fn settle(&mut self) -> Result<(), ShardFailure> {
         let cells = std::mem::take(&mut self.cells);
         self.rows += append_cells(self.tx, cells)?;
+        let done = self.pending.run(self.tx)?;
+        self.swaps.extend(done);
         Ok(())
     }
 
-    /// Appends what is left and records the generations that changed.
+    /// Appends what is left, does the swaps left and records the generations that changed.
     fn finish(mut self) -> Result<Finished, ShardFailure> {
-        self.flush()?;
+        self.settle()?;
         let mut upsert = self.tx.prepare_cached(schema::UPSERT_GENERATION)?;
         for ((tenant, gen_id), generation) in &self.generations {
             if generation.changed {
@@ -706,74 +713,6 @@ const STAGING: &str = "staging";
 const SWAPPED: &str = "swapped";
 /// A discarded generation.
 const DROPPED: &str = "dropped";
-
-/// Replaces the tenant's live rows of the swap's dates with generation `gen_id`; returns the
-/// totals before and after.
-fn swap_generation(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    gen_id: u64,
-    swap: &Swap,
-) -> Result<SwapTotals, ShardFailure> {
-    let (first, last) = (swap.first_date.as_str(), swap.last_date.as_str());
-    // The live rows of the dates hold the totals before the swap; the generation's rows of the
-    // dates are the live rows after it.
-    let (before, after) = swap_totals(tx, tenant, gen_id, first, last)?;
-    for sql in &schema::SWAP[..schema::SWAP_DELETES] {
-        tx.prepare_cached(sql)?
-            .execute(params![tenant, first, last])?;
-    }
-    for sql in &schema::SWAP[schema::SWAP_DELETES..] {
-        tx.prepare_cached(sql)?.execute(params![tenant, gen_id])?;
-    }
-    Ok(SwapTotals {
-        before: Some(before),
-        after: Some(after),
-    })
-}
-
-/// The totals of a tenant's live rows (before) and of generation `gen_id` (after) on the dates
-/// from `first` to `last`, in one scan.
-fn swap_totals(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    gen_id: u64,
-    first: &str,
-    last: &str,
-) -> Result<(Totals, Totals), ShardFailure> {
-    let mut statement = tx.prepare_cached(&schema::swap_totals())?;
-    let mut rows = statement.query(params![tenant, gen_id, first, last])?;
-    let (mut live, mut staged): (Option<Cell>, Option<Cell>) = (None, None);
-    while let Some(row) = rows.next()? {
-        let total = match row.get::<_, u64>(0)? {
-            0 => &mut live,
-            _ => &mut staged,
-        };
-        let cell = Cell::read(row, 1)?;
-        match total {
-            Some(sum) => sum.add(cell),
-            None => *total = Some(cell),
-        }
-    }
-    Ok((totals(live)?, totals(staged)?))
-}
-
-/// The totals of summed cells; zeros for none.
-fn totals(total: Option<Cell>) -> Result<Totals, ShardFailure> {
-    let Some(total) = total else {
-        return Ok(Totals::default());
-    };
-    let sums = total.sums(String::new(), true)?;
-    Ok(Totals {
-        pageviews: sums.pageviews,
-        events: sums.events,
-        visits: sums.visits,
-        bounces: sums.bounces,
-        duration_ms: sums.duration_ms,
-        bot_events: sums.bot_events,
-        visitors: sums.visitors,
-    })
-}
 
 /// The cells of the parts: one per (tenant, day, dimension, value) and stamp, and one per
 /// (tenant, hour, day) and stamp of the totals.
@@ -909,5 +848,6 @@ fn append_recent(
     Ok(())
 }
 
+mod swap;
 #[cfg(test)]
 mod tests;

@@ -131,22 +131,38 @@ INSERT INTO generations (tenant, gen, stage, state) VALUES (?, ?, ?, ?)
 ON CONFLICT (tenant, gen) DO UPDATE SET stage = excluded.stage, state = excluded.state
 "#;
 
-/// The swap of a generation into the live one for a tenant's local dates: parameters tenant,
-/// first and last date, then tenant and generation. Both tables, one transaction (the caller's).
-pub(crate) const SWAP: [&str; 6] = [
-    "DELETE FROM days WHERE tenant = ? AND gen = 0 \
-     AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)",
-    "DELETE FROM hours WHERE tenant = ? AND gen = 0 \
-     AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)",
-    "DELETE FROM events WHERE tenant = ? AND gen = 0 \
-     AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)",
-    "UPDATE days SET gen = 0, folded = false WHERE tenant = ? AND gen = ?",
-    "UPDATE hours SET gen = 0, folded = false WHERE tenant = ? AND gen = ?",
-    "UPDATE events SET gen = 0 WHERE tenant = ? AND gen = ?",
-];
+/// The swaps of `n` generations into the live one, each for one tenant's local dates, as a
+/// table of `n` rows: parameters tenant, generation, first and last date, and the swap's
+/// index, for each swap in turn. At most one swap per tenant (its rows would match twice).
+fn swap_values(n: usize) -> String {
+    let row = "(?, CAST(? AS UBIGINT), CAST(? AS DATE), CAST(? AS DATE), CAST(? AS UINTEGER))";
+    let rows = vec![row; n].join(", ");
+    format!("(VALUES {rows}) s(s_tenant, s_gen, s_first, s_last, s_index)")
+}
 
-/// How many of [`SWAP`]'s statements delete live rows (the others turn the generation live).
-pub(crate) const SWAP_DELETES: usize = 3;
+/// The statements of `n` swaps ([`swap_values`]' parameters each), in one transaction (the
+/// caller's): the totals cells of each tenant's live rows and of its generation on the
+/// swap's dates (columns: the swap's index, the generation (0 for live rows), then the
+/// cell); then the deletes of the live rows of those dates, and the updates that turn each
+/// generation live. Each scans its table once however many swaps there are.
+pub(crate) fn swaps(n: usize) -> [String; 7] {
+    let values = swap_values(n);
+    let live_dates = "tenant = s_tenant AND gen = 0 AND local_date BETWEEN s_first AND s_last";
+    let generation = "tenant = s_tenant AND gen = s_gen";
+    [
+        format!(
+            "SELECT s_index, gen, {CELL} FROM days JOIN {values} ON tenant = s_tenant \
+             AND (gen = 0 OR gen = s_gen) AND dimension = 0 \
+             AND local_date BETWEEN s_first AND s_last"
+        ),
+        format!("DELETE FROM days USING {values} WHERE {live_dates}"),
+        format!("DELETE FROM hours USING {values} WHERE {live_dates}"),
+        format!("DELETE FROM events USING {values} WHERE {live_dates}"),
+        format!("UPDATE days SET gen = 0, folded = false FROM {values} WHERE {generation}"),
+        format!("UPDATE hours SET gen = 0, folded = false FROM {values} WHERE {generation}"),
+        format!("UPDATE events SET gen = 0 FROM {values} WHERE {generation}"),
+    ]
+}
 
 /// Deletes a tenant's events of dates before one: parameters tenant, first kept date.
 pub(crate) const EXPIRE_EVENTS: &str =
@@ -158,16 +174,6 @@ pub(crate) const DROP_GENERATION: [&str; 3] = [
     "DELETE FROM hours WHERE tenant = ? AND gen = ?",
     "DELETE FROM events WHERE tenant = ? AND gen = ?",
 ];
-
-/// The totals cells of a tenant's live rows and of one of its generations on a span of dates,
-/// in one scan: parameters tenant, generation, first and last date. Columns: the generation
-/// (0 for live rows), then the cell.
-pub(crate) fn swap_totals() -> String {
-    format!(
-        "SELECT gen, {CELL} FROM days WHERE tenant = ? AND (gen = 0 OR gen = ?) \
-         AND dimension = 0 AND local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)"
-    )
-}
 
 /// The applied rollup-log sequence of a partition.
 pub(crate) const SELECT_WATERMARK: &str = r#"SELECT seq FROM applied WHERE "partition" = ?"#;

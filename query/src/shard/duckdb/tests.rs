@@ -751,3 +751,78 @@ async fn a_probed_stage_is_not_taken_as_applied() {
     let live = total(&store, "acme", "2026-03-01", "2026-03-01").await;
     assert_eq!(live.pageviews, 2);
 }
+
+#[tokio::test]
+async fn swaps_of_one_run_replace_what_came_before_them_only() {
+    let dir = TempDir::new("swaps-in-one-run");
+    let store = store(&dir);
+    let day = |visitor| {
+        hit(
+            "2026-03-01T10:00:00Z",
+            "UTC",
+            Dimension::Unspecified,
+            "",
+            visitor,
+        )
+    };
+    let part = |tenant: &str, generation, stage, visitors: &[u64]| TenantRollup {
+        generation,
+        stage,
+        ..rollup(tenant, visitors.iter().map(|&v| day(v)).collect())
+    };
+    let swap = |tenant: &str, generation, stage| TenantRollup {
+        swap: Some(Swap {
+            first_date: "2026-03-01".into(),
+            last_date: "2026-03-01".into(),
+            job_id: format!("{tenant}.{generation}"),
+        }),
+        ..part(tenant, generation, stage, &[])
+    };
+    apply_versioned(
+        &store,
+        1,
+        2,
+        vec![part("acme", 0, 0, &[1, 2]), part("globex", 0, 0, &[1])],
+    )
+    .await;
+    apply_versioned(
+        &store,
+        2,
+        3,
+        vec![part("acme", 7, 1, &[3]), part("globex", 9, 1, &[2, 3])],
+    )
+    .await;
+    // One run: two tenants swap, acme's live rows come after its swap, and acme swaps a
+    // second generation, with a live row between its swaps and one after.
+    let run = vec![
+        swap("acme", 7, 2),
+        swap("globex", 9, 2),
+        part("acme", 0, 0, &[5]),
+        part("acme", 8, 1, &[7, 8, 9]),
+        swap("acme", 8, 2),
+        part("acme", 0, 0, &[6]),
+        part("globex", 0, 0, &[4]),
+    ];
+    let applied = apply_versioned(&store, 3, 3, run).await;
+    let pageviews = |t: &Option<Totals>| t.as_ref().map_or(-1, |t| t.pageviews);
+    let swaps: Vec<_> = applied
+        .swaps
+        .iter()
+        .map(|(job, t)| (job.as_str(), pageviews(&t.before), pageviews(&t.after)))
+        .collect();
+    assert_eq!(
+        swaps,
+        [("acme.7", 2, 1), ("globex.9", 1, 2), ("acme.8", 2, 3)],
+        "each swap's totals as the rows before it made them"
+    );
+    let acme = total(&store, "acme", "2026-03-01", "2026-03-01").await;
+    assert_eq!(
+        acme.pageviews, 4,
+        "generation 8 (3) and the live row after it"
+    );
+    let globex = total(&store, "globex", "2026-03-01", "2026-03-01").await;
+    assert_eq!(
+        globex.pageviews, 3,
+        "generation 9 (2) and the live row after it"
+    );
+}
