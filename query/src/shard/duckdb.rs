@@ -6,7 +6,8 @@ use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ::duckdb::{Connection, OptionalExt, Transaction, params};
+use ::duckdb::types::Value;
+use ::duckdb::{Connection, OptionalExt, Transaction, params, params_from_iter};
 use async_trait::async_trait;
 use beacon_core::partition::partition_of;
 use beacon_proto::pipeline::v1::{EventRow, SwapTotals, TenantRollup, TenantVersion};
@@ -645,11 +646,23 @@ impl<'t, 'a> Parts<'t, 'a> {
     /// Appends what is left, does the swaps left and records the generations that changed.
     fn finish(mut self) -> Result<Finished, ShardFailure> {
         self.settle()?;
-        let mut upsert = self.tx.prepare_cached(schema::UPSERT_GENERATION)?;
-        for ((tenant, gen_id), generation) in &self.generations {
-            if generation.changed {
-                upsert.execute(params![tenant, gen_id, generation.stage, generation.state])?;
-            }
+        let changed: Vec<Value> = self
+            .generations
+            .iter()
+            .filter(|(_, generation)| generation.changed)
+            .flat_map(|(&(tenant, gen_id), generation)| {
+                [
+                    Value::Text(tenant.to_owned()),
+                    Value::UBigInt(gen_id),
+                    Value::UInt(generation.stage),
+                    Value::Text(generation.state.to_owned()),
+                ]
+            })
+            .collect();
+        if !changed.is_empty() {
+            self.tx
+                .prepare(&schema::upsert_generations(changed.len() / 4))?
+                .execute(params_from_iter(&changed))?;
         }
         let generations = self
             .generations

@@ -125,11 +125,16 @@ CREATE TABLE IF NOT EXISTS generations (
 pub(crate) const SELECT_GENERATION: &str =
     "SELECT stage, state FROM generations WHERE tenant = ? AND gen = ?";
 
-/// Records a tenant generation's stage and state.
-pub(crate) const UPSERT_GENERATION: &str = r#"
-INSERT INTO generations (tenant, gen, stage, state) VALUES (?, ?, ?, ?)
-ON CONFLICT (tenant, gen) DO UPDATE SET stage = excluded.stage, state = excluded.state
-"#;
+/// Records the stage and state of `n` tenant generations, all different: parameters tenant,
+/// generation, stage and state of each in turn. One statement for all: DuckDB plans every
+/// execution, and a run with many jobs' parts recorded each generation with one of its own.
+pub(crate) fn upsert_generations(n: usize) -> String {
+    let rows = vec!["(?, ?, ?, ?)"; n].join(", ");
+    format!(
+        "INSERT INTO generations (tenant, gen, stage, state) VALUES {rows} \
+         ON CONFLICT (tenant, gen) DO UPDATE SET stage = excluded.stage, state = excluded.state"
+    )
+}
 
 /// The swaps of `n` generations into the live one, each for one tenant's local dates, as a
 /// table of `n` rows: parameters tenant, generation, first and last date, and the swap's
