@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use beacon_aggregator::AggregatorArgs;
 use beacon_core::backends::{BackendArgs, Backends};
-use beacon_gateway::GatewayArgs;
+use beacon_gateway::{GatewayArgs, InProcess};
 use beacon_ingest::IngestArgs;
 use beacon_query::QueryArgs;
 use tokio::net::TcpListener;
@@ -138,7 +138,14 @@ impl GatewayCommand {
         let backends = open(&self.backend).await?;
         let listener = bind(self.gateway.listen).await?;
         let admin = bind(self.gateway.admin_listen).await?;
-        beacon_gateway::run(self.gateway, backends, listener, admin, signal_token()).await?;
+        beacon_gateway::run(
+            self.gateway,
+            backends,
+            InProcess::default(),
+            (listener, admin),
+            signal_token(),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -19,11 +19,13 @@ mod route;
 mod serve;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 
 use beacon_core::backends::Backends;
+use beacon_proto::ingest::v1::ingest_service_server::IngestService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -118,14 +120,22 @@ pub struct GatewayArgs {
     pub queries_per_second: u32,
 }
 
+/// Services of other roles running in the gateway's process, called without a network hop.
+#[derive(Clone, Default)]
+pub struct InProcess {
+    /// The ingest service (`beacon standalone`): admitted events go to it directly instead of
+    /// over gRPC to `--ingest-url`.
+    pub ingest: Option<Arc<dyn IngestService>>,
+}
+
 /// Serves the public port on `public` and the admin API on `admin` until `shutdown`, then
 /// drains open requests. Refuses to start with a missing or weak admin token.
 pub async fn run(
     args: GatewayArgs,
     backends: Backends,
-    public: TcpListener,
-    admin: TcpListener,
+    in_process: InProcess,
+    (public, admin): (TcpListener, TcpListener),
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
-    serve::serve(args, backends, public, admin, shutdown).await
+    serve::serve(args, backends, in_process, (public, admin), shutdown).await
 }

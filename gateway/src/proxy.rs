@@ -56,15 +56,17 @@ impl Forwarded {
     }
 }
 
-/// Public `IngestService`: admits, then forwards to an ingest replica. A batch whose every
-/// event carries an id is retried on another replica after UNAVAILABLE (the ids make the
-/// retry count once); others are not.
+/// Public `IngestService`: admits, then forwards to an ingest replica, or to the ingest service
+/// of its own process when it has one. A batch whose every event carries an id is retried on
+/// another replica after UNAVAILABLE (the ids make the retry count once); others are not.
 #[derive(Clone)]
 pub struct IngestProxy {
     /// The edge checks.
     pub guard: Guard,
     /// Ingest replicas.
     pub upstream: Arc<Upstreams>,
+    /// The ingest service of this process, called in place of the replicas (standalone).
+    pub local: Option<Arc<dyn IngestService>>,
     /// Longest time a request may take.
     pub timeout: Duration,
 }
@@ -80,32 +82,44 @@ impl IngestProxy {
         self.relay(
             request,
             client,
-            count,
-            ids,
+            (count, ids),
             |mut ingest, request| async move { ingest.send_events(request).await },
+            |local, request| async move { local.send_events(request).await },
         )
         .await
     }
 
     /// Admits `count` events of `request` sent by `client`, then makes `call` on an ingest
-    /// replica, retried on another after UNAVAILABLE when every event carries an id (`ids`).
-    async fn relay<Q, A, F, Fut>(
+    /// replica, retried on another after UNAVAILABLE when every event carries an id (`ids`),
+    /// or `local_call` on the ingest service of this process.
+    async fn relay<Q, A, F, Fut, L, LFut>(
         &self,
         request: Request<Q>,
         client: Option<IpAddr>,
-        count: usize,
-        ids: bool,
+        (count, ids): (usize, bool),
         call: F,
+        local_call: L,
     ) -> Result<Response<A>, Status>
     where
         Q: Clone,
         F: Fn(IngestServiceClient<tonic::transport::Channel>, Request<Q>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<A>, Status>>,
+        L: FnOnce(Arc<dyn IngestService>, Request<Q>) -> LFut,
+        LFut: std::future::Future<Output = Result<Response<A>, Status>>,
     {
         self.guard.ingest(request.metadata(), count, client).await?;
         let deadline = deadline_of(request.metadata(), self.timeout);
         let forwarded = Forwarded::new(request.metadata(), client);
         let message = request.into_inner();
+        if let Some(local) = &self.local {
+            let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let request = forwarded.request(message, timeout);
+            return tokio::time::timeout(timeout, local_call(local.clone(), request))
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!("ingest did not answer within {timeout:?}"))
+                })?;
+        }
         self.upstream
             .call(None, deadline, ids, |channel, timeout| {
                 call(
@@ -148,9 +162,9 @@ impl IngestService for IngestProxy {
         self.relay(
             request,
             client,
-            count,
-            ids,
+            (count, ids),
             |mut ingest, request| async move { ingest.import_events(request).await },
+            |local, request| async move { local.import_events(request).await },
         )
         .await
     }

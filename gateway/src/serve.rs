@@ -25,7 +25,7 @@ use crate::admin::Admin;
 use crate::guard::Guard;
 use crate::proxy::{IngestProxy, InsightsProxy};
 use crate::route::{Probe, Upstreams};
-use crate::{GatewayArgs, GatewayError, beacon, conn, dashboard, edge, export, mp};
+use crate::{GatewayArgs, GatewayError, InProcess, beacon, conn, dashboard, edge, export, mp};
 
 /// The services of the public port.
 const PUBLIC_SERVICES: &[&str] = &[
@@ -47,8 +47,8 @@ const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(6
 pub async fn serve(
     args: GatewayArgs,
     backends: Backends,
-    public: TcpListener,
-    admin: TcpListener,
+    in_process: InProcess,
+    (public, admin): (TcpListener, TcpListener),
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
     let token = edge::admin_token(args.admin_token.as_deref())?;
@@ -71,6 +71,7 @@ pub async fn serve(
     let ingest = IngestProxy {
         guard: guard.clone(),
         upstream: ingest_replicas,
+        local: in_process.ingest,
         timeout: args.request_timeout,
     };
     let insights = InsightsProxy {

@@ -10,6 +10,7 @@ mod validate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use beacon_core::backends::Backends;
@@ -49,10 +50,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
-    let service = IngestService::new(&args, &backends)?;
+    let service = Arc::new(IngestService::new(&args, &backends)?);
+    serve(service, backends, listener, shutdown).await
+}
+
+/// Serves `service` on `listener` until `shutdown`, then finishes the publishes in flight. The
+/// same service may also be called in process (the standalone's gateway does).
+pub async fn serve(
+    service: Arc<IngestService>,
+    backends: Backends,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
     let publisher = service.publisher();
     let routes = tonic::service::Routes::new(
-        IngestServiceServer::new(service)
+        IngestServiceServer::from_arc(service)
             .max_decoding_message_size(MAX_BODY_BYTES)
             .max_encoding_message_size(usize::MAX),
     );
