@@ -66,13 +66,13 @@ pub async fn run(mut args: StandaloneArgs) -> anyhow::Result<()> {
     let admin_listener = bind(args.gateway.admin_listen).await?;
     let admin_addr = admin_listener.local_addr().context("admin address")?;
     args.gateway.query_urls = vec![url_of(&query_listener)?];
-    args.gateway.ingest_urls = vec![url_of(&ingest_listener)?];
     args.gateway.admin_token = Some(admin_token.clone());
     let gateway_addr = gateway_listener.local_addr().context("gateway address")?;
 
-    // The gateway calls the ingest service in process: the loopback gRPC hop (HTTP/2 both
-    // ways, encoding and decoding every batch again) cost about a tenth of a loaded
-    // standalone's CPU. The internal port stays up for the gateway's health probes.
+    // The gateway calls the ingest service in process: without the loopback gRPC hop (HTTP/2
+    // both ways, every batch encoded and decoded again) a loaded standalone used 13 % less CPU
+    // per event on average (BENCHMARKS.md, "2026-11-30 (night)"). The ingest role still
+    // serves its internal port, as in a cluster, and closes its publisher when it stops.
     let ingest = Arc::new(beacon_ingest::IngestService::new(&args.ingest, &backends)?);
     let in_process = InProcess {
         ingest: Some(ingest.clone()),

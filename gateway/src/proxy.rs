@@ -63,12 +63,19 @@ impl Forwarded {
 pub struct IngestProxy {
     /// The edge checks.
     pub guard: Guard,
-    /// Ingest replicas.
-    pub upstream: Arc<Upstreams>,
-    /// The ingest service of this process, called in place of the replicas (standalone).
-    pub local: Option<Arc<dyn IngestService>>,
+    /// Where admitted events go.
+    pub route: IngestRoute,
     /// Longest time a request may take.
     pub timeout: Duration,
+}
+
+/// Where the gateway sends admitted events.
+#[derive(Clone)]
+pub enum IngestRoute {
+    /// Ingest replicas, over gRPC.
+    Replicas(Arc<Upstreams>),
+    /// The ingest service of this process (standalone), called directly.
+    InProcess(Arc<dyn IngestService>),
 }
 
 impl IngestProxy {
@@ -111,16 +118,21 @@ impl IngestProxy {
         let deadline = deadline_of(request.metadata(), self.timeout);
         let forwarded = Forwarded::new(request.metadata(), client);
         let message = request.into_inner();
-        if let Some(local) = &self.local {
-            let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let request = forwarded.request(message, timeout);
-            return tokio::time::timeout(timeout, local_call(local.clone(), request))
-                .await
-                .map_err(|_| {
-                    Status::deadline_exceeded(format!("ingest did not answer within {timeout:?}"))
-                })?;
-        }
-        self.upstream
+        let replicas = match &self.route {
+            IngestRoute::Replicas(replicas) => replicas,
+            IngestRoute::InProcess(service) => {
+                let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let request = forwarded.request(message, timeout);
+                return tokio::time::timeout(timeout, local_call(service.clone(), request))
+                    .await
+                    .map_err(|_| {
+                        Status::deadline_exceeded(format!(
+                            "ingest did not answer within {timeout:?}"
+                        ))
+                    })?;
+            }
+        };
+        replicas
             .call(None, deadline, ids, |channel, timeout| {
                 call(
                     ingest_client(channel),

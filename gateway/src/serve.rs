@@ -23,7 +23,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::admin::Admin;
 use crate::guard::Guard;
-use crate::proxy::{IngestProxy, InsightsProxy};
+use crate::proxy::{IngestProxy, IngestRoute, InsightsProxy};
 use crate::route::{Probe, Upstreams};
 use crate::{GatewayArgs, GatewayError, InProcess, beacon, conn, dashboard, edge, export, mp};
 
@@ -54,24 +54,29 @@ pub async fn serve(
     let token = edge::admin_token(args.admin_token.as_deref())?;
     let registry = Registry::new(backends.tenants.clone());
     let guard = Guard::new(registry.clone(), &args)?;
-    let ingest_replicas = Arc::new(Upstreams::new(
-        "ingest",
-        &args.ingest_urls,
-        Probe::Health("beacon.ingest.v1.IngestService"),
-        &backends.tls,
-    )?);
+    let ingest_route = match in_process.ingest {
+        Some(service) => IngestRoute::InProcess(service),
+        None => {
+            let replicas = Arc::new(Upstreams::new(
+                "ingest",
+                &args.ingest_urls,
+                Probe::Health("beacon.ingest.v1.IngestService"),
+                &backends.tls,
+            )?);
+            tokio::spawn(replicas.clone().watch(shutdown.clone()));
+            IngestRoute::Replicas(replicas)
+        }
+    };
     let query_replicas = Arc::new(Upstreams::new(
         "query",
         &args.query_urls,
         Probe::Partitions(backends.partitions),
         &backends.tls,
     )?);
-    tokio::spawn(ingest_replicas.clone().watch(shutdown.clone()));
     tokio::spawn(query_replicas.clone().watch(shutdown.clone()));
     let ingest = IngestProxy {
         guard: guard.clone(),
-        upstream: ingest_replicas,
-        local: in_process.ingest,
+        route: ingest_route,
         timeout: args.request_timeout,
     };
     let insights = InsightsProxy {

@@ -646,23 +646,23 @@ impl<'t, 'a> Parts<'t, 'a> {
     /// Appends what is left, does the swaps left and records the generations that changed.
     fn finish(mut self) -> Result<Finished, ShardFailure> {
         self.settle()?;
-        let changed: Vec<Value> = self
+        let changed: Vec<_> = self
             .generations
             .iter()
             .filter(|(_, generation)| generation.changed)
-            .flat_map(|(&(tenant, gen_id), generation)| {
+            .collect();
+        if !changed.is_empty() {
+            let params = changed.iter().flat_map(|&(&(tenant, gen_id), generation)| {
                 [
                     Value::Text(tenant.to_owned()),
                     Value::UBigInt(gen_id),
                     Value::UInt(generation.stage),
                     Value::Text(generation.state.to_owned()),
                 ]
-            })
-            .collect();
-        if !changed.is_empty() {
+            });
             self.tx
-                .prepare(&schema::upsert_generations(changed.len() / 4))?
-                .execute(params_from_iter(&changed))?;
+                .prepare(&schema::upsert_generations(changed.len()))?
+                .execute(params_from_iter(params))?;
         }
         let generations = self
             .generations
