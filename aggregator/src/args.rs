@@ -55,6 +55,32 @@ pub struct AggregatorArgs {
         value_parser = beacon_core::time::parse_duration
     )]
     pub retention_every: Duration,
+    /// How long live events wait before they are sessionized ("2s"; "0s": not at all), by the
+    /// partition's log clock: a visitor's events arriving out of order within it are
+    /// sessionized in time order instead of having their day recomputed. Counts show up that
+    /// much later.
+    #[arg(
+        long = "hold",
+        env = "BEACON_HOLD",
+        default_value = "2s",
+        value_parser = parse_hold
+    )]
+    pub hold: Duration,
+}
+
+/// Longest `--hold`: held events are kept in memory and in every snapshot.
+const MAX_HOLD: Duration = Duration::from_secs(60);
+
+/// Parses `--hold`, refusing more than [`MAX_HOLD`].
+fn parse_hold(text: &str) -> Result<Duration, String> {
+    let hold = beacon_core::time::parse_duration(text)?;
+    if hold > MAX_HOLD {
+        return Err(format!(
+            "{text:?} is longer than the longest hold, {}s: held events are kept in memory",
+            MAX_HOLD.as_secs()
+        ));
+    }
+    Ok(hold)
 }
 
 impl AggregatorArgs {
@@ -98,7 +124,16 @@ mod tests {
             logic_version: crate::LOGIC_VERSION,
             restate_events_per_tick: 1_000_000,
             retention_every: Duration::from_secs(600),
+            hold: Duration::from_secs(2),
         }
+    }
+
+    #[test]
+    fn a_hold_longer_than_a_minute_is_refused() {
+        assert_eq!(parse_hold("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_hold("0s"), Ok(Duration::ZERO));
+        let err = parse_hold("2m").expect_err("too long");
+        assert!(err.contains("60s"), "{err}");
     }
 
     #[test]

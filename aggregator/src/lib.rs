@@ -64,8 +64,9 @@ pub async fn run(
         logic_version: args.logic_version,
         restate_events_per_tick: args.restate_events_per_tick,
         retention_every: args.retention_every,
+        hold: args.hold,
     };
-    tracing::info!(partitions = ?partitions, flush_interval_ms = args.flush_interval_ms, snapshot_interval_s = args.snapshot_interval_s, "aggregator starting");
+    tracing::info!(partitions = ?partitions, flush_interval_ms = args.flush_interval_ms, snapshot_interval_s = args.snapshot_interval_s, hold = ?args.hold, "aggregator starting");
     let result = Owner::new(backends, raw, timing, shutdown)
         .run(&partitions)
         .await;

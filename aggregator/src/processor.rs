@@ -87,6 +87,11 @@ pub struct Prepared<'a> {
 }
 
 impl Prepared<'_> {
+    /// The event.
+    pub fn event(&self) -> &LoggedEvent {
+        self.event
+    }
+
     /// When ingest received the event, Unix milliseconds.
     pub fn received_ms(&self) -> i64 {
         self.event.received_ms
@@ -422,8 +427,10 @@ impl Processor {
                     local_dates: dates.iter().cloned().collect(),
                 })
                 .collect(),
-            // The worker records which log the sequence is on.
+            // The worker records which log the sequence is on, and what it holds back.
             event_log: String::new(),
+            held: Vec::new(),
+            log_clock_ms: 0,
         }
     }
 

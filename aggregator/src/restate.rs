@@ -7,9 +7,10 @@
 //! entry page and source); only events of the range's local dates emit deltas, and only rows of
 //! those dates are kept, so a session that started before the range keeps its visit, bounce and
 //! duration on its own (unrestated) day. Only raw events first seen at or before the cut
-//! position are replayed: later ones reach the restated generation as live changes.
+//! position, and not held back from sessionizing then, are replayed: the others reach the
+//! restated generation as live changes.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use beacon_core::raw::{Origin, RawEvent, RawStore};
 use beacon_proto::pipeline::v1::{DeleteFilter, LoggedEvent, RestatementJob, TenantRollup};
@@ -185,10 +186,8 @@ pub async fn delete_matching(
         let keys: Vec<(i64, String)> = page
             .iter()
             .filter(|raw| {
-                LoggedEvent::decode(raw.payload.clone()).is_ok_and(|event| {
-                    local_date_of(&event).is_some_and(|d| range.first <= d && d <= range.last)
-                        && matches(filter, &event)
-                })
+                LoggedEvent::decode(raw.payload.clone())
+                    .is_ok_and(|event| deleted_by(filter, range, &event))
             })
             .map(|raw| (raw.timestamp_ms, raw.event_id.clone()))
             .collect();
@@ -197,6 +196,12 @@ pub async fn delete_matching(
             return Ok(deleted);
         }
     }
+}
+
+/// Whether a deletion of `range` by `filter` removes `event`.
+pub fn deleted_by(filter: &DeleteFilter, range: &DateRange, event: &LoggedEvent) -> bool {
+    local_date_of(event).is_some_and(|d| range.first <= d && d <= range.last)
+        && matches(filter, event)
 }
 
 /// The local date of an event in its stamped zone.
@@ -224,6 +229,9 @@ pub struct Replay {
     range: DateRange,
     bounds: (i64, i64),
     cut: Origin,
+    /// Events at or before the cut still held back when the job started: they reach the
+    /// generation live.
+    held: HashSet<Origin>,
     processor: Processor,
     /// Zone that replaces each event's own, when set (a time-zone change).
     time_zone: Option<String>,
@@ -260,6 +268,14 @@ impl Replay {
                 seq: job.cut_seq,
                 index: job.cut_index,
             },
+            held: job
+                .held
+                .iter()
+                .map(|at| Origin {
+                    seq: at.seq,
+                    index: at.index,
+                })
+                .collect(),
             processor,
             time_zone: (!job.time_zone.is_empty()).then(|| job.time_zone.clone()),
             read_to: cursor.clone(),
@@ -331,7 +347,7 @@ impl Replay {
             };
             folded += 1;
             self.events += 1;
-            if event.origin > self.cut {
+            if event.origin > self.cut || self.held.contains(&event.origin) {
                 self.after_cut += 1;
             } else {
                 self.fold_one(&event);

@@ -24,6 +24,7 @@ use crate::AggregatorError;
 use crate::processor::Processor;
 
 mod handle;
+mod hold;
 mod jobs;
 mod publish;
 mod retention;
@@ -54,6 +55,8 @@ pub struct Settings {
     pub restate_events_per_tick: u64,
     /// How often raw events past their tenant's retention are deleted.
     pub retention_every: Duration,
+    /// How long live events wait before they are sessionized (see [`hold`]).
+    pub hold: Duration,
 }
 
 /// The name of a partition's snapshot.
@@ -199,6 +202,10 @@ pub struct Worker {
     /// When the partition's lease was last renewed: no snapshot is saved while it is not
     /// recent (the process was paused, and another may own the partition by now).
     renewed: beacon_core::lease::Renewed,
+    /// Live events stored but not sessionized yet.
+    hold: hold::Hold,
+    /// The hold's clock as last seen by [`Worker::tick_if_quiet`], and since when it stands.
+    quiet: Option<(i64, Instant)>,
 }
 
 /// Runs a partition's worker until its lane's token is cancelled; then publishes, snapshots and
@@ -255,9 +262,10 @@ impl Worker {
             .map_err(|halt| failed(halt, format!("loading snapshot {name}")))?;
         let mut processor = Processor::with_version(timing.logic_version);
         let jobs = beacon_core::jobs::Jobs::new(backends.snapshots.clone(), backends.partitions);
+        let mut hold = hold::Hold::new(timing.hold);
         let (snapshot_seq, event_log) = match saved {
             Some(bytes) => {
-                restore(&mut processor, partition, &name, bytes).map_err(Halt::Failed)?
+                restore(&mut processor, &mut hold, partition, &name, bytes).map_err(Halt::Failed)?
             }
             None => (0, None),
         };
@@ -294,6 +302,7 @@ impl Worker {
             published_seq = published.seq,
             published_index = published.index,
             sessions = processor.session_count(),
+            held = hold.len(),
             "partition worker starting"
         );
         Ok(Self {
@@ -317,6 +326,8 @@ impl Worker {
             pending_trace: Default::default(),
             event_log,
             renewed: beacon_core::lease::Renewed::now(),
+            hold,
+            quiet: None,
         })
     }
 
@@ -381,8 +392,11 @@ impl consumer::Handler for Worker {
             }
             return Ok(());
         }
-        // What is pending belongs to the positions before the move: published first, under
-        // their label.
+        // What is pending or held belongs to the positions before the move: published first,
+        // under their label (the snapshot saved below keeps this release).
+        if self.release_held(true, true) {
+            self.mark_processed(self.processed, true);
+        }
         self.publish_pending().await?;
         // On the same log (an accepted gap or regression) sequence numbers may repeat: the
         // positions from here get a label of their own, so that neither this worker after a
@@ -417,6 +431,7 @@ impl consumer::Handler for Worker {
 
     async fn tick(&mut self, _lane: &Lane) -> Result<(), Halt<AggregatorError>> {
         self.flush().await?;
+        self.tick_if_quiet().await;
         self.run_jobs().await?;
         self.enforce_retention().await;
         Ok(())
@@ -442,10 +457,11 @@ fn failed(halt: Halt<beacon_core::Error>, what: String) -> Halt<AggregatorError>
     }
 }
 
-/// Restores `processor` from a snapshot: the event-log sequence it covers, and the identity of
-/// that log when recorded.
+/// Restores `processor` and `hold` from a snapshot: the event-log sequence it covers, and the
+/// identity of that log when recorded.
 fn restore(
     processor: &mut Processor,
+    hold: &mut hold::Hold,
     partition: u32,
     name: &str,
     bytes: Bytes,
@@ -463,6 +479,8 @@ fn restore(
     }
     let seq = snapshot.event_seq;
     let event_log = Some(snapshot.event_log.clone()).filter(|log| !log.is_empty());
+    let mut snapshot = snapshot;
+    hold.restore(std::mem::take(&mut snapshot.held), snapshot.log_clock_ms);
     processor.restore(snapshot)?;
     Ok((seq, event_log))
 }

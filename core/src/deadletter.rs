@@ -226,6 +226,7 @@ impl DeadLetters {
                 let batch = match LoggedEvent::decode(letter.payload.as_slice()) {
                     Ok(event) if !holds_whole_message(&letter.cause) => EventBatch {
                         events: vec![event],
+                        ..EventBatch::default()
                     }
                     .encode_to_vec(),
                     _ => letter.payload.clone(),

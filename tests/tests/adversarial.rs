@@ -134,6 +134,7 @@ async fn inject_bad_messages(cluster: &Cluster, partition: u32) -> anyhow::Resul
     };
     let batch = EventBatch {
         events: vec![event],
+        ..EventBatch::default()
     };
     js.publish(subject, bytes::Bytes::from(batch.encode_to_vec()))
         .await?

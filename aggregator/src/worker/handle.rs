@@ -31,8 +31,8 @@ enum Step<'a> {
     Fold { prepared: Prepared<'a>, raw: usize },
     /// Nothing to fold (the event was parked): only advance.
     Skip,
-    /// Every event of the message is handled.
-    End,
+    /// Every event of the message is handled; the writer stamped it at `appended_ms` (ticks).
+    End { appended_ms: i64 },
 }
 
 impl Worker {
@@ -73,21 +73,29 @@ impl Worker {
                     }
                     Some(_) => {
                         self.stats.received_ms = self.stats.received_ms.max(prepared.received_ms());
-                        self.processor.apply(prepared, emit);
+                        let folded = if self.hold.is_off() {
+                            self.processor.apply(prepared, emit);
+                            true
+                        } else {
+                            self.hold.push(position, prepared.event().clone());
+                            self.release_held(false, emit)
+                        };
                         self.stats.events += 1;
-                        self.mark_processed(position, emit);
+                        self.mark_processed(position, emit && folded);
                     }
                     None => self.mark_processed(position, false),
                 },
                 Step::Skip => self.mark_processed(position, false),
-                Step::End => {
+                Step::End { appended_ms } => {
                     if self.pending_trace.is_empty()
                         && let Some((_, span)) = folds.iter().find(|(seq, _)| *seq == position.seq)
                     {
                         self.pending_trace = TraceContext::of(span);
                     }
+                    self.hold.advance(appended_ms);
+                    let released = self.release_held(false, emit);
                     self.stats.messages += 1;
-                    self.mark_processed(position, false);
+                    self.mark_processed(position, emit && released);
                 }
             }
             if self.processor.pending_size_bound() + BATCH_OVERHEAD >= FLUSH_BYTES {
@@ -139,7 +147,7 @@ impl Worker {
                         });
                         self.stats.dead_letters += 1;
                     }
-                    steps.push((Position::end_of(seq), Step::End));
+                    steps.push((Position::end_of(seq), Step::End { appended_ms: 0 }));
                     continue;
                 }
             };
@@ -175,9 +183,31 @@ impl Worker {
                     }
                 }
             }
-            steps.push((Position::end_of(seq), Step::End));
+            let appended_ms = batch.appended_ms;
+            steps.push((Position::end_of(seq), Step::End { appended_ms }));
         }
         steps
+    }
+
+    /// Sessionizes the held events that are due (all of them with `all`), in time order, their
+    /// deltas kept with `emit`. Returns whether any was released.
+    pub(super) fn release_held(&mut self, all: bool, emit: bool) -> bool {
+        let released = if all {
+            self.hold.release_all()
+        } else {
+            self.hold.release()
+        };
+        let any = !released.is_empty();
+        for (position, event) in released {
+            match self.processor.prepare(&event) {
+                Ok(prepared) => self.processor.apply(prepared, emit),
+                // It was checked before it was held, by the same logic.
+                Err(err) => {
+                    tracing::error!(partition = self.lane.partition(), seq = position.seq, index = position.index, error = %err, "a held event failed its check again; skipped")
+                }
+            }
+        }
+        any
     }
 
     /// Stores raw events; per event its outcome, `None` for one the store refused for good

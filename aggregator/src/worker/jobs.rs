@@ -2,7 +2,9 @@
 //! job and live events meet in one ordered stream.
 //!
 //! A job starts by publishing the pending live deltas and recording the cut: the position of
-//! the last event processed. Its replay reads the raw events first seen up to the cut and stages
+//! the last event processed, and the positions of the tenant's events up to it still held back
+//! (see `hold`), which reach the generation live. Its replay reads the other raw events first
+//! seen up to the cut and stages
 //! their rows in the job's generation, one rollup message at a time, checkpointing after each
 //! (the rollup log holds the parts, the job record the replay's cursor and state; a resumed job
 //! may publish a stage again, which the query role skips). Live deltas of the tenant's events
@@ -372,11 +374,16 @@ impl Worker {
         };
         job.first_date = range.first.to_string();
         // Deleted before the cut: the replay cannot see them, and events stored later are
-        // not the ones asked for. The state is snapshotted first (which trims the event log
-        // below it), so that a restart cannot store deleted events again from the log.
-        if job.delete.is_some() && self.snapshot_seq < self.processed.seq {
-            self.save_snapshot().await.map_err(Halt::Failed)?;
-            if self.snapshot_seq < self.processed.seq {
+        // not the ones asked for. Those still held back are dropped from the hold. The state
+        // is snapshotted first (which trims the event log below it), so that a restart cannot
+        // store deleted events again from the log, nor hold them again.
+        if let Some(filter) = job.delete.clone() {
+            let dropped = self.hold.drop_where(|event| {
+                event.tenant_id == tenant && restate::deleted_by(&filter, &range, event)
+            });
+            if (dropped > 0 || self.snapshot_seq < self.processed.seq)
+                && !self.save_snapshot().await.map_err(Halt::Failed)?
+            {
                 return Ok(());
             }
         }
@@ -398,6 +405,7 @@ impl Worker {
         (job.from_ms, job.to_ms) = range.scan_bounds();
         job.cut_seq = cut.seq;
         job.cut_index = cut.index;
+        job.held = self.hold.positions_of(tenant);
         job.generation = u64::try_from(now_ms()).unwrap_or(1).max(1);
         job.started_ms = now_ms();
         job.logic_version = version;

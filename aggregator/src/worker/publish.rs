@@ -6,7 +6,7 @@ use beacon_core::consumer::Halt;
 use beacon_core::deadletter::Failure;
 use beacon_core::time::now_ms;
 use beacon_core::trace::TraceContext;
-use beacon_proto::pipeline::v1::{DeadLetterSource, RollupBatch};
+use beacon_proto::pipeline::v1::{AggregatorSnapshot, DeadLetterSource, RollupBatch};
 use bytes::Bytes;
 use prost::Message;
 use tracing::Instrument;
@@ -240,7 +240,14 @@ impl Worker {
             }
         }
         let event_log = self.event_log.as_deref().unwrap_or_default();
-        let (bytes, sessions) = self.processor.encoded_snapshot(partition, seq, event_log);
+        let (mut bytes, sessions) = self.processor.encoded_snapshot(partition, seq, event_log);
+        // Fields appended to an encoding merge into it when decoded.
+        let held = AggregatorSnapshot {
+            held: self.hold.to_proto(),
+            log_clock_ms: self.hold.clock_ms(),
+            ..AggregatorSnapshot::default()
+        };
+        bytes.extend_from_slice(&held.encode_to_vec());
         let bytes = Bytes::from(bytes);
         let size = bytes.len();
         match self
@@ -251,7 +258,14 @@ impl Worker {
         {
             Ok(()) => {
                 self.snapshot_seq = seq;
-                tracing::info!(partition, seq, sessions, bytes = size, "snapshot saved");
+                tracing::info!(
+                    partition,
+                    seq,
+                    sessions,
+                    held = self.hold.len(),
+                    bytes = size,
+                    "snapshot saved"
+                );
                 self.trim_events(seq).await;
                 Ok(true)
             }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use beacon_core::backends::{BackendArgs, Backends};
 use beacon_core::log::Log;
-use beacon_proto::pipeline::v1::{DeadLetter, EventBatch, LoggedEvent, RollupBatch};
+use beacon_proto::pipeline::v1::{
+    AggregatorSnapshot, DeadLetter, EventBatch, LoggedEvent, RollupBatch,
+};
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
@@ -67,6 +69,9 @@ fn args() -> AggregatorArgs {
         logic_version: crate::LOGIC_VERSION,
         restate_events_per_tick: 1_000_000,
         retention_every: std::time::Duration::from_secs(600),
+        // The tests below read the rollups of the messages they append; the hold has tests of
+        // its own.
+        hold: Duration::ZERO,
     }
 }
 
@@ -87,7 +92,13 @@ fn pv(id: &str, visitor: u64, ts: i64) -> LoggedEvent {
 }
 
 async fn append(backends: &Backends, events: Vec<LoggedEvent>) -> u64 {
-    let payload = Bytes::from(EventBatch { events }.encode_to_vec());
+    let payload = Bytes::from(
+        EventBatch {
+            events,
+            appended_ms: 0,
+        }
+        .encode_to_vec(),
+    );
     append_raw(backends, payload).await
 }
 
@@ -376,6 +387,7 @@ async fn a_worker_another_published_beside_neither_snapshots_nor_trims() {
         logic_version: crate::LOGIC_VERSION,
         restate_events_per_tick: 1_000,
         retention_every: Duration::from_secs(600),
+        hold: Duration::ZERO,
     };
     let Ok(mut worker) = super::Worker::start(lane, settings, backends.clone(), raw).await else {
         panic!("the worker did not start");
@@ -410,5 +422,166 @@ async fn a_worker_another_published_beside_neither_snapshots_nor_trims() {
         backends.events.floor(0).await.expect("floor"),
         0,
         "not trimmed"
+    );
+}
+
+/// Rollup batches of partition 0 until their totals count `pageviews`.
+async fn rollups_counting(log: &dyn Log, pageviews: i64) -> Vec<RollupBatch> {
+    let mut stream = log.subscribe(0, 0).await.expect("subscribe rollups");
+    let mut out = Vec::new();
+    while totals(&out).pageviews < pageviews {
+        let msg = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("rollup in time")
+            .expect("stream")
+            .expect("message");
+        out.push(RollupBatch::decode(msg.payload).expect("decode rollup"));
+    }
+    out
+}
+
+/// A visitor's later event read first, the earlier one a second later (a beacon overtaking the
+/// batch that holds the visitor's first pageview); then a restart while both are held. Returns
+/// the totals, the entry pages' visits, and the late-event jobs made.
+async fn overtaken(hold: Duration) -> (Counters, Vec<(String, i64)>, usize) {
+    let dir = TempDir::new("hold");
+    let backends = backends(&dir).await;
+    let received = beacon_core::time::now_ms();
+    let mut later = pv("b", 7, T0 + MIN);
+    later.url = "https://acme.test/pricing".into();
+    later.received_ms = received;
+    let mut earlier = pv("a", 7, T0);
+    earlier.url = "https://acme.test/landing".into();
+    earlier.received_ms = received + 1_000;
+    append(&backends, vec![later]).await;
+    let args = AggregatorArgs { hold, ..args() };
+    // A first run stops (snapshot saved) with the later event held, or counted without a hold.
+    let token = CancellationToken::new();
+    let task = tokio::spawn(run(args.clone(), backends.clone(), token.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    token.cancel();
+    task.await.expect("join").expect("aggregator");
+    let snapshot = backends
+        .snapshots
+        .load("aggregator-p0")
+        .await
+        .expect("load");
+    let snapshot = AggregatorSnapshot::decode(snapshot.expect("saved")).expect("decode");
+    assert_eq!(snapshot.held.len(), usize::from(!hold.is_zero()));
+    append(&backends, vec![earlier]).await;
+    let token = CancellationToken::new();
+    let task = tokio::spawn(run(args, backends.clone(), token.clone()));
+    let batches = rollups_counting(backends.rollups.as_ref(), 2).await;
+    // Late-event jobs are looked for every 2 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    token.cancel();
+    task.await.expect("join").expect("aggregator");
+    let entries = batches
+        .iter()
+        .flat_map(|b| &b.tenants)
+        .flat_map(|t| &t.rows)
+        .filter(|r| r.dimension == beacon_proto::insights::v1::Dimension::EntryPage as i32)
+        .map(|r| (r.value.clone(), r.visits))
+        .filter(|(_, visits)| *visits != 0)
+        .collect();
+    let jobs = beacon_core::jobs::Jobs::new(backends.snapshots.clone(), 1)
+        .of_partition(0)
+        .await
+        .expect("jobs");
+    (totals(&batches), entries, jobs.len())
+}
+
+#[tokio::test]
+async fn events_out_of_order_within_the_hold_are_sessionized_in_time_order() {
+    let (held, entries, jobs) = overtaken(Duration::from_secs(2)).await;
+    assert_eq!(
+        (held.pageviews, held.visits, held.bounces, held.duration_ms),
+        (2, 1, 0, MIN)
+    );
+    assert_eq!(entries, [("/landing".to_owned(), 1)]);
+    assert_eq!(jobs, 0, "no day to recompute");
+    // Without the hold the later event starts the visit, and the day is recomputed.
+    let (_, entries, jobs) = overtaken(Duration::ZERO).await;
+    assert_eq!(entries, [("/pricing".to_owned(), 1)]);
+    assert_eq!(jobs, 1, "a late-event job");
+}
+
+/// Pageviews of `path` in the rollups read, live rows only or every generation's.
+fn page_views(batches: &[RollupBatch], path: &str, live_only: bool) -> i64 {
+    batches
+        .iter()
+        .flat_map(|b| &b.tenants)
+        .filter(|t| !live_only || t.generation == 0)
+        .flat_map(|t| &t.rows)
+        .filter(|r| r.dimension == beacon_proto::insights::v1::Dimension::Page as i32)
+        .filter(|r| r.value == path)
+        .map(|r| r.pageviews)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_deletion_drops_the_held_events_it_selects() {
+    use beacon_core::jobs::{JobSpec, Jobs};
+    use beacon_proto::pipeline::v1::{DeleteFilter, RestatementKind, RestatementState};
+    let dir = TempDir::new("hold-delete");
+    let backends = backends(&dir).await;
+    let received = beacon_core::time::now_ms();
+    let held = |id: &str, visitor: u64, path: &str| LoggedEvent {
+        url: format!("https://acme.test{path}"),
+        received_ms: received,
+        ..pv(id, visitor, T0)
+    };
+    append(
+        &backends,
+        vec![held("s", 1, "/secret"), held("p", 2, "/public")],
+    )
+    .await;
+    let args = AggregatorArgs {
+        hold: Duration::from_secs(8),
+        ..args()
+    };
+    let token = CancellationToken::new();
+    let task = tokio::spawn(run(args, backends.clone(), token.clone()));
+    // Both events are read and held when the deletion is asked for.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let jobs = Jobs::new(backends.snapshots.clone(), 1);
+    let spec = JobSpec {
+        kind: RestatementKind::Delete,
+        delete: Some(DeleteFilter {
+            page: "/secret".into(),
+            ..DeleteFilter::default()
+        }),
+        ..JobSpec::reprocess("2026-03-01", "2026-03-01")
+    };
+    let job = jobs.create("acme", spec, received).await.expect("job");
+    let mut stream = backends.rollups.subscribe(0, 0).await.expect("subscribe");
+    let mut batches = Vec::new();
+    while page_views(&batches, "/public", true) < 1 {
+        let msg = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("the public page counted in time")
+            .expect("stream")
+            .expect("message");
+        batches.push(RollupBatch::decode(msg.payload).expect("decode rollup"));
+    }
+    let done = tokio::time::timeout(WAIT, async {
+        loop {
+            let found = jobs.get(&job.id).await.expect("get").expect("the job");
+            if found.state() == RestatementState::Done {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the deletion done in time");
+    token.cancel();
+    task.await.expect("join").expect("aggregator");
+    assert_eq!(done.deleted, 1);
+    assert_eq!(done.held.len(), 1, "the public event was held at the cut");
+    assert_eq!(
+        page_views(&batches, "/secret", false),
+        0,
+        "a deleted event counted"
     );
 }

@@ -1,0 +1,304 @@
+//! The hold: live events wait a moment before they are sessionized, so that a visitor's events
+//! that arrive slightly out of order (a browser's beacon overtaking the batch that holds the
+//! visitor's earlier event) are sessionized in time order, and their day is not recomputed.
+//!
+//! Invariant: what the hold releases, and when, depends on the event log alone. Its clock is
+//! the latest `received_ms` of an event or `appended_ms` of a message read on the partition,
+//! never the wall clock: an event is due once the clock is the hold past its `received_ms`, and
+//! a due event is released with every held event of an earlier time, in time order. A replay
+//! of the same messages after a restart releases the same events at the same positions. While
+//! no events arrive, the worker appends a tick (a message without events, stamped with its
+//! clock) so that the held ones are released all the same.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use beacon_core::time::now_ms;
+use beacon_proto::pipeline::v1::{EventBatch, EventPosition, HeldEvent, LoggedEvent};
+use prost::Message;
+
+use super::{Position, Worker};
+
+/// How long the log clock stands still, with held events due by the wall clock, before the
+/// worker appends a tick.
+const QUIET: Duration = Duration::from_millis(500);
+
+/// Where a held event sorts: its time, then its place in the log.
+type Key = (i64, Position);
+
+/// Events held back from sessionizing, by time and by arrival.
+#[derive(Debug, Default)]
+pub struct Hold {
+    hold_ms: i64,
+    clock_ms: i64,
+    by_time: BTreeMap<Key, LoggedEvent>,
+    /// Each held event's due time and key, in arrival order (released ones stay until they
+    /// reach the front).
+    arrivals: VecDeque<(i64, Key)>,
+}
+
+impl Hold {
+    /// A hold of `hold` (zero: events pass at once).
+    pub fn new(hold: Duration) -> Self {
+        Self {
+            hold_ms: i64::try_from(hold.as_millis()).unwrap_or(i64::MAX),
+            ..Self::default()
+        }
+    }
+
+    /// Whether events pass at once.
+    pub fn is_off(&self) -> bool {
+        self.hold_ms == 0
+    }
+
+    /// Number of events held.
+    pub fn len(&self) -> usize {
+        self.by_time.len()
+    }
+
+    /// The log clock, Unix milliseconds.
+    pub fn clock_ms(&self) -> i64 {
+        self.clock_ms
+    }
+
+    /// Holds `event`, read at `position`, and moves the clock to its `received_ms`.
+    pub fn push(&mut self, position: Position, event: LoggedEvent) {
+        let received_ms = event.received_ms;
+        let key = (event.timestamp_ms, position);
+        self.arrivals
+            .push_back((received_ms.saturating_add(self.hold_ms), key));
+        self.by_time.insert(key, event);
+        self.advance(received_ms);
+    }
+
+    /// Moves the clock to `ms` if that is later.
+    pub fn advance(&mut self, ms: i64) {
+        self.clock_ms = self.clock_ms.max(ms);
+    }
+
+    /// Takes the due events and every held event of an earlier time, in time order.
+    pub fn release(&mut self) -> Vec<(Position, LoggedEvent)> {
+        let mut released = Vec::new();
+        while let Some(&(due_ms, key)) = self.arrivals.front() {
+            if due_ms > self.clock_ms {
+                break;
+            }
+            self.arrivals.pop_front();
+            if !self.by_time.contains_key(&key) {
+                continue;
+            }
+            let later = self.by_time.split_off(&(key.0, next(key.1)));
+            let earlier = std::mem::replace(&mut self.by_time, later);
+            released.extend(earlier.into_iter().map(|((_, at), event)| (at, event)));
+        }
+        released
+    }
+
+    /// Takes every held event, in time order.
+    pub fn release_all(&mut self) -> Vec<(Position, LoggedEvent)> {
+        self.arrivals.clear();
+        std::mem::take(&mut self.by_time)
+            .into_iter()
+            .map(|((_, at), event)| (at, event))
+            .collect()
+    }
+
+    /// Drops the held events `deleted` selects (a deletion asked for them); returns how many.
+    pub fn drop_where(&mut self, deleted: impl Fn(&LoggedEvent) -> bool) -> usize {
+        let before = self.by_time.len();
+        self.by_time.retain(|_, event| !deleted(event));
+        before - self.by_time.len()
+    }
+
+    /// When the earliest held event is due by the log clock, Unix milliseconds.
+    pub fn next_due_ms(&self) -> Option<i64> {
+        self.arrivals
+            .iter()
+            .find(|(_, key)| self.by_time.contains_key(key))
+            .map(|&(due_ms, _)| due_ms)
+    }
+
+    /// The positions of `tenant`'s held events.
+    pub fn positions_of(&self, tenant: &str) -> Vec<EventPosition> {
+        self.by_time
+            .iter()
+            .filter(|(_, event)| event.tenant_id == tenant)
+            .map(|((_, at), _)| EventPosition {
+                seq: at.seq,
+                index: at.index,
+            })
+            .collect()
+    }
+
+    /// The held events as a snapshot holds them, in time order.
+    pub fn to_proto(&self) -> Vec<HeldEvent> {
+        self.by_time
+            .iter()
+            .map(|((_, at), event)| HeldEvent {
+                event: Some(event.clone()),
+                position: Some(EventPosition {
+                    seq: at.seq,
+                    index: at.index,
+                }),
+            })
+            .collect()
+    }
+
+    /// The hold of a snapshot: its held events (in arrival order again) and its clock.
+    pub fn restore(&mut self, held: Vec<HeldEvent>, clock_ms: i64) {
+        let mut held: Vec<(Position, LoggedEvent)> = held
+            .into_iter()
+            .filter_map(|held| {
+                let at = held.position?;
+                let at = Position {
+                    seq: at.seq,
+                    index: at.index,
+                };
+                Some((at, held.event?))
+            })
+            .collect();
+        held.sort_by_key(|(at, _)| *at);
+        for (at, event) in held {
+            self.push(at, event);
+        }
+        self.advance(clock_ms);
+    }
+}
+
+impl Worker {
+    /// Appends a tick to the partition's event log when events are held, due by the wall
+    /// clock, and the log clock stood still for [`QUIET`]: no event is arriving that would
+    /// release them. Reading the tick releases them, at the same place in every replay.
+    pub(super) async fn tick_if_quiet(&mut self) {
+        let clock_ms = self.hold.clock_ms();
+        let now = now_ms();
+        let due = self.hold.next_due_ms().is_some_and(|due_ms| due_ms <= now);
+        match self.quiet {
+            Some((seen, since)) if seen == clock_ms && due => {
+                if since.elapsed() < QUIET {
+                    return;
+                }
+            }
+            _ => {
+                self.quiet = Some((clock_ms, Instant::now()));
+                return;
+            }
+        }
+        self.quiet = Some((clock_ms, Instant::now()));
+        let partition = self.lane.partition();
+        let tick = EventBatch {
+            events: Vec::new(),
+            appended_ms: now,
+        };
+        let msg_id = format!("tick-{partition}-{clock_ms}-{now}");
+        let events = &self.backends.events;
+        match events
+            .append(partition, &msg_id, tick.encode_to_vec().into())
+            .await
+        {
+            Ok(seq) => tracing::debug!(partition, seq, held = self.hold.len(), "tick appended"),
+            Err(err) => {
+                tracing::warn!(partition, error = %err, "appending a tick failed; will retry")
+            }
+        }
+    }
+}
+
+/// The position right after `at`, so that a split keeps `at` on the earlier side.
+fn next(at: Position) -> Position {
+    match at.index.checked_add(1) {
+        Some(index) => Position { index, ..at },
+        None => Position {
+            seq: at.seq.saturating_add(1),
+            index: 0,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(tenant: &str, ts: i64, received_ms: i64) -> LoggedEvent {
+        LoggedEvent {
+            tenant_id: tenant.into(),
+            event_id: format!("{tenant}-{ts}-{received_ms}"),
+            timestamp_ms: ts,
+            received_ms,
+            ..LoggedEvent::default()
+        }
+    }
+
+    fn at(seq: u64, index: u32) -> Position {
+        Position { seq, index }
+    }
+
+    fn times(released: &[(Position, LoggedEvent)]) -> Vec<i64> {
+        released.iter().map(|(_, e)| e.timestamp_ms).collect()
+    }
+
+    #[test]
+    fn an_event_that_overtook_an_earlier_one_waits_for_it() {
+        let mut hold = Hold::new(Duration::from_secs(2));
+        // The beacon (time 200) arrives first, the batch with the earlier event a second later.
+        hold.push(at(1, 0), event("t", 200, 10_000));
+        assert!(hold.release().is_empty());
+        hold.push(at(2, 0), event("t", 100, 11_000));
+        assert!(hold.release().is_empty());
+        hold.advance(11_999);
+        assert!(hold.release().is_empty());
+        hold.advance(12_000);
+        assert_eq!(times(&hold.release()), [100, 200]);
+        assert_eq!(hold.len(), 0);
+        assert_eq!(hold.next_due_ms(), None);
+    }
+
+    #[test]
+    fn a_stream_of_earlier_events_delays_nothing_past_its_hold() {
+        let mut hold = Hold::new(Duration::from_secs(2));
+        hold.push(at(1, 0), event("t", 1_000_000, 0));
+        // Every 100 ms an event of an earlier time (an import, say) arrives.
+        let mut released = Vec::new();
+        for i in 1..=40 {
+            hold.push(at(1 + i, 0), event("u", 1_000 - i as i64, i as i64 * 100));
+            released.extend(hold.release());
+            if i * 100 >= 2_000 {
+                assert!(
+                    times(&released).contains(&1_000_000),
+                    "held past its due time at {}",
+                    i * 100
+                );
+            }
+        }
+        let all = times(&released);
+        let mut sorted = all.clone();
+        sorted.sort_unstable();
+        assert_eq!(all, sorted, "released in time order");
+    }
+
+    #[test]
+    fn a_restored_hold_releases_what_the_original_releases() {
+        let mut original = Hold::new(Duration::from_secs(2));
+        original.push(at(1, 0), event("t", 500, 1_000));
+        original.push(at(1, 1), event("t", 400, 1_000));
+        original.push(at(2, 0), event("u", 300, 1_500));
+        let mut restored = Hold::new(Duration::from_secs(2));
+        restored.restore(original.to_proto(), original.clock_ms());
+        assert_eq!(restored.positions_of("t"), original.positions_of("t"));
+        for hold in [&mut original, &mut restored] {
+            hold.push(at(3, 0), event("u", 600, 3_000));
+        }
+        let (a, b) = (original.release(), restored.release());
+        assert_eq!(times(&a), [300, 400, 500]);
+        assert_eq!(a, b);
+        assert_eq!(times(&original.release_all()), [600]);
+    }
+
+    #[test]
+    fn no_hold_releases_each_event_as_it_comes() {
+        let mut hold = Hold::new(Duration::ZERO);
+        assert!(hold.is_off());
+        hold.push(at(1, 0), event("t", 500, 1_000));
+        assert_eq!(times(&hold.release()), [500]);
+    }
+}
