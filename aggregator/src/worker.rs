@@ -392,12 +392,10 @@ impl consumer::Handler for Worker {
             }
             return Ok(());
         }
-        // What is pending or held belongs to the positions before the move: published first,
-        // under their label (the snapshot saved below keeps this release).
-        if self.release_held(true, true) {
-            self.mark_processed(self.processed, true);
-        }
+        // What is pending belongs to the positions before the move: published first, under
+        // their label.
         self.publish_pending().await?;
+        self.drop_held_of_old_log();
         // On the same log (an accepted gap or regression) sequence numbers may repeat: the
         // positions from here get a label of their own, so that neither this worker after a
         // restart nor the query replicas compare them with the ones before.

@@ -206,10 +206,36 @@ impl Consumer {
         tracing::info!(partition, after = self.done, "rollup consumer started");
         self.report_versions().await;
         let rollups = self.rollups.clone();
+        self.mark_at_start().await;
         if let Err(err) = consumer::consume(&lane, rollups.as_ref(), &mut self, CHUNK, None).await {
             tracing::error!(partition, error = %err, "rollup consumer failed");
         }
         tracing::info!(partition, seq = self.done, "rollup consumer stopped");
+    }
+
+    /// Records the position the shard holds as this replica's mark before anything is
+    /// applied, so that a replica restarted before its first rollup holds trimming back too;
+    /// only when the position is on the log as it is now (a consumer that will refuse a log
+    /// created anew or gone back must not trim it).
+    async fn mark_at_start(&mut self) {
+        let (rollups, partition) = (self.rollups.clone(), self.lane.partition());
+        let on_this_log = async {
+            let identity = rollups.identity().await?;
+            let end = rollups
+                .last(partition)
+                .await?
+                .map_or(0, |message| message.seq);
+            Ok::<bool, beacon_core::Error>(
+                self.log.as_ref().is_none_or(|log| *log == identity) && self.done <= end,
+            )
+        };
+        match on_this_log.await {
+            Ok(true) => self.marks.record(rollups.as_ref(), self.done).await,
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(partition, error = %err, "reading the rollup log failed; the mark waits for the first rollup");
+            }
+        }
     }
 
     /// The valid tenant parts of `message`; the rest are parked first. A live batch that does

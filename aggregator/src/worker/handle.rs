@@ -13,6 +13,7 @@ use beacon_proto::pipeline::v1::{DeadLetterSource, EventBatch, LoggedEvent};
 use bytes::Bytes;
 use prost::Message;
 
+use super::hold::RELEASE_PER_STEP;
 use super::{FLUSH_BYTES, Position, Worker};
 use crate::AggregatorError;
 use crate::processor::Prepared;
@@ -31,6 +32,8 @@ enum Step<'a> {
     Fold { prepared: Prepared<'a>, raw: usize },
     /// Nothing to fold (the event was parked): only advance.
     Skip,
+    /// A release slot of a tick stamped at `appended_ms`: release held events that are due.
+    Release { appended_ms: i64 },
     /// Every event of the message is handled; the writer stamped it at `appended_ms` (ticks).
     End { appended_ms: i64 },
 }
@@ -78,7 +81,7 @@ impl Worker {
                             true
                         } else {
                             self.hold.push(position, prepared.event().clone());
-                            self.release_held(false, emit)
+                            self.release_held(emit)
                         };
                         self.stats.events += 1;
                         self.mark_processed(position, emit && folded);
@@ -86,6 +89,11 @@ impl Worker {
                     None => self.mark_processed(position, false),
                 },
                 Step::Skip => self.mark_processed(position, false),
+                Step::Release { appended_ms } => {
+                    self.hold.advance(appended_ms);
+                    let released = self.release_held(emit);
+                    self.mark_processed(position, emit && released);
+                }
                 Step::End { appended_ms } => {
                     if self.pending_trace.is_empty()
                         && let Some((_, span)) = folds.iter().find(|(seq, _)| *seq == position.seq)
@@ -93,7 +101,7 @@ impl Worker {
                         self.pending_trace = TraceContext::of(span);
                     }
                     self.hold.advance(appended_ms);
-                    let released = self.release_held(false, emit);
+                    let released = self.release_held(emit);
                     self.stats.messages += 1;
                     self.mark_processed(position, emit && released);
                 }
@@ -184,19 +192,23 @@ impl Worker {
                 }
             }
             let appended_ms = batch.appended_ms;
+            if batch.events.is_empty() {
+                for index in 0..batch.releases.min(u32::MAX - 1) {
+                    let position = Position { seq, index };
+                    if position > self.processed {
+                        steps.push((position, Step::Release { appended_ms }));
+                    }
+                }
+            }
             steps.push((Position::end_of(seq), Step::End { appended_ms }));
         }
         steps
     }
 
-    /// Sessionizes the held events that are due (all of them with `all`), in time order, their
-    /// deltas kept with `emit`. Returns whether any was released.
-    pub(super) fn release_held(&mut self, all: bool, emit: bool) -> bool {
-        let released = if all {
-            self.hold.release_all()
-        } else {
-            self.hold.release()
-        };
+    /// Sessionizes at most [`RELEASE_PER_STEP`] held events that are due, in time order,
+    /// their deltas kept with `emit`. Returns whether any was released.
+    fn release_held(&mut self, emit: bool) -> bool {
+        let released = self.hold.release(RELEASE_PER_STEP);
         let any = !released.is_empty();
         for (position, event) in released {
             match self.processor.prepare(&event) {

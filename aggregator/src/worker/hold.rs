@@ -5,10 +5,11 @@
 //! Invariant: what the hold releases, and when, depends on the event log alone. Its clock is
 //! the latest `received_ms` of an event or `appended_ms` of a message read on the partition,
 //! never the wall clock: an event is due once the clock is the hold past its `received_ms`, and
-//! a due event is released with every held event of an earlier time, in time order. A replay
-//! of the same messages after a restart releases the same events at the same positions. While
-//! no events arrive, the worker appends a tick (a message without events, stamped with its
-//! clock) so that the held ones are released all the same.
+//! a due event is released with every held event of an earlier time, in time order, at most
+//! [`RELEASE_PER_STEP`] at one position, so that rollups stay bounded. A replay of the same
+//! messages after a restart releases the same events at the same positions. While no events
+//! arrive, the worker appends a tick (a message without events, stamped with its clock, with a
+//! release slot per few held events) so that the held ones are released all the same.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -22,6 +23,13 @@ use super::{Position, Worker};
 /// How long the log clock stands still, with held events due by the wall clock, before the
 /// worker appends a tick.
 const QUIET: Duration = Duration::from_millis(500);
+/// Most held events one position releases. The deltas of one event take at most about
+/// 35 KiB (some 50 rows of capped values, and its event-store row), so a step adds at most
+/// about 280 KiB to the pending deltas, which are published past 256 KiB: a rollup stays far
+/// below the log's 1 MiB message limit.
+pub const RELEASE_PER_STEP: usize = 8;
+/// Most release slots of one tick.
+const MAX_TICK_SLOTS: usize = 4096;
 
 /// Where a held event sorts: its time, then its place in the log.
 type Key = (i64, Position);
@@ -76,35 +84,32 @@ impl Hold {
         self.clock_ms = self.clock_ms.max(ms);
     }
 
-    /// Takes the due events and every held event of an earlier time, in time order.
-    pub fn release(&mut self) -> Vec<(Position, LoggedEvent)> {
+    /// Takes at most `most` held events, earliest first, while the earliest-arrived one still
+    /// held is due: a due event goes with every held event of an earlier time, in time order.
+    pub fn release(&mut self, most: usize) -> Vec<(Position, LoggedEvent)> {
         let mut released = Vec::new();
-        while let Some(&(due_ms, key)) = self.arrivals.front() {
+        while released.len() < most {
+            let Some(&(due_ms, key)) = self.arrivals.front() else {
+                break;
+            };
             if due_ms > self.clock_ms {
                 break;
             }
-            self.arrivals.pop_front();
             if !self.by_time.contains_key(&key) {
+                self.arrivals.pop_front();
                 continue;
             }
-            let later = self.by_time.split_off(&(key.0, next(key.1)));
-            let earlier = std::mem::replace(&mut self.by_time, later);
-            released.extend(earlier.into_iter().map(|((_, at), event)| (at, event)));
+            // At or before the due one.
+            let Some(((_, at), event)) = self.by_time.pop_first() else {
+                break;
+            };
+            released.push((at, event));
         }
         released
     }
 
-    /// Takes every held event, in time order.
-    pub fn release_all(&mut self) -> Vec<(Position, LoggedEvent)> {
-        self.arrivals.clear();
-        std::mem::take(&mut self.by_time)
-            .into_iter()
-            .map(|((_, at), event)| (at, event))
-            .collect()
-    }
-
-    /// Drops the held events `deleted` selects (a deletion asked for them); returns how many.
-    pub fn drop_where(&mut self, deleted: impl Fn(&LoggedEvent) -> bool) -> usize {
+    /// Drops the held events `deleted` selects; returns how many.
+    pub fn drop_where(&mut self, mut deleted: impl FnMut(&LoggedEvent) -> bool) -> usize {
         let before = self.by_time.len();
         self.by_time.retain(|_, event| !deleted(event));
         before - self.by_time.len()
@@ -166,6 +171,27 @@ impl Hold {
 }
 
 impl Worker {
+    /// Drops the held events when the operator moved the worker to another log: whether the
+    /// old log released them into rollups after the snapshot they came from is written in
+    /// messages that are gone, so they are treated as the rest of the old log past what was
+    /// consumed. They stay in the raw store: reprocessing their dates counts them.
+    pub(super) fn drop_held_of_old_log(&mut self) {
+        let mut dates = std::collections::BTreeSet::new();
+        let dropped = self.hold.drop_where(|event| {
+            dates.insert((event.tenant_id.clone(), local_date(event)));
+            true
+        });
+        if dropped > 0 {
+            tracing::warn!(
+                partition = self.lane.partition(),
+                dropped,
+                dates = ?dates,
+                "events held back when the log was accepted anew are not counted: they may have \
+                 been counted before; reprocess their tenants' dates to be sure"
+            );
+        }
+    }
+
     /// Appends a tick to the partition's event log when events are held, due by the wall
     /// clock, and the log clock stood still for [`QUIET`]: no event is arriving that would
     /// release them. Reading the tick releases them, at the same place in every replay.
@@ -186,9 +212,15 @@ impl Worker {
         }
         self.quiet = Some((clock_ms, Instant::now()));
         let partition = self.lane.partition();
+        let slots = self
+            .hold
+            .len()
+            .div_ceil(RELEASE_PER_STEP)
+            .min(MAX_TICK_SLOTS);
         let tick = EventBatch {
             events: Vec::new(),
             appended_ms: now,
+            releases: u32::try_from(slots).unwrap_or(u32::MAX),
         };
         let msg_id = format!("tick-{partition}-{clock_ms}-{now}");
         let events = &self.backends.events;
@@ -204,15 +236,12 @@ impl Worker {
     }
 }
 
-/// The position right after `at`, so that a split keeps `at` on the earlier side.
-fn next(at: Position) -> Position {
-    match at.index.checked_add(1) {
-        Some(index) => Position { index, ..at },
-        None => Position {
-            seq: at.seq.saturating_add(1),
-            index: 0,
-        },
-    }
+/// An event's local date in its stamped zone ("" when the zone is unknown).
+fn local_date(event: &LoggedEvent) -> String {
+    beacon_core::time::time_zone(&event.time_zone)
+        .and_then(|zone| beacon_core::time::hour_bucket(event.timestamp_ms, &zone))
+        .map(|(_, date)| date)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -242,13 +271,13 @@ mod tests {
         let mut hold = Hold::new(Duration::from_secs(2));
         // The beacon (time 200) arrives first, the batch with the earlier event a second later.
         hold.push(at(1, 0), event("t", 200, 10_000));
-        assert!(hold.release().is_empty());
+        assert!(hold.release(usize::MAX).is_empty());
         hold.push(at(2, 0), event("t", 100, 11_000));
-        assert!(hold.release().is_empty());
+        assert!(hold.release(usize::MAX).is_empty());
         hold.advance(11_999);
-        assert!(hold.release().is_empty());
+        assert!(hold.release(usize::MAX).is_empty());
         hold.advance(12_000);
-        assert_eq!(times(&hold.release()), [100, 200]);
+        assert_eq!(times(&hold.release(usize::MAX)), [100, 200]);
         assert_eq!(hold.len(), 0);
         assert_eq!(hold.next_due_ms(), None);
     }
@@ -261,8 +290,9 @@ mod tests {
         let mut released = Vec::new();
         for i in 1..=40 {
             hold.push(at(1 + i, 0), event("u", 1_000 - i as i64, i as i64 * 100));
-            released.extend(hold.release());
-            if i * 100 >= 2_000 {
+            released.extend(hold.release(RELEASE_PER_STEP));
+            // Due at 2,000 with the 20 earlier events held by then: three steps release them.
+            if i * 100 >= 2_200 {
                 assert!(
                     times(&released).contains(&1_000_000),
                     "held past its due time at {}",
@@ -270,10 +300,9 @@ mod tests {
                 );
             }
         }
-        let all = times(&released);
-        let mut sorted = all.clone();
-        sorted.sort_unstable();
-        assert_eq!(all, sorted, "released in time order");
+        hold.advance(10_000);
+        while !hold.release(RELEASE_PER_STEP).is_empty() {}
+        assert_eq!(hold.len(), 0);
     }
 
     #[test]
@@ -288,10 +317,25 @@ mod tests {
         for hold in [&mut original, &mut restored] {
             hold.push(at(3, 0), event("u", 600, 3_000));
         }
-        let (a, b) = (original.release(), restored.release());
+        let (a, b) = (original.release(usize::MAX), restored.release(usize::MAX));
         assert_eq!(times(&a), [300, 400, 500]);
         assert_eq!(a, b);
-        assert_eq!(times(&original.release_all()), [600]);
+        original.advance(5_000);
+        assert_eq!(times(&original.release(usize::MAX)), [600]);
+    }
+
+    #[test]
+    fn a_step_releases_a_bounded_number_of_events_earliest_first() {
+        let mut hold = Hold::new(Duration::from_secs(2));
+        for i in 0..20 {
+            hold.push(at(1, i), event("t", 1_000 - i64::from(i), 0));
+        }
+        hold.advance(2_000);
+        let steps: Vec<Vec<i64>> = (0..4).map(|_| times(&hold.release(8))).collect();
+        assert_eq!(steps[0], (981..=988).collect::<Vec<_>>());
+        assert_eq!(steps[1], (989..=996).collect::<Vec<_>>());
+        assert_eq!(steps[2], [997, 998, 999, 1_000]);
+        assert!(steps[3].is_empty());
     }
 
     #[test]
@@ -299,6 +343,6 @@ mod tests {
         let mut hold = Hold::new(Duration::ZERO);
         assert!(hold.is_off());
         hold.push(at(1, 0), event("t", 500, 1_000));
-        assert_eq!(times(&hold.release()), [500]);
+        assert_eq!(times(&hold.release(usize::MAX)), [500]);
     }
 }

@@ -95,7 +95,7 @@ async fn append(backends: &Backends, events: Vec<LoggedEvent>) -> u64 {
     let payload = Bytes::from(
         EventBatch {
             events,
-            appended_ms: 0,
+            ..EventBatch::default()
         }
         .encode_to_vec(),
     );

@@ -298,6 +298,11 @@ async fn trim_below(log: Arc<dyn Log>, _contiguous: bool) {
     }
     let other = append(&*log, 13, "trim-other", "other partition").await;
     assert_eq!(log.floor(12).await.expect("floor"), 0);
+    assert_eq!(
+        log.trim(12, 0).await.expect("trim below 0"),
+        0,
+        "nothing lies below 0"
+    );
     assert_eq!(log.trim(12, seqs[4]).await.expect("trim"), 4);
     assert_eq!(log.floor(12).await.expect("floor"), seqs[4]);
     let left = read_exactly(&*log, 12, 0, 2).await;

@@ -207,6 +207,10 @@ impl Log for NatsLog {
     }
 
     async fn trim(&self, partition: u32, below: u64) -> Result<u64> {
+        // JetStream reads a purge up to sequence 0 as a purge of the whole subject.
+        if below == 0 {
+            return Ok(0);
+        }
         let (subject, key) = (self.subject(partition), self.floor_key(partition));
         if self.floor(partition).await? < below {
             self.floors

@@ -2,8 +2,10 @@
 //! (a mark in the snapshot store), and the log is trimmed below the lowest mark.
 //!
 //! Invariant: a message is trimmed only after every replica that ever recorded a mark for its
-//! partition applied it. A replica removed for good keeps its mark, which holds trimming back
-//! until the mark is deleted: safe, never lossy.
+//! partition applied it. A replica records its mark when its consumer starts, before it applied
+//! anything, so one restarted before its first rollup (the aggregator holds events back for a
+//! moment) is not trimmed past. A replica removed for good keeps its mark, which holds trimming
+//! back until the mark is deleted: safe, never lossy.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
