@@ -21,7 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptors = compiler.encode_file_descriptor_set();
     std::fs::write(out_dir.join("beacon_descriptor.bin"), &descriptors)?;
-    tonic_prost_build::configure().compile_fds(compiler.file_descriptor_set())?;
+    tonic_prost_build::configure()
+        // Held events are kept encoded, and snapshotted without a copy.
+        .bytes(".beacon.pipeline.v1.HeldEvent.event")
+        .compile_fds(compiler.file_descriptor_set())?;
     // The proto3 JSON form of the Insights messages, for the gateway's HTTP report export.
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?

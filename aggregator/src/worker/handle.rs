@@ -80,7 +80,9 @@ impl Worker {
                             self.processor.apply(prepared, emit);
                             true
                         } else {
-                            self.hold.push(position, prepared.event().clone());
+                            let event = prepared.event();
+                            let times = (event.timestamp_ms, event.received_ms);
+                            self.hold.push(position, times, raws[raw].payload.clone());
                             self.release_held(emit)
                         };
                         self.stats.events += 1;
@@ -210,16 +212,24 @@ impl Worker {
     fn release_held(&mut self, emit: bool) -> bool {
         let released = self.hold.release(RELEASE_PER_STEP);
         let any = !released.is_empty();
-        for (position, event) in released {
-            match self.processor.prepare(&event) {
-                Ok(prepared) => self.processor.apply(prepared, emit),
-                // It was checked before it was held, by the same logic.
-                Err(err) => {
-                    tracing::error!(partition = self.lane.partition(), seq = position.seq, index = position.index, error = %err, "a held event failed its check again; skipped")
-                }
+        for (position, encoded) in released {
+            // It was decoded and checked before it was held, by the same logic.
+            if let Err(err) = self.fold_held(encoded, emit) {
+                tracing::error!(partition = self.lane.partition(), seq = position.seq, index = position.index, error = %err, "a held event failed its check again; skipped");
             }
         }
         any
+    }
+
+    /// Sessionizes one released event.
+    fn fold_held(&mut self, encoded: Bytes, emit: bool) -> Result<(), String> {
+        let event = LoggedEvent::decode(encoded).map_err(|err| err.to_string())?;
+        let prepared = self
+            .processor
+            .prepare(&event)
+            .map_err(|err| err.to_string())?;
+        self.processor.apply(prepared, emit);
+        Ok(())
     }
 
     /// Stores raw events; per event its outcome, `None` for one the store refused for good

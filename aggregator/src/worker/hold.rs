@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use beacon_core::time::now_ms;
 use beacon_proto::pipeline::v1::{EventBatch, EventPosition, HeldEvent, LoggedEvent};
+use bytes::Bytes;
 use prost::Message;
 
 use super::{Position, Worker};
@@ -39,7 +40,8 @@ type Key = (i64, Position);
 pub struct Hold {
     hold_ms: i64,
     clock_ms: i64,
-    by_time: BTreeMap<Key, LoggedEvent>,
+    /// The encoded events: a third of the memory the decoded ones take.
+    by_time: BTreeMap<Key, Bytes>,
     /// Each held event's due time and key, in arrival order (released ones stay until they
     /// reach the front).
     arrivals: VecDeque<(i64, Key)>,
@@ -69,10 +71,10 @@ impl Hold {
         self.clock_ms
     }
 
-    /// Holds `event`, read at `position`, and moves the clock to its `received_ms`.
-    pub fn push(&mut self, position: Position, event: LoggedEvent) {
-        let received_ms = event.received_ms;
-        let key = (event.timestamp_ms, position);
+    /// Holds an event read at `position` (its time, when ingest received it, and its
+    /// encoding), and moves the clock to `received_ms`.
+    pub fn push(&mut self, position: Position, (ts, received_ms): (i64, i64), event: Bytes) {
+        let key = (ts, position);
         self.arrivals
             .push_back((received_ms.saturating_add(self.hold_ms), key));
         self.by_time.insert(key, event);
@@ -86,7 +88,7 @@ impl Hold {
 
     /// Takes at most `most` held events, earliest first, while the earliest-arrived one still
     /// held is due: a due event goes with every held event of an earlier time, in time order.
-    pub fn release(&mut self, most: usize) -> Vec<(Position, LoggedEvent)> {
+    pub fn release(&mut self, most: usize) -> Vec<(Position, Bytes)> {
         let mut released = Vec::new();
         while released.len() < most {
             let Some(&(due_ms, key)) = self.arrivals.front() else {
@@ -111,7 +113,8 @@ impl Hold {
     /// Drops the held events `deleted` selects; returns how many.
     pub fn drop_where(&mut self, mut deleted: impl FnMut(&LoggedEvent) -> bool) -> usize {
         let before = self.by_time.len();
-        self.by_time.retain(|_, event| !deleted(event));
+        self.by_time
+            .retain(|_, event| LoggedEvent::decode(event.clone()).map_or(true, |e| !deleted(&e)));
         before - self.by_time.len()
     }
 
@@ -127,7 +130,9 @@ impl Hold {
     pub fn positions_of(&self, tenant: &str) -> Vec<EventPosition> {
         self.by_time
             .iter()
-            .filter(|(_, event)| event.tenant_id == tenant)
+            .filter(|(_, event)| {
+                LoggedEvent::decode((*event).clone()).is_ok_and(|e| e.tenant_id == tenant)
+            })
             .map(|((_, at), _)| EventPosition {
                 seq: at.seq,
                 index: at.index,
@@ -140,7 +145,7 @@ impl Hold {
         self.by_time
             .iter()
             .map(|((_, at), event)| HeldEvent {
-                event: Some(event.clone()),
+                event: event.clone(),
                 position: Some(EventPosition {
                     seq: at.seq,
                     index: at.index,
@@ -151,7 +156,7 @@ impl Hold {
 
     /// The hold of a snapshot: its held events (in arrival order again) and its clock.
     pub fn restore(&mut self, held: Vec<HeldEvent>, clock_ms: i64) {
-        let mut held: Vec<(Position, LoggedEvent)> = held
+        let mut held: Vec<(Position, (i64, i64), Bytes)> = held
             .into_iter()
             .filter_map(|held| {
                 let at = held.position?;
@@ -159,12 +164,13 @@ impl Hold {
                     seq: at.seq,
                     index: at.index,
                 };
-                Some((at, held.event?))
+                let event = LoggedEvent::decode(held.event.clone()).ok()?;
+                Some((at, (event.timestamp_ms, event.received_ms), held.event))
             })
             .collect();
-        held.sort_by_key(|(at, _)| *at);
-        for (at, event) in held {
-            self.push(at, event);
+        held.sort_by_key(|(at, _, _)| *at);
+        for (at, times, event) in held {
+            self.push(at, times, event);
         }
         self.advance(clock_ms);
     }
@@ -262,17 +268,25 @@ mod tests {
         Position { seq, index }
     }
 
-    fn times(released: &[(Position, LoggedEvent)]) -> Vec<i64> {
-        released.iter().map(|(_, e)| e.timestamp_ms).collect()
+    fn push(hold: &mut Hold, at: Position, event: LoggedEvent) {
+        let times = (event.timestamp_ms, event.received_ms);
+        hold.push(at, times, Bytes::from(event.encode_to_vec()));
+    }
+
+    fn times(released: &[(Position, Bytes)]) -> Vec<i64> {
+        released
+            .iter()
+            .map(|(_, e)| LoggedEvent::decode(e.clone()).expect("decode").timestamp_ms)
+            .collect()
     }
 
     #[test]
     fn an_event_that_overtook_an_earlier_one_waits_for_it() {
         let mut hold = Hold::new(Duration::from_secs(2));
         // The beacon (time 200) arrives first, the batch with the earlier event a second later.
-        hold.push(at(1, 0), event("t", 200, 10_000));
+        push(&mut hold, at(1, 0), event("t", 200, 10_000));
         assert!(hold.release(usize::MAX).is_empty());
-        hold.push(at(2, 0), event("t", 100, 11_000));
+        push(&mut hold, at(2, 0), event("t", 100, 11_000));
         assert!(hold.release(usize::MAX).is_empty());
         hold.advance(11_999);
         assert!(hold.release(usize::MAX).is_empty());
@@ -285,11 +299,15 @@ mod tests {
     #[test]
     fn a_stream_of_earlier_events_delays_nothing_past_its_hold() {
         let mut hold = Hold::new(Duration::from_secs(2));
-        hold.push(at(1, 0), event("t", 1_000_000, 0));
+        push(&mut hold, at(1, 0), event("t", 1_000_000, 0));
         // Every 100 ms an event of an earlier time (an import, say) arrives.
         let mut released = Vec::new();
         for i in 1..=40 {
-            hold.push(at(1 + i, 0), event("u", 1_000 - i as i64, i as i64 * 100));
+            push(
+                &mut hold,
+                at(1 + i, 0),
+                event("u", 1_000 - i as i64, i as i64 * 100),
+            );
             released.extend(hold.release(RELEASE_PER_STEP));
             // Due at 2,000 with the 20 earlier events held by then: three steps release them.
             if i * 100 >= 2_200 {
@@ -308,14 +326,14 @@ mod tests {
     #[test]
     fn a_restored_hold_releases_what_the_original_releases() {
         let mut original = Hold::new(Duration::from_secs(2));
-        original.push(at(1, 0), event("t", 500, 1_000));
-        original.push(at(1, 1), event("t", 400, 1_000));
-        original.push(at(2, 0), event("u", 300, 1_500));
+        push(&mut original, at(1, 0), event("t", 500, 1_000));
+        push(&mut original, at(1, 1), event("t", 400, 1_000));
+        push(&mut original, at(2, 0), event("u", 300, 1_500));
         let mut restored = Hold::new(Duration::from_secs(2));
         restored.restore(original.to_proto(), original.clock_ms());
         assert_eq!(restored.positions_of("t"), original.positions_of("t"));
         for hold in [&mut original, &mut restored] {
-            hold.push(at(3, 0), event("u", 600, 3_000));
+            push(hold, at(3, 0), event("u", 600, 3_000));
         }
         let (a, b) = (original.release(usize::MAX), restored.release(usize::MAX));
         assert_eq!(times(&a), [300, 400, 500]);
@@ -328,7 +346,7 @@ mod tests {
     fn a_step_releases_a_bounded_number_of_events_earliest_first() {
         let mut hold = Hold::new(Duration::from_secs(2));
         for i in 0..20 {
-            hold.push(at(1, i), event("t", 1_000 - i64::from(i), 0));
+            push(&mut hold, at(1, i), event("t", 1_000 - i64::from(i), 0));
         }
         hold.advance(2_000);
         let steps: Vec<Vec<i64>> = (0..4).map(|_| times(&hold.release(8))).collect();
@@ -342,7 +360,7 @@ mod tests {
     fn no_hold_releases_each_event_as_it_comes() {
         let mut hold = Hold::new(Duration::ZERO);
         assert!(hold.is_off());
-        hold.push(at(1, 0), event("t", 500, 1_000));
+        push(&mut hold, at(1, 0), event("t", 500, 1_000));
         assert_eq!(times(&hold.release(usize::MAX)), [500]);
     }
 }
