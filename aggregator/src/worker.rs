@@ -464,7 +464,7 @@ fn restore(
     name: &str,
     bytes: Bytes,
 ) -> Result<(u64, Option<String>), AggregatorError> {
-    let snapshot = AggregatorSnapshot::decode(bytes)
+    let mut snapshot = AggregatorSnapshot::decode(bytes)
         .map_err(|err| AggregatorError::decode(format!("snapshot {name}"), err))?;
     if snapshot.partition != partition {
         return Err(AggregatorError::CorruptSnapshot {
@@ -477,7 +477,6 @@ fn restore(
     }
     let seq = snapshot.event_seq;
     let event_log = Some(snapshot.event_log.clone()).filter(|log| !log.is_empty());
-    let mut snapshot = snapshot;
     hold.restore(std::mem::take(&mut snapshot.held), snapshot.log_clock_ms);
     processor.restore(snapshot)?;
     Ok((seq, event_log))
