@@ -205,7 +205,7 @@ pub fn deleted_by(filter: &DeleteFilter, range: &DateRange, event: &LoggedEvent)
 }
 
 /// The local date of an event in its stamped zone.
-fn local_date_of(event: &LoggedEvent) -> Option<Date> {
+pub(crate) fn local_date_of(event: &LoggedEvent) -> Option<Date> {
     let zone = beacon_core::time::time_zone(&event.time_zone).ok()?;
     let (_, date) = beacon_core::time::hour_bucket(event.timestamp_ms, &zone).ok()?;
     date.parse().ok()

@@ -24,10 +24,11 @@ use super::{Position, Worker};
 /// How long the log clock stands still, with held events due by the wall clock, before the
 /// worker appends a tick.
 const QUIET: Duration = Duration::from_millis(500);
-/// Most held events one position releases. The deltas of one event take at most about
-/// 35 KiB (some 50 rows of capped values, and its event-store row), so a step adds at most
-/// about 280 KiB to the pending deltas, which are published past 256 KiB: a rollup stays far
-/// below the log's 1 MiB message limit.
+/// Most held events one position releases. By the row bounds of `rollup.rs`, the deltas of
+/// one event take some 35 KiB at most (about 50 rows of 256-byte values: session and event
+/// dimensions and 30 props, and its event-store row; an estimate, not a measurement), so a
+/// step adds about 280 KiB at most to pending deltas published past 256 KiB, well below the
+/// log's 1 MiB message limit.
 pub const RELEASE_PER_STEP: usize = 8;
 /// Most release slots of one tick.
 const MAX_TICK_SLOTS: usize = 4096;
@@ -40,7 +41,7 @@ type Key = (i64, Position);
 pub struct Hold {
     hold_ms: i64,
     clock_ms: i64,
-    /// The encoded events: a third of the memory the decoded ones take.
+    /// The events, encoded as the raw store keeps them (the same buffers).
     by_time: BTreeMap<Key, Bytes>,
     /// Each held event's due time and key, in arrival order (released ones stay until they
     /// reach the front).
@@ -184,7 +185,8 @@ impl Worker {
     pub(super) fn drop_held_of_old_log(&mut self) {
         let mut dates = std::collections::BTreeSet::new();
         let dropped = self.hold.drop_where(|event| {
-            dates.insert((event.tenant_id.clone(), local_date(event)));
+            let date = crate::restate::local_date_of(event).map(|date| date.to_string());
+            dates.insert((event.tenant_id.clone(), date.unwrap_or_default()));
             true
         });
         if dropped > 0 {
@@ -203,19 +205,19 @@ impl Worker {
     /// release them. Reading the tick releases them, at the same place in every replay.
     pub(super) async fn tick_if_quiet(&mut self) {
         let clock_ms = self.hold.clock_ms();
-        let now = now_ms();
-        let due = self.hold.next_due_ms().is_some_and(|due_ms| due_ms <= now);
-        match self.quiet {
-            Some((seen, since)) if seen == clock_ms && due => {
-                if since.elapsed() < QUIET {
-                    return;
-                }
-            }
+        let since = match self.quiet {
+            Some((seen, since)) if seen == clock_ms => since,
             _ => {
                 self.quiet = Some((clock_ms, Instant::now()));
                 return;
             }
+        };
+        let now = now_ms();
+        let due = self.hold.next_due_ms().is_some_and(|due_ms| due_ms <= now);
+        if !due || since.elapsed() < QUIET {
+            return;
         }
+        // The next tick waits as long again.
         self.quiet = Some((clock_ms, Instant::now()));
         let partition = self.lane.partition();
         let slots = self
@@ -240,14 +242,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// An event's local date in its stamped zone ("" when the zone is unknown).
-fn local_date(event: &LoggedEvent) -> String {
-    beacon_core::time::time_zone(&event.time_zone)
-        .and_then(|zone| beacon_core::time::hour_bucket(event.timestamp_ms, &zone))
-        .map(|(_, date)| date)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

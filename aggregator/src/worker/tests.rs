@@ -123,12 +123,18 @@ fn unique_id(payload: &Bytes) -> String {
 
 /// Every rollup batch of partition 0 up to the one covering `seq`.
 async fn rollups_until(log: &dyn Log, seq: u64) -> Vec<RollupBatch> {
+    rollups_while(log, |out| {
+        out.last()
+            .is_none_or(|b| (b.last_event_seq, b.last_event_index) < (seq, u32::MAX))
+    })
+    .await
+}
+
+/// Rollup batches of partition 0, read in order while `more` says so of those read.
+async fn rollups_while(log: &dyn Log, more: impl Fn(&[RollupBatch]) -> bool) -> Vec<RollupBatch> {
     let mut stream = log.subscribe(0, 0).await.expect("subscribe rollups");
     let mut out = Vec::new();
-    while out
-        .last()
-        .is_none_or(|b: &RollupBatch| (b.last_event_seq, b.last_event_index) < (seq, u32::MAX))
-    {
+    while more(&out) {
         let msg = tokio::time::timeout(WAIT, stream.next())
             .await
             .expect("rollup in time")
@@ -425,21 +431,6 @@ async fn a_worker_another_published_beside_neither_snapshots_nor_trims() {
     );
 }
 
-/// Rollup batches of partition 0 until their totals count `pageviews`.
-async fn rollups_counting(log: &dyn Log, pageviews: i64) -> Vec<RollupBatch> {
-    let mut stream = log.subscribe(0, 0).await.expect("subscribe rollups");
-    let mut out = Vec::new();
-    while totals(&out).pageviews < pageviews {
-        let msg = tokio::time::timeout(WAIT, stream.next())
-            .await
-            .expect("rollup in time")
-            .expect("stream")
-            .expect("message");
-        out.push(RollupBatch::decode(msg.payload).expect("decode rollup"));
-    }
-    out
-}
-
 /// A visitor's later event read first, the earlier one a second later (a beacon overtaking the
 /// batch that holds the visitor's first pageview); then a restart while both are held. Returns
 /// the totals, the entry pages' visits, and the late-event jobs made.
@@ -471,7 +462,7 @@ async fn overtaken(hold: Duration) -> (Counters, Vec<(String, i64)>, usize) {
     append(&backends, vec![earlier]).await;
     let token = CancellationToken::new();
     let task = tokio::spawn(run(args, backends.clone(), token.clone()));
-    let batches = rollups_counting(backends.rollups.as_ref(), 2).await;
+    let batches = rollups_while(backends.rollups.as_ref(), |b| totals(b).pageviews < 2).await;
     // Late-event jobs are looked for every 2 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
     token.cancel();
@@ -554,16 +545,10 @@ async fn a_deletion_drops_the_held_events_it_selects() {
         ..JobSpec::reprocess("2026-03-01", "2026-03-01")
     };
     let job = jobs.create("acme", spec, received).await.expect("job");
-    let mut stream = backends.rollups.subscribe(0, 0).await.expect("subscribe");
-    let mut batches = Vec::new();
-    while page_views(&batches, "/public", true) < 1 {
-        let msg = tokio::time::timeout(WAIT, stream.next())
-            .await
-            .expect("the public page counted in time")
-            .expect("stream")
-            .expect("message");
-        batches.push(RollupBatch::decode(msg.payload).expect("decode rollup"));
-    }
+    let batches = rollups_while(backends.rollups.as_ref(), |b| {
+        page_views(b, "/public", true) < 1
+    })
+    .await;
     let done = tokio::time::timeout(WAIT, async {
         loop {
             let found = jobs.get(&job.id).await.expect("get").expect("the job");
