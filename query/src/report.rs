@@ -93,6 +93,7 @@ pub async fn run(
             };
             let mut query = ShardQuery::new(dimension, plan.range.start, plan.range.end, group);
             query.keep = plan.keep();
+            query.visitors = plan.needs_visitors();
             // Percentages are known only after the read: sort by them here.
             let by_percentage = plan
                 .sort
@@ -343,6 +344,7 @@ async fn compare(
             unreachable!("the event store's route is taken above");
         };
         let mut query = ShardQuery::new(dimension, other.start, other.end, plan.group());
+        query.visitors = plan.needs_visitors();
         query.shift_days = shift;
         let keep = plan.keep();
         query.keep = match plan.dimension() {

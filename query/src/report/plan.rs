@@ -213,6 +213,20 @@ impl Plan {
         })
     }
 
+    /// Whether the report needs distinct visitors: a metric made of them, asked for or sorted
+    /// by. Without, reads leave the visitor sketches unread.
+    pub fn needs_visitors(&self) -> bool {
+        const OF_VISITORS: [Metric; 4] = [
+            Metric::Visitors,
+            Metric::ConversionRate,
+            Metric::GroupConversionRate,
+            Metric::Percentage,
+        ];
+        OF_VISITORS
+            .into_iter()
+            .any(|m| self.metrics.contains(&m) || self.sorts_by(m))
+    }
+
     /// Whether a sort key is the metric.
     fn sorts_by(&self, metric: Metric) -> bool {
         self.sort.iter().any(|s| s.key == SortKey::Metric(metric))

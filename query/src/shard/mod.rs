@@ -212,6 +212,9 @@ pub struct ShardQuery {
     /// group times moved back by as much: a comparison range grouped like the range it is
     /// compared with. 0 otherwise; hours ignore it.
     pub shift_days: i64,
+    /// Whether the groups' distinct visitors are wanted; without, their sketches are not read
+    /// and every group shows 0 visitors.
+    pub visitors: bool,
 }
 
 impl ShardQuery {
@@ -225,6 +228,7 @@ impl ShardQuery {
             keep: None,
             page: None,
             shift_days: 0,
+            visitors: true,
         }
     }
 }

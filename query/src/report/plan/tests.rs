@@ -273,3 +273,29 @@ fn what_the_rollups_cannot_answer_scans_the_event_store() {
     .expect("plan");
     assert_eq!(plan.rows().expect("rows"), Dimension::Page as i32);
 }
+
+#[test]
+fn visitors_are_needed_when_asked_for_or_ordered_by() {
+    let plan = |metrics: &[Metric], order: Option<Metric>| {
+        Plan::parse(&RunReportRequest {
+            metrics: metrics.iter().map(|m| *m as i32).collect(),
+            order_by: order
+                .map(|m| OrderBy {
+                    key: Some(order_by::Key::Metric(m as i32)),
+                    descending: true,
+                })
+                .into_iter()
+                .collect(),
+            ..request()
+        })
+        .expect("plan")
+    };
+    assert!(
+        plan(&[], None).needs_visitors(),
+        "every metric, visitors among them"
+    );
+    assert!(!plan(&[Metric::Events, Metric::Visits], None).needs_visitors());
+    assert!(plan(&[Metric::Events, Metric::Percentage], None).needs_visitors());
+    assert!(plan(&[Metric::Events], Some(Metric::Visitors)).needs_visitors());
+    assert!(!plan(&[Metric::Events], Some(Metric::Pageviews)).needs_visitors());
+}

@@ -184,6 +184,51 @@ async fn visitors_are_unique_and_rows_add_up() {
 }
 
 #[tokio::test]
+async fn a_read_without_visitors_counts_the_same_and_shows_none() {
+    let dir = TempDir::new("no-visitors");
+    let store = store(&dir);
+    for (seq, at, visitor) in [
+        (1, "2026-03-01T10:15:00Z", 7),
+        (2, "2026-03-01T11:45:00Z", 8),
+        (3, "2026-03-02T11:00:00Z", 7),
+    ] {
+        apply_one(&store, seq, vec![one_visit("acme", at, visitor)]).await;
+    }
+    let reads = [
+        totals("2026-03-01", "2026-03-02"),
+        ShardQuery {
+            group: GroupBy::time(Time::Day),
+            ..totals("2026-03-01", "2026-03-02")
+        },
+        ShardQuery {
+            page: Some(Page::top(Metric::Pageviews, 10)),
+            ..ShardQuery::new(
+                Dimension::Page as i32,
+                date("2026-03-01"),
+                date("2026-03-02"),
+                GroupBy::VALUE,
+            )
+        },
+    ];
+    for read in reads {
+        let with = store.query("acme", read.clone()).await.expect("read");
+        let without = ShardQuery {
+            visitors: false,
+            ..read.clone()
+        };
+        let without = store.query("acme", without).await.expect("read");
+        assert!(with.groups.iter().all(|g| g.visitors > 0), "{read:?}");
+        let counted = |mut groups: Vec<Sums>| {
+            groups.iter_mut().for_each(|g| g.visitors = 0);
+            groups.sort_by(|a, b| (a.time, &a.key).cmp(&(b.time, &b.key)));
+            groups
+        };
+        assert!(without.groups.iter().all(|g| g.visitors == 0), "{read:?}");
+        assert_eq!(counted(with.groups), counted(without.groups), "{read:?}");
+    }
+}
+
+#[tokio::test]
 async fn tenants_of_one_partition_stay_apart() {
     let dir = TempDir::new("apart");
     let store = store(&dir);
