@@ -23,7 +23,7 @@ use prost::bytes::Bytes;
 
 use self::retention::Marks;
 use crate::QueryError;
-use crate::shard::{Applied, Covered, EventPosition, RollupMessage, ShardStore};
+use crate::shard::{Applied, Covered, EventPosition, Refused, RollupMessage, ShardStore};
 
 mod rebuild;
 mod retention;
@@ -296,24 +296,24 @@ impl Consumer {
         }
         for (index, part) in batch.tenants.into_iter().enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
-            let (tenant, bytes) = (part.tenant_id.clone(), Bytes::from(part.encode_to_vec()));
             match self.store.validate(partition, part) {
                 Ok(mut part) => {
                     part.index = index;
                     valid.tenants.push(part);
                 }
-                Err(err) => {
-                    let reason = match err {
+                Err(Refused { error, rollup }) => {
+                    let reason = match error {
                         QueryError::InvalidRollup(reason) => reason,
                         other => other.to_string(),
                     };
+                    let bytes = Bytes::from(rollup.encode_to_vec());
                     let failure = failure(
                         partition,
                         seq,
                         index,
                         "invalid_rollup",
                         reason,
-                        tenant,
+                        rollup.tenant_id,
                         bytes,
                     );
                     self.lane.park(failure).await?;

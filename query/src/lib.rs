@@ -44,7 +44,9 @@ pub use error::QueryError;
 pub use insights::Insights;
 pub use service::InsightsApi;
 pub use serving::Serving;
-pub use shard::{Applied, DuckShardStore, EventPosition, RollupMessage, ShardStore, ValidRollup};
+pub use shard::{
+    Applied, DuckShardStore, EventPosition, Refused, RollupMessage, ShardStore, ValidRollup,
+};
 
 /// The gRPC service name the query role serves.
 pub const SERVICE_NAME: &str = "beacon.insights.v1.InsightsService";

@@ -116,11 +116,19 @@ async fn applies_in_order_parks_bad_input_and_replays_exactly_once() {
 
     let mut letters = s.dead_letters.subscribe(0, 0).await.expect("subscribe");
     let mut reasons = Vec::new();
+    let mut parked = None;
     for _ in 0..2 {
         let message = letters.next().await.expect("letter").expect("letter");
         let letter = DeadLetter::decode(message.payload).expect("dead letter");
         reasons.push((letter.seq, letter.index, letter.reason));
+        parked = Some(letter.payload);
     }
+    // The invalid part is parked as it came.
+    let part = TenantRollup::decode(parked.expect("parked").as_slice()).expect("the parked part");
+    assert_eq!(
+        (part.tenant_id.as_str(), part.rows[0].local_date.as_str()),
+        ("c", "yesterday")
+    );
     assert_eq!((reasons[0].0, reasons[0].1), (2, 0));
     assert!(
         reasons[0].2.contains("undecodable RollupBatch"),
@@ -156,7 +164,7 @@ fn poisoned(part: &ValidRollup) -> bool {
 
 #[async_trait::async_trait]
 impl ShardStore for Poisoned {
-    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, QueryError> {
+    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, Refused> {
         self.0.validate(partition, rollup)
     }
 

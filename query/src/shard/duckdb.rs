@@ -19,8 +19,9 @@ use super::open::{OpenShards, Shard, Staging, lock};
 use super::schema;
 use super::writes::{Touched, Written};
 use super::{
-    Answer, Applied, Covered, EventPosition, Recent, RecentQuery, RollupMessage, ScanQuery,
-    ShardPosition, ShardQuery, ShardStore, ValidRollup, compact, events, read, rows, scan,
+    Answer, Applied, Covered, EventPosition, Recent, RecentQuery, Refused, RollupMessage,
+    ScanQuery, ShardPosition, ShardQuery, ShardStore, ValidRollup, compact, events, read, rows,
+    scan,
 };
 use crate::QueryError;
 use crate::error::ShardFailure;
@@ -163,15 +164,19 @@ impl ShardStore for DuckShardStore {
         )
     }
 
-    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, QueryError> {
+    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, Refused> {
         let valid = rows::validate(rollup)?;
         let owner = partition_of(valid.tenant_id(), self.partitions);
         if owner != partition {
-            return Err(QueryError::InvalidRollup(format!(
+            let error = QueryError::InvalidRollup(format!(
                 "tenant {:?} belongs to partition {owner} of {}, not {partition}",
                 valid.tenant_id(),
                 self.partitions
-            )));
+            ));
+            return Err(Refused {
+                error,
+                rollup: valid.rollup,
+            });
         }
         Ok(valid)
     }
@@ -728,13 +733,14 @@ const SWAPPED: &str = "swapped";
 const DROPPED: &str = "dropped";
 
 /// The cells of the parts: one per (tenant, day, dimension, value) and stamp, and one per
-/// (tenant, hour, day) and stamp of the totals.
+/// (tenant, hour, day) and stamp of the totals. The maps hash with foldhash (hashbrown's
+/// default): every rollup row is looked up once or twice.
 #[derive(Default)]
 struct NewCells<'a> {
-    days: HashMap<(&'a str, i32, i16, &'a str, Stamp), NewCell>,
-    hours: HashMap<(&'a str, i64, i32, Stamp), NewCell>,
+    days: hashbrown::HashMap<(&'a str, i32, i16, &'a str, Stamp), NewCell>,
+    hours: hashbrown::HashMap<(&'a str, i64, i32, Stamp), NewCell>,
     /// The realtime view's rows by (tenant, minute, dimension, value): live parts only.
-    recent: HashMap<(&'a str, i64, i16, &'a str), NewCell>,
+    recent: hashbrown::HashMap<(&'a str, i64, i16, &'a str), NewCell>,
     /// The event store's rows, with their tenant, stamp and (event, visit) days.
     events: Vec<(&'a str, Stamp, &'a EventRow, (i32, i32))>,
 }
@@ -841,7 +847,7 @@ fn append_cells(tx: &Transaction<'_>, cells: NewCells<'_>) -> Result<u64, ShardF
 /// the newest minute appended.
 fn append_recent(
     tx: &Transaction<'_>,
-    recent: &HashMap<(&str, i64, i16, &str), NewCell>,
+    recent: &hashbrown::HashMap<(&str, i64, i16, &str), NewCell>,
 ) -> Result<(), ShardFailure> {
     let Some(newest) = recent.keys().map(|&(_, minute, _, _)| minute).max() else {
         return Ok(());

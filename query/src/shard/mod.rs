@@ -314,12 +314,24 @@ pub struct Recent {
     pub sources: Vec<Sums>,
 }
 
+/// A tenant part that validation refused, given back with the reason: it is parked as it came
+/// (encoding every part up front, in case, was a percent of a standalone's CPU).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Refused {
+    /// Why: a [`QueryError::InvalidRollup`] naming the field.
+    pub error: QueryError,
+    /// The part.
+    pub rollup: TenantRollup,
+}
+
 /// Stores tenants' rollups and answers queries over them.
 #[async_trait]
 pub trait ShardStore: Send + Sync + 'static {
     /// Checks a tenant part of a message of rollup-log `partition` before it is applied: data
-    /// that can never be applied is [`QueryError::InvalidRollup`], naming the field.
-    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, QueryError>;
+    /// that can never be applied is refused with a [`QueryError::InvalidRollup`] naming the
+    /// field, and given back.
+    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, Refused>;
 
     /// Applies `messages` of rollup-log `partition` (ascending sequences) exactly once: in one
     /// transaction with the partition's watermark, skipping messages at or below it.

@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
+use ::duckdb::types::Value;
 use ::duckdb::{Connection, params};
 use beacon_proto::insights::v1::{Dimension, Metric};
 
@@ -332,8 +333,8 @@ impl Read<'_> {
         let mut rows = statement.query(params![
             self.tenant,
             self.dimension,
-            from.to_string(),
-            to.to_string()
+            date_value(from),
+            date_value(to)
         ])?;
         let mut held = 0usize;
         while let Some(row) = rows.next()? {
@@ -389,6 +390,12 @@ impl Read<'_> {
         }
         Ok(parts)
     }
+}
+
+/// `date` as a DuckDB DATE.
+fn date_value(date: Date) -> Value {
+    // Dates of a read lie in years 1 to 9999: their days since 1970 fit an i32.
+    Value::Date32(i32::try_from(epoch_day(date)).unwrap_or(i32::MAX))
 }
 
 /// The cells and the logic versions of some of a scan's rows.

@@ -4,6 +4,7 @@ use beacon_proto::insights::v1::Dimension;
 use beacon_proto::pipeline::v1::TenantRollup;
 use jiff::civil::Date;
 
+use super::Refused;
 use super::writes::Written;
 use crate::QueryError;
 
@@ -54,8 +55,11 @@ impl ValidRollup {
 }
 
 /// Validates `rollup`: a well-formed tenant id, known dimensions and "YYYY-MM-DD" dates.
-pub(crate) fn validate(rollup: TenantRollup) -> Result<ValidRollup, QueryError> {
-    let keys = keys(&rollup)?;
+pub(crate) fn validate(rollup: TenantRollup) -> Result<ValidRollup, Refused> {
+    let keys = match keys(&rollup) {
+        Ok(keys) => keys,
+        Err(error) => return Err(Refused { error, rollup }),
+    };
     Ok(ValidRollup {
         rollup,
         keys,
@@ -226,15 +230,21 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_naming_it() {
-        let err = validate(rollup("../etc", "2026-03-01", 0)).expect_err("tenant");
+        let err = validate(rollup("../etc", "2026-03-01", 0))
+            .expect_err("tenant")
+            .error;
         assert!(err.to_string().contains("tenant_id"), "{err}");
-        let err = validate(rollup("acme", "2026-02-30", 0)).expect_err("date");
+        let err = validate(rollup("acme", "2026-02-30", 0))
+            .expect_err("date")
+            .error;
         assert!(
             err.to_string()
                 .contains("rows[0].local_date \"2026-02-30\""),
             "{err}"
         );
-        let err = validate(rollup("acme", "2026-02-03", 99)).expect_err("dimension");
+        let err = validate(rollup("acme", "2026-02-03", 99))
+            .expect_err("dimension")
+            .error;
         assert!(err.to_string().contains("rows[0].dimension 99"), "{err}");
     }
 }

@@ -265,27 +265,27 @@ pub(crate) const DELETE_DIRTY_HOURS: &str = "DELETE FROM hours WHERE EXISTS (\
     DROP TABLE dirty_hours;";
 
 /// A tenant's live rows for a read: parameters tenant, dimension, first and last local date
-/// ("YYYY-MM-DD"). Columns: the row's time (days since 1970-01-01, or the hour bucket's Unix
+/// (DATE values: DuckDB binds every execution again, and casts of text parameters made each
+/// binding dearer). Columns: the row's time (its local date, or the hour bucket's Unix
 /// milliseconds when `hours`), its value, the cell (its sketch NULL unless `sketches`), the
-/// logic version, then the local day ([`SELECT_DAY`]). Hourly rows come from `hours`
-/// (dimension 0 only).
+/// logic version, then the local date ([`SELECT_DAY`]). Dates read as days since 1970-01-01.
+/// Hourly rows come from `hours` (dimension 0 only).
 pub(crate) fn select(hours: bool, sketches: bool) -> String {
     let cell = if sketches { CELL } else { CELL_COUNTERS };
-    let range = "local_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE) AND gen = 0";
-    let day = "CAST(local_date - DATE '1970-01-01' AS BIGINT)";
+    let range = "local_date BETWEEN ? AND ? AND gen = 0";
     if hours {
         return format!(
-            "SELECT hour_ms, '', {cell}, logic_version, {day} FROM hours \
+            "SELECT hour_ms, '', {cell}, logic_version, local_date FROM hours \
              WHERE tenant = ? AND 0 = ? AND {range}"
         );
     }
     format!(
-        r#"SELECT {day}, "value", {cell}, logic_version, {day}
+        r#"SELECT local_date, "value", {cell}, logic_version, local_date
 FROM days WHERE tenant = ? AND dimension = ? AND {range}"#
     )
 }
 
-/// The column of [`select`] holding the row's local day (days since 1970-01-01).
+/// The column of [`select`] holding the row's local date.
 pub(crate) const SELECT_DAY: usize = 2 + super::cell::COUNTERS + 2;
 
 /// Drops realtime rows of minutes before the parameter (Unix milliseconds).

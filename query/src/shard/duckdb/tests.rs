@@ -268,7 +268,8 @@ async fn rollups_of_another_partition_are_invalid() {
     let other = (owner + 1) % 8;
     let err = store
         .validate(other, one_visit("acme", "2026-03-01T10:15:00Z", 1))
-        .expect_err("wrong partition");
+        .expect_err("wrong partition")
+        .error;
     assert!(
         err.to_string()
             .contains(&format!("belongs to partition {owner} of 8, not {other}")),
@@ -339,7 +340,7 @@ async fn invalid_rollup_names_the_field() {
         vec![hit("2026-03-01T10:15:00Z", "UTC", Dimension::Page, "/", 1)],
     );
     bad.rows[0].local_date = "March 1st".into();
-    let err = store.validate(0, bad).expect_err("invalid");
+    let err = store.validate(0, bad).expect_err("invalid").error;
     assert!(matches!(err, QueryError::InvalidRollup(_)), "{err}");
     assert!(err.to_string().contains("rows[0].local_date"), "{err}");
 }
