@@ -301,7 +301,8 @@ impl Consumer {
                     part.index = index;
                     valid.tenants.push(part);
                 }
-                Err(Refused { error, rollup }) => {
+                Err(refused) => {
+                    let Refused { error, rollup } = *refused;
                     let reason = match error {
                         QueryError::InvalidRollup(reason) => reason,
                         other => other.to_string(),

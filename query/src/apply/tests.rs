@@ -164,7 +164,7 @@ fn poisoned(part: &ValidRollup) -> bool {
 
 #[async_trait::async_trait]
 impl ShardStore for Poisoned {
-    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, Refused> {
+    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, Box<Refused>> {
         self.0.validate(partition, rollup)
     }
 

@@ -164,7 +164,7 @@ impl ShardStore for DuckShardStore {
         )
     }
 
-    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, Refused> {
+    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, Box<Refused>> {
         let valid = rows::validate(rollup)?;
         let owner = partition_of(valid.tenant_id(), self.partitions);
         if owner != partition {
@@ -173,10 +173,10 @@ impl ShardStore for DuckShardStore {
                 valid.tenant_id(),
                 self.partitions
             ));
-            return Err(Refused {
+            return Err(Box::new(Refused {
                 error,
                 rollup: valid.rollup,
-            });
+            }));
         }
         Ok(valid)
     }

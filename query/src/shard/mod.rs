@@ -331,7 +331,7 @@ pub trait ShardStore: Send + Sync + 'static {
     /// Checks a tenant part of a message of rollup-log `partition` before it is applied: data
     /// that can never be applied is refused with a [`QueryError::InvalidRollup`] naming the
     /// field, and given back.
-    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, Refused>;
+    fn validate(&self, partition: u32, rollup: TenantRollup) -> Result<ValidRollup, Box<Refused>>;
 
     /// Applies `messages` of rollup-log `partition` (ascending sequences) exactly once: in one
     /// transaction with the partition's watermark, skipping messages at or below it.

@@ -55,10 +55,10 @@ impl ValidRollup {
 }
 
 /// Validates `rollup`: a well-formed tenant id, known dimensions and "YYYY-MM-DD" dates.
-pub(crate) fn validate(rollup: TenantRollup) -> Result<ValidRollup, Refused> {
+pub(crate) fn validate(rollup: TenantRollup) -> Result<ValidRollup, Box<Refused>> {
     let keys = match keys(&rollup) {
         Ok(keys) => keys,
-        Err(error) => return Err(Refused { error, rollup }),
+        Err(error) => return Err(Box::new(Refused { error, rollup })),
     };
     Ok(ValidRollup {
         rollup,
