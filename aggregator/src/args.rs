@@ -7,20 +7,22 @@ use crate::AggregatorError;
 /// Aggregator flags (clap, each with an env fallback).
 #[derive(Debug, Clone, clap::Args)]
 pub struct AggregatorArgs {
-    /// How often pending rollups are published, milliseconds.
+    /// How often pending rollups are published ("1s"; at least a millisecond).
     #[arg(
-        long = "flush-interval-ms",
-        env = "BEACON_FLUSH_INTERVAL_MS",
-        default_value_t = 1000
+        long = "flush-interval",
+        env = "BEACON_FLUSH_INTERVAL",
+        default_value = "1s",
+        value_parser = beacon_core::time::parse_duration
     )]
-    pub flush_interval_ms: u64,
-    /// How often the partition state is snapshotted, seconds.
+    pub flush_interval: Duration,
+    /// How often the partition state is snapshotted ("30s").
     #[arg(
-        long = "snapshot-interval-s",
-        env = "BEACON_SNAPSHOT_INTERVAL_S",
-        default_value_t = 30
+        long = "snapshot-interval",
+        env = "BEACON_SNAPSHOT_INTERVAL",
+        default_value = "30s",
+        value_parser = beacon_core::time::parse_duration
     )]
-    pub snapshot_interval_s: u64,
+    pub snapshot_interval: Duration,
     /// Partitions this instance processes (comma-separated); all when empty.
     #[arg(
         id = "aggregator_partitions",
@@ -86,12 +88,7 @@ fn parse_hold(text: &str) -> Result<Duration, String> {
 impl AggregatorArgs {
     /// The flush interval, at least one millisecond.
     pub fn flush_interval(&self) -> Duration {
-        Duration::from_millis(self.flush_interval_ms.max(1))
-    }
-
-    /// The snapshot interval.
-    pub fn snapshot_interval(&self) -> Duration {
-        Duration::from_secs(self.snapshot_interval_s)
+        self.flush_interval.max(Duration::from_millis(1))
     }
 
     /// The partitions to process, sorted and deduplicated: every partition when none are named.
@@ -118,8 +115,8 @@ mod tests {
 
     fn args(own: Vec<u32>) -> AggregatorArgs {
         AggregatorArgs {
-            flush_interval_ms: 0,
-            snapshot_interval_s: 30,
+            flush_interval: Duration::ZERO,
+            snapshot_interval: Duration::from_secs(30),
             own_partitions: own,
             logic_version: crate::LOGIC_VERSION,
             restate_events_per_tick: 1_000_000,
@@ -156,6 +153,26 @@ mod tests {
     fn out_of_range_is_rejected() {
         let err = args(vec![1, 8]).partitions(8).expect_err("out of range");
         assert!(err.to_string().contains("partition 8"), "{err}");
+    }
+
+    #[test]
+    fn intervals_are_durations_with_their_unit() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: AggregatorArgs,
+        }
+        let parse = |flags: &[&str]| {
+            <Cli as clap::Parser>::try_parse_from(["beacon"].iter().chain(flags)).map(|c| c.args)
+        };
+        let defaults = parse(&[]).expect("defaults");
+        assert_eq!(defaults.flush_interval(), Duration::from_secs(1));
+        assert_eq!(defaults.snapshot_interval, Duration::from_secs(30));
+        let set = parse(&["--flush-interval", "250ms", "--snapshot-interval", "2m"]).expect("set");
+        assert_eq!(set.flush_interval(), Duration::from_millis(250));
+        assert_eq!(set.snapshot_interval, Duration::from_secs(120));
+        let err = parse(&["--flush-interval", "1000"]).err().expect("no unit");
+        assert!(err.to_string().contains("--flush-interval"), "{err}");
     }
 
     #[test]

@@ -60,13 +60,13 @@ pub async fn run(
     })?;
     let timing = worker::Settings {
         flush_interval: args.flush_interval(),
-        snapshot_interval: args.snapshot_interval(),
+        snapshot_interval: args.snapshot_interval,
         logic_version: args.logic_version,
         restate_events_per_tick: args.restate_events_per_tick,
         retention_every: args.retention_every,
         hold: args.hold,
     };
-    tracing::info!(partitions = ?partitions, flush_interval_ms = args.flush_interval_ms, snapshot_interval_s = args.snapshot_interval_s, hold = ?args.hold, "aggregator starting");
+    tracing::info!(partitions = ?partitions, flush_interval = ?args.flush_interval, snapshot_interval = ?args.snapshot_interval, hold = ?args.hold, "aggregator starting");
     let result = Owner::new(backends, raw, timing, shutdown)
         .run(&partitions)
         .await;

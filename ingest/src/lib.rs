@@ -38,9 +38,14 @@ pub struct IngestArgs {
     /// MaxMind database (GeoLite2/GeoIP2 Country or City) used to turn IPs into places.
     #[arg(long = "geoip-db", env = "BEACON_GEOIP_DB")]
     pub geoip_db: Option<PathBuf>,
-    /// How long events wait to be group-committed with others of their partition, milliseconds.
-    #[arg(long = "linger-ms", env = "BEACON_LINGER_MS", default_value_t = 2)]
-    pub linger_ms: u64,
+    /// How long events wait to be group-committed with others of their partition ("2ms").
+    #[arg(
+        long = "linger",
+        env = "BEACON_LINGER",
+        default_value = "2ms",
+        value_parser = beacon_core::time::parse_duration
+    )]
+    pub linger: Duration,
 }
 
 /// Serves the ingest API on `listener` until `shutdown`, then finishes the publishes in flight.
@@ -78,4 +83,31 @@ pub async fn serve(
     .await?;
     publisher.close(Duration::from_secs(10)).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_linger_is_a_duration_with_its_unit() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: IngestArgs,
+        }
+        let parse = |flags: &[&str]| {
+            <Cli as clap::Parser>::try_parse_from(["beacon"].iter().chain(flags)).map(|c| c.args)
+        };
+        assert_eq!(
+            parse(&[]).expect("default").linger,
+            Duration::from_millis(2)
+        );
+        let set = parse(&["--linger", "20ms"]).expect("set");
+        assert_eq!(set.linger, Duration::from_millis(20));
+        assert!(
+            parse(&["--linger", "2"]).is_err(),
+            "a number without a unit"
+        );
+    }
 }

@@ -40,11 +40,7 @@ impl IngestService {
             registry: Registry::new(backends.tenants.clone()),
             hasher: VisitorHasher::new(backends.salts.clone()),
             geo: GeoIp::open(args.geoip_db.as_deref())?,
-            publisher: Publisher::new(
-                backends.events.clone(),
-                backends.partitions,
-                Duration::from_millis(args.linger_ms),
-            ),
+            publisher: Publisher::new(backends.events.clone(), backends.partitions, args.linger),
             partitions: backends.partitions,
             limits: Limits::default(),
             events: beacon_core::observe::meter()

@@ -70,7 +70,7 @@ async fn a_dead_or_paused_owner_hands_its_partitions_over_and_counts_stay_exact(
 -> anyhow::Result<()> {
     // Rollups every 2 s: a paused owner then holds deltas it has not published, which it tries
     // to publish when it wakes up, after the new owner published its own.
-    let mut cluster = Cluster::start_redundant(&[("BEACON_FLUSH_INTERVAL_MS", "2000".to_owned())])?;
+    let mut cluster = Cluster::start_redundant(&[("BEACON_FLUSH_INTERVAL", "2s".to_owned())])?;
     // The first aggregator to start takes every partition, then hands half to the second.
     let took = wait_holders(&cluster, "balancing", balanced).await?;
     println!(

@@ -82,8 +82,8 @@ async fn ingest(
 async fn restarting_every_process_one_at_a_time_fails_no_call_and_loses_no_event()
 -> anyhow::Result<()> {
     let mut cluster = Cluster::start_redundant(&[
-        ("BEACON_SNAPSHOT_INTERVAL_S", "30".to_owned()),
-        ("BEACON_FLUSH_INTERVAL_MS", "1000".to_owned()),
+        ("BEACON_SNAPSHOT_INTERVAL", "30s".to_owned()),
+        ("BEACON_FLUSH_INTERVAL", "1s".to_owned()),
     ])?;
     cluster.wait_all_ready(RESTART_WITHIN).await?;
     let mut clients = Vec::new();

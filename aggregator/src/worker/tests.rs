@@ -63,8 +63,8 @@ async fn backends(dir: &TempDir) -> Backends {
 
 fn args() -> AggregatorArgs {
     AggregatorArgs {
-        flush_interval_ms: 20,
-        snapshot_interval_s: 3600,
+        flush_interval: Duration::from_millis(20),
+        snapshot_interval: Duration::from_secs(3600),
         own_partitions: vec![],
         logic_version: crate::LOGIC_VERSION,
         restate_events_per_tick: 1_000_000,
