@@ -171,7 +171,7 @@ mod tests {
         let set = parse(&["--flush-interval", "250ms", "--snapshot-interval", "2m"]).expect("set");
         assert_eq!(set.flush_interval(), Duration::from_millis(250));
         assert_eq!(set.snapshot_interval, Duration::from_secs(120));
-        let err = parse(&["--flush-interval", "1000"]).err().expect("no unit");
+        let err = parse(&["--flush-interval", "1000"]).expect_err("no unit");
         assert!(err.to_string().contains("--flush-interval"), "{err}");
     }
 

@@ -1,7 +1,6 @@
 //! The `beacon.ingest.v1.IngestService` implementation.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use beacon_core::auth::{Registry, request_key};
 use beacon_core::backends::Backends;
