@@ -23,8 +23,8 @@ use crate::{Plan, Table};
 pub fn bench_env(partitions: u32) -> Vec<(&'static str, String)> {
     vec![
         ("BEACON_PARTITIONS", partitions.to_string()),
-        ("BEACON_FLUSH_INTERVAL_MS", "1000".into()),
-        ("BEACON_SNAPSHOT_INTERVAL_S", "30".into()),
+        ("BEACON_FLUSH_INTERVAL", "1s".into()),
+        ("BEACON_SNAPSHOT_INTERVAL", "30s".into()),
         ("RUST_LOG", "warn".into()),
     ]
 }

@@ -216,7 +216,7 @@ impl Standalone {
             // The harness sends beacons on behalf of many visitors, as a proxy would.
             ("BEACON_TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
             ("BEACON_PARTITIONS", "4".to_owned()),
-            ("BEACON_FLUSH_INTERVAL_MS", "200".to_owned()),
+            ("BEACON_FLUSH_INTERVAL", "200ms".to_owned()),
         ];
         envs.extend(extra.iter().cloned());
         let mut proc = Proc::spawn(
@@ -653,8 +653,8 @@ impl Cluster {
             ("BEACON_NATS_URL", self.nats.url()),
             ("BEACON_DATA_DIR", data.display().to_string()),
             ("BEACON_PARTITIONS", "4".to_owned()),
-            ("BEACON_FLUSH_INTERVAL_MS", "200".to_owned()),
-            ("BEACON_SNAPSHOT_INTERVAL_S", "2".to_owned()),
+            ("BEACON_FLUSH_INTERVAL", "200ms".to_owned()),
+            ("BEACON_SNAPSHOT_INTERVAL", "2s".to_owned()),
             ("BEACON_LISTEN", format!("127.0.0.1:{gateway}")),
             ("BEACON_INGEST_LISTEN", format!("127.0.0.1:{ingest}")),
             (
