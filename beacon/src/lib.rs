@@ -56,8 +56,27 @@ enum Command {
     AcceptLog(accept_log::AcceptLogArgs),
 }
 
+/// Variables of flags that were renamed when they became durations, with their new names: a
+/// deployment still setting one would otherwise run with the default without a word.
+const RENAMED: [(&str, &str); 3] = [
+    ("BEACON_FLUSH_INTERVAL_MS", "BEACON_FLUSH_INTERVAL=1s"),
+    ("BEACON_SNAPSHOT_INTERVAL_S", "BEACON_SNAPSHOT_INTERVAL=30s"),
+    ("BEACON_LINGER_MS", "BEACON_LINGER=2ms"),
+];
+
+/// The first renamed variable set in `env`, said as an error naming its new form.
+fn renamed_variable(env: impl Fn(&str) -> bool) -> Option<String> {
+    RENAMED.iter().find(|(old, _)| env(old)).map(|(old, new)| {
+        format!("{old} is no longer read: set {new} (a duration with its unit) instead")
+    })
+}
+
 /// Parses the command line, runs the command, and reports failure on stderr.
 pub fn main() -> ExitCode {
+    if let Some(err) = renamed_variable(|name| std::env::var_os(name).is_some()) {
+        eprintln!("beacon: {err}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     if matches!(cli.command, Command::Standalone(_)) {
         arenas::cap();
@@ -110,6 +129,13 @@ fn service_name(command: &Command) -> &'static str {
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn a_renamed_variable_is_refused_naming_its_new_form() {
+        assert_eq!(super::renamed_variable(|_| false), None);
+        let err = super::renamed_variable(|name| name == "BEACON_LINGER_MS").expect("refused");
+        assert!(err.contains("BEACON_LINGER=2ms"), "{err}");
+    }
 
     #[test]
     fn command_line_is_consistent() {
