@@ -159,14 +159,13 @@ impl Plan {
     /// Where the report is read from: the rollups when they hold it exactly, else the event
     /// store; an error for what neither answers.
     pub fn route(&self) -> Result<Route, QueryError> {
-        let uses = |m: Metric| self.metrics.contains(&m) || self.sorts_by(m);
-        if uses(Metric::ConversionRate) && self.dimension() != Some(Dimension::Goal) {
+        if self.uses(Metric::ConversionRate) && self.dimension() != Some(Dimension::Goal) {
             return Err(QueryError::invalid(
                 "metrics: METRIC_CONVERSION_RATE is the share of visitors who reached a goal: \
                  group by DIMENSION_GOAL to ask for it",
             ));
         }
-        if uses(Metric::GroupConversionRate) && self.goal_conditions().is_empty() {
+        if self.uses(Metric::GroupConversionRate) && self.goal_conditions().is_empty() {
             return Err(QueryError::invalid(
                 "metrics: METRIC_GROUP_CONVERSION_RATE is the share of each group's visitors \
                  who reached a goal: give a filter whose top level requires DIMENSION_GOAL \
@@ -183,7 +182,7 @@ impl Plan {
                 Metric::TimeOnPage,
             ]
             .into_iter()
-            .any(uses);
+            .any(|m| self.uses(m));
         if self.dimensions().contains(&Dimension::Goal) {
             return match (events_only, self.rows()) {
                 (false, Some(dimension)) => Ok(Route::Rollups(dimension)),
@@ -222,14 +221,12 @@ impl Plan {
             Metric::GroupConversionRate,
             Metric::Percentage,
         ];
-        OF_VISITORS
-            .into_iter()
-            .any(|m| self.metrics.contains(&m) || self.sorts_by(m))
+        OF_VISITORS.into_iter().any(|m| self.uses(m))
     }
 
-    /// Whether a sort key is the metric.
-    fn sorts_by(&self, metric: Metric) -> bool {
-        self.sort.iter().any(|s| s.key == SortKey::Metric(metric))
+    /// Whether the report asks for the metric or sorts by it.
+    fn uses(&self, metric: Metric) -> bool {
+        self.metrics.contains(&metric) || self.sort.iter().any(|s| s.key == SortKey::Metric(metric))
     }
 
     /// The rollup rows that answer the report exactly: their dimension (0 for totals); none

@@ -56,23 +56,16 @@ pub(crate) fn sums(
     };
     let by_visitors = |sort: &Sort| sort.key == SortKey::Metric(Metric::Visitors);
     let (groups, total) = match &query.page {
-        page if !query.visitors => {
-            let groups = all(&read.scan(&mut versions, Sketches::None)?, false)?;
-            let total = groups.len();
-            match page {
-                Some(page) => (paged(groups, page), total),
-                None => (groups, total),
-            }
-        }
         Some(page)
-            if page
-                .sort
-                .first()
-                .is_some_and(|s| by_visitors(s) && s.descending) =>
+            if query.visitors
+                && page
+                    .sort
+                    .first()
+                    .is_some_and(|s| by_visitors(s) && s.descending) =>
         {
             top_by_visitors(&read, &mut versions, page)?
         }
-        Some(page) if !page.sort.iter().any(by_visitors) => {
+        Some(page) if query.visitors && !page.sort.iter().any(by_visitors) => {
             let counted = read.scan(&mut versions, Sketches::None)?;
             let total = counted.len();
             let mut page_groups = paged(all(&counted, false)?, page);
@@ -92,7 +85,12 @@ pub(crate) fn sums(
             (page_groups, total)
         }
         page => {
-            let groups = all(&read.scan(&mut versions, Sketches::All)?, true)?;
+            let sketches = if query.visitors {
+                Sketches::All
+            } else {
+                Sketches::None
+            };
+            let groups = all(&read.scan(&mut versions, sketches)?, query.visitors)?;
             let total = groups.len();
             match page {
                 Some(page) => (paged(groups, page), total),
@@ -279,8 +277,7 @@ impl Read<'_> {
         if self.query.keep.is_some() || !lock(kept.spans).keeps() {
             return None;
         }
-        let day = |date: Date| i32::try_from(epoch_day(date)).ok();
-        let (start, end) = (day(self.query.start)?, day(self.query.end)?);
+        let (start, end) = (day_of(self.query.start)?, day_of(self.query.end)?);
         let writes = lock(kept.writes);
         let through = match writes.newest_from_day(self.tenant) {
             Some(newest) => end.min(newest.saturating_sub(1)),
@@ -392,10 +389,15 @@ impl Read<'_> {
     }
 }
 
+/// `date`'s days since 1970-01-01, as DuckDB's DATE counts them.
+fn day_of(date: Date) -> Option<i32> {
+    i32::try_from(epoch_day(date)).ok()
+}
+
 /// `date` as a DuckDB DATE.
 fn date_value(date: Date) -> Value {
     // Dates of a read lie in years 1 to 9999: their days since 1970 fit an i32.
-    Value::Date32(i32::try_from(epoch_day(date)).unwrap_or(i32::MAX))
+    Value::Date32(day_of(date).unwrap_or(i32::MAX))
 }
 
 /// The cells and the logic versions of some of a scan's rows.
