@@ -15,7 +15,7 @@ use jiff::civil::Date;
 
 use self::swap::Swaps;
 use super::cell::{DayKey, HourKey, NewCell, Stamp, append_day, append_hour, append_recent_row};
-use super::open::{OpenShards, Shard, Staging, lock};
+use super::open::{DuckFailure, OpenShards, Shard, Staging, lock};
 use super::schema;
 use super::writes::{Touched, Written};
 use super::{
@@ -144,12 +144,22 @@ impl DuckShardStore {
         let partition = partition_of(tenant_id, self.partitions);
         let tenant = tenant_id.to_owned();
         self.blocking(move |shards| {
-            let Some(shard) = open(shards, partition, false)? else {
-                return Ok(T::default());
-            };
-            shard
-                .with_reader(|conn| read(conn, &tenant, &shard))
-                .map_err(|err| QueryError::shard(&shard.name, what, err))
+            // Invariant: a read that meets an instance DuckDB invalidated (a fatal error in
+            // another call, after this read took the shard) runs once more on the file opened
+            // again, instead of failing the caller.
+            let mut again = true;
+            loop {
+                let Some(shard) = open(shards, partition, false)? else {
+                    return Ok(T::default());
+                };
+                match shard.with_reader(|conn| read(conn, &tenant, &shard)) {
+                    Err(err) if again && err.invalidates() => {
+                        again = false;
+                        tracing::warn!(shard = %shard.name, error = %err, "a read met an invalidated instance; reading again from the file opened again");
+                    }
+                    out => return out.map_err(|err| QueryError::shard(&shard.name, what, err)),
+                }
+            }
         })
         .await
     }

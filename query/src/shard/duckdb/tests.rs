@@ -714,6 +714,33 @@ async fn a_shard_that_duckdb_invalidated_is_opened_again_with_what_it_committed(
     assert_eq!((sums.pageviews, sums.visits, sums.visitors), (2, 2, 2));
 }
 
+#[tokio::test]
+async fn a_read_that_meets_an_invalidated_instance_reads_again_from_the_file() {
+    let dir = TempDir::new("invalidated-read");
+    let store = store(&dir);
+    apply_one(
+        &store,
+        1,
+        vec![one_visit("acme", "2026-03-01T10:15:00Z", 1)],
+    )
+    .await;
+    // A fatal error the shard has not seen yet: a read taking the shard now meets the
+    // invalidated instance, as one does that took it just before another call's fatal error.
+    let shard = store.shards.get(0, false).expect("open").expect("shard");
+    let unseen = shard.with_reader(|conn| {
+        let err = conn
+            .execute_batch("SET debug_checkpoint_abort = 'before_header'; CHECKPOINT")
+            .expect_err("the checkpoint aborts");
+        assert!(err.invalidates(), "{err}");
+        Ok::<_, ShardFailure>(())
+    });
+    unseen.expect("the error stays unseen");
+    drop(shard);
+
+    let sums = total(&store, "acme", "2026-03-01", "2026-03-01").await;
+    assert_eq!((sums.pageviews, sums.visits, sums.visitors), (1, 1, 1));
+}
+
 /// A store of one partition in `dir` with the least pool `--shard-memory` takes (32MB), and
 /// its shard.
 fn smallest_pool_shard(dir: &TempDir) -> (DuckShardStore, Arc<Shard>) {
