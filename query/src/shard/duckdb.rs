@@ -144,22 +144,10 @@ impl DuckShardStore {
         let partition = partition_of(tenant_id, self.partitions);
         let tenant = tenant_id.to_owned();
         self.blocking(move |shards| {
-            // Invariant: a read that meets an instance DuckDB invalidated (a fatal error in
-            // another call, after this read took the shard) runs once more on the file opened
-            // again, instead of failing the caller.
-            let mut again = true;
-            loop {
-                let Some(shard) = open(shards, partition, false)? else {
-                    return Ok(T::default());
-                };
-                match shard.with_reader(|conn| read(conn, &tenant, &shard)) {
-                    Err(err) if again && err.invalidates() => {
-                        again = false;
-                        tracing::warn!(shard = %shard.name, error = %err, "a read met an invalidated instance; reading again from the file opened again");
-                    }
-                    out => return out.map_err(|err| QueryError::shard(&shard.name, what, err)),
-                }
-            }
+            let read = read_shard(shards, partition, what, |conn, shard| {
+                read(conn, &tenant, shard)
+            })?;
+            Ok(read.unwrap_or_default())
         })
         .await
     }
@@ -240,44 +228,36 @@ impl ShardStore for DuckShardStore {
 
     async fn watermark(&self, partition: u32) -> Result<Option<u64>, QueryError> {
         self.blocking(move |shards| {
-            let Some(shard) = open(shards, partition, false)? else {
-                return Ok(None);
-            };
-            shard
-                .with_reader(|conn| {
-                    conn.query_row(schema::SELECT_WATERMARK, [partition], |row| row.get(0))
-                        .optional()
-                })
-                .map_err(|err| QueryError::shard(&shard.name, "reading the watermark", err))
+            let read = read_shard(shards, partition, "reading the watermark", |conn, _| {
+                conn.query_row(schema::SELECT_WATERMARK, [partition], |row| row.get(0))
+                    .optional()
+            })?;
+            Ok(read.flatten())
         })
         .await
     }
 
     async fn position(&self, partition: u32) -> Result<ShardPosition, QueryError> {
         self.blocking(move |shards| {
-            let Some(shard) = open(shards, partition, false)? else {
-                return Ok(ShardPosition::default());
-            };
-            shard
-                .with_reader(|conn| {
-                    conn.query_row(schema::SELECT_POSITION, [partition], |row| {
-                        let covered = match (row.get(1)?, row.get(2)?) {
-                            (Some(seq), Some(index)) => Some(Covered {
-                                to: EventPosition { seq, index },
-                                log: row.get(3)?,
-                            }),
-                            _ => None,
-                        };
-                        Ok(ShardPosition {
-                            watermark: row.get(0)?,
-                            covered,
-                            log: row.get(4)?,
-                        })
+            let what = "reading the shard's position";
+            let read = read_shard(shards, partition, what, |conn, _| {
+                conn.query_row(schema::SELECT_POSITION, [partition], |row| {
+                    let covered = match (row.get(1)?, row.get(2)?) {
+                        (Some(seq), Some(index)) => Some(Covered {
+                            to: EventPosition { seq, index },
+                            log: row.get(3)?,
+                        }),
+                        _ => None,
+                    };
+                    Ok(ShardPosition {
+                        watermark: row.get(0)?,
+                        covered,
+                        log: row.get(4)?,
                     })
-                    .optional()
                 })
-                .map(Option::unwrap_or_default)
-                .map_err(|err| QueryError::shard(&shard.name, "reading the shard's position", err))
+                .optional()
+            })?;
+            Ok(read.flatten().unwrap_or_default())
         })
         .await
     }
@@ -353,25 +333,55 @@ impl ShardStore for DuckShardStore {
 
     async fn versions(&self, partition: u32) -> Result<Vec<TenantVersion>, QueryError> {
         self.blocking(move |shards| {
-            let Some(shard) = open(shards, partition, false)? else {
-                return Ok(Vec::new());
-            };
-            shard
-                .with_reader(|conn| {
-                    let mut statement = conn.prepare(schema::VERSIONS)?;
-                    let rows = statement.query_map([], |row| {
-                        Ok(TenantVersion {
-                            tenant_id: row.get(0)?,
-                            logic_version: u32::try_from(row.get::<_, i32>(1)?).unwrap_or(0),
-                            first_date: row.get(2)?,
-                            last_date: row.get(3)?,
-                        })
-                    })?;
-                    rows.collect::<::duckdb::Result<Vec<_>>>()
-                })
-                .map_err(|err| QueryError::shard(&shard.name, "listing logic versions", err))
+            let read = read_shard(shards, partition, "listing logic versions", |conn, _| {
+                let mut statement = conn.prepare(schema::VERSIONS)?;
+                let rows = statement.query_map([], |row| {
+                    Ok(TenantVersion {
+                        tenant_id: row.get(0)?,
+                        logic_version: u32::try_from(row.get::<_, i32>(1)?).unwrap_or(0),
+                        first_date: row.get(2)?,
+                        last_date: row.get(3)?,
+                    })
+                })?;
+                rows.collect::<::duckdb::Result<Vec<_>>>()
+            })?;
+            Ok(read.unwrap_or_default())
         })
         .await
+    }
+}
+
+/// Runs `read` on a read connection of the partition's shard; `None` when the shard was never
+/// created. `what` names the read in errors.
+///
+/// Invariant: a read that meets an instance DuckDB invalidated (a fatal error in another call,
+/// after this read took the shard) runs once more on the file opened again, instead of failing
+/// its caller.
+fn read_shard<T, E>(
+    shards: &OpenShards,
+    partition: u32,
+    what: impl Into<String>,
+    read: impl Fn(&Connection, &Shard) -> Result<T, E>,
+) -> Result<Option<T>, QueryError>
+where
+    E: From<::duckdb::Error> + DuckFailure + Into<ShardFailure>,
+{
+    let mut again = true;
+    loop {
+        let Some(shard) = open(shards, partition, false)? else {
+            return Ok(None);
+        };
+        match shard.with_reader(|conn| read(conn, &shard)) {
+            Err(err) if again && err.invalidates() => {
+                again = false;
+                tracing::warn!(shard = %shard.name, error = %err, "a read met an invalidated instance; reading again from the file opened again");
+            }
+            out => {
+                return out
+                    .map(Some)
+                    .map_err(|err| QueryError::shard(&shard.name, what, err));
+            }
+        }
     }
 }
 
