@@ -1,6 +1,7 @@
 //! Freshness: time from an acknowledged event to its appearance in a query, idle and under a
 //! steady load.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
 use crate::ingest::{bench_env, counted, setup};
-use crate::procs::Standalone;
+use crate::procs::{Standalone, keep_if_failed};
 use crate::send::{SendConfig, send};
 use crate::tenants::{TenantKeys, create_tenants};
 use crate::traffic::TenantSpec;
@@ -22,7 +23,13 @@ use beacon_core::backends::EMBEDDED_PARTITIONS;
 /// Measures idle and loaded freshness on a fresh `beacon standalone` and adds four rows.
 pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env(EMBEDDED_PARTITIONS))?;
+    let result = run_in(plan, table, dir.path()).await;
+    keep_if_failed(dir, result)
+}
+
+/// [`run`] with its data and logs in `dir`.
+async fn run_in(plan: &Plan, table: &mut Table, dir: &Path) -> anyhow::Result<()> {
+    let beacon = Standalone::start(&dir.join("data"), 0, &bench_env(EMBEDDED_PARTITIONS))?;
     let (gateway, admin, token) = (
         beacon.ready.gateway.clone(),
         beacon.ready.admin.clone(),

@@ -1,6 +1,7 @@
 //! End-to-end ingest: events in through the public gateway until their rollups are applied and
 //! visible in queries, standalone and in cluster mode.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -10,7 +11,7 @@ use beacon_proto::insights::v1::{DateRange, GetAggregateRequest, Metric};
 use futures::StreamExt;
 use tonic::transport::Channel;
 
-use crate::procs::{Cluster, Standalone};
+use crate::procs::{Cluster, Standalone, keep_if_failed};
 use crate::report::mib;
 use crate::send::{SendConfig, send};
 use crate::tenants::{TenantKeys, create_tenants};
@@ -152,7 +153,18 @@ fn generator_row(table: &mut Table, mode: &str, rate: &Rates) {
 /// the bare JetStream publish.
 pub async fn standalone(plan: &Plan, table: &mut Table, floor: f64) -> anyhow::Result<Rates> {
     let dir = tempfile::tempdir()?;
-    let beacon = Standalone::start(&dir.path().join("data"), 0, &bench_env(EMBEDDED_PARTITIONS))?;
+    let result = standalone_in(plan, table, floor, dir.path()).await;
+    keep_if_failed(dir, result)
+}
+
+/// [`standalone`] with its data and logs in `dir`.
+async fn standalone_in(
+    plan: &Plan,
+    table: &mut Table,
+    floor: f64,
+    dir: &Path,
+) -> anyhow::Result<Rates> {
+    let beacon = Standalone::start(&dir.join("data"), 0, &bench_env(EMBEDDED_PARTITIONS))?;
     let ready = &beacon.ready;
     let at_rest = beacon.proc.peak_rss().unwrap_or(0);
     let sample = || {

@@ -198,6 +198,19 @@ pub struct Ready {
     pub admin_token: String,
 }
 
+/// `result`, but when it failed `dir` (the run's data folders and process logs) is kept instead
+/// of removed, and the error names it: a failure hours into a run can then be read from the
+/// processes' own logs.
+pub fn keep_if_failed<T>(dir: tempfile::TempDir, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    result.map_err(|err| {
+        let kept = dir.keep();
+        err.context(format!(
+            "the run's data and process logs are kept in {}",
+            kept.display()
+        ))
+    })
+}
+
 /// `beacon standalone` on a data folder.
 pub struct Standalone {
     /// The process.

@@ -10,8 +10,8 @@
 //! them. The reports beyond the dashboard (`filtered`) and the tenant-scale rows (`scale`) run
 //! in process, on shards loaded the way reprocessing loads them.
 
+use std::path::Path;
 use std::sync::Arc;
-
 use std::time::{Duration, Instant};
 
 use beacon_aggregator::LOGIC_VERSION;
@@ -29,7 +29,7 @@ use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
 use crate::ingest::bench_env;
-use crate::procs::{Ready, Standalone};
+use crate::procs::{Ready, Standalone, keep_if_failed};
 use crate::send::{SendConfig, send_events};
 use crate::tenants::{TenantKeys, create_tenants};
 use crate::traffic::{TrafficConfig, TrafficModel};
@@ -76,6 +76,12 @@ struct Loaded {
 /// Measures the dashboards of the largest and the median tenant and adds rows.
 pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
+    let result = run_in(plan, table, dir.path()).await;
+    keep_if_failed(dir, result)
+}
+
+/// [`run`] with its data and logs in `dir`.
+async fn run_in(plan: &Plan, table: &mut Table, dir: &Path) -> anyhow::Result<()> {
     let mut model = TrafficModel::new(TrafficConfig {
         seed: plan.seed,
         tenants: plan.tenants,
@@ -83,7 +89,7 @@ pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
     });
     let now = beacon_core::time::now_ms();
     let range = month(now)?;
-    let beacon = Standalone::start(&dir.path().join("data"), 0, &dashboard_env(Cache::On))?;
+    let beacon = Standalone::start(&dir.join("data"), 0, &dashboard_env(Cache::On))?;
     let indexes = [0, plan.tenants / 2];
     let specs: Vec<_> = indexes
         .iter()
@@ -96,7 +102,7 @@ pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
         specs.len(),
     )
     .await?;
-    let mut loader = tokio::task::block_in_place(|| Loader::new(dir.path()))?;
+    let mut loader = tokio::task::block_in_place(|| Loader::new(dir))?;
     let largest = Loaded::new(&specs[0])?;
     let mut months = Vec::new();
     for (((index, spec), keys), (label, count)) in indexes.iter().zip(&specs).zip(keys).zip([
@@ -151,7 +157,7 @@ pub async fn run(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
         if cache == Cache::Off {
             // The same data, the query role keeping no answers.
             let _ = beacon.proc.terminate(Duration::from_secs(30));
-            beacon = Standalone::start(&dir.path().join("data"), 0, &dashboard_env(cache))?;
+            beacon = Standalone::start(&dir.join("data"), 0, &dashboard_env(cache))?;
         }
         // Live traffic keeps writing the shards while the dashboards are read; a seed of
         // its own keeps its event ids apart from the month's.
