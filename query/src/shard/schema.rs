@@ -229,13 +229,25 @@ const CELL_COUNTERS: &str = "pageviews, events, visits, bounces, duration_ms, bo
 pub(crate) const DIRTY_DAYS: &str = "CREATE TEMP TABLE dirty_days AS \
     SELECT DISTINCT tenant, local_date FROM days WHERE NOT folded";
 
-/// The rows of the dirty (tenant, day) keys, ordered by key. Columns: tenant, days since
-/// 1970-01-01, dimension, value, generation, logic version, then the cell.
+/// Rows of a dirty (tenant, day) key, as `d`.
+const DIRTY_DAY: &str =
+    "EXISTS (SELECT 1 FROM dirty_days k WHERE k.tenant = d.tenant AND k.local_date = d.local_date)";
+
+/// The rowids of the dirty (tenant, day) keys' rows and the bytes of their sketches, by rowid.
+pub(crate) fn dirty_day_sizes() -> String {
+    format!(
+        "SELECT d.rowid, coalesce(octet_length(d.sketch), 0) FROM days d WHERE {DIRTY_DAY} \
+         ORDER BY d.rowid"
+    )
+}
+
+/// The rows of the dirty (tenant, day) keys with rowids from the first to the second
+/// parameter, in no order. Columns: tenant, days since 1970-01-01, dimension, value,
+/// generation, logic version, then the cell.
 pub(crate) fn dirty_day_rows() -> String {
     format!(
         r#"SELECT d.tenant, CAST(d.local_date - DATE '1970-01-01' AS INTEGER), d.dimension, d."value", d.gen, d.logic_version, {CELL}
-FROM days d JOIN dirty_days k ON d.tenant = k.tenant AND d.local_date = k.local_date
-ORDER BY d.tenant, d.dimension, d.local_date, d."value", d.gen, d.logic_version"#
+FROM days d WHERE d.rowid BETWEEN ? AND ? AND {DIRTY_DAY}"#
     )
 }
 
@@ -248,14 +260,25 @@ pub(crate) const DELETE_DIRTY_DAYS: &str = "DELETE FROM days WHERE EXISTS (\
 pub(crate) const DIRTY_HOURS: &str = "CREATE TEMP TABLE dirty_hours AS \
     SELECT DISTINCT tenant, hour_ms FROM hours WHERE NOT folded";
 
-/// The rows of the dirty (tenant, hour) keys, ordered by key. Columns: tenant, hour, days
-/// since 1970-01-01, generation, logic version, then the cell.
+/// Rows of a dirty (tenant, hour) key, as `h`.
+const DIRTY_HOUR: &str =
+    "EXISTS (SELECT 1 FROM dirty_hours k WHERE k.tenant = h.tenant AND k.hour_ms = h.hour_ms)";
+
+/// The rowids of the dirty (tenant, hour) keys' rows and the bytes of their sketches, by rowid.
+pub(crate) fn dirty_hour_sizes() -> String {
+    format!(
+        "SELECT h.rowid, coalesce(octet_length(h.sketch), 0) FROM hours h WHERE {DIRTY_HOUR} \
+         ORDER BY h.rowid"
+    )
+}
+
+/// The rows of the dirty (tenant, hour) keys with rowids from the first to the second
+/// parameter, in no order. Columns: tenant, hour, days since 1970-01-01, generation, logic
+/// version, then the cell.
 pub(crate) fn dirty_hour_rows() -> String {
     format!(
         "SELECT h.tenant, h.hour_ms, CAST(h.local_date - DATE '1970-01-01' AS INTEGER), h.gen, \
-         h.logic_version, {CELL} \
-         FROM hours h JOIN dirty_hours k ON h.tenant = k.tenant AND h.hour_ms = k.hour_ms \
-         ORDER BY h.tenant, h.hour_ms, h.local_date, h.gen, h.logic_version"
+         h.logic_version, {CELL} FROM hours h WHERE h.rowid BETWEEN ? AND ? AND {DIRTY_HOUR}"
     )
 }
 

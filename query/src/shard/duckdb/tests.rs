@@ -797,6 +797,60 @@ fn a_read_too_big_for_the_shard_memory_alone_names_the_limit() {
 }
 
 #[tokio::test]
+async fn a_fold_of_more_sketch_bytes_than_the_shard_memory_keeps_every_row() {
+    const VALUES: usize = 3_000;
+    let dir = TempDir::new("fold-big");
+    let (store, shard) = smallest_pool_shard(&dir);
+    // A sketch of 1,000 visitors is about 4 KiB: two deltas of each of 3,000 pages hold
+    // about 24 MiB of sketches, most of the 32MB pool, as a big tenant's day does. Folded by
+    // a sort in DuckDB, they ran out of the pool ("could not allocate block of size 256.0 KiB
+    // (30.4 MiB/30.5 MiB used)", as in a 10,000,000-event import).
+    let mut sketch = crate::shard::sketch::new().expect("sketch");
+    (0..1_000u64).for_each(|visitor| sketch.update(visitor));
+    let bytes = sketch.serialize();
+    assert!(bytes.len() > 4_000, "{}", bytes.len());
+    let day = 20_500;
+    for round in 0..2 {
+        for chunk in (0..VALUES).collect::<Vec<_>>().chunks(250) {
+            shard
+                .with_writer(Touched::All, |conn| {
+                    let mut appender = conn.appender("days")?;
+                    for value in chunk {
+                        let key = DayKey {
+                            tenant: "acme",
+                            day,
+                            dimension: Dimension::Page as i16,
+                            value: &format!("/page/{value}"),
+                            stamp: Stamp {
+                                gen_id: 0,
+                                version: 1,
+                            },
+                        };
+                        let counters = [1, 1, 1, 0, 0, 0, 0, 0];
+                        append_day(&mut appender, &key, &counters, Some(bytes.clone()), false)?;
+                    }
+                    appender.flush()
+                })
+                .unwrap_or_else(|err| panic!("appending round {round}: {err}"));
+        }
+    }
+    store.fold().await.expect("fold");
+    let (rows, unfolded, pageviews): (i64, i64, i64) = shard
+        .with_reader(|conn| {
+            conn.query_row(
+                "SELECT count(*), count(*) FILTER (NOT folded), sum(pageviews) FROM days",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+        })
+        .expect("count");
+    assert_eq!(
+        (rows, unfolded, pageviews),
+        (VALUES as i64, 0, 2 * VALUES as i64)
+    );
+}
+
+#[tokio::test]
 async fn a_probed_stage_is_not_taken_as_applied() {
     let dir = TempDir::new("probed-stage");
     let store = store(&dir);
