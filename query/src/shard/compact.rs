@@ -21,57 +21,29 @@ pub(crate) fn fold(conn: &mut Connection) -> Result<(), ShardFailure> {
     Ok(())
 }
 
-/// Sketch bytes one fetch of a fold brings back, at most (and one row's more): DuckDB holds
-/// a whole result in the shard's pool, and a big tenant's day of sketches is larger than it.
-const FETCH_BYTES: i64 = 4 << 20;
-
-/// The rows of the dirty keys, fetched in windows of rowids ([`windows`]), with the cells of
-/// equal keys added up; in key order. The sums are kept here, not sorted by DuckDB, for the
-/// same reason.
+/// Reads the rows of `sql` and adds up the cells of equal keys; returns them in key order.
+/// DuckDB does not sort the rows: sorting a big tenant's day of sketches ran out of the
+/// shard's memory.
 fn folded<K: Eq + Hash + Ord>(
     tx: &Transaction<'_>,
-    (sizes, rows): (&str, &str),
+    sql: &str,
     key: impl Fn(&Row<'_>) -> ::duckdb::Result<K>,
     cell_column: usize,
 ) -> Result<Vec<(K, Cell)>, ShardFailure> {
     let mut sums: HashMap<K, Cell> = HashMap::new();
-    let mut statement = tx.prepare(rows)?;
-    for (first, last) in windows(tx, sizes)? {
-        let mut rows = statement.query([first, last])?;
-        while let Some(row) = rows.next()? {
-            let cell = Cell::read(row, cell_column)?;
-            match sums.entry(key(row)?) {
-                Entry::Occupied(sum) => sum.into_mut().add(cell),
-                Entry::Vacant(sum) => {
-                    sum.insert(cell);
-                }
+    let mut statement = tx.prepare(sql)?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let cell = Cell::read(row, cell_column)?;
+        match sums.entry(key(row)?) {
+            Entry::Occupied(sum) => sum.into_mut().add(cell),
+            Entry::Vacant(sum) => {
+                sum.insert(cell);
             }
         }
     }
     let mut out: Vec<(K, Cell)> = sums.into_iter().collect();
     out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
-/// Ranges of rowids (first, last) whose rows' sketches add up to about [`FETCH_BYTES`] each,
-/// from `sizes` (rowid and sketch bytes, by rowid).
-fn windows(tx: &Transaction<'_>, sizes: &str) -> Result<Vec<(i64, i64)>, ShardFailure> {
-    let mut out = Vec::new();
-    let mut open: Option<(i64, i64, i64)> = None;
-    let mut statement = tx.prepare(sizes)?;
-    let mut rows = statement.query([])?;
-    while let Some(row) = rows.next()? {
-        let (rowid, bytes): (i64, i64) = (row.get(0)?, row.get(1)?);
-        open = match open {
-            Some((first, _, held)) if held < FETCH_BYTES => Some((first, rowid, held + bytes)),
-            Some((first, last, _)) => {
-                out.push((first, last));
-                Some((rowid, rowid, bytes))
-            }
-            None => Some((rowid, rowid, bytes)),
-        };
-    }
-    out.extend(open.map(|(first, last, _)| (first, last)));
     Ok(out)
 }
 
@@ -88,9 +60,8 @@ fn fold_days(tx: &Transaction<'_>) -> Result<(), ShardFailure> {
             stamp(row, 4)?,
         ))
     };
-    let sql = (schema::dirty_day_sizes(), schema::dirty_day_rows());
-    let rows = folded(tx, (&sql.0, &sql.1), key, 6)?;
-    tx.execute_batch(schema::DELETE_DIRTY_DAYS)?;
+    let rows = folded(tx, &schema::dirty_day_rows(), key, 6)?;
+    tx.execute_batch(&schema::delete_dirty_days())?;
     let mut appender = tx.appender("days")?;
     for ((tenant, dimension, day, value, stamp), cell) in rows {
         let key = DayKey {
@@ -118,9 +89,8 @@ fn fold_hours(tx: &Transaction<'_>) -> Result<(), ShardFailure> {
     let key = |row: &Row<'_>| -> ::duckdb::Result<(String, i64, i32, Stamp)> {
         Ok((row.get(0)?, row.get(1)?, row.get(2)?, stamp(row, 3)?))
     };
-    let sql = (schema::dirty_hour_sizes(), schema::dirty_hour_rows());
-    let rows = folded(tx, (&sql.0, &sql.1), key, 5)?;
-    tx.execute_batch(schema::DELETE_DIRTY_HOURS)?;
+    let rows = folded(tx, &schema::dirty_hour_rows(), key, 5)?;
+    tx.execute_batch(&schema::delete_dirty_hours())?;
     let mut appender = tx.appender("hours")?;
     for ((tenant, hour_ms, day, stamp), cell) in rows {
         let key = HourKey {

@@ -233,28 +233,19 @@ pub(crate) const DIRTY_DAYS: &str = "CREATE TEMP TABLE dirty_days AS \
 const DIRTY_DAY: &str =
     "EXISTS (SELECT 1 FROM dirty_days k WHERE k.tenant = d.tenant AND k.local_date = d.local_date)";
 
-/// The rowids of the dirty (tenant, day) keys' rows and the bytes of their sketches, by rowid.
-pub(crate) fn dirty_day_sizes() -> String {
-    format!(
-        "SELECT d.rowid, coalesce(octet_length(d.sketch), 0) FROM days d WHERE {DIRTY_DAY} \
-         ORDER BY d.rowid"
-    )
-}
-
-/// The rows of the dirty (tenant, day) keys with rowids from the first to the second
-/// parameter, in no order. Columns: tenant, days since 1970-01-01, dimension, value,
-/// generation, logic version, then the cell.
+/// The rows of the dirty (tenant, day) keys, in no order. Columns: tenant, days since
+/// 1970-01-01, dimension, value, generation, logic version, then the cell.
 pub(crate) fn dirty_day_rows() -> String {
     format!(
         r#"SELECT d.tenant, CAST(d.local_date - DATE '1970-01-01' AS INTEGER), d.dimension, d."value", d.gen, d.logic_version, {CELL}
-FROM days d WHERE d.rowid BETWEEN ? AND ? AND {DIRTY_DAY}"#
+FROM days d WHERE {DIRTY_DAY}"#
     )
 }
 
 /// Drops the rows of the dirty (tenant, day) keys (they are written back folded).
-pub(crate) const DELETE_DIRTY_DAYS: &str = "DELETE FROM days WHERE EXISTS (\
-    SELECT 1 FROM dirty_days k WHERE k.tenant = days.tenant AND k.local_date = days.local_date);
-    DROP TABLE dirty_days;";
+pub(crate) fn delete_dirty_days() -> String {
+    format!("DELETE FROM days d WHERE {DIRTY_DAY}; DROP TABLE dirty_days;")
+}
 
 /// Collects the (tenant, hour) keys with unfolded rows.
 pub(crate) const DIRTY_HOURS: &str = "CREATE TEMP TABLE dirty_hours AS \
@@ -264,28 +255,19 @@ pub(crate) const DIRTY_HOURS: &str = "CREATE TEMP TABLE dirty_hours AS \
 const DIRTY_HOUR: &str =
     "EXISTS (SELECT 1 FROM dirty_hours k WHERE k.tenant = h.tenant AND k.hour_ms = h.hour_ms)";
 
-/// The rowids of the dirty (tenant, hour) keys' rows and the bytes of their sketches, by rowid.
-pub(crate) fn dirty_hour_sizes() -> String {
-    format!(
-        "SELECT h.rowid, coalesce(octet_length(h.sketch), 0) FROM hours h WHERE {DIRTY_HOUR} \
-         ORDER BY h.rowid"
-    )
-}
-
-/// The rows of the dirty (tenant, hour) keys with rowids from the first to the second
-/// parameter, in no order. Columns: tenant, hour, days since 1970-01-01, generation, logic
-/// version, then the cell.
+/// The rows of the dirty (tenant, hour) keys, in no order. Columns: tenant, hour, days since
+/// 1970-01-01, generation, logic version, then the cell.
 pub(crate) fn dirty_hour_rows() -> String {
     format!(
         "SELECT h.tenant, h.hour_ms, CAST(h.local_date - DATE '1970-01-01' AS INTEGER), h.gen, \
-         h.logic_version, {CELL} FROM hours h WHERE h.rowid BETWEEN ? AND ? AND {DIRTY_HOUR}"
+         h.logic_version, {CELL} FROM hours h WHERE {DIRTY_HOUR}"
     )
 }
 
 /// Drops the rows of the dirty (tenant, hour) keys.
-pub(crate) const DELETE_DIRTY_HOURS: &str = "DELETE FROM hours WHERE EXISTS (\
-    SELECT 1 FROM dirty_hours k WHERE k.tenant = hours.tenant AND k.hour_ms = hours.hour_ms);
-    DROP TABLE dirty_hours;";
+pub(crate) fn delete_dirty_hours() -> String {
+    format!("DELETE FROM hours h WHERE {DIRTY_HOUR}; DROP TABLE dirty_hours;")
+}
 
 /// A tenant's live rows for a read: parameters tenant, dimension, first and last local date
 /// (DATE values: DuckDB binds every execution again, and casts of text parameters made each
